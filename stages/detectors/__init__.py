@@ -1,0 +1,17 @@
+"""Detector backends; importing this package registers every backend that exists.
+
+Backends whose heavy dependencies are missing still register: they import
+those lazily in ``setup()`` and raise a UserError with the install step.
+"""
+import importlib
+
+from stages.detectors.base import DetectorConfig, DetectStage, FrameDetections, build_detector
+
+for _backend in ("color", "lite", "detectron2"):
+    try:
+        importlib.import_module(f"stages.detectors.{_backend}")
+    except ModuleNotFoundError as missing:  # a backend file not written yet
+        if missing.name != f"stages.detectors.{_backend}":
+            raise
+
+__all__ = ["DetectorConfig", "DetectStage", "FrameDetections", "build_detector"]
