@@ -44,7 +44,14 @@ def inspect(
 @app.command("verify")
 def verify(directory: Path = typer.Argument(..., help="a dataset folder written by build-sgs")) -> None:
     """Check every file of a dataset against its sha256 in the manifest (exit 1 on any problem)."""
-    not_implemented("verify")
+    from schemas.store import verify as verify_dataset
+
+    problems = verify_dataset(directory)
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise typer.Exit(1)
+    print(f"ok: {directory} verified")
 
 
 # ------------------------------------------------------------------ captions

@@ -1,0 +1,2 @@
+"""finsta's data contract: records, Arrow/Zarr format, shard store. Imports nothing else of finsta."""
+from schemas.version import SCHEMA_VERSION
