@@ -1,0 +1,283 @@
+"""The dataset contract, its config, ``build_dataset`` and the shared normalisation.
+
+A dataset turns files on disk into :class:`stages.base.VideoTask` work items,
+one per video, in a deterministic order. One file per dataset
+(``activitynet.py``, ``msrvtt.py``, ``manifest.py``, ``synthetic.py``,
+``sample.py``), each registered in :data:`DATASETS`. Contract::
+
+    ds = build_dataset(DatasetConfig(name="activitynet", data_root="/data/anet", split="val_2"))
+    for task in ds.tasks():        # Iterator[VideoTask], same order every run
+        task.key, task.video_path, task.captions   # captions: list[CaptionInput]
+    ds.stats()                     # {"videos": n, "captions_whitespace_stripped": n, ...}
+    ds.describe_layout()           # the expected layout, as shown in error messages
+
+Rules every dataset follows:
+
+* A missing or malformed data root raises :class:`UserError` from the
+  constructor, with one message that shows the expected layout.
+* Keys are the dataset's own ids, unmodified; the pipeline refuses unsafe ones.
+* A missing video still yields a task (``video_path`` where the file should
+  be), counted in ``videos_missing``; the pipeline records the failure.
+* A bad entry (malformed line, duplicate id) yields a task whose ``failure``
+  is already set (stage ``"dataset"``), so it ends as a failure row.
+* Caption quirks are normalised and counted in :meth:`Dataset.stats`, never
+  dropped silently (see :func:`normalise_captions`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from schemas.errors import UserError
+from schemas.records import FailureRecord
+from stages.base import CaptionInput, VideoTask
+from stages.registry import Registry
+
+DATASETS = Registry("dataset")
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+DATASET_STAGE = "dataset"
+
+# Every counter appears in stats() even when zero, so stats.json has a fixed shape.
+STAT_KEYS = (
+    "videos", "captions", "negatives", "negatives_dropped",
+    "captions_whitespace_stripped", "captions_empty_dropped",
+    "segments_overlapping", "segments_clamped_to_duration", "segments_negative_start_clamped",
+    "segments_invalid_swapped", "segments_partial_time_dropped",
+    "videos_missing", "duplicate_ids", "malformed_entries",
+)
+
+
+@dataclass
+class DatasetConfig:
+    """Where a dataset lives and which part of it to read.
+
+    ``data_root`` is a folder (or, for ``manifest``, the ``.jsonl``/``.csv``
+    file); ``captions``/``videos`` override the default layout; ``mapping``
+    is a JSON ``{id: relative path}`` or CSV ``id,path`` file mapping ids to
+    videos (relative to the videos folder); ``limit`` caps the tasks yielded.
+    """
+
+    name: str = "sample"
+    data_root: Optional[str] = None
+    split: str = "train"
+    captions: Optional[str] = None
+    videos: Optional[str] = None
+    mapping: Optional[str] = None
+    limit: Optional[int] = None
+
+
+class Dataset(ABC):
+    """Base class: subclasses implement ``_iter_tasks`` and ``describe_layout``."""
+
+    name: str = "dataset"
+
+    def __init__(self, cfg: DatasetConfig):
+        self.cfg = cfg
+        self._stats: Counter = Counter({k: 0 for k in STAT_KEYS})
+
+    @abstractmethod
+    def _iter_tasks(self) -> Iterator[VideoTask]:
+        """Yield every task in order; count quirks into ``self._stats``."""
+
+    @abstractmethod
+    def describe_layout(self) -> str:
+        """One line: the files this dataset expects."""
+
+    def tasks(self) -> Iterator[VideoTask]:
+        """Tasks in a deterministic order, at most ``cfg.limit`` of them.
+
+        Counters restart on each call, so after a full pass :meth:`stats`
+        describes exactly the tasks yielded.
+        """
+        self._stats = Counter({k: 0 for k in STAT_KEYS})
+        limit = self.cfg.limit
+        if limit is not None and limit <= 0:
+            return
+        for n, task in enumerate(self._iter_tasks(), 1):
+            self._stats["videos"] += 1
+            yield task
+            if limit is not None and n >= limit:
+                return
+
+    def stats(self) -> dict[str, int]:
+        """Normalisation counters of the last :meth:`tasks` pass (complete once exhausted)."""
+        return dict(self._stats)
+
+    # ---------------------------------------------------------------- helpers
+    def layout_error(self, problem: str) -> UserError:
+        return UserError(f"{self.name}: {problem}; expected {self.describe_layout()}")
+
+    def failed_task(self, key: str, reason: str, message: str, video_path: str = "",
+                    video_id: Optional[str] = None) -> VideoTask:
+        """A task that ends as a failure row without entering any stage."""
+        task = VideoTask(key=key, source=self.name, video_id=video_id or key, video_path=video_path)
+        task.failure = FailureRecord(key, DATASET_STAGE, reason, message, video_path)
+        if reason == "duplicate_key":
+            self._stats["duplicate_ids"] += 1
+        else:
+            self._stats["malformed_entries"] += 1
+        return task
+
+    def make_task(self, key: str, video_id: str, video_path: Path | str,
+                  captions: list[CaptionInput]) -> VideoTask:
+        """A live task; counts its captions and whether its video exists."""
+        path = str(video_path)
+        if not os.path.isfile(path):
+            self._stats["videos_missing"] += 1
+        self._stats["captions"] += sum(c.negative_of is None for c in captions)
+        self._stats["negatives"] += sum(c.negative_of is not None for c in captions)
+        return VideoTask(key=key, source=self.name, video_id=video_id, video_path=path,
+                         captions=captions)
+
+
+def build_dataset(cfg: DatasetConfig) -> Dataset:
+    """Instantiate the dataset named by ``cfg.name`` (importing the package registers all)."""
+    import pipeline.datasets  # noqa: F401  (registers every dataset)
+    return DATASETS.get(cfg.name)(cfg)
+
+
+# ------------------------------------------------------------ normalisation
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """Collapse runs of whitespace (newlines, tabs, doubled spaces) and strip."""
+    return _SPACES.sub(" ", text).strip()
+
+
+def normalise_captions(raw: Iterable[tuple[object, Optional[float], Optional[float]]],
+                       duration: Optional[float], stats: Counter) -> list[CaptionInput]:
+    """Clean one video's ``(text, start, end)`` triples into captions, counting each fix.
+
+    * whitespace collapsed and stripped → ``captions_whitespace_stripped``;
+    * empty after that → dropped, ``captions_empty_dropped``;
+    * only one of start/end given → made untimed, ``segments_partial_time_dropped``;
+    * ``start > end`` → swapped, ``segments_invalid_swapped``;
+    * ``start < 0`` → 0, ``segments_negative_start_clamped``;
+    * past ``duration`` → clamped to it, ``segments_clamped_to_duration``;
+    * segments overlapping another of the same video are kept (dense-caption
+      events do overlap) and counted in ``segments_overlapping``.
+    """
+    out: list[CaptionInput] = []
+    for text, start, end in raw:
+        text = "" if text is None else str(text)
+        clean = normalise_text(text)
+        if clean != text:
+            stats["captions_whitespace_stripped"] += 1
+        if not clean:
+            stats["captions_empty_dropped"] += 1
+            continue
+        if (start is None) != (end is None):
+            stats["segments_partial_time_dropped"] += 1
+            start = end = None
+        if start is not None and end is not None:
+            start, end = float(start), float(end)
+            if start > end:
+                stats["segments_invalid_swapped"] += 1
+                start, end = end, start
+            if start < 0:
+                stats["segments_negative_start_clamped"] += 1
+                start = 0.0
+                end = max(end, 0.0)
+            if duration is not None and duration > 0 and end > duration:
+                stats["segments_clamped_to_duration"] += 1
+                end = duration
+                start = min(start, duration)
+        out.append(CaptionInput(clean, start, end))
+    stats["segments_overlapping"] += count_overlapping(out)
+    return out
+
+
+def count_overlapping(captions: list[CaptionInput]) -> int:
+    """How many timed captions overlap at least one other (touching ends do not count)."""
+    timed = sorted((c.start, c.end, i) for i, c in enumerate(captions) if c.start is not None)
+    overlapping: set[int] = set()
+    for a in range(len(timed)):
+        for b in range(a + 1, len(timed)):
+            if timed[b][0] >= timed[a][1]:
+                break
+            if min(timed[a][1], timed[b][1]) > max(timed[a][0], timed[b][0]):
+                overlapping.update((timed[a][2], timed[b][2]))
+    return len(overlapping)
+
+
+# ------------------------------------------------------------ video lookup
+class VideoIndex:
+    """Finds a video for an id in one folder: ``<id>.<ext>``, or with/without a ``v_`` prefix.
+
+    The folder is listed once; an explicit mapping (JSON ``{id: path}`` or CSV
+    ``id,path``, paths relative to the folder) takes precedence.
+    """
+
+    def __init__(self, folder: Path, mapping: Optional[dict[str, str]] = None,
+                 strip_prefix: str = ""):
+        self.folder = folder
+        self.mapping = mapping or {}
+        self.strip_prefix = strip_prefix
+        self._by_stem: dict[str, str] = {}
+        rank = {ext: i for i, ext in enumerate(VIDEO_EXTENSIONS)}
+        names = sorted(e.name for e in os.scandir(folder) if e.is_file()) if folder.is_dir() else []
+        for name in names:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in rank:
+                continue
+            old = self._by_stem.get(stem)
+            if old is None or rank[ext.lower()] < rank[os.path.splitext(old)[1].lower()]:
+                self._by_stem[stem] = name
+
+    def path_for(self, video_id: str) -> Path:
+        """The file for ``video_id``, or where it should be (``<folder>/<id>.mp4``) if absent."""
+        if video_id in self.mapping:
+            return self.folder / self.mapping[video_id]
+        candidates = [video_id]
+        if self.strip_prefix and video_id.startswith(self.strip_prefix):
+            candidates.append(video_id[len(self.strip_prefix):])
+        for stem in candidates:
+            if stem in self._by_stem:
+                return self.folder / self._by_stem[stem]
+        return self.folder / f"{video_id}{VIDEO_EXTENSIONS[0]}"
+
+
+def load_mapping(path: Optional[str]) -> dict[str, str]:
+    """Read a ``{id: relative path}`` JSON or an ``id,path`` CSV (header optional)."""
+    if not path:
+        return {}
+    import csv
+    import json
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"mapping file {path} not found; expected a JSON {{id: path}} or a CSV id,path")
+    try:
+        if file.suffix.lower() == ".json":
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                raise ValueError("not an object of id → path strings")
+            return {str(k): v for k, v in data.items()}
+        with file.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.reader(fh) if r]
+        if rows and [c.strip().lower() for c in rows[0][:2]] == ["id", "path"]:
+            rows = rows[1:]
+        if any(len(r) < 2 for r in rows):
+            raise ValueError("every row needs id,path")
+        return {r[0].strip(): r[1].strip() for r in rows}
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"mapping file {path} is malformed ({error}); "
+                        "expected a JSON {id: path} or a CSV id,path") from None
+
+
+def as_time(value: object) -> Optional[float]:
+    """A caption time from JSON/CSV: number or numeric string → float; ''/None → None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    number = float(value)  # raises ValueError for junk
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"not a finite time: {value!r}")
+    return number
