@@ -1,0 +1,527 @@
+"""Video decoding: probe, sample frames with exact timestamps, stream them as RGB.
+
+One ``ffmpeg`` subprocess per video (argument list built with ffmpeg-python,
+run with :class:`subprocess.Popen`, never a shell) selects the frames inside
+its filter graph and writes them as raw ``rgb24`` to a pipe; Python reads one
+frame at a time, so memory does not grow with the video's length. A watchdog
+kills ffmpeg after ``DecodeConfig.timeout_s``.
+
+How frames are chosen (``select`` filter, evaluated on every decoded frame):
+the sampler walks a grid of target times ``T0 + k·P`` and keeps, for each
+target, the *first frame whose timestamp is ≥ target − 0.49/native_fps*, i.e.
+the frame nearest the target (ties go to the later frame). A frame is never
+returned twice, so asking for more frames than the video has returns each
+frame once.
+
+* ``mode="fps"``:      ``T0 = 0``, ``P = 1/fps``, over the whole video.
+* ``mode="uniform"``:  ``K = num_frames`` targets at the centres of K equal
+  segments of the duration (``P = D/K``, ``T0 = P/2``).
+* ``mode="windows"``:  only frames inside the union of the given ``(start, end)``
+  windows (seconds); the first frame of each window is kept, then frames
+  nearest the ``1/fps`` grid. With no windows it behaves as ``"fps"``.
+
+How timestamps are recorded: a ``showinfo`` filter after ``select`` logs each
+kept frame's integer ``pts`` and the stream time base to stderr; a reader
+thread parses them, so ``Frame.timestamp = pts · time_base`` exactly (seconds
+from the start of the file, as players show it). ``Frame.index`` (the native
+frame number) is ``round((timestamp − stream_start) · native_fps)``: exact for
+constant-frame-rate video, nominal for variable frame rate.
+
+Failures raise :class:`SampleError` with a stable ``reason``:
+``missing_file`` (also a dangling symlink), ``empty_file``, ``unreadable``
+(a directory, a FIFO/device, or no read permission), ``not_a_video`` (ffprobe cannot open it and it has no known video
+container signature), ``no_video_stream`` (e.g. audio only), ``corrupt_video``
+(a known container ffprobe cannot open, decoder/demuxer errors such as a
+truncated file, a non-zero ffmpeg exit, or no frames), ``empty_window`` (all
+windows lie past the end), ``unknown_duration`` (uniform mode without a
+duration) and ``timeout``. Errors found while streaming are raised at the end
+of iteration, after the frames already yielded: consume the whole iterator
+before trusting the frames (:func:`decode_video` does).
+
+Example::
+
+    cfg = DecodeConfig(mode="fps", fps=2.0, short_side=224)
+    for frame, rgb in iter_frames("clip.mp4", cfg):
+        print(frame.index, frame.timestamp, rgb.shape)   # 12 0.48 (224, 398, 3)
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Optional, Sequence
+
+import ffmpeg
+import numpy as np
+
+from schemas.errors import SampleError, UserError
+from schemas.records import Frame, VideoMeta
+from stages.base import Resources, Stage, VideoTask
+
+MODES = ("fps", "uniform", "windows")
+Window = tuple[float, float]
+
+# Demuxer/decoder messages that mean the data itself is damaged or cut short.
+_CORRUPTION_MARKERS = ("partial file", "ended prematurely", "corrupt input packet",
+                       "corrupt decoded frame", "invalid data found", "moov atom not found",
+                       "truncat", "error while decoding")
+_SHOWINFO_FRAME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:")
+_SHOWINFO_TIMEBASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
+
+
+@dataclass
+class DecodeConfig:
+    """How to sample frames (see the module docstring for the exact rules).
+
+    ``short_side``: resize so the shorter side has this many pixels (aspect
+    kept; 0 keeps the native size). ``max_frames``: stop after this many frames
+    (0 = no cap). ``timeout_s``: wall-clock limit for probing and for decoding
+    one video. ``max_decode_errors``: error lines from ffmpeg tolerated before
+    the video counts as corrupt (0 = strict; raise it for messy web video).
+    ``threads``: ffmpeg decoder threads (0 = ffmpeg's choice).
+    """
+
+    mode: str = "fps"
+    fps: float = 1.0
+    num_frames: int = 8
+    short_side: int = 0
+    timeout_s: float = 300.0
+    max_frames: int = 0
+    max_decode_errors: int = 0
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"decode mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.fps <= 0:
+            raise UserError(f"decode fps must be > 0, got {self.fps}")
+        if self.mode == "uniform" and self.num_frames < 1:
+            raise UserError(f"decode num_frames must be >= 1, got {self.num_frames}")
+        if self.short_side < 0 or self.max_frames < 0 or self.timeout_s <= 0:
+            raise UserError("decode short_side/max_frames must be >= 0 and timeout_s > 0")
+
+
+@dataclass
+class ProbeInfo:
+    """What decoding needs beyond :class:`VideoMeta`.
+
+    ``stream_index`` is the absolute index of the chosen video stream;
+    ``start_offset`` its start time relative to the file's start (what ffmpeg
+    subtracts); ``stream_duration`` is None when the container does not say.
+    """
+
+    meta: VideoMeta
+    stream_index: int
+    start_offset: float
+    stream_duration: Optional[float]
+    format_name: str
+
+
+# ------------------------------------------------------------------ probing
+def probe(path: str, timeout_s: float = 60.0) -> VideoMeta:
+    """Container/stream facts of ``path``'s first video stream; raises :class:`SampleError`.
+
+    ``width``/``height`` are the displayed size (after rotation metadata),
+    i.e. the size of the frames :func:`iter_frames` returns without resizing.
+    """
+    return probe_info(path, timeout_s).meta
+
+
+def probe_info(path: str, timeout_s: float = 60.0) -> ProbeInfo:
+    """:func:`probe` plus the facts :func:`iter_frames` needs (see :class:`ProbeInfo`)."""
+    url = _check_readable(path)
+    # Same arguments as ffmpeg.probe; run here because ffmpeg-python 0.2's probe has no timeout.
+    args = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", url]
+    try:
+        done = subprocess.run(args, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise SampleError("timeout", f"ffprobe took longer than {timeout_s:g}s on {path}") from None
+    stderr = done.stderr.decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        reason = "corrupt_video" if _has_video_signature(path) else "not_a_video"
+        raise SampleError(reason, f"ffprobe cannot open {path}: {_tail(stderr)}")
+    info = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
+    return _parse_probe(path, info)
+
+
+def _check_readable(path: str) -> str:
+    """Fail early with a precise reason for local paths; returns the URL to hand ffmpeg."""
+    if "://" in path:
+        return path
+    if not os.path.exists(path):
+        raise SampleError("missing_file", f"no such file: {path}")
+    if not os.path.isdir(path) and not os.path.isfile(path):
+        # a FIFO or device would block the open below, and is not a video file
+        raise SampleError("unreadable", f"not a regular file: {path}")
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+    except (IsADirectoryError, PermissionError, OSError) as error:
+        raise SampleError("unreadable", f"cannot read {path}: {error.strerror or error}") from None
+    if not first:
+        raise SampleError("empty_file", f"zero-byte file: {path}")
+    # "file:" stops ffmpeg from reading a leading "-" as an option or "x:" as a protocol.
+    return "file:" + os.path.abspath(path)
+
+
+def _has_video_signature(path: str) -> bool:
+    """Does the file start like a video container (so a probe failure means corruption)?"""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return False
+    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
+            or head.startswith((b"\x1a\x45\xdf\xa3", b"GIF87a", b"GIF89a", b"OggS", b"FLV",
+                                b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3",
+                                b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"))
+            or (head.startswith(b"RIFF") and head[8:12] == b"AVI ")
+            or head[:1] == b"\x47")  # MPEG-TS sync byte
+
+
+def _parse_probe(path: str, info: dict) -> ProbeInfo:
+    streams = info.get("streams", [])
+    video = [s for s in streams if s.get("codec_type") == "video"
+             and not s.get("disposition", {}).get("attached_pic")]
+    if not video:
+        kinds = sorted({s.get("codec_type", "?") for s in streams}) or ["none"]
+        raise SampleError("no_video_stream", f"{path} has no video stream (streams: {', '.join(kinds)})")
+    stream, fmt = video[0], info.get("format", {})
+    fps = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
+    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    if width <= 0 or height <= 0:
+        raise SampleError("corrupt_video", f"{path}: video stream has no frame size")
+    if _rotation(stream) % 180 == 90:  # ffmpeg autorotates, so frames come out transposed
+        width, height = height, width
+    stream_duration = _float(stream.get("duration"))
+    duration = stream_duration if stream_duration is not None else _float(fmt.get("duration"))
+    nb_frames = stream.get("nb_frames")
+    if nb_frames and str(nb_frames).isdigit():
+        num_frames = int(nb_frames)
+    else:
+        num_frames = int(round(duration * fps)) if duration and fps else -1
+    start = (_float(stream.get("start_time")) or 0.0) - (_float(fmt.get("start_time")) or 0.0)
+    meta = VideoMeta(path=path, duration=float(duration or 0.0), fps=float(fps), width=width,
+                     height=height, codec=str(stream.get("codec_name", "")), num_frames=num_frames)
+    return ProbeInfo(meta, int(stream.get("index", 0)), max(0.0, start), stream_duration,
+                     str(fmt.get("format_name", "")))
+
+
+def _rate(text: Optional[str]) -> float:
+    try:
+        value = Fraction(str(text))
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return float(value) if 0 < value < 10_000 else 0.0
+
+
+def _float(text) -> Optional[float]:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            return int(round(float(side["rotation"]))) % 360
+    return int(float(stream.get("tags", {}).get("rotate", 0) or 0)) % 360
+
+
+# ------------------------------------------------------------------ sampling plan
+def merge_windows(windows: Sequence[Window]) -> list[Window]:
+    """Sorted, disjoint union of ``(start, end)`` windows (empty/negative ones dropped)."""
+    spans = sorted((max(0.0, float(s)), float(e)) for s, e in windows if float(e) >= max(0.0, float(s)))
+    merged: list[list[float]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(s, e) for s, e in merged]
+
+
+@dataclass
+class _Plan:
+    first_target: float
+    period: float
+    windows: Optional[list[Window]]
+    max_frames: int
+    coverage_end: Optional[float]  # the last target ≤ this many seconds, if known
+
+
+def _plan(info: ProbeInfo, cfg: DecodeConfig, windows: Optional[Sequence[Window]]) -> _Plan:
+    duration = info.meta.duration
+    if cfg.mode == "uniform":
+        if duration <= 0:
+            raise SampleError("unknown_duration", f"{info.meta.path}: uniform sampling needs a duration")
+        period = duration / cfg.num_frames
+        cap = cfg.num_frames if not cfg.max_frames else min(cfg.num_frames, cfg.max_frames)
+        return _Plan(period / 2, period, None, cap, duration - period / 2)
+    merged = merge_windows(windows) if (cfg.mode == "windows" and windows) else None
+    if merged is not None and duration > 0:
+        merged = [(s, e) for s, e in merged if s < duration]
+        if not merged:
+            raise SampleError("empty_window", f"{info.meta.path}: every window starts after "
+                              f"the video ends ({duration:.3f}s)")
+    end = duration if duration > 0 else None
+    if merged is not None and end is not None:
+        end = min(end, merged[-1][1])
+    return _Plan(0.0, 1.0 / cfg.fps, merged, cfg.max_frames, end)
+
+
+def _select_expr(plan: _Plan, native_fps: float) -> str:
+    """The ``select`` expression; register 0 holds (next target − first target)."""
+    half = 0.49 / native_fps if native_fps > 0 else 0.0
+    t0, p = f"{plan.first_target:.9f}", f"{plan.period:.9f}"
+    keep = f"gte(t,ld(0)+{t0}-{half:.9f})"
+    if plan.windows:
+        inside = "+".join(f"between(t,{s:.6f},{e:.6f})" for s, e in plan.windows)
+        keep = f"{keep}*({inside})"
+    advance = f"st(0,(floor((t+{half:.9f}-{t0})/{p})+1)*{p})"
+    return f"if({keep},1+0*{advance},0)"
+
+
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """``(width, height)`` after resizing the shorter side to ``short_side`` (0 = unchanged)."""
+    if short_side <= 0 or min(width, height) == short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    if width <= height:
+        return short_side, max(1, int(round(height * scale)))
+    return max(1, int(round(width * scale))), short_side
+
+
+def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
+                windows: Optional[Sequence[Window]] = None, output: str = "pipe:",
+                showinfo: bool = True) -> list[str]:
+    """The full ffmpeg command line :func:`iter_frames` runs (benchmarks reuse it).
+
+    ``showinfo=False`` and ``output="/dev/null"`` give the identical decode
+    without our timestamp logging: the reference the decode benchmark compares to.
+    """
+    plan = _plan(info, cfg, windows)
+    width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
+    input_kwargs = {"threads": cfg.threads} if cfg.threads else {}
+    stream = ffmpeg.input(url, **input_kwargs)[str(info.stream_index)]
+    stream = stream.filter("select", _select_expr(plan, info.meta.fps))
+    if (width, height) != (info.meta.width, info.meta.height):
+        stream = stream.filter("scale", width, height, flags="area")
+    if showinfo:
+        stream = stream.filter("showinfo", checksum=0)
+    out_kwargs = {"format": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
+    if plan.max_frames:
+        out_kwargs["frames:v"] = plan.max_frames
+    args = ffmpeg.output(stream, output, **out_kwargs).get_args()
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "+level+info", "-y", *args]
+
+
+# ------------------------------------------------------------------ decoding
+class _StderrReader(threading.Thread):
+    """Parses ffmpeg's stderr: showinfo timestamps into a queue, errors into a bounded log."""
+
+    def __init__(self, pipe):
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.timestamps: "queue.Queue[Optional[Fraction]]" = queue.Queue()
+        self.time_base: Optional[Fraction] = None
+        self.errors: deque[str] = deque(maxlen=8)
+        self.error_count = 0
+        self.corruption: Optional[str] = None
+        self.last_lines: deque[str] = deque(maxlen=8)
+
+    def run(self) -> None:
+        try:
+            for raw in iter(self.pipe.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip()
+                match = _SHOWINFO_FRAME.search(line)
+                if match and "showinfo" in line:
+                    self.timestamps.put(int(match.group(2)) * (self.time_base or Fraction(1)))
+                    continue
+                match = _SHOWINFO_TIMEBASE.search(line)
+                if match and self.time_base is None:
+                    self.time_base = Fraction(int(match.group(1)), int(match.group(2)))
+                    continue
+                if "[info]" in line:
+                    continue
+                self.last_lines.append(line)
+                if "[error]" in line or "[fatal]" in line:
+                    self.error_count += 1
+                    self.errors.append(line)
+                low = line.lower()
+                if self.corruption is None and any(m in low for m in _CORRUPTION_MARKERS):
+                    self.corruption = line
+        finally:
+            self.timestamps.put(None)
+
+
+def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]] = None,
+                info: Optional[ProbeInfo] = None) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Yield ``(Frame, rgb)`` for the sampled frames of ``path``, in time order.
+
+    ``rgb`` is a fresh ``H×W×3`` uint8 array. ``windows`` are ``(start, end)``
+    seconds, used when ``cfg.mode == "windows"``. ``info`` skips the probe.
+    Raises :class:`SampleError` (see the module docstring); errors detected
+    while streaming are raised after the last frame.
+    """
+    started = time.monotonic()
+    info = info or probe_info(path, cfg.timeout_s)
+    url = _check_readable(path)
+    if info.format_name == "gif" and not _gif_complete(path):
+        raise SampleError("corrupt_video", f"{path}: GIF has no trailer byte (truncated)")
+    args = ffmpeg_args(url, info, cfg, windows)
+    plan = _plan(info, cfg, windows)
+    width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
+    frame_bytes = width * height * 3
+    remaining = max(0.1, cfg.timeout_s - (time.monotonic() - started))
+
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0)
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    watchdog = threading.Timer(remaining, kill)
+    watchdog.daemon = True
+    watchdog.start()
+    reader = _StderrReader(proc.stderr)
+    reader.start()
+    deadline = time.monotonic() + remaining
+    count, last_time, partial = 0, None, False
+    try:
+        while True:
+            image = np.empty((height, width, 3), np.uint8)
+            got = _read_into(proc.stdout, memoryview(image.reshape(-1)))
+            if got == 0:
+                break
+            if got < frame_bytes:
+                partial = True
+                break
+            try:
+                stamp = reader.timestamps.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                stamp = None
+            if stamp is None:
+                if timed_out.is_set():
+                    break
+                raise SampleError("corrupt_video", f"{path}: no timestamp logged for frame {count}")
+            timestamp = float(stamp)
+            index = int(round((timestamp - info.start_offset) * info.meta.fps)) if info.meta.fps else count
+            count += 1
+            last_time = timestamp
+            yield Frame(index, timestamp), image
+        returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        kill()
+        returncode = None
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        reader.join(timeout=5)
+        proc.stderr.close()
+
+    if timed_out.is_set() or returncode is None:
+        raise SampleError("timeout", f"decoding {path} took longer than {cfg.timeout_s:g}s "
+                          f"({count} frames done)")
+    detail = " | ".join(reader.errors) or " | ".join(reader.last_lines)
+    if returncode != 0:
+        raise SampleError("corrupt_video", f"ffmpeg exited with {returncode} on {path}: {_tail(detail)}")
+    if reader.corruption is not None:
+        raise SampleError("corrupt_video", f"{path}: {_tail(reader.corruption)}")
+    if reader.error_count > cfg.max_decode_errors:
+        raise SampleError("corrupt_video", f"{path}: {reader.error_count} decode errors: {_tail(detail)}")
+    if partial:
+        raise SampleError("corrupt_video", f"{path}: ffmpeg stopped in the middle of frame {count}")
+    if count == 0:
+        raise SampleError("corrupt_video", f"{path}: no frame could be decoded")
+    _check_coverage(path, info, plan, count, last_time)
+
+
+def _check_coverage(path: str, info: ProbeInfo, plan: _Plan, count: int, last_time: float) -> None:
+    """Catch silent truncation: frames stopped well before the stream's declared end."""
+    if info.stream_duration is None or plan.coverage_end is None:
+        return
+    if plan.max_frames and count >= plan.max_frames:
+        return
+    end = min(plan.coverage_end, info.start_offset + info.stream_duration)
+    slack = max(2 * plan.period, 2.0 / info.meta.fps if info.meta.fps else 0.0, 1.0)
+    if last_time < end - slack:
+        raise SampleError("corrupt_video", f"{path}: frames stop at {last_time:.2f}s but the "
+                          f"stream declares {info.start_offset + info.stream_duration:.2f}s (truncated?)")
+
+
+def _read_into(pipe, view: memoryview) -> int:
+    got = 0
+    while got < len(view):
+        n = pipe.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _gif_complete(path: str) -> bool:
+    """A GIF ends with the trailer byte 0x3B; a cut-off GIF decodes silently otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\x3b"
+    except OSError:
+        return True  # not seekable (e.g. a URL): cannot tell
+
+
+def _tail(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def decode_video(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]] = None
+                 ) -> tuple[VideoMeta, list[Frame], list[np.ndarray]]:
+    """Probe and decode all sampled frames of ``path`` (only the sampled ones stay in memory)."""
+    info = probe_info(path, cfg.timeout_s)
+    frames: list[Frame] = []
+    images: list[np.ndarray] = []
+    for frame, image in iter_frames(path, cfg, windows, info=info):
+        frames.append(frame)
+        images.append(image)
+    return info.meta, frames, images
+
+
+class DecodeStage(Stage):
+    """``task.video_path`` → ``task.meta``, ``task.frames``, ``task.images``.
+
+    In ``windows`` mode the windows are the timed captions' ``(start, end)``;
+    a video without timed captions is sampled at ``cfg.fps`` throughout.
+    """
+
+    name = "decode"
+
+    def __init__(self, cfg: Optional[DecodeConfig] = None, resources: Optional[Resources] = None):
+        self.cfg = cfg or DecodeConfig()
+        self.resources = resources or Resources(cpus=1.0)
+
+    def process_one(self, task: VideoTask) -> VideoTask:
+        windows = None
+        if self.cfg.mode == "windows":
+            windows = [(c.start, c.end) for c in task.captions
+                       if c.start is not None and c.end is not None] or None
+        meta, frames, images = decode_video(task.video_path, self.cfg, windows)
+        meta.path = task.video_path
+        task.meta, task.frames, task.images = meta, frames, images
+        task.stage_frames[self.name] = len(frames)
+        task.stage_bytes[self.name] = sum(image.nbytes for image in images)
+        return task
