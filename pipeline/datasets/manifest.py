@@ -49,6 +49,11 @@ class Manifest(Dataset):
         if self.file.suffix.lower() not in (".jsonl", ".csv", ".json"):
             raise self.layout_error(f"manifest {self.file} is neither .jsonl nor .csv")
         self.base = Path(cfg.videos) if cfg.videos else self.file.parent
+        if self.file.suffix.lower() == ".csv":
+            with self.file.open(newline="", encoding="utf-8", errors="replace") as fh:
+                header = next(csv.reader(fh), [])
+            if not {"id", "video", "caption"} <= {h.strip() for h in header}:
+                raise self.layout_error(f"{self.file} lacks the header id,video,caption[,start,end]")
 
     def describe_layout(self) -> str:
         return ('--data-root FILE.jsonl with one {"id": ..., "video": path (absolute or relative to the file), '
@@ -96,8 +101,7 @@ class Manifest(Dataset):
         groups: dict[str, list] = {}   # id → [first line, video, raw, error, conflict lines]
         with self.file.open(newline="", encoding="utf-8", errors="replace") as fh:
             reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"id", "video", "caption"} <= set(reader.fieldnames):
-                raise self.layout_error(f"{self.file} lacks the header id,video,caption[,start,end]")
+            reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
             for row in reader:
                 number = reader.line_num
                 key = (row.get("id") or "").strip() or f"{self.file.name}:{number}"

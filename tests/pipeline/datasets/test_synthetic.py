@@ -1,0 +1,86 @@
+"""The synthetic world reader (negatives after real captions) and the embedded sample."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.datasets import DatasetConfig, build_dataset
+from pipeline.datasets.sample import SAMPLE_DATA
+from schemas.errors import UserError
+
+CAPTIONS = {
+    "synth_0_00000": {
+        "duration": 4.0, "timestamps": [[0.0, 2.0], [1.5, 4.0]],
+        "sentences": ["", "the red circle moves left quickly"],
+        "negatives": [[{"text": "dropped with its empty caption", "type": "change_relation"}],
+                      [{"text": "the red circle moves right quickly", "type": "change_relation"},
+                       {"text": "the red circle moves left slowly", "type": "change_adverb"}]]},
+    "synth_0_00001": {"duration": 4.0, "timestamps": [[0.0, 4.0]], "sentences": ["a blue square appears"]},
+    "synth_0_00002": {"duration": 4.0, "timestamps": [[0.0, 4.0]], "sentences": ["x"], "negatives": [[]] * 2},
+}
+
+
+def make_world(root: Path) -> Path:
+    (root / "videos").mkdir(parents=True)
+    (root / "captions.json").write_text(json.dumps(CAPTIONS))
+    (root / "videos" / "synth_0_00000.mp4").write_bytes(b"x")
+    return root
+
+
+def test_negatives_follow_real_captions_with_their_source_index(tmp_path):
+    ds = build_dataset(DatasetConfig("synthetic", data_root=str(make_world(tmp_path))))
+    first, second, bad = ds.tasks()
+    assert first.key == "synth_0_00000" and first.source == "synthetic"
+    assert first.video_path == str(tmp_path / "videos" / "synth_0_00000.mp4")
+    assert [(c.text, c.start, c.end, c.negative_of, c.negative_type) for c in first.captions] == [
+        ("the red circle moves left quickly", 1.5, 4.0, None, None),
+        ("the red circle moves right quickly", 1.5, 4.0, 0, "change_relation"),
+        ("the red circle moves left slowly", 1.5, 4.0, 0, "change_adverb")]
+    assert [c.negative_of for c in second.captions] == [None]
+    assert bad.failure.error_type == "malformed_entry" and "one list per sentence" in bad.failure.message
+    stats = ds.stats()
+    assert (stats["captions"], stats["negatives"], stats["negatives_dropped"]) == (2, 2, 1)
+    assert stats["captions_empty_dropped"] == 1 and stats["videos_missing"] == 1
+
+
+def test_bad_world_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"synthetic: .*captions.json not found; expected a folder made by"):
+        build_dataset(DatasetConfig("synthetic", data_root=str(tmp_path)))
+
+
+def _generator_available() -> bool:
+    try:
+        from pipeline.synthetic import generate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_vendored_clip_is_small_attributed_and_captioned():
+    clip = SAMPLE_DATA / "bottles.mp4"
+    assert clip.stat().st_size <= 1_000_000
+    readme = (SAMPLE_DATA / "README.md").read_text()
+    assert "Sample video from the Intel IoT devkit sample-videos collection, licensed CC BY 4.0." in readme
+    assert (SAMPLE_DATA / "LICENSE").read_text().startswith("Attribution 4.0 International")
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                            str(clip)], capture_output=True, text=True, timeout=30, check=True)
+    duration = float(probe.stdout)
+    entry = json.loads((SAMPLE_DATA / "captions.json").read_text())["intel-bottles"]
+    assert abs(entry["duration"] - duration) < 0.1
+    assert all(0 <= s < e <= duration + 1e-6 for s, e in entry["timestamps"])
+
+
+@pytest.mark.skipif(not _generator_available(), reason="pipeline.synthetic.generate not written yet")
+def test_sample_yields_the_vendored_clip_then_generated_clips(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINSTA_CACHE", str(tmp_path))
+    ds = build_dataset(DatasetConfig("sample"))
+    tasks = list(ds.tasks())
+    assert tasks[0].key == "intel-bottles" and Path(tasks[0].video_path).is_file()
+    assert len(tasks[0].captions) == 5 and tasks[0].captions[1].start == 0.9
+    assert len(tasks) == 5 and all(t.source == "sample" and Path(t.video_path).is_file() for t in tasks)
+    assert any(c.negative_of is not None for t in tasks[1:] for c in t.captions)
+    assert ds.stats()["videos_missing"] == 0
+    again = build_dataset(DatasetConfig("sample"))   # cached: same folder, same tasks
+    assert [(t.key, t.video_path, t.captions) for t in again.tasks()] == [
+        (t.key, t.video_path, t.captions) for t in tasks]
