@@ -6,6 +6,7 @@ option prints one line and exits 2.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -26,19 +27,50 @@ def not_implemented(command: str) -> None:
 @app.command("build-sgs")
 def build_sgs(
     dataset: str = typer.Option("sample", help="activitynet | msrvtt | manifest | synthetic | sample"),
-    data_root: Optional[Path] = typer.Option(None, help="dataset folder (or manifest .jsonl)"),
-    out: Path = typer.Option(Path("out/sample"), help="output dataset folder"),
+    data_root: Optional[Path] = typer.Option(None, help="dataset folder (manifest: the .jsonl/.csv file)"),
+    out: Optional[Path] = typer.Option(None, help="output dataset folder [default: out/DATASET]"),
+    split: str = typer.Option("train", help="activitynet split: train | val_1 | val_2"),
+    captions: Optional[Path] = typer.Option(None, help="captions file, overriding the dataset's layout"),
+    videos: Optional[Path] = typer.Option(None, help="videos folder, overriding the dataset's layout"),
+    mapping: Optional[Path] = typer.Option(None, help="id → video path file (JSON or CSV)"),
+    detector: Optional[str] = typer.Option(None, help="detector backend: color | lite | detectron2"),
+    config: Optional[Path] = typer.Option(None, help="JSON/YAML file nested like pipeline.config.BuildConfig"),
+    set_: list[str] = typer.Option([], "--set", help="override one option, e.g. --set decode.fps=2 (repeatable)"),
+    limit: Optional[int] = typer.Option(None, min=1, help="process at most N samples of the dataset"),
+    ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting a local one"),
+    executor: str = typer.Option("ray", help="ray | sequential (one process, for debugging)"),
+    workers: int = typer.Option(1, min=1, help="actors per stage group"),
+    num_cpus: int = typer.Option(0, min=0, help="CPUs of the local Ray instance (0 = all)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="reprocess only samples recorded as failed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="delete OUT and start over"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and counts, write nothing"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 when any sample failed"),
+    quiet: bool = typer.Option(False, "--quiet", help="plain log lines instead of the live display"),
 ) -> None:
     """Build TSG/DSG/HSG shards from a video–caption dataset."""
-    not_implemented("build-sgs")
+    from pipeline.main import build_command
+
+    code = build_command(dict(dataset=dataset, data_root=data_root, out=out, split=split, captions=captions,
+                              videos=videos, mapping=mapping, detector=detector, config=config, overrides=set_,
+                              limit=limit, ray_address=ray_address, executor=executor, workers=workers,
+                              num_cpus=num_cpus, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run,
+                              strict=strict, quiet=quiet))
+    raise typer.Exit(code)
 
 
 @app.command("inspect")
 def inspect(
     out: Path = typer.Argument(..., help="a dataset folder written by build-sgs"),
+    list_: bool = typer.Option(False, "--list", help="list the committed sample keys"),
+    json_: bool = typer.Option(False, "--json", help="with --list: print one JSON list"),
+    failures: bool = typer.Option(False, "--failures", help="list the failure rows"),
+    key: Optional[str] = typer.Option(None, help="show this sample's TSG/DSG/HSG"),
+    png: Optional[Path] = typer.Option(None, help="with --key: also draw frames, boxes and graphs to this PNG"),
 ) -> None:
-    """List samples or show one sample's graphs."""
-    not_implemented("inspect")
+    """List samples or failures, or show one sample's graphs (and draw them)."""
+    from pipeline.main import inspect_command
+
+    inspect_command(out, list_keys=list_, as_json=json_, failures=failures, key=key, png=png)
 
 
 @app.command("verify")
@@ -56,15 +88,32 @@ def verify(directory: Path = typer.Argument(..., help="a dataset folder written 
 
 # ------------------------------------------------------------------ captions
 @app.command("parse-captions")
-def parse_captions(file: Path = typer.Argument(..., help="one caption per line")) -> None:
+def parse_captions(
+    file: Path = typer.Argument(..., help="one caption per line"),
+    parser: str = typer.Option("spacy", help="spacy | stanza"),
+    format: str = typer.Option("factual", "--format", help="factual | json (one TSG per line)"),
+    out: Optional[Path] = typer.Option(None, help="output file (default: stdout)"),
+    stanza_dir: str = typer.Option("", help="stanza resources folder (default ~/stanza_resources)"),
+) -> None:
     """Parse captions into textual scene graphs, one graph per output line."""
-    not_implemented("parse-captions")
+    from pipeline.parse_captions import run_parse_captions
+    run_parse_captions(file, parser=parser, fmt=format, out=out, stanza_dir=stanza_dir)
 
 
 @app.command("eval-tsg")
-def eval_tsg(gold: Path = typer.Option(..., help="FACTUAL csv with caption,scene_graph columns")) -> None:
-    """Score the caption parser against FACTUAL gold graphs."""
-    not_implemented("eval-tsg")
+def eval_tsg(
+    gold: Path = typer.Option(..., help="FACTUAL csv with caption,scene_graph columns"),
+    parser: str = typer.Option("spacy", help="spacy | stanza"),
+    pred: Optional[Path] = typer.Option(None, help="precomputed graphs instead of parsing: csv with a "
+                                        "scene_graph column, or FACTUAL / TSG-JSON lines"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+    diff: Optional[Path] = typer.Option(None, help="write a per-caption diff (JSON lines) here"),
+    stanza_dir: str = typer.Option("", help="stanza resources folder (default ~/stanza_resources)"),
+) -> None:
+    """Score the caption parser against FACTUAL gold graphs (SPICE-style F1, set match)."""
+    from pipeline.eval_tsg import ParseOptions, evaluate_file, format_summary
+    summary = evaluate_file(gold, ParseOptions(parser=parser, stanza_dir=stanza_dir, pred=pred), diff=diff)
+    print(json.dumps(summary) if json_out else format_summary(summary))
 
 
 # ------------------------------------------------------------------ synthetic

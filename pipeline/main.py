@@ -1,0 +1,93 @@
+"""The build-sgs and inspect commands behind cli.py: options → config → run → report."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.config import BuildConfig, apply_overrides, load_config
+from schemas.errors import UserError
+from schemas.store import open_dataset
+
+
+def make_config(options: dict[str, Any]) -> tuple[BuildConfig, Path]:
+    """CLI options → (config, out folder). Explicit options win over --config and --set."""
+    cfg = load_config(options["config"]) if options.get("config") else BuildConfig()
+    cfg = apply_overrides(cfg, list(options.get("overrides") or []))
+    d = cfg.dataset
+    d.name = options["dataset"]
+    for name in ("data_root", "captions", "videos", "mapping"):
+        if options.get(name) is not None:
+            setattr(d, name, str(options[name]))
+    d.split = options.get("split") or d.split
+    if options.get("detector"):
+        cfg.detector.name = options["detector"]
+    run = cfg.run
+    run.limit = d.limit = options.get("limit")
+    for name in ("ray_address", "executor", "workers", "num_cpus", "retry_failed", "overwrite", "dry_run",
+                 "strict", "quiet"):
+        setattr(run, name, options[name])
+    if run.executor not in ("ray", "sequential"):
+        raise UserError(f"--executor {run.executor!r}: choose ray or sequential")
+    if run.retry_failed and run.overwrite:
+        raise UserError("--retry-failed and --overwrite contradict each other: pick one")
+    out = Path(options["out"]) if options.get("out") else Path("out") / d.name
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    return cfg, out
+
+
+def build_command(options: dict[str, Any]) -> int:
+    from rich.console import Console
+
+    from pipeline.build import run_build
+    from pipeline.progress import Progress
+    from pipeline.report import plan_text, summary_table, write_stats
+
+    cfg, out = make_config(options)
+    result = run_build(cfg, out, Progress(quiet=cfg.run.quiet))
+    if cfg.run.dry_run:
+        print(plan_text(cfg, result))
+        return 0
+    stats = write_stats(result)
+    console = Console(stderr=False)
+    if cfg.run.quiet:
+        print(json.dumps({k: stats[k] for k in ("committed", "failed", "failures_by_reason")}))
+    else:
+        console.print(summary_table(stats))
+    print(f"wrote {out} ({stats['committed']} committed, {stats['failed']} failed; details in {out}/stats.json)")
+    return 1 if cfg.run.strict and result.failures_by_reason else 0
+
+
+def inspect_command(out: Path, list_keys: bool, as_json: bool, failures: bool, key: Optional[str],
+                    png: Optional[Path]) -> None:
+    dataset = open_dataset(out)
+    if png is not None and key is None:
+        raise UserError("--png needs --key KEY (see `inspect OUT --list` for keys)")
+    if list_keys:
+        keys = dataset.keys()
+        print(json.dumps(keys) if as_json else "\n".join(keys))
+        return
+    if failures:
+        rows = [f.__dict__ for f in dataset.failures()]
+        print(json.dumps(rows, indent=1) if as_json else
+              "\n".join(f"{r['key']}\t{r['stage']}\t{r['error_type']}\t{r['message']}" for r in rows))
+        return
+    if key is not None:
+        from pipeline.describe import describe
+        if key not in dataset.keys():
+            raise UserError(f"no committed sample {key!r} in {out}; list them with `inspect {out} --list`")
+        sample, features = dataset.get(key)
+        print(describe(sample))
+        if png is not None:
+            from pipeline.render import render_png
+            render_png(sample, png)
+            print(f"drew {png}")
+        return
+    manifest = dataset.manifest
+    summary = {"path": str(out), "schema_version": manifest["schema_version"], "shards": len(manifest["shards"]),
+               "committed": len(dataset), "failed": len(dataset.failures()), "feature_dims": manifest["feature_dims"],
+               "config_hash": manifest["config_hash"]}
+    print(json.dumps(summary, indent=1) if as_json else "\n".join(f"{k}: {v}" for k, v in summary.items()),
+          file=sys.stdout)
