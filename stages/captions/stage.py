@@ -1,0 +1,80 @@
+"""The caption-parsing stage: ``task.captions`` → ``task.tsgs``, batched.
+
+One ``parser.parse`` call (one ``nlp.pipe`` for spaCy) covers every caption of
+every live task in the batch; the rules then run per caption. A caption whose
+rules fail gets an empty TSG only if the failure is local to it: the error is
+re-raised as the task's failure (``SampleError("caption_parse", …)``), so no
+half-filled task goes on.
+
+Example::
+
+    stage = CaptionParseStage(CaptionParserConfig(name="spacy"))
+    stage.setup()
+    [task] = stage.process_batch([VideoTask("v1", "manifest", "v1", "v1.mp4",
+                                            captions=[CaptionInput("a dog runs", 0.0, 2.5)])])
+    task.tsgs[0].caption_id   # 'v1#0'
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from schemas.errors import SampleError
+from schemas.records import TextSceneGraph
+from stages.base import Resources, Stage, VideoTask
+from stages.captions.base import CaptionParser, CaptionParserConfig, build_caption_parser
+from stages.captions.rules import build_tsg
+
+
+class CaptionParseStage(Stage):
+    """Fills ``task.tsgs[i]`` for ``task.captions[i]`` (``caption_id = f"{key}#{i}"``, times copied)."""
+
+    name = "parse_captions"
+
+    def __init__(self, cfg: Optional[CaptionParserConfig] = None, resources: Optional[Resources] = None,
+                 batch_size: int = 64):
+        self.cfg = cfg or CaptionParserConfig()
+        self.resources = resources or Resources(cpus=1.0, gpus=0.0)
+        self.batch_size = batch_size
+        self.parser: Optional[CaptionParser] = None
+
+    def setup(self) -> None:
+        if self.parser is None:
+            self.parser = build_caption_parser(self.cfg)
+            self.parser.setup()
+
+    def process_one(self, task: VideoTask) -> VideoTask:
+        return self.process_batch([task])[0]
+
+    def process_batch(self, tasks: list[VideoTask]) -> list[VideoTask]:
+        self.setup()
+        live = [task for task in tasks if task.failure is None]
+        texts = [caption.text or "" for task in live for caption in task.captions]
+        started = time.perf_counter()
+        try:
+            docs = self.parser.parse(texts)
+        except Exception as error:  # the parser itself broke: every task of the batch fails
+            for task in live:
+                task.fail(self.name, SampleError("caption_parse", f"{type(error).__name__}: {error}"))
+            return tasks
+        per_caption = (time.perf_counter() - started) / max(1, len(texts))
+        at = 0
+        for task in live:
+            begun = time.perf_counter()
+            docs_of_task = docs[at:at + len(task.captions)]
+            at += len(task.captions)
+            try:
+                task.tsgs = [
+                    build_tsg(doc, f"{task.key}#{i}", caption.text or "", caption.start, caption.end)
+                    for i, (caption, doc) in enumerate(zip(task.captions, docs_of_task))]
+            except Exception as error:  # a rule bug on one caption fails its task, not the batch
+                task.tsgs = []
+                task.fail(self.name, SampleError("caption_parse", f"{type(error).__name__}: {error}"))
+            task.stage_seconds[self.name] = task.stage_seconds.get(self.name, 0.0) + (
+                time.perf_counter() - begun + per_caption * len(task.captions))
+        return tasks
+
+
+def parse_texts(parser: CaptionParser, texts: list[str], prefix: str = "caption") -> list[TextSceneGraph]:
+    """Parse bare caption strings (no task): ``caption_id = f"{prefix}#{i}"``."""
+    return [build_tsg(doc, f"{prefix}#{i}", text) for i, (text, doc) in enumerate(zip(texts, parser.parse(texts)))]
