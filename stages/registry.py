@@ -42,3 +42,4 @@ class Registry:
 
 DETECTORS = Registry("detector")
 CAPTION_PARSERS = Registry("caption parser")
+LINK_SCORERS = Registry("link scorer")

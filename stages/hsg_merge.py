@@ -1,0 +1,354 @@
+"""HSG merge: each caption's TSG + links from its objects to the video's DSG tracks.
+
+For every TSG in ``task.tsgs`` the stage builds a :class:`HolisticSceneGraph`
+with the caption's sampled-frame window and its cross-modal links.
+
+**Frame window.** The sampled frames partition the video's time: an instant
+belongs to its nearest sampled frame (frame ``i`` covers the half-way points
+to its neighbours; the first starts at 0 s, the last ends at the video's
+duration). A caption's ``[start, end]`` is clamped to ``[0, duration]``
+(``start > end`` is swapped; a missing ``start`` is 0, a missing ``end`` is
+the video's end) and the window is every frame whose cover it touches, so it
+is never empty. Untimed captions (neither time given) get the whole video.
+A caption that starts after the video ended clamps to the end: its window
+is the last frame. A video with no sampled frame is a ``no_frames`` failure.
+
+**Link score** of TSG object ``o`` and track ``t`` (deterministic):
+
+* ``label`` — the scorer's phrase↔label similarity in ``[0, 1]`` (MiniLM
+  by default; see :mod:`stages.linking`); the object's lemma against the
+  track's label. A track is a candidate only if this is at least
+  ``min_label_similarity`` and within ``label_margin`` of the phrase's
+  best match among the *known labels* (the video's track labels plus
+  ``known_labels``, which should be the detector's vocabulary): "circle"
+  then never links a square when the detector knows circles, while "girl"
+  still links "person" (its nearest known label).
+* ``attributes`` — for each name in ``attribute_names`` (colour, size)
+  where both sides have a value: 1 if the track's value is among the
+  object's attribute words, else 0; averaged. The track's value is its
+  track-level attribute when there is one, else the majority vote of its
+  detections' attributes (ties: higher total score, then alphabetical).
+* ``time`` — overlap of the caption's interval with the track's lifespan
+  (the covers of its first..last frame), as intersection / the shorter
+  of the two, so a short track inside a long caption scores 1. With
+  ``require_time_overlap`` a timed caption never links a track outside it.
+
+``score = Σ wₖ·sₖ / Σ wₖ`` over the components that apply (no colour on
+either side, or an untimed caption, drop that term), so a score means the
+same whatever evidence exists. An object keeps its best tracks with
+``score ≥ link_threshold``: at most ``max_links_per_object``, or the
+object's ``count`` ("two dogs") when ``count_aware``. ``CrossLink.method``
+names what scored the link, e.g. ``"minilm+color+time"``.
+
+Example::
+
+    stage = HSGMergeStage(MergeConfig(link_threshold=0.6))
+    stage.setup()
+    stage.process_batch([task])   # task.hsgs[j] ↔ task.tsgs[j]
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from schemas.errors import SampleError, UserError
+from schemas.records import (CrossLink, DynamicSceneGraph, Frame, HolisticSceneGraph, TextSceneGraph,
+                             Track)
+from stages.base import CaptionInput, Resources, Stage, VideoTask
+from stages.embed_visual import crop_box
+from stages.linking import LinkScorer, LinkScorerConfig, TrackEvidence, build_link_scorer, normalize_label
+
+# Words a caption uses for each agreement attribute, and the spellings they fold to;
+# values a DSG reports for that attribute are always accepted too.
+ATTRIBUTE_WORDS: dict[str, frozenset[str]] = {
+    "color": frozenset("red orange yellow green blue purple pink brown black white gray silver gold "
+                       "beige tan navy violet cyan magenta teal maroon".split()),
+    "size": frozenset("small large".split()),
+}
+WORD_ALIASES: dict[str, str] = {"grey": "gray", "colour": "color", "big": "large", "huge": "large",
+                                "tiny": "small", "little": "small"}
+
+
+@dataclass
+class MergeConfig:
+    """Link scoring knobs (see the module doc for how they combine)."""
+
+    scorer: LinkScorerConfig = field(default_factory=LinkScorerConfig)
+    label_weight: float = 0.6
+    attribute_weight: float = 0.25
+    time_weight: float = 0.15
+    attribute_names: tuple[str, ...] = ("color", "size")
+    min_label_similarity: float = 0.55
+    label_margin: float = 0.1
+    known_labels: tuple[str, ...] = ()
+    link_threshold: float = 0.5
+    max_links_per_object: int = 1
+    count_aware: bool = True
+    require_time_overlap: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.scorer, dict):
+            self.scorer = LinkScorerConfig(**self.scorer)
+        self.attribute_names = tuple(self.attribute_names)
+        self.known_labels = tuple(self.known_labels)
+        weights = (self.label_weight, self.attribute_weight, self.time_weight)
+        if min(weights) < 0 or self.label_weight <= 0:
+            raise UserError(f"merge weights must be ≥ 0 with label_weight > 0, got {weights}")
+        for name in ("min_label_similarity", "label_margin", "link_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"merge {name} must be within [0, 1], got {getattr(self, name)}")
+        if self.max_links_per_object < 1:
+            raise UserError(f"max_links_per_object must be ≥ 1, got {self.max_links_per_object}")
+
+
+# ------------------------------------------------------------------ time
+class Timeline:
+    """Sampled frames as a partition of the video's time (see the module doc)."""
+
+    def __init__(self, frames: list[Frame], duration: float = 0.0):
+        if not frames:
+            raise SampleError("no_frames", "the video has no sampled frame to anchor captions to")
+        times = np.array([f.timestamp for f in frames], np.float64)
+        if np.any(np.diff(times) < 0):
+            raise SampleError("unsorted_frames", "sampled frame timestamps are not in order")
+        step = float(np.median(np.diff(times))) if len(times) > 1 else (duration if duration > 0 else 1.0)
+        self.end = max(float(duration) if duration and duration > 0 else 0.0, float(times[-1]) + step / 2)
+        self.bounds = np.concatenate([[min(0.0, float(times[0]))], (times[1:] + times[:-1]) / 2, [self.end]])
+        self.count = len(frames)
+
+    def caption_interval(self, start: Optional[float], end: Optional[float]) -> Optional[tuple[float, float]]:
+        """The clamped ``(start, end)`` in seconds, or None when the caption is untimed."""
+        start = None if start is None or math.isnan(start) else float(start)
+        end = None if end is None or math.isnan(end) else float(end)
+        if start is None and end is None:
+            return None
+        s = start if start is not None else 0.0
+        e = end if end is not None else self.end
+        s, e = min(s, e), max(s, e)
+        lo, hi = float(self.bounds[0]), self.end
+        return min(max(s, lo), hi), min(max(e, lo), hi)
+
+    def window(self, interval: Optional[tuple[float, float]]) -> tuple[int, int]:
+        """Inclusive sampled-frame range covering ``interval`` (whole video for None)."""
+        last = self.count - 1
+        if interval is None:
+            return 0, last
+        s, e = interval
+        if e <= s:
+            i = int(np.searchsorted(self.bounds, s, side="right")) - 1
+            i = min(max(i, 0), last)
+            return i, i
+        first = int(np.searchsorted(self.bounds[1:], s, side="right"))
+        final = int(np.searchsorted(self.bounds[:-1], e, side="left")) - 1
+        first, final = min(max(first, 0), last), min(max(final, 0), last)
+        return min(first, final), max(first, final)
+
+    def span(self, first_frame: int, last_frame: int) -> tuple[float, float]:
+        """Seconds covered by sampled frames ``first_frame..last_frame``."""
+        first = min(max(first_frame, 0), self.count - 1)
+        last = min(max(last_frame, first), self.count - 1)
+        return float(self.bounds[first]), float(self.bounds[last + 1])
+
+
+def interval_overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """|a ∩ b| / min(|a|, |b|) in ``[0, 1]``; a zero-length interval scores 1 if it lies in the other."""
+    (a0, a1), (b0, b1) = a, b
+    shorter = min(a1 - a0, b1 - b0)
+    if shorter <= 0:
+        return 1.0 if max(a0, b0) <= min(a1, b1) else 0.0
+    return max(0.0, min(a1, b1) - max(a0, b0)) / shorter
+
+
+def caption_frame_window(frames: list[Frame], duration: float, start: Optional[float],
+                         end: Optional[float]) -> tuple[int, int]:
+    """The HSG frame window of a caption ``[start, end]`` (seconds or None) over ``frames``."""
+    timeline = Timeline(frames, duration)
+    return timeline.window(timeline.caption_interval(start, end))
+
+
+# ------------------------------------------------------------------ attributes
+def _fold(word: str) -> str:
+    word = normalize_label(word)
+    return WORD_ALIASES.get(word, word)
+
+
+def track_attributes(dsg: DynamicSceneGraph, name: str) -> dict[int, str]:
+    """Track id → its ``name`` value: track-level when present, else the detections' majority."""
+    name = _fold(name)
+    own: dict[int, tuple[float, str]] = {}
+    votes: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
+    for attr in dsg.attributes:
+        if _fold(attr.name) != name:
+            continue
+        value = _fold(attr.value)
+        if attr.target_kind == "track":
+            candidate = (-float(attr.score), value)   # highest score, then alphabetical
+            if attr.target not in own or candidate < own[attr.target]:
+                own[attr.target] = candidate
+        elif attr.target_kind == "detection" and 0 <= attr.target < len(dsg.detections):
+            track_id = dsg.detections[attr.target].track_id
+            if track_id >= 0:
+                tally = votes[track_id][value]
+                tally[0] += 1
+                tally[1] += attr.score
+    out = {track_id: min(tally.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[0]
+           for track_id, tally in votes.items()}
+    out.update({track_id: value for track_id, (_, value) in own.items()})
+    return out
+
+
+def object_attribute_words(tsg: TextSceneGraph, node_id: int) -> set[str]:
+    """Folded words of the attribute nodes attached to object ``node_id`` (``obj_attr`` edges)."""
+    words: set[str] = set()
+    for edge in tsg.edges:
+        if edge.kind == "obj_attr" and edge.src == node_id and 0 <= edge.dst < len(tsg.nodes):
+            node = tsg.nodes[edge.dst]
+            for text in {node.lemma, node.label}:
+                words.add(_fold(text))
+                words.update(_fold(w) for w in normalize_label(text).split())
+    words.discard("")
+    return words
+
+
+# ------------------------------------------------------------------ linking
+@dataclass
+class TrackFacts:
+    """What the linker knows about one track, gathered once per video."""
+
+    track: Track
+    span: tuple[float, float]
+    attributes: dict[str, str]
+
+
+def gather_tracks(dsg: DynamicSceneGraph, timeline: Timeline, names: tuple[str, ...]) -> list[TrackFacts]:
+    """The video's tracks sorted by id, with lifespans and agreement attributes."""
+    per_name = {name: track_attributes(dsg, name) for name in names}
+    return [TrackFacts(track, timeline.span(track.first_frame, track.last_frame),
+                       {name: per_name[name][track.id] for name in names if track.id in per_name[name]})
+            for track in sorted(dsg.tracks, key=lambda t: t.id)]
+
+
+def link_objects(tsg: TextSceneGraph, tracks: list[TrackFacts], label_sims: np.ndarray, best_known: np.ndarray,
+                 interval: Optional[tuple[float, float]], vocab: dict[str, set[str]], cfg: MergeConfig,
+                 scorer_name: str) -> list[CrossLink]:
+    """Links of ``tsg``'s object nodes.
+
+    ``label_sims[k, t]`` is object ``k``'s similarity to ``tracks[t]`` and
+    ``best_known[k]`` its best similarity to any known label; ``vocab[name]``
+    the words that count as values of attribute ``name``.
+    """
+    links: list[CrossLink] = []
+    for k, node in enumerate(tsg.objects()):
+        words = object_attribute_words(tsg, node.id)
+        wanted = {name: words & vocab[name] for name in cfg.attribute_names}
+        scored: list[tuple[float, int, str]] = []
+        for t, facts in enumerate(tracks):
+            label = float(label_sims[k, t])
+            if label < cfg.min_label_similarity or label < best_known[k] - cfg.label_margin:
+                continue
+            total, weight, method = cfg.label_weight * label, cfg.label_weight, [scorer_name]
+            agreements = [(name, 1.0 if facts.attributes[name] in wanted[name] else 0.0)
+                          for name in cfg.attribute_names if wanted[name] and name in facts.attributes]
+            if agreements and cfg.attribute_weight > 0:
+                total += cfg.attribute_weight * sum(a for _, a in agreements) / len(agreements)
+                weight += cfg.attribute_weight
+                method += [name for name, _ in agreements]
+            if interval is not None:
+                overlap = interval_overlap(interval, facts.span)
+                if cfg.require_time_overlap and overlap <= 0:
+                    continue
+                if cfg.time_weight > 0:
+                    total += cfg.time_weight * overlap
+                    weight += cfg.time_weight
+                    method.append("time")
+            score = total / weight
+            if score >= cfg.link_threshold:
+                scored.append((score, facts.track.id, "+".join(method)))
+        limit = max(cfg.max_links_per_object, node.count if cfg.count_aware else 1)
+        for score, track_id, method in sorted(scored, key=lambda s: (-s[0], s[1]))[:limit]:
+            links.append(CrossLink(node.id, track_id, round(score, 6), method))
+    return links
+
+
+def object_phrase(tsg: TextSceneGraph, node_id: int) -> str:
+    node = tsg.nodes[node_id]
+    return node.lemma or node.label
+
+
+class HSGMergeStage(Stage):
+    """``task.dsg`` + ``task.tsgs`` → ``task.hsgs`` (one per TSG, same order).
+
+    ``task.captions[j]`` (when given, aligned with ``task.tsgs``) carries the
+    hard-negative fields into ``hsgs[j]``. Needs ``task.dsg`` with tracks.
+    """
+
+    name = "merge_hsg"
+
+    def __init__(self, cfg: Optional[MergeConfig] = None, resources: Optional[Resources] = None):
+        self.cfg = cfg or MergeConfig()
+        self.resources = resources or Resources(cpus=1.0, gpus=0.0)
+        self.scorer: Optional[LinkScorer] = None
+
+    def setup(self) -> None:
+        if self.scorer is None:
+            scorer = build_link_scorer(self.cfg.scorer)
+            scorer.setup()
+            self.scorer = scorer
+
+    def process_one(self, task: VideoTask) -> VideoTask:
+        self.setup()
+        if task.dsg is None:
+            raise SampleError("missing_dsg", "merge_hsg needs the video's DSG")
+        captions: list[Optional[CaptionInput]] = list(task.captions)
+        if not captions:
+            captions = [None] * len(task.tsgs)
+        if len(captions) != len(task.tsgs):
+            raise SampleError("misaligned_captions", f"{len(task.captions)} captions but {len(task.tsgs)} TSGs")
+        dsg = task.dsg
+        timeline = Timeline(dsg.frames, dsg.meta.duration if dsg.meta is not None else 0.0)
+        tracks = gather_tracks(dsg, timeline, self.cfg.attribute_names)
+        vocab = {name: set(ATTRIBUTE_WORDS.get(name, ())) | {facts.attributes[name] for facts in tracks
+                                                          if name in facts.attributes}
+                 for name in self.cfg.attribute_names}
+        phrases = sorted({object_phrase(tsg, node.id) for tsg in task.tsgs for node in tsg.objects()})
+        evidence = [TrackEvidence(f.track.id, f.track.label, self._crops(task, f.track.id)) for f in tracks]
+        sims = best = None
+        if phrases and tracks:
+            sims = self.scorer.similarity(phrases, evidence)
+            known = sorted({normalize_label(x) for x in self.cfg.known_labels} - {normalize_label(f.track.label)
+                                                                                   for f in tracks})
+            best = sims.max(axis=1)
+            if known:   # a known label without a track is compared by its name alone
+                extra = self.scorer.similarity(phrases, [TrackEvidence(-1, label) for label in known])
+                best = np.maximum(best, extra.max(axis=1))
+        row = {phrase: i for i, phrase in enumerate(phrases)}
+        hsgs = []
+        for tsg, caption in zip(task.tsgs, captions):
+            start, end = tsg.start, tsg.end
+            if start is None and end is None and caption is not None:
+                start, end = caption.start, caption.end
+            interval = timeline.caption_interval(start, end)
+            objects = tsg.objects()
+            rows = [row[object_phrase(tsg, n.id)] for n in objects]
+            if sims is None:
+                label_sims, best_known = np.zeros((len(objects), len(tracks)), np.float32), np.zeros(len(objects))
+            else:
+                label_sims, best_known = sims[rows], best[rows]
+            links = link_objects(tsg, tracks, label_sims, best_known, interval, vocab, self.cfg,
+                                 self.scorer.name)
+            hsgs.append(HolisticSceneGraph(tsg, links, timeline.window(interval),
+                                           caption.negative_of if caption else None,
+                                           caption.negative_type if caption else None))
+        task.hsgs = hsgs
+        return task
+
+    def _crops(self, task: VideoTask, track_id: int) -> list[np.ndarray]:
+        """RGB crops of the track's detections, only for scorers that read pixels."""
+        if not getattr(self.scorer, "needs_pixels", False) or not task.images:
+            return []
+        return [crop_box(task.images[det.frame], det.box, 0.0) for det in task.dsg.detections
+                if det.track_id == track_id and 0 <= det.frame < len(task.images)]
