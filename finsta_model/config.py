@@ -1,0 +1,115 @@
+"""One config for a training run: model sizes, loss switches, optimiser, data.
+
+``TrainConfig`` is the single source of truth for a run; it is stored in every
+checkpoint (``config.json``) so that ``eval`` rebuilds the same model. Load
+overrides from a JSON or YAML file with :func:`load_config`; CLI flags are
+applied on top with :meth:`TrainConfig.replace`.
+
+Example::
+
+    >>> cfg = TrainConfig().replace(steps=50, use_osc=False)
+    >>> cfg.steps, cfg.use_osc
+    (50, False)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. Sizes are small on purpose: the model is
+    trained from precomputed host features on CPU in minutes."""
+
+    # model
+    dim: int = 128                  # shared embedding width of every branch
+    heads: int = 4
+    gtrm_layers: int = 2            # GTrm layers over the TSG
+    rgtrm_layers: int = 2           # R-GTrm layers over the DSG; STGD sits between consecutive ones
+    dropout: float = 0.1
+    label_buckets: int = 512        # hashed label / predicate vocabulary (no fixed vocabulary needed)
+    # switches (the paper's ablations)
+    use_sg: bool = True             # False: host-only baseline (InfoNCE on host features, no SG branch)
+    use_osc: bool = True
+    use_ptc: bool = True
+    use_stgd: bool = True
+    # losses
+    temperature: float = 0.05
+    osc_weight: float = 0.5
+    ptc_weight: float = 0.5
+    distill_weight: float = 1.0     # student (host → enhanced) matching the fused embedding
+    train_hard_negatives: bool = True   # perturbed captions as extra text negatives (for every variant alike)
+    ptc_shifts: tuple[float, ...] = (-1.0, -0.5, 0.5, 1.0)  # shifted windows, in window lengths
+    # optimisation
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    seed: int = 0
+    # data
+    shuffle_buffer: int = 256
+    num_workers: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UserError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(values)
+        if "ptc_shifts" in values:
+            values["ptc_shifts"] = tuple(float(x) for x in values["ptc_shifts"])
+        config = TrainConfig(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.dim % self.heads:
+            raise UserError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be ≥ 1 (got {getattr(self, name)})")
+        if self.batch_size < 2:
+            raise UserError("batch_size must be ≥ 2: contrastive losses need negatives")
+        if self.num_workers < 0:
+            raise UserError(f"num_workers must be ≥ 0 (got {self.num_workers})")
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    """A ``TrainConfig`` from a JSON (``.json``) or YAML (``.yaml``/``.yml``) file, or the defaults."""
+    if path is None:
+        return TrainConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise UserError("reading a YAML config needs PyYAML: pip install pyyaml (or use a .json config)") from None
+        values = yaml.safe_load(text) or {}
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} must hold a mapping of TrainConfig fields")
+    return TrainConfig.from_dict(values)

@@ -1,0 +1,159 @@
+"""Streaming batches of scene graphs from a shard store.
+
+:class:`ShardStream` is a ``torch.utils.data.IterableDataset`` that reads one
+shard at a time (never the whole dataset), keeps a bounded shuffle buffer of
+encoded samples and yields collated :class:`~finsta_model.graphs.GraphBatch`
+objects. It is deterministic for a given ``(seed, epoch)``:
+
+* the shard order is a seeded permutation per epoch;
+* shards are split across loader workers (``order[w::W]``), each worker
+  shuffling inside its own buffer with its own seeded RNG, which also picks
+  the caption each video is trained with;
+* ``skip[w]`` batches of logical worker ``w`` are formed but not collated or
+  yielded, and ``worker_offset`` rotates which DataLoader process plays which
+  logical worker, so a resumed run sees exactly the batches an uninterrupted
+  run would have seen next (the DataLoader visits workers round-robin).
+
+Example::
+
+    stream = ShardStream("out/synth", batch_size=32, seed=0, epoch=0)
+    loader = make_loader(stream, num_workers=1)
+    for batch in loader:
+        batch.origin      # (logical worker, batch index in that worker)
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from finsta_model.graphs import EncodedSample, GraphBatch, collate, encode_sample
+from schemas.store import open_dataset
+
+
+class ShardStream(IterableDataset):
+    """Batches of encoded samples streamed shard by shard.
+
+    ``mode="train"``: shuffled, one real caption per video (seeded pick),
+    videos without a real caption skipped, batches of at least two videos.
+    ``mode="eval"``: dataset order, every caption, every video.
+    """
+
+    def __init__(self, root: str | Path, batch_size: int, seed: int = 0, epoch: int = 0, mode: str = "train",
+                 buffer_size: int = 256, hard_negatives: bool = True, label_buckets: int = 512,
+                 num_logical_workers: int = 1, skip: Optional[list[int]] = None, worker_offset: int = 0):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
+        self.root = Path(root)
+        dataset = open_dataset(self.root)
+        self.dims = dict(dataset.manifest["feature_dims"])
+        self.shards = dataset.shard_names()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = epoch
+        self.mode = mode
+        self.buffer_size = max(buffer_size, batch_size)
+        self.hard_negatives = hard_negatives
+        self.label_buckets = label_buckets
+        self.num_logical_workers = max(1, num_logical_workers)
+        self.skip = list(skip) if skip else [0] * self.num_logical_workers
+        self.worker_offset = worker_offset
+
+    def shard_order(self) -> list[str]:
+        order = list(self.shards)
+        if self.mode == "train":
+            random.Random(f"{self.seed}/{self.epoch}/shards").shuffle(order)
+        return order
+
+    def _logical_worker(self) -> int:
+        info = get_worker_info()
+        physical, count = (0, 1) if info is None else (info.id, info.num_workers)
+        if count != self.num_logical_workers:
+            raise RuntimeError(f"ShardStream built for {self.num_logical_workers} workers, DataLoader has {count}")
+        return (physical + self.worker_offset) % count
+
+    def _samples(self, shards: list[str]) -> Iterator[EncodedSample]:
+        dataset = open_dataset(self.root)  # per worker: no shared file handles across processes
+        for name in shards:
+            for sample, features in dataset.iter_shard(name):
+                encoded = encode_sample(sample, features, self.label_buckets)
+                if self.mode == "eval" or encoded.real_captions():
+                    yield encoded
+
+    def __iter__(self) -> Iterator[GraphBatch]:
+        worker = self._logical_worker()
+        shards = self.shard_order()[worker::self.num_logical_workers]
+        if self.mode == "eval":
+            yield from self._eval_batches(shards, worker)
+            return
+        rng = random.Random(f"{self.seed}/{self.epoch}/{worker}/buffer")
+        buffer: list[EncodedSample] = []
+        pending: list[EncodedSample] = []
+        index = 0
+
+        def emit(items: list[EncodedSample]) -> Optional[GraphBatch]:
+            nonlocal index
+            picks = [[rng.choice(s.real_captions())] for s in items]  # drawn even when skipped: same RNG path
+            index += 1
+            if index <= self.skip[worker]:
+                return None
+            batch = collate(items, picks, self.hard_negatives, self.dims)
+            batch.origin = (worker, index - 1)
+            return batch
+
+        def take(sample: EncodedSample) -> Iterator[GraphBatch]:
+            pending.append(sample)
+            if len(pending) == self.batch_size:
+                batch = emit(pending[:])
+                pending.clear()
+                if batch is not None:
+                    yield batch
+
+        for sample in self._samples(shards):
+            if len(buffer) < self.buffer_size:
+                buffer.append(sample)
+                continue
+            slot = rng.randrange(len(buffer))
+            buffer[slot], sample = sample, buffer[slot]
+            yield from take(sample)
+        rng.shuffle(buffer)
+        for sample in buffer:
+            yield from take(sample)
+        if len(pending) >= 2:
+            batch = emit(pending)
+            if batch is not None:
+                yield batch
+
+    def _eval_batches(self, shards: list[str], worker: int) -> Iterator[GraphBatch]:
+        items: list[EncodedSample] = []
+        index = 0
+        for sample in self._samples(shards):
+            items.append(sample)
+            if len(items) == self.batch_size:
+                batch = collate(items, [s.real_captions() for s in items], self.hard_negatives, self.dims)
+                batch.origin = (worker, index)
+                index += 1
+                items = []
+                yield batch
+        if items:
+            batch = collate(items, [s.real_captions() for s in items], self.hard_negatives, self.dims)
+            batch.origin = (worker, index)
+            yield batch
+
+
+def _identity(batch: GraphBatch) -> GraphBatch:
+    return batch
+
+
+def make_loader(stream: ShardStream, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``stream``: ``num_workers`` processes (0 = in-process), one per logical worker."""
+    if max(1, num_workers) != stream.num_logical_workers:
+        raise ValueError(f"stream split for {stream.num_logical_workers} workers, loader asked for {num_workers}")
+    # A private generator: creating a loader iterator draws a seed from it, and drawing from the global
+    # torch RNG instead would shift the dropout masks of a resumed run.
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=_identity,
+                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
+                      generator=torch.Generator().manual_seed(stream.seed))

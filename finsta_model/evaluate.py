@@ -1,0 +1,168 @@
+"""Retrieval evaluation of a checkpoint: ``evaluate(shards, checkpoint)``.
+
+Embeds every video and caption of a dataset (hard negatives included) with
+the Finsta-augmented branch and with the student (no scene graphs), then
+reports, for each:
+
+* ``t2v`` — each real caption ranks every video; ``v2t`` — each video ranks
+  every real caption, the rank of its best-ranked own caption counts.
+  R@1/5/10 in percent, median (MdR) and mean (MnR) rank.
+* ``hard_negatives`` — the hard-negative retrieval set. For a real caption
+  ``c`` of video ``v`` with perturbations ``N(c)`` (swapped subject/object,
+  reversed event order, changed relation or adverb), the **t2v** rank is
+
+      1 + #{v' ≠ v : s(c, v') > s(c, v)} + #{n ∈ N(c) : s(n, v) ≥ s(c, v)}
+
+  i.e. text→video retrieval in which the true pair must also beat every
+  perturbed caption paired with the true video (each video's gallery entry is
+  contested by the query's hard negatives; ties count against the model).
+  Only captions with at least one negative are queries. **v2t**: each video
+  ranks all real captions plus all hard negatives. **pair_accuracy**: the
+  fraction of ``(c, n)`` pairs with ``s(c, v) > s(n, v)``, also ``by_type``.
+
+Top-level keys describe the Finsta branch; ``"no_sg"`` holds the same
+metrics for the student (for a host-only checkpoint both are the host).
+
+Example::
+
+    report = evaluate("out/test", "runs/a")
+    report["hard_negatives"]["t2v"]["R@1"], report["no_sg"]["t2v"]["R@1"]
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from finsta_model.checkpoint import load_checkpoint
+from finsta_model.data import ShardStream, make_loader
+from finsta_model.model import FinstaModel
+from finsta_model.train import resolve_device
+from schemas.errors import UserError
+from schemas.store import open_dataset
+
+
+def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """R@1/5/10 (percent), MdR, MnR of 1-based ranks."""
+    if len(ranks) == 0:
+        return {"R@1": 0.0, "R@5": 0.0, "R@10": 0.0, "MdR": float("nan"), "MnR": float("nan")}
+    return {"R@1": round(100 * float((ranks <= 1).mean()), 2), "R@5": round(100 * float((ranks <= 5).mean()), 2),
+            "R@10": round(100 * float((ranks <= 10).mean()), 2), "MdR": float(np.median(ranks)),
+            "MnR": round(float(ranks.mean()), 2)}
+
+
+def retrieval_metrics(video: np.ndarray, text: np.ndarray, cap_video: np.ndarray, neg_of: np.ndarray,
+                      neg_type: list[str]) -> dict[str, Any]:
+    """All metrics of the module docstring from embeddings (rows L2-normalised)."""
+    real = np.flatnonzero(neg_of < 0)
+    sim = text @ video.T                                             # [C, V]
+    own = sim[np.arange(len(text)), cap_video]                       # s(caption, its video)
+    t2v = 1 + (sim[real] > own[real, None]).sum(1)
+    v2t_ranks = []
+    video_caps = defaultdict(list)
+    for c in real:
+        video_caps[cap_video[c]].append(c)
+    for v, caps in video_caps.items():
+        scores = sim[real, v]
+        best = sim[caps, v].max()
+        v2t_ranks.append(1 + int((scores > best).sum()))
+    result: dict[str, Any] = {"t2v": rank_metrics(t2v), "v2t": rank_metrics(np.array(v2t_ranks))}
+
+    negatives = defaultdict(list)
+    for c in np.flatnonzero(neg_of >= 0):
+        negatives[int(neg_of[c])].append(int(c))
+    hn_t2v, wins, by_type = [], [], defaultdict(list)
+    for c, negs in negatives.items():
+        v = cap_video[c]
+        beaten_by_videos = int((sim[c] > own[c]).sum())
+        beaten_by_negatives = int((sim[negs, v] >= own[c]).sum())
+        hn_t2v.append(1 + beaten_by_videos + beaten_by_negatives)
+        for n in negs:
+            win = bool(own[c] > sim[n, v])
+            wins.append(win)
+            by_type[neg_type[n] or "unknown"].append(win)
+    hn_v2t = []
+    all_texts = np.arange(len(text))
+    for v, caps in video_caps.items():
+        best = sim[caps, v].max()
+        others = np.setdiff1d(all_texts, caps)
+        hn_v2t.append(1 + int((sim[others, v] >= best).sum()))
+    result["hard_negatives"] = {
+        "t2v": rank_metrics(np.array(hn_t2v)), "v2t": rank_metrics(np.array(hn_v2t)),
+        "pair_accuracy": round(100 * float(np.mean(wins)), 2) if wins else float("nan"),
+        "by_type": {k: round(100 * float(np.mean(w)), 2) for k, w in sorted(by_type.items())},
+        "queries": len(hn_t2v), "negatives": len(wins)}
+    return result
+
+
+@torch.no_grad()
+def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, batch_size: int,
+                  branches: tuple[str, ...]) -> dict[str, Any]:
+    stream = ShardStream(shards, batch_size, mode="eval", hard_negatives=True,
+                         label_buckets=model.config.label_buckets)
+    out: dict[str, Any] = {b: {"video": [], "text": []} for b in branches}
+    cap_video, neg_of, neg_type, keys = [], [], [], []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    for batch in make_loader(stream, 0):
+        offset_v, offset_c = len(keys), len(cap_video)
+        keys.extend(batch.keys)
+        cap_video.extend((batch.cap_video + offset_v).tolist())
+        neg_of.extend(torch.where(batch.cap_neg_of >= 0, batch.cap_neg_of + offset_c, -1).tolist())
+        neg_type.extend(batch.neg_types)
+        batch = batch.to(device)
+        for branch in branches:
+            with autocast:
+                video, text = model.embed(batch, branch)
+            out[branch]["video"].append(video.float().cpu().numpy())
+            out[branch]["text"].append(text.float().cpu().numpy())
+    for branch in branches:
+        out[branch] = {k: np.concatenate(v) if v else np.zeros((0, model.config.dim), np.float32)
+                       for k, v in out[branch].items()}
+    return {"embeddings": out, "cap_video": np.array(cap_video, np.int64), "neg_of": np.array(neg_of, np.int64),
+            "neg_type": neg_type, "keys": keys}
+
+
+def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64
+             ) -> dict[str, Any]:
+    """The report described in the module docstring."""
+    ckpt = load_checkpoint(checkpoint)
+    dims = dict(open_dataset(shards).manifest["feature_dims"])
+    if dims != ckpt.dims:
+        raise UserError(f"{shards} has feature dims {dims}, the checkpoint was trained on {ckpt.dims}")
+    dev = resolve_device(device)
+    model = FinstaModel(ckpt.config, dims)
+    model.load_state_dict(ckpt.model)
+    model.to(dev).eval()
+    branches = ("fused", "student") if ckpt.config.use_sg else ("host",)
+    data = embed_dataset(model, shards, dev, batch_size, branches)
+    if not len(data["keys"]) or not (data["neg_of"] < 0).any():
+        raise UserError(f"{shards} holds no video with a real caption to evaluate on")
+    args = (data["cap_video"], data["neg_of"], data["neg_type"])
+    main = retrieval_metrics(data["embeddings"][branches[0]]["video"], data["embeddings"][branches[0]]["text"],
+                             *args)
+    student = main if len(branches) == 1 else retrieval_metrics(
+        data["embeddings"]["student"]["video"], data["embeddings"]["student"]["text"], *args)
+    return {**main, "no_sg": student, "branch": branches[0], "uses_sg": ckpt.config.use_sg,
+            "checkpoint": str(ckpt.path), "step": ckpt.step, "videos": len(data["keys"]),
+            "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum())}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of :func:`evaluate`'s report."""
+    head = f"{'':28}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MdR':>8}{'MnR':>9}"
+    lines = [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
+             f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
+    rows = [("", report)] if not report["uses_sg"] else [("finsta ", report), ("no-SG student ", report["no_sg"])]
+    for name, block in rows:
+        for label, metrics in (("t2v", block["t2v"]), ("v2t", block["v2t"]),
+                               ("hard-neg t2v", block["hard_negatives"]["t2v"]),
+                               ("hard-neg v2t", block["hard_negatives"]["v2t"])):
+            lines.append(f"{name + label:28}{metrics['R@1']:>8.2f}{metrics['R@5']:>8.2f}{metrics['R@10']:>8.2f}"
+                         f"{metrics['MdR']:>8.1f}{metrics['MnR']:>9.2f}")
+        lines.append(f"{name + 'hard-neg pair accuracy':28}{block['hard_negatives']['pair_accuracy']:>8.2f}  "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in block["hard_negatives"]["by_type"].items()))
+    return "\n".join(lines)

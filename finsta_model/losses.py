@@ -1,0 +1,71 @@
+"""Contrastive objectives: video–text InfoNCE, OSC, PTC, and the student's distillation.
+
+All take L2-normalised embeddings and a temperature ``tau``.
+
+* :func:`video_text_nce` — symmetric InfoNCE. Text→video: each real caption
+  against every video of the batch. Video→text: each video against every
+  caption of the batch, hard negatives included (a perturbed caption is a
+  negative of the video it was made from; that is the only place they enter
+  training, see docs/model.md).
+* :func:`object_spatial_contrast` (OSC) — a TSG object node against the
+  neighbourhood embedding of the DSG track its HSG link names; negatives are
+  every other track of the batch (its own video's other tracks included).
+* :func:`predicate_temporal_contrast` (PTC) — a TSG predicate node against the
+  embedding of its caption's frame window; negatives are the same video's
+  shifted windows and the same window in the other videos.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """``-log Σ_pos exp / Σ_valid exp`` per row, averaged over rows with a positive."""
+    logits = logits.float()
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float("-inf"))
+    pos = logits.masked_fill(~positive, float("-inf")).logsumexp(-1)
+    rows = positive.any(-1)
+    if not rows.any():
+        return logits.new_zeros(())
+    return (logits.logsumexp(-1) - pos)[rows].mean()
+
+
+def video_text_nce(video: torch.Tensor, text: torch.Tensor, cap_video: torch.Tensor, cap_neg_of: torch.Tensor,
+                   tau: float) -> torch.Tensor:
+    """Symmetric InfoNCE; ``text`` rows with ``cap_neg_of >= 0`` are negatives only."""
+    sim = text @ video.T / tau                                      # [C, B]
+    real = cap_neg_of < 0
+    match = cap_video[:, None] == torch.arange(video.shape[0], device=video.device)[None]
+    t2v = multi_positive_nce(sim[real], match[real])
+    v2t = multi_positive_nce(sim.T, (match & real[:, None]).T)
+    return (t2v + v2t) / 2
+
+
+def object_spatial_contrast(nodes: torch.Tensor, tracks: torch.Tensor, link_node: torch.Tensor,
+                            link_track: torch.Tensor, tau: float) -> torch.Tensor:
+    """OSC over the batch's links (zero when there are none)."""
+    if link_node.numel() == 0 or tracks.shape[0] < 2:
+        return nodes.new_zeros(())
+    logits = nodes[link_node] @ tracks.T / tau                      # [L, K]
+    return F.cross_entropy(logits.float(), link_track)
+
+
+def predicate_temporal_contrast(predicates: torch.Tensor, candidates: torch.Tensor, valid: torch.Tensor,
+                                tau: float) -> torch.Tensor:
+    """PTC: ``candidates [P, 1 + S, d]`` with the true window first; ``valid [P, 1 + S]``."""
+    if predicates.shape[0] == 0:
+        return predicates.new_zeros(())
+    logits = torch.einsum("pd,psd->ps", predicates, candidates) / tau
+    positive = torch.zeros_like(valid)
+    positive[:, 0] = True
+    return multi_positive_nce(logits, positive, valid)
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 − cos(student, teacher)``; the teacher is held fixed."""
+    if student.shape[0] == 0:
+        return student.new_zeros(())
+    return (1 - F.cosine_similarity(student.float(), teacher.detach().float(), dim=-1)).mean()
