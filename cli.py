@@ -131,15 +131,39 @@ def eval_dsg(out_dir: Path = typer.Argument(..., help="dataset folder written by
 
 # ------------------------------------------------------------------ model
 @app.command("train")
-def train(shards: Path = typer.Option(..., help="dataset folder written by build-sgs")) -> None:
+def train(
+    shards: Path = typer.Option(..., help="dataset folder written by build-sgs"),
+    out: Path = typer.Option(..., help="run folder: metrics.jsonl, config.json, checkpoints/"),
+    config: Optional[Path] = typer.Option(None, help="JSON/YAML file of finsta_model.config.TrainConfig fields"),
+    steps: Optional[int] = typer.Option(None, min=1, help="total optimisation steps (default: config)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its latest checkpoint"),
+    seed: Optional[int] = typer.Option(None, help="random seed (default: config)"),
+    device: str = typer.Option("cpu", help="cpu | cuda (bf16 autocast on cuda)"),
+    no_osc: bool = typer.Option(False, "--no-osc", help="ablation: no object-centred spatial contrast"),
+    no_ptc: bool = typer.Option(False, "--no-ptc", help="ablation: no predicate-centred temporal contrast"),
+    no_stgd: bool = typer.Option(False, "--no-stgd", help="ablation: no Gaussian differential block"),
+    no_sg: bool = typer.Option(False, "--no-sg", help="host-only baseline: no scene-graph branch"),
+    checkpoint_every: Optional[int] = typer.Option(None, min=1, help="checkpoint every N steps"),
+    workers: Optional[int] = typer.Option(None, min=0, help="data-loader worker processes (default: config)"),
+) -> None:
     """Train the Finsta alignment modules from shards."""
-    not_implemented("train")
+    from finsta_model.train import train_command
+    summary = train_command(shards, out, config, steps, resume, seed, device, no_osc, no_ptc, no_stgd, no_sg,
+                            checkpoint_every, workers)
+    print(json.dumps(summary))
 
 
 @app.command("eval")
-def evaluate(shards: Path = typer.Option(..., help="dataset folder written by build-sgs")) -> None:
-    """Text↔video retrieval metrics for a checkpoint."""
-    not_implemented("eval")
+def evaluate(
+    shards: Path = typer.Option(..., help="dataset folder written by build-sgs"),
+    checkpoint: Path = typer.Option(..., help="a checkpoint folder, or a run folder (its latest checkpoint)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+) -> None:
+    """Text↔video retrieval metrics for a checkpoint, with and without the SG branch."""
+    from finsta_model.evaluate import evaluate as run_eval, format_report
+    report = run_eval(shards, checkpoint, device)
+    print(json.dumps(report) if as_json else format_report(report))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
