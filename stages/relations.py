@@ -1,0 +1,407 @@
+"""Geometric and temporal predicates, and the ``relate`` stage that writes them.
+
+Per-frame predicates score an ordered pair ``(subject, object)`` of detections
+on the same sampled frame; boxes are normalised xyxy, ``y`` grows downwards.
+``w``, ``h``, ``cx``, ``cy`` are a box's size and centre; ``mw``/``mh`` the
+pair's mean width/height; ``clip`` clips to [0, 1].
+
+=========== ================================================= ================================================
+predicate   rule (emitted when score ≥ ``min_score``)         score
+=========== ================================================= ================================================
+left of     subject's centre left of object's                 clip((cx_o − cx_s) / mw)
+right of    mirror of *left of*                               clip((cx_s − cx_o) / mw)
+above       subject's centre above object's                   clip((cy_o − cy_s) / mh)
+below       mirror of *above*                                 clip((cy_s − cy_o) / mh)
+on          subject resting on the object's upper part:       x-overlap / w_s × clip(1.5 − |y2_s − (y1_o +
+            smaller, bottom edge within [y1_o − 0.1 h_o,      0.1 h_o)| / (0.3 h_o))
+            y1_o + 0.4 h_o], centre above the object's
+            centre
+near        boxes close relative to their size                clip(1 − gap / (near_scale · mean diagonal))
+in front of overlapping boxes (≥ ``occlusion_min`` of the     clip(0.5 + overlap / smaller area) ×
+            smaller one): on a ground plane seen from above   clip(Δ bottom / (0.25 mh)), Δ bottom = y2_s − y2_o
+            the horizon, the box whose bottom edge is lower
+            is nearer the camera
+behind      mirror of *in front of*                           same with Δ bottom = y2_o − y2_s
+holding     subject is a person (``person_labels``), object   share of the object inside the person ×
+            small (area ≤ ``small_ratio`` × person's), mostly (1 − area ratio / small_ratio) ^ 0.25, 0 when
+            inside the person's box, not in the bottom 15%    the object's centre is in the bottom 15%
+            (feet)
+=========== ================================================= ================================================
+
+Per-track predicates (:class:`schemas.records.TrackRelation`), over the
+sampled frames both tracks share (unary ones have ``object == -1``):
+
+=========== ================================================= ================================================
+predicate   rule                                              score
+=========== ================================================= ================================================
+approaching centre distance falls by ≥ ``approach_min``       clip(2 · fall / first distance): halving it → 1
+            (ends averaged over two frames)
+moving away centre distance grows by ≥ ``approach_min``       clip(2 · growth / last distance)
+passing     the sign of cx_s − cx_o flips while the subject   clip(1 − closest gap / (near_scale · diagonal))
+            moves (the subject goes by the object)
+entering    born after the first sampled frame with its first 1 − border distance / ``edge_margin``
+            box touching the frame border (unary)
+leaving     dies before the last sampled frame with its last  same, on the last box
+            box touching the frame border (unary)
+carrying    subject *holding* object on ≥ half the shared     share of shared frames with *holding*
+            frames while the subject track is *moving*
+=========== ================================================= ================================================
+
+With a :class:`stages.predicate_prior.PredicatePrior`, each pair with
+geometry also gets the caption predicate the prior picks (``ride``, ``sit
+on``, ``hold``…; the rule is in that module's docstring).
+
+Example::
+
+    stage = AttributeRelationStage(RelationConfig())
+    stage.setup()
+    stage.process_batch(tasks)  # after detect and track; fills task.dsg attributes/relations/track_relations
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from schemas.records import Attribute, Detection, DynamicSceneGraph, Relation, TrackRelation
+from stages.attributes import (AttributeConfig, box_area, box_color, centre_speed, frame_size, motion_attributes,
+                               relative_size)
+from stages.base import Resources, Stage, VideoTask
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class RelationConfig:
+    """Thresholds of the predicates (module table) and the attribute rules."""
+
+    min_score: float = 0.5
+    near_scale: float = 0.5
+    occlusion_min: float = 0.1
+    small_ratio: float = 0.25
+    person_labels: tuple[str, ...] = ("person", "man", "woman", "boy", "girl", "child", "people", "player",
+                                      "skier", "surfer", "rider", "lady", "guy", "kid")
+    max_detections_per_frame: int = 20   # the highest-scoring ones take part in pairs
+    approach_min: float = 0.1
+    edge_margin: float = 0.05
+    use_prior: bool = True
+    prior_path: str = ""                 # "" = the shipped stages/data/predicate_prior.json
+    prior_min_score: float = 0.2
+    attributes: AttributeConfig = field(default_factory=AttributeConfig)
+
+
+# ------------------------------------------------------------- geometry
+def _size(b: Box) -> tuple[float, float]:
+    return b[2] - b[0], b[3] - b[1]
+
+
+def _centre(b: Box) -> tuple[float, float]:
+    return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+
+
+def _clip(x: float) -> float:
+    return float(min(1.0, max(0.0, x)))
+
+
+def _intersection(a: Box, b: Box) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def box_gap(a: Box, b: Box) -> float:
+    """Euclidean distance between two boxes (0 when they touch or overlap)."""
+    dx = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+    dy = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
+    return float(np.hypot(dx, dy))
+
+
+def _mean_wh(s: Box, o: Box) -> tuple[float, float]:
+    (ws, hs), (wo, ho) = _size(s), _size(o)
+    return max((ws + wo) / 2, 1e-6), max((hs + ho) / 2, 1e-6)
+
+
+def score_left_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    return _clip((_centre(o)[0] - _centre(s)[0]) / _mean_wh(s, o)[0])
+
+
+def score_right_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    return score_left_of(o, s, o_label, s_label, cfg)
+
+
+def score_above(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    return _clip((_centre(o)[1] - _centre(s)[1]) / _mean_wh(s, o)[1])
+
+
+def score_below(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    return score_above(o, s, o_label, s_label, cfg)
+
+
+def score_on(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    (ws, _), (_, ho) = _size(s), _size(o)
+    if box_area(s) >= box_area(o) or _centre(s)[1] >= _centre(o)[1] or ws <= 0 or ho <= 0:
+        return 0.0
+    x_overlap = max(0.0, min(s[2], o[2]) - max(s[0], o[0])) / ws
+    # The supporting surface is the object's top band: from a little above its
+    # top edge (perspective) down to 40% of its height.
+    band_top, band_bottom = o[1] - 0.1 * ho, o[1] + 0.4 * ho
+    if s[3] < band_top or s[3] > band_bottom:
+        return 0.0
+    target = o[1] + 0.1 * ho
+    closeness = 1.0 - abs(s[3] - target) / (0.3 * ho)
+    return _clip(x_overlap * _clip(closeness + 0.5))
+
+
+def score_near(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    (ws, hs), (wo, ho) = _size(s), _size(o)
+    diagonal = (np.hypot(ws, hs) + np.hypot(wo, ho)) / 2
+    return _clip(1.0 - box_gap(s, o) / max(cfg.near_scale * diagonal, 1e-6))
+
+
+def score_in_front_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    smaller = min(box_area(s), box_area(o))
+    if smaller <= 0:
+        return 0.0
+    overlap = _intersection(s, o) / smaller
+    if overlap < cfg.occlusion_min:
+        return 0.0
+    return _clip(0.5 + overlap) * _clip((s[3] - o[3]) / (0.25 * _mean_wh(s, o)[1]))
+
+
+def score_behind(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    return score_in_front_of(o, s, o_label, s_label, cfg)
+
+
+def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+    if s_label not in cfg.person_labels or o_label in cfg.person_labels:
+        return 0.0
+    ratio = box_area(o) / max(box_area(s), 1e-9)
+    if ratio > cfg.small_ratio or box_area(o) <= 0:
+        return 0.0
+    inside = _intersection(s, o) / box_area(o)
+    if _centre(o)[1] > s[3] - 0.15 * _size(s)[1]:  # at the feet: standing by it, not holding it
+        return 0.0
+    return _clip(inside * (1.0 - ratio / cfg.small_ratio) ** 0.25)
+
+
+ScoreFn = Callable[[Box, Box, str, str, RelationConfig], float]
+# The per-frame predicate table: name → score function (rules in the module docstring).
+GEOMETRIC_PREDICATES: dict[str, ScoreFn] = {
+    "left of": score_left_of, "right of": score_right_of, "above": score_above, "below": score_below,
+    "on": score_on, "near": score_near, "in front of": score_in_front_of, "behind": score_behind,
+    "holding": score_holding,
+}
+
+
+def pair_geometry(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> dict[str, float]:
+    """Every geometric predicate's score for an ordered pair (including those under ``min_score``)."""
+    return {name: fn(s, o, s_label, o_label, cfg) for name, fn in GEOMETRIC_PREDICATES.items()}
+
+
+def frame_relations(detections: list[Detection], indices: list[int], cfg: RelationConfig,
+                    prior=None) -> list[Relation]:
+    """Relations among the detections ``indices`` (all of one frame)."""
+    ranked = sorted(indices, key=lambda i: -detections[i].score)[: cfg.max_detections_per_frame]
+    out = []
+    for i in ranked:
+        for j in ranked:
+            if i == j:
+                continue
+            s, o = detections[i], detections[j]
+            scores = pair_geometry(s.box, o.box, s.label, o.label, cfg)
+            kept = {name: v for name, v in scores.items() if v >= cfg.min_score}
+            out += [Relation(s.frame, i, j, name, v) for name, v in kept.items()]
+            if prior is not None and kept:
+                chosen = prior.caption_predicate(s.label, o.label, kept, min_score=cfg.prior_min_score)
+                if chosen and chosen[0] not in kept:
+                    out.append(Relation(s.frame, i, j, chosen[0], chosen[1]))
+    return out
+
+
+# ------------------------------------------------------------- temporal
+@dataclass
+class TrackView:
+    """A track's boxes by sampled-frame index, with the frames' timestamps."""
+
+    id: int
+    label: str
+    boxes: dict[int, Box]
+
+    @property
+    def frames(self) -> list[int]:
+        return sorted(self.boxes)
+
+
+def _border_distance(b: Box) -> float:
+    return min(b[0], b[1], 1.0 - b[2], 1.0 - b[3])
+
+
+def entering_score(track: TrackView, cfg: RelationConfig) -> float:
+    first = track.frames[0]
+    if first == 0:
+        return 0.0
+    return _clip(1.0 - _border_distance(track.boxes[first]) / cfg.edge_margin)
+
+
+def leaving_score(track: TrackView, last_frame: int, cfg: RelationConfig) -> float:
+    last = track.frames[-1]
+    if last >= last_frame:
+        return 0.0
+    return _clip(1.0 - _border_distance(track.boxes[last]) / cfg.edge_margin)
+
+
+def _distances(a: TrackView, b: TrackView, shared: list[int]) -> np.ndarray:
+    return np.array([np.hypot(*(np.subtract(_centre(a.boxes[f]), _centre(b.boxes[f])))) for f in shared])
+
+
+def approach_scores(a: TrackView, b: TrackView, cfg: RelationConfig) -> dict[str, float]:
+    """``approaching`` / ``moving away`` scores over the shared frames (ends averaged over two frames)."""
+    shared = sorted(a.boxes.keys() & b.boxes.keys())
+    if len(shared) < 2:
+        return {"approaching": 0.0, "moving away": 0.0}
+    d = _distances(a, b, shared)
+    k = 2 if len(d) >= 4 else 1
+    first, last = float(d[:k].mean()), float(d[-k:].mean())
+    change = last - first
+    return {"approaching": _clip(-2 * change / max(first, 1e-6)) if -change >= cfg.approach_min else 0.0,
+            "moving away": _clip(2 * change / max(last, 1e-6)) if change >= cfg.approach_min else 0.0}
+
+
+def passing_score(a: TrackView, b: TrackView, moving: bool, cfg: RelationConfig) -> float:
+    shared = sorted(a.boxes.keys() & b.boxes.keys())
+    if len(shared) < 2 or not moving:
+        return 0.0
+    side = [np.sign(_centre(a.boxes[f])[0] - _centre(b.boxes[f])[0]) for f in shared]
+    side = [v for v in side if v != 0]
+    if len(side) < 2 or side[0] == side[-1]:
+        return 0.0
+    gap = min(box_gap(a.boxes[f], b.boxes[f]) for f in shared)
+    sizes = [np.hypot(*_size(a.boxes[f])) + np.hypot(*_size(b.boxes[f])) for f in shared]
+    return _clip(1.0 - gap / max(cfg.near_scale * float(np.mean(sizes)) / 2, 1e-6))
+
+
+def carrying_score(a: TrackView, b: TrackView, moving: bool, cfg: RelationConfig) -> float:
+    shared = sorted(a.boxes.keys() & b.boxes.keys())
+    if not shared or not moving:
+        return 0.0
+    held = sum(score_holding(a.boxes[f], b.boxes[f], a.label, b.label, cfg) >= cfg.min_score for f in shared)
+    share = held / len(shared)
+    return share if share >= 0.5 else 0.0
+
+
+def track_views(dsg: DynamicSceneGraph) -> dict[int, TrackView]:
+    views: dict[int, TrackView] = {}
+    labels = {t.id: t.label for t in dsg.tracks}
+    for det in dsg.detections:
+        if det.track_id < 0:
+            continue
+        view = views.setdefault(det.track_id, TrackView(det.track_id, labels.get(det.track_id, det.label), {}))
+        # Two detections of one track on a frame should not happen; keep the first.
+        view.boxes.setdefault(det.frame, det.box)
+    return views
+
+
+def track_speed(view: TrackView, times: list[float]) -> Optional[float]:
+    frames = view.frames
+    return centre_speed([view.boxes[f] for f in frames], [times[f] for f in frames])
+
+
+def temporal_relations(dsg: DynamicSceneGraph, cfg: RelationConfig,
+                       speeds: dict[int, Optional[float]]) -> list[TrackRelation]:
+    views = track_views(dsg)
+    last_frame = len(dsg.frames) - 1
+    moving = {tid: (s is not None and s >= cfg.attributes.moving_speed) for tid, s in speeds.items()}
+    out: list[TrackRelation] = []
+    for tid, view in sorted(views.items()):
+        frames = view.frames
+        for name, score in (("entering", entering_score(view, cfg)), ("leaving", leaving_score(view, last_frame, cfg))):
+            if score >= cfg.min_score:
+                out.append(TrackRelation(tid, -1, name, frames[0], frames[-1], score))
+    for a_id, a in sorted(views.items()):
+        for b_id, b in sorted(views.items()):
+            if a_id == b_id:
+                continue
+            shared = sorted(a.boxes.keys() & b.boxes.keys())
+            if len(shared) < 2:
+                continue
+            scores = approach_scores(a, b, cfg)
+            scores["passing"] = passing_score(a, b, moving.get(a_id, False), cfg)
+            scores["carrying"] = carrying_score(a, b, moving.get(a_id, False), cfg)
+            out += [TrackRelation(a_id, b_id, name, shared[0], shared[-1], score)
+                    for name, score in scores.items() if score >= cfg.min_score]
+    return out
+
+
+# ------------------------------------------------------------- attributes
+def detection_attributes(dsg: DynamicSceneGraph, images: Optional[list[np.ndarray]],
+                         cfg: AttributeConfig) -> list[Attribute]:
+    """colour (needs the frame images), size and relative size of every detection."""
+    by_frame: dict[int, list[int]] = defaultdict(list)
+    for i, det in enumerate(dsg.detections):
+        by_frame[det.frame].append(i)
+    out = []
+    for i, det in enumerate(dsg.detections):
+        if images is not None and det.frame < len(images):
+            color = box_color(images[det.frame], det.box, cfg.color_crop)
+            if color and color[1] >= cfg.color_min_share:
+                out.append(Attribute("detection", i, "color", color[0], color[1]))
+        out.append(Attribute("detection", i, "size", *frame_size(det.box, cfg)))
+        others = [dsg.detections[j].box for j in by_frame[det.frame] if j != i]
+        rel = relative_size(det.box, others, cfg)
+        if rel:
+            out.append(Attribute("detection", i, "relative_size", *rel))
+    return out
+
+
+def merge_attributes(existing: list[Attribute], new: list[Attribute]) -> list[Attribute]:
+    """``existing`` plus the ``new`` ones whose (target, name) is not there yet."""
+    seen = {(a.target_kind, a.target, a.name) for a in existing}
+    out = list(existing)
+    for a in new:
+        if (a.target_kind, a.target, a.name) not in seen:
+            seen.add((a.target_kind, a.target, a.name))
+            out.append(a)
+    return out
+
+
+# ------------------------------------------------------------- the stage
+class AttributeRelationStage(Stage):
+    """Attributes, per-frame relations and track relations of ``task.dsg``.
+
+    Runs after detection and tracking; needs ``task.images`` for colours
+    (without them, colour is skipped). Detector-given attributes win over
+    computed ones of the same name.
+    """
+
+    name = "relate"
+
+    def __init__(self, cfg: Optional[RelationConfig] = None, resources: Optional[Resources] = None):
+        self.cfg = cfg or RelationConfig()
+        self.resources = resources or Resources(cpus=1.0)
+        self.prior = None
+
+    def setup(self) -> None:
+        if self.cfg.use_prior and self.prior is None:
+            from stages.predicate_prior import PRIOR_PATH, PredicatePrior
+            self.prior = PredicatePrior.load(self.cfg.prior_path or PRIOR_PATH)
+
+    def process_one(self, task: VideoTask) -> VideoTask:
+        if task.dsg is None:
+            raise ValueError("relate needs task.dsg: run the detect stage first")
+        if self.cfg.use_prior and self.prior is None:
+            self.setup()
+        dsg = task.dsg
+        attributes = detection_attributes(dsg, task.images, self.cfg.attributes)
+        times = [f.timestamp for f in dsg.frames]
+        speeds = {tid: track_speed(view, times) for tid, view in track_views(dsg).items()}
+        for tid, speed in sorted(speeds.items()):
+            if speed is not None:
+                attributes += [Attribute("track", tid, n, v, s) for n, v, s in motion_attributes(speed, self.cfg.attributes)]
+        dsg.attributes = merge_attributes(dsg.attributes, attributes)
+        by_frame: dict[int, list[int]] = defaultdict(list)
+        for i, det in enumerate(dsg.detections):
+            by_frame[det.frame].append(i)
+        dsg.relations = [r for f in sorted(by_frame)
+                         for r in frame_relations(dsg.detections, by_frame[f], self.cfg, self.prior)]
+        dsg.track_relations = temporal_relations(dsg, self.cfg, speeds)
+        return task

@@ -1,0 +1,205 @@
+"""Each geometric and temporal predicate on constructed boxes; the relate stage end to end."""
+import numpy as np
+import pytest
+
+from schemas.records import Attribute, Detection, DynamicSceneGraph, Frame, Track, VideoMeta
+from stages.base import VideoTask
+from stages.relations import (GEOMETRIC_PREDICATES, AttributeRelationStage, RelationConfig, TrackView,
+                              approach_scores, carrying_score, entering_score, leaving_score, merge_attributes,
+                              pair_geometry, passing_score)
+
+CFG = RelationConfig()
+PERSON = (0.40, 0.20, 0.60, 0.95)
+
+
+def kept(s, o, s_label="thing", o_label="thing"):
+    return {k for k, v in pair_geometry(s, o, s_label, o_label, CFG).items() if v >= CFG.min_score}
+
+
+def test_the_table_lists_every_documented_predicate():
+    assert set(GEOMETRIC_PREDICATES) == {"left of", "right of", "above", "below", "on", "near", "in front of",
+                                         "behind", "holding"}
+
+
+def test_left_and_right_of():
+    a, b = (0.1, 0.4, 0.2, 0.5), (0.5, 0.4, 0.6, 0.5)
+    assert {"left of"} <= kept(a, b) and "right of" not in kept(a, b)
+    assert {"right of"} <= kept(b, a) and "left of" not in kept(b, a)
+
+
+def test_above_and_below():
+    a, b = (0.4, 0.1, 0.5, 0.2), (0.4, 0.6, 0.5, 0.7)
+    assert "above" in kept(a, b) and "below" not in kept(a, b)
+    assert "below" in kept(b, a) and "above" not in kept(b, a)
+
+
+def test_side_by_side_boxes_are_neither_above_nor_below():
+    a, b = (0.1, 0.4, 0.2, 0.5), (0.25, 0.4, 0.35, 0.5)
+    assert not {"above", "below"} & kept(a, b)
+
+
+def test_cup_on_table():
+    table, cup = (0.2, 0.5, 0.8, 0.9), (0.45, 0.38, 0.52, 0.53)
+    assert "on" in kept(cup, table)
+    assert "on" not in kept(table, cup)           # the larger box is never "on" the smaller
+    floating = (0.45, 0.05, 0.52, 0.15)           # far above the table: above, not on
+    assert "on" not in kept(floating, table) and "above" in kept(floating, table)
+    beside = (0.85, 0.38, 0.92, 0.53)             # no horizontal overlap
+    assert "on" not in kept(beside, table)
+
+
+def test_near_depends_on_the_gap_relative_to_size():
+    a = (0.1, 0.1, 0.2, 0.2)
+    assert "near" in kept(a, (0.21, 0.1, 0.31, 0.2))
+    assert "near" not in kept(a, (0.8, 0.8, 0.9, 0.9))
+    assert "near" in kept(a, a)                    # overlapping boxes are near
+
+
+def test_in_front_of_and_behind_use_overlap_and_the_lower_bottom_edge():
+    front, back = (0.3, 0.4, 0.6, 0.9), (0.45, 0.3, 0.75, 0.7)
+    assert "in front of" in kept(front, back) and "behind" not in kept(front, back)
+    assert "behind" in kept(back, front) and "in front of" not in kept(back, front)
+    apart = (0.8, 0.1, 0.9, 0.3)                  # no overlap: no depth order claimed
+    assert not {"in front of", "behind"} & kept(front, apart)
+
+
+def test_holding_needs_a_person_and_a_small_object_inside():
+    cup_in_hand = (0.55, 0.45, 0.62, 0.55)
+    assert "holding" in kept(PERSON, cup_in_hand, "person", "cup")
+    assert "holding" not in kept(PERSON, cup_in_hand, "dog", "cup")          # not a person
+    assert "holding" not in kept(PERSON, (0.8, 0.45, 0.87, 0.55), "person", "cup")  # outside
+    assert "holding" not in kept(PERSON, (0.35, 0.1, 0.65, 0.9), "person", "door")  # not small
+    assert "holding" not in kept(PERSON, (0.5, 0.88, 0.56, 0.95), "person", "ball")  # at the feet
+    assert "holding" not in kept(PERSON, (0.45, 0.3, 0.55, 0.5), "person", "person")
+
+
+def test_scores_lie_in_unit_interval_on_random_boxes():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = (np.sort(rng.random((2, 2)), axis=0).T.reshape(-1)[[0, 2, 1, 3]] for _ in range(2))
+        for name, score in pair_geometry(tuple(a), tuple(b), "person", "cup", CFG).items():
+            assert 0.0 <= score <= 1.0, name
+
+
+# ------------------------------------------------------------- temporal
+def view(tid, label, boxes):
+    return TrackView(tid, label, dict(boxes))
+
+
+def moving_box(x, y=0.4, w=0.1, h=0.2):
+    return (x, y, x + w, y + h)
+
+
+def test_approaching_and_moving_away():
+    walker = view(1, "person", {f: moving_box(0.1 + 0.1 * f) for f in range(5)})
+    door = view(2, "door", {f: moving_box(0.8) for f in range(5)})
+    scores = approach_scores(walker, door, CFG)
+    assert scores["approaching"] >= CFG.min_score and scores["moving away"] == 0.0
+    leaver = view(3, "person", {f: moving_box(0.7 - 0.15 * f) for f in range(5)})
+    scores = approach_scores(leaver, door, CFG)
+    assert scores["moving away"] >= CFG.min_score and scores["approaching"] == 0.0
+    still = view(4, "cup", {f: moving_box(0.4) for f in range(5)})
+    assert approach_scores(still, door, CFG) == {"approaching": 0.0, "moving away": 0.0}
+
+
+def test_passing_needs_a_side_change_close_by_while_moving():
+    car = view(1, "car", {f: moving_box(0.1 + 0.15 * f) for f in range(5)})    # crosses x≈0.45
+    sign = view(2, "sign", {f: moving_box(0.45, y=0.45) for f in range(5)})
+    assert passing_score(car, sign, True, CFG) >= CFG.min_score
+    assert passing_score(car, sign, False, CFG) == 0.0                         # not moving
+    far_below = view(5, "sign", {f: (0.45, 0.95, 0.5, 1.0) for f in range(5)})
+    short = view(4, "car", {f: moving_box(0.1 + 0.02 * f) for f in range(5)})   # never reaches the sign
+    assert passing_score(short, sign, True, CFG) == 0.0
+    assert passing_score(car, far_below, True, CFG) < passing_score(car, sign, True, CFG)
+
+
+def test_entering_and_leaving_at_the_border():
+    enters = view(1, "car", {f: moving_box(0.0 + 0.1 * (f - 2)) for f in range(2, 6)})
+    assert entering_score(enters, CFG) == 1.0
+    assert entering_score(view(2, "car", {0: moving_box(0.0), 1: moving_box(0.1)}), CFG) == 0.0  # there at start
+    appears_mid_frame = view(3, "car", {3: moving_box(0.45), 4: moving_box(0.5)})
+    assert entering_score(appears_mid_frame, CFG) == 0.0
+    leaves = view(4, "car", {0: moving_box(0.7), 1: moving_box(0.8), 2: moving_box(0.9)})  # right edge at 1.0
+    assert leaving_score(leaves, 9, CFG) == 1.0
+    assert leaving_score(leaves, 2, CFG) == 0.0                                          # there until the end
+
+
+def test_carrying_is_holding_while_moving():
+    person = view(1, "person", {f: (0.1 + 0.1 * f, 0.2, 0.3 + 0.1 * f, 0.95) for f in range(4)})
+    bag = view(2, "bag", {f: (0.22 + 0.1 * f, 0.45, 0.28 + 0.1 * f, 0.55) for f in range(4)})
+    assert carrying_score(person, bag, True, CFG) == 1.0
+    assert carrying_score(person, bag, False, CFG) == 0.0
+    away = view(3, "bag", {f: (0.9, 0.45, 0.95, 0.55) for f in range(4)})
+    assert carrying_score(person, away, True, CFG) == 0.0
+
+
+# ------------------------------------------------------------- stage
+def test_merge_attributes_keeps_the_detector_value():
+    existing = [Attribute("detection", 0, "color", "red", 1.0)]
+    merged = merge_attributes(existing, [Attribute("detection", 0, "color", "blue", 0.9),
+                                         Attribute("detection", 0, "size", "small", 0.8),
+                                         Attribute("detection", 1, "color", "blue", 0.9)])
+    assert [(a.target, a.name, a.value) for a in merged] == [(0, "color", "red"), (0, "size", "small"),
+                                                             (1, "color", "blue")]
+
+
+def _scene():
+    """A person walks right holding a red cup, towards a blue car that stays put; 4 frames at 2 fps."""
+    frames = [Frame(i * 15, i * 0.5) for i in range(4)]
+    images = []
+    detections = []
+    for f in range(4):
+        image = np.full((100, 200, 3), 240, np.uint8)
+        px = 0.05 + 0.1 * f
+        person = (px, 0.2, px + 0.2, 0.95)
+        cup = (px + 0.12, 0.45, px + 0.17, 0.55)
+        car = (0.7, 0.5, 0.95, 0.9)
+        image[50:90, 140:190] = (20, 40, 220)
+        image[45:55, int((px + 0.12) * 200):int((px + 0.17) * 200)] = (220, 20, 20)
+        images.append(image)
+        detections += [Detection(f, person, "person", 0.9, 1), Detection(f, cup, "cup", 0.8, 2),
+                       Detection(f, car, "car", 0.95, 3)]
+    dsg = DynamicSceneGraph("v", VideoMeta("v.mp4", 2.0, 30.0, 200, 100, "h264"), frames, detections,
+                            attributes=[Attribute("detection", 2, "color", "silver", 1.0)],
+                            tracks=[Track(1, "person", 0, 3), Track(2, "cup", 0, 3), Track(3, "car", 0, 3)])
+    return VideoTask("v", "test", "v", "v.mp4", dsg=dsg, images=images, frames=frames)
+
+
+def test_relate_stage_fills_attributes_relations_and_track_relations():
+    stage = AttributeRelationStage(RelationConfig())
+    stage.setup()
+    task = stage.process_batch([_scene()])[0]
+    assert task.failure is None
+    dsg = task.dsg
+    attrs = {(a.target_kind, a.target, a.name): a.value for a in dsg.attributes}
+    assert attrs[("detection", 1, "color")] == "red"
+    assert attrs[("detection", 2, "color")] == "silver"          # the detector's value stays
+    assert attrs[("detection", 0, "size")] in {"medium", "large"}
+    assert attrs[("track", 1, "motion")] == "moving" and attrs[("track", 1, "speed")] == "slow"
+    assert attrs[("track", 3, "motion")] == "still" and ("track", 3, "speed") not in attrs
+    triples = {(dsg.detections[r.subject].label, r.predicate, dsg.detections[r.object].label) for r in dsg.relations}
+    assert ("person", "holding", "cup") in triples
+    assert ("person", "hold", "cup") in triples                   # the language prior's caption predicate
+    assert ("person", "left of", "car") in triples and ("car", "right of", "person") in triples
+    assert all(dsg.detections[r.subject].frame == dsg.detections[r.object].frame == r.frame for r in dsg.relations)
+    temporal = {(r.subject, r.predicate, r.object) for r in dsg.track_relations}
+    assert (1, "approaching", 3) in temporal and (1, "carrying", 2) in temporal
+    assert not any(p == "passing" for _, p, _ in temporal)       # nobody crosses anybody
+
+
+def test_relate_stage_without_prior_or_images():
+    task = _scene()
+    task.images = None
+    stage = AttributeRelationStage(RelationConfig(use_prior=False))
+    stage.process_batch([task])
+    assert task.failure is None
+    assert not any(a.name == "color" and a.target != 2 for a in task.dsg.attributes)
+    assert "hold" not in {r.predicate for r in task.dsg.relations}
+
+
+def test_relate_stage_without_dsg_fails_the_task_only():
+    bad = VideoTask("b", "test", "b", "b.mp4")
+    good = _scene()
+    AttributeRelationStage(RelationConfig(use_prior=False)).process_batch([bad, good])
+    assert bad.failure is not None and bad.failure.stage == "relate"
+    assert good.failure is None and good.dsg.relations
