@@ -14,10 +14,11 @@ returns a ParsedDoc, possibly with no tokens.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from stages.captions.depparse import ParsedDoc
+from stages.captions.depparse import ParsedDoc, Token
 from stages.registry import CAPTION_PARSERS
 
 
@@ -30,7 +31,8 @@ class CaptionParserConfig:
     resources folder ("" = stanza's default, ``~/stanza_resources``);
     ``batch_size``: captions per ``nlp.pipe`` / stanza batch; ``max_chars``:
     longer captions are cut there before parsing (a caption is a sentence or
-    two; 10k characters of text would cost the parser seconds for nothing).
+    two; 10k characters of text would cost the parser seconds for nothing);
+    ``add_article``: parse noun-first fragments as "the …" (see :func:`prepare`).
     """
 
     name: str = "spacy"
@@ -38,6 +40,7 @@ class CaptionParserConfig:
     stanza_dir: str = ""
     batch_size: int = 256
     max_chars: int = 1000
+    add_article: bool = True
     use_gpu: bool = False
 
 
@@ -59,3 +62,47 @@ def clip(text: str, max_chars: int) -> str:
         return text
     cut = text.rfind(" ", 0, max_chars)
     return text[:cut if cut > max_chars // 2 else max_chars]
+
+
+# Words after which a caption already reads as a sentence: no article is added.
+_NO_ARTICLE = {
+    "a", "an", "the", "this", "that", "these", "those", "some", "any", "there", "here", "it", "he",
+    "she", "they", "we", "i", "you", "his", "her", "their", "its", "my", "our", "your", "one", "two",
+    "three", "four", "five", "six", "seven", "eight", "nine", "ten", "many", "several", "each",
+    "every", "another", "other", "both", "all", "no", "on", "in", "at", "under", "inside", "near",
+    "behind", "above", "below", "beside", "next", "by", "with", "from", "to", "of", "over", "for",
+    "is", "are", "was", "what", "who", "where", "when", "how", "why", "if", "and", "or", "but",
+    "very", "not", "as", "into", "onto", "between", "around", "outside", "across", "against",
+}
+ARTICLE = "the "
+_TAG = re.compile(r"<[^<>]{0,200}>")
+
+
+def prepare(text: str, max_chars: int, add_article: bool = True) -> tuple[str, int]:
+    """The string to hand the parser for ``text``, and how many characters were prepended.
+
+    HTML tags are blanked to spaces (offsets stay valid), long text is
+    clipped, and a caption fragment that starts with a bare noun ("woman
+    holding kite") gets "the " in front: the small English models tag and
+    attach such fragments far better as a noun phrase ("the woman holding
+    kite"). :func:`restore` removes the article from the parse again.
+    """
+    text = _TAG.sub(lambda m: " " * len(m.group(0)), clip(text, max_chars))
+    first = text.split(None, 1)[0].lower() if text.strip() else ""
+    if add_article and first.isalpha() and first not in _NO_ARTICLE and text[0].isalpha():
+        return ARTICLE + text, len(ARTICLE)
+    return text, 0
+
+
+def restore(doc: ParsedDoc, text: str, shift: int) -> ParsedDoc:
+    """``doc`` parsed from ``prepare``'s string, with the prepended article removed and offsets back on ``text``."""
+    if not shift:
+        return ParsedDoc(text, doc.tokens)
+    keep = [t for t in doc.tokens if t.start >= shift]
+    index = {t.i: n for n, t in enumerate(keep)}
+    tokens = []
+    for n, t in enumerate(keep):
+        head = index.get(t.head, n)
+        tokens.append(Token(n, t.text, t.lemma, t.pos, t.tag, head, "root" if head == n else t.label,
+                            t.start - shift, t.end - shift, t.sent))
+    return ParsedDoc(text, tokens)

@@ -2,102 +2,140 @@
 
 The rules, in the order they run (each names the labels it reads):
 
-* **Objects**: every noun (``NOUN``/``PROPN``) that is not itself a
-  ``compound`` modifier; its ``compound`` children prefix its label ("tree
-  trunk"). Quantity heads ("a group of people", "a bunch of birds") give way to
-  the noun after "of"; "group"/"piece"/"part"/"slice" stay as its attribute, as
-  FACTUAL annotates them. Pronouns "it/they/them/he/she…" resolve to an
-  earlier object (the nearest compatible one, never the clause's own subject);
+* **Objects**: every noun (``NOUN``/``PROPN``) that does not modify another
+  noun. Its ``compound`` modifiers (and ``amod`` words FACTUAL treats as part
+  of a name, "hot dog") prefix its label ("tree trunk"); how a modifier word is
+  written comes from :data:`LEXICON` ``modifiers``, learned from FACTUAL-MR
+  training data (``keep`` / ``attr`` "metal poles" / ``have`` "clock face" →
+  ``( clock , have , face )`` / ``drop``). Quantity heads ("a group of
+  people", "a bunch of birds") give way to the noun after "of"; "group",
+  "piece", "part", "slice" stay as its attribute, as FACTUAL annotates them.
+  Pronouns "it/they/them/he/she…" resolve to an earlier object (the nearest
+  compatible one that is not the pronoun's own governor or clause subject);
   unresolved pronouns are dropped.
-* **Attributes** (``obj_attr``): ``amod`` adjectives and participles with their
-  adverb/degree modifiers ("partly cloudy", "dark green"), ``conj``-joined
-  adjectives, material/colour nouns used as ``compound`` modifiers ("metal
-  poles"), ``nummod`` numbers (as digits; they also set ``TextNode.count``),
-  and copular predicates ("the car is red": ``acomp``/``attr`` under "be").
+* **Attributes** (``obj_attr``): ``amod`` adjectives and participles, shade
+  words joined to their colour ("dark green"), adverbs of degree ("partly
+  cloudy"), ``conj``-joined adjectives, ``nummod`` numbers (as digits; they
+  also set ``TextNode.count``), and copular predicates ("the car is red":
+  ``acomp``/``attr`` under "be").
 * **Relations** (``subj_pred``/``pred_obj``): a verb's subjects are its
-  ``nsubj``/``nsubjpass``, the noun it modifies (``acl``, ``relcl``), or those
-  of the verb it is coordinated with or complements (``conj``, ``xcomp``,
-  ``advcl``). Its objects are ``dobj``/``attr`` nouns (predicate: the verb with
-  its particle, "pick up") and ``prep`` objects (predicate: verb + preposition,
-  "sit on"; multi-word prepositions "on top of", "in front of", "out of" are
-  joined). A passive's ``agent`` ("surrounded by grass") becomes the subject.
-  Copular "be" contributes no word ("the cat is on the mat" → "on"); "there
-  is X on Y" → (X, on, Y). A noun's ``prep`` gives (noun, prep, object), "X of
-  Y" gives (Y, have, X) and "Y's X" gives (Y, have, X).
+  ``nsubj``/``nsubjpass``, the noun it modifies (``acl``, ``relcl``, with the
+  relative pronoun replaced), the ``attr`` of an existential "there is", or
+  those of the verb it is coordinated with or complements (``conj``,
+  ``xcomp``, ``advcl``). Its objects are ``dobj`` nouns (predicate: the verb
+  with its particle, "pick up") and ``prep`` objects (predicate: verb +
+  preposition, "sit on"; multi-word prepositions "on top of", "in front of",
+  "out of", "next to" are joined). A passive's ``agent`` becomes the subject
+  ("bear surrounded by grass" → ``( grass , surround , bear )``) except after
+  verbs of placement ("cars parked by the building" → ``park by``). Copular
+  "be" contributes no word ("the cat is on the mat" → "on"). A noun's ``prep``
+  gives (noun, prep, object), rewritten by the learned ``prep_objects``
+  ("man in a shirt" → ``wear``); "X of Y" gives (Y, have, X); "Y's X" gives
+  (Y, have, X).
 * **Coordination**: ``conj`` of a subject or object repeats the edge
   ("a man and a woman sit on a bench" → two ``subj_pred`` edges).
-* **Predicate attributes** (``pred_adv``): ``advmod`` adverbs of a verb that has
-  a relation node ("runs quickly"), except wh-words, negation and place words
-  that FACTUAL reads as scene context ("there", "here").
+* **Predicate attributes** (``pred_adv``): ``advmod`` adverbs of a verb that
+  has a relation node ("runs quickly"), except wh-words, negation, degree and
+  place words ("there", "here").
 
 Entry point: :func:`build_tsg`.
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Optional
 
 from schemas.records import TextEdge, TextNode, TextSceneGraph
-from stages.captions.depparse import ParsedDoc, Token
+from stages.captions.depparse import ParsedDoc
 
 NOUN_POS = ("NOUN", "PROPN")
+VERB_POS = ("VERB", "AUX")
 #: "a <quantity> of X" → X. Values: the attribute FACTUAL keeps (or None).
 QUANTITY_NOUNS = {
-    "group": "group of", "piece": "piece", "part": "part", "slice": "slice",
+    "group": "group of", "piece": "piece", "part": "part", "slice": "slice", "mound": "mound",
     "bunch": None, "bits": None, "bit": None, "stack": None, "pile": None, "row": None,
-    "lot": None, "lots": None, "herd": None, "flock": None, "pair": None, "couple": None,
-    "number": None, "set": None, "variety": None, "collection": None, "cluster": None,
-    "bundle": None, "handful": None, "plenty": None, "kind": None, "type": None, "line": None,
-    "crowd": None, "team": None, "school": None, "array": None, "assortment": None,
-    "series": None, "stream": None, "batch": None, "patch": None, "clump": None,
-    "cluster": None, "mass": None, "sea": None, "swarm": None, "fleet": None, "litter": None,
-    "stand": None, "grove": None, "selection": None, "ton": None, "tons": None,
+    "rows": None, "lot": None, "lots": None, "alot": None, "herd": None, "flock": None,
+    "pair": None, "couple": None, "number": None, "set": None, "variety": None,
+    "collection": None, "cluster": None, "bundle": None, "handful": None, "plenty": None,
+    "kind": None, "type": None, "line": None, "crowd": None, "team": None, "array": None,
+    "assortment": None, "series": None, "batch": None, "patch": None, "clump": None,
+    "mass": None, "swarm": None, "fleet": None, "litter": None, "grove": None,
+    "selection": None, "ton": None, "tons": None, "dozens": None, "thicket": None,
 }
 #: Nouns that with "of" form a spatial preposition: "on top of", "in front of".
 RELATIONAL_NOUNS = {"top", "side", "front", "middle", "edge", "corner", "back", "left", "right",
-                    "end", "bottom", "center", "centre", "rear", "base", "inside", "outside",
-                    "surface", "tip", "part"}
-#: Nouns that, used as a compound modifier, FACTUAL writes as an attribute.
+                    "end", "bottom", "center", "centre", "rear", "base", "surface", "tip"}
+#: Compound modifiers written as attributes when the learned lexicon has no entry.
 ATTRIBUTE_NOUNS = {
     "metal", "wood", "leather", "plastic", "glass", "stone", "brick", "steel", "iron", "concrete",
     "cement", "cloth", "cotton", "wool", "denim", "silver", "gold", "rubber", "ceramic", "marble",
     "straw", "wicker", "porcelain", "chrome", "aluminum", "bamboo", "fur", "silk", "velvet", "lace",
-    "cardboard", "tin", "copper", "brass", "granite", "vinyl", "canvas", "clay", "orange", "pink",
-    "tan", "beige", "maroon", "navy", "khaki", "teal", "purple", "turquoise", "gray", "grey",
-    "white", "black", "brown", "red", "blue", "green", "yellow", "gold", "striped", "polka",
-    "tile", "laptop", "wire", "mesh", "paper", "foam", "felt", "suede", "bronze",
+    "tin", "copper", "brass", "granite", "vinyl", "canvas", "clay", "orange", "pink", "tan",
+    "beige", "maroon", "navy", "khaki", "teal", "purple", "turquoise", "gray", "grey", "white",
+    "black", "brown", "red", "blue", "green", "yellow", "striped", "wire", "mesh", "foam",
+    "suede", "bronze",
 }
+SHADES = {"dark", "light", "bright", "pale", "deep", "navy", "hot", "neon", "olive", "royal", "sky",
+          "lime", "forest", "baby", "off", "golden", "dull", "pastel", "faded", "medium"}
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
-                "fourteen": 14, "fifteen": 15, "twenty": 20, "both": 2, "pair": 2, "dozen": 12}
+                "fourteen": 14, "fifteen": 15, "twenty": 20, "both": 2, "dozen": 12}
 PERSON_NOUNS = {"man", "woman", "person", "boy", "girl", "child", "kid", "guy", "lady", "player",
                 "skier", "surfer", "skateboarder", "snowboarder", "rider", "batter", "catcher",
-                "pitcher", "people", "men", "women", "baby", "adult", "gentleman", "tennis player",
-                "chef", "cook", "worker", "officer", "driver", "passenger", "athlete"}
-PRONOUNS = {"it": "thing", "its": None, "they": "plural", "them": "plural", "he": "person",
-            "him": "person", "she": "person", "her": "person", "this": "thing", "that": "thing",
-            "these": "plural", "those": "plural", "itself": "thing", "themselves": "plural"}
+                "pitcher", "people", "baby", "adult", "gentleman", "chef", "cook", "worker",
+                "officer", "driver", "passenger", "athlete", "umpire", "student", "teenager"}
+PRONOUNS = {"it": "thing", "they": "plural", "them": "plural", "he": "person", "him": "person",
+            "she": "person", "her": "person", "itself": "thing", "themselves": "plural"}
 RELATIVE_PRONOUNS = {"that", "which", "who", "whom", "whose", "where"}
 SKIP_ADVERBS = {"there", "here", "not", "n't", "never", "also", "too", "very", "so", "then",
-                "where", "when", "how", "why", "just", "only", "as", "even", "still", "again"}
-ATTR_MODIFIER_LABELS = ("advmod", "npadvmod", "amod", "compound")
-VERB_POS = ("VERB", "AUX")
+                "where", "when", "how", "why", "just", "only", "as", "even", "still", "again",
+                "while", "now", "already", "almost", "all", "each", "other", "together"}
+DEGREE_WORDS = {"very", "so", "too", "really", "more", "most", "quite", "rather", "extremely"}
+#: Words that join a following preposition: "next to", "close to", "out of".
+PREP_PREFIXES = {"next", "close", "out", "away", "right", "up", "down", "off", "back", "ahead",
+                 "in", "on", "along", "together", "far", "inside", "outside", "across"}
+#: Verbs whose passive "by" is a place, not an agent: "parked by the road".
+PLACEMENT_VERBS = {"park", "dock", "line", "stand", "sit", "place", "locate", "situate", "position",
+                   "stack", "leave", "store", "set", "put", "hang", "lay", "lie", "rest", "moor",
+                   "tie", "chain", "lock", "plant", "pile", "arrange", "display"}
 COPULAS = {"be"}
+DETERMINER_WORDS = {"the", "a", "an", "this", "that", "these", "those", "some", "any", "every", "each",
+                    "its", "his", "her", "their", "my", "our", "your", "another", "other"}
+
+
+@lru_cache(maxsize=1)
+def lexicon() -> dict:
+    """The learned word lists (``lexicon.json``, built by ``scripts/build_caption_lexicons.py``)."""
+    path = Path(__file__).with_name("lexicon.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    return {"verbs": data.get("verbs", {}), "modifiers": data.get("modifiers", {}),
+            "prep_objects": data.get("prep_objects", {})}
 
 
 class _Builder:
     def __init__(self, doc: ParsedDoc):
         self.doc = doc
         self.t = doc.tokens
+        self.lex = lexicon()
         self.nodes: list[TextNode] = []
         self.edges: list[TextEdge] = []
         self.obj_node: dict[int, int] = {}     # entity head token → node id
         self.alias: dict[int, int] = {}        # token → token it stands for (quantities, pronouns)
         self.verb_rel: dict[int, list[int]] = {}
         self.edge_keys: set[tuple[int, int, str]] = set()
+        self.predicate_nouns: set[int] = set()
 
     # -------------------------------------------------------------- helpers
     def kids(self, i: int, *labels: str) -> list[int]:
         return [k for k in self.doc.children(i) if not labels or self.t[k].label in labels]
+
+    def low(self, i: int) -> str:
+        return self.t[i].text.lower()
 
     def add_node(self, kind: str, label: str, lemma: str, span: tuple[int, int], count: int = 1) -> int:
         self.nodes.append(TextNode(len(self.nodes), kind, label, lemma, span, count))
@@ -110,9 +148,20 @@ class _Builder:
 
     def is_noun(self, i: int) -> bool:
         tok = self.t[i]
-        return tok.pos in NOUN_POS and tok.label != "compound" or (
-            tok.pos in ("NUM", "ADJ", "X") and tok.label in ("nsubj", "nsubjpass", "dobj", "pobj")
-            and tok.tag in ("NN", "NNS", "NNP"))
+        if not any(ch.isalpha() for ch in tok.text):
+            return False
+        if tok.pos in NOUN_POS:
+            return not self.is_noun_modifier(i)
+        # a noun the tagger missed, in a noun's slot
+        return tok.tag in ("NN", "NNS") and tok.label in ("nsubj", "nsubjpass", "dobj", "pobj", "root")
+
+    def is_noun_modifier(self, i: int) -> bool:
+        tok = self.t[i]
+        if tok.label in ("compound", "amod", "nummod"):
+            return True
+        # "a night stand": a bare noun right before a noun head, attached as npadvmod/nmod
+        return (tok.label in ("npadvmod", "nmod", "dep") and tok.head == i + 1
+                and self.t[tok.head].pos in NOUN_POS)
 
     def conjuncts(self, i: int) -> list[int]:
         """``i`` and the words coordinated with it (``conj`` chains)."""
@@ -124,6 +173,13 @@ class _Builder:
             out.append(j)
             stack.extend(self.kids(j, "conj"))
         return sorted(out)
+
+    def ancestors(self, i: int) -> list[int]:
+        out = []
+        while self.t[i].head != i and len(out) < 50:
+            i = self.t[i].head
+            out.append(i)
+        return out
 
     # -------------------------------------------------------------- entities
     def resolve(self, i: int) -> Optional[int]:
@@ -140,7 +196,7 @@ class _Builder:
             if not self.is_noun(tok.i):
                 continue
             low = tok.text.lower()
-            ofs = [k for k in self.kids(tok.i, "prep") if t[k].text.lower() == "of"]
+            ofs = [k for k in self.kids(tok.i, "prep") if self.low(k) == "of"]
             if low in QUANTITY_NOUNS and ofs:
                 inner = [k for k in self.kids(ofs[0], "pobj") if self.is_noun(k)]
                 if inner:
@@ -149,74 +205,94 @@ class _Builder:
             if low in RELATIONAL_NOUNS and ofs and tok.label == "pobj":
                 continue  # part of a multi-word preposition, see prep_phrase
             if self.predicate_nominal(tok.i):
+                self.predicate_nouns.add(tok.i)
                 continue  # "the egg is a sculpture": an attribute, see copular_attribute
             self.obj_node[tok.i] = -1
         for tok in t:
-            if tok.pos == "PRON" and tok.text.lower() in PRONOUNS and tok.label not in ("poss",):
+            if tok.pos == "PRON" and tok.text.lower() in PRONOUNS and tok.label != "poss":
                 target = self.antecedent(tok.i)
                 if target is not None:
                     self.alias[tok.i] = target
         for i in sorted(self.obj_node):
             self.obj_node[i] = self.make_object(i)
         for src, dst in list(self.alias.items()):
-            head = QUANTITY_NOUNS.get(self.t[src].text.lower())
+            attr = QUANTITY_NOUNS.get(self.low(src))
             target = self.resolve(dst)
-            if head and target is not None and self.t[src].pos in NOUN_POS:
-                self.add_attribute(self.obj_node[target], head, head, (self.t[src].start, self.t[src].end))
+            if attr and target is not None and self.t[src].pos in NOUN_POS:
+                self.add_attribute(self.obj_node[target], attr, attr, (self.t[src].start, self.t[src].end))
 
     def predicate_nominal(self, i: int) -> bool:
         tok = self.t[i]
         if tok.label != "attr" or self.t[tok.head].lemma.lower() not in COPULAS:
             return False
         subj = self.kids(tok.head, "nsubj")
-        return bool(subj) and self.t[subj[0]].pos in NOUN_POS
+        return bool(subj) and self.t[subj[0]].pos in NOUN_POS and not self.kids(i, "prep", "relcl", "acl")
 
     def antecedent(self, i: int) -> Optional[int]:
-        kind = PRONOUNS[self.t[i].text.lower()]
-        if kind is None:
-            return None
-        own_subjects = set()
-        verb = self.t[i].head
-        for hop in range(3):  # the clause's own subject is never its object's antecedent
-            own_subjects.update(self.kids(verb, "nsubj", "nsubjpass"))
-            if self.t[verb].label in ("acl", "relcl"):
-                own_subjects.add(self.t[verb].head)
-            verb = self.t[verb].head
-        candidates = [j for j in self.obj_node if j < i and j not in own_subjects
-                      and self.t[j].pos in NOUN_POS]
+        kind = PRONOUNS[self.low(i)]
+        excluded = set(self.ancestors(i))
+        for a in list(excluded):
+            excluded.update(self.kids(a, "nsubj", "nsubjpass"))
+            if self.t[a].label in ("acl", "relcl"):
+                excluded.add(self.t[a].head)
+        candidates = [j for j in self.obj_node if j < i and j not in excluded and self.t[j].pos in NOUN_POS]
         if kind == "person":
             candidates = [j for j in candidates if self.t[j].lemma.lower() in PERSON_NOUNS]
         elif kind == "plural":
-            plural = [j for j in candidates if self.t[j].tag in ("NNS", "NNPS")]
-            candidates = plural or candidates
-        if not candidates and self.t[i].label in ("nsubj", "nsubjpass"):
-            return None
+            candidates = [j for j in candidates if self.t[j].tag in ("NNS", "NNPS")] or candidates
         return max(candidates) if candidates else None
 
+    def modifier_role(self, k: int) -> str:
+        """How a word before a noun is written: keep | attr | have | drop."""
+        tok = self.t[k]
+        word = tok.text.lower()
+        learned = self.lex["modifiers"].get(word)
+        if tok.label == "amod":
+            if tok.pos == "NUM":
+                return "drop"
+            return learned if learned in ("keep", "attr", "drop") else "attr"
+        if learned:
+            return learned
+        return "attr" if word in ATTRIBUTE_NOUNS else "keep"
+
+    def name_modifiers(self, i: int) -> list[int]:
+        """Modifier tokens of noun ``i`` that are nouns or noun-like (compound chain)."""
+        out = []
+        for k in self.doc.children(i):
+            if k < i and (self.t[k].label == "compound" or self.is_noun_modifier(k)) \
+                    and self.t[k].label not in ("amod", "nummod"):
+                out.append(k)
+        return out
+
     def make_object(self, i: int) -> int:
-        tok = self.t[i]
-        parts = [i]
-        stack = list(self.kids(i, "compound"))
+        kept = [i]
+        haves: list[int] = []
+        stack = self.name_modifiers(i) + [k for k in self.kids(i, "amod")
+                                          if k < i and self.modifier_role(k) == "keep"]
         while stack:
             k = stack.pop()
-            if self.t[k].text.lower() in ATTRIBUTE_NOUNS and self.t[k].pos in NOUN_POS + ("ADJ",):
-                continue
-            parts.append(k)
-            stack.extend(self.kids(k, "compound"))
-        parts = [p for p in sorted(parts) if self.t[p].pos not in ("PUNCT",)]
-        # keep only the contiguous run that ends at the head
-        run = [i]
-        for p in reversed(parts[:-1]):
-            if p == run[0] - 1 or (self.t[run[0] - 1].pos == "PUNCT" and p == run[0] - 2):
+            role = self.modifier_role(k) if self.t[k].label != "amod" else "keep"
+            if role == "keep":
+                kept.append(k)
+                stack.extend(self.name_modifiers(k))
+            elif role == "have" and self.t[k].pos in NOUN_POS:
+                haves.append(k)
+        kept.sort()
+        run = [i]  # only the contiguous run that ends at the head ("tree trunk", not "tree big trunk")
+        for p in reversed(kept[:-1]):
+            if p == run[0] - 1 or (p == run[0] - 2 and self.t[run[0] - 1].pos in ("PUNCT", "PART")):
                 run.insert(0, p)
-        label = " ".join(self.t[p].text.lower() for p in run)
+        tok = self.t[i]
+        label = " ".join(self.low(p) for p in run)
         lemma = " ".join(self.t[p].lemma.lower() for p in run)
         count = 1
         for k in self.kids(i, "nummod"):
-            value = number_value(self.t[k].text)
-            if value:
-                count = value
-        return self.add_node("object", label, lemma, (self.t[run[0]].start, tok.end), count)
+            count = number_value(self.t[k].text) or count
+        node = self.add_node("object", label, lemma, (self.t[run[0]].start, tok.end), count)
+        for k in haves:  # "clock face" → ( clock , have , face )
+            owner = self.add_node("object", self.low(k), self.t[k].lemma.lower(), (self.t[k].start, self.t[k].end))
+            self.relation([owner], [], [node], lemma="have")
+        return node
 
     # -------------------------------------------------------------- attributes
     def add_attribute(self, obj: int, label: str, lemma: str, span: tuple[int, int]) -> None:
@@ -227,26 +303,38 @@ class _Builder:
         self.add_edge(obj, node, "obj_attr")
 
     def attribute_phrase(self, i: int) -> tuple[str, str, tuple[int, int]]:
-        """An adjective with its degree words: ("dark green", "dark green", span)."""
-        mods = [k for k in self.kids(i, *ATTR_MODIFIER_LABELS)
-                if k < i and self.t[k].text.lower() not in ("very", "so", "too", "really", "more", "most")
-                and self.t[k].pos in ("ADV", "ADJ", "NOUN")]
-        words = sorted(mods + [i])
-        words = [w for w in words if w >= i - 2]
-        label = " ".join(self.t[w].text.lower() for w in words)
-        lemma = " ".join(self.t[w].text.lower() if w != i else self.adj_lemma(w) for w in words)
-        return label, lemma, (self.t[words[0]].start, self.t[i].end)
-
-    def adj_lemma(self, i: int) -> str:
-        tok = self.t[i]
-        return tok.text.lower() if tok.pos in ("ADJ", "VERB") else tok.lemma.lower()
+        """An adjective with its degree adverb or shade word: ("dark green", "dark green", span)."""
+        words = [i]
+        for k in self.doc.children(i):
+            if k >= i or self.low(k) in DEGREE_WORDS:
+                continue
+            if (self.t[k].label == "advmod" and self.t[k].pos == "ADV" and self.t[k].tag != "WRB") or \
+                    self.low(k) in SHADES:
+                words.append(k)
+        words = sorted(w for w in words if w >= i - 2)
+        label = " ".join(self.low(w) for w in words)
+        return label, label, (self.t[words[0]].start, self.t[i].end)
 
     def collect_attributes(self) -> None:
         t = self.t
         for head, node in list(self.obj_node.items()):
-            for k in self.doc.children(head):
+            kids = self.doc.children(head)
+            shade_used: set[int] = set()
+            for k in kids:
                 tok = t[k]
-                if tok.label == "amod" or (tok.label == "compound" and tok.text.lower() in ATTRIBUTE_NOUNS):
+                word = tok.text.lower()
+                if k in shade_used:
+                    continue
+                if tok.label == "amod" or (k < head and self.is_noun_modifier(k) and tok.label != "nummod"
+                                           and self.modifier_role(k) == "attr"):
+                    if tok.label == "amod" and self.modifier_role(k) != "attr":
+                        continue
+                    if word in SHADES and k + 1 < len(t) and t[k + 1].head == head and \
+                            t[k + 1].label in ("amod", "compound"):
+                        shade_used.add(k + 1)  # "dark green leaves": one attribute
+                        label = f"{word} {t[k + 1].text.lower()}"
+                        self.add_attribute(node, label, label, (tok.start, t[k + 1].end))
+                        continue
                     for c in self.conjuncts(k):
                         if t[c].pos in ("ADJ", "VERB", "NOUN", "PROPN", "ADV") and t[c].text.isalpha():
                             label, lemma, span = self.attribute_phrase(c)
@@ -255,7 +343,7 @@ class _Builder:
                     value = number_value(tok.text)
                     if value and value > 1:
                         self.add_attribute(node, tok.text.lower(), str(value), (tok.start, tok.end))
-                elif tok.label == "det" and tok.text.lower() == "both":
+                elif tok.label in ("det", "predet") and word == "both":
                     self.add_attribute(node, "both", "2", (tok.start, tok.end))
 
     # -------------------------------------------------------------- relations
@@ -264,20 +352,17 @@ class _Builder:
         out = []
         for c in self.conjuncts(i):
             target = self.resolve(c)
-            if target is not None:
+            if target is not None and self.obj_node[target] not in out:
                 out.append(self.obj_node[target])
         return out
 
     def relation(self, subjects: list[int], pred_tokens: list[int], objects: list[int],
-                 lemma: Optional[str] = None, verb: Optional[int] = None) -> Optional[int]:
-        if not subjects:
+                 lemma: str, verb: Optional[int] = None) -> Optional[int]:
+        subjects = [s for s in subjects if s >= 0]
+        if not subjects or not lemma:
             return None
         pred_tokens = sorted(set(pred_tokens))
-        label = " ".join(self.t[p].text.lower() for p in pred_tokens)
-        if lemma is None:
-            lemma = " ".join(self.pred_lemma(p) for p in pred_tokens)
-        if not lemma:
-            return None
+        label = " ".join(self.low(p) for p in pred_tokens)
         span = (self.t[pred_tokens[0]].start, self.t[pred_tokens[-1]].end) if pred_tokens else (0, 0)
         node = self.add_node("relation", label or lemma, lemma, span)
         for s in subjects:
@@ -288,125 +373,143 @@ class _Builder:
             self.verb_rel.setdefault(verb, []).append(node)
         return node
 
-    def pred_lemma(self, i: int) -> str:
-        tok = self.t[i]
-        if tok.pos in VERB_POS:
-            return tok.lemma.lower()
-        return tok.text.lower()
+    def verb_lemma(self, v: int) -> str:
+        """The verb's lemma, corrected by the learned verb list where spaCy's is not a known verb."""
+        tok = self.t[v]
+        lemma = tok.lemma.lower()
+        verbs = self.lex["verbs"]
+        if lemma in verbs or not verbs:
+            return lemma
+        word = tok.text.lower()
+        options = []
+        for suffix in ("ing", "ed", "es", "s"):
+            if word.endswith(suffix) and len(word) > len(suffix) + 1:
+                stem = word[:-len(suffix)]
+                options += [stem, stem + "e"]
+                if len(stem) > 2 and stem[-1] == stem[-2]:
+                    options.append(stem[:-1])
+                if stem.endswith("i"):
+                    options.append(stem[:-1] + "y")
+        known = [o for o in options if o in verbs]
+        return max(known, key=lambda o: verbs[o]) if known else lemma
 
     def prep_phrase(self, p: int) -> tuple[list[int], list[int]]:
         """Preposition token → (its words, the noun tokens it governs).
 
-        Joins "out of", "next to", "on top of", "in front of"; a multi-word
+        Joins "out of", "in between", "on top of", "in front of"; a multi-word
         UD preposition keeps its ``fixed`` words.
         """
         words = [p] + self.kids(p, "fixed")
         cur = p
         for _ in range(4):
-            objs = self.kids(cur, "pobj", "pcomp")
-            inner = [k for k in self.kids(cur, "prep") if not objs]
+            objs = self.kids(cur, "pobj", "pcomp", "dobj")
             if objs:
                 noun = objs[0]
-                if self.t[noun].text.lower() in RELATIONAL_NOUNS and self.t[noun].i not in self.obj_node:
-                    of = [k for k in self.kids(noun, "prep") if self.t[k].text.lower() == "of"]
+                if self.low(noun) in RELATIONAL_NOUNS and noun not in self.obj_node:
+                    of = [k for k in self.kids(noun, "prep") if self.low(k) == "of"]
                     if of:
                         words += [noun, of[0]]
                         cur = of[0]
                         continue
+                if self.t[noun].pos == "VERB" and self.t[noun].label == "pcomp":
+                    nouns = self.kids(noun, "dobj")  # "on cutting board" mis-parsed as a gerund
+                    if nouns and noun == nouns[0] - 1:
+                        return words, nouns
                 return words, objs
+            inner = self.kids(cur, "prep")
             if inner:  # "out of the water": out → of → water
                 words.append(inner[0])
                 cur = inner[0]
                 continue
             break
-        # "next to": next (advmod/amod) → to (prep)
         return words, []
+
+    def preps_of(self, head: int) -> list[tuple[str, list[int], list[int]]]:
+        """(preposition text, its words, governed nouns) for every preposition of ``head``."""
+        out = []
+        candidates = self.kids(head, "prep", "agent") + [k for a in self.kids(head, "advmod", "prt", "amod")
+                                                       for k in self.kids(a, "prep")]
+        for p in candidates:
+            words, nouns = self.prep_phrase(p)
+            before = p - 1
+            if before >= 0 and self.low(before) in PREP_PREFIXES and before not in words and (
+                    self.t[before].head in (head, p) or self.t[before].label in ("advmod", "prt")):
+                words = [before] + words  # "next to", "out of", "in between"
+            if self.low(words[0]) == "in" and len(words) > 1 and self.low(words[1]) == "between":
+                words = words[1:]
+            text = " ".join(self.low(w) for w in sorted(set(words)))
+            out.append((text, sorted(set(words)), nouns))
+        return out
 
     def subjects_of_verb(self, v: int, depth: int = 0) -> list[int]:
         t = self.t
-        subj = self.kids(v, "nsubj", "nsubjpass", "csubj", "expl")
         out: list[int] = []
-        for s in subj:
-            if t[s].text.lower() in RELATIVE_PRONOUNS and t[v].label == "relcl":
+        for s in self.kids(v, "nsubj", "nsubjpass", "csubj"):
+            if self.low(s) in RELATIVE_PRONOUNS and t[v].label == "relcl":
                 out.extend(self.entities_of(t[v].head))
-            elif t[s].label == "expl":
-                continue
             else:
                 out.extend(self.entities_of(s))
+        if not out and self.kids(v, "expl"):  # "there is a cat on the mat"
+            for a in self.kids(v, "attr", "dobj"):
+                out.extend(self.entities_of(a))
         if out or depth > 3:
             return out
         label = t[v].label
         if label in ("acl", "relcl", "amod") and t[v].head != v:
             return self.entities_of(t[v].head)
         if label in ("conj", "xcomp", "advcl", "ccomp", "dep") and t[v].head != v:
-            return self.subjects_of_verb(t[v].head, depth + 1)
-        if label == "pcomp" and t[v].head != v:  # "a man with a dog sitting ..." rare
-            return []
+            head = t[v].head
+            if t[head].pos in NOUN_POS and head in self.obj_node:
+                return self.entities_of(head)
+            return self.subjects_of_verb(head, depth + 1)
         return out
 
     def verb_relations(self) -> None:
         t = self.t
         for v in range(len(t)):
             tok = t[v]
-            if tok.pos not in VERB_POS and not (tok.pos == "ADJ" and tok.label in ("acl",)):
+            if tok.pos not in VERB_POS or tok.label in ("aux", "auxpass"):
                 continue
-            if tok.label in ("aux", "auxpass"):
-                continue
-            is_copula = tok.lemma.lower() in COPULAS
-            passive = bool(self.kids(v, "nsubjpass", "auxpass")) or (
-                tok.tag == "VBN" and tok.label in ("acl", "amod"))
+            lemma = self.verb_lemma(v)
+            is_copula = lemma in COPULAS
             subjects = self.subjects_of_verb(v)
-            agents = []
-            for a in self.kids(v, "agent"):
-                for o in self.kids(a, "pobj"):
-                    agents.extend(self.entities_of(o))
-            if passive and agents:
-                # "bear surrounded by grass" → (grass, surround, bear)
-                self.relation(agents, [v], subjects, lemma=tok.lemma.lower(), verb=v)
+            passive = bool(self.kids(v, "nsubjpass", "auxpass")) or (
+                tok.tag == "VBN" and tok.label in ("acl", "amod", "relcl"))
+            agents: list[int] = []
+            if passive and lemma not in PLACEMENT_VERBS:
+                for a in self.kids(v, "agent"):
+                    for o in self.kids(a, "pobj"):
+                        agents.extend(self.entities_of(o))
+            if agents and subjects:
+                self.relation(agents, [v], subjects, lemma=lemma, verb=v)  # "surrounded by grass"
             if not subjects:
                 continue
-            particles = self.kids(v, "prt")
+            particles = [p for p in self.kids(v, "prt") if p > v]
             verb_words = [v] + particles
-            verb_lemma = " ".join([tok.lemma.lower()] + [t[p].text.lower() for p in particles])
-            made = False
-            # direct objects
+            verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
             objs: list[int] = []
             for o in self.kids(v, "dobj", "dative", "oprd"):
                 objs.extend(self.entities_of(o))
+            made = bool(agents)
             if is_copula:
                 for a in self.kids(v, "attr", "acomp"):
                     self.copular_attribute(subjects, a)
             elif objs:
                 self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v)
                 made = True
-            # prepositional objects
-            for p in self.kids(v, "prep") + self.prep_after_advmod(v):
-                words, nouns = self.prep_phrase(p)
+            for prep, words, nouns in self.preps_of(v):
+                if prep in ("by",) and agents:
+                    continue
                 pobjs = [e for n in nouns for e in self.entities_of(n)]
                 if not pobjs:
                     continue
-                prep = " ".join(t[w].text.lower() for w in words)
                 if is_copula:
-                    self.relation(subjects, words, pobjs, lemma=prep, verb=v)
-                elif objs:
                     self.relation(subjects, words, pobjs, lemma=prep, verb=v)
                 else:
                     self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v)
                 made = True
-            # "there is a cat on the mat": attr noun is the subject of the prep
-            if is_copula and self.kids(v, "expl"):
-                for a in self.kids(v, "attr", "nsubj"):
-                    for p in self.kids(a, "prep"):
-                        pass  # handled as a noun preposition
             if not made and not is_copula:
                 self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)
-
-    def prep_after_advmod(self, v: int) -> list[int]:
-        """"standing next to": next (advmod) → to (prep); returns the ``to``."""
-        out = []
-        for a in self.kids(v, "advmod"):
-            out.extend(self.kids(a, "prep"))
-        return out
 
     def copular_attribute(self, subjects: list[int], a: int) -> None:
         t = self.t
@@ -415,41 +518,47 @@ class _Builder:
                 continue  # "there is a dog": not an attribute
             if t[c].pos in ("ADJ", "VERB", "NUM", "NOUN", "PROPN", "ADV") and t[c].text.isalpha():
                 label, lemma, span = self.attribute_phrase(c)
+                if c in self.predicate_nouns:
+                    mods = [k for k in self.name_modifiers(c) if k == c - 1]
+                    label = lemma = " ".join(self.low(w) for w in mods + [c])
                 for s in subjects:
                     self.add_attribute(s, label, lemma, span)
 
     def noun_relations(self) -> None:
         t = self.t
         for head in list(self.obj_node):
-            subj = self.entities_of_single(head)
-            for p in self.kids(head, "prep") + self.prep_after_advmod(head):
-                words, nouns = self.prep_phrase(p)
+            subj = self.obj_node[head]
+            for prep, words, nouns in self.preps_of(head):
                 objs = [e for n in nouns for e in self.entities_of(n)]
                 if not objs:
                     continue
-                prep = " ".join(t[w].text.lower() for w in words)
                 if prep == "of":
                     self.relation(objs, [], [subj], lemma="have")
-                else:
-                    self.relation([subj], words, objs, lemma=prep)
+                    continue
+                for n in nouns:
+                    target = self.resolve(n)
+                    if target is None:
+                        continue
+                    learned = self.lex["prep_objects"].get(f"{prep} {self.low(target)}")
+                    self.relation([subj], words, self.entities_of(n), lemma=learned or prep)
             for k in self.kids(head, "poss"):
                 owners = self.entities_of(k)
                 if owners:
                     self.relation(owners, [], [subj], lemma="have")
-            # "a man with a hat" handled above; "a sign that says" handled by relcl
-
-    def entities_of_single(self, i: int) -> int:
-        return self.obj_node[i]
+            for k in self.kids(head, "aux"):  # "the bird has beak" parsed with beak as head
+                if t[k].lemma.lower() == "have":
+                    owners = [e for s in self.kids(head, "nsubj") for e in self.entities_of(s)]
+                    self.relation(owners, [k], [subj], lemma="have")
 
     def adverbs(self) -> None:
         t = self.t
         for v, rels in self.verb_rel.items():
             for a in self.kids(v, "advmod"):
                 tok = t[a]
-                if tok.pos != "ADV" or tok.text.lower() in SKIP_ADVERBS or self.kids(a, "prep"):
+                if tok.pos != "ADV" or tok.tag == "WRB" or tok.text.lower() in SKIP_ADVERBS \
+                        or self.kids(a, "prep") or not tok.text.isalpha():
                     continue
-                node = self.add_node("pred_attribute", tok.text.lower(), tok.lemma.lower(),
-                                     (tok.start, tok.end))
+                node = self.add_node("pred_attribute", tok.text.lower(), tok.lemma.lower(), (tok.start, tok.end))
                 self.add_edge(rels[0], node, "pred_adv")
 
 

@@ -15,10 +15,10 @@ Example::
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Iterable
+from typing import Any
 
 from schemas.errors import UserError
-from stages.captions.base import CaptionParserConfig, clip
+from stages.captions.base import CaptionParserConfig, prepare, restore
 from stages.captions.depparse import ParsedDoc, Token
 from stages.registry import CAPTION_PARSERS
 
@@ -70,11 +70,8 @@ class SpacyCaptionParser:
                 spacy.prefer_gpu()
             self.nlp = load_spacy(self.cfg.model)
 
-    def pipe(self, texts: Iterable[str]) -> Iterable[Any]:
-        """Bare ``nlp.pipe`` over clipped texts: spaCy ``Doc`` objects, same order."""
-        self.setup()
-        return self.nlp.pipe((clip(t, self.cfg.max_chars) for t in texts),
-                             batch_size=self.cfg.batch_size)
-
     def parse(self, texts: list[str]) -> list[ParsedDoc]:
-        return [from_spacy(doc) for doc in self.pipe(texts)]
+        self.setup()
+        prepared = [prepare(t, self.cfg.max_chars, self.cfg.add_article) for t in texts]
+        docs = self.nlp.pipe((p for p, _ in prepared), batch_size=self.cfg.batch_size)
+        return [restore(from_spacy(doc), text, shift) for doc, text, (_, shift) in zip(docs, texts, prepared)]

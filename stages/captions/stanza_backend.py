@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.errors import UserError
-from stages.captions.base import CaptionParserConfig, clip
+from stages.captions.base import CaptionParserConfig, prepare, restore
 from stages.captions.depparse import ParsedDoc, Token, from_universal
 from stages.registry import CAPTION_PARSERS
 
@@ -71,11 +71,11 @@ class StanzaCaptionParser:
         import stanza
 
         self.setup()
-        clipped = [clip(t, self.cfg.max_chars) for t in texts]
-        live = [i for i, t in enumerate(clipped) if t.strip()]
-        out = [ParsedDoc(t) for t in clipped]
+        prepared = [prepare(t, self.cfg.max_chars, self.cfg.add_article) for t in texts]
+        live = [i for i, (p, _) in enumerate(prepared) if p.strip()]
+        out = [ParsedDoc(t) for t in texts]
         if live:
-            docs = self.nlp.bulk_process([stanza.Document([], text=clipped[i]) for i in live])
+            docs = self.nlp.bulk_process([stanza.Document([], text=prepared[i][0]) for i in live])
             for i, doc in zip(live, docs):
-                out[i] = from_stanza(doc, clipped[i])
+                out[i] = restore(from_stanza(doc, prepared[i][0]), texts[i], prepared[i][1])
         return out
