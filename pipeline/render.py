@@ -2,7 +2,9 @@
 
 Top: a strip of up to ``max_frames`` sampled frames, decoded by timestamp with
 ffmpeg, with each detection's box, track id and label, and the frame's
-relations as lines between box centres. A frame that cannot be decoded (the
+relations as lines between box centres (per pair of boxes the best scored
+predicate, the ``MAX_RELATIONS_PER_FRAME`` strongest; ``describe`` lists them
+all). A frame that cannot be decoded (the
 video moved, or is gone) is drawn as a grey placeholder, boxes still on it.
 Below: the graphs. Each caption's TSG on the left (nodes as chips coloured by
 kind, edges as arcs), the DSG's tracks on the right, and the cross-modal links
@@ -32,6 +34,7 @@ GAP = 10
 MIN_WIDTH = 1200
 MAX_CAPTIONS = 8
 MAX_TRACKS = 24
+MAX_RELATIONS_PER_FRAME = 4
 DECODE_TIMEOUT_S = 30.0
 
 # Okabe–Ito-like qualitative palette: distinct for colour-blind readers too.
@@ -158,9 +161,16 @@ def _draw_frame_graph(thumb: Image.Image, dsg: DynamicSceneGraph, frame_index: i
         draw.rectangle([x1, ty, x1 + tw + 4, ty + 13], fill=colour)
         draw.text((x1 + 2, ty), name, fill=(0, 0, 0), font=fonts["small"])
         centres[i] = ((x1 + x2) / 2, (y1 + y2) / 2)
+    # One predicate per pair of boxes (the best scored; "A left of B" and "B right of A" are
+    # one pair), the strongest few: a thumbnail cannot carry dozens of labels.
+    best: dict[frozenset, object] = {}
     for rel in dsg.relations:
         if rel.frame != frame_index or rel.subject not in centres or rel.object not in centres:
             continue
+        pair = frozenset((rel.subject, rel.object))
+        if pair not in best or rel.score > best[pair].score:
+            best[pair] = rel
+    for rel in sorted(best.values(), key=lambda r: -r.score)[:MAX_RELATIONS_PER_FRAME]:
         (sx, sy), (ox, oy) = centres[rel.subject], centres[rel.object]
         draw.line([(sx, sy), (ox, oy)], fill=(255, 255, 255), width=3)
         draw.line([(sx, sy), (ox, oy)], fill=(200, 0, 0), width=1)

@@ -49,17 +49,19 @@ def generated_world(params: dict, name: str = "synthetic-default") -> Path:
     """The folder of a world made by ``pipeline.synthetic.generate(**params)``, made once.
 
     Generation writes to a temporary folder that is renamed into place, so
-    concurrent first uses never see half a world.
+    concurrent first uses never see half a world. Delete the folder to make it again.
     """
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    folder = cache_dir() / f"{name}-{digest}"
-    if (folder / "captions.json").is_file():
-        return folder
     try:
         from pipeline.synthetic import generate
+        from pipeline.synthetic.generate import FORMAT_VERSION
     except ImportError as error:
         raise UserError(f"cannot generate the synthetic world ({error}); "
                         "pass --data-root DIR made by 'python cli.py make-synthetic'") from None
+    # The generator's format version is part of the name: a new format never reuses an old world.
+    key = json.dumps({**params, "format_version": FORMAT_VERSION}, sort_keys=True)
+    folder = cache_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if (folder / "captions.json").is_file():
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:

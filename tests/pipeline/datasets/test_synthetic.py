@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.datasets import DatasetConfig, build_dataset
+from pipeline.datasets import synthetic
 from pipeline.datasets.sample import SAMPLE_DATA
 from schemas.errors import UserError
 
@@ -84,3 +85,18 @@ def test_sample_yields_the_vendored_clip_then_generated_clips(tmp_path, monkeypa
     again = build_dataset(DatasetConfig("sample"))   # cached: same folder, same tasks
     assert [(t.key, t.video_path, t.captions) for t in again.tasks()] == [
         (t.key, t.video_path, t.captions) for t in tasks]
+
+
+@pytest.mark.skipif(not _generator_available(), reason="pipeline.synthetic.generate not written yet")
+def test_without_data_root_a_default_world_is_generated_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINSTA_CACHE", str(tmp_path))
+    monkeypatch.setitem(synthetic.DEFAULT_WORLD, "num_videos", 2)
+    ds = build_dataset(DatasetConfig("synthetic"))
+    keys = [t.key for t in ds.tasks()]
+    assert keys == ["synth_0_00000", "synth_0_00001"]
+    (world,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert world.name.startswith("synthetic-default-") and (world / "videos" / "synth_0_00000.mp4").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging folder left
+    stamp = (world / "captions.json").stat().st_mtime_ns
+    assert [t.key for t in build_dataset(DatasetConfig("synthetic")).tasks()] == keys
+    assert (world / "captions.json").stat().st_mtime_ns == stamp           # reused, not regenerated
