@@ -101,9 +101,10 @@ class DetectStage(Stage):
                         attributes.append(Attribute("detection", len(detections), name, value, 1.0))
                     detections.append(Detection(frame, tuple(float(v) for v in found.boxes[j]),
                                                 found.labels[j], float(found.scores[j])))
-                features.append(np.asarray(found.features, np.float32).reshape(len(found), -1))
+                if len(found):
+                    features.append(np.asarray(found.features, np.float32).reshape(len(found), -1))
         task.dsg = DynamicSceneGraph(task.video_id, task.meta, list(task.frames), detections, attributes)
-        dim = self.detector.feature_dim
+        dim = max(0, self.detector.feature_dim)
         task.detection_features = np.concatenate(features) if detections else np.zeros((0, dim), np.float32)
         task.stage_frames[self.name] = len(images)
         return task
