@@ -118,15 +118,36 @@ def eval_tsg(
 
 # ------------------------------------------------------------------ synthetic
 @app.command("make-synthetic")
-def make_synthetic(out: Path = typer.Option(..., help="output folder")) -> None:
+def make_synthetic(
+    out: Path = typer.Option(..., help="output folder"),
+    count: int = typer.Option(16, help="number of videos"),
+    seed: int = typer.Option(0, help="random seed: same seed and options, byte-identical output"),
+    duration: float = typer.Option(6.0, help="seconds per video"),
+    fps: int = typer.Option(8, help="frames per second"),
+    width: int = typer.Option(320, help="frame width in pixels (even)"),
+    height: int = typer.Option(240, help="frame height in pixels (even)"),
+    objects_min: int = typer.Option(2, help="fewest objects per video (≥ 2)"),
+    objects_max: int = typer.Option(4, help="most objects per video (≤ 5)"),
+    difficulty: str = typer.Option("medium", help="easy (plain background) | medium (textures) | "
+                                   "hard (occlusion, repeated colours)"),
+    overwrite: bool = typer.Option(False, help="replace a set made with other parameters"),
+) -> None:
     """Generate the synthetic video–caption world with exact ground truth."""
-    not_implemented("make-synthetic")
+    from pipeline.synthetic import generate
+    folder = generate(out, count, seed, overwrite=overwrite, duration=duration, fps=fps, width=width,
+                      height=height, objects_min=objects_min, objects_max=objects_max, difficulty=difficulty)
+    print(f"ok: {count} videos, captions and truth in {folder}")
 
 
 @app.command("eval-dsg")
-def eval_dsg(out_dir: Path = typer.Argument(..., help="dataset folder written by build-sgs")) -> None:
+def eval_dsg(
+    out_dir: Path = typer.Argument(..., help="dataset folder written by build-sgs"),
+    truth: Path = typer.Option(..., help="the synthetic folder (or its truth/ subfolder) the videos came from"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+) -> None:
     """Score built DSGs/HSGs against synthetic ground truth."""
-    not_implemented("eval-dsg")
+    from pipeline.eval_dsg import run_eval_dsg
+    print(run_eval_dsg(out_dir, truth, as_json=json_out))
 
 
 # ------------------------------------------------------------------ model

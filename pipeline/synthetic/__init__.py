@@ -1,7 +1,7 @@
 """The synthetic video–caption world: generator, captions with gold TSGs, ground truth.
 
     from pipeline.synthetic import generate, WorldConfig
-    generate("out/synth", count=8, seed=0, config=WorldConfig(difficulty="medium"))
+    generate("out/synth", num_videos=8, seed=0, difficulty="medium")
 
 See docs/synthetic.md for the folder layout and the truth format.
 """

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline.synthetic.world import NEAR_GAP_FRACTION, Event, World, spatial_predicates
+from pipeline.synthetic.world import Event, World, spatial_predicates
 from schemas.records import TextEdge, TextNode, TextSceneGraph
 
 NEGATIVE_TYPES = ("swap_subject_object", "reverse_order", "change_relation", "change_adverb")
@@ -284,13 +284,12 @@ def _spatial_clause(world: World, rng: np.random.Generator) -> Optional[tuple[Cl
     cfg = world.config
     n = len(world.objects)
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
-    near_gap = NEAR_GAP_FRACTION * cfg.unit
     for k in rng.permutation(len(pairs)):
         i, j = pairs[int(k)]
         holds = []
         for t in range(world.num_frames):
             if world.visible(t, i) and world.visible(t, j):
-                holds.append(set(spatial_predicates(world.box_px(t, i), world.box_px(t, j), near_gap)))
+                holds.append(set(spatial_predicates(world.box_px(t, i), world.box_px(t, j))))
             else:
                 holds.append(set())
         for pred in sorted(set().union(*holds)):

@@ -16,7 +16,7 @@ Video ids are ``synth_<seed>_<index:05d>``; video ``i`` depends only on
 Example::
 
     >>> from pipeline.synthetic import generate, WorldConfig
-    >>> generate("out/synth", count=4, seed=0, config=WorldConfig(duration=4))  # doctest: +SKIP
+    >>> generate("out/synth", num_videos=4, seed=0, duration=4.0)  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import csv
 import io
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -44,20 +44,27 @@ def video_id(seed: int, index: int) -> str:
     return f"synth_{seed}_{index:05d}"
 
 
-def generate(out_dir: str | Path, count: int, seed: int, config: Optional[WorldConfig] = None,
-             overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> Path:
-    """Generate ``count`` videos into ``out_dir`` and return it.
+def generate(out: str | Path, num_videos: int, seed: int = 0, config: Optional[WorldConfig] = None,
+             overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
+             **world_options) -> Path:
+    """Generate ``num_videos`` videos into folder ``out`` and return it.
 
-    Rerunning with the same parameters keeps finished videos and fills in the
-    missing ones; different parameters are refused unless ``overwrite``.
-    ``progress(done, count)`` is called after each video.
+    World parameters come from ``config`` (default :class:`WorldConfig`) with
+    any :class:`WorldConfig` field given as a keyword (``duration=4.0``)
+    overriding it. Rerunning with the same parameters keeps finished videos
+    and fills in missing ones; different parameters are refused unless
+    ``overwrite``. ``progress(done, total)`` is called after each video.
     """
-    config = config or WorldConfig()
+    count = num_videos
+    try:
+        config = replace(config or WorldConfig(), **world_options)
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from None
     if count < 1:
-        raise UserError(f"--count must be ≥ 1, got {count}")
+        raise UserError(f"the number of videos (--count) must be ≥ 1, got {count}")
     if seed < 0:
         raise UserError(f"--seed must be ≥ 0, got {seed}")
-    out = Path(out_dir)
+    out = Path(out)
     params = world_params(count, seed, config)
     marker = out / "world.json"
     if out.exists() and not out.is_dir():

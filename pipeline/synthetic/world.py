@@ -47,8 +47,8 @@ DIFFICULTIES = ("easy", "medium", "hard")
 EVENT_KINDS = ("move", "approach", "move_away", "appear", "disappear", "stop")
 SPATIAL_PREDICATES = ("left of", "right of", "above", "below", "near")
 # Two objects are "near" when the gap between their boxes is below this
-# fraction of min(width, height).
-NEAR_GAP_FRACTION = 0.12
+# fraction of their boxes' mean diagonal (relative to size, as people judge it).
+NEAR_GAP_RATIO = 0.25
 # An object counts as visible (a detection target) from this visible fraction on.
 MIN_VISIBILITY = 0.5
 
@@ -167,13 +167,13 @@ def boxes_overlap(a, b, margin: float = 0.0) -> bool:
     return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
 
 
-def spatial_predicates(a, b, near_gap: float) -> list[str]:
-    """Geometric predicates of box ``a`` (subject) relative to box ``b`` (object).
+def spatial_predicates(a, b) -> list[str]:
+    """Geometric predicates of pixel box ``a`` (subject) relative to box ``b`` (object).
 
     Exactly one directional predicate, picked by the dominant axis of the
     centre offset (image y grows downward): ``left of``/``right of`` when
     ``|dx| ≥ |dy|``, else ``above``/``below``; plus ``near`` when the boxes'
-    gap is below ``near_gap`` (same unit as the boxes).
+    gap is below ``NEAR_GAP_RATIO`` × their mean diagonal.
     """
     dx = (b[0] + b[2]) / 2.0 - (a[0] + a[2]) / 2.0
     dy = (b[1] + b[3]) / 2.0 - (a[1] + a[3]) / 2.0
@@ -181,7 +181,8 @@ def spatial_predicates(a, b, near_gap: float) -> list[str]:
         preds = ["left of" if dx > 0 else "right of"]
     else:
         preds = ["above" if dy > 0 else "below"]
-    if box_gap(a, b) < near_gap:
+    diagonal = (np.hypot(a[2] - a[0], a[3] - a[1]) + np.hypot(b[2] - b[0], b[3] - b[1])) / 2.0
+    if box_gap(a, b) < NEAR_GAP_RATIO * diagonal:
         preds.append("near")
     return preds
 
@@ -405,7 +406,6 @@ def world_truth(world: World, visibility: Optional[np.ndarray] = None,
     """
     cfg = world.config
     w, h = float(cfg.width), float(cfg.height)
-    near = NEAR_GAP_FRACTION * cfg.unit
     frames = []
     for t in range(world.num_frames):
         entries = []
@@ -432,7 +432,7 @@ def world_truth(world: World, visibility: Optional[np.ndarray] = None,
         for i in present:
             for j in present:
                 if i != j:
-                    for pred in spatial_predicates(world.box_px(t, i), world.box_px(t, j), near):
+                    for pred in spatial_predicates(world.box_px(t, i), world.box_px(t, j)):
                         relations.append([i, pred, j])
         frames.append({"index": t, "timestamp": round(t / cfg.fps, 6), "objects": entries, "relations": relations})
     return {
