@@ -1,0 +1,196 @@
+"""``detectron2``: Faster R-CNN boxes with their RoI box-head features.
+
+The paper's detector. detectron2 is imported lazily in :meth:`Detectron2Detector.setup`;
+when it is missing, setup raises a :class:`UserError` with the install line::
+
+    pip install 'git+https://github.com/facebookresearch/detectron2.git'
+
+Config (:class:`DetectorConfig`):
+
+* ``config``: a model-zoo name (``"COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"``,
+  the default) or a path to a yaml file;
+* ``weights``: a checkpoint path or URL (default: the zoo checkpoint of ``config``);
+* ``device``, ``score_threshold`` (``ROI_HEADS.SCORE_THRESH_TEST``),
+  ``max_detections`` (``TEST.DETECTIONS_PER_IMAGE``);
+* ``extra["labels"]``: a label-list file (one name per line, or a JSON list)
+  or a list, for checkpoints outside the zoo, e.g. a Visual Genome model with
+  the 150 VG-150 object classes; it also sets ``ROI_HEADS.NUM_CLASSES``.
+  Without it the labels are the test dataset's ``thing_classes`` (COCO's 80);
+* ``extra["opts"]``: ``["KEY", value, …]`` passed to ``cfg.merge_from_list``.
+
+Inference runs the model's parts as ``GeneralizedRCNN.inference`` does
+(``preprocess_image`` → ``backbone`` → ``proposal_generator`` → ``roi_heads``),
+then pools the *kept* boxes once more through ``roi_heads.box_pooler`` and
+``roi_heads.box_head``: that box-head output (1024-d for the standard FPN
+head; the pooled ``res5`` output, 2048-d, for C4 models) is each box's feature.
+
+Example::
+
+    det = build_detector(DetectorConfig(name="detectron2", device="cuda", score_threshold=0.5))
+    det.setup()
+    found = det.detect(rgb_frames)     # FrameDetections, features n×1024
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from schemas.errors import UserError
+from stages.detectors.base import DetectorConfig, FrameDetections
+from stages.registry import DETECTORS
+
+INSTALL = "pip install 'git+https://github.com/facebookresearch/detectron2.git'"
+DEFAULT_CONFIG = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
+
+
+def frame_detections_from_instances(instances, features, image_size: tuple[int, int], labels: Sequence[str],
+                                    max_detections: int) -> FrameDetections:
+    """detectron2 ``Instances`` (network-input coordinates) + per-box features → :class:`FrameDetections`.
+
+    ``instances`` needs ``pred_boxes.tensor`` (``n×4`` xyxy pixels of the
+    resized input), ``scores`` and ``pred_classes``; ``features`` is ``n×d``
+    aligned with them; ``image_size`` is that input's ``(height, width)``, so
+    dividing by it gives boxes normalised to the original frame. Boxes are
+    clipped to [0, 1], sorted by score and cut to ``max_detections``.
+    """
+    boxes = _numpy(instances.pred_boxes.tensor).reshape(-1, 4).astype(np.float32)
+    scores = _numpy(instances.scores).reshape(-1).astype(np.float32)
+    classes = _numpy(instances.pred_classes).reshape(-1).astype(np.int64)
+    feats = _numpy(features).astype(np.float32)
+    feats = feats.reshape(len(scores), feats.shape[-1] if feats.ndim > 1 else -1)
+    height, width = image_size
+    boxes = np.clip(boxes / np.array([width, height, width, height], np.float32), 0.0, 1.0)
+    order = np.argsort(-scores, kind="stable")[:max_detections]
+    names = []
+    for c in classes[order]:
+        if not 0 <= c < len(labels):
+            raise ValueError(f"class index {c} outside the {len(labels)} labels: does the label list match "
+                             "the checkpoint?")
+        names.append(labels[c])
+    return FrameDetections(boxes[order], names, scores[order], feats[order], [{} for _ in order])
+
+
+def load_labels(spec) -> list[str]:
+    """A label list from a list, a JSON-list file or a one-name-per-line text file."""
+    if isinstance(spec, (list, tuple)):
+        return [str(s) for s in spec]
+    path = Path(str(spec))
+    if not path.is_file():
+        raise UserError(f"detectron2 label list not found: {path}")
+    text = path.read_text()
+    if text.lstrip().startswith("["):
+        return [str(s) for s in json.loads(text)]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@DETECTORS.register("detectron2")
+class Detectron2Detector:
+    """Faster R-CNN (detectron2) detector; RoI box-head features."""
+
+    feature_dim = 1024  # the standard FPN box head; setup() reads the real size
+
+    def __init__(self, cfg: DetectorConfig):
+        self.cfg = cfg
+        self.model = None
+        self.labels: list[str] = []
+
+    def _build_cfg(self):
+        from detectron2 import model_zoo
+        from detectron2.config import get_cfg
+
+        d2 = get_cfg()
+        name = self.cfg.config or DEFAULT_CONFIG
+        if Path(name).is_file():
+            d2.merge_from_file(name)
+            weights = self.cfg.weights
+        else:
+            try:
+                d2.merge_from_file(model_zoo.get_config_file(name))
+            except RuntimeError as error:
+                raise UserError(f"detectron2 config {name!r} is neither a file nor a model-zoo name") from error
+            weights = self.cfg.weights or model_zoo.get_checkpoint_url(name)
+        if not weights:
+            raise UserError("detectron2: give weights (a checkpoint path or URL) for a yaml config")
+        d2.MODEL.WEIGHTS = weights
+        d2.MODEL.DEVICE = self.cfg.device
+        d2.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(self.cfg.score_threshold)
+        d2.TEST.DETECTIONS_PER_IMAGE = int(self.cfg.max_detections)
+        if "labels" in self.cfg.extra:
+            self.labels = load_labels(self.cfg.extra["labels"])
+            d2.MODEL.ROI_HEADS.NUM_CLASSES = len(self.labels)
+        d2.merge_from_list(list(self.cfg.extra.get("opts", [])))
+        d2.freeze()
+        return d2
+
+    def setup(self) -> None:
+        try:
+            import detectron2  # noqa: F401
+        except ImportError as missing:
+            raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL}") from missing
+        import detectron2.data  # noqa: F401  (registers the builtin datasets' metadata)
+        import detectron2.data.transforms as T
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.data import MetadataCatalog
+        from detectron2.modeling import build_model
+
+        d2 = self._build_cfg()
+        model = build_model(d2)
+        model.eval()
+        DetectionCheckpointer(model).load(d2.MODEL.WEIGHTS)
+        if not self.labels:
+            self.labels = list(MetadataCatalog.get(d2.DATASETS.TEST[0]).thing_classes) if d2.DATASETS.TEST else []
+        if not self.labels:
+            raise UserError("detectron2: the checkpoint's labels are unknown; give extra['labels'] (a label-list file)")
+        heads = model.roi_heads
+        if hasattr(heads, "box_head"):
+            self.feature_dim = int(heads.box_head.output_shape.channels)
+        else:  # Res5ROIHeads (C4): pooled res5 output
+            self.feature_dim = int(heads.res5[-1].out_channels)
+        self.model = model
+        self.aug = T.ResizeShortestEdge([d2.INPUT.MIN_SIZE_TEST, d2.INPUT.MIN_SIZE_TEST], d2.INPUT.MAX_SIZE_TEST)
+        self.input_format = d2.INPUT.FORMAT
+
+    def _box_features(self, features: dict, boxes: list) -> "torch.Tensor":  # noqa: F821
+        heads = self.model.roi_heads
+        if hasattr(heads, "box_head"):  # StandardROIHeads
+            pooled = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
+            return heads.box_head(pooled)
+        pooled = heads._shared_roi_transform([features[f] for f in heads.in_features], boxes)
+        return pooled.mean(dim=[2, 3])
+
+    def detect(self, images: list[np.ndarray]) -> list[FrameDetections]:
+        import torch
+
+        if self.model is None:
+            self.setup()
+        if not images:
+            return []
+        inputs = []
+        for rgb in images:
+            image = rgb[:, :, ::-1] if self.input_format == "BGR" else rgb
+            image = self.aug.get_transform(image).apply_image(image)
+            inputs.append({"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32),
+                           "height": rgb.shape[0], "width": rgb.shape[1]})
+        with torch.inference_mode():
+            batch = self.model.preprocess_image(inputs)
+            features = self.model.backbone(batch.tensor)
+            proposals, _ = self.model.proposal_generator(batch, features, None)
+            instances, _ = self.model.roi_heads(batch, features, proposals, None)
+            kept = [x.pred_boxes for x in instances]
+            box_features = self._box_features(features, kept) if sum(len(b) for b in kept) else None
+        out, first = [], 0
+        for inst, size in zip(instances, batch.image_sizes):
+            n = len(inst)
+            feats = box_features[first:first + n] if box_features is not None else np.zeros((0, self.feature_dim))
+            first += n
+            out.append(frame_detections_from_instances(inst, feats, tuple(size), self.labels, self.cfg.max_detections))
+        return out

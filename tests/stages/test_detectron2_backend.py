@@ -1,0 +1,124 @@
+"""The detectron2 backend without detectron2: output conversion, label lists, the install message.
+
+``FakeDetectron2Instances``/``FakeDetectron2Boxes`` stand in for detectron2's
+``Instances``/``Boxes`` (which cannot be installed here); they hold the same
+fields as torch tensors.
+"""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from schemas.errors import UserError
+from stages.detectors import DetectorConfig, DetectStage, build_detector
+from stages.detectors.detectron2 import INSTALL, Detectron2Detector, frame_detections_from_instances, load_labels
+from stages.base import VideoTask
+from schemas.records import VideoMeta, Frame
+
+
+class FakeDetectron2Boxes:
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __len__(self):
+        return len(self.tensor)
+
+
+class FakeDetectron2Instances:
+    def __init__(self, boxes, scores, classes):
+        self.pred_boxes = FakeDetectron2Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        self.scores = torch.tensor(scores, dtype=torch.float32)
+        self.pred_classes = torch.tensor(classes, dtype=torch.int64)
+
+    def __len__(self):
+        return len(self.scores)
+
+
+LABELS = ["person", "bicycle", "car"]
+
+
+def test_conversion_normalises_sorts_and_keeps_features_aligned():
+    inst = FakeDetectron2Instances([[0, 0, 400, 300], [200, 150, 800, 600], [100, 50, 300, 200]],
+                                   [0.6, 0.9, 0.7], [0, 2, 1])
+    features = torch.arange(3 * 1024, dtype=torch.float32).reshape(3, 1024)
+    out = frame_detections_from_instances(inst, features, (600, 800), LABELS, max_detections=10)
+    assert out.labels == ["car", "bicycle", "person"]
+    np.testing.assert_allclose(out.scores, [0.9, 0.7, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(out.boxes[0], [0.25, 0.25, 1.0, 1.0])
+    np.testing.assert_allclose(out.boxes[2], [0.0, 0.0, 0.5, 0.5])
+    assert out.features.shape == (3, 1024) and out.features.dtype == np.float32
+    assert out.features[0, 0] == 1024 and out.features[2, 0] == 0        # rows follow their boxes
+    assert out.attributes == [{}, {}, {}]
+
+
+def test_conversion_clips_and_caps():
+    inst = FakeDetectron2Instances([[-5, -5, 900, 700], [10, 10, 20, 20]], [0.8, 0.95], [2, 0])
+    out = frame_detections_from_instances(inst, torch.zeros(2, 8), (600, 800), LABELS, max_detections=1)
+    assert out.labels == ["person"] and len(out) == 1
+    full = frame_detections_from_instances(inst, torch.zeros(2, 8), (600, 800), LABELS, max_detections=5)
+    np.testing.assert_allclose(full.boxes[1], [0, 0, 1, 1])
+
+
+def test_conversion_of_an_empty_frame():
+    inst = FakeDetectron2Instances(np.zeros((0, 4)), [], [])
+    out = frame_detections_from_instances(inst, torch.zeros(0, 1024), (600, 800), LABELS, 10)
+    assert len(out) == 0 and out.boxes.shape == (0, 4) and out.features.shape == (0, 1024)
+
+
+def test_conversion_rejects_a_label_list_that_does_not_match():
+    inst = FakeDetectron2Instances([[0, 0, 1, 1]], [0.9], [7])
+    with pytest.raises(ValueError, match="label list"):
+        frame_detections_from_instances(inst, torch.zeros(1, 4), (10, 10), LABELS, 10)
+
+
+def test_label_lists(tmp_path):
+    text = tmp_path / "vg150.txt"
+    text.write_text("airplane\nanimal\n\narm\n")
+    assert load_labels(text) == ["airplane", "animal", "arm"]
+    as_json = tmp_path / "labels.json"
+    as_json.write_text(json.dumps(["man", "horse"]))
+    assert load_labels(str(as_json)) == ["man", "horse"]
+    assert load_labels(["a", "b"]) == ["a", "b"]
+    with pytest.raises(UserError, match="not found"):
+        load_labels(tmp_path / "missing.txt")
+
+
+def test_registered_and_built_by_name():
+    det = build_detector(DetectorConfig(name="detectron2"))
+    assert isinstance(det, Detectron2Detector) and det.feature_dim == 1024
+
+
+@pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None, reason="detectron2 is installed")
+def test_missing_detectron2_gives_the_install_line():
+    det = build_detector(DetectorConfig(name="detectron2"))
+    with pytest.raises(UserError) as caught:
+        det.setup()
+    assert INSTALL in str(caught.value)
+    # In the stage, the missing dependency is the user's to fix: it is raised, not turned into failures.
+    stage = DetectStage(DetectorConfig(name="detectron2"))
+    with pytest.raises(UserError):
+        stage.setup()
+
+
+def test_detect_stage_writes_detections_and_features_from_the_backend(monkeypatch):
+    """DetectStage over a detectron2 backend whose model is a test double returning fixed Instances."""
+    det = Detectron2Detector(DetectorConfig(name="detectron2", max_detections=5))
+    det.labels = LABELS
+    det.model = object()  # set, so detect() does not call setup()
+
+    def fake_detect(images):
+        inst = FakeDetectron2Instances([[0, 0, 40, 30]], [0.9], [2])
+        return [frame_detections_from_instances(inst, torch.ones(1, 1024), (60, 80), LABELS, 5) for _ in images]
+
+    monkeypatch.setattr(det, "detect", fake_detect)
+    stage = DetectStage(DetectorConfig(name="detectron2", batch_frames=2))
+    stage.detector = det
+    task = VideoTask("k", "test", "v", "v.mp4", meta=VideoMeta("v.mp4", 1.0, 3.0, 80, 60, "h264"),
+                     frames=[Frame(i, i / 3) for i in range(3)], images=[np.zeros((60, 80, 3), np.uint8)] * 3)
+    stage.process_batch([task])
+    assert task.failure is None
+    assert [d.frame for d in task.dsg.detections] == [0, 1, 2]
+    assert task.dsg.detections[0].label == "car" and task.dsg.detections[0].box == (0.0, 0.0, 0.5, 0.5)
+    assert task.detection_features.shape == (3, 1024)
