@@ -12,6 +12,8 @@ that conventions of FACTUAL's annotators come from data rather than guesses
   the object's name), ``attr`` (``( poles , is , metal )``), ``have``
   (``( clock , have , face )``) or ``drop``; kept when seen at least
   ``--min-count`` times, as the majority class.
+* ``of_heads``: "X of Y" is ``( Y , have , X )`` unless the annotators mostly
+  wrote otherwise for X: ``"plate": "rev:on"`` → ``( food , on , plate )``.
 * ``prep_objects``: ``"in shirt" → "wear"``: where a preposition before an
   object noun is annotated as another predicate by the majority.
 
@@ -62,6 +64,7 @@ def main() -> None:
     verbs: Counter = Counter()
     modifiers: dict[str, Counter] = defaultdict(Counter)
     preps: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    of_heads: dict[str, Counter] = defaultdict(Counter)
     with args.train.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             words = WORD.findall(row["caption"].lower())
@@ -88,6 +91,20 @@ def main() -> None:
                     modifiers[m]["have"] += 1
                 elif m not in mentioned:
                     modifiers[m]["drop"] += 1
+            for i, w in enumerate(words[1:-1], 1):
+                if w != "of" or words[i - 1] not in objects:
+                    continue
+                x = words[i - 1]
+                y = next((v for v in words[i + 1:i + 4] if v in objects), None)
+                if y is None:
+                    continue
+                rel = [r for r in relations if {r[0], r[2]} == {x, y}]
+                if not rel:
+                    continue
+                s_, pred, _ = rel[0]
+                if any(ch.isdigit() for ch in pred):
+                    continue
+                of_heads[x][("rev:" if s_ == y else "fwd:") + pred] += 1
             for s, pred, o in relations:
                 if s not in words or o not in words:
                     continue
@@ -105,6 +122,8 @@ def main() -> None:
         "verbs": {v: c for v, c in verbs.most_common() if c >= 2},
         "modifiers": {m: majority(c) for m, c in sorted(modifiers.items())
                       if sum(c.values()) >= args.min_count},
+        "of_heads": {x: majority(c) for x, c in sorted(of_heads.items())
+                     if sum(c.values()) >= args.min_count and majority(c) != "rev:have"},
         "prep_objects": {f"{p} {o}": majority(c) for (p, o), c in sorted(preps.items())
                          if sum(c.values()) >= args.min_count and majority(c) != p
                          and c[majority(c)] > sum(c.values()) / 2},

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -101,6 +102,12 @@ PLACEMENT_VERBS = {"park", "dock", "line", "stand", "sit", "place", "locate", "s
                    "stack", "leave", "store", "set", "put", "hang", "lay", "lie", "rest", "moor",
                    "tie", "chain", "lock", "plant", "pile", "arrange", "display"}
 COPULAS = {"be"}
+#: How FACTUAL writes some multi-word prepositions.
+PREP_NORMAL = {"at top of": "on top of", "at side of": "on side of", "at corner of": "in corner of",
+               "inside of": "inside", "outside of": "outside", "in between": "between",
+               "on to": "onto", "in to": "into", "at bottom of": "on bottom of", "at edge of": "on edge of",
+               "at end of": "on end of", "at back of": "on back of", "along side": "alongside",
+               "next of": "next to"}
 DETERMINER_WORDS = {"the", "a", "an", "this", "that", "these", "those", "some", "any", "every", "each",
                     "its", "his", "her", "their", "my", "our", "your", "another", "other"}
 
@@ -114,7 +121,7 @@ def lexicon() -> dict:
     except (OSError, ValueError):
         data = {}
     return {"verbs": data.get("verbs", {}), "modifiers": data.get("modifiers", {}),
-            "prep_objects": data.get("prep_objects", {})}
+            "prep_objects": data.get("prep_objects", {}), "of_heads": data.get("of_heads", {})}
 
 
 class _Builder:
@@ -268,7 +275,8 @@ class _Builder:
         kept = [i]
         haves: list[int] = []
         stack = self.name_modifiers(i) + [k for k in self.kids(i, "amod")
-                                          if k < i and self.modifier_role(k) == "keep"]
+                                          if k < i and self.modifier_role(k) == "keep"
+                                          and not (self.low(k) in SHADES and self.t[k + 1].label == "amod")]
         while stack:
             k = stack.pop()
             role = self.modifier_role(k) if self.t[k].label != "amod" else "keep"
@@ -327,7 +335,8 @@ class _Builder:
                     continue
                 if tok.label == "amod" or (k < head and self.is_noun_modifier(k) and tok.label != "nummod"
                                            and self.modifier_role(k) == "attr"):
-                    if tok.label == "amod" and self.modifier_role(k) != "attr":
+                    shade = word in SHADES and k + 1 < len(t) and t[k + 1].head == head
+                    if tok.label == "amod" and self.modifier_role(k) != "attr" and not shade:
                         continue
                     if word in SHADES and k + 1 < len(t) and t[k + 1].head == head and \
                             t[k + 1].label in ("amod", "compound"):
@@ -424,20 +433,20 @@ class _Builder:
             break
         return words, []
 
-    def preps_of(self, head: int) -> list[tuple[str, list[int], list[int]]]:
-        """(preposition text, its words, governed nouns) for every preposition of ``head``."""
+    def preps_of(self, head: int, taken: tuple[int, ...] = ()) -> list[tuple[str, list[int], list[int]]]:
+        """(preposition text, its words, governed nouns) for every preposition of ``head``;
+        words in ``taken`` (the verb's particles) are not joined again."""
         out = []
         candidates = self.kids(head, "prep", "agent") + [k for a in self.kids(head, "advmod", "prt", "amod")
                                                        for k in self.kids(a, "prep")]
         for p in candidates:
             words, nouns = self.prep_phrase(p)
             before = p - 1
-            if before >= 0 and self.low(before) in PREP_PREFIXES and before not in words and (
+            if before >= 0 and self.low(before) in PREP_PREFIXES and before not in words and before not in taken and (
                     self.t[before].head in (head, p) or self.t[before].label in ("advmod", "prt")):
                 words = [before] + words  # "next to", "out of", "in between"
-            if self.low(words[0]) == "in" and len(words) > 1 and self.low(words[1]) == "between":
-                words = words[1:]
             text = " ".join(self.low(w) for w in sorted(set(words)))
+            text = PREP_NORMAL.get(text, text)
             out.append((text, sorted(set(words)), nouns))
         return out
 
@@ -497,7 +506,7 @@ class _Builder:
             elif objs:
                 self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v)
                 made = True
-            for prep, words, nouns in self.preps_of(v):
+            for prep, words, nouns in self.preps_of(v, tuple(particles)):
                 if prep in ("by",) and agents:
                     continue
                 pobjs = [e for n in nouns for e in self.entities_of(n)]
@@ -526,14 +535,23 @@ class _Builder:
 
     def noun_relations(self) -> None:
         t = self.t
-        for head in list(self.obj_node):
-            subj = self.obj_node[head]
+        heads = list(self.obj_node) + [q for q in self.alias if self.t[q].pos in NOUN_POS]
+        for head in heads:
+            target = self.resolve(head)
+            if target is None:
+                continue
+            subj = self.obj_node[target]
             for prep, words, nouns in self.preps_of(head):
                 objs = [e for n in nouns for e in self.entities_of(n)]
-                if not objs:
+                if not objs or (head in self.alias and prep == "of"):
                     continue
                 if prep == "of":
-                    self.relation(objs, [], [subj], lemma="have")
+                    how = self.lex["of_heads"].get(self.low(head), "rev:have")
+                    direction, _, pred = how.partition(":")
+                    if direction == "fwd":
+                        self.relation([subj], [], objs, lemma=pred)
+                    else:
+                        self.relation(objs, [], [subj], lemma=pred)
                     continue
                 for n in nouns:
                     target = self.resolve(n)
@@ -562,6 +580,49 @@ class _Builder:
                 self.add_edge(rels[0], node, "pred_adv")
 
 
+def repair(doc: ParsedDoc, verbs: dict[str, int]) -> ParsedDoc:
+    """A copy of ``doc`` with three tagging slips of small models on caption fragments undone.
+
+    * a "verb" with an article ("the side windows", "an awning") is a noun;
+    * a gerund right before its object under a preposition ("on cutting
+      board") is a compound of that noun;
+    * an "-ing noun" after a noun, with a preposition or object of its own, whose
+      stem is a known predicate verb ("zebra grazing on grass") is that verb,
+      the noun its subject.
+    """
+    toks = [replace(t) for t in doc.tokens]
+    fixed = ParsedDoc(doc.text, toks)
+    for t in toks:
+        kids = fixed.children(t.i)
+        if t.pos == "VERB" and any(toks[k].label == "det" and toks[k].text.lower() in ("a", "an", "the")
+                                   for k in kids):
+            t.pos, t.tag = "NOUN", "NNS" if t.tag == "VBZ" else "NN"
+        elif (t.pos == "VERB" and t.tag == "VBG" and t.label == "pcomp" and len(kids) == 1
+              and kids[0] == t.i + 1 and toks[kids[0]].label == "dobj"):
+            noun = toks[kids[0]]
+            noun.head, noun.label = t.head, "pobj"
+            t.head, t.label, t.pos, t.tag = noun.i, "compound", "NOUN", "NN"
+            fixed.invalidate()
+        elif (t.pos == "NOUN" and t.tag == "NN" and t.text.lower().endswith("ing") and t.i > 0
+              and toks[t.i - 1].head == t.i and toks[t.i - 1].label == "compound"
+              and toks[t.i - 1].pos in NOUN_POS and _stem_verb(t.text.lower(), verbs) >= 5
+              and any(toks[k].label in ("prep", "dobj") for k in kids)):
+            t.pos, t.tag, t.lemma = "VERB", "VBG", _stem_verb_lemma(t.text.lower(), verbs)
+            toks[t.i - 1].label = "nsubj"
+    fixed.invalidate()
+    return fixed
+
+
+def _stem_verb_lemma(word: str, verbs: dict[str, int]) -> str:
+    stem = word[:-3]
+    options = [o for o in (stem, stem + "e", stem[:-1]) if o in verbs]
+    return max(options, key=lambda o: verbs[o]) if options else stem
+
+
+def _stem_verb(word: str, verbs: dict[str, int]) -> int:
+    return verbs.get(_stem_verb_lemma(word, verbs), 0)
+
+
 def number_value(word: str) -> int:
     low = word.lower().replace(",", "")
     if low.isdigit():
@@ -576,6 +637,8 @@ def build_tsg(doc: ParsedDoc, caption_id: str, text: Optional[str] = None,
     Never raises for an odd parse: a doc with no tokens (or no nouns) gives a
     TSG with no nodes.
     """
+    if doc.tokens:
+        doc = repair(doc, lexicon()["verbs"])
     b = _Builder(doc)
     if doc.tokens:
         b.find_entities()
