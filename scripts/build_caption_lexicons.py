@@ -14,6 +14,8 @@ that conventions of FACTUAL's annotators come from data rather than guesses
   ``--min-count`` times, as the majority class.
 * ``of_heads``: "X of Y" is ``( Y , have , X )`` unless the annotators mostly
   wrote otherwise for X: ``"plate": "rev:on"`` → ``( food , on , plate )``.
+* ``closed_compounds``: two-word names FACTUAL writes closed ("surf board" →
+  "surfboard", "cell phone" → "cellphone").
 * ``prep_objects``: ``"in shirt" → "wear"``: where a preposition before an
   object noun is annotated as another predicate by the majority.
 
@@ -65,6 +67,7 @@ def main() -> None:
     modifiers: dict[str, Counter] = defaultdict(Counter)
     preps: dict[tuple[str, str], Counter] = defaultdict(Counter)
     of_heads: dict[str, Counter] = defaultdict(Counter)
+    closed: Counter = Counter()
     with args.train.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             words = WORD.findall(row["caption"].lower())
@@ -77,6 +80,9 @@ def main() -> None:
                 first = s[1].split()[0]
                 if first not in PREPS and first.isalpha():
                     verbs[first] += 1
+            for m, h in zip(words, words[1:]):
+                if m + h in objects and m.isalpha() and h.isalpha():
+                    closed[f"{m} {h}"] += 1
             mentioned = {w for s in segs for e in s for w in e.split()}
             for m, h in zip(words, words[1:]):
                 if m in ("a", "an", "the") or m.isdigit():
@@ -124,12 +130,13 @@ def main() -> None:
                       if sum(c.values()) >= args.min_count},
         "of_heads": {x: majority(c) for x, c in sorted(of_heads.items())
                      if sum(c.values()) >= args.min_count and majority(c) != "rev:have"},
+        "closed_compounds": sorted(c for c, n in closed.items() if n >= 2),
         "prep_objects": {f"{p} {o}": majority(c) for (p, o), c in sorted(preps.items())
                          if sum(c.values()) >= args.min_count and majority(c) != p
                          and c[majority(c)] > sum(c.values()) / 2},
     }
     args.out.write_text(json.dumps(lexicon, indent=0, sort_keys=True) + "\n", encoding="utf-8")
-    print(json.dumps({k: len(v) for k, v in lexicon.items() if isinstance(v, dict)}))
+    print(json.dumps({k: len(v) for k, v in lexicon.items() if not isinstance(v, str)}))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ ATTRIBUTE_NOUNS = {
     "black", "brown", "red", "blue", "green", "yellow", "striped", "wire", "mesh", "foam",
     "suede", "bronze",
 }
+#: Attribute spellings FACTUAL uses instead of the caption's word.
+ATTRIBUTE_FORMS = {"wood": "wooden", "blond": "blonde"}
 SHADES = {"dark", "light", "bright", "pale", "deep", "navy", "hot", "neon", "olive", "royal", "sky",
           "lime", "forest", "baby", "off", "golden", "dull", "pastel", "faded", "medium"}
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -89,6 +91,7 @@ PERSON_NOUNS = {"man", "woman", "person", "boy", "girl", "child", "kid", "guy", 
                 "officer", "driver", "passenger", "athlete", "umpire", "student", "teenager"}
 PRONOUNS = {"it": "thing", "they": "plural", "them": "plural", "he": "person", "him": "person",
             "she": "person", "her": "person", "itself": "thing", "themselves": "plural"}
+PERSON_PRONOUNS = {"he": "man", "him": "man", "she": "woman", "her": "woman"}
 RELATIVE_PRONOUNS = {"that", "which", "who", "whom", "whose", "where"}
 SKIP_ADVERBS = {"there", "here", "not", "n't", "never", "also", "too", "very", "so", "then",
                 "where", "when", "how", "why", "just", "only", "as", "even", "still", "again",
@@ -121,7 +124,8 @@ def lexicon() -> dict:
     except (OSError, ValueError):
         data = {}
     return {"verbs": data.get("verbs", {}), "modifiers": data.get("modifiers", {}),
-            "prep_objects": data.get("prep_objects", {}), "of_heads": data.get("of_heads", {})}
+            "prep_objects": data.get("prep_objects", {}), "of_heads": data.get("of_heads", {}),
+            "closed_compounds": set(data.get("closed_compounds", []))}
 
 
 class _Builder:
@@ -162,12 +166,14 @@ class _Builder:
         # a noun the tagger missed, in a noun's slot
         return tok.tag in ("NN", "NNS") and tok.label in ("nsubj", "nsubjpass", "dobj", "pobj", "root")
 
-    def is_noun_modifier(self, i: int) -> bool:
+    def is_noun_modifier(self, i: int, depth: int = 0) -> bool:
         tok = self.t[i]
         if tok.label in ("compound", "amod", "nummod"):
             return True
-        # "a night stand": a bare noun right before a noun head, attached as npadvmod/nmod
-        return (tok.label in ("npadvmod", "nmod", "dep") and tok.head == i + 1
+        if tok.label == "conj" and tok.head < i and depth < 3:  # "a wood and metal bench"
+            return self.is_noun_modifier(tok.head, depth + 1) and self.t[tok.head].label != "nummod"
+        # "a night stand": a bare noun before a noun head, attached as npadvmod/nmod
+        return (tok.label in ("npadvmod", "nmod", "dep") and i < tok.head <= i + 4
                 and self.t[tok.head].pos in NOUN_POS)
 
     def conjuncts(self, i: int) -> list[int]:
@@ -180,6 +186,10 @@ class _Builder:
             out.append(j)
             stack.extend(self.kids(j, "conj"))
         return sorted(out)
+
+    def span_text(self, start: int, end: int) -> str:
+        """The caption's text in ``[start, end)``, lower-cased, whitespace collapsed ("t-shirt", "id tag")."""
+        return " ".join(self.doc.text[start:end].lower().split())
 
     def ancestors(self, i: int) -> list[int]:
         out = []
@@ -215,13 +225,20 @@ class _Builder:
                 self.predicate_nouns.add(tok.i)
                 continue  # "the egg is a sculpture": an attribute, see copular_attribute
             self.obj_node[tok.i] = -1
+        fallback: dict[int, str] = {}
         for tok in t:
             if tok.pos == "PRON" and tok.text.lower() in PRONOUNS and tok.label != "poss":
                 target = self.antecedent(tok.i)
                 if target is not None:
                     self.alias[tok.i] = target
-        for i in sorted(self.obj_node):
-            self.obj_node[i] = self.make_object(i)
+                elif tok.text.lower() in PERSON_PRONOUNS and tok.label in ("nsubj", "nsubjpass", "dobj", "pobj"):
+                    fallback[tok.i] = PERSON_PRONOUNS[tok.text.lower()]
+        for i in sorted(set(self.obj_node) | set(fallback)):
+            if i in fallback:  # "he is skiing" → ( man , ski , … ), as FACTUAL writes it
+                tok = t[i]
+                self.obj_node[i] = self.add_node("object", fallback[i], fallback[i], (tok.start, tok.end))
+            else:
+                self.obj_node[i] = self.make_object(i)
         for src, dst in list(self.alias.items()):
             attr = QUANTITY_NOUNS.get(self.low(src))
             target = self.resolve(dst)
@@ -253,6 +270,8 @@ class _Builder:
         """How a word before a noun is written: keep | attr | have | drop."""
         tok = self.t[k]
         word = tok.text.lower()
+        if word in ATTRIBUTE_FORMS:
+            return "attr"
         learned = self.lex["modifiers"].get(word)
         if tok.label == "amod":
             if tok.pos == "NUM":
@@ -291,8 +310,11 @@ class _Builder:
             if p == run[0] - 1 or (p == run[0] - 2 and self.t[run[0] - 1].pos in ("PUNCT", "PART")):
                 run.insert(0, p)
         tok = self.t[i]
-        label = " ".join(self.low(p) for p in run)
+        label = self.span_text(self.t[run[0]].start, tok.end)
         lemma = " ".join(self.t[p].lemma.lower() for p in run)
+        closed = label.replace(" ", "")
+        if " " in label and closed in self.lex["closed_compounds"]:
+            label = lemma = closed  # "surf board" → "surfboard", as FACTUAL writes it
         count = 1
         for k in self.kids(i, "nummod"):
             count = number_value(self.t[k].text) or count
@@ -320,7 +342,7 @@ class _Builder:
                     self.low(k) in SHADES:
                 words.append(k)
         words = sorted(w for w in words if w >= i - 2)
-        label = " ".join(self.low(w) for w in words)
+        label = " ".join(ATTRIBUTE_FORMS.get(self.low(w), self.low(w)) for w in words)
         return label, label, (self.t[words[0]].start, self.t[i].end)
 
     def collect_attributes(self) -> None:
@@ -335,11 +357,11 @@ class _Builder:
                     continue
                 if tok.label == "amod" or (k < head and self.is_noun_modifier(k) and tok.label != "nummod"
                                            and self.modifier_role(k) == "attr"):
-                    shade = word in SHADES and k + 1 < len(t) and t[k + 1].head == head
+                    shade = word in SHADES and k + 1 < len(t) and t[k + 1].head == head and (
+                        t[k + 1].label == "amod" or t[k + 1].text.lower() in ATTRIBUTE_NOUNS)
                     if tok.label == "amod" and self.modifier_role(k) != "attr" and not shade:
                         continue
-                    if word in SHADES and k + 1 < len(t) and t[k + 1].head == head and \
-                            t[k + 1].label in ("amod", "compound"):
+                    if shade:
                         shade_used.add(k + 1)  # "dark green leaves": one attribute
                         label = f"{word} {t[k + 1].text.lower()}"
                         self.add_attribute(node, label, label, (tok.start, t[k + 1].end))
@@ -437,8 +459,8 @@ class _Builder:
         """(preposition text, its words, governed nouns) for every preposition of ``head``;
         words in ``taken`` (the verb's particles) are not joined again."""
         out = []
-        candidates = self.kids(head, "prep", "agent") + [k for a in self.kids(head, "advmod", "prt", "amod")
-                                                       for k in self.kids(a, "prep")]
+        candidates = self.kids(head, "prep", "agent") + [
+            k for a in self.kids(head, "advmod", "prt", "amod", "acomp") for k in self.kids(a, "prep")]
         for p in candidates:
             words, nouns = self.prep_phrase(p)
             before = p - 1
@@ -502,6 +524,8 @@ class _Builder:
             made = bool(agents)
             if is_copula:
                 for a in self.kids(v, "attr", "acomp"):
+                    if self.low(a) in PREP_PREFIXES and self.kids(a, "prep"):
+                        continue  # "the cat is next to a wall": a preposition, below
                     self.copular_attribute(subjects, a)
             elif objs:
                 self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v)
