@@ -1,0 +1,148 @@
+"""Decode benchmarks; each prints ONE JSON object (figure, reference measured in the same run, ratio).
+
+    .venv/bin/python bench/bench_decode.py speed   [--video PATH] [--repeats 3]
+    .venv/bin/python bench/bench_decode.py memory  [--short-s 10] [--long-s 600]
+    .venv/bin/python bench/bench_decode.py clips   [--dir ../shared/data/videos]
+
+``speed``: frames/s of :func:`stages.decode.iter_frames` (Python reads every
+frame from the pipe) against the ffmpeg CLI running the identical command
+(same input, ``select``/``scale`` filters, rgb24 rawvideo) written to
+``/dev/null`` without our ``showinfo`` timestamp logging. Best of
+``--repeats`` runs each, interleaved. Target: ratio ≥ 0.85 in every case.
+
+``memory``: peak RSS of decoding every frame of a short and a long video with
+the same size and frame rate (generated with lavfi into a temp dir), each in a
+fresh subprocess: the Python process (``RUSAGE_SELF``) and its ffmpeg child
+(``RUSAGE_CHILDREN``). Target: long/short ≤ 1.2.
+
+``clips``: probed metadata and decode speed (ours and the CLI's) on each real
+clip in ``--dir``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages.decode import DecodeConfig, ffmpeg_args, iter_frames, probe_info  # noqa: E402
+
+SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
+
+
+def make_testsrc(path: Path, seconds: float, fps: float, size: str) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc=s={size}:r={fps}:d={seconds}", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(path)], check=True, timeout=600)
+    return path
+
+
+def time_ours(path: str, cfg: DecodeConfig, info) -> tuple[int, float]:
+    started = time.perf_counter()
+    count = sum(1 for _ in iter_frames(path, cfg, info=info))
+    return count, time.perf_counter() - started
+
+
+def time_cli(path: str, cfg: DecodeConfig, info) -> float:
+    url = "file:" + os.path.abspath(path)
+    args = ffmpeg_args(url, info, cfg, output="/dev/null", showinfo=False)
+    started = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True, timeout=cfg.timeout_s)
+    return time.perf_counter() - started
+
+
+def compare(path: str, cfg: DecodeConfig, repeats: int) -> dict:
+    info = probe_info(path)
+    ours, cli, frames = [], [], 0
+    for _ in range(repeats):
+        frames, seconds = time_ours(path, cfg, info)
+        ours.append(seconds)
+        cli.append(time_cli(path, cfg, info))
+    ours_fps, cli_fps = frames / min(ours), frames / min(cli)
+    return {"mode": cfg.mode, "fps": cfg.fps, "short_side": cfg.short_side, "frames": frames,
+            "iter_frames_fps": round(ours_fps, 1), "ffmpeg_cli_fps": round(cli_fps, 1),
+            "ratio": round(ours_fps / cli_fps, 3)}
+
+
+def bench_speed(args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        video = args.video or str(make_testsrc(Path(tmp) / "speed.mp4", 20, 30, "640x360"))
+        meta = probe_info(video).meta
+        cases = [DecodeConfig(mode="fps", fps=meta.fps or 30),            # every frame, native size
+                 DecodeConfig(mode="fps", fps=5, short_side=224),        # the pipeline's usual setting
+                 DecodeConfig(mode="uniform", num_frames=16, short_side=224)]
+        results = [compare(video, cfg, args.repeats) for cfg in cases]
+    return {"benchmark": "decode_speed", "video": args.video or "testsrc 640x360 30fps 20s (h264)",
+            "cases": results, "figure": "iter_frames frames/s", "reference": "ffmpeg CLI frames/s",
+            "ratio": min(r["ratio"] for r in results), "target": ">= 0.85"}
+
+
+def rss_worker(path: str) -> None:
+    """Decode every frame of ``path`` and print this process's and ffmpeg's peak RSS (KiB)."""
+    info = probe_info(path)
+    count = sum(1 for _ in iter_frames(path, DecodeConfig(mode="fps", fps=info.meta.fps), info=info))
+    print(json.dumps({"frames": count,
+                      "python_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "ffmpeg_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+
+
+def measure_rss(path: Path) -> dict:
+    done = subprocess.run([sys.executable, __file__, "_rss_worker", str(path)], check=True,
+                          capture_output=True, text=True, timeout=1200)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(args) -> dict:
+    size, fps = "320x240", 5
+    with tempfile.TemporaryDirectory() as tmp:
+        short = measure_rss(make_testsrc(Path(tmp) / "short.mp4", args.short_s, fps, size))
+        long = measure_rss(make_testsrc(Path(tmp) / "long.mp4", args.long_s, fps, size))
+    total_short = short["python_kib"] + short["ffmpeg_kib"]
+    total_long = long["python_kib"] + long["ffmpeg_kib"]
+    return {"benchmark": "decode_peak_rss", "video": f"testsrc {size} {fps}fps h264, every frame decoded",
+            "short": {"seconds": args.short_s, **short}, "long": {"seconds": args.long_s, **long},
+            "figure": "peak RSS long video (python + ffmpeg, KiB)", "reference": "same, short video",
+            "python_ratio": round(long["python_kib"] / short["python_kib"], 3),
+            "ffmpeg_ratio": round(long["ffmpeg_kib"] / short["ffmpeg_kib"], 3),
+            "ratio": round(total_long / total_short, 3), "target": "<= 1.2"}
+
+
+def bench_clips(args) -> dict:
+    clips = []
+    for path in sorted(Path(args.dir).glob("*.mp4")):
+        meta = probe_info(str(path)).meta
+        clips.append({"file": path.name, "meta": {k: getattr(meta, k) for k in
+                                                  ("duration", "fps", "width", "height", "codec", "num_frames")},
+                      "every_frame": compare(str(path), DecodeConfig(mode="fps", fps=meta.fps), args.repeats),
+                      "fps5_224": compare(str(path), DecodeConfig(mode="fps", fps=5, short_side=224),
+                                          args.repeats)})
+    return {"benchmark": "decode_real_clips", "dir": str(args.dir), "clips": clips,
+            "ratio": min((min(c["every_frame"]["ratio"], c["fps5_224"]["ratio"]) for c in clips), default=None)}
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "_rss_worker":
+        rss_worker(sys.argv[2])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("which", choices=["speed", "memory", "clips"])
+    parser.add_argument("--video", default="")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--short-s", type=float, default=10.0)
+    parser.add_argument("--long-s", type=float, default=600.0)
+    parser.add_argument("--dir", default=str(SHARED_VIDEOS))
+    args = parser.parse_args()
+    run = {"speed": bench_speed, "memory": bench_memory, "clips": bench_clips}[args.which]
+    print(json.dumps(run(args)))
+
+
+if __name__ == "__main__":
+    main()
