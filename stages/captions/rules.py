@@ -538,6 +538,8 @@ class _Builder:
                     continue
                 if is_copula:
                     self.relation(subjects, words, pobjs, lemma=prep, verb=v)
+                elif objs:  # "holding a knife in the kitchen": the object is where FACTUAL puts it
+                    self.relation(objs, words, pobjs, lemma=prep, verb=v)
                 else:
                     self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v)
                 made = True
