@@ -25,7 +25,7 @@ behind      mirror of *in front of*                           same with Δ botto
 holding     subject is a person (``person_labels``), object   share of the object inside the person ×
             small (area ≤ ``small_ratio`` × person's), mostly (1 − area ratio / small_ratio) ^ 0.25, 0 when
             inside the person's box, not in the bottom 15%    the object's centre is in the bottom 15%
-            (feet)
+            (feet), not a body part (``body_part_labels``)
 =========== ================================================= ================================================
 
 Per-track predicates (:class:`schemas.records.TrackRelation`), over the
@@ -83,6 +83,9 @@ class RelationConfig:
     small_ratio: float = 0.25
     person_labels: tuple[str, ...] = ("person", "man", "woman", "boy", "girl", "child", "people", "player",
                                       "skier", "surfer", "rider", "lady", "guy", "kid")
+    # Parts of a person sit inside its box too, but are never "held".
+    body_part_labels: tuple[str, ...] = ("face", "head", "hand", "arm", "leg", "ear", "eye", "hair", "mouth",
+                                         "neck", "nose", "finger", "foot", "body", "tail", "wing")
     max_detections_per_frame: int = 20   # the highest-scoring ones take part in pairs
     approach_min: float = 0.1
     edge_margin: float = 0.05
@@ -173,7 +176,7 @@ def score_behind(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig
 
 
 def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
-    if s_label not in cfg.person_labels or o_label in cfg.person_labels:
+    if s_label not in cfg.person_labels or o_label in cfg.person_labels or o_label in cfg.body_part_labels:
         return 0.0
     ratio = box_area(o) / max(box_area(s), 1e-9)
     if ratio > cfg.small_ratio or box_area(o) <= 0:

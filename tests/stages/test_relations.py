@@ -71,6 +71,7 @@ def test_holding_needs_a_person_and_a_small_object_inside():
     assert "holding" not in kept(PERSON, (0.35, 0.1, 0.65, 0.9), "person", "door")  # not small
     assert "holding" not in kept(PERSON, (0.5, 0.88, 0.56, 0.95), "person", "ball")  # at the feet
     assert "holding" not in kept(PERSON, (0.45, 0.3, 0.55, 0.5), "person", "person")
+    assert "holding" not in kept(PERSON, (0.45, 0.22, 0.55, 0.32), "person", "face")   # a part, not held
 
 
 def test_scores_lie_in_unit_interval_on_random_boxes():
