@@ -9,6 +9,8 @@ frame from the pipe) against the ffmpeg CLI running the identical command
 (same input, ``select``/``scale`` filters, rgb24 rawvideo) written to
 ``/dev/null`` without our ``showinfo`` timestamp logging. Best of
 ``--repeats`` runs each, interleaved. Target: ratio ≥ 0.85 in every case.
+``cpu_ratio`` (CLI CPU seconds / ours, ffmpeg + Python) is reported too: on a
+loaded machine it is steadier than wall time.
 
 ``memory``: peak RSS of decoding every frame of a short and a long video with
 the same size and frame rate (generated with lavfi into a temp dir), each in a
@@ -45,31 +47,44 @@ def make_testsrc(path: Path, seconds: float, fps: float, size: str) -> Path:
     return path
 
 
-def time_ours(path: str, cfg: DecodeConfig, info) -> tuple[int, float]:
-    started = time.perf_counter()
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, its waited-for children) user+system CPU seconds so far."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def time_ours(path: str, cfg: DecodeConfig, info) -> tuple[int, float, float]:
+    """Frames, wall seconds, CPU seconds (Python + ffmpeg) of one iter_frames pass."""
+    cpu0, started = sum(cpu_seconds()), time.perf_counter()
     count = sum(1 for _ in iter_frames(path, cfg, info=info))
-    return count, time.perf_counter() - started
+    return count, time.perf_counter() - started, sum(cpu_seconds()) - cpu0
 
 
-def time_cli(path: str, cfg: DecodeConfig, info) -> float:
+def time_cli(path: str, cfg: DecodeConfig, info) -> tuple[float, float]:
+    """Wall and CPU seconds of the identical ffmpeg command writing to /dev/null."""
     url = "file:" + os.path.abspath(path)
     args = ffmpeg_args(url, info, cfg, output="/dev/null", showinfo=False)
-    started = time.perf_counter()
+    cpu0, started = cpu_seconds()[1], time.perf_counter()
     subprocess.run(args, check=True, capture_output=True, timeout=cfg.timeout_s)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds()[1] - cpu0
 
 
 def compare(path: str, cfg: DecodeConfig, repeats: int) -> dict:
+    """Best-of-``repeats`` (interleaved) frames/s of ours vs the CLI; CPU ratio alongside,
+    as it is steadier than wall time on a shared machine."""
     info = probe_info(path)
     ours, cli, frames = [], [], 0
     for _ in range(repeats):
-        frames, seconds = time_ours(path, cfg, info)
-        ours.append(seconds)
+        frames, wall, cpu = time_ours(path, cfg, info)
+        ours.append((wall, cpu))
         cli.append(time_cli(path, cfg, info))
-    ours_fps, cli_fps = frames / min(ours), frames / min(cli)
+    ours_fps, cli_fps = frames / min(w for w, _ in ours), frames / min(w for w, _ in cli)
+    ours_cpu, cli_cpu = min(c for _, c in ours), min(c for _, c in cli)
     return {"mode": cfg.mode, "fps": cfg.fps, "short_side": cfg.short_side, "frames": frames,
             "iter_frames_fps": round(ours_fps, 1), "ffmpeg_cli_fps": round(cli_fps, 1),
-            "ratio": round(ours_fps / cli_fps, 3)}
+            "ratio": round(ours_fps / cli_fps, 3),
+            "iter_frames_cpu_s": round(ours_cpu, 3), "ffmpeg_cli_cpu_s": round(cli_cpu, 3),
+            "cpu_ratio": round(cli_cpu / ours_cpu, 3) if ours_cpu else None}
 
 
 def bench_speed(args) -> dict:
@@ -81,7 +96,7 @@ def bench_speed(args) -> dict:
                  DecodeConfig(mode="uniform", num_frames=16, short_side=224)]
         results = [compare(video, cfg, args.repeats) for cfg in cases]
     return {"benchmark": "decode_speed", "video": args.video or "testsrc 640x360 30fps 20s (h264)",
-            "cases": results, "figure": "iter_frames frames/s", "reference": "ffmpeg CLI frames/s",
+            "load_average_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "cases": results, "figure": "iter_frames frames/s", "reference": "ffmpeg CLI frames/s",
             "ratio": min(r["ratio"] for r in results), "target": ">= 0.85"}
 
 

@@ -78,7 +78,7 @@ Window = tuple[float, float]
 _CORRUPTION_MARKERS = ("partial file", "ended prematurely", "corrupt input packet",
                        "corrupt decoded frame", "invalid data found", "moov atom not found",
                        "truncat", "error while decoding")
-_SHOWINFO_FRAME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:")
+_SHOWINFO_FRAME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(\S+)")
 _SHOWINFO_TIMEBASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 
 
@@ -355,7 +355,10 @@ class _StderrLog:
         if "showinfo" in line:
             match = _SHOWINFO_FRAME.search(line)
             if match:
-                self.timestamps.append(int(match.group(2)) * (self.time_base or Fraction(1)))
+                if self.time_base is not None:
+                    self.timestamps.append(int(match.group(2)) * self.time_base)
+                else:  # never seen, but fall back to the printed value (6 significant digits)
+                    self.timestamps.append(Fraction(match.group(3)))
                 return
             match = _SHOWINFO_TIMEBASE.search(line)
             if match and self.time_base is None:

@@ -37,6 +37,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from schemas.errors import UserError
 from schemas.records import Detection, Track
 from stages.base import Resources, Stage, VideoTask
 
@@ -59,9 +60,9 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         if self.iou_weight < 0 or self.feature_weight < 0 or self.iou_weight + self.feature_weight <= 0:
-            raise ValueError("tracker weights must be >= 0 and not both 0")
+            raise UserError("tracker weights must be >= 0 and not both 0")
         if self.max_gap < 0 or self.min_track_length < 1:
-            raise ValueError("tracker max_gap must be >= 0 and min_track_length >= 1")
+            raise UserError("tracker max_gap must be >= 0 and min_track_length >= 1")
 
 
 @dataclass
