@@ -75,34 +75,64 @@ _NO_ARTICLE = {
     "very", "not", "as", "into", "onto", "between", "around", "outside", "across", "against",
 }
 ARTICLE = "the "
-_TAG = re.compile(r"<[^<>]{0,200}>")
+_MARKUP = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>|<[^<>]{0,200}>", re.IGNORECASE | re.DOTALL)
 
 
-def prepare(text: str, max_chars: int, add_article: bool = True) -> tuple[str, int]:
-    """The string to hand the parser for ``text``, and how many characters were prepended.
+@dataclass
+class Prepared:
+    """What the parser reads for one caption: ``text``, and for each of its
+    characters the index of the caption character it came from (-1: added)."""
 
-    HTML tags are blanked to spaces (offsets stay valid), long text is
-    clipped, and a caption fragment that starts with a bare noun ("woman
-    holding kite") gets "the " in front: the small English models tag and
-    attach such fragments far better as a noun phrase ("the woman holding
-    kite"). :func:`restore` removes the article from the parse again.
+    text: str
+    origin: list[int]
+
+
+def prepare(text: str, max_chars: int, add_article: bool = True) -> Prepared:
+    """The string to hand the parser for caption ``text``.
+
+    HTML tags (and script/style contents) are removed, whitespace runs become
+    one space (the small models attach stray space tokens badly), long text is
+    clipped, and a fragment that starts with a bare noun ("woman holding kite")
+    gets "the " in front: the small English models tag and attach such
+    fragments far better as a noun phrase ("the woman holding kite").
+    :func:`restore` maps the parse back onto ``text``.
     """
-    text = _TAG.sub(lambda m: " " * len(m.group(0)), clip(text, max_chars))
-    first = text.split(None, 1)[0].lower() if text.strip() else ""
-    if add_article and first.isalpha() and first not in _NO_ARTICLE and text[0].isalpha():
-        return ARTICLE + text, len(ARTICLE)
-    return text, 0
+    clipped = clip(text, max_chars)
+    keep = [True] * len(clipped)
+    for m in _MARKUP.finditer(clipped):
+        for j in range(m.start(), m.end()):
+            keep[j] = False
+    chars: list[str] = []
+    origin: list[int] = []
+    for j, ch in enumerate(clipped):
+        if not keep[j]:
+            ch = " "
+        if ch.isspace() or not ch.isprintable():
+            if chars and chars[-1] != " ":
+                chars.append(" ")
+                origin.append(j)
+            continue
+        chars.append(ch)
+        origin.append(j)
+    while chars and chars[-1] == " ":
+        chars.pop(), origin.pop()
+    out = "".join(chars)
+    first = out.split(" ", 1)[0].lower() if out else ""
+    if add_article and first.isalpha() and first not in _NO_ARTICLE:
+        return Prepared(ARTICLE + out, [-1] * len(ARTICLE) + origin)
+    return Prepared(out, origin)
 
 
-def restore(doc: ParsedDoc, text: str, shift: int) -> ParsedDoc:
-    """``doc`` parsed from ``prepare``'s string, with the prepended article removed and offsets back on ``text``."""
-    if not shift:
-        return ParsedDoc(text, doc.tokens)
-    keep = [t for t in doc.tokens if t.start >= shift]
+def restore(doc: ParsedDoc, text: str, prepared: Prepared) -> ParsedDoc:
+    """``doc`` (parsed from ``prepared.text``) on the caption ``text``: added words
+    dropped, offsets mapped back, heads re-indexed (a word whose head was dropped
+    becomes a root)."""
+    origin = prepared.origin
+    keep = [t for t in doc.tokens if t.end > t.start and origin[t.start] >= 0 and not t.text.isspace()]
     index = {t.i: n for n, t in enumerate(keep)}
     tokens = []
     for n, t in enumerate(keep):
         head = index.get(t.head, n)
         tokens.append(Token(n, t.text, t.lemma, t.pos, t.tag, head, "root" if head == n else t.label,
-                            t.start - shift, t.end - shift, t.sent))
+                            origin[t.start], origin[t.end - 1] + 1, t.sent))
     return ParsedDoc(text, tokens)

@@ -159,7 +159,7 @@ class _Builder:
 
     def is_noun(self, i: int) -> bool:
         tok = self.t[i]
-        if not any(ch.isalpha() for ch in tok.text):
+        if not any(ch.isalpha() for ch in tok.text) or tok.label in ("fixed", "case", "det", "prt"):
             return False
         if tok.pos in NOUN_POS:
             return not self.is_noun_modifier(i)
@@ -254,11 +254,12 @@ class _Builder:
 
     def antecedent(self, i: int) -> Optional[int]:
         kind = PRONOUNS[self.low(i)]
-        excluded = set(self.ancestors(i))
-        for a in list(excluded):
-            excluded.update(self.kids(a, "nsubj", "nsubjpass"))
-            if self.t[a].label in ("acl", "relcl"):
-                excluded.add(self.t[a].head)
+        # the word the pronoun's phrase hangs on (and, for a verb, its subject) is not its antecedent
+        governor = next((a for a in self.ancestors(i) if self.t[a].label not in ("prep", "agent")
+                         and self.t[a].pos not in ("ADP",)), i)
+        excluded = {governor, *self.kids(governor, "nsubj", "nsubjpass")}
+        if self.t[governor].label in ("acl", "relcl"):
+            excluded.add(self.t[governor].head)
         candidates = [j for j in self.obj_node if j < i and j not in excluded and self.t[j].pos in NOUN_POS]
         if kind == "person":
             candidates = [j for j in candidates if self.t[j].lemma.lower() in PERSON_NOUNS]

@@ -73,5 +73,5 @@ class SpacyCaptionParser:
     def parse(self, texts: list[str]) -> list[ParsedDoc]:
         self.setup()
         prepared = [prepare(t, self.cfg.max_chars, self.cfg.add_article) for t in texts]
-        docs = self.nlp.pipe((p for p, _ in prepared), batch_size=self.cfg.batch_size)
-        return [restore(from_spacy(doc), text, shift) for doc, text, (_, shift) in zip(docs, texts, prepared)]
+        docs = self.nlp.pipe((p.text for p in prepared), batch_size=self.cfg.batch_size)
+        return [restore(from_spacy(doc), text, p) for doc, text, p in zip(docs, texts, prepared)]

@@ -72,10 +72,10 @@ class StanzaCaptionParser:
 
         self.setup()
         prepared = [prepare(t, self.cfg.max_chars, self.cfg.add_article) for t in texts]
-        live = [i for i, (p, _) in enumerate(prepared) if p.strip()]
+        live = [i for i, p in enumerate(prepared) if p.text]
         out = [ParsedDoc(t) for t in texts]
         if live:
-            docs = self.nlp.bulk_process([stanza.Document([], text=prepared[i][0]) for i in live])
+            docs = self.nlp.bulk_process([stanza.Document([], text=prepared[i].text) for i in live])
             for i, doc in zip(live, docs):
-                out[i] = restore(from_stanza(doc, prepared[i][0]), texts[i], prepared[i][1])
+                out[i] = restore(from_stanza(doc, prepared[i].text), texts[i], prepared[i])
         return out

@@ -1,0 +1,38 @@
+from schemas.records import TextEdge, TextNode, TextSceneGraph
+from stages.captions.factual import format_segments, parse_factual, to_factual, tsg_segments
+from stages.captions.io import tsg_from_json, tsg_to_json
+
+
+def test_parse_factual_reads_relations_attributes_and_lone_objects():
+    g = "( pigs , is , beautiful ) , ( bags , on back of , pigs ) , ( Pigs , is , 2 ) , ( pole )"
+    assert parse_factual(g) == [("pigs", "is", "beautiful"), ("bags", "on back of", "pigs"),
+                                ("pigs", "is", "2"), ("pole",)]
+
+
+def test_parse_factual_tolerates_spacing_duplicates_mr_four_parts_and_junk():
+    assert parse_factual("(man,sit on,bench),( man , sit on , bench )") == [("man", "sit on", "bench")]
+    assert parse_factual("( bike , rest , against , box )") == [("bike", "rest against", "box")]
+    assert parse_factual("not a graph") == []
+    assert parse_factual("") == []
+
+
+def test_tsg_in_factual_notation_and_back():
+    tsg = TextSceneGraph("c#0", "a red car runs quickly near two men", nodes=[
+        TextNode(0, "object", "car", "car", (6, 9)),
+        TextNode(1, "attribute", "red", "red", (2, 5)),
+        TextNode(2, "relation", "runs near", "run near", (10, 14)),
+        TextNode(3, "object", "men", "man", (31, 34), count=2),
+        TextNode(4, "pred_attribute", "quickly", "quickly", (15, 22)),
+        TextNode(5, "attribute", "two", "2", (27, 30)),
+        TextNode(6, "object", "sky", "sky", (0, 0)),
+    ], edges=[TextEdge(0, 1, "obj_attr"), TextEdge(0, 2, "subj_pred"), TextEdge(2, 3, "pred_obj"),
+              TextEdge(2, 4, "pred_adv"), TextEdge(3, 5, "obj_attr")])
+    text = to_factual(tsg)
+    assert text == "( car , run near , men ) , ( car , is , red ) , ( men , is , 2 ) , ( sky )"
+    assert parse_factual(text) == tsg_segments(tsg)
+    assert format_segments(parse_factual(text)) == text
+    assert tsg_from_json(tsg_to_json(tsg)) == tsg
+
+
+def test_empty_graph_is_an_empty_string():
+    assert to_factual(TextSceneGraph("c#0", "")) == ""
