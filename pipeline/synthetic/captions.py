@@ -36,20 +36,14 @@ ADVERBS = {"fast": ("quickly", "rapidly", "fast"), "slow": ("slowly", "gradually
 OPPOSITE_DIRECTION = {"left": "right", "right": "left", "up": "down", "down": "up"}
 OPPOSITE_SPATIAL = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
                     "near": "far from"}
-# verb surface → (lemma, gerund) for every verb a template can write.
+# verb surface → lemma for every verb a template can write.
 VERBS = {
-    "moves": ("move", "moving"), "move": ("move", "moving"), "slides": ("slide", "sliding"),
-    "slide": ("slide", "sliding"), "glides": ("glide", "gliding"), "glide": ("glide", "gliding"),
-    "travels": ("travel", "traveling"), "travel": ("travel", "traveling"), "moving": ("move", "moving"),
-    "moves toward": ("move toward", "moving toward"), "approaches": ("approach", "approaching"),
-    "heads toward": ("head toward", "heading toward"), "is approached by": ("approach", "approaching"),
-    "moves away from": ("move away from", "moving away from"),
-    "drifts away from": ("drift away from", "drifting away from"),
-    "retreats from": ("retreat from", "retreating from"),
-    "appears": ("appear", "appearing"), "shows up": ("show up", "showing up"), "pops up": ("pop up", "popping up"),
-    "disappears": ("disappear", "disappearing"), "vanishes": ("vanish", "vanishing"),
-    "stops": ("stop", "stopping"), "comes to a halt": ("come to a halt", "coming to a halt"),
-    "starts moving": ("start moving", "starting to move"),
+    "moves": "move", "move": "move", "slides": "slide", "slide": "slide", "glides": "glide", "glide": "glide",
+    "travels": "travel", "travel": "travel", "moving": "move",
+    "moves toward": "move toward", "approaches": "approach", "heads toward": "head toward",
+    "moves away from": "move away from", "drifts away from": "drift away from", "retreats from": "retreat from",
+    "appears": "appear", "shows up": "show up", "pops up": "pop up", "disappears": "disappear",
+    "vanishes": "vanish", "stops": "stop", "comes to a halt": "come to a halt", "starts moving": "start moving",
 }
 SPATIAL_SURFACE = {"left of": ("to the left of", "left of"), "right of": ("to the right of", "right of"),
                    "above": ("above",), "below": ("below", "under"), "near": ("near", "close to"),
@@ -147,7 +141,7 @@ class _Builder:
         if label is not None and label != surface:   # the node covers only part of the written words
             offset = surface.index(label)
             span = (span[0] + offset, span[0] + offset + len(label))
-        return self._node("relation", label or surface, lemma or VERBS[surface][0], span)
+        return self._node("relation", label or surface, lemma or VERBS[surface], span)
 
     def adverb(self, word: str) -> int:
         return self._node("pred_attribute", word, word, self._write(word))
@@ -211,7 +205,7 @@ def _write_clause(b: _Builder, c: Clause, first_in_sentence: bool) -> None:
                    "stop": ("stops", "comes to a halt"), "start": ("starts moving",)}[c.kind]
         subj = b.mention(c.subjects[0], "a" if c.kind == "appear" and first_in_sentence else det)
         surface = options[c.form % len(options)]
-        pred = b.predicate(surface, VERBS[surface][0])
+        pred = b.predicate(surface, VERBS[surface])
         b.link([subj], pred)
     elif c.kind == "spatial":
         subj = b.mention(c.subjects[0], det)
@@ -407,47 +401,6 @@ def _put(clauses: list[Clause], k: int, clause: Clause) -> list[Clause]:
 
 
 # ------------------------------------------------------------- gold forms
-def tsg_to_factual(tsg: TextSceneGraph) -> str:
-    """The FACTUAL notation of a gold TSG (see docs/synthetic.md for the conventions).
-
-    ``( subj , pred , obj )`` for a predicate with an object (lemmatised,
-    preposition included); FACTUAL's ``( subj , is , verb-ing )`` for one
-    without; adverbs and adjectives as ``( x , is , word )``.
-    """
-    nodes = tsg.nodes
-    subjects: dict[int, list[int]] = {}
-    objects: dict[int, int] = {}
-    adverbs: dict[int, list[int]] = {}
-    tuples: list[str] = []
-    for e in tsg.edges:
-        if e.kind == "subj_pred":
-            subjects.setdefault(e.dst, []).append(e.src)
-        elif e.kind == "pred_obj":
-            objects[e.src] = e.dst
-        elif e.kind == "pred_adv":
-            adverbs.setdefault(e.src, []).append(e.dst)
-    for pred in (n for n in nodes if n.kind == "relation"):
-        for s in subjects.get(pred.id, []):
-            if pred.id in objects:
-                tuples.append(f"( {nodes[s].lemma} , {pred.lemma} , {nodes[objects[pred.id]].lemma} )")
-            else:
-                tuples.append(f"( {nodes[s].lemma} , is , {_gerund(pred.lemma)} )")
-            for a in adverbs.get(pred.id, []):
-                tuples.append(f"( {nodes[s].lemma} , is , {nodes[a].lemma} )")
-    for e in tsg.edges:
-        if e.kind == "obj_attr":
-            tuples.append(f"( {nodes[e.src].lemma} , is , {nodes[e.dst].lemma} )")
-    unique = list(dict.fromkeys(tuples))
-    return " , ".join(unique)
-
-
-def _gerund(lemma: str) -> str:
-    for lem, ger in VERBS.values():
-        if lem == lemma:
-            return ger
-    return lemma + "ing"
-
-
 def tsg_to_dict(tsg: TextSceneGraph) -> dict:
     return {"caption_id": tsg.caption_id, "text": tsg.text, "start": tsg.start, "end": tsg.end,
             "nodes": [{"id": n.id, "kind": n.kind, "label": n.label, "lemma": n.lemma, "span": list(n.span),

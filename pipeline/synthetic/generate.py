@@ -30,7 +30,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from pipeline.synthetic.captions import caption_world, tsg_to_dict, tsg_to_factual
+from pipeline.synthetic.captions import caption_world, tsg_to_dict
+from stages.captions.factual import to_factual
 from pipeline.synthetic.render import encode_mp4, render_frames
 from pipeline.synthetic.world import WorldConfig, sample_world, world_truth
 from schemas.errors import UserError
@@ -130,7 +131,7 @@ def make_video(out: Path, vid: str, rng: np.random.Generator, config: WorldConfi
     truth = world_truth(world, visibility, visible_boxes)
     truth["captions"] = [{
         "text": c.text, "start": c.start, "end": c.end,
-        "tsg": tsg_to_dict(c.tsg), "factual": tsg_to_factual(c.tsg),
+        "tsg": tsg_to_dict(c.tsg), "factual": to_factual(c.tsg),
         "refs": {str(node): obj for node, obj in sorted(c.refs.items())},
         "negatives": [{"text": n.text, "type": n.type, "tsg": tsg_to_dict(n.tsg)} for n in c.negatives],
     } for c in caption_world(world, rng)]

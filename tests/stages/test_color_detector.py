@@ -117,10 +117,10 @@ def test_shape_rules_on_masks():
 def test_detect_stage_turns_backend_attributes_into_records():
     img = scene()
     draw(img, "circle", "red", 60, 60, 30)
-    task = VideoTask("k", "test", "v", "v.mp4", meta=VideoMeta("v.mp4", 1.0, 1.0, 320, 240, "h264", 1),
-                     frames=[Frame(0, 0.0)], images=[img])
+    task = VideoTask("k", "test", "v", "v.mp4", meta=VideoMeta("v.mp4", 2.0, 1.0, 320, 240, "h264", 2),
+                     frames=[Frame(0, 0.0), Frame(1, 1.0)], images=[scene(), img])   # first frame empty
     DetectStage(DetectorConfig(name="color")).process_batch([task])
     assert task.failure is None
-    assert [d.label for d in task.dsg.detections] == ["circle"]
+    assert [(d.frame, d.label) for d in task.dsg.detections] == [(1, "circle")]
     assert {(a.name, a.value) for a in task.dsg.attributes} == {("color", "red"), ("shape", "circle"), ("size", "small")}
     assert task.detection_features.shape == (1, FEATURE_DIM)
