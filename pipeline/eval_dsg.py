@@ -16,10 +16,9 @@ What is measured (all over every sampled frame that matches a truth frame):
   boxed by their visible pixels. A detection overlapping a less visible
   object (IoU ≥ 0.5 with its visible box) is ignored, neither TP nor FP.
 * **Detection** precision/recall at IoU ≥ 0.5, one-to-one (Hungarian on IoU).
-* **Tracking** (CLEAR-MOT, Bernardin & Stiefelhagen 2008): per frame, a truth
-  object keeps its previous track if that track's box still has IoU ≥ 0.5,
-  the rest are assigned by Hungarian on IoU; an ID switch is a truth object
-  matched to a different track than at its last match.
+* **Tracking**: CLEAR-MOT by :func:`stages.tracking_metrics.mot_metrics`
+  per video over its matched frames (truth ids vs track ids, visible boxes,
+  IoU ≥ 0.5; ignored detections left out), counts summed over videos:
   ``id_switches_per_100`` = 100 · switches / truth object-frames;
   ``MOTA = 1 − (FN + FP + IDSW) / truth object-frames``. Null when no
   detection carries a track id.
@@ -52,6 +51,7 @@ from scipy.optimize import linear_sum_assignment
 
 from schemas.errors import UserError
 from schemas.records import DynamicSceneGraph, VideoSample
+from stages.tracking_metrics import mot_metrics
 
 IOU_THRESHOLD = 0.5
 MIN_VISIBILITY = 0.5
@@ -179,8 +179,9 @@ def _evaluate_sample(sample: VideoSample, truth: dict, tot: _Totals) -> None:
     tracked = any(det.track_id >= 0 for det in dsg.detections)
     tot.tracked |= tracked
     det_attr, trk_attr = _attribute_lookup(dsg)
-    last_track: dict[int, int] = {}            # truth object → track at its last match
-    track_votes: dict[int, Counter] = defaultdict(Counter)
+    mot_gt: list[list] = []                    # per matched frame: (truth id, box) and (track id, box)
+    mot_pred: list[list] = []
+    track_votes: dict[int, Counter] = defaultdict(Counter)   # track → truth objects it matched
 
     for k in sorted(frames):
         tframe = truth["frames"][frames[k]]
@@ -210,34 +211,15 @@ def _evaluate_sample(sample: VideoSample, truth: dict, tot: _Totals) -> None:
                 tot.attr_checked[name] += 1
                 tot.attr_correct[name] += int(value == obj[name])
 
-        # CLEAR-MOT
         if tracked:
             live = [j for j in range(len(dets)) if j not in ignored]
-            track_of = {j: dsg.detections[dets[j]].track_id for j in live}
-            mapping: dict[int, int] = {}       # target position → det position
-            used: set[int] = set()
-            for i, o in enumerate(targets):   # keep last frame's correspondences that still hold
-                prev = last_track.get(o["id"])
-                for j in live:
-                    if j not in used and prev is not None and track_of[j] == prev and track_of[j] >= 0 \
-                            and ious[i, j] >= IOU_THRESHOLD:
-                        mapping[i] = j
-                        used.add(j)
-                        break
-            rest_t = [i for i in range(len(targets)) if i not in mapping]
-            rest_d = [j for j in live if j not in used]
-            for a, b in _assign(ious[np.ix_(rest_t, rest_d)] if rest_t and rest_d else np.zeros((0, 0))):
-                mapping[rest_t[a]] = rest_d[b]
-            for i, j in mapping.items():
-                oid, tid = targets[i]["id"], track_of[j]
-                if oid in last_track and last_track[oid] != tid:
-                    tot.idsw += 1
-                last_track[oid] = tid
-                if tid >= 0:
-                    track_votes[tid][oid] += 1
-            tot.mot_gt += len(targets)
-            tot.mot_fn += len(targets) - len(mapping)
-            tot.mot_fp += len(live) - len(mapping)
+            # an untracked detection (-1) is its own one-frame hypothesis
+            mot_gt.append([(o["id"], o["visible_box"]) for o in targets])
+            mot_pred.append([(dsg.detections[dets[j]].track_id if dsg.detections[dets[j]].track_id >= 0
+                              else ("untracked", dets[j]), boxes[j]) for j in live])
+            for i, j in pairs:
+                if dsg.detections[dets[j]].track_id >= 0:
+                    track_votes[dsg.detections[dets[j]].track_id][targets[i]["id"]] += 1
 
         # relations R@K
         visible = {o["id"]: o for o in targets}
@@ -255,6 +237,13 @@ def _evaluate_sample(sample: VideoSample, truth: dict, tot: _Totals) -> None:
                            and iou(dsg.detections[r.object].box, visible[o]["visible_box"]) >= IOU_THRESHOLD
                            for r in top):
                         tot.rel_hit[K] += 1
+
+    if tracked:
+        mot = mot_metrics(mot_gt, mot_pred, IOU_THRESHOLD)
+        tot.mot_gt += mot["num_gt"]
+        tot.mot_fn += mot["misses"]
+        tot.mot_fp += mot["false_positives"]
+        tot.idsw += mot["id_switches"]
 
     # HSG links
     track_object = {tid: votes.most_common(1)[0][0] for tid, votes in track_votes.items() if votes}
