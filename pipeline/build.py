@@ -22,6 +22,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -40,7 +41,7 @@ from schemas.store import DatasetWriter, check_key, open_dataset
 from stages.base import Resources, Stage, VideoTask
 from stages.captions.stage import CaptionParseStage
 from stages.decode import DecodeStage
-from stages.detectors.base import DetectStage
+from stages.detectors.base import DetectStage, build_detector
 from stages.embed_text import TextEmbedStage, text_feature_dims
 from stages.embed_visual import VisualEmbedStage, visual_feature_dims
 from stages.hsg_merge import HSGMergeStage
@@ -83,7 +84,7 @@ def _group_resources(factories: list[Callable[[], Stage]]) -> Resources:
 
 
 def feature_dims(cfg: BuildConfig) -> dict[str, int]:
-    dims = {**visual_feature_dims(cfg.visual, cfg.detector), **text_feature_dims()}
+    dims = {**visual_feature_dims(cfg.visual, build_detector(cfg.detector).feature_dim), **text_feature_dims()}
     return {name: dims[name] for name in FEATURE_ARRAYS}
 
 
@@ -194,15 +195,17 @@ def run_on_ray(groups: list[StageGroup], tasks: list[VideoTask], cfg: BuildConfi
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False  # pipeline.progress shows per-stage counts itself
     context.print_on_execution_start = False
-    items = np.empty(len(tasks), dtype=object)
-    items[:] = tasks
-    dataset = ray.data.from_items([{"task": task} for task in items], override_num_blocks=max(1, len(tasks)))
+    workers = max(1, cfg.run.workers)
+    # Every actor of every group is alive at once (streaming); shrink CPU requests that
+    # would not fit the cluster rather than wait forever for them.
+    wanted = sum(group.resources.cpus for group in groups) * workers
+    scale = min(1.0, ray.cluster_resources().get("CPU", wanted) / wanted) if wanted else 1.0
+    dataset = ray.data.from_items([{"task": task} for task in tasks], override_num_blocks=max(1, len(tasks)))
     for group in groups:
         dataset = dataset.map_batches(
             _GroupActor, fn_constructor_args=(group,), batch_size=max(1, group.batch_size),
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=max(1, cfg.run.workers)),
-            num_cpus=group.resources.cpus, num_gpus=group.resources.gpus or None, zero_copy_batch=True,
-            max_restarts=2, max_task_retries=2)
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=group.resources.cpus * scale, num_gpus=group.resources.gpus or None, zero_copy_batch=True)
     for batch in dataset.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
         yield from batch["task"]
 
@@ -212,6 +215,8 @@ def _init_ray(cfg: BuildConfig) -> None:
 
     if ray.is_initialized():
         return
+    # Tasks travel as Python objects by design; Ray Data's note that it pickles them is noise.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                                               os.environ.get("PYTHONPATH")]))}}
     kwargs = dict(runtime_env=runtime_env, logging_level="ERROR", log_to_driver=not cfg.run.quiet,
