@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
@@ -211,3 +212,42 @@ def test_mot_metrics_below_threshold_is_not_a_match():
     assert (m["matches"], m["misses"], m["false_positives"]) == (0, 1, 1)
     with pytest.raises(ValueError):
         mot_metrics([[]], [])
+
+
+# ---------------------------------------------------------------- invariants
+_box = st.tuples(st.floats(0, 0.8), st.floats(0, 0.8), st.floats(0.05, 0.2), st.floats(0.05, 0.2)).map(
+    lambda b: (b[0], b[1], b[0] + b[2], b[1] + b[3]))
+_detections = st.lists(st.tuples(st.integers(0, 12), _box, st.sampled_from(["cat", "dog"])), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_detections, st.integers(0, 3), st.integers(1, 3))
+def test_tracker_invariants(raw, max_gap, min_len):
+    dets = [Detection(f, box, label, 0.9) for f, box, label in raw]
+    ids, tracks = Tracker(TrackerConfig(max_gap=max_gap, min_track_length=min_len)).track(dets)
+    assert len(ids) == len(dets)
+    assert [t.id for t in tracks] == list(range(len(tracks)))       # dense, 0..n-1
+    births = [min(d.frame for d, i in zip(dets, ids) if i == t.id) for t in tracks]
+    assert births == sorted(births)                                  # numbered in birth order
+    for t in tracks:
+        members = [d for d, i in zip(dets, ids) if i == t.id]
+        frames = [d.frame for d in members]
+        assert len(frames) == len(set(frames)) >= min_len            # one box per frame per track
+        assert (t.first_frame, t.last_frame) == (min(frames), max(frames))
+        assert {d.label for d in members} == {t.label}               # labels must match by default
+        gaps = np.diff(sorted(frames))
+        assert (gaps <= max_gap + 1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), _box), max_size=5), max_size=10))
+def test_mot_metrics_of_ground_truth_against_itself_is_perfect(frames):
+    gt = [list({g: (g, b) for g, b in frame}.values()) for frame in frames]  # unique ids per frame
+    for frame in gt:  # two objects that overlap ≥ 0.5 are ambiguous for any matcher
+        overlap = iou_matrix(np.array([b for _, b in frame]), np.array([b for _, b in frame]))
+        assume(not (overlap - np.eye(len(frame)) >= 0.5).any())
+    relabelled = [[(f"t{g}", b) for g, b in frame] for frame in gt]
+    m = mot_metrics(gt, relabelled)
+    assert m["id_switches"] == 0 and m["misses"] == 0 and m["false_positives"] == 0
+    if m["num_gt"]:
+        assert m["mota"] == 1.0
