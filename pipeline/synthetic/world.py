@@ -355,7 +355,7 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
             subjects = [subject]
             if rng.random() < 0.3:
                 partner = int(rng.integers(n))
-                if partner != subject and _present(objects[partner], first, last, fps):
+                if partner != subject and _present(objects[partner], first, last):
                     subjects.append(partner)
             velocity = np.array(DIRECTIONS[direction]) * magnitude
             if timeline.try_apply(subjects, first, last, velocity, speed, allow_overlap) is None:
@@ -363,7 +363,7 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
             events.append(Event("move", sorted(subjects), first, last, direction=direction, speed=speed))
         else:
             other = int(rng.integers(n))
-            if other == subject or not _present(objects[other], first, last, fps):
+            if other == subject or not _present(objects[other], first, last):
                 continue
             offset = timeline.pos[first, other] - timeline.pos[first, subject]
             dist = float(np.hypot(*offset))
@@ -390,7 +390,7 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
     return World(video_id, cfg, background, objects, events, timeline.pos, timeline.vel, timeline.speed, order)
 
 
-def _present(obj: WorldObject, first: int, last: int, fps: int) -> bool:
+def _present(obj: WorldObject, first: int, last: int) -> bool:
     return first >= obj.appear_frame and (obj.disappear_frame < 0 or last <= obj.disappear_frame)
 
 

@@ -1,6 +1,5 @@
 """Templated captions: gold TSG spans and references, hard negatives, FACTUAL form."""
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from pipeline.synthetic.captions import (NEGATIVE_TYPES, Clause, caption_world, hard_negatives, render_sentence,
