@@ -19,7 +19,8 @@ frame once.
   segments of the duration (``P = D/K``, ``T0 = P/2``).
 * ``mode="windows"``:  only frames inside the union of the given ``(start, end)``
   windows (seconds); the first frame of each window is kept, then frames
-  nearest the ``1/fps`` grid. With no windows it behaves as ``"fps"``.
+  nearest the ``1/fps`` grid. A window shorter than one native frame is
+  widened to one frame. With no windows it behaves as ``"fps"``.
 
 How timestamps are recorded: a ``showinfo`` filter after ``select`` logs each
 kept frame's integer ``pts`` and the stream time base to stderr; a
@@ -273,7 +274,12 @@ def _plan(info: ProbeInfo, cfg: DecodeConfig, windows: Optional[Sequence[Window]
         period = duration / cfg.num_frames
         cap = cfg.num_frames if not cfg.max_frames else min(cfg.num_frames, cfg.max_frames)
         return _Plan(period / 2, period, None, cap, duration - period / 2)
-    merged = merge_windows(windows) if (cfg.mode == "windows" and windows) else None
+    merged = None
+    if cfg.mode == "windows" and windows:
+        # a window shorter than one native frame (e.g. a point in time) still gets the frame after its start
+        step = 1.0 / info.meta.fps if info.meta.fps else 0.0
+        merged = merge_windows([(s, max(float(e), float(s) + step)) for s, e in windows
+                                if float(e) >= float(s)])
     if merged is not None and duration > 0:
         merged = [(s, e) for s, e in merged if s < duration]
         if not merged:

@@ -125,6 +125,11 @@ def test_windows_mode_samples_inside_the_union_of_windows(clips):
     assert all(0.3 <= f.timestamp <= 0.9 or 1.5 <= f.timestamp <= 1.7 for f in frames)
 
 
+def test_a_point_window_still_gets_a_frame(clips):
+    _, frames, images = decode_video(str(clips[".mp4"]), DecodeConfig(mode="windows", fps=1), [(1.01, 1.01)])
+    check_frames(frames, images, [26])
+
+
 def test_windows_mode_without_windows_is_fps_mode(clips):
     _, a, _ = decode_video(str(clips[".avi"]), DecodeConfig(mode="windows", fps=2))
     _, b, _ = decode_video(str(clips[".avi"]), DecodeConfig(mode="fps", fps=2))
