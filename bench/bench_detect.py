@@ -1,0 +1,113 @@
+"""Detector stage throughput vs the bare backend; prints ONE JSON object.
+
+    .venv/bin/python bench/bench_detect.py [--video PATH] [--frames 16] [--batch 8] [--repeats 5]
+
+Frames are decoded once with :func:`stages.decode.decode_video` (1 fps, short
+side 256) from ``--video`` (default: a ../shared clip, else a generated
+lavfi clip). Then, interleaved and best of ``--repeats``:
+
+* reference: the ``lite`` backend's ``detect()`` called directly on the same
+  frames in chunks of ``--batch`` (the bare backend forward);
+* figure: :class:`stages.detectors.DetectStage` ``.process_batch`` on a task
+  holding those frames, ``batch_frames = --batch``, sharing the same loaded
+  backend (so the difference is the stage's own work: records, attributes,
+  feature concatenation, failure handling).
+
+Target: ratio (stage frames/s ÷ bare frames/s) ≥ 0.9. ``ratio`` compares the
+best wall times; ``median_paired_ratio`` is the median over repeats of
+bare time ÷ stage time within one repeat (the two sides alternate which runs
+first); ``cpu_ratio`` uses this process's CPU time, steadier on a shared
+machine (with ``--threads 1`` the backend runs on this process's threads only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages.base import VideoTask  # noqa: E402
+from stages.decode import DecodeConfig, decode_video  # noqa: E402
+from stages.detectors import DetectorConfig, DetectStage, build_detector  # noqa: E402
+
+SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
+
+
+def default_video(workdir: str) -> str:
+    clip = SHARED_VIDEOS / "bottle-detection.mp4"
+    if clip.exists():
+        return str(clip)
+    path = os.path.join(workdir, "bench.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=30",
+                    "-pix_fmt", "yuv420p", path], check=True, timeout=120)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        video = args.video or default_video(workdir)
+        meta, frames, images = decode_video(video, DecodeConfig(fps=1.0, short_side=256, max_frames=args.frames))
+    cfg = DetectorConfig(name="lite", score_threshold=0.3, batch_frames=args.batch, extra={"threads": args.threads})
+    detector = build_detector(cfg)
+    detector.setup()
+    stage = DetectStage(cfg)
+    stage.detector = detector
+    detector.detect(images[: args.batch])  # warm-up: first-call allocations hit neither side
+
+    def bare() -> tuple[float, float, int]:
+        started, cpu, boxes = time.perf_counter(), time.process_time(), 0
+        for first in range(0, len(images), args.batch):
+            boxes += sum(len(found) for found in detector.detect(images[first:first + args.batch]))
+        return time.perf_counter() - started, time.process_time() - cpu, boxes
+
+    def staged() -> tuple[float, float, int]:
+        task = VideoTask("bench", "bench", "bench", video, meta=meta, frames=list(frames), images=list(images))
+        started, cpu = time.perf_counter(), time.process_time()
+        stage.process_batch([task])
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if task.failure is not None:
+            raise SystemExit(f"detect stage failed: {task.failure}")
+        return elapsed, cpu, len(task.dsg.detections)
+
+    bare_s, stage_s, bare_cpu, stage_cpu = [], [], [], []
+    for repeat in range(args.repeats):
+        # Alternate which side runs first, so a load change on a shared machine hits both alike.
+        for side in ((bare, staged) if repeat % 2 == 0 else (staged, bare)):
+            seconds, cpu, boxes = side()
+            if side is bare:
+                bare_s.append(seconds), bare_cpu.append(cpu)
+                bare_boxes = boxes
+            else:
+                stage_s.append(seconds), stage_cpu.append(cpu)
+                stage_boxes = boxes
+    bare_fps, stage_fps = len(images) / min(bare_s), len(images) / min(stage_s)
+    paired = sorted(b / s for b, s in zip(bare_s, stage_s))
+    print(json.dumps({
+        "benchmark": "detect_stage_vs_bare_backend", "backend": "lite", "video": Path(video).name,
+        "frames": len(images), "frame_size": list(images[0].shape[:2]), "batch_frames": args.batch,
+        "repeats": args.repeats, "threads": args.threads,
+        "stage_frames_per_s": round(stage_fps, 3), "bare_frames_per_s": round(bare_fps, 3),
+        "ratio": round(stage_fps / bare_fps, 3), "target_ratio": 0.9,
+        "median_paired_ratio": round(paired[len(paired) // 2], 3),
+        "stage_cpu_s": round(min(stage_cpu), 3), "bare_cpu_s": round(min(bare_cpu), 3),
+        "cpu_ratio": round(min(bare_cpu) / min(stage_cpu), 3),
+        "boxes": {"stage": stage_boxes, "bare": bare_boxes},
+    }))
+
+
+if __name__ == "__main__":
+    main()
