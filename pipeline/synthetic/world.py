@@ -282,21 +282,23 @@ class _Timeline:
                     return False
         return True
 
-    def try_apply(self, subjects: list[int], first: int, last: int, velocity: np.ndarray,
-                  speed: str, allow_overlap: bool) -> Optional[np.ndarray]:
+    def propose(self, subjects: list[int], first: int, last: int, velocity: np.ndarray,
+                allow_overlap: bool) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """Velocities and positions with ``subjects`` moving over ``[first, last)``, or None if invalid."""
         if self.busy[first:last, subjects].any():
             return None
         vel = self.vel.copy()
         for s in subjects:
             vel[first:last, s] = velocity
         pos = self._integrate(vel)
-        if not self.valid(pos, allow_overlap):
-            return None
-        self.vel, self.pos = vel, pos
+        return (vel, pos) if self.valid(pos, allow_overlap) else None
+
+    def commit(self, subjects: list[int], first: int, last: int, plan: tuple[np.ndarray, np.ndarray],
+               speed: str) -> None:
+        self.vel, self.pos = plan
         for s in subjects:
             self.speed[first:last, s] = speed
             self.busy[first:last, s] = True
-        return pos
 
 
 def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> World:
@@ -314,7 +316,8 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
     for _ in range(300):
         if len(events) >= target:
             break
-        kind = ("move", "move", "approach", "move_away", "appear", "disappear")[int(rng.integers(6))]
+        kind = ("move", "move", "move", "approach", "approach", "move_away", "move_away", "appear",
+                "disappear")[int(rng.integers(9))]
         length = int(round(rng.uniform(1.2, 2.4) * fps))
         first = int(rng.integers(0, max(1, total - length)))
         last = min(total, first + length)
@@ -358,8 +361,11 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
                 if partner != subject and _present(objects[partner], first, last):
                     subjects.append(partner)
             velocity = np.array(DIRECTIONS[direction]) * magnitude
-            if timeline.try_apply(subjects, first, last, velocity, speed, allow_overlap) is None:
+            found = _shortest_fit(timeline, subjects, first, last, velocity, allow_overlap, fps)
+            if found is None:
                 continue
+            last, plan = found
+            timeline.commit(subjects, first, last, plan, speed)
             events.append(Event("move", sorted(subjects), first, last, direction=direction, speed=speed))
         else:
             other = int(rng.integers(n))
@@ -370,12 +376,16 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
             if dist < 1e-6:
                 continue
             unit = offset / dist * (1.0 if kind == "approach" else -1.0)
-            pos = timeline.try_apply([subject], first, last, unit * magnitude, speed, allow_overlap)
-            if pos is None:
+            found = _shortest_fit(timeline, [subject], first, last, unit * magnitude, allow_overlap, fps)
+            if found is None:
                 continue
-            change = np.hypot(*(pos[last - 1, other] - pos[last - 1, subject])) - dist
-            if (change > -0.1 * cfg.unit) if kind == "approach" else (change < 0.1 * cfg.unit):
-                continue  # the partner's own motion cancelled it: not a clear approach / retreat
+            last, plan = found
+            pos = plan[1]
+            end = min(last, len(pos) - 1)
+            change = np.hypot(*(pos[end, other] - pos[end, subject])) - dist
+            if (change > -0.08 * cfg.unit) if kind == "approach" else (change < 0.08 * cfg.unit):
+                continue  # too little, or the partner's own motion cancelled it
+            timeline.commit([subject], first, last, plan, speed)
             events.append(Event(kind, [subject], first, last, object=other, speed=speed))
         ends_at[subjects if kind == "move" else [subject]] = last
         # A stop is said only when the object then rests for a while.
@@ -388,6 +398,19 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
     events.sort(key=lambda e: (e.start_frame, e.end_frame, e.kind, e.subjects))
     order = [int(k) for k in rng.permutation(n)]
     return World(video_id, cfg, background, objects, events, timeline.pos, timeline.vel, timeline.speed, order)
+
+
+def _shortest_fit(timeline: _Timeline, subjects: list[int], first: int, last: int, velocity: np.ndarray,
+                  allow_overlap: bool, fps: int) -> Optional[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """The longest of the full, ¾ and ½ spans that keeps the world valid, with its plan."""
+    span = last - first
+    for length in (span, (3 * span) // 4, span // 2):
+        if length < max(3, fps // 2 + 1):
+            break
+        plan = timeline.propose(subjects, first, first + length, velocity, allow_overlap)
+        if plan is not None:
+            return first + length, plan
+    return None
 
 
 def _present(obj: WorldObject, first: int, last: int) -> bool:
