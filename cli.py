@@ -130,7 +130,7 @@ def make_synthetic(
     objects_max: int = typer.Option(4, help="most objects per video (≤ 5)"),
     difficulty: str = typer.Option("medium", help="easy (plain background) | medium (textures) | "
                                    "hard (occlusion, repeated colours)"),
-    overwrite: bool = typer.Option(False, help="replace a set made with other parameters"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a set made with other parameters"),
 ) -> None:
     """Generate the synthetic video–caption world with exact ground truth."""
     from pipeline.synthetic import generate
