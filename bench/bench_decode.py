@@ -10,7 +10,9 @@ frame from the pipe) against the ffmpeg CLI running the identical command
 ``/dev/null`` without our ``showinfo`` timestamp logging. Best of
 ``--repeats`` runs each, interleaved. Target: ratio ≥ 0.85 in every case.
 ``cpu_ratio`` (CLI CPU seconds / ours, ffmpeg + Python) is reported too: on a
-loaded machine it is steadier than wall time.
+loaded machine it is steadier than wall time. ``bare_pipe_fps`` is the same
+command into a pipe drained by a bare read loop: the cost of moving raw frames
+between processes, which the ``/dev/null`` reference does not pay.
 
 ``memory``: peak RSS of decoding every frame of a short and a long video with
 the same size and frame rate (generated with lavfi into a temp dir), each in a
@@ -35,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.decode import DecodeConfig, ffmpeg_args, iter_frames, probe_info  # noqa: E402
+from stages.decode import DecodeConfig, ffmpeg_args, iter_frames, output_size, probe_info  # noqa: E402
 
 SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
 
@@ -69,20 +71,39 @@ def time_cli(path: str, cfg: DecodeConfig, info) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_seconds()[1] - cpu0
 
 
+def time_pipe_floor(path: str, cfg: DecodeConfig, info) -> float:
+    """Wall seconds of the same command into a pipe drained by a bare read loop: the IPC floor."""
+    url = "file:" + os.path.abspath(path)
+    width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
+    frame = bytearray(width * height * 3)
+    view = memoryview(frame)
+    started = time.perf_counter()
+    proc = subprocess.Popen(ffmpeg_args(url, info, cfg, showinfo=False), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, bufsize=0)
+    while proc.stdout.readinto(view):
+        pass
+    proc.wait()
+    proc.stdout.close()
+    return time.perf_counter() - started
+
+
 def compare(path: str, cfg: DecodeConfig, repeats: int) -> dict:
     """Best-of-``repeats`` (interleaved) frames/s of ours vs the CLI; CPU ratio alongside,
     as it is steadier than wall time on a shared machine."""
     info = probe_info(path)
-    ours, cli, frames = [], [], 0
+    ours, cli, floor, frames = [], [], [], 0
     for _ in range(repeats):
         frames, wall, cpu = time_ours(path, cfg, info)
         ours.append((wall, cpu))
         cli.append(time_cli(path, cfg, info))
+        floor.append(time_pipe_floor(path, cfg, info))
     ours_fps, cli_fps = frames / min(w for w, _ in ours), frames / min(w for w, _ in cli)
+    floor_fps = frames / min(floor)
     ours_cpu, cli_cpu = min(c for _, c in ours), min(c for _, c in cli)
     return {"mode": cfg.mode, "fps": cfg.fps, "short_side": cfg.short_side, "frames": frames,
             "iter_frames_fps": round(ours_fps, 1), "ffmpeg_cli_fps": round(cli_fps, 1),
             "ratio": round(ours_fps / cli_fps, 3),
+            "bare_pipe_fps": round(floor_fps, 1), "ratio_vs_bare_pipe": round(ours_fps / floor_fps, 3),
             "iter_frames_cpu_s": round(ours_cpu, 3), "ffmpeg_cli_cpu_s": round(cli_cpu, 3),
             "cpu_ratio": round(cli_cpu / ours_cpu, 3) if ours_cpu else None}
 
