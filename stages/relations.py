@@ -40,7 +40,8 @@ moving away centre distance grows by ≥ ``approach_min``       clip(2 · growth
 passing     the sign of cx_s − cx_o flips while the subject   clip(1 − closest gap / (near_scale · diagonal))
             moves (the subject goes by the object)
 entering    born after the first sampled frame with its first 1 − border distance / ``edge_margin``
-            box touching the frame border (unary)
+            box touching the frame border (unary; tracks of
+            ≥ ``min_track_frames`` frames)
 leaving     dies before the last sampled frame with its last  same, on the last box
             box touching the frame border (unary)
 carrying    subject *holding* object on ≥ half the shared     share of shared frames with *holding*
@@ -89,6 +90,7 @@ class RelationConfig:
     max_detections_per_frame: int = 20   # the highest-scoring ones take part in pairs
     approach_min: float = 0.1
     edge_margin: float = 0.05
+    min_track_frames: int = 2            # shorter tracks (one-frame blips) have no entering/leaving
     use_prior: bool = True
     prior_path: str = ""                 # "" = the shipped stages/data/predicate_prior.json
     prior_min_score: float = 0.2
@@ -317,6 +319,8 @@ def temporal_relations(dsg: DynamicSceneGraph, cfg: RelationConfig,
     out: list[TrackRelation] = []
     for tid, view in sorted(views.items()):
         frames = view.frames
+        if len(frames) < cfg.min_track_frames:
+            continue
         for name, score in (("entering", entering_score(view, cfg)), ("leaving", leaving_score(view, last_frame, cfg))):
             if score >= cfg.min_score:
                 out.append(TrackRelation(tid, -1, name, frames[0], frames[-1], score))

@@ -204,3 +204,14 @@ def test_relate_stage_without_dsg_fails_the_task_only():
     AttributeRelationStage(RelationConfig(use_prior=False)).process_batch([bad, good])
     assert bad.failure is not None and bad.failure.stage == "relate"
     assert good.failure is None and good.dsg.relations
+
+
+def test_one_frame_tracks_neither_enter_nor_leave():
+    from stages.relations import temporal_relations
+    frames = [Frame(i, i * 1.0) for i in range(5)]
+    detections = [Detection(2, (0.0, 0.4, 0.1, 0.6), "dog", 0.9, 7),                       # a blip at the border
+                  Detection(2, (0.0, 0.4, 0.1, 0.6), "car", 0.9, 8), Detection(3, (0.1, 0.4, 0.2, 0.6), "car", 0.9, 8)]
+    dsg = DynamicSceneGraph("v", VideoMeta("v.mp4", 5.0, 1.0, 100, 100, "h264"), frames, detections,
+                            tracks=[Track(7, "dog", 2, 2), Track(8, "car", 2, 3)])
+    events = {(r.subject, r.predicate) for r in temporal_relations(dsg, CFG, {})}
+    assert (8, "entering") in events and not any(s == 7 for s, _ in events)
