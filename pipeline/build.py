@@ -174,6 +174,7 @@ class _GroupActor:
     """A Ray Data callable class: one stage group, models loaded once per actor."""
 
     def __init__(self, group: StageGroup):
+        _quiet_ray_data_logs()
         self.group = group
         self.stages = group.build()
         for stage in self.stages:
@@ -215,8 +216,6 @@ def _init_ray(cfg: BuildConfig) -> None:
 
     if ray.is_initialized():
         return
-    # Tasks travel as Python objects by design; Ray Data's note that it pickles them is noise.
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                                               os.environ.get("PYTHONPATH")]))}}
     kwargs = dict(runtime_env=runtime_env, logging_level="ERROR", log_to_driver=not cfg.run.quiet,
@@ -229,6 +228,17 @@ def _init_ray(cfg: BuildConfig) -> None:
     except (ConnectionError, ValueError, RuntimeError) as error:
         where = cfg.run.ray_address or "a local Ray instance"
         raise UserError(f"cannot start or join Ray at {where}: {error}".replace("\n", " ")) from None
+    _quiet_ray_data_logs()
+
+
+def _quiet_ray_data_logs() -> None:
+    """Tasks travel as Python objects by design; Ray Data's notes about that (and its
+    per-run INFO lines) would drown the progress display."""
+    import ray.data  # noqa: F401  (configures the "ray.data" logger on import)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if not hasattr(handler, "_path"):  # keep Ray Data's session log file complete
+            handler.setLevel(logging.ERROR)
 
 
 # ------------------------------------------------------------------ conversion
