@@ -200,6 +200,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("error: aborted", file=sys.stderr)
         return 130
     except typer.TyperException as error:  # bad option or value: one line, no traceback
+        if type(error).__name__ == "NoArgsIsHelpError":
+            print(error.ctx.get_help(), file=sys.stderr)
+            return 2
         ctx = getattr(error, "ctx", None)
         where = ctx.command_path.split(" ", 1)[-1] + " " if ctx is not None and " " in ctx.command_path else ""
         print(f"error: {error.format_message()} (see: python cli.py {where}--help)", file=sys.stderr)
