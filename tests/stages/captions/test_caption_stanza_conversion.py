@@ -110,3 +110,35 @@ def test_missing_stanza_models_is_a_user_error_with_the_download_step(tmp_path):
     parser = StanzaCaptionParser(CaptionParserConfig(name="stanza", stanza_dir=str(tmp_path)))
     with pytest.raises(UserError, match=r"stanza\.download\('en'\)"):
         parser.setup()
+
+
+class FakeStanzaPipeline:
+    """Test double for a loaded stanza Pipeline (its models cannot be downloaded here):
+    answers bulk_process with CoNLL-U-built Documents for the texts it knows."""
+
+    def __init__(self, parses):
+        self.parses = parses
+        self.seen = []
+
+    def bulk_process(self, docs):
+        self.seen.extend(d.text for d in docs)
+        return [ud_doc(d.text, self.parses[d.text]) for d in docs]
+
+
+def test_stanza_parser_batches_prepares_and_restores_offsets():
+    parses = {"the dog runs quickly": [
+        ("the", "the", "DET", "DT", 2, "det"), ("dog", "dog", "NOUN", "NN", 3, "nsubj"),
+        ("runs", "run", "VERB", "VBZ", 0, "root"), ("quickly", "quickly", "ADV", "RB", 3, "advmod")],
+        **{CAR_IS_RED[0]: CAR_IS_RED[1]}}
+    parser = StanzaCaptionParser(CaptionParserConfig(name="stanza"))
+    parser.nlp = FakeStanzaPipeline(parses)
+    texts = ["dog  runs quickly", "", CAR_IS_RED[0]]
+    docs = parser.parse(texts)
+    assert parser.nlp.seen == ["the dog runs quickly", CAR_IS_RED[0]]  # one batch, empty caption skipped
+    assert [d.text for d in docs] == texts and docs[1].tokens == []
+    assert [t.text for t in docs[0].tokens] == ["dog", "runs", "quickly"]
+    for t in docs[0].tokens:
+        assert texts[0][t.start:t.end] == t.text
+    tsg = build_tsg(docs[0], "c#0")
+    assert [n.label for n in tsg.nodes if n.kind == "pred_attribute"] == ["quickly"]
+    assert to_factual(build_tsg(docs[2], "c#2")) == "( car , is , red )"
