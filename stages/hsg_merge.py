@@ -20,9 +20,12 @@ is the last frame. A video with no sampled frame is a ``no_frames`` failure.
   track's label. A track is a candidate only if this is at least
   ``min_label_similarity`` and within ``label_margin`` of the phrase's
   best match among the *known labels* (the video's track labels plus
-  ``known_labels``, which should be the detector's vocabulary): "circle"
-  then never links a square when the detector knows circles, while "girl"
-  still links "person" (its nearest known label).
+  ``known_labels``: by default :data:`KNOWN_LABELS`, the COCO classes, the
+  ``lite`` detector's names, the synthetic shapes and common scene/body
+  words; add your detector's vocabulary). Bare MiniLM similarity cannot
+  tell "boy"→person (0.59) from "room"→person (0.58); the nearest known
+  label can: "boy" is nearest to person, "room" to room, "table" to table,
+  "circle" to circle (not the square that happens to be in the video).
 * ``attributes`` — for each name in ``attribute_names`` (colour, size)
   where both sides have a value: 1 if the track's value is among the
   object's attribute words, else 0; averaged. The track's value is its
@@ -69,6 +72,25 @@ ATTRIBUTE_WORDS: dict[str, frozenset[str]] = {
                        "beige tan navy violet cyan magenta teal maroon".split()),
     "size": frozenset("small large".split()),
 }
+# Things captions name: COCO-80, the lite detector's names, the synthetic shapes, and
+# scene/body words that must not fall back onto the nearest object class.
+KNOWN_LABELS: tuple[str, ...] = (
+    'airplane', 'apple', 'arm', 'backpack', 'bag', 'ball', 'banana', 'barrel', 'baseball bat',
+    'baseball glove', 'basket', 'bear', 'bed', 'bench', 'bicycle', 'bird', 'boat', 'book', 'bookcase',
+    'bottle', 'bowl', 'box', 'broccoli', 'bucket', 'building', 'burger', 'bus', 'cake', 'car', 'carrot',
+    'cart', 'cat', 'cell phone', 'chair', 'circle', 'clock', 'coat', 'couch', 'cow', 'cup',
+    'dining table', 'dog', 'donut', 'door', 'elephant', 'face', 'fence', 'field', 'fire hydrant',
+    'floor', 'fork', 'frisbee', 'giraffe', 'glass', 'grass', 'ground', 'guitar', 'hair', 'hair drier',
+    'hand', 'handbag', 'hat', 'head', 'helmet', 'horse', 'hot dog', 'jeans', 'keyboard', 'kite',
+    'knife', 'lamp', 'laptop', 'leg', 'microwave', 'mirror', 'monitor', 'motorcycle', 'mouse',
+    'orange', 'oven', 'parking meter', 'person', 'phone', 'piano', 'pillow', 'pizza', 'plate', 'pot',
+    'potted plant', 'racket', 'refrigerator', 'remote', 'road', 'room', 'sand', 'sandwich',
+    'scissors', 'sheep', 'shirt', 'shoe', 'sign', 'sink', 'skateboard', 'ski', 'skis', 'sky', 'snow',
+    'snowboard', 'spoon', 'sports ball', 'square', 'stop sign', 'stove', 'street', 'suit', 'suitcase',
+    'sunglasses', 'surfboard', 'table', 'teddy bear', 'television', 'tennis racket', 'tie', 'toaster',
+    'toilet', 'toothbrush', 'traffic light', 'train', 'trash can', 'tree', 'triangle', 'truck', 'tv',
+    'umbrella', 'vase', 'wall', 'water', 'wheel', 'window', 'wine glass', 'zebra',
+)
 WORD_ALIASES: dict[str, str] = {"grey": "gray", "colour": "color", "big": "large", "huge": "large",
                                 "tiny": "small", "little": "small"}
 
@@ -83,8 +105,8 @@ class MergeConfig:
     time_weight: float = 0.15
     attribute_names: tuple[str, ...] = ("color", "size")
     min_label_similarity: float = 0.55
-    label_margin: float = 0.1
-    known_labels: tuple[str, ...] = ()
+    label_margin: float = 0.05
+    known_labels: tuple[str, ...] = KNOWN_LABELS
     link_threshold: float = 0.5
     max_links_per_object: int = 1
     count_aware: bool = True
