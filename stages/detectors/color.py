@@ -41,7 +41,8 @@ SHAPE_FILL = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5}
 LARGE_SIDE_FRACTION = 0.15
 # Components smaller than this fraction of the frame are noise.
 MIN_AREA_FRACTION = 0.0008
-HUE_BINS = 12
+HUE_BINS = 18
+COLOR_WEIGHT = 3.0
 FEATURE_DIM = 32
 
 
@@ -121,28 +122,40 @@ def classify_shape(mask: np.ndarray) -> tuple[str, float]:
     fill = float(mask.sum()) / float(bh * bw)
     if fill >= SQUARE_MIN_FILL:
         return "square", fill
-    widths = mask.sum(axis=1).astype(np.float64)
-    third = max(1, bh // 3)
-    taper = (widths[-third:].mean() - widths[:third].mean()) / float(bw)
-    if fill < CIRCLE_MIN_FILL or taper > TRIANGLE_MIN_TAPER:
+    if fill < CIRCLE_MIN_FILL or _taper(mask) > TRIANGLE_MIN_TAPER:
         return "triangle", fill
     return "circle", fill
 
 
 def blob_features(rgb: np.ndarray, hue: np.ndarray, mask: np.ndarray, fill: float, side: float) -> np.ndarray:
-    """A fixed 32-d descriptor: hue histogram (12), mean/std RGB (6), fill, aspect, size,
-    centroid offset in the box (2), log Hu moments (7), 2 zeros of padding."""
+    """A fixed 32-d appearance descriptor, stable from frame to frame for the same object.
+
+    Hue histogram of the blob's pixels (18 bins of 20°, scaled by
+    ``COLOR_WEIGHT`` so colour dominates the cosine), mean and std RGB (6), fill ratio, aspect ratio, taper and size (4), centroid offset
+    in the box (2), the first Hu moment and the mean chroma (2). Only shape
+    invariants that are well defined for these shapes take part, so that
+    ``cosine`` is ≈1 for one object over time and clearly lower between
+    objects of different colour (what the tracker's feature term relies on).
+    """
     pixels = rgb[mask].astype(np.float32) / 255.0
     hist = np.bincount((hue[mask].astype(np.int32) * HUE_BINS) // 180, minlength=HUE_BINS)[:HUE_BINS]
     hist = hist.astype(np.float32) / max(1.0, float(hist.sum()))
     bh, bw = mask.shape
     ys, xs = np.nonzero(mask)
-    centroid = np.array([xs.mean() / bw - 0.5, ys.mean() / bh - 0.5], np.float32)
-    hu = cv2.HuMoments(cv2.moments(mask.astype(np.uint8), binaryImage=True)).ravel()
-    hu = -np.sign(hu) * np.log10(np.abs(hu) + 1e-12) / 10.0
-    out = np.concatenate([hist, pixels.mean(0), pixels.std(0), [fill, bw / float(bh), side], centroid,
-                          hu.astype(np.float32), np.zeros(2, np.float32)]).astype(np.float32)
+    centroid = [xs.mean() / bw - 0.5, ys.mean() / bh - 0.5]
+    hu1 = float(cv2.HuMoments(cv2.moments(mask.astype(np.uint8), binaryImage=True))[0, 0])
+    saturation = float(np.mean(pixels.max(axis=1) - pixels.min(axis=1)))
+    out = np.concatenate([COLOR_WEIGHT * hist, pixels.mean(0), pixels.std(0),
+                          [fill, bw / float(bh), _taper(mask), side], centroid, [hu1, saturation]]).astype(np.float32)
     return out
+
+
+def _taper(mask: np.ndarray) -> float:
+    """(bottom-third width − top-third width) / box width."""
+    bh, bw = mask.shape
+    widths = mask.sum(axis=1).astype(np.float64)
+    third = max(1, bh // 3)
+    return float((widths[-third:].mean() - widths[:third].mean()) / float(bw))
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

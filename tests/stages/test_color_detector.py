@@ -124,3 +124,17 @@ def test_detect_stage_turns_backend_attributes_into_records():
     assert [(d.frame, d.label) for d in task.dsg.detections] == [(1, "circle")]
     assert {(a.name, a.value) for a in task.dsg.attributes} == {("color", "red"), ("shape", "circle"), ("size", "small")}
     assert task.detection_features.shape == (1, FEATURE_DIM)
+
+
+def test_features_are_stable_for_one_object_and_separate_colours():
+    def feature(color, cx, cy):
+        img = scene()
+        draw(img, "circle", color, cx, cy, 30)
+        return ColorDetector().detect([img])[0].features[0]
+
+    def cos(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    red, red_moved, orange = feature("red", 60, 60), feature("red", 200, 150), feature("orange", 60, 60)
+    assert cos(red, red_moved) > 0.99
+    assert cos(red, orange) < 0.5
