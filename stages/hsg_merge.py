@@ -319,6 +319,8 @@ class HSGMergeStage(Stage):
         if self.scorer is None:
             scorer = build_link_scorer(self.cfg.scorer)
             scorer.setup()
+            if self.cfg.known_labels:   # embed the vocabulary now, not inside the first sample's time
+                scorer.similarity(["object"], [TrackEvidence(-1, label) for label in self.cfg.known_labels])
             self.scorer = scorer
 
     def process_one(self, task: VideoTask) -> VideoTask:
