@@ -80,7 +80,8 @@ class GraphTransformerLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                bias: torch.Tensor | None = None, update_edges: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``update_edges=False`` returns ``e`` unchanged (the last layer's edge stream is never read)."""
         n, heads, hd = h.shape[0], self.heads, self.head_dim
         q = self.q(h).view(n, heads, hd)
         k = self.k(h).view(n, heads, hd)
@@ -93,8 +94,9 @@ class GraphTransformerLayer(nn.Module):
         msg = torch.zeros_like(v).index_add(0, dst, weights[..., None] * v[src])
         h = self.norm_h1(h + self.drop(self.out_h(msg.reshape(n, -1))))
         h = self.norm_h2(h + self.drop(self.ffn_h(h)))
-        e = self.norm_e1(e + self.drop(self.out_e(s_hat.reshape(len(src), -1))))
-        e = self.norm_e2(e + self.drop(self.ffn_e(e)))
+        if update_edges:
+            e = self.norm_e1(e + self.drop(self.out_e(s_hat.reshape(len(src), -1))))
+            e = self.norm_e2(e + self.drop(self.ffn_e(e)))
         return h, e
 
 
@@ -124,7 +126,7 @@ class GTrm(nn.Module):
         kind = torch.cat([batch.tedge_kind, batch.tedge_kind + n_kinds,
                           torch.full((m,), 2 * n_kinds, dtype=torch.long, device=h.device)])
         e = self.edge_kind(kind)
-        for layer in self.layers:
-            h, e = layer(h, e, src, dst)
+        for i, layer in enumerate(self.layers):
+            h, e = layer(h, e, src, dst, update_edges=i < len(self.layers) - 1)
         captions = self.readout(h, batch.node_cap, batch.cap_feat.shape[0])
         return h, captions

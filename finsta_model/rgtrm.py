@@ -57,9 +57,9 @@ class RecurrentGraphLayer(nn.Module):
         self.read = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, h: torch.Tensor, e: torch.Tensor, batch, bias: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h, e = self.spatial(h, e, batch.edge_src, batch.edge_dst, bias)
+    def forward(self, h: torch.Tensor, e: torch.Tensor, batch, bias: torch.Tensor | None,
+                update_edges: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, e = self.spatial(h, e, batch.edge_src, batch.edge_dst, bias, update_edges)
 
         has_prev = batch.det_prev >= 0
         prev = h[batch.det_prev.clamp_min(0)]
@@ -118,7 +118,7 @@ class DSGEncoder(nn.Module):
         bias = None
         memory = None
         for i, layer in enumerate(self.layers):
-            h, e, memory = layer(h, e, batch, bias)
+            h, e, memory = layer(h, e, batch, bias, update_edges=i < len(self.layers) - 1)
             if self.stgd is not None and i < len(self.layers) - 1:
                 h, bias = self.stgd[i](h, batch)
         b, t = batch.frame_mask.shape

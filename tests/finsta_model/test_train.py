@@ -1,0 +1,118 @@
+"""Training: exact resume, checkpoints (safetensors + weights_only), config handling, eval report and CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from finsta_model.checkpoint import load_checkpoint
+from finsta_model.config import TrainConfig, load_config
+from finsta_model.evaluate import evaluate, retrieval_metrics
+from finsta_model.train import train
+from schemas.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=2, steps=8, batch_size=4, log_every=1,
+                   checkpoint_every=3, shuffle_buffer=6, warmup_steps=2)
+
+
+def _losses(run: Path) -> list[tuple[int, float, float]]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(x["step"], x["total"], x["lr"]) for x in lines]
+
+
+def test_resume_continues_exactly(small_dataset, tmp_path):
+    # 24 videos / batch 4 = 6 batches an epoch: the run crosses an epoch boundary after the crash
+    whole = tmp_path / "whole"
+    train(small_dataset, whole, TINY, progress=False)
+    cut = tmp_path / "cut"
+    train(small_dataset, cut, TINY, progress=False, max_new_steps=5)        # last checkpoint at step 5
+    (cut / "checkpoints" / "step-0000005").rename(cut / "checkpoints" / "gone")  # "crash" after step 3's checkpoint
+    (cut / "checkpoints" / "latest").write_text("step-0000003")
+    train(small_dataset, cut, TINY, resume=True, progress=False)
+    a, b = _losses(whole), _losses(cut)
+    assert [s for s, _, _ in b] == list(range(1, 9))
+    np.testing.assert_allclose([x for _, x, _ in a], [x for _, x, _ in b], rtol=1e-5)
+    np.testing.assert_allclose([x for _, _, x in a], [x for _, _, x in b], rtol=1e-9)
+    wa, wb = load_checkpoint(whole).model, load_checkpoint(cut).model
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_resume_with_two_loader_workers(small_dataset, tmp_path):
+    cfg = TINY.replace(num_workers=2, steps=6)
+    train(small_dataset, tmp_path / "whole", cfg, progress=False)
+    train(small_dataset, tmp_path / "cut", cfg, progress=False, max_new_steps=3)
+    train(small_dataset, tmp_path / "cut", cfg, resume=True, progress=False)
+    np.testing.assert_allclose([x for _, x, _ in _losses(tmp_path / "whole")],
+                               [x for _, x, _ in _losses(tmp_path / "cut")], rtol=1e-5)
+
+
+def test_checkpoint_files_are_safe_formats(small_dataset, tmp_path):
+    train(small_dataset, tmp_path / "run", TINY.replace(steps=3), progress=False)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert {p.name for p in ckpt.path.iterdir()} == {"model.safetensors", "optimizer.pt", "rng.safetensors",
+                                                     "state.json"}
+    state = torch.load(ckpt.path / "optimizer.pt", weights_only=True)
+    assert state["state"]
+    assert ckpt.state["position"] == {"epoch": 0, "consumed": [3], "in_epoch": 3}
+    assert ckpt.config == TINY.replace(steps=3)
+
+
+def test_user_mistakes_are_user_errors(small_dataset, tmp_path):
+    train(small_dataset, tmp_path / "run", TINY.replace(steps=2), progress=False)
+    with pytest.raises(UserError, match="--resume"):
+        train(small_dataset, tmp_path / "run", TINY.replace(steps=2), progress=False)
+    with pytest.raises(UserError, match="different config"):
+        train(small_dataset, tmp_path / "run", TINY.replace(steps=4, use_osc=False), resume=True, progress=False)
+    with pytest.raises(UserError, match="no checkpoint"):
+        train(small_dataset, tmp_path / "fresh", TINY, resume=True, progress=False)
+    with pytest.raises(UserError):
+        train(tmp_path / "missing", tmp_path / "x", TINY, progress=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"dimension": 3}')
+    with pytest.raises(UserError, match="unknown config key"):
+        load_config(bad)
+    good = tmp_path / "good.json"
+    good.write_text('{"dim": 32, "ptc_shifts": [0.5]}')
+    assert load_config(good) == TrainConfig(dim=32, ptc_shifts=(0.5,))
+
+
+def test_retrieval_metrics_by_hand():
+    video = np.eye(4, dtype=np.float32)
+    text = np.concatenate([np.eye(4), np.eye(4)[:1], 0.5 * np.eye(4)[1:2]]).astype(np.float32)
+    cap_video = np.array([0, 1, 2, 3, 0, 1])
+    neg_of = np.array([-1, -1, -1, -1, 0, 1])       # caption 4 ties caption 0 on video 0: counts as a miss
+    report = retrieval_metrics(video, text, cap_video, neg_of, ["", "", "", "", "swap", "change_relation"])
+    assert report["t2v"] == {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.0, "MnR": 1.0}
+    assert report["v2t"]["R@1"] == 100.0
+    hard = report["hard_negatives"]
+    assert hard["t2v"]["R@1"] == 50.0 and hard["queries"] == 2
+    assert hard["pair_accuracy"] == 50.0 and hard["by_type"] == {"change_relation": 100.0, "swap": 0.0}
+
+
+def test_cli_train_and_eval_json(small_dataset, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({k: v for k, v in TINY.as_dict().items() if k in ("dim", "heads", "batch_size",
+                                                                               "gtrm_layers")}))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "cli.py", "train", "--shards", str(small_dataset), "--out", str(run), "--config",
+           str(cfg), "--steps", "2", "--no-ptc"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["steps"] == 2
+    done = subprocess.run([sys.executable, "cli.py", "eval", "--shards", str(small_dataset), "--checkpoint",
+                           str(run), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for direction in ("t2v", "v2t"):
+        assert set(report[direction]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
+        assert 0 <= report[direction]["R@1"] <= 100
+    assert report["no_sg"]["t2v"] and report["hard_negatives"]["queries"] > 0
+    assert report == evaluate(small_dataset, run)
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--resume" in again.stderr
