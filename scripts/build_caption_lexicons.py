@@ -47,9 +47,9 @@ def clean_segments(graph: str) -> list[tuple[str, ...]]:
         parts = [p.strip() for p in raw.strip().strip("()").split(",")]
         parts = [re.sub(r":\d+$", "", re.sub(r"^(p|v|pv):", "", p)).strip().lower() for p in parts]
         parts = [p for p in parts if p and not QUANTIFIER.match(p)]
-        if len(parts) >= 3 and not (len(parts) == 3 and parts[1] == "is"):
-            if parts[0].isdigit():
-                parts = parts[1:]
+        if not (len(parts) == 3 and parts[1] == "is"):
+            parts = [p for p in parts if not p.isdigit()]  # MR counts: "( 2 , ears , is , black )"
+        if len(parts) > 3:
             parts = [parts[0], " ".join(parts[1:-1]), parts[-1]]
         if parts:
             out.append(tuple(parts))

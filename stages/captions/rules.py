@@ -125,7 +125,7 @@ def lexicon() -> dict:
         data = {}
     return {"verbs": data.get("verbs", {}), "modifiers": data.get("modifiers", {}),
             "prep_objects": data.get("prep_objects", {}), "of_heads": data.get("of_heads", {}),
-            "closed_compounds": set(data.get("closed_compounds", []))}
+            "closed_compounds": {c.replace(" ", "") for c in data.get("closed_compounds", [])}}
 
 
 class _Builder:
@@ -140,6 +140,7 @@ class _Builder:
         self.verb_rel: dict[int, list[int]] = {}
         self.edge_keys: set[tuple[int, int, str]] = set()
         self.predicate_nouns: set[int] = set()
+        self.name_tokens: dict[int, list[int]] = {}   # entity head → modifier tokens in its name
 
     # -------------------------------------------------------------- helpers
     def kids(self, i: int, *labels: str) -> list[int]:
@@ -301,9 +302,15 @@ class _Builder:
         stack = self.name_modifiers(i) + [k for k in self.kids(i, "amod")
                                           if k < i and self.modifier_role(k) == "keep"
                                           and not (self.low(k) in SHADES and self.t[k + 1].label == "amod")]
+        before = i - 1
+        if before >= 0 and self.t[before].head == i and before not in stack and \
+                self.low(before) + self.low(i) in self.lex["closed_compounds"]:
+            stack.append(before)  # "wet suit" → "wetsuit": a name, not an attribute
         while stack:
             k = stack.pop()
             role = self.modifier_role(k) if self.t[k].label != "amod" else "keep"
+            if k == i - 1 and self.low(k) + self.low(i) in self.lex["closed_compounds"]:
+                role = "keep"
             if role == "keep":
                 kept.append(k)
                 stack.extend(self.name_modifiers(k))
@@ -324,6 +331,7 @@ class _Builder:
         for k in self.kids(i, "nummod"):
             count = number_value(self.t[k].text) or count
         node = self.add_node("object", label, lemma, (self.t[run[0]].start, tok.end), count)
+        self.name_tokens[i] = run[:-1]
         for k in haves:  # "clock face" → ( clock , have , face )
             owner = self.add_node("object", self.low(k), self.t[k].lemma.lower(), (self.t[k].start, self.t[k].end))
             self.relation([owner], [], [node], lemma="have")
@@ -353,9 +361,12 @@ class _Builder:
     def collect_attributes(self) -> None:
         t = self.t
         for head, node in list(self.obj_node.items()):
-            kids = self.doc.children(head)
+            named = set(self.name_tokens.get(head, []))
+            # adjectives the parser hung on a compound word ("black snow pants") describe the object
+            kids = [k for k in self.doc.children(head) if k not in named] + [
+                k for m in named for k in self.kids(m, "amod") if k not in named]
             shade_used: set[int] = set()
-            for k in kids:
+            for k in sorted(kids):
                 tok = t[k]
                 word = tok.text.lower()
                 if k in shade_used:
