@@ -98,8 +98,8 @@ SKIP_ADVERBS = {"there", "here", "not", "n't", "never", "also", "too", "very", "
                 "while", "now", "already", "almost", "all", "each", "other", "together"}
 DEGREE_WORDS = {"very", "so", "too", "really", "more", "most", "quite", "rather", "extremely"}
 #: Words that join a following preposition: "next to", "close to", "out of".
-PREP_PREFIXES = {"next", "close", "out", "away", "right", "up", "down", "off", "back", "ahead",
-                 "in", "on", "along", "together", "far", "inside", "outside", "across"}
+PREP_PREFIXES = {"next", "close", "out", "away", "off", "ahead",
+                 "in", "on"}
 #: Verbs whose passive "by" is a place, not an agent: "parked by the road".
 PLACEMENT_VERBS = {"park", "dock", "line", "stand", "sit", "place", "locate", "situate", "position",
                    "stack", "leave", "store", "set", "put", "hang", "lay", "lie", "rest", "moor",
@@ -168,8 +168,10 @@ class _Builder:
             return False
         if tok.pos in NOUN_POS:
             return not self.is_noun_modifier(i)
-        # a noun the tagger missed, in a noun's slot
-        return tok.tag in ("NN", "NNS") and tok.label in ("nsubj", "nsubjpass", "dobj", "pobj", "root")
+        # a noun the tagger missed, in a noun's slot (or with an article: "by a locomotive")
+        slot = tok.label in ("nsubj", "nsubjpass", "dobj", "pobj", "root")
+        return slot and (tok.tag in ("NN", "NNS") or (tok.pos in ("ADJ", "VERB", "X") and any(
+            self.low(k) in ("a", "an") for k in self.kids(i, "det"))))
 
     def is_noun_modifier(self, i: int, depth: int = 0) -> bool:
         tok = self.t[i]
@@ -550,7 +552,9 @@ class _Builder:
                 if prep in ("by",) and agents:
                     continue
                 pobjs = [e for n in nouns for e in self.entities_of(n)]
-                if not pobjs:
+                if not pobjs and not nouns and self.is_stranded(words[-1]):
+                    subjects, pobjs = self.stranded_object(v, subjects)
+                if not pobjs or not subjects:
                     continue
                 if is_copula:
                     self.relation(subjects, words, pobjs, lemma=prep, verb=v)
@@ -561,6 +565,26 @@ class _Builder:
                 made = True
             if not made and not is_copula:
                 self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)
+
+    def is_stranded(self, p: int) -> bool:
+        """A preposition with nothing after it but punctuation ("the table the plates are on")."""
+        return all(self.t[k].pos in ("PUNCT", "SPACE") for k in range(p + 1, len(self.t)))
+
+    def stranded_object(self, v: int, subjects: list[int]) -> tuple[list[int], list[int]]:
+        """(subjects, objects) of a verb whose preposition is stranded at the end: the object is
+        the noun the clause modifies ("the tunnel [the train comes from]") or the fronted noun
+        ("blue table the plates are on")."""
+        t = self.t
+        if t[v].label == "relcl" and t[v].head != v:
+            return subjects, self.entities_of(t[v].head)
+        subject_tokens = sorted(self.kids(v, "nsubj", "nsubjpass"))
+        if len(subject_tokens) >= 2:
+            fronted = self.entities_of(subject_tokens[0])
+            rest = [e for s_ in subject_tokens[1:] for e in self.entities_of(s_)]
+            return rest, fronted
+        first = next((j for j in sorted(self.obj_node) if j < v and j not in subject_tokens
+                      and self.obj_node[j] not in subjects), None)
+        return subjects, ([self.obj_node[first]] if first is not None else [])
 
     def copular_attribute(self, subjects: list[int], a: int) -> None:
         t = self.t
