@@ -79,6 +79,18 @@ def sequential_out(sequential_run) -> Path:
     return sequential_run[0]
 
 
+@pytest.fixture(scope="module")
+def reference_out(world, tmp_path_factory) -> Path:
+    """The sequential build in a fresh process, as a user runs it: the reference for Ray runs."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
+                           str(world / "manifest.jsonl"), "--out", str(out), "--executor", "sequential",
+                           "--set", "shard_size=2", "--quiet"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def test_every_sample_ends_committed_or_as_a_failure_row(sequential_run, world):
     sequential_out, result = sequential_run
     ds = open_dataset(sequential_out)
@@ -148,17 +160,15 @@ def test_dry_run_writes_nothing(world, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_with_two_workers_matches_sequential(world, sequential_out, tmp_path):
+def test_ray_with_two_workers_matches_sequential(world, reference_out, tmp_path):
     out = tmp_path / "ray"
     run_build(config(world, executor="ray", workers=2, num_cpus=2), out)
-    assert contents(out) == contents(sequential_out)
-    stats = json.loads((sequential_out / "stats.json").read_text()) if (sequential_out / "stats.json").exists() \
-        else None
-    assert stats is None or stats["committed"] == GOOD
+    assert contents(out) == contents(reference_out)
+    assert json.loads((reference_out / "stats.json").read_text())["committed"] == GOOD
 
 
 @pytest.mark.slow
-def test_two_node_ray_cluster_matches_one_node(world, sequential_out, tmp_path):
+def test_two_node_ray_cluster_matches_one_node(world, reference_out, tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -170,14 +180,14 @@ def test_two_node_ray_cluster_matches_one_node(world, sequential_out, tmp_path):
         out = tmp_path / "two-nodes"
         run_build(config(world, executor="ray", workers=2, ray_address=cluster.address), out)
         assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
-        assert contents(out) == contents(sequential_out)
+        assert contents(out) == contents(reference_out)
     finally:
         ray.shutdown()
         cluster.shutdown()
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_driver_then_rerun_loses_and_duplicates_nothing(world, sequential_out, tmp_path):
+def test_kill_9_of_the_driver_then_rerun_loses_and_duplicates_nothing(world, reference_out, tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
                str(world / "manifest.jsonl"), "--out", str(out), "--set", "shard_size=1", "--quiet"]
@@ -199,4 +209,4 @@ def test_kill_9_of_the_driver_then_rerun_loses_and_duplicates_nothing(world, seq
     manifest = json.loads((out / "manifest.json").read_text())
     keys = [key for shard in manifest["shards"] for key in shard["keys"]]
     assert len(keys) == len(set(keys)) == GOOD
-    assert contents(out) == contents(sequential_out)
+    assert contents(out) == contents(reference_out)
