@@ -49,6 +49,8 @@ SPATIAL_PREDICATES = ("left of", "right of", "above", "below", "near")
 # Two objects are "near" when the gap between their boxes is below this
 # fraction of their boxes' mean diagonal (relative to size, as people judge it).
 NEAR_GAP_RATIO = 0.25
+# approach / move_away change the pair's centre distance by at least this × min(W, H).
+APPROACH_MIN_CHANGE = 0.08
 # An object counts as visible (a detection target) from this visible fraction on.
 MIN_VISIBILITY = 0.5
 
@@ -362,7 +364,7 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
                     subjects.append(partner)
             velocity = np.array(DIRECTIONS[direction]) * magnitude
             found = _shortest_fit(timeline, subjects, first, last, velocity, allow_overlap, fps)
-            if found is None:
+            if found is None or not _distance_events_hold(events, found[1][1], cfg.unit):
                 continue
             last, plan = found
             timeline.commit(subjects, first, last, plan, speed)
@@ -380,13 +382,12 @@ def sample_world(cfg: WorldConfig, rng: np.random.Generator, video_id: str) -> W
             if found is None:
                 continue
             last, plan = found
-            pos = plan[1]
-            end = min(last, len(pos) - 1)
-            change = np.hypot(*(pos[end, other] - pos[end, subject])) - dist
-            if (change > -0.08 * cfg.unit) if kind == "approach" else (change < 0.08 * cfg.unit):
-                continue  # too little, or the partner's own motion cancelled it
+            event = Event(kind, [subject], first, last, object=other, speed=speed)
+            # too little, or the partner's own motion cancels it, or it undoes an earlier one
+            if not _distance_events_hold(events + [event], plan[1], cfg.unit):
+                continue
             timeline.commit([subject], first, last, plan, speed)
-            events.append(Event(kind, [subject], first, last, object=other, speed=speed))
+            events.append(event)
         ends_at[subjects if kind == "move" else [subject]] = last
         # A stop is said only when the object then rests for a while.
         rest = min(total, last + fps)
@@ -411,6 +412,19 @@ def _shortest_fit(timeline: _Timeline, subjects: list[int], first: int, last: in
         if plan is not None:
             return first + length, plan
     return None
+
+
+def _distance_events_hold(events: list[Event], pos: np.ndarray, unit: float) -> bool:
+    """Every approach (move_away) shrinks (grows) the pair's centre distance by ≥ 0.08·unit."""
+    for e in events:
+        if e.kind not in ("approach", "move_away"):
+            continue
+        s, o = e.subjects[0], e.object
+        end = min(e.end_frame, len(pos) - 1)
+        change = np.hypot(*(pos[end, o] - pos[end, s])) - np.hypot(*(pos[e.start_frame, o] - pos[e.start_frame, s]))
+        if (change > -APPROACH_MIN_CHANGE * unit) if e.kind == "approach" else (change < APPROACH_MIN_CHANGE * unit):
+            return False
+    return True
 
 
 def _present(obj: WorldObject, first: int, last: int) -> bool:
