@@ -59,13 +59,17 @@ def tsg_segments(tsg: TextSceneGraph) -> list[Segment]:
 
     Objects print their ``label`` (the surface noun phrase, as FACTUAL's
     annotators wrote them), relations their ``lemma`` ("sit on"), attributes
-    their ``lemma`` (numbers as digits). ``pred_attribute`` nodes (adverbs)
-    have no FACTUAL form and are left out.
+    their ``lemma`` (numbers as digits). A relation with a subject but no
+    object whose word is a participle is a state in FACTUAL, and so are its
+    adverbs: "pedestrians walking outside" → ``( pedestrians , is , walking )
+    , ( pedestrians , is , outside )``; other ``pred_attribute`` nodes have no
+    FACTUAL form and are left out.
     """
     nodes = tsg.nodes
     subjects: dict[int, list[int]] = {}
     objects: dict[int, list[int]] = {}
     attrs: list[tuple[int, int]] = []
+    adverbs: dict[int, list[int]] = {}
     for edge in tsg.edges:
         if edge.kind == "subj_pred":
             subjects.setdefault(edge.dst, []).append(edge.src)
@@ -73,6 +77,8 @@ def tsg_segments(tsg: TextSceneGraph) -> list[Segment]:
             objects.setdefault(edge.src, []).append(edge.dst)
         elif edge.kind == "obj_attr":
             attrs.append((edge.src, edge.dst))
+        elif edge.kind == "pred_adv":
+            adverbs.setdefault(edge.src, []).append(edge.dst)
     segments: list[Segment] = []
     used: set[int] = set()
 
@@ -87,6 +93,12 @@ def tsg_segments(tsg: TextSceneGraph) -> list[Segment]:
             for o in objects.get(node.id, []):
                 add((_clean(nodes[s].label), _clean(node.lemma), _clean(nodes[o].label)))
                 used.update((s, o))
+            if not objects.get(node.id) and _is_participle(node.label):
+                # FACTUAL writes an object-less participle as a state: ( woman , is , sitting )
+                add((_clean(nodes[s].label), "is", _clean(node.label)))
+                used.add(s)
+                for a in adverbs.get(node.id, []):  # "pedestrians walking outside"
+                    add((_clean(nodes[s].label), "is", _clean(nodes[a].label)))
     for obj, attr in attrs:
         add((_clean(nodes[obj].label), "is", _clean(nodes[attr].lemma)))
         used.add(obj)
@@ -94,6 +106,10 @@ def tsg_segments(tsg: TextSceneGraph) -> list[Segment]:
         if node.kind == "object" and node.id not in used:
             add((_clean(node.label),))
     return segments
+
+
+def _is_participle(label: str) -> bool:
+    return " " not in label.strip() and label.endswith(("ing", "ed")) and len(label) > 4
 
 
 def format_segments(segments: list[Segment]) -> str:

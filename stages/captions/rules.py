@@ -519,6 +519,8 @@ class _Builder:
             tok = t[v]
             if tok.pos not in VERB_POS or tok.label in ("aux", "auxpass"):
                 continue
+            if tok.label == "amod" and not self.kids(v, "dobj", "prep", "agent"):
+                continue  # "a framed picture": an attribute (collect_attributes), not a predicate
             lemma = self.verb_lemma(v)
             is_copula = lemma in COPULAS
             subjects = self.subjects_of_verb(v)
@@ -563,8 +565,8 @@ class _Builder:
                 else:
                     self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v)
                 made = True
-            if not made and not is_copula:
-                self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)
+            if not made and not is_copula and not self.kids(v, "dobj", "prep", "agent", "xcomp", "ccomp", "dative"):
+                self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)  # "a man runs (quickly)"
 
     def is_stranded(self, p: int) -> bool:
         """A preposition with nothing after it but punctuation ("the table the plates are on")."""

@@ -36,3 +36,14 @@ def test_tsg_in_factual_notation_and_back():
 
 def test_empty_graph_is_an_empty_string():
     assert to_factual(TextSceneGraph("c#0", "")) == ""
+
+
+def test_object_less_participle_is_a_state_with_its_adverbs():
+    tsg = TextSceneGraph("c#0", "pedestrians walking outside", nodes=[
+        TextNode(0, "object", "pedestrians", "pedestrian", (0, 11)),
+        TextNode(1, "relation", "walking", "walk", (12, 19)),
+        TextNode(2, "pred_attribute", "outside", "outside", (20, 27)),
+    ], edges=[TextEdge(0, 1, "subj_pred"), TextEdge(1, 2, "pred_adv")])
+    assert to_factual(tsg) == "( pedestrians , is , walking ) , ( pedestrians , is , outside )"
+    tsg.nodes[1] = TextNode(1, "relation", "runs", "run", (12, 16))
+    assert to_factual(tsg) == "( pedestrians )"
