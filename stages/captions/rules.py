@@ -105,6 +105,9 @@ PLACEMENT_VERBS = {"park", "dock", "line", "stand", "sit", "place", "locate", "s
                    "stack", "leave", "store", "set", "put", "hang", "lay", "lie", "rest", "moor",
                    "tie", "chain", "lock", "plant", "pile", "arrange", "display"}
 COPULAS = {"be"}
+#: Passives whose "with"/"in" names the agent: "a field lined with trees" → ( trees , line , field ).
+COVERING_VERBS = {"cover", "line", "surround", "decorate", "top", "frame", "border", "coat", "crowd",
+                  "shade", "litter", "dot", "scatter", "bury"}
 #: How FACTUAL writes some multi-word prepositions.
 PREP_NORMAL = {"at top of": "on top of", "at side of": "on side of", "at corner of": "in corner of",
                "inside of": "inside", "outside of": "outside", "in between": "between",
@@ -228,6 +231,8 @@ class _Builder:
                     continue
             if low in RELATIONAL_NOUNS and ofs and tok.label == "pobj":
                 continue  # part of a multi-word preposition, see prep_phrase
+            if low == "top" and tok.label == "pobj" and not self.doc.children(tok.i):
+                continue  # "with a plant on top": a place, not an object
             if self.predicate_nominal(tok.i):
                 self.predicate_nouns.add(tok.i)
                 continue  # "the egg is a sculpture": an attribute, see copular_attribute
@@ -527,10 +532,17 @@ class _Builder:
             passive = bool(self.kids(v, "nsubjpass", "auxpass")) or (
                 tok.tag == "VBN" and tok.label in ("acl", "amod", "relcl"))
             agents: list[int] = []
+            agent_words: set[int] = set()
             if passive and lemma not in PLACEMENT_VERBS:
                 for a in self.kids(v, "agent"):
                     for o in self.kids(a, "pobj"):
                         agents.extend(self.entities_of(o))
+                if lemma in COVERING_VERBS:  # "a bench covered with snow" → ( snow , cover , bench )
+                    for a in self.kids(v, "prep"):
+                        if self.low(a) in ("with", "in"):
+                            found = [e for o in self.kids(a, "pobj") for e in self.entities_of(o)]
+                            agents.extend(found)
+                            agent_words.update([a] if found else [])
             if agents and subjects:
                 self.relation(agents, [v], subjects, lemma=lemma, verb=v)  # "surrounded by grass"
             if not subjects:
@@ -551,7 +563,7 @@ class _Builder:
                 self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v)
                 made = True
             for prep, words, nouns in self.preps_of(v, tuple(particles)):
-                if prep in ("by",) and agents:
+                if (prep in ("by",) and agents) or set(words) & agent_words:
                     continue
                 pobjs = [e for n in nouns for e in self.entities_of(n)]
                 if not pobjs and not nouns and self.is_stranded(words[-1]):
@@ -624,6 +636,11 @@ class _Builder:
                 for n in nouns:
                     target = self.resolve(n)
                     if target is None:
+                        continue
+                    on_top = [k for k in self.kids(n, "prep") if self.low(k) == "on"
+                              and any(self.low(o) == "top" for o in self.kids(k, "pobj"))]
+                    if prep == "with" and on_top:  # "a truck with a plant on top" → ( plant , on top of , truck )
+                        self.relation(self.entities_of(n), on_top, [subj], lemma="on top of")
                         continue
                     learned = self.lex["prep_objects"].get(f"{prep} {self.low(target)}")
                     self.relation([subj], words, self.entities_of(n), lemma=learned or prep)
