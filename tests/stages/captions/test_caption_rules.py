@@ -48,6 +48,12 @@ def segments(parser, text):
     ("the seat of the toilet", "( toilet , have , seat )"),
     ("girl 's jacket is purple", "( girl , have , jacket ) , ( jacket , is , purple )"),
     ("there are a bunch of kites in the sky", "( kites , in , sky )"),
+    # covering passives, "on top", stranded prepositions, closed compounds, states
+    ("the bench is covered with snow", "( snow , cover , bench )"),
+    ("toy truck with plant on top", "( plant , on top of , truck ) , ( truck , is , toy )"),
+    ("blue table the plates are on", "( plates , on , table ) , ( table , is , blue )"),
+    ("a man wearing a black wet suit", "( man , wear , wetsuit ) , ( wetsuit , is , black )"),
+    ("several pedestrians walking outside .", "( pedestrians , is , walking ) , ( pedestrians , is , outside )"),
     # pronouns
     ("a toiled bowl with flowers in it", "( bowl , with , flowers ) , ( flowers , in , bowl ) , ( bowl , is , toiled )"),
     ("he is skiing down the mountain .", "( man , ski down , mountain )"),
