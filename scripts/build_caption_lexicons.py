@@ -16,6 +16,9 @@ that conventions of FACTUAL's annotators come from data rather than guesses
   wrote otherwise for X: ``"plate": "rev:on"`` → ``( food , on , plate )``.
 * ``closed_compounds``: two-word names FACTUAL writes closed ("surf board" →
   "surfboard", "cell phone" → "cellphone").
+* ``renames``: nouns FACTUAL writes as another object name ("guy" →
+  "person"): a caption word absent from its graph while exactly one graph
+  object is absent from the caption, in at least half (and ≥ 5) of its uses.
 * ``prep_objects``: ``"in shirt" → "wear"``: where a preposition before an
   object noun is annotated as another predicate by the majority.
 
@@ -68,6 +71,8 @@ def main() -> None:
     preps: dict[tuple[str, str], Counter] = defaultdict(Counter)
     of_heads: dict[str, Counter] = defaultdict(Counter)
     closed: Counter = Counter()
+    word_seen: Counter = Counter()
+    renamed: dict[str, Counter] = defaultdict(Counter)
     with args.train.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             words = WORD.findall(row["caption"].lower())
@@ -83,6 +88,12 @@ def main() -> None:
             for m, h in zip(words, words[1:]):
                 if m + h in objects and m.isalpha() and h.isalpha():
                     closed[f"{m} {h}"] += 1
+            graph_words = {w for seg in segs for e in seg for w in e.split()}
+            new_objects = [o for o in objects if " " not in o and o not in words]
+            for w in set(words):
+                word_seen[w] += 1
+                if w not in graph_words and len(new_objects) == 1:
+                    renamed[w][new_objects[0]] += 1
             mentioned = {w for s in segs for e in s for w in e.split()}
             for m, h in zip(words, words[1:]):
                 if m in ("a", "an", "the") or m.isdigit():
@@ -131,6 +142,8 @@ def main() -> None:
         "of_heads": {x: majority(c) for x, c in sorted(of_heads.items())
                      if sum(c.values()) >= args.min_count and majority(c) != "rev:have"},
         "closed_compounds": sorted(c for c, n in closed.items() if n >= 2),
+        "renames": {w: c.most_common(1)[0][0] for w, c in sorted(renamed.items())
+                    if c.most_common(1)[0][1] >= 5 and c.most_common(1)[0][1] >= 0.5 * word_seen[w]},
         "prep_objects": {f"{p} {o}": majority(c) for (p, o), c in sorted(preps.items())
                          if sum(c.values()) >= args.min_count and majority(c) != p
                          and c[majority(c)] > sum(c.values()) / 2},

@@ -128,7 +128,8 @@ def lexicon() -> dict:
         data = {}
     return {"verbs": data.get("verbs", {}), "modifiers": data.get("modifiers", {}),
             "prep_objects": data.get("prep_objects", {}), "of_heads": data.get("of_heads", {}),
-            "closed_compounds": {c.replace(" ", "") for c in data.get("closed_compounds", [])}}
+            "closed_compounds": {c.replace(" ", "") for c in data.get("closed_compounds", [])},
+            "renames": data.get("renames", {})}
 
 
 class _Builder:
@@ -334,6 +335,8 @@ class _Builder:
         closed = label.replace(" ", "")
         if " " in label and closed in self.lex["closed_compounds"]:
             label = lemma = closed  # "surf board" → "surfboard", as FACTUAL writes it
+        elif label in self.lex["renames"]:
+            label = lemma = self.lex["renames"][label]  # "guy" → "person", as FACTUAL writes it
         count = 1
         for k in self.kids(i, "nummod"):
             count = number_value(self.t[k].text) or count
