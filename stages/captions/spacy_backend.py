@@ -100,22 +100,41 @@ def from_spacy(doc: Any, tag_attributes: Optional[TagAttributes] = None) -> Pars
     """A spaCy ``Doc`` in the internal form (spaCy's labels already are ClearNLP style).
 
     With ``tag_attributes``, POS and lemma come from it (the pipeline ran
-    without ``attribute_ruler``/``lemmatizer``); else from the Doc.
+    without ``attribute_ruler``/``lemmatizer``); else from the Doc. Reads the
+    Doc through one ``to_array`` call: per-token attribute access costs as much
+    as the rules.
     """
+    from spacy.attrs import DEP, HEAD, IDX, LENGTH, SENT_START, TAG
+
+    if len(doc) == 0:
+        return ParsedDoc(doc.text, [])
+    strings = doc.vocab.strings
+    rows = doc.to_array([HEAD, DEP, TAG, IDX, LENGTH, SENT_START]).astype("int64").tolist()
+    text = doc.text
     tokens = []
     sent = -1
-    for tok in doc:
-        if tok.is_sent_start or sent < 0:
+    names: dict[int, str] = {}
+    for i, (rel_head, dep, tag_id, idx, length, sent_start) in enumerate(rows):
+        if sent_start == 1 or sent < 0:
             sent += 1
-        head = tok.head.i
-        label = "root" if head == tok.i else (tok.dep_.lower() or "dep")
+        head = i + rel_head
+        word = text[idx:idx + length]
+        tag = names.get(tag_id)
+        if tag is None:
+            tag = names[tag_id] = strings[tag_id & 0xFFFFFFFFFFFFFFFF] if tag_id else ""
+        if head == i:
+            label = "root"
+        else:
+            label = names.get(dep)
+            if label is None:
+                label = names[dep] = (strings[dep & 0xFFFFFFFFFFFFFFFF].lower() if dep else "") or "dep"
         if tag_attributes is None:
+            tok = doc[i]
             pos, lemma = tok.pos_, tok.lemma_
         else:
-            pos, lemma = tag_attributes(tok.text, tok.tag_)
-        tokens.append(Token(tok.i, tok.text, lemma, pos, tok.tag_, head, label,
-                            tok.idx, tok.idx + len(tok.text), sent))
-    return ParsedDoc(doc.text, tokens)
+            pos, lemma = tag_attributes(word, tag)
+        tokens.append(Token(i, word, lemma, pos, tag, head, label, idx, idx + length, sent))
+    return ParsedDoc(text, tokens)
 
 
 @CAPTION_PARSERS.register("spacy")
