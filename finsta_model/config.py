@@ -57,6 +57,9 @@ class TrainConfig:
     # data
     shuffle_buffer: int = 256
     num_workers: int = 0
+    threads: int = 1                # torch CPU threads; 1 is fastest for these small graphs on a busy
+                                    # machine (2 threads on 2 loaded cores measured 8x slower); 0 = torch default
+    cache_mb: int = 0               # keep encoded shards in memory between epochs (0 = stream only)
     checkpoint_every: int = 100
     log_every: int = 10
 

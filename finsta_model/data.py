@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -44,7 +45,8 @@ class ShardStream(IterableDataset):
 
     def __init__(self, root: str | Path, batch_size: int, seed: int = 0, epoch: int = 0, mode: str = "train",
                  buffer_size: int = 256, hard_negatives: bool = True, label_buckets: int = 512,
-                 num_logical_workers: int = 1, skip: Optional[list[int]] = None, worker_offset: int = 0):
+                 num_logical_workers: int = 1, skip: Optional[list[int]] = None, worker_offset: int = 0,
+                 cache_bytes: int = 0):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
         self.root = Path(root)
@@ -61,6 +63,7 @@ class ShardStream(IterableDataset):
         self.num_logical_workers = max(1, num_logical_workers)
         self.skip = list(skip) if skip else [0] * self.num_logical_workers
         self.worker_offset = worker_offset
+        self.cache_bytes = cache_bytes
 
     def shard_order(self) -> list[str]:
         order = list(self.shards)
@@ -76,10 +79,16 @@ class ShardStream(IterableDataset):
         return (physical + self.worker_offset) % count
 
     def _samples(self, shards: list[str]) -> Iterator[EncodedSample]:
-        dataset = open_dataset(self.root)  # per worker: no shared file handles across processes
+        dataset = None  # opened per worker: no shared file handles across processes
         for name in shards:
-            for sample, features in dataset.iter_shard(name):
-                encoded = encode_sample(sample, features, self.label_buckets)
+            cache_key = (str(self.root.resolve()), name, self.label_buckets)
+            encoded_shard = _CACHE.get(cache_key)
+            if encoded_shard is None:
+                dataset = dataset or open_dataset(self.root)
+                encoded_shard = [encode_sample(sample, features, self.label_buckets)
+                                 for sample, features in dataset.iter_shard(name)]
+                _CACHE.put(cache_key, encoded_shard, self.cache_bytes)
+            for encoded in encoded_shard:
                 if self.mode == "eval" or encoded.real_captions():
                     yield encoded
 
@@ -142,6 +151,42 @@ class ShardStream(IterableDataset):
             batch = collate(items, [s.real_captions() for s in items], self.hard_negatives, self.dims)
             batch.origin = (worker, index)
             yield batch
+
+
+class _ShardCache:
+    """Encoded shards kept between epochs, least recently used first out, up to a byte budget.
+
+    Off by default (``cache_bytes=0``): the stream then holds one shard at a time. Worth turning on
+    when the encoded dataset fits in memory, because decoding records dominates the loader's time.
+    The cache lives in the process that iterates: it helps in-process loading (worker processes
+    end with each epoch).
+    """
+
+    def __init__(self):
+        self.items: OrderedDict[tuple, tuple[list[EncodedSample], int]] = OrderedDict()
+
+    def get(self, key: tuple) -> Optional[list[EncodedSample]]:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key][0]
+        return None
+
+    def put(self, key: tuple, value: list[EncodedSample], budget: int) -> None:
+        if budget <= 0:
+            return
+        size = sum(_nbytes(s) for s in value)
+        self.items[key] = (value, size)
+        while self.items and sum(n for _, n in self.items.values()) > budget:
+            self.items.popitem(last=False)
+
+
+def _nbytes(sample: EncodedSample) -> int:
+    arrays = [v for v in vars(sample).values() if hasattr(v, "nbytes")]
+    arrays += [a for c in sample.captions for a in (c.feat, c.node_feat)]
+    return sum(a.nbytes for a in arrays) + 512 * (1 + len(sample.captions))
+
+
+_CACHE = _ShardCache()
 
 
 def _identity(batch: GraphBatch) -> GraphBatch:

@@ -134,6 +134,8 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
     if dims != ckpt.dims:
         raise UserError(f"{shards} has feature dims {dims}, the checkpoint was trained on {ckpt.dims}")
     dev = resolve_device(device)
+    if dev.type == "cpu" and ckpt.config.threads > 0:
+        torch.set_num_threads(ckpt.config.threads)
     model = FinstaModel(ckpt.config, dims)
     model.load_state_dict(ckpt.model)
     model.to(dev).eval()

@@ -5,8 +5,10 @@ All take L2-normalised embeddings and a temperature ``tau``.
 * :func:`video_text_nce` — symmetric InfoNCE. Text→video: each real caption
   against every video of the batch. Video→text: each video against every
   caption of the batch, hard negatives included (a perturbed caption is a
-  negative of the video it was made from; that is the only place they enter
-  training, see docs/model.md).
+  negative of the video it was made from). Plus, when the batch carries hard
+  negatives, a ranking term: on the true video, each real caption against its
+  own perturbations (the same term trains the host-only baseline, see
+  docs/model.md).
 * :func:`object_spatial_contrast` (OSC) — a TSG object node against the
   neighbourhood embedding of the DSG track its HSG link names; negatives are
   every other track of the batch (its own video's other tracks included).
@@ -41,7 +43,20 @@ def video_text_nce(video: torch.Tensor, text: torch.Tensor, cap_video: torch.Ten
     match = cap_video[:, None] == torch.arange(video.shape[0], device=video.device)[None]
     t2v = multi_positive_nce(sim[real], match[real])
     v2t = multi_positive_nce(sim.T, (match & real[:, None]).T)
-    return (t2v + v2t) / 2
+    loss = (t2v + v2t) / 2
+    negatives = ~real
+    if negatives.any():
+        # caption-vs-its-perturbations ranking on the true video: row c ranks {c} ∪ N(c)
+        own = sim[torch.arange(len(text), device=text.device), cap_video]          # s(caption, its video)
+        group = torch.where(real, torch.arange(len(text), device=text.device), cap_neg_of)
+        rows = real.nonzero().squeeze(1)
+        members = group[None, :] == rows[:, None]                                   # [R, C]
+        has_negative = (members & negatives[None, :]).any(1)
+        if has_negative.any():
+            logits = own[None, :].expand(len(rows), -1)[has_negative]
+            positive = (rows[:, None] == torch.arange(len(text), device=text.device)[None, :])[has_negative]
+            loss = loss + multi_positive_nce(logits, positive, members[has_negative])
+    return loss
 
 
 def object_spatial_contrast(nodes: torch.Tensor, tracks: torch.Tensor, link_node: torch.Tensor,

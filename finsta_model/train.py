@@ -107,6 +107,8 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
         raise UserError(f"--resume: {run_dir} holds no checkpoint to resume from")
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    if dev.type == "cpu" and config.threads > 0:
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     ckpt = load_checkpoint(run_dir) if resume else None
     if ckpt is not None:
@@ -151,7 +153,8 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
             stream = ShardStream(shards, config.batch_size, seed=config.seed, epoch=epoch, mode="train",
                                  buffer_size=config.shuffle_buffer, hard_negatives=config.train_hard_negatives,
                                  label_buckets=config.label_buckets, num_logical_workers=workers,
-                                 skip=consumed, worker_offset=in_epoch % workers)
+                                 skip=consumed, worker_offset=in_epoch % workers,
+                                 cache_bytes=config.cache_mb << 20)
             produced = 0
             for batch in make_loader(stream, config.num_workers, pin_memory=dev.type == "cuda"):
                 produced += 1
