@@ -56,15 +56,21 @@ VERB_POS = ("VERB", "AUX")
 #: "a <quantity> of X" → X. Values: the attribute FACTUAL keeps (or None).
 QUANTITY_NOUNS = {
     "group": "group of", "piece": "piece", "part": "part", "slice": "slice", "mound": "mound",
+    "patch": "patch", "body": None,
     "bunch": None, "bits": None, "bit": None, "stack": None, "pile": None, "row": None,
     "rows": None, "lot": None, "lots": None, "alot": None, "herd": None, "flock": None,
     "pair": None, "couple": None, "number": None, "set": None, "variety": None,
     "collection": None, "cluster": None, "bundle": None, "handful": None, "plenty": None,
     "kind": None, "type": None, "line": None, "crowd": None, "team": None, "array": None,
-    "assortment": None, "series": None, "batch": None, "patch": None, "clump": None,
+    "assortment": None, "series": None, "batch": None, "clump": None,
     "mass": None, "swarm": None, "fleet": None, "litter": None, "grove": None,
     "selection": None, "ton": None, "tons": None, "dozens": None, "thicket": None,
 }
+#: "a photo of X" is X in FACTUAL.
+FRAME_NOUNS = {"scene", "image", "photo", "photograph", "shot", "view", "closeup", "close-up"}
+#: Containers: "a mug of coffee" → ( coffee , in , mug ) unless the learned lexicon says otherwise.
+CONTAINERS = {"mug", "cup", "glass", "glasses", "bottle", "bottles", "jar", "can", "carton", "pot",
+              "pitcher", "jug", "tub", "bucket", "basket", "box", "bag", "vase"}
 #: Nouns that with "of" form a spatial preposition: "on top of", "in front of".
 RELATIONAL_NOUNS = {"top", "side", "front", "middle", "edge", "corner", "back", "left", "right",
                     "end", "bottom", "center", "centre", "rear", "base", "surface", "tip"}
@@ -225,15 +231,18 @@ class _Builder:
                 continue
             low = tok.text.lower()
             ofs = [k for k in self.kids(tok.i, "prep") if self.low(k) == "of"]
-            if low in QUANTITY_NOUNS and ofs:
+            quantity = low in QUANTITY_NOUNS or tok.lemma.lower() in QUANTITY_NOUNS or low in FRAME_NOUNS or (
+                low in RELATIONAL_NOUNS and tok.label != "pobj")
+            if quantity and ofs:  # "a bunch of birds", "slices of pizza", "a photo of a cat", "the end of a hot dog"
                 inner = [k for k in self.kids(ofs[0], "pobj") if self.is_noun(k)]
                 if inner:
                     self.alias[tok.i] = inner[0]
                     continue
             if low in RELATIONAL_NOUNS and ofs and tok.label == "pobj":
                 continue  # part of a multi-word preposition, see prep_phrase
-            if low == "top" and tok.label == "pobj" and not self.doc.children(tok.i):
-                continue  # "with a plant on top": a place, not an object
+            if low in RELATIONAL_NOUNS and tok.label == "pobj" and not self.doc.children(tok.i) \
+                    and self.low(tok.head) == "on":
+                continue  # "with a plant on top", "a sign on side": a place, not an object
             if self.predicate_nominal(tok.i):
                 self.predicate_nouns.add(tok.i)
                 continue  # "the egg is a sculpture": an attribute, see copular_attribute
@@ -253,7 +262,9 @@ class _Builder:
             else:
                 self.obj_node[i] = self.make_object(i)
         for src, dst in list(self.alias.items()):
-            attr = QUANTITY_NOUNS.get(self.low(src))
+            attr = QUANTITY_NOUNS.get(self.low(src)) or QUANTITY_NOUNS.get(self.t[src].lemma.lower())
+            if attr and attr != "group of":
+                attr = self.low(src)  # FACTUAL keeps the word: ( pizza , is , slices )
             target = self.resolve(dst)
             if attr and target is not None and self.t[src].pos in NOUN_POS:
                 self.add_attribute(self.obj_node[target], attr, attr, (self.t[src].start, self.t[src].end))
@@ -562,7 +573,7 @@ class _Builder:
                     if self.low(a) in PREP_PREFIXES and self.kids(a, "prep"):
                         continue  # "the cat is next to a wall": a preposition, below
                     self.copular_attribute(subjects, a)
-            elif objs:
+            elif objs and not (lemma == "have" and self.points_back(v)):
                 self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v)
                 made = True
             for prep, words, nouns in self.preps_of(v, tuple(particles)):
@@ -582,6 +593,14 @@ class _Builder:
                 made = True
             if not made and not is_copula and not self.kids(v, "dobj", "prep", "agent", "xcomp", "ccomp", "dative"):
                 self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)  # "a man runs (quickly)"
+
+    def points_back(self, v: int) -> bool:
+        """"the pole has a flag on it": the object's own preposition back to the subject says it all."""
+        for o in self.kids(v, "dobj"):
+            for p in self.kids(o, "prep") + self.kids(v, "prep"):
+                if any(self.low(k) in ("it", "them") for k in self.kids(p, "pobj")):
+                    return True
+        return False
 
     def is_stranded(self, p: int) -> bool:
         """A preposition with nothing after it but punctuation ("the table the plates are on")."""
@@ -629,7 +648,8 @@ class _Builder:
                 if not objs or (head in self.alias and prep == "of"):
                     continue
                 if prep == "of":
-                    how = self.lex["of_heads"].get(self.low(head), "rev:have")
+                    how = self.lex["of_heads"].get(self.low(head)) or (
+                        "rev:in" if self.low(head) in CONTAINERS else "rev:have")
                     direction, _, pred = how.partition(":")
                     if direction == "fwd":
                         self.relation([subj], [], objs, lemma=pred)
@@ -640,10 +660,12 @@ class _Builder:
                     target = self.resolve(n)
                     if target is None:
                         continue
-                    on_top = [k for k in self.kids(n, "prep") if self.low(k) == "on"
-                              and any(self.low(o) == "top" for o in self.kids(k, "pobj"))]
-                    if prep == "with" and on_top:  # "a truck with a plant on top" → ( plant , on top of , truck )
-                        self.relation(self.entities_of(n), on_top, [subj], lemma="on top of")
+                    on_part = [(k, o) for k in self.kids(n, "prep") if self.low(k) == "on"
+                               for o in self.kids(k, "pobj") if self.low(o) in RELATIONAL_NOUNS
+                               and not self.doc.children(o)]
+                    if prep == "with" and on_part:  # "a truck with a plant on top" → ( plant , on top of , truck )
+                        k, o = on_part[0]
+                        self.relation(self.entities_of(n), [k, o], [subj], lemma=f"on {self.low(o)} of")
                         continue
                     learned = self.lex["prep_objects"].get(f"{prep} {self.low(target)}")
                     self.relation([subj], words, self.entities_of(n), lemma=learned or prep)
