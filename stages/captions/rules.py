@@ -172,8 +172,16 @@ class _Builder:
             self.edge_keys.add((src, dst, kind))
             self.edges.append(TextEdge(src, dst, kind))
 
+    def is_reciprocal(self, i: int) -> bool:
+        """"each other", "one another"."""
+        low = self.low(i)
+        return (low == "other" and any(self.low(k) == "each" for k in self.doc.children(i))) or \
+            low == "another" or (low == "one" and i + 1 < len(self.t) and self.low(i + 1) == "another")
+
     def is_noun(self, i: int) -> bool:
         tok = self.t[i]
+        if self.is_reciprocal(i):
+            return False
         if not any(ch.isalpha() for ch in tok.text) or tok.label in ("fixed", "case", "det", "prt"):
             return False
         if tok.pos in NOUN_POS:
@@ -580,6 +588,8 @@ class _Builder:
                 if (prep in ("by",) and agents) or set(words) & agent_words:
                     continue
                 pobjs = [e for n in nouns for e in self.entities_of(n)]
+                if any(self.is_reciprocal(n) for n in nouns):
+                    pobjs = list(subjects)  # "two buses next to each other" → ( bus , next to , bus )
                 if not pobjs and not nouns and self.is_stranded(words[-1]):
                     subjects, pobjs = self.stranded_object(v, subjects)
                 if not pobjs or not subjects:
@@ -590,6 +600,11 @@ class _Builder:
                     self.relation(objs, words, pobjs, lemma=prep, verb=v)
                 else:
                     self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v)
+                made = True
+            if not made and len(subjects) == 1 and self.nodes[subjects[0]].count == 2 and any(
+                    self.low(a) == "together" for a in self.kids(v, "advmod")):
+                together = "next to" if lemma in PLACEMENT_VERBS else "with"  # "two giraffes standing together"
+                self.relation(subjects, verb_words, subjects, lemma=f"{verb_lemma} {together}", verb=v)
                 made = True
             if not made and not is_copula and not self.kids(v, "dobj", "prep", "agent", "xcomp", "ccomp", "dative"):
                 self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)  # "a man runs (quickly)"
@@ -678,6 +693,27 @@ class _Builder:
                     owners = [e for s in self.kids(head, "nsubj") for e in self.entities_of(s)]
                     self.relation(owners, [k], [subj], lemma="have")
 
+    def reciprocals(self) -> None:
+        """A relation from an object to itself stands for two of its instances: FACTUAL writes
+        the singular on both sides and no count ( giraffe , stand next to , giraffe )."""
+        subj = {(e.src, e.dst) for e in self.edges if e.kind == "subj_pred"}
+        selfish = {e.dst for e in self.edges if e.kind == "pred_obj" and (e.dst, e.src) in subj}
+        if not selfish:
+            return
+        drop = set()
+        for o in selfish:
+            node = self.nodes[o]
+            node.label = node.lemma
+            for e in self.edges:
+                if e.src == o and e.kind == "obj_attr" and self.nodes[e.dst].lemma == str(node.count):
+                    drop.add(e.dst)
+        if drop:
+            keep = [n for n in self.nodes if n.id not in drop]
+            new_id = {n.id: k for k, n in enumerate(keep)}
+            self.edges = [TextEdge(new_id[e.src], new_id[e.dst], e.kind) for e in self.edges
+                          if e.src in new_id and e.dst in new_id]
+            self.nodes = [TextNode(new_id[n.id], n.kind, n.label, n.lemma, n.span, n.count) for n in keep]
+
     def adverbs(self) -> None:
         t = self.t
         for v, rels in self.verb_rel.items():
@@ -765,4 +801,5 @@ def build_tsg(doc: ParsedDoc, caption_id: str, text: Optional[str] = None,
         b.verb_relations()
         b.noun_relations()
         b.adverbs()
+        b.reciprocals()
     return TextSceneGraph(caption_id, doc.text if text is None else text, b.nodes, b.edges, start, end)

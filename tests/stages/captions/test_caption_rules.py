@@ -54,6 +54,9 @@ def segments(parser, text):
     ("blue table the plates are on", "( plates , on , table ) , ( table , is , blue )"),
     ("a man wearing a black wet suit", "( man , wear , wetsuit ) , ( wetsuit , is , black )"),
     ("several pedestrians walking outside .", "( pedestrians , is , walking ) , ( pedestrians , is , outside )"),
+    # reciprocals: two instances of one object
+    ("two giraffes standing together", "( giraffe , stand next to , giraffe )"),
+    ("two elephants playing with each other", "( elephant , play with , elephant )"),
     # pronouns
     ("a toiled bowl with flowers in it", "( bowl , with , flowers ) , ( flowers , in , bowl ) , ( bowl , is , toiled )"),
     ("he is skiing down the mountain .", "( man , ski down , mountain )"),
