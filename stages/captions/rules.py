@@ -102,6 +102,8 @@ RELATIVE_PRONOUNS = {"that", "which", "who", "whom", "whose", "where"}
 SKIP_ADVERBS = {"there", "here", "not", "n't", "never", "also", "too", "very", "so", "then",
                 "where", "when", "how", "why", "just", "only", "as", "even", "still", "again",
                 "while", "now", "already", "almost", "all", "each", "other", "together"}
+PLACE_ADVERBS = {"home", "outside", "inside", "upstairs", "downstairs", "away", "back", "forward",
+                 "there", "here", "overhead", "outdoors", "indoors", "nearby", "ahead", "together"}
 DEGREE_WORDS = {"very", "so", "too", "really", "more", "most", "quite", "rather", "extremely"}
 #: Words that join a following preposition: "next to", "close to", "out of".
 PREP_PREFIXES = {"next", "close", "out", "away", "off", "ahead",
@@ -188,6 +190,9 @@ class _Builder:
             return not self.is_noun_modifier(i)
         # a noun the tagger missed, in a noun's slot (or with an article: "by a locomotive")
         slot = tok.label in ("nsubj", "nsubjpass", "dobj", "pobj", "root")
+        if tok.label in ("dobj", "pobj") and tok.tag == "RB" and tok.text.isalpha() and len(tok.text) > 3 \
+                and self.low(i) not in PLACE_ADVERBS:
+            return True  # "person wears backpack": an object the tagger took for an adverb
         return slot and (tok.tag in ("NN", "NNS") or (tok.pos in ("ADJ", "VERB", "X") and any(
             self.low(k) in ("a", "an") for k in self.kids(i, "det"))))
 
@@ -601,6 +606,12 @@ class _Builder:
                 else:
                     self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v)
                 made = True
+            if not made and particles and self.is_stranded(particles[-1]):
+                # "the water the bird is standing on": a particle that is a stranded preposition
+                subjects, stranded = self.stranded_object(v, subjects)
+                if stranded and subjects:
+                    self.relation(subjects, verb_words, stranded, lemma=verb_lemma, verb=v)
+                    made = True
             if not made and len(subjects) == 1 and self.nodes[subjects[0]].count == 2 and any(
                     self.low(a) == "together" for a in self.kids(v, "advmod")):
                 together = "next to" if lemma in PLACEMENT_VERBS else "with"  # "two giraffes standing together"
