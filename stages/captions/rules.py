@@ -2,22 +2,25 @@
 
 The rules, in the order they run (each names the labels it reads):
 
+* **Repairs** (:func:`repair`) of three tagging slips of small models on
+  caption fragments, before anything else.
 * **Objects**: every noun (``NOUN``/``PROPN``) that does not modify another
-  noun. Its ``compound`` modifiers (and ``amod`` words FACTUAL treats as part
-  of a name, "hot dog") prefix its label ("tree trunk"); how a modifier word is
-  written comes from :data:`LEXICON` ``modifiers``, learned from FACTUAL-MR
-  training data (``keep`` / ``attr`` "metal poles" / ``have`` "clock face" →
-  ``( clock , have , face )`` / ``drop``). Quantity heads ("a group of
-  people", "a bunch of birds") give way to the noun after "of"; "group",
-  "piece", "part", "slice" stay as its attribute, as FACTUAL annotates them.
-  Pronouns "it/they/them/he/she…" resolve to an earlier object (the nearest
-  compatible one that is not the pronoun's own governor or clause subject);
-  unresolved pronouns are dropped.
-* **Attributes** (``obj_attr``): ``amod`` adjectives and participles, shade
-  words joined to their colour ("dark green"), adverbs of degree ("partly
-  cloudy"), ``conj``-joined adjectives, ``nummod`` numbers (as digits; they
-  also set ``TextNode.count``), and copular predicates ("the car is red":
-  ``acomp``/``attr`` under "be").
+  noun. How a word before it is written comes from the learned
+  ``modifiers`` list (``keep`` → part of the name, "tree trunk"; ``attr`` →
+  ``( poles , is , metal )``; ``have`` → ``( clock , have , face )``;
+  ``drop``); an unseen noun modifier is an attribute, a closed compound wins
+  ("wet suit" → "wetsuit"), learned ``renames`` apply ("guy" → "person").
+  Quantity, frame and part heads give way to the noun after "of" ("a bunch of
+  birds", "a photo of a cat", "the end of a hot dog"); "group", "piece",
+  "part", "slice", "patch" stay as its attribute. Pronouns "it/they/them/he/
+  she…" resolve to the nearest compatible earlier object that is not their own
+  governor; an unresolved he/she is "man"/"woman"; other unresolved pronouns
+  are dropped.
+* **Attributes** (``obj_attr``): ``amod`` adjectives and participles (also
+  those the parser hung on a compound word), shade words joined to their
+  colour ("dark green"), adverbs ("partly cloudy"), ``conj``-joined
+  adjectives, ``nummod`` numbers (as digits; they also set
+  ``TextNode.count``), and copular predicates ("the car is red").
 * **Relations** (``subj_pred``/``pred_obj``): a verb's subjects are its
   ``nsubj``/``nsubjpass``, the noun it modifies (``acl``, ``relcl``, with the
   relative pronoun replaced), the ``attr`` of an existential "there is", or
@@ -25,15 +28,23 @@ The rules, in the order they run (each names the labels it reads):
   ``xcomp``, ``advcl``). Its objects are ``dobj`` nouns (predicate: the verb
   with its particle, "pick up") and ``prep`` objects (predicate: verb +
   preposition, "sit on"; multi-word prepositions "on top of", "in front of",
-  "out of", "next to" are joined). A passive's ``agent`` becomes the subject
-  ("bear surrounded by grass" → ``( grass , surround , bear )``) except after
-  verbs of placement ("cars parked by the building" → ``park by``). Copular
-  "be" contributes no word ("the cat is on the mat" → "on"). A noun's ``prep``
-  gives (noun, prep, object), rewritten by the learned ``prep_objects``
-  ("man in a shirt" → ``wear``); "X of Y" gives (Y, have, X); "Y's X" gives
-  (Y, have, X).
+  "out of", "next to" are joined; a verb with a direct object hands its
+  prepositional phrase to that object). A passive's ``agent`` becomes the
+  subject ("bear surrounded by grass" → ``( grass , surround , bear )``), and
+  so does the "with"/"in" object of covering verbs ("covered with snow"),
+  except after verbs of placement ("parked by the building" → ``park by``).
+  Copular "be" contributes no word ("the cat is on the mat" → "on"). A stranded
+  preposition takes the fronted or modified noun ("blue table the plates are
+  on"). A noun's ``prep`` gives (noun, prep, object), rewritten by the learned
+  ``prep_objects`` ("man in a shirt" → ``wear``); "X with Y on top" gives
+  (Y, on top of, X); "X of Y" gives (Y, have, X) unless the learned
+  ``of_heads`` or a container says otherwise ("a mug of coffee" →
+  ``( coffee , in , mug )``); "Y's X" gives (Y, have, X); "X has Y on it"
+  only (Y, on, X).
 * **Coordination**: ``conj`` of a subject or object repeats the edge
   ("a man and a woman sit on a bench" → two ``subj_pred`` edges).
+* **Reciprocals**: "two giraffes standing together", "next to each other" →
+  one object related to itself, written in the singular without its count.
 * **Predicate attributes** (``pred_adv``): ``advmod`` adverbs of a verb that
   has a relation node ("runs quickly"), except wh-words, negation, degree and
   place words ("there", "here").
@@ -317,7 +328,7 @@ class _Builder:
             return learned if learned in ("keep", "attr", "drop") else "attr"
         if learned:
             return learned
-        return "attr" if word in ATTRIBUTE_NOUNS else "keep"
+        return "attr"  # unseen in training: FACTUAL mostly writes a noun modifier as an attribute
 
     def name_modifiers(self, i: int) -> list[int]:
         """Modifier tokens of noun ``i`` that are nouns or noun-like (compound chain)."""
