@@ -28,7 +28,7 @@ def test_every_command_has_help(command):
     (["verify", "/nonexistent/ds"], "/nonexistent/ds"),
     (["inspect", "/nonexistent/ds", "--list"], "/nonexistent/ds"),
     (["build-sgs", "--bogus-option"], "--bogus-option"),
-    (["build-sgs", "--limit", "zero"], "zero"),
+    (["build-sgs", "--limit", "zero"], "--limit"),
     (["build-sgs", "--dataset", "nosuchset", "--dry-run"], "nosuchset"),
     (["build-sgs", "--executor", "threads", "--dry-run"], "threads"),
     (["build-sgs", "--set", "decode.nosuchfield=1", "--dry-run"], "decode.nosuchfield"),
