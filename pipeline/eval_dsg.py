@@ -51,6 +51,7 @@ from scipy.optimize import linear_sum_assignment
 
 from schemas.errors import UserError
 from schemas.records import DynamicSceneGraph, VideoSample
+from stages.geometry import iou_matrix
 from stages.tracking_metrics import mot_metrics
 
 IOU_THRESHOLD = 0.5
@@ -81,21 +82,7 @@ def load_truth(truth_dir: str | Path) -> dict[str, dict]:
 
 
 def iou(a, b) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _iou_matrix(boxes_a: list, boxes_b: list) -> np.ndarray:
-    out = np.zeros((len(boxes_a), len(boxes_b)))
-    for i, a in enumerate(boxes_a):
-        for j, b in enumerate(boxes_b):
-            out[i, j] = iou(a, b)
-    return out
+    return float(iou_matrix([a], [b])[0, 0])
 
 
 def _assign(ious: np.ndarray, threshold: float = IOU_THRESHOLD) -> list[tuple[int, int]]:
@@ -189,7 +176,7 @@ def _evaluate_sample(sample: VideoSample, truth: dict, tot: _Totals) -> None:
         faint = [o for o in tframe["objects"] if o["visibility"] < MIN_VISIBILITY and o["visible_box"]]
         dets = by_frame.get(k, [])
         boxes = [dsg.detections[d].box for d in dets]
-        ious = _iou_matrix([o["visible_box"] for o in targets], boxes)
+        ious = iou_matrix([o["visible_box"] for o in targets], boxes)
         pairs = _assign(ious)
         matched = {j for _, j in pairs}
         ignored = {j for j in range(len(dets)) if j not in matched and any(

@@ -40,6 +40,7 @@ from scipy.optimize import linear_sum_assignment
 from schemas.errors import UserError
 from schemas.records import Detection, Track
 from stages.base import Resources, Stage, VideoTask
+from stages.geometry import iou_matrix
 
 _FORBIDDEN = 1e6
 
@@ -96,18 +97,6 @@ class _TrackState:
         return next(name for name, n in self.labels.items() if n == best)
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``[n, 4]`` and ``[m, 4]`` xyxy boxes → ``[n, m]``."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 class Tracker:

@@ -29,20 +29,12 @@ from typing import Hashable, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from stages.geometry import iou_matrix
+
 BoxLike = Sequence[float]
 FrameBoxes = Sequence[tuple[Hashable, BoxLike]]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def mot_metrics(gt: Sequence[FrameBoxes], pred: Sequence[FrameBoxes],
@@ -64,7 +56,7 @@ def mot_metrics(gt: Sequence[FrameBoxes], pred: Sequence[FrameBoxes],
         num_pred += len(pred_ids)
         if not gt_ids or not pred_ids:
             continue
-        overlap = _iou(np.asarray([b for _, b in gt_frame], np.float64).reshape(-1, 4),
+        overlap = iou_matrix(np.asarray([b for _, b in gt_frame], np.float64).reshape(-1, 4),
                        np.asarray([b for _, b in pred_frame], np.float64).reshape(-1, 4))
         pairs: list[tuple[int, int]] = []
         pred_pos = {p: j for j, p in enumerate(pred_ids)}

@@ -43,6 +43,7 @@ import numpy as np
 
 from schemas.errors import UserError
 from stages.detectors.base import DetectorConfig, FrameDetections
+from stages.geometry import iou_matrix
 from stages.registry import DETECTORS
 
 IMAGENET_MAP = Path(__file__).with_name("imagenet_to_objects.json")
@@ -150,16 +151,6 @@ def roi_average(feature_map: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``n × 4`` and ``m × 4`` xyxy boxes."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 def class_nms(boxes: np.ndarray, labels: list[str], scores: np.ndarray, iou: float) -> list[int]:
@@ -167,7 +158,7 @@ def class_nms(boxes: np.ndarray, labels: list[str], scores: np.ndarray, iou: flo
     keep: list[int] = []
     for i in np.argsort(-scores, kind="stable"):
         same = [k for k in keep if labels[k] == labels[i]]
-        if same and box_iou(boxes[i:i + 1], boxes[same]).max() > iou:
+        if same and iou_matrix(boxes[i:i + 1], boxes[same]).max() > iou:
             continue
         keep.append(int(i))
     return keep

@@ -10,7 +10,8 @@ from hypothesis import assume, given, settings, strategies as st
 
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
-from stages.tracking import Tracker, TrackerConfig, TrackingStage, iou_matrix
+from stages.geometry import iou_matrix
+from stages.tracking import Tracker, TrackerConfig, TrackingStage
 from stages.tracking_metrics import mot_metrics
 
 
