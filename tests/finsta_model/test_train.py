@@ -44,9 +44,9 @@ def test_resume_continues_exactly(small_dataset, tmp_path):
 
 
 def test_resume_with_two_loader_workers(small_dataset, tmp_path):
-    cfg = TINY.replace(num_workers=2, steps=6)
+    cfg = TINY.replace(num_workers=2, steps=8)   # 6 batches an epoch: crosses into epoch 1
     train(small_dataset, tmp_path / "whole", cfg, progress=False)
-    train(small_dataset, tmp_path / "cut", cfg, progress=False, max_new_steps=3)
+    train(small_dataset, tmp_path / "cut", cfg, progress=False, max_new_steps=5)  # resumes at worker 1
     train(small_dataset, tmp_path / "cut", cfg, resume=True, progress=False)
     np.testing.assert_allclose([x for _, x, _ in _losses(tmp_path / "whole")],
                                [x for _, x, _ in _losses(tmp_path / "cut")], rtol=1e-5)
