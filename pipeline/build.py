@@ -4,12 +4,13 @@ Flow (docs/architecture.md)::
 
     dataset.tasks() ─ select (resume, retry, key safety, duplicates)
       → video group:   decode → detect → track → relate → embed_visual   (frames stay inside one actor)
-      → caption group: parse_captions → merge_hsg → embed_text
+      → caption group: parse_captions → merge_hsg → embed_text            (own pool when a stage uses a GPU)
       → driver: VideoTask → (VideoSample, SampleFeatures) | FailureRecord → shards of ``shard_size``
 
 Each group is one Ray Data ``map_batches`` over an actor pool whose actors
 call every stage's ``setup()`` once; decoded frames never leave the video
-group's actor, so only graphs and features travel between processes. Order
+group's actor, so only graphs and features travel between processes. On CPU
+only, both groups run in one actor (see :func:`stage_groups`). Order
 is preserved, so the same input gives the same shards for 1 or N workers and
 1 or N nodes. A shard is committed as soon as it is full, so a killed run
 loses at most the samples in flight; the rerun skips every committed key.
@@ -69,11 +70,26 @@ class StageGroup:
 
 
 def stage_groups(cfg: BuildConfig) -> list[StageGroup]:
-    """The pipeline's stage groups for ``cfg``, in order."""
+    """The pipeline's stage groups for ``cfg``, in order.
+
+    ``cfg.run.stage_groups``: ``two`` gives the video stages and the caption
+    stages their own actor pools (so a GPU detector scales apart from the CPU
+    text stages); ``one`` runs every stage in one actor (no hand-over between
+    processes, one copy of each model per worker); ``auto`` picks ``two`` when
+    any stage asks for a GPU, else ``one``.
+    """
     video = [lambda: DecodeStage(cfg.decode), lambda: DetectStage(cfg.detector), lambda: TrackingStage(cfg.tracker),
              lambda: AttributeRelationStage(cfg.relations), lambda: VisualEmbedStage(cfg.visual)]
     captions = [lambda: CaptionParseStage(cfg.parser), lambda: HSGMergeStage(cfg.merge),
                 lambda: TextEmbedStage(cfg.text)]
+    split = cfg.run.stage_groups
+    if split not in ("auto", "one", "two"):
+        raise UserError(f"run.stage_groups {split!r}: choose auto, one or two")
+    if split == "auto":
+        split = "two" if _group_resources(video + captions).gpus > 0 else "one"
+    if split == "one":
+        return [StageGroup("all", video + captions, _group_resources(video + captions), cfg.video_batch_size,
+                           drop_images=True)]
     return [StageGroup("video", video, _group_resources(video), cfg.video_batch_size, drop_images=True),
             StageGroup("captions", captions, _group_resources(captions), cfg.caption_batch_size)]
 
@@ -108,6 +124,7 @@ class BuildResult:
     stage_bytes: Counter = field(default_factory=Counter)
     dataset_stats: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
+    first_result_seconds: Optional[float] = None  # start-up share: Ray, workers, model loads
     shards_written: int = 0
 
 
@@ -294,6 +311,8 @@ def run_build(cfg: BuildConfig, out: Path, progress: Optional[Progress] = None) 
     groups = stage_groups(cfg)
     finished = run_on_ray(groups, tasks, cfg) if cfg.run.executor == "ray" else run_sequential(groups, tasks)
     for task in finished:
+        if result.first_result_seconds is None:
+            result.first_result_seconds = time.perf_counter() - started
         for table, source in ((result.stage_seconds, task.stage_seconds), (result.stage_frames, task.stage_frames),
                               (result.stage_bytes, task.stage_bytes)):
             table.update(source)

@@ -40,9 +40,12 @@ class RunOptions:
     ``executor``: ``ray`` (default) or ``sequential`` (one process, same
     stages: for debugging and as the benchmark reference). ``num_cpus``: CPUs
     of the local Ray instance (0 = all). ``workers``: actors per stage group.
+    ``stage_groups``: ``auto`` | ``one`` | ``two`` actor pools (see
+    :func:`pipeline.build.stage_groups`).
     """
 
     executor: str = "ray"
+    stage_groups: str = "auto"
     ray_address: Optional[str] = None
     num_cpus: int = 0
     workers: int = 1

@@ -32,6 +32,8 @@ def stats_dict(result: BuildResult) -> dict:
             "failures_by_reason": dict(sorted(result.failures_by_reason.items())),
             "shards_written": result.shards_written,
             "wall_seconds": round(result.wall_seconds, 3),
+            "first_result_seconds": None if result.first_result_seconds is None else round(
+                result.first_result_seconds, 3),
             "videos_per_hour": round(result.to_run * 3600 / result.wall_seconds, 1) if result.wall_seconds else None,
         },
         "stages": {name: {"seconds": round(seconds, 3), "share": round(seconds / total_time, 4),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import run_build
+from pipeline.build import run_build, stage_groups, stage_names
 from pipeline.config import BuildConfig
 from pipeline.datasets.base import DatasetConfig
 from pipeline.synthetic.generate import generate
@@ -150,6 +150,18 @@ def test_changed_config_is_refused(world, sequential_out):
     assert result.returncode == 2 and "different config" in result.stderr
 
 
+def test_stage_groups_split_only_when_a_stage_wants_a_gpu():
+    cfg = BuildConfig()
+    assert [g.name for g in stage_groups(cfg)] == ["all"]
+    cfg.run.stage_groups = "two"
+    assert [g.name for g in stage_groups(cfg)] == ["video", "captions"]
+    cfg.run.stage_groups = "auto"
+    cfg.text.device = "cuda"
+    groups = stage_groups(cfg)
+    assert [g.name for g in groups] == ["video", "captions"] and groups[1].resources.gpus > 0
+    assert [make().name for g in groups for make in g.factories] == stage_names(BuildConfig())
+
+
 def test_dry_run_writes_nothing(world, tmp_path):
     result = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
                              str(world / "manifest.jsonl"), "--out", str(tmp_path / "dry"), "--dry-run"],
@@ -178,7 +190,7 @@ def test_two_node_ray_cluster_matches_one_node(world, reference_out, tmp_path):
     cluster.add_node(num_cpus=1)
     try:
         out = tmp_path / "two-nodes"
-        run_build(config(world, executor="ray", workers=2, ray_address=cluster.address), out)
+        run_build(config(world, executor="ray", workers=2, ray_address=cluster.address, stage_groups="two"), out)
         assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
         assert contents(out) == contents(reference_out)
     finally:
