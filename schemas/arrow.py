@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import types
 import typing
-from typing import Any, Iterable, Type, TypeVar
+from typing import Any, Callable, Iterable, Type, TypeVar
 
 import pyarrow as pa
 
@@ -94,18 +94,37 @@ def _to_value(hint: Any, value: Any) -> Any:
     return value
 
 
-def _from_value(hint: Any, value: Any) -> Any:
+def _identity(value: Any) -> Any:
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(hint: Any) -> Callable[[Any], Any]:
+    """A function turning the Arrow-side value of ``hint`` back into its Python form.
+
+    Built once per type: a reader decodes hundreds of records per sample, so the
+    type analysis must not run per value.
+    """
     inner = _optional_inner(hint)
     if inner is not None:
-        return None if value is None else _from_value(inner, value)
+        decode = _decoder(inner)
+        return _identity if decode is _identity else (lambda v: None if v is None else decode(v))
     if dataclasses.is_dataclass(hint):
-        return from_row(hint, value)
+        hints = _hints(hint)
+        names = [f.name for f in dataclasses.fields(hint)]
+        decoders = [_decoder(hints[name]) for name in names]
+        if all(d is _identity for d in decoders):
+            return lambda row: hint(*[row[name] for name in names])
+        pairs = list(zip(names, decoders))
+        return lambda row: hint(*[decode(row[name]) for name, decode in pairs])
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list:
-        return [_from_value(args[0], v) for v in value]
+        decode = _decoder(args[0])
+        return list if decode is _identity else (lambda v: [decode(x) for x in v])
     if origin is tuple:
-        return tuple(_from_value(args[0], v) for v in value)
-    return value
+        decode = _decoder(args[0])
+        return tuple if decode is _identity else (lambda v: tuple(decode(x) for x in v))
+    return _identity
 
 
 def to_row(record: Any) -> dict[str, Any]:
@@ -115,9 +134,8 @@ def to_row(record: Any) -> dict[str, Any]:
 
 
 def from_row(cls: Type[T], row: dict[str, Any]) -> T:
-    """The inverse of :func:`to_row`."""
-    hints = _hints(cls)
-    return cls(**{f.name: _from_value(hints[f.name], row[f.name]) for f in dataclasses.fields(cls)})
+    """The inverse of :func:`to_row` (extra keys in ``row`` are ignored)."""
+    return _decoder(cls)(row)
 
 
 def records_to_table(records: list[Any], cls: type | None = None,

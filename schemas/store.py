@@ -52,6 +52,7 @@ MANIFEST = "manifest.json"
 SHARDS = "shards"
 DONE = "_DONE"
 SHARD_INFO = "shard.json"
+_WHOLE_ARRAY_BYTES = 64 << 20
 _KEY_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-#=+@]{0,199}$")
 _PACKAGES = ("finsta", "pyarrow", "zarr", "numpy", "torch", "ray", "spacy", "stanza", "opencv-python-headless",
              "sentence-transformers")
@@ -280,7 +281,7 @@ class Dataset:
         for shard in manifest["shards"]:
             for key in shard["keys"]:
                 self._key_to_shard[key] = shard["name"]
-        self._cache: OrderedDict[str, tuple[pa.Table, dict[str, int], Any]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
 
     def keys(self) -> list[str]:
@@ -302,37 +303,42 @@ class Dataset:
                     latest[record.key] = record
         return list(latest.values())
 
-    def _shard(self, name: str) -> tuple[pa.Table, dict[str, int], Any]:
+    def _shard(self, name: str) -> tuple[pa.Table, dict[str, int], dict[str, Any]]:
         if name not in self._cache:
             folder = self.root / SHARDS / name
             table = pa.ipc.open_file(pa.memory_map(str(folder / "samples.arrow"))).read_all()
             rows = {key: i for i, key in enumerate(table.column("key").to_pylist())}
             group = zarr.open_group(store=str(folder / "features.zarr"), mode="r")
-            self._cache[name] = (table, rows, group)
+            arrays = {}
+            for feature in FEATURE_ARRAYS:
+                array = group[feature]
+                # Small shards are read whole: one read beats a Zarr round trip per sample.
+                arrays[feature] = array[:] if array.nbytes <= _WHOLE_ARRAY_BYTES else array
+            self._cache[name] = (table, rows, arrays)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(name)
         return self._cache[name]
 
-    def _sample(self, table: pa.Table, row: int, group: Any) -> tuple[VideoSample, SampleFeatures]:
+    def _sample(self, table: pa.Table, row: int, arrays: dict[str, Any]) -> tuple[VideoSample, SampleFeatures]:
         record = table.slice(row, 1).to_pylist()[0]
         refs = record.pop("features")
-        arrays = {}
+        features = {}
         for name in FEATURE_ARRAYS:
             ref = refs[name]
-            arrays[name] = group[name][ref["offset"]:ref["offset"] + ref["count"]] if ref["count"] else \
-                np.zeros((0, self.feature_dims[name]), np.float16)
-        return from_row(VideoSample, record), SampleFeatures(**arrays)
+            features[name] = np.array(arrays[name][ref["offset"]:ref["offset"] + ref["count"]]) if ref["count"] \
+                else np.zeros((0, self.feature_dims[name]), np.float16)
+        return from_row(VideoSample, record), SampleFeatures(**features)
 
     def get(self, key: str) -> tuple[VideoSample, SampleFeatures]:
         """The sample and its features; KeyError when ``key`` is not committed."""
-        table, rows, group = self._shard(self._key_to_shard[key])
-        return self._sample(table, rows[key], group)
+        table, rows, arrays = self._shard(self._key_to_shard[key])
+        return self._sample(table, rows[key], arrays)
 
     def iter_shard(self, name: str) -> Iterator[tuple[VideoSample, SampleFeatures]]:
-        table, _, group = self._shard(name)
+        table, _, arrays = self._shard(name)
         for row in range(table.num_rows):
-            yield self._sample(table, row, group)
+            yield self._sample(table, row, arrays)
 
     def iter_samples(self) -> Iterator[tuple[VideoSample, SampleFeatures]]:
         for name in self.shard_names():
