@@ -19,10 +19,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None, help="finsta: video–caption datasets → scene graphs → alignment training.")
 
 
-def not_implemented(command: str) -> None:
-    raise UserError(f"'{command}' is not implemented yet")
-
-
 # ------------------------------------------------------------------ build
 @app.command("build-sgs")
 def build_sgs(
@@ -196,8 +192,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     except typer.Exit as done:
         return done.exit_code
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted: what was committed is kept; rerun the same command to resume", file=sys.stderr)
         return 130
     except typer.TyperException as error:  # bad option or value: one line, no traceback
         if type(error).__name__ == "NoArgsIsHelpError":
