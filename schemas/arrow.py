@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import types
 import typing
 from typing import Any, Callable, Iterable, Type, TypeVar
@@ -113,10 +114,10 @@ def _decoder(hint: Any) -> Callable[[Any], Any]:
         hints = _hints(hint)
         names = [f.name for f in dataclasses.fields(hint)]
         decoders = [_decoder(hints[name]) for name in names]
+        values = operator.itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
         if all(d is _identity for d in decoders):
-            return lambda row: hint(*[row[name] for name in names])
-        pairs = list(zip(names, decoders))
-        return lambda row: hint(*[decode(row[name]) for name, decode in pairs])
+            return lambda row: hint(*values(row))
+        return lambda row: hint(*[decode(v) for decode, v in zip(decoders, values(row))])
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list:
         decode = _decoder(args[0])

@@ -320,9 +320,8 @@ class Dataset:
         self._cache.move_to_end(name)
         return self._cache[name]
 
-    def _sample(self, table: pa.Table, row: int, arrays: dict[str, Any]) -> tuple[VideoSample, SampleFeatures]:
-        record = table.slice(row, 1).to_pylist()[0]
-        refs = record.pop("features")
+    def _sample(self, record: dict[str, Any], arrays: dict[str, Any]) -> tuple[VideoSample, SampleFeatures]:
+        refs = record["features"]
         features = {}
         for name in FEATURE_ARRAYS:
             ref = refs[name]
@@ -333,12 +332,13 @@ class Dataset:
     def get(self, key: str) -> tuple[VideoSample, SampleFeatures]:
         """The sample and its features; KeyError when ``key`` is not committed."""
         table, rows, arrays = self._shard(self._key_to_shard[key])
-        return self._sample(table, rows[key], arrays)
+        return self._sample(table.slice(rows[key], 1).to_pylist()[0], arrays)
 
     def iter_shard(self, name: str) -> Iterator[tuple[VideoSample, SampleFeatures]]:
         table, _, arrays = self._shard(name)
-        for row in range(table.num_rows):
-            yield self._sample(table, row, arrays)
+        for batch in table.to_batches(max_chunksize=64):  # bounded memory, one conversion per chunk
+            for record in batch.to_pylist():
+                yield self._sample(record, arrays)
 
     def iter_samples(self) -> Iterator[tuple[VideoSample, SampleFeatures]]:
         for name in self.shard_names():
