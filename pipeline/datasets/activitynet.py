@@ -46,11 +46,7 @@ class ActivityNetCaptions(Dataset):
 
     def __init__(self, cfg: DatasetConfig):
         super().__init__(cfg)
-        root = Path(cfg.data_root) if cfg.data_root else None
-        if root is None and not (cfg.captions and cfg.videos):
-            raise self.layout_error("no data root given")
-        if root is not None and not root.is_dir() and not (cfg.captions and cfg.videos):
-            raise self.layout_error(f"data root {root} is not a folder")
+        root = self.checked_root()
         self.captions_file = Path(cfg.captions) if cfg.captions else root / "captions" / f"{cfg.split}.json"
         self.videos_dir = Path(cfg.videos) if cfg.videos else root / "videos"
         if not self.captions_file.is_file():

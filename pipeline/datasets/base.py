@@ -110,6 +110,19 @@ class Dataset(ABC):
         return dict(self._stats)
 
     # ---------------------------------------------------------------- helpers
+    def checked_root(self) -> Optional[Path]:
+        """``cfg.data_root`` as a folder, or None when ``captions`` and ``videos`` replace it.
+
+        Raises the layout error when neither is usable.
+        """
+        cfg = self.cfg
+        root = Path(cfg.data_root) if cfg.data_root else None
+        if root is None and not (cfg.captions and cfg.videos):
+            raise self.layout_error("no data root given")
+        if root is not None and not root.is_dir() and not (cfg.captions and cfg.videos):
+            raise self.layout_error(f"data root {root} is not a folder")
+        return root
+
     def layout_error(self, problem: str) -> UserError:
         return UserError(f"{self.name}: {problem}; expected {self.describe_layout()}")
 

@@ -39,11 +39,7 @@ class MSRVTT(Dataset):
 
     def __init__(self, cfg: DatasetConfig):
         super().__init__(cfg)
-        root = Path(cfg.data_root) if cfg.data_root else None
-        if root is None and not (cfg.captions and cfg.videos):
-            raise self.layout_error("no data root given")
-        if root is not None and not root.is_dir() and not (cfg.captions and cfg.videos):
-            raise self.layout_error(f"data root {root} is not a folder")
+        root = self.checked_root()
         self.captions_file = Path(cfg.captions) if cfg.captions else _first_file(root, _JSON_NAMES + _CSV_NAMES)
         if self.captions_file is None or not self.captions_file.is_file():
             raise self.layout_error(f"no annotation file in {cfg.captions or root}")
