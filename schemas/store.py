@@ -42,8 +42,7 @@ import numpy as np
 import pyarrow as pa
 import zarr
 
-from schemas.arrow import (FAILURES_SCHEMA, records_to_table, samples_schema, table_to_records, to_row,
-                           from_row)
+from schemas.arrow import (FAILURES_SCHEMA, records_to_table, samples_schema, table_to_records, from_row)
 from schemas.errors import UserError
 from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
 from schemas.version import FORMAT_NAME, SCHEMA_VERSION

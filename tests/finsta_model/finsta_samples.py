@@ -7,7 +7,6 @@ TSGs with typed edges, cross links to tracks, frame windows and hard negatives.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 from schemas.records import (Attribute, CrossLink, Detection, DynamicSceneGraph, Frame, HolisticSceneGraph,

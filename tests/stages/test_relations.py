@@ -1,6 +1,5 @@
 """Each geometric and temporal predicate on constructed boxes; the relate stage end to end."""
 import numpy as np
-import pytest
 
 from schemas.records import Attribute, Detection, DynamicSceneGraph, Frame, Track, VideoMeta
 from stages.base import VideoTask
