@@ -338,7 +338,5 @@ def run_build(cfg: BuildConfig, out: Path, progress: Optional[Progress] = None) 
 def _existing_status(out: Path, cfg: BuildConfig) -> tuple[set[str], set[str]]:
     if not (out / "manifest.json").exists() or cfg.run.overwrite:
         return set(), set()
-    manifest = open_dataset(out).manifest
-    committed = {key for shard in manifest["shards"] for key in shard["keys"]}
-    failed = {key for shard in manifest["shards"] for key in shard["failed_keys"]} - committed
-    return committed, failed
+    dataset = open_dataset(out)
+    return set(dataset.keys()), dataset.failed_keys()

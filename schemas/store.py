@@ -292,6 +292,10 @@ class Dataset:
     def shard_names(self) -> list[str]:
         return [shard["name"] for shard in self.manifest["shards"]]
 
+    def failed_keys(self) -> set[str]:
+        """Keys recorded as failed and never committed since (from the manifest alone)."""
+        return {key for shard in self.manifest["shards"] for key in shard["failed_keys"]} - set(self._key_to_shard)
+
     def failures(self) -> list[FailureRecord]:
         """The latest failure of every key that never committed."""
         latest: dict[str, FailureRecord] = {}

@@ -57,9 +57,10 @@ def test_round_trip_and_random_access(tmp_path):
 def test_failure_superseded_by_later_commit(tmp_path):
     writer = DatasetWriter(tmp_path, {}, DIMS)
     writer.write_shard([], [FailureRecord("a", "decode", "timeout", "slow disk")])
-    assert writer.failed_keys() == {"a"}
+    assert writer.failed_keys() == {"a"} == open_dataset(tmp_path).failed_keys()
     writer.write_shard([make_sample("a")], [])
     assert writer.failed_keys() == set() and open_dataset(tmp_path).failures() == []
+    assert open_dataset(tmp_path).failed_keys() == set()
 
 
 def test_flipped_byte_is_named_by_verify(tmp_path):
