@@ -31,7 +31,8 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from finsta_model.graphs import EncodedSample, GraphBatch, collate, encode_sample
+from finsta_model.columnar import encode_shard
+from finsta_model.graphs import EncodedSample, GraphBatch, collate
 from schemas.store import open_dataset
 
 
@@ -85,8 +86,7 @@ class ShardStream(IterableDataset):
             encoded_shard = _CACHE.get(cache_key)
             if encoded_shard is None:
                 dataset = dataset or open_dataset(self.root)
-                encoded_shard = [encode_sample(sample, features, self.label_buckets)
-                                 for sample, features in dataset.iter_shard(name)]
+                encoded_shard = list(encode_shard(dataset, name, self.label_buckets))
                 _CACHE.put(cache_key, encoded_shard, self.cache_bytes)
             for encoded in encoded_shard:
                 if self.mode == "eval" or encoded.real_captions():
