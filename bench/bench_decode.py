@@ -7,7 +7,8 @@
 ``speed``: frames/s of :func:`stages.decode.iter_frames` (Python reads every
 frame from the pipe) against the ffmpeg CLI running the identical command
 (same input, ``select``/``scale`` filters, rgb24 rawvideo) written to
-``/dev/null`` without our ``showinfo`` timestamp logging. Best of
+``/dev/null`` without our ``showinfo`` timestamp logging (always ffmpeg's
+rgb24 conversion, whatever ``pipe_format`` ours used). Best of
 ``--repeats`` runs each, interleaved. Target: ratio ≥ 0.85 in every case.
 ``cpu_ratio`` (CLI CPU seconds / ours, ffmpeg + Python) is reported too: on a
 loaded machine it is steadier than wall time. ``bare_pipe_fps`` is the same
@@ -37,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.decode import DecodeConfig, ffmpeg_args, iter_frames, output_size, probe_info  # noqa: E402
+from stages.decode import DecodeConfig, ffmpeg_args, iter_frames, output_size, pipe_format, probe_info  # noqa: E402
 
 SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
 
@@ -65,7 +66,7 @@ def time_ours(path: str, cfg: DecodeConfig, info) -> tuple[int, float, float]:
 def time_cli(path: str, cfg: DecodeConfig, info) -> tuple[float, float]:
     """Wall and CPU seconds of the identical ffmpeg command writing to /dev/null."""
     url = "file:" + os.path.abspath(path)
-    args = ffmpeg_args(url, info, cfg, output="/dev/null", showinfo=False)
+    args = ffmpeg_args(url, info, cfg, output="/dev/null", showinfo=False, pix_fmt="rgb24")
     cpu0, started = cpu_seconds()[1], time.perf_counter()
     subprocess.run(args, check=True, capture_output=True, timeout=cfg.timeout_s)
     return time.perf_counter() - started, cpu_seconds()[1] - cpu0
@@ -101,6 +102,7 @@ def compare(path: str, cfg: DecodeConfig, repeats: int) -> dict:
     floor_fps = frames / min(floor)
     ours_cpu, cli_cpu = min(c for _, c in ours), min(c for _, c in cli)
     return {"mode": cfg.mode, "fps": cfg.fps, "short_side": cfg.short_side, "frames": frames,
+            "pipe_format": pipe_format(info, cfg),
             "iter_frames_fps": round(ours_fps, 1), "ffmpeg_cli_fps": round(cli_fps, 1),
             "ratio": round(ours_fps / cli_fps, 3),
             "bare_pipe_fps": round(floor_fps, 1), "ratio_vs_bare_pipe": round(ours_fps / floor_fps, 3),

@@ -2,10 +2,16 @@
 
 One ``ffmpeg`` subprocess per video (argument list built with ffmpeg-python,
 run with :class:`subprocess.Popen`, never a shell) selects the frames inside
-its filter graph and writes them as raw ``rgb24`` to a pipe; Python reads one
-frame at a time, so memory does not grow with the video's length. ffmpeg is
-killed when ``DecodeConfig.timeout_s`` runs out (wall time from the call,
-probe and the consumer's time between frames included).
+its filter graph and writes them as raw frames to a pipe; Python reads one
+frame at a time, so memory does not grow with the video's length. The pipe
+carries ``rgb24``, except when the frames keep the native size of an 8-bit
+BT.601 ``yuv420p`` stream: then it carries ``yuv420p`` (half the bytes: moving
+raw frames between processes is what limits full-size decoding) and OpenCV
+converts each frame to RGB with the same BT.601 limited-range matrix ffmpeg
+uses (values within a few levels of ffmpeg's own rgb24; ``DecodeConfig.transport
+= "rgb24"`` forces ffmpeg's conversion). ffmpeg is
+killed by a watchdog timer when ``DecodeConfig.timeout_s`` runs out (wall time
+from the call, probe and the consumer's time between frames included).
 
 How frames are chosen (``select`` filter, evaluated on every decoded frame):
 the sampler walks a grid of target times ``T0 + k·P`` and keeps, for each
@@ -23,8 +29,8 @@ frame once.
   widened to one frame. With no windows it behaves as ``"fps"``.
 
 How timestamps are recorded: a ``showinfo`` filter after ``select`` logs each
-kept frame's integer ``pts`` and the stream time base to stderr; a
-single-threaded ``selectors`` loop reads them alongside the frames, so
+kept frame's integer ``pts`` and the stream time base to stderr (a temporary
+file, read after each frame; showinfo logs a frame before it reaches the pipe), so
 ``Frame.timestamp = pts · time_base`` exactly (seconds from the start of the
 file, as players show it). ``Frame.index`` (the native
 frame number) is ``round((timestamp − stream_start) · native_fps)``: exact for
@@ -52,8 +58,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import selectors
 import subprocess
+import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -73,6 +80,10 @@ from schemas.records import Frame, VideoMeta
 from stages.base import Resources, Stage, VideoTask
 
 MODES = ("fps", "uniform", "windows")
+TRANSPORTS = ("auto", "rgb24")
+# Streams whose YUV→RGB matrix is BT.601 limited range, the one ffmpeg and OpenCV both apply by default.
+_BT601_SPACES = ("", "unknown", "bt470bg", "smpte170m")
+_LIMITED_RANGES = ("", "unknown", "tv")
 Window = tuple[float, float]
 
 # Demuxer/decoder messages that mean the data itself is damaged or cut short.
@@ -93,6 +104,8 @@ class DecodeConfig:
     one video. ``max_decode_errors``: error lines from ffmpeg tolerated before
     the video counts as corrupt (0 = strict; raise it for messy web video).
     ``threads``: ffmpeg decoder threads (0 = ffmpeg's choice).
+    ``transport``: pixel format on the pipe: ``"auto"`` (see the module
+    docstring) or ``"rgb24"`` (always ffmpeg's own RGB conversion).
     """
 
     mode: str = "fps"
@@ -103,8 +116,11 @@ class DecodeConfig:
     max_frames: int = 0
     max_decode_errors: int = 0
     threads: int = 0
+    transport: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise UserError(f"decode transport {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         if self.mode not in MODES:
             raise UserError(f"decode mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.fps <= 0:
@@ -129,6 +145,9 @@ class ProbeInfo:
     start_offset: float
     stream_duration: Optional[float]
     format_name: str
+    pix_fmt: str = ""
+    color_space: str = ""
+    color_range: str = ""
 
 
 # ------------------------------------------------------------------ probing
@@ -218,7 +237,8 @@ def _parse_probe(path: str, info: dict) -> ProbeInfo:
     meta = VideoMeta(path=path, duration=float(duration or 0.0), fps=float(fps), width=width,
                      height=height, codec=str(stream.get("codec_name", "")), num_frames=num_frames)
     return ProbeInfo(meta, int(stream.get("index", 0)), max(0.0, start), stream_duration,
-                     str(fmt.get("format_name", "")))
+                     str(fmt.get("format_name", "")), str(stream.get("pix_fmt", "")),
+                     str(stream.get("color_space", "")), str(stream.get("color_range", "")))
 
 
 def _rate(text: Optional[str]) -> float:
@@ -313,13 +333,25 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, int(round(width * scale))), short_side
 
 
+def pipe_format(info: ProbeInfo, cfg: DecodeConfig) -> str:
+    """The pixel format ffmpeg writes to the pipe: ``"yuv420p"`` or ``"rgb24"`` (module docstring)."""
+    width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
+    native = (width, height) == (info.meta.width, info.meta.height)
+    if (cfg.transport == "auto" and native and width % 2 == 0 and height % 2 == 0
+            and info.pix_fmt == "yuv420p" and info.color_space in _BT601_SPACES
+            and info.color_range in _LIMITED_RANGES):
+        return "yuv420p"
+    return "rgb24"
+
+
 def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
                 windows: Optional[Sequence[Window]] = None, output: str = "pipe:",
-                showinfo: bool = True) -> list[str]:
+                showinfo: bool = True, pix_fmt: Optional[str] = None) -> list[str]:
     """The full ffmpeg command line :func:`iter_frames` runs (benchmarks reuse it).
 
-    ``showinfo=False`` and ``output="/dev/null"`` give the identical decode
-    without our timestamp logging: the reference the decode benchmark compares to.
+    ``showinfo=False``, ``output="/dev/null"`` and ``pix_fmt="rgb24"`` give the
+    identical decode to RGB without our timestamp logging: the reference the
+    decode benchmark compares to. ``pix_fmt`` defaults to :func:`pipe_format`.
     """
     plan = _plan(info, cfg, windows)
     width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
@@ -330,7 +362,7 @@ def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
         stream = stream.filter("scale", width, height, flags="area")
     if showinfo:
         stream = stream.filter("showinfo", checksum=0)
-    out_kwargs = {"format": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
+    out_kwargs = {"format": "rawvideo", "pix_fmt": pix_fmt or pipe_format(info, cfg), "fps_mode": "passthrough"}
     if plan.max_frames:
         out_kwargs["frames:v"] = plan.max_frames
     args = ffmpeg.output(stream, output, **out_kwargs).get_args()
@@ -395,65 +427,65 @@ def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]
     url = _check_readable(path)
     if info.format_name == "gif" and not _gif_complete(path):
         raise SampleError("corrupt_video", f"{path}: GIF has no trailer byte (truncated)")
-    args = ffmpeg_args(url, info, cfg, windows)
+    transport = pipe_format(info, cfg)
+    args = ffmpeg_args(url, info, cfg, windows, pix_fmt=transport)
     plan = _plan(info, cfg, windows)
     width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
-    frame_bytes = width * height * 3
+    # A yuv420p frame arrives as one plane of 1.5·H rows (Y, then U and V) and is
+    # converted as soon as it is complete, so its buffer is reused.
+    shape = (height * 3 // 2, width) if transport == "yuv420p" else (height, width, 3)
+    to_rgb = _yuv420p_to_rgb if transport == "yuv420p" else None
+    frame_bytes = int(np.prod(shape))
 
-    # One thread multiplexes both pipes: a second reader thread would cost a GIL
-    # hand-off per stderr line, a measurable share of the decode rate.
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, bufsize=0)
-    log = _StderrLog()
-    selector = selectors.DefaultSelector()
-    count, last_time, timed_out = 0, 0.0, False
-    image = np.empty((height, width, 3), np.uint8)
-    view, filled = memoryview(image.reshape(-1)), 0
-    ready: deque[np.ndarray] = deque()  # complete frames whose timestamp has not arrived yet
-    try:
-        for pipe in (proc.stdout, proc.stderr):
-            os.set_blocking(pipe.fileno(), False)
-            selector.register(pipe, selectors.EVENT_READ)
-        _grow_pipe(proc.stdout.fileno(), frame_bytes)
-        while selector.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            for key, _ in selector.select(timeout=remaining):
-                if key.fileobj is proc.stderr:
-                    data = os.read(proc.stderr.fileno(), 1 << 16)
-                    log.feed(data)
-                    if not data:
-                        selector.unregister(proc.stderr)
-                    continue
-                while True:  # drain what is there: fewer select() calls per frame
-                    got = proc.stdout.readinto(view[filled:])
-                    if not got:
-                        if got == 0:
-                            selector.unregister(proc.stdout)
-                        break
-                    filled += got
-                    if filled == frame_bytes:
-                        ready.append(image)
-                        image = np.empty((height, width, 3), np.uint8)
-                        view, filled = memoryview(image.reshape(-1)), 0
-            while ready and log.timestamps:
-                timestamp = float(log.timestamps.popleft())
-                index = (int(round((timestamp - info.start_offset) * info.meta.fps))
-                         if info.meta.fps else count)
-                count, last_time = count + 1, timestamp
-                yield Frame(index, timestamp), ready.popleft()
-        returncode = None if timed_out else proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        returncode = None
-    finally:
-        selector.close()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    # stderr goes to a file, read after each frame: ffmpeg never blocks on it, and
+    # blocking reads of the frame pipe cost a fraction of a select() loop's wake-ups.
+    # showinfo logs a frame before the frame reaches the pipe, so its timestamp is
+    # in the file by the time the frame's last byte is read.
+    with tempfile.NamedTemporaryFile(prefix="finsta-ffmpeg-", suffix=".log") as stderr_file, \
+            open(stderr_file.name, "rb") as stderr_reader:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=stderr_file, bufsize=0)
+        expired = threading.Event()
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _expire, (proc, expired))
+        watchdog.daemon = True
+        watchdog.start()
+        log = _StderrLog()
+        count, last_time, filled = 0, 0.0, 0
+        ready: deque[np.ndarray] = deque()  # complete frames whose timestamp has not been read yet
+        buffer = np.empty(shape, np.uint8) if to_rgb is not None else None
+        try:
+            _grow_pipe(proc.stdout.fileno(), frame_bytes)
+            while True:
+                image = buffer if buffer is not None else np.empty(shape, np.uint8)
+                filled = _read_frame(proc.stdout, memoryview(image.reshape(-1)))
+                if filled < frame_bytes:
+                    break
+                filled = 0
+                ready.append(to_rgb(image) if to_rgb is not None else image)
+                news = stderr_reader.read()
+                if news:
+                    log.feed(news)
+                while ready and log.timestamps:
+                    frame = _frame(log.timestamps.popleft(), info, count)
+                    count, last_time = count + 1, frame.timestamp
+                    yield frame, ready.popleft()
+            returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        log.feed(stderr_reader.read())
+        log.feed(b"")
+        if expired.is_set():
+            returncode = None
+        while returncode == 0 and ready and log.timestamps:
+            frame = _frame(log.timestamps.popleft(), info, count)
+            count, last_time = count + 1, frame.timestamp
+            yield frame, ready.popleft()
 
     if returncode is None:
         raise SampleError("timeout", f"decoding {path} took longer than {cfg.timeout_s:g}s "
@@ -485,6 +517,36 @@ def _check_coverage(path: str, info: ProbeInfo, plan: _Plan, count: int, last_ti
     if last_time < end - slack:
         raise SampleError("corrupt_video", f"{path}: frames stop at {last_time:.2f}s but the "
                           f"stream declares {info.start_offset + info.stream_duration:.2f}s (truncated?)")
+
+
+def _frame(timestamp: Fraction, info: ProbeInfo, count: int) -> Frame:
+    seconds = float(timestamp)
+    index = int(round((seconds - info.start_offset) * info.meta.fps)) if info.meta.fps else count
+    return Frame(index, seconds)
+
+
+def _read_frame(pipe, view: memoryview) -> int:
+    """Fill ``view`` from a blocking pipe; fewer bytes than its size means end of stream."""
+    filled = 0
+    while filled < len(view):
+        got = pipe.readinto(view[filled:])
+        if not got:
+            break
+        filled += got
+    return filled
+
+
+def _expire(proc: subprocess.Popen, expired: threading.Event) -> None:
+    """The watchdog: kill ffmpeg when the decode deadline passes (the pipe then ends)."""
+    expired.set()
+    proc.kill()
+
+
+def _yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
+    """A fresh ``H×W×3`` RGB frame from one ``(1.5·H)×W`` yuv420p buffer (BT.601, limited range)."""
+    import cv2  # only needed on this path; a heavy import
+
+    return cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
 
 
 def _grow_pipe(fd: int, frame_bytes: int) -> None:

@@ -1,6 +1,7 @@
 """Decoding real (generated) videos: containers, sampling modes, exact timestamps, failures."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -12,7 +13,7 @@ import pytest
 from schemas.errors import SampleError, UserError
 from stages.base import CaptionInput, VideoTask
 from stages.decode import (DecodeConfig, DecodeStage, decode_video, iter_frames, merge_windows,
-                           output_size, probe, probe_info)
+                           output_size, pipe_format, probe, probe_info)
 from tests.stages.video_fixtures import (CONTAINERS, make_bad_inputs, make_truncated, make_video,
                                          read_index)
 
@@ -158,6 +159,28 @@ def test_resize_to_short_side_keeps_aspect_and_content(clips, suffix):
     assert [read_index(im) for im in images] == [f.index for f in frames]
 
 
+def test_pipe_carries_yuv420p_only_for_native_size_bt601_streams(clips):
+    info = probe_info(str(clips[".mp4"]))
+    assert (info.pix_fmt, info.meta.width % 2, info.meta.height % 2) == ("yuv420p", 0, 0)
+    assert pipe_format(info, DecodeConfig()) == "yuv420p"
+    assert pipe_format(info, DecodeConfig(transport="rgb24")) == "rgb24"
+    assert pipe_format(info, DecodeConfig(short_side=32)) == "rgb24"            # resized: ffmpeg converts
+    assert pipe_format(probe_info(str(clips[".gif"])), DecodeConfig()) == "rgb24"
+    for change in ({"color_space": "bt709"}, {"color_range": "pc"}, {"pix_fmt": "yuv420p10le"},
+                   {"meta": dataclasses.replace(info.meta, width=95)}):
+        assert pipe_format(dataclasses.replace(info, **change), DecodeConfig()) == "rgb24", change
+
+
+def test_yuv420p_pipe_gives_the_frames_of_ffmpeg_rgb24_within_rounding(tmp_path):
+    path = make_video(tmp_path / "card.mp4", seconds=1.0, fps=FPS, size=SIZE, pattern="testsrc")
+    auto = decode_video(str(path), DecodeConfig(mode="fps", fps=FPS))
+    rgb = decode_video(str(path), DecodeConfig(mode="fps", fps=FPS, transport="rgb24"))
+    assert [f.timestamp for f in auto[1]] == [f.timestamp for f in rgb[1]]
+    ours, theirs = np.stack(auto[2]).astype(int), np.stack(rgb[2]).astype(int)
+    assert ours.shape == theirs.shape == (FPS, SIZE[1], SIZE[0], 3)
+    assert np.abs(ours - theirs).max() <= 8 and np.abs(ours - theirs).mean() < 1.5
+
+
 def test_output_size():
     assert output_size(640, 360, 224) == (398, 224)
     assert output_size(360, 640, 224) == (224, 398)
@@ -176,6 +199,8 @@ def test_bad_config_is_a_user_error():
         DecodeConfig(mode="every_other")
     with pytest.raises(UserError):
         DecodeConfig(fps=0)
+    with pytest.raises(UserError, match="transport"):
+        DecodeConfig(transport="yuv444p")
 
 
 # ---------------------------------------------------------------- failures
