@@ -43,18 +43,23 @@ def encode_shard(dataset: Dataset, shard: str, label_buckets: int) -> Iterator[E
 
 
 # ------------------------------------------------------------------ helpers
-def _field(array: pa.Array, name: str) -> pa.Array:
-    return pc.struct_field(array, name)
-
-
 def _ints(array: pa.Array) -> np.ndarray:
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=_I64)
+    return array.to_numpy(zero_copy_only=False).astype(_I64, copy=False)
 
 
-def _flatten(lists: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """A list column's values and the per-row start offsets (``len(lists) + 1`` of them)."""
-    lengths = _ints(pc.list_value_length(lists).fill_null(0))
-    return lists.flatten(), np.concatenate([[0], np.cumsum(lengths)]).astype(_I64)
+def _columns(structs: pa.Array) -> dict[str, pa.Array]:
+    """A struct array's fields by name (one offset-aware call: ``pc.struct_field`` per field costs more)."""
+    return {structs.type.field(i).name: child for i, child in enumerate(structs.flatten())}
+
+
+def _offsets(lists: pa.Array) -> np.ndarray:
+    """Where each row's values start in ``lists.flatten()`` (``len(lists) + 1`` offsets; no null lists)."""
+    return np.concatenate([[0], np.cumsum(_ints(pc.list_value_length(lists)))]).astype(_I64)
+
+
+def _rows(lists: pa.Array) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """A ``list<struct>`` column as flat fields plus the per-row offsets."""
+    return _columns(lists.flatten()), _offsets(lists)
 
 
 def _owner(offsets: np.ndarray) -> np.ndarray:
@@ -133,77 +138,63 @@ class _ShardColumns:
     """Every fact of one shard as flat arrays; :meth:`samples` cuts them per sample."""
 
     def __init__(self, table: pa.Table, arrays: dict[str, Any], dims: dict[str, int], label_buckets: int):
-        self.table, self.arrays, self.dims, self.buckets = table, arrays, dims, label_buckets
+        self.arrays, self.dims, self.buckets = arrays, dims, label_buckets
         self.keys = table.column("key").to_pylist()
         self.n_samples = len(self.keys)
         self.features = table.column("features").to_pylist()
-        dsg, hsgs = table.column("dsg").chunk(0), table.column("hsgs").chunk(0)  # one chunk: combined
-        self._hash_words(dsg, hsgs)
-        self._video(dsg)
-        self._captions(hsgs)
+        dsg = _columns(table.column("dsg").chunk(0))  # one chunk: the table was combined
+        self.n_frames = _ints(pc.list_value_length(dsg["frames"]))
+        dets, self.det_offsets = _rows(dsg["detections"])
+        attrs, attr_offsets = _rows(dsg["attributes"])
+        rels, rel_offsets = _rows(dsg["relations"])
+        tracks, self.track_offsets = _rows(dsg["tracks"])
+        track_rels, track_rel_offsets = _rows(dsg["track_relations"])
+        hsgs, self.cap_offsets = _rows(table.column("hsgs").chunk(0))
+        tsg = _columns(hsgs["tsg"])
+        nodes, self.node_offsets = _rows(tsg["nodes"])
+        (self.det_word, attr_word, rel_word, track_rel_word, self.node_word) = self._hash_words(
+            dets["label"], attrs["value"], rels["predicate"], track_rels["predicate"],
+            pc.if_else(pc.equal(nodes["lemma"], ""), nodes["label"], nodes["lemma"]))  # lemma or label
 
-    # -------------------------------------------------------------- words
-    def _hash_words(self, dsg: pa.Array, hsgs: pa.Array) -> None:
-        """One ``word_bucket`` per distinct string of the shard (labels, values, predicates, lemmas)."""
-        dets, attrs, rels, track_rels = (_flatten(_field(dsg, name))[0]
-                                         for name in ("detections", "attributes", "relations", "track_relations"))
-        nodes = _flatten(_field(_field(_flatten(hsgs)[0], "tsg"), "nodes"))[0]
-        lemma, label = _field(nodes, "lemma"), _field(nodes, "label")
-        columns = [_field(dets, "label"), _field(attrs, "value"), _field(rels, "predicate"),
-                   _field(track_rels, "predicate"), pc.if_else(pc.equal(lemma, ""), label, lemma)]
+        det_sample = _owner(self.det_offsets)
+        self.det_frame = _ints(dets["frame"])
+        det_track_id = _ints(dets["track_id"])
+        self.det_box = dets["box"].flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 4)
+        self.det_local = np.arange(len(det_sample), dtype=_I64) - self.det_offsets[det_sample]
+        # track_pos: the last track with an id wins, as in a dict built in list order
+        self.track_table = (_owner(self.track_offsets), _ints(tracks["id"]))
+        row = _last_match(self.track_table, (det_sample, det_track_id))
+        self.det_track = np.where(row >= 0, row - self.track_offsets[det_sample], -1)
+        self.det_attr = self._attributes(attrs, _owner(attr_offsets), attr_word, det_sample, det_track_id)
+        self.det_prev = self._previous(det_sample, det_track_id, self.det_frame)
+        self.edge_src, self.edge_dst, edge_sample = self._spatial_edges(det_sample, self.det_frame)
+        self.edge_offsets = np.searchsorted(edge_sample, np.arange(self.n_samples + 1), "left")
+        self.edge_rel = self._edge_relations(rels, _owner(rel_offsets), rel_word, track_rels,
+                                             _owner(track_rel_offsets), track_rel_word, det_sample, det_track_id)
+        self._captions(hsgs, tsg, nodes)
+
+    def _hash_words(self, *columns: pa.Array) -> list[np.ndarray]:
+        """``word_bucket`` of every string, computed once per distinct string of the shard."""
         words = pa.concat_arrays([c.cast(pa.string()) for c in columns]).dictionary_encode()
         table = np.array([word_bucket(w, self.buckets) for w in words.dictionary.to_pylist()], _I64)
         hashed = table[_ints(words.indices)] if len(words) else np.zeros(0, _I64)
         bounds = np.cumsum([0] + [len(c) for c in columns])
-        (self.det_word, self.attr_word, self.rel_word, self.track_rel_word,
-         self.node_word) = (hashed[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+        return [hashed[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     # -------------------------------------------------------------- video side
-    def _video(self, dsg: pa.Array) -> None:
-        self.n_frames = _ints(pc.list_value_length(_field(dsg, "frames")))
-
-        dets, self.det_offsets = _flatten(_field(dsg, "detections"))
-        det_sample = _owner(self.det_offsets)
-        n_det = len(det_sample)
-        self.det_local = np.arange(n_det, dtype=_I64) - self.det_offsets[det_sample]
-        det_frame = _ints(_field(dets, "frame"))
-        det_track_id = _ints(_field(dets, "track_id"))
-        self.det_frame = det_frame
-        self.det_box = np.asarray(_field(dets, "box").flatten().to_numpy(zero_copy_only=False),
-                                  np.float32).reshape(n_det, 4)
-        per_sample = np.diff(self.det_offsets)
-
-        tracks, self.track_offsets = _flatten(_field(dsg, "tracks"))
-        track_sample = _owner(self.track_offsets)
-        track_id = _ints(_field(tracks, "id"))
-        track_table = (track_sample, track_id)
-        self.track_table = track_table
-        # track_pos: the last track with that id wins, as in a dict built in list order
-        row = _last_match(track_table, (det_sample, det_track_id))
-        self.det_track = np.where(row >= 0, row - self.track_offsets[det_sample], -1)
-
-        self.det_attr = self._attributes(dsg, det_sample, det_track_id, per_sample)
-        self.det_prev = self._previous(det_sample, det_track_id, det_frame)
-        self.edge_src, self.edge_dst, self.edge_sample = self._spatial_edges(det_sample, det_frame)
-        self.edge_rel = self._edge_relations(dsg, det_sample, det_track_id, det_frame, per_sample)
-        self.edge_offsets = np.searchsorted(self.edge_sample, np.arange(self.n_samples + 1), "left")
-
-    def _attributes(self, dsg: pa.Array, det_sample: np.ndarray, det_track_id: np.ndarray,
-                    per_sample: np.ndarray) -> np.ndarray:
-        attrs, offsets = _flatten(_field(dsg, "attributes"))
-        sample = _owner(offsets)
-        target = _ints(_field(attrs, "target"))
-        on_detection = np.asarray(pc.equal(_field(attrs, "target_kind"), "detection")
-                                  .to_numpy(zero_copy_only=False), bool)
+    def _attributes(self, attrs: dict[str, pa.Array], sample: np.ndarray, word: np.ndarray,
+                    det_sample: np.ndarray, det_track_id: np.ndarray) -> np.ndarray:
+        target = _ints(attrs["target"])
+        on_detection = pc.equal(attrs["target_kind"], "detection").to_numpy(zero_copy_only=False).astype(bool)
         # a detection target indexes detections; any other target is a track id (negative: none)
+        per_sample = np.diff(self.det_offsets)
         direct = np.flatnonzero(on_detection & (target >= 0) & (target < per_sample[sample]))
         track_attrs = np.flatnonzero(~on_detection & (target >= 0))
         which, dets = _all_matches((det_sample, det_track_id), (sample[track_attrs], target[track_attrs]))
         attr_index = np.concatenate([direct, track_attrs[which]])
         det = np.concatenate([self.det_offsets[sample[direct]] + target[direct], dets])
-        word = self.attr_word[attr_index]
         order = np.lexsort((attr_index, det))
-        det, word = det[order], word[order]
+        det, word = det[order], word[attr_index[order]]
         # first occurrence of each (detection, word), then the first MAX_ATTRS of them per detection
         _, first = np.unique(det * self.buckets + word, return_index=True)
         keep = np.sort(first)
@@ -243,35 +234,31 @@ class _ShardColumns:
         dst = members[starts[group] + k % sizes[group]]
         return src, dst, det_sample[src]
 
-    def _edge_relations(self, dsg: pa.Array, det_sample: np.ndarray, det_track_id: np.ndarray,
-                        det_frame: np.ndarray, per_sample: np.ndarray) -> np.ndarray:
+    def _edge_relations(self, rels: dict[str, pa.Array], rel_sample: np.ndarray, rel_word: np.ndarray,
+                        track_rels: dict[str, pa.Array], tr_sample: np.ndarray, tr_word: np.ndarray,
+                        det_sample: np.ndarray, det_track_id: np.ndarray) -> np.ndarray:
         n = len(det_sample)
         edge_rel = np.zeros((len(self.edge_src), MAX_RELS), _I64)
         if n == 0:
             return edge_rel
-        rels, offsets = _flatten(_field(dsg, "relations"))
-        sample = _owner(offsets)
-        subj, obj = _ints(_field(rels, "subject")), _ints(_field(rels, "object"))
-        ok = (subj >= 0) & (subj < per_sample[sample]) & (obj >= 0) & (obj < per_sample[sample])
-        base = self.det_offsets[sample[ok]]
-        rel_src, rel_dst, rel_word = base + subj[ok], base + obj[ok], self.rel_word[ok]
+        per_sample = np.diff(self.det_offsets)[rel_sample]
+        subj, obj = _ints(rels["subject"]), _ints(rels["object"])
+        ok = (subj >= 0) & (subj < per_sample) & (obj >= 0) & (obj < per_sample)
+        base = self.det_offsets[rel_sample[ok]]
+        rel_src, rel_dst, rel_word = base + subj[ok], base + obj[ok], rel_word[ok]
 
-        trs, offsets = _flatten(_field(dsg, "track_relations"))
-        tr_sample = _owner(offsets)
-        tr_subj, tr_obj = _ints(_field(trs, "subject")), _ints(_field(trs, "object"))
-        first, last = _ints(_field(trs, "first_frame")), _ints(_field(trs, "last_frame"))
+        tr_subj, tr_obj = _ints(track_rels["subject"]), _ints(track_rels["object"])
+        first, last = _ints(track_rels["first_frame"]), _ints(track_rels["last_frame"])
         which, dets = _all_matches((det_sample, det_track_id), (tr_sample, tr_subj))
-        frame = det_frame[dets]
+        frame = self.det_frame[dets]
         active = (first[which] <= frame) & (frame <= last[which])
         which, dets, frame = which[active], dets[active], frame[active]
         # the object track's detection on the same frame (the last one listed), else the self-loop
-        partner = _last_match((det_sample, det_track_id, det_frame), (tr_sample[which], tr_obj[which], frame))
+        partner = _last_match((det_sample, det_track_id, self.det_frame), (tr_sample[which], tr_obj[which], frame))
         partner = np.where((tr_obj[which] >= 0) & (partner >= 0), partner, dets)
 
-        src = np.concatenate([rel_src, dets])
-        dst = np.concatenate([rel_dst, partner])
-        word = np.concatenate([rel_word, self.track_rel_word[which]])
-        pair = src * n + dst
+        pair = np.concatenate([rel_src, dets]) * n + np.concatenate([rel_dst, partner])
+        word = np.concatenate([rel_word, tr_word[which]])
         order = np.argsort(pair, kind="stable")
         pair, word = pair[order], word[order]
         rank = _rank_in_groups(pair)
@@ -287,26 +274,23 @@ class _ShardColumns:
         return edge_rel
 
     # -------------------------------------------------------------- text side
-    def _captions(self, hsgs_column: pa.Array) -> None:
-        hsgs, self.cap_offsets = _flatten(hsgs_column)
+    def _captions(self, hsgs: dict[str, pa.Array], tsg: dict[str, pa.Array], nodes: dict[str, pa.Array]) -> None:
         cap_sample = _owner(self.cap_offsets)
         n_caps = len(cap_sample)
-        tsg = _field(hsgs, "tsg")
-        self.texts = _field(tsg, "text").to_pylist()
-        self.negative_of = _ints(_field(hsgs, "negative_of").fill_null(-1))
-        self.negative_type = _field(hsgs, "negative_type").fill_null("").to_pylist()
-        window = _ints(_field(hsgs, "frame_window").flatten()).reshape(n_caps, 2)
+        self.texts = tsg["text"].to_pylist()
+        self.negative_of = _ints(hsgs["negative_of"].fill_null(-1))
+        self.negative_type = hsgs["negative_type"].fill_null("").to_pylist()
+        window = _ints(hsgs["frame_window"].flatten()).reshape(n_caps, 2)
         top = np.maximum(self.n_frames[cap_sample] - 1, 0)
         last = np.minimum(np.maximum(window[:, 1], 0), top)
         first = np.minimum(np.maximum(window[:, 0], 0), last)
         self.windows = list(zip(first.tolist(), last.tolist()))
 
-        nodes, self.node_offsets = _flatten(_field(tsg, "nodes"))
         node_cap = _owner(self.node_offsets)
         n_nodes = len(node_cap)
         m = np.diff(self.node_offsets)
-        self.node_kind = np.maximum(_kind_index(_field(nodes, "kind"), TEXT_NODE_KINDS), 0)
-        span_start = _ints(_field(nodes, "span").flatten()).reshape(n_nodes, 2)[:, 0]
+        self.node_kind = np.maximum(_kind_index(nodes["kind"], TEXT_NODE_KINDS), 0)
+        span_start = _ints(nodes["span"].flatten()).reshape(n_nodes, 2)[:, 0]
         ranked = np.lexsort((np.arange(n_nodes), span_start, node_cap))
         node_order = np.empty(n_nodes, _I64)
         node_order[ranked] = np.arange(n_nodes, dtype=_I64) - self.node_offsets[node_cap[ranked]]
@@ -314,24 +298,23 @@ class _ShardColumns:
         # where each caption's rows start inside its sample's text_node features
         self.node_row = self.node_offsets[:-1] - self.node_offsets[self.cap_offsets[cap_sample]]
 
-        edges, offsets = _flatten(_field(tsg, "edges"))
+        edges, offsets = _rows(tsg["edges"])
         edge_cap = _owner(offsets)
-        src, dst = _ints(_field(edges, "src")), _ints(_field(edges, "dst"))
-        kind = _kind_index(_field(edges, "kind"), TEXT_EDGE_KINDS)
+        src, dst = _ints(edges["src"]), _ints(edges["dst"])
+        kind = _kind_index(edges["kind"], TEXT_EDGE_KINDS)
         ok = (kind >= 0) & (src >= 0) & (src < m[edge_cap]) & (dst >= 0) & (dst < m[edge_cap])
         self.tedge_src, self.tedge_dst, self.tedge_kind = src[ok], dst[ok], kind[ok]
         self.tedge_offsets = np.searchsorted(edge_cap[ok], np.arange(n_caps + 1), "left")
 
-        self._links(hsgs, cap_sample, m)
+        self._links(*_rows(hsgs["links"]), cap_sample, m)
 
-    def _links(self, hsgs: pa.Array, cap_sample: np.ndarray, m: np.ndarray) -> None:
+    def _links(self, links: dict[str, pa.Array], offsets: np.ndarray, cap_sample: np.ndarray, m: np.ndarray) -> None:
         """Per text node, the track of its best-scoring link (the first one on ties)."""
-        links, offsets = _flatten(_field(hsgs, "links"))
         link_cap = _owner(offsets)
-        node, score = _ints(_field(links, "text_node")), np.asarray(
-            _field(links, "score").to_numpy(zero_copy_only=False), np.float64)
+        node = _ints(links["text_node"])
+        score = links["score"].to_numpy(zero_copy_only=False).astype(np.float64)
         sample = cap_sample[link_cap]
-        track = _last_match(self.track_table, (sample, _ints(_field(links, "track_id"))))
+        track = _last_match(self.track_table, (sample, _ints(links["track_id"])))
         ok = (track >= 0) & (node >= 0) & (node < m[link_cap])
         index = np.flatnonzero(ok)
         # NaN scores never compare greater, so "the maximum" is order-dependent: decided by the reference loop
@@ -362,32 +345,32 @@ class _ShardColumns:
                 for name in FEATURE_ARRAYS}
 
     def samples(self) -> Iterator[EncodedSample]:
+        # offsets as Python ints: this loop runs once per caption, and numpy scalars slice slower
+        det, edge, track, cap = (a.tolist() for a in (self.det_offsets, self.edge_offsets, self.track_offsets,
+                                                      self.cap_offsets))
+        node, tedge, link = (a.tolist() for a in (self.node_offsets, self.tedge_offsets, self.link_offsets))
+        node_row, negative_of = self.node_row.tolist(), self.negative_of.tolist()
         for s, key in enumerate(self.keys):
             features = self._features(s)
-            d0, d1 = self.det_offsets[s], self.det_offsets[s + 1]
-            e0, e1 = self.edge_offsets[s], self.edge_offsets[s + 1]
             text_node, caption = features["text_node"], features["caption"]
             captions = []
-            for j, c in enumerate(range(self.cap_offsets[s], self.cap_offsets[s + 1])):
-                n0, n1 = self.node_offsets[c], self.node_offsets[c + 1]
-                t0, t1 = self.tedge_offsets[c], self.tedge_offsets[c + 1]
+            for j, c in enumerate(range(cap[s], cap[s + 1])):
+                n0, n1, t0, t1, row = node[c], node[c + 1], tedge[c], tedge[c + 1], node_row[c]
                 if c in self.nan_caps:
                     link_node, link_track = self._nan_links(c)
                 else:
-                    l0, l1 = self.link_offsets[c], self.link_offsets[c + 1]
-                    link_node, link_track = self.link_node[l0:l1], self.link_track[l0:l1]
-                row = self.node_row[c]
+                    link_node, link_track = self.link_node[link[c]:link[c + 1]], self.link_track[link[c]:link[c + 1]]
                 captions.append(CaptionGraph(
                     text=self.texts[c], feat=caption[j], node_feat=text_node[row:row + n1 - n0],
                     node_kind=self.node_kind[n0:n1], node_word=self.node_word[n0:n1],
                     node_order=self.node_order[n0:n1], edge_src=self.tedge_src[t0:t1],
                     edge_dst=self.tedge_dst[t0:t1], edge_kind=self.tedge_kind[t0:t1], link_node=link_node,
-                    link_track=link_track, window=self.windows[c], negative_of=int(self.negative_of[c]),
+                    link_track=link_track, window=self.windows[c], negative_of=negative_of[c],
                     negative_type=self.negative_type[c]))
+            d0, d1, e0, e1 = det[s], det[s + 1], edge[s], edge[s + 1]
             yield EncodedSample(
                 key=key, frame_feat=features["frame"], det_feat=features["detection"],
                 det_box=self.det_box[d0:d1], det_word=self.det_word[d0:d1], det_attr=self.det_attr[d0:d1],
                 det_frame=self.det_frame[d0:d1], det_track=self.det_track[d0:d1], det_prev=self.det_prev[d0:d1],
                 edge_src=self.edge_src[e0:e1] - d0, edge_dst=self.edge_dst[e0:e1] - d0,
-                edge_rel=self.edge_rel[e0:e1], n_tracks=int(self.track_offsets[s + 1] - self.track_offsets[s]),
-                captions=captions)
+                edge_rel=self.edge_rel[e0:e1], n_tracks=track[s + 1] - track[s], captions=captions)
