@@ -4,8 +4,12 @@ Prints one JSON object: ``train_graphs_per_s`` (videos — each a DSG plus its
 caption TSGs — per second through forward + backward + AdamW, batches already
 in memory), ``loader_graphs_per_s`` (the streaming ShardStream + DataLoader,
 reading and collating from the shard store, no cache, measured in the same
-run), ``loader_over_train`` (target ≥ 5), and the same with the in-process
-cache of encoded shards (``cache_mb``: epochs after the first).
+run, per number of worker processes), ``loader_over_train`` (the best of them;
+target ≥ 5) and ``loader_over_train_by_workers``, the same with the in-process
+cache of encoded shards (``cache_mb``: epochs after the first), and the
+reference: ``records_path_graphs_per_s``, the record-by-record path the stream
+used before columnar decoding (``Dataset.iter_shard`` → ``encode_sample`` →
+``collate``, in-process).
 
     .venv/bin/python bench/bench_train.py [--shards DIR] [--workers 0 1 2] [--steps 20]
 
@@ -30,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from finsta_model.config import TrainConfig  # noqa: E402
 from finsta_model.data import ShardStream, make_loader  # noqa: E402
+from finsta_model.graphs import collate, encode_sample  # noqa: E402
 from finsta_model.model import FinstaModel  # noqa: E402
 from schemas.store import DatasetWriter, open_dataset  # noqa: E402
 
@@ -52,6 +57,20 @@ def loader_rate(shards: Path, batch: int, workers: int, cache_bytes: int = 0) ->
     stream = ShardStream(shards, batch, seed=0, num_logical_workers=max(1, workers), cache_bytes=cache_bytes)
     start = time.perf_counter()
     n = sum(b.num_videos for b in make_loader(stream, workers))
+    return n / (time.perf_counter() - start)
+
+
+def records_path_rate(shards: Path, batch: int, label_buckets: int = 512) -> float:
+    """The pre-columnar loader path, shard by shard: record objects, encode_sample, collate."""
+    start = time.perf_counter()
+    dataset = open_dataset(shards)
+    n = 0
+    for name in dataset.shard_names():
+        encoded = [encode_sample(sample, features, label_buckets) for sample, features in dataset.iter_shard(name)]
+        encoded = [e for e in encoded if e.real_captions()]
+        for i in range(0, len(encoded), batch):
+            items = encoded[i:i + batch]
+            n += collate(items, [e.real_captions()[:1] for e in items], True, dataset.feature_dims).num_videos
     return n / (time.perf_counter() - start)
 
 
@@ -92,15 +111,19 @@ def main() -> None:
     loader = {f"workers_{w}": round(loader_rate(shards, args.batch, w), 1) for w in args.workers}
     loader_rate(shards, args.batch, 0, 1 << 30)      # fills the in-process cache of encoded shards
     cached = loader_rate(shards, args.batch, 0, 1 << 30)
+    records = records_path_rate(shards, args.batch)
     best = max(loader.values())
     print(json.dumps({
         "metric": "train graphs/s on CPU vs loader graphs/s (same run)",
         "train_graphs_per_s": round(train_rate, 1),
         "loader_graphs_per_s": loader,
         "loader_over_train": round(best / train_rate, 2),
+        "loader_over_train_by_workers": {k: round(v / train_rate, 2) for k, v in loader.items()},
         "target_loader_over_train": 5.0,
         "loader_cached_graphs_per_s": round(cached, 1),
         "cached_loader_over_train": round(cached / train_rate, 2),
+        "records_path_graphs_per_s": round(records, 1),
+        "records_path_over_train": round(records / train_rate, 2),
         "dataset": str(shards) if tmp is None else "random (test fixture generator)",
         "videos": len(open_dataset(shards)), "batch": args.batch, "dim": args.dim, "steps": args.steps,
         "threads": torch.get_num_threads(), "cpus": __import__("os").cpu_count(),
