@@ -46,6 +46,9 @@ class TrainConfig:
     distill_weight: float = 1.0     # student (host → enhanced) matching the fused embedding
     train_hard_negatives: bool = True   # perturbed captions as extra text negatives (for every variant alike)
     ptc_shifts: tuple[float, ...] = (-1.0, -0.5, 0.5, 1.0)  # shifted windows, in window lengths
+    # retrieval score = pooled cosine + fine_grained_weight × late-interaction score over TSG nodes and
+    # DSG track / directed track-pair / window units (finsta_model/fine_grained.py); 0 = pooled only
+    fine_grained_weight: float = 0.0
     # optimisation
     steps: int = 300
     batch_size: int = 32
@@ -90,6 +93,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be ≥ 1 (got {getattr(self, name)})")
         if self.batch_size < 2:
             raise UserError("batch_size must be ≥ 2: contrastive losses need negatives")
+        if self.fine_grained_weight < 0:
+            raise UserError(f"fine_grained_weight must be ≥ 0 (got {self.fine_grained_weight})")
         if self.num_workers < 0:
             raise UserError(f"num_workers must be ≥ 0 (got {self.num_workers})")
 

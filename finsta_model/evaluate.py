@@ -56,10 +56,16 @@ def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
 
 def retrieval_metrics(video: np.ndarray, text: np.ndarray, cap_video: np.ndarray, neg_of: np.ndarray,
                       neg_type: list[str]) -> dict[str, Any]:
-    """All metrics of the module docstring from embeddings (rows L2-normalised)."""
+    """All metrics of the module docstring from embeddings (rows L2-normalised): cosine scores."""
+    return score_metrics(text @ video.T, cap_video, neg_of, neg_type)
+
+
+def score_metrics(sim: np.ndarray, cap_video: np.ndarray, neg_of: np.ndarray, neg_type: list[str]
+                  ) -> dict[str, Any]:
+    """All metrics of the module docstring from a score matrix ``sim [captions, videos]``."""
     real = np.flatnonzero(neg_of < 0)
-    sim = text @ video.T                                             # [C, V]
-    own = sim[np.arange(len(text)), cap_video]                       # s(caption, its video)
+    n_text = sim.shape[0]
+    own = sim[np.arange(n_text), cap_video]                       # s(caption, its video)
     t2v = 1 + (sim[real] > own[real, None]).sum(1)
     v2t_ranks = []
     video_caps = defaultdict(list)
@@ -85,7 +91,7 @@ def retrieval_metrics(video: np.ndarray, text: np.ndarray, cap_video: np.ndarray
             wins.append(win)
             by_type[neg_type[n] or "unknown"].append(win)
     hn_v2t = []
-    all_texts = np.arange(len(text))
+    all_texts = np.arange(n_text)
     for v, caps in video_caps.items():
         best = sim[caps, v].max()
         others = np.setdiff1d(all_texts, caps)
@@ -101,10 +107,14 @@ def retrieval_metrics(video: np.ndarray, text: np.ndarray, cap_video: np.ndarray
 @torch.no_grad()
 def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, batch_size: int,
                   branches: tuple[str, ...]) -> dict[str, Any]:
+    """Pooled embeddings per branch; with a fine-grained model also the ``fine`` score matrix of the
+    fused branch (``fine_grained_weight × fine(c, v)`` for every caption × every video)."""
     stream = ShardStream(shards, batch_size, mode="eval", hard_negatives=True,
                          label_buckets=model.config.label_buckets)
     out: dict[str, Any] = {b: {"video": [], "text": []} for b in branches}
     cap_video, neg_of, neg_type, keys = [], [], [], []
+    text_units, video_units = [], []
+    fine = model.uses_fine_grained and "fused" in branches
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
     for batch in make_loader(stream, 0):
@@ -116,14 +126,36 @@ def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, 
         batch = batch.to(device)
         for branch in branches:
             with autocast:
-                video, text = model.embed(batch, branch)
+                if branch == "fused" and fine:
+                    video, text, t_units, v_units = model.retrieval_units(batch)
+                    text_units.append(t_units)
+                    video_units.append(v_units)
+                else:
+                    video, text = model.embed(batch, branch)
             out[branch]["video"].append(video.float().cpu().numpy())
             out[branch]["text"].append(text.float().cpu().numpy())
     for branch in branches:
         out[branch] = {k: np.concatenate(v) if v else np.zeros((0, model.config.dim), np.float32)
                        for k, v in out[branch].items()}
-    return {"embeddings": out, "cap_video": np.array(cap_video, np.int64), "neg_of": np.array(neg_of, np.int64),
-            "neg_type": neg_type, "keys": keys}
+    result = {"embeddings": out, "cap_video": np.array(cap_video, np.int64), "neg_of": np.array(neg_of, np.int64),
+              "neg_type": neg_type, "keys": keys}
+    if fine:
+        result["fine"] = fine_score_matrix(model, text_units, video_units, autocast)
+    return result
+
+
+@torch.no_grad()
+def fine_score_matrix(model: FinstaModel, text_units: list, video_units: list, autocast,
+                      chunk: int = 64) -> np.ndarray:
+    """Every caption (of every batch) against every video (of every batch), ``chunk`` captions at a time."""
+    rows = []
+    for texts in text_units:
+        for lo in range(0, len(texts), chunk):
+            part = texts.slice(lo, lo + chunk)
+            with autocast:
+                rows.append(torch.cat([model.fine_scores(part, videos).float() for videos in video_units],
+                                      dim=1).cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
 
 
 def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64
@@ -144,11 +176,13 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
     if not len(data["keys"]) or not (data["neg_of"] < 0).any():
         raise UserError(f"{shards} holds no video with a real caption to evaluate on")
     args = (data["cap_video"], data["neg_of"], data["neg_type"])
-    main = retrieval_metrics(data["embeddings"][branches[0]]["video"], data["embeddings"][branches[0]]["text"],
-                             *args)
+    pooled = data["embeddings"][branches[0]]["text"] @ data["embeddings"][branches[0]]["video"].T
+    main = score_metrics(pooled + data["fine"] if "fine" in data else pooled, *args)
     student = main if len(branches) == 1 else retrieval_metrics(
         data["embeddings"]["student"]["video"], data["embeddings"]["student"]["text"], *args)
     return {**main, "no_sg": student, "branch": branches[0], "uses_sg": ckpt.config.use_sg,
+            "score": "pooled+fine" if "fine" in data else "pooled",
+            "fine_grained_weight": ckpt.config.fine_grained_weight if "fine" in data else 0.0,
             "checkpoint": str(ckpt.path), "step": ckpt.step, "videos": len(data["keys"]),
             "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum())}
 

@@ -36,9 +36,16 @@ def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor, valid: torc
 
 
 def video_text_nce(video: torch.Tensor, text: torch.Tensor, cap_video: torch.Tensor, cap_neg_of: torch.Tensor,
-                   tau: float) -> torch.Tensor:
-    """Symmetric InfoNCE; ``text`` rows with ``cap_neg_of >= 0`` are negatives only."""
-    sim = text @ video.T / tau                                      # [C, B]
+                   tau: float, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE; ``text`` rows with ``cap_neg_of >= 0`` are negatives only.
+
+    The score of (caption c, video v) is ``text[c]·video[v]`` plus ``extra[c, v]`` when given (the
+    fine-grained term), so every part of the loss below (hard negatives included) trains the same score
+    that evaluation ranks with."""
+    sim = text @ video.T                                            # [C, B]
+    if extra is not None:
+        sim = sim + extra
+    sim = sim / tau
     real = cap_neg_of < 0
     match = cap_video[:, None] == torch.arange(video.shape[0], device=video.device)[None]
     t2v = multi_positive_nce(sim[real], match[real])

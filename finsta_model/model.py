@@ -23,6 +23,7 @@ from torch import nn
 
 from finsta_model.adapter import HostEncoder, SGAdapter, Student
 from finsta_model.config import TrainConfig
+from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits
 from finsta_model.graphs import GraphBatch
 from finsta_model.gtrm import GTrm
 from finsta_model.losses import (distillation, object_spatial_contrast, predicate_temporal_contrast,
@@ -50,6 +51,8 @@ class FinstaModel(nn.Module):
         self.text_adapter = SGAdapter(d, config.dropout)
         self.node_align = nn.Linear(d, d)
         self.student = Student(dims["frame"], dims["caption"], d, config.heads, config.dropout)
+        if config.fine_grained_weight > 0:
+            self.fine = FineGrained(d, config.heads if config.use_stgd else 0)
 
     # ------------------------------------------------------------ embeddings
     def _sg(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, DSGEncoding, torch.Tensor]:
@@ -71,6 +74,24 @@ class FinstaModel(nn.Module):
             text = self.text_adapter(self.host.text(batch.cap_feat), captions)
         return F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
 
+    @property
+    def uses_fine_grained(self) -> bool:
+        return self.config.use_sg and self.config.fine_grained_weight > 0
+
+    def retrieval_units(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, TextUnits, VideoUnits]:
+        """Fused pooled embeddings (as ``embed(batch, "fused")``) and the fine-grained units of the batch."""
+        nodes, captions, enc, sg_video = self._sg(batch)
+        video = self.video_adapter(self.host.video(batch.frame_feat, batch.frame_mask), sg_video)
+        text = self.text_adapter(self.host.text(batch.cap_feat), captions)
+        return (F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1),
+                self.fine.text_units(nodes, self.node_align, batch), self.fine.video_units(enc, batch))
+
+    def fine_scores(self, text: TextUnits, video: VideoUnits) -> torch.Tensor:
+        """``fine_grained_weight × fine(c, v)`` for every caption of ``text`` and video of ``video``: ``[C, B]``,
+        to be added to the pooled cosine."""
+        kernel = self.dsg.stgd[0].kernel if self.dsg.stgd is not None and len(self.dsg.stgd) else None
+        return self.config.fine_grained_weight * self.fine.scores(text, video, self.dsg, kernel)
+
     # ------------------------------------------------------------ losses
     def losses(self, batch: GraphBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, tau = self.config, self.config.temperature
@@ -83,7 +104,11 @@ class FinstaModel(nn.Module):
         nodes, captions, enc, sg_video = self._sg(batch)
         video = F.normalize(self.video_adapter(host_v, sg_video), dim=-1)
         text = F.normalize(self.text_adapter(host_t, captions), dim=-1)
-        nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, tau)
+        extra = None
+        if self.uses_fine_grained:
+            extra = self.fine_scores(self.fine.text_units(nodes, self.node_align, batch),
+                                     self.fine.video_units(enc, batch))
+        nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, tau, extra)
         total = nce
         parts = {"nce": nce.detach()}
         aligned = F.normalize(self.node_align(nodes), dim=-1)

@@ -38,8 +38,8 @@ METRICS = "metrics.jsonl"
 # changing these between a run and its resume would change what the run computes
 _RESUME_FIXED = ("dim", "heads", "gtrm_layers", "rgtrm_layers", "dropout", "label_buckets", "use_sg", "use_osc",
                  "use_ptc", "use_stgd", "temperature", "osc_weight", "ptc_weight", "distill_weight",
-                 "train_hard_negatives", "ptc_shifts", "batch_size", "lr", "weight_decay", "warmup_steps",
-                 "grad_clip", "seed", "shuffle_buffer", "num_workers")
+                 "train_hard_negatives", "ptc_shifts", "fine_grained_weight", "batch_size", "lr", "weight_decay",
+                 "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers")
 
 
 def resolve_device(name: str) -> torch.device:

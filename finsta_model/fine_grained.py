@@ -1,0 +1,231 @@
+"""Fine-grained (late-interaction) caption–video score over scene-graph units.
+
+The pooled score compares one vector per side. This module adds a FILIP /
+ColBERT-style term computed for every (caption, video) pair: each object or
+relation node of the caption's TSG looks for its best match among the
+candidate video's units, and the matches are averaged,
+
+    fine(c, v) = mean_{n ∈ nodes(c)} max_{u ∈ units(v, window(c))} cos(t_n, u)
+
+The video's units are read over the caption's frame window ``[a, b]`` (the
+same window indices in every candidate video, clamped to its length, as PTC
+does for its other-video negatives):
+
+* **track units** (object and relation nodes): the OSC track embedding plus an
+  MLP of the track's mean node state inside the window and its window geometry
+  (mean centre over the first and the second half of the window, their
+  difference, the share of window frames it is seen in, its box size);
+* **directed track-pair units** (relation nodes only): for an ordered pair
+  (subject track i, object track j), ``GELU(W_s u_i + W_o u_j + W_g g_ij)``
+  where ``g_ij`` is their relative position in both halves of the window and
+  the change of their distance; with STGD, ``g_ij`` also carries STGD's
+  Gaussian kernels of the change of relative position (its learned widths).
+  ``W_s ≠ W_o`` and ``g_ij = −g_ji`` make the unit directed, so "A approaches
+  B" and "B approaches A" match different pairs;
+* the **window unit** (relation nodes): the PTC window embedding of ``[a, b]``.
+
+Text nodes enter through the OSC/PTC alignment head (``node_align``) for tracks
+and windows, and through a relation head for pairs; a relation node's GTrm
+state already sees its typed subject/object edges.
+
+Scores are computed block-wise, ``scores(text_units, video_units) -> [C, B]``,
+so evaluation can score every caption of a dataset against every video.
+
+Example::
+
+    fine = FineGrained(dim=64, heads=4)
+    t = fine.text_units(nodes, align, batch)          # nodes: GTrm states, align: node_align head
+    v = fine.video_units(enc, batch)                   # enc: DSGEncoding
+    s = fine.scores(t, v, dsg, stgd_kernel=None)       # [C, B] in [-1, 1]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finsta_model.stgd import box_centres
+from schemas.records import TEXT_NODE_KINDS
+
+OBJECT_KIND = TEXT_NODE_KINDS.index("object")
+RELATION_KIND = TEXT_NODE_KINDS.index("relation")
+TRACK_GEOMETRY = 9      # c1 (2), c2 (2), scaled displacement (2), scaled speed, presence, size
+PAIR_GEOMETRY = 7       # rel1 (2), rel2 (2), dist1, dist2, scaled change of distance
+MOTION_SCALE = 5.0      # displacements are a few hundredths of the frame: bring them to O(1)
+
+
+@dataclass
+class TextUnits:
+    """Per caption, its object/relation nodes (padded to ``U``)."""
+
+    align: torch.Tensor         # [C, U, d] normalised node_align(node)
+    pair: torch.Tensor          # [C, U, d] normalised relation head(node)
+    is_object: torch.Tensor     # [C, U] bool
+    is_relation: torch.Tensor   # [C, U] bool
+    window: torch.Tensor        # [C, 2] frame window [first, last]
+
+    def __len__(self) -> int:
+        return int(self.window.shape[0])
+
+    def slice(self, lo: int, hi: int) -> "TextUnits":
+        return TextUnits(**{f.name: getattr(self, f.name)[lo:hi] for f in fields(self)})
+
+    def to(self, device) -> "TextUnits":
+        return TextUnits(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@dataclass
+class VideoUnits:
+    """Per video, what is needed to read its units over any window: prefix sums over frames."""
+
+    tracks: torch.Tensor        # [B, K, d] OSC track embeddings (0 = pad)
+    track_ok: torch.Tensor      # [B, K] bool
+    h_prefix: torch.Tensor      # [B, K, T + 1, d] prefix sums of the track's node states
+    c_prefix: torch.Tensor      # [B, K, T + 1, 2] box centres
+    s_prefix: torch.Tensor      # [B, K, T + 1] box sizes (sqrt area)
+    n_prefix: torch.Tensor      # [B, K, T + 1] detections
+    frames: torch.Tensor        # [B, T, d] DSG frame embeddings (for windows)
+    memory: torch.Tensor        # [B, T, d]
+    n_frames: torch.Tensor      # [B]
+
+    def __len__(self) -> int:
+        return int(self.tracks.shape[0])
+
+    def to(self, device) -> "VideoUnits":
+        return VideoUnits(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def _range_sum(prefix: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Sum over frames ``[lo, hi]`` (``[C, B]`` each) of ``prefix [B, K, T + 1, ...]`` → ``[C, B, K, ...]``."""
+    by_time = prefix.transpose(1, 2)                                             # [B, T+1, K, ...]
+    videos = torch.arange(prefix.shape[0], device=prefix.device)[None].expand_as(lo)
+    return by_time[videos, hi + 1] - by_time[videos, lo]
+
+
+class FineGrained(nn.Module):
+    """Heads of the fine-grained score (see the module docstring)."""
+
+    def __init__(self, dim: int, heads: int = 0):
+        super().__init__()
+        self.pair_text = nn.Linear(dim, dim)
+        self.track_window = nn.Sequential(nn.Linear(dim + TRACK_GEOMETRY, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.subject = nn.Linear(dim, dim)
+        self.object = nn.Linear(dim, dim, bias=False)
+        self.pair_geometry = nn.Linear(PAIR_GEOMETRY + heads, dim, bias=False)
+        self.heads = heads
+
+    # ------------------------------------------------------------ units
+    def text_units(self, nodes: torch.Tensor, align: nn.Module, batch) -> TextUnits:
+        """Object and relation nodes of every caption of ``batch``; ``nodes`` are GTrm states."""
+        c = batch.cap_feat.shape[0]
+        keep = (batch.node_kind == OBJECT_KIND) | (batch.node_kind == RELATION_KIND)
+        idx = keep.nonzero().squeeze(1)
+        cap = batch.node_cap[idx]
+        cap, order = torch.sort(cap, stable=True)
+        idx = idx[order]
+        counts = torch.bincount(cap, minlength=c)
+        u = max(int(counts.max()) if c else 0, 1)
+        start = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(len(idx), device=idx.device) - start[cap]
+        d = nodes.shape[1]
+        out_align = nodes.new_zeros((c, u, d))
+        out_pair = nodes.new_zeros((c, u, d))
+        out_align[cap, pos] = F.normalize(align(nodes[idx]), dim=-1)
+        out_pair[cap, pos] = F.normalize(self.pair_text(nodes[idx]), dim=-1)
+        kind = torch.full((c, u), -1, dtype=torch.long, device=nodes.device)
+        kind[cap, pos] = batch.node_kind[idx]
+        return TextUnits(align=out_align, pair=out_pair, is_object=kind == OBJECT_KIND,
+                         is_relation=kind == RELATION_KIND, window=batch.cap_window)
+
+    def video_units(self, enc, batch) -> VideoUnits:
+        """Per-track prefix sums over frames of every video of ``batch``; ``enc`` is a DSGEncoding."""
+        b, t = batch.frame_mask.shape
+        d = enc.nodes.shape[1]
+        k_total = batch.track_video.shape[0]
+        counts = torch.bincount(batch.track_video, minlength=b)
+        k_max = max(int(counts.max()) if k_total else 0, 1)
+        first = torch.cumsum(counts, 0) - counts
+        local = torch.arange(k_total, device=counts.device) - first[batch.track_video]
+        tracks = enc.tracks.new_zeros((b, k_max, d))
+        tracks[batch.track_video, local] = enc.tracks
+        ok = torch.zeros((b, k_max), dtype=torch.bool, device=counts.device)
+        ok[batch.track_video, local] = True
+
+        tracked = batch.det_track >= 0
+        k = batch.det_track[tracked]
+        slot = (batch.track_video[k] * k_max + local[k]) * t + batch.det_frame[tracked]
+        box = batch.det_box[tracked]
+        wh = (box[:, 2:] - box[:, :2]).clamp_min(0)
+        values = torch.cat([enc.nodes[tracked].float(), box_centres(box), (wh[:, :1] * wh[:, 1:]).sqrt(),
+                            torch.ones_like(box[:, :1])], dim=-1)
+        grid = values.new_zeros((b * k_max * t, d + 4)).index_add(0, slot, values).view(b, k_max, t, d + 4)
+        prefix = torch.cat([grid.new_zeros((b, k_max, 1, d + 4)), grid.cumsum(2)], dim=2)
+        return VideoUnits(tracks=tracks, track_ok=ok, h_prefix=prefix[..., :d], c_prefix=prefix[..., d:d + 2],
+                          s_prefix=prefix[..., d + 2], n_prefix=prefix[..., d + 3], frames=enc.frames,
+                          memory=enc.memory, n_frames=batch.frame_mask.long().sum(1))
+
+    # ------------------------------------------------------------ scores
+    def window_units(self, window: torch.Tensor, video: VideoUnits, dsg, stgd_kernel=None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The normalised units of every video of ``video`` read over each caption window ``window [C, 2]``:
+        tracks ``[C, B, K, d]``, directed pairs ``[C, B, K, K, d]`` (subject i, object j), window ``[C, B, d]``."""
+        c, b = window.shape[0], len(video)
+        top = (video.n_frames - 1).clamp_min(0)
+        hi = torch.minimum(window[:, 1:2], top[None])                                # [C, B]
+        lo = torch.minimum(window[:, 0:1], hi)
+        mid1, mid2 = (lo + hi) // 2, (lo + hi + 1) // 2
+
+        n_all = _range_sum(video.n_prefix, lo, hi)                                   # [C, B, K]
+        n1, n2 = _range_sum(video.n_prefix, lo, mid1), _range_sum(video.n_prefix, mid2, hi)
+        c_all = _range_sum(video.c_prefix, lo, hi) / n_all.clamp_min(1)[..., None]
+        c1 = torch.where((n1 > 0)[..., None], _range_sum(video.c_prefix, lo, mid1) / n1.clamp_min(1)[..., None],
+                         c_all)
+        c2 = torch.where((n2 > 0)[..., None], _range_sum(video.c_prefix, mid2, hi) / n2.clamp_min(1)[..., None],
+                         c_all)
+        h_mean = _range_sum(video.h_prefix, lo, hi) / n_all.clamp_min(1)[..., None]
+        size = _range_sum(video.s_prefix, lo, hi) / n_all.clamp_min(1)
+        presence = n_all / (hi - lo + 1)[..., None].float()
+        disp = (c2 - c1) * MOTION_SCALE
+        geometry = torch.cat([c1, c2, disp, disp.norm(dim=-1, keepdim=True), presence[..., None], size[..., None]],
+                             dim=-1)
+        h_mean = h_mean.to(video.tracks.dtype)
+        track = video.tracks[None] + self.track_window(torch.cat([h_mean, geometry.to(h_mean.dtype)], dim=-1))
+
+        rel1 = c1[:, :, :, None] - c1[:, :, None, :]                                 # [C, B, K, K, 2]
+        rel2 = c2[:, :, :, None] - c2[:, :, None, :]
+        dist1, dist2 = rel1.norm(dim=-1, keepdim=True), rel2.norm(dim=-1, keepdim=True)
+        pair_geom = [rel1, rel2, dist1, dist2, (dist2 - dist1) * MOTION_SCALE]
+        if stgd_kernel is not None:
+            pair_geom.append(stgd_kernel(rel2 - rel1).to(rel1.dtype))
+        pair = self.subject(track)[:, :, :, None] + self.object(track)[:, :, None, :] \
+            + self.pair_geometry(torch.cat(pair_geom, dim=-1).to(track.dtype))
+
+        videos = torch.arange(b, device=lo.device)[None].expand(c, b)
+        windows = dsg.windows(video, videos.reshape(-1), lo.reshape(-1), hi.reshape(-1)).view(c, b, -1)
+        return F.normalize(track, dim=-1), F.normalize(F.gelu(pair), dim=-1), F.normalize(windows, dim=-1)
+
+    def scores(self, text: TextUnits, video: VideoUnits, dsg, stgd_kernel=None) -> torch.Tensor:
+        """``[C, B]`` fine-grained scores of every caption of ``text`` against every video of ``video``.
+
+        ``dsg`` provides ``windows(enc, video, first, last)`` (the PTC window read-out);
+        ``stgd_kernel`` maps displacements ``[..., 2]`` to ``[..., heads]`` (None without STGD).
+        """
+        c, b = len(text), len(video)
+        track_unit, pair_unit, window_unit = self.window_units(text.window, video, dsg, stgd_kernel)
+        k = video.tracks.shape[1]
+        track_valid = video.track_ok[None, None]                                     # [1, 1, B, K]
+        pair_valid = (video.track_ok[:, :, None] & video.track_ok[:, None, :]
+                      & ~torch.eye(k, dtype=torch.bool, device=video.tracks.device)).reshape(1, 1, b, k * k)
+        neg = float("-inf")
+        s_track = torch.einsum("cud,cbkd->cubk", text.align, track_unit).float().masked_fill(~track_valid, neg)
+        s_pair = torch.einsum("cud,cbijd->cubij", text.pair, pair_unit).float().reshape(c, -1, b, k * k)
+        s_pair = s_pair.masked_fill(~pair_valid, neg)
+        s_window = torch.einsum("cud,cbd->cub", text.align, window_unit).float()[..., None]
+        best_track = s_track.max(-1).values                                          # [C, U, B]
+        best_rel = torch.cat([s_track, s_pair, s_window], dim=-1).max(-1).values
+        best = torch.where(text.is_relation[..., None], best_rel, best_track)
+        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+        units = (text.is_object | text.is_relation).float()[..., None]              # [C, U, 1]
+        return (best * units).sum(1) / units.sum(1).clamp_min(1)

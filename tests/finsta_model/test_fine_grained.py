@@ -1,0 +1,169 @@
+"""The fine-grained (late-interaction) retrieval score: consistency, direction, training and eval wiring."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from finsta_model.config import TrainConfig
+from finsta_model.data import ShardStream, make_loader
+from finsta_model.evaluate import embed_dataset, evaluate
+from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits
+from finsta_model.losses import video_text_nce
+from finsta_model.model import FinstaModel
+from finsta_model.train import train
+from schemas.records import TEXT_EDGE_KINDS
+
+CONFIG = TrainConfig(dim=16, heads=2, dropout=0.0, fine_grained_weight=1.0)
+
+
+def _stream(root, size=6):
+    return ShardStream(root, batch_size=size, seed=0, mode="eval", hard_negatives=True)
+
+
+def _model(root, **changes) -> FinstaModel:
+    torch.manual_seed(0)
+    return FinstaModel(CONFIG.replace(**changes), _stream(root).dims).eval()
+
+
+def _first_batch(root, size=6):
+    return next(iter(make_loader(_stream(root, size), 0)))
+
+
+@torch.no_grad()
+def test_scores_follow_the_videos_when_the_batch_is_permuted(small_dataset):
+    model = _model(small_dataset)
+    batch = _first_batch(small_dataset)
+    _, _, text, video = model.retrieval_units(batch)
+    scores = model.fine_scores(text, video)
+    assert scores.shape == (batch.cap_feat.shape[0], batch.num_videos)
+    # the same videos in reverse order, as another batch: each column follows its video
+    perm = list(range(batch.num_videos))[::-1]
+    permuted = VideoUnits(**{name: getattr(video, name)[perm] for name in video.__dataclass_fields__})
+    torch.testing.assert_close(model.fine_scores(text, permuted), scores[:, perm])
+    # scoring captions one at a time gives the same rows (no cross-caption leakage)
+    rows = torch.cat([model.fine_scores(text.slice(i, i + 1), video) for i in range(len(text))])
+    torch.testing.assert_close(rows, scores)
+
+
+@torch.no_grad()
+def test_swapping_subject_and_object_changes_the_score(small_dataset):
+    model = _model(small_dataset)
+    batch = _first_batch(small_dataset)
+    _, _, text, video = model.retrieval_units(batch)
+    swapped = copy.copy(batch)
+    subj, obj = TEXT_EDGE_KINDS.index("subj_pred"), TEXT_EDGE_KINDS.index("pred_obj")
+    # "A approaches B" → "B approaches A": A's edge becomes pred→A (pred_obj), B's becomes B→pred (subj_pred)
+    src, dst, kind = batch.tedge_src.clone(), batch.tedge_dst.clone(), batch.tedge_kind.clone()
+    is_subj, is_obj = kind == subj, kind == obj
+    src[is_subj], dst[is_subj] = batch.tedge_dst[is_subj], batch.tedge_src[is_subj]
+    src[is_obj], dst[is_obj] = batch.tedge_dst[is_obj], batch.tedge_src[is_obj]
+    kind[is_subj], kind[is_obj] = obj, subj
+    swapped.tedge_src, swapped.tedge_dst, swapped.tedge_kind = src, dst, kind
+    _, _, text_swapped, _ = model.retrieval_units(swapped)
+    assert not torch.allclose(model.fine_scores(text_swapped, video), model.fine_scores(text, video))
+
+
+def _two_track_video(tracks: torch.Tensor, centres: torch.Tensor) -> VideoUnits:
+    """One video, two tracks seen on every frame: ``tracks [2, d]``, ``centres [2, T, 2]``."""
+    d, t = tracks.shape[1], centres.shape[1]
+    ones = torch.ones(1, 2, t)
+
+    def prefix(x):
+        return torch.cat([torch.zeros_like(x[:, :, :1]), x.cumsum(2)], 2)
+    return VideoUnits(tracks=tracks[None], track_ok=torch.ones(1, 2, dtype=torch.bool),
+                      h_prefix=prefix(tracks[None, :, None].expand(1, 2, t, d)), c_prefix=prefix(centres[None]),
+                      s_prefix=prefix(0.2 * ones), n_prefix=prefix(ones), frames=torch.randn(1, t, d),
+                      memory=torch.randn(1, t, d), n_frames=torch.tensor([t]))
+
+
+class _StillWindows:
+    """The PTC window read-out is not what these tests look at: a constant."""
+
+    @staticmethod
+    def windows(enc, video, first, last):
+        return torch.ones(len(video), enc.tracks.shape[-1])
+
+
+@torch.no_grad()
+def test_pair_units_are_directed_and_a_relation_matches_one_direction():
+    torch.manual_seed(0)
+    d, t = 8, 4
+    fine = FineGrained(d, heads=0)
+    tracks = torch.randn(2, d)
+    moving = torch.tensor([[0.1 + 0.15 * f, 0.5] for f in range(t)])
+    still = torch.tensor([[0.8, 0.5]] * t)
+    # video A: track 0 approaches track 1; video B: the same two tracks, track 1 approaches track 0
+    video_a = _two_track_video(tracks, torch.stack([moving, still]))
+    video_b = _two_track_video(tracks, torch.stack([torch.tensor([[0.1, 0.5]] * t),
+                                                    torch.tensor([[0.8 - 0.15 * f, 0.5] for f in range(t)])]))
+    window = torch.tensor([[0, t - 1]])
+    _, pairs_a, _ = fine.window_units(window, video_a, _StillWindows)
+    assert not torch.allclose(pairs_a[0, 0, 0, 1], pairs_a[0, 0, 1, 0])
+
+    # a relation node equal to A's (0 → 1) unit: a perfect match in A, not in B
+    relation = TextUnits(align=torch.zeros(1, 1, d), pair=pairs_a[0, 0, 0, 1].view(1, 1, d),
+                         is_object=torch.zeros(1, 1, dtype=torch.bool), is_relation=torch.ones(1, 1, dtype=torch.bool),
+                         window=window)
+    score_a = fine.scores(relation, video_a, _StillWindows).item()
+    score_b = fine.scores(relation, video_b, _StillWindows).item()
+    assert score_a > 0.999 and score_b < score_a - 1e-3
+    # the reversed relation ((1 → 0) of A) is matched in A by that other pair, not by (0 → 1)
+    s_pair = torch.einsum("d,ijd->ij", pairs_a[0, 0, 1, 0], pairs_a[0, 0])
+    assert s_pair[1, 0] > s_pair[0, 1]
+
+
+def test_nce_extra_scores_are_added_before_the_temperature():
+    torch.manual_seed(0)
+    video = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    cap_video, neg_of = torch.tensor([0, 1, 2, 0]), torch.tensor([-1, -1, -1, 0])
+    extra = torch.randn(4, 3)
+    base = video_text_nce(video, text, cap_video, neg_of, 0.1)
+    assert torch.allclose(video_text_nce(video, text, cap_video, neg_of, 0.1, torch.zeros(4, 3)), base)
+    # an extra score that favours each caption's own video (and not its hard negative) lowers the loss
+    own = torch.zeros(4, 3)
+    own[[0, 1, 2], [0, 1, 2]] = 1.0
+    assert video_text_nce(video, text, cap_video, neg_of, 0.1, own) < base
+    assert video_text_nce(video, text, cap_video, neg_of, 0.1, extra).isfinite()
+
+
+def test_fine_grained_model_trains_and_gets_gradients(small_dataset):
+    model = _model(small_dataset).train()
+    batch = next(iter(make_loader(ShardStream(small_dataset, batch_size=6, seed=0), 0)))
+    loss, parts = model.losses(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name in ("pair_text", "track_window", "subject", "object", "pair_geometry"):
+        grads = [p.grad for p in getattr(model.fine, name).parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
+    without = FinstaModel(CONFIG.replace(fine_grained_weight=0.0), _stream(small_dataset).dims)
+    assert not hasattr(without, "fine")
+
+
+def test_eval_matrix_matches_the_batch_scores_and_keeps_the_report_shape(small_dataset, tmp_path):
+    model = _model(small_dataset)
+    data = embed_dataset(model, small_dataset, torch.device("cpu"), 64, ("fused", "student"))
+    fine = data["fine"]
+    n_caps, n_videos = len(data["cap_video"]), len(data["keys"])
+    assert fine.shape == (n_caps, n_videos)
+    # one batch with every video: the matrix equals the scores of that single batch
+    batch = _first_batch(small_dataset, size=64)
+    with torch.no_grad():
+        _, _, text, video = model.retrieval_units(batch)
+        whole = model.fine_scores(text, video).numpy()
+    np.testing.assert_allclose(fine, whole, rtol=1e-5, atol=1e-6)
+    # smaller eval batches (videos split over batches, captions in chunks) give the same matrix
+    small = embed_dataset(model, small_dataset, torch.device("cpu"), 5, ("fused",))
+    np.testing.assert_allclose(small["fine"], fine, rtol=1e-5, atol=1e-6)
+
+    run = tmp_path / "run"
+    train(small_dataset, run, CONFIG.replace(steps=2, batch_size=4, log_every=1, checkpoint_every=2,
+                                             warmup_steps=1), progress=False)
+    report = evaluate(small_dataset, run)
+    assert {"t2v", "v2t", "hard_negatives", "no_sg"} <= set(report)
+    assert set(report["t2v"]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
+    assert {"t2v", "v2t", "pair_accuracy", "by_type"} <= set(report["hard_negatives"])
+    assert report["score"] == "pooled+fine" and report["fine_grained_weight"] == 1.0
+    assert report["no_sg"]["hard_negatives"]["queries"] == report["hard_negatives"]["queries"]
