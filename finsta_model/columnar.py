@@ -126,11 +126,11 @@ def _kind_index(strings: pa.Array, kinds: tuple[str, ...]) -> np.ndarray:
 
 
 def _rows_of(array: Any, offset: int, count: int, dim: int) -> np.ndarray:
-    """This sample's rows of a feature array (a view when the store read the array whole)."""
+    """This sample's rows of a feature array, copied as the store copies them: a sample waiting in a
+    shuffle buffer must not keep its whole shard's features alive."""
     if not count:
         return np.zeros((0, dim), np.float16)
-    rows = array[offset:offset + count]
-    return rows if isinstance(array, np.ndarray) else np.array(rows)
+    return np.array(array[offset:offset + count])
 
 
 # ------------------------------------------------------------------ the shard

@@ -1,9 +1,11 @@
 """Streaming batches of scene graphs from a shard store.
 
 :class:`ShardStream` is a ``torch.utils.data.IterableDataset`` that reads one
-shard at a time (never the whole dataset), keeps a bounded shuffle buffer of
-encoded samples and yields collated :class:`~finsta_model.graphs.GraphBatch`
-objects. It is deterministic for a given ``(seed, epoch)``:
+shard at a time (never the whole dataset), decodes it column-wise into
+encoded samples (:func:`~finsta_model.columnar.encode_shard`, equal to
+``encode_sample`` per record), keeps a bounded shuffle buffer of them and
+yields collated :class:`~finsta_model.graphs.GraphBatch` objects. It is
+deterministic for a given ``(seed, epoch)``:
 
 * the shard order is a seeded permutation per epoch;
 * shards are split across loader workers (``order[w::W]``), each worker
@@ -157,7 +159,7 @@ class _ShardCache:
     """Encoded shards kept between epochs, least recently used first out, up to a byte budget.
 
     Off by default (``cache_bytes=0``): the stream then holds one shard at a time. Worth turning on
-    when the encoded dataset fits in memory, because decoding records dominates the loader's time.
+    when the encoded dataset fits in memory: reading and decoding shards is most of the loader's time.
     The cache lives in the process that iterates: it helps in-process loading (worker processes
     end with each epoch).
     """
