@@ -37,9 +37,8 @@ def encode_shard(dataset: Dataset, shard: str, label_buckets: int) -> Iterator[E
     # The store's own shard reader: one place decides how the Arrow file and the Zarr arrays are read
     # (small arrays whole, large ones sliced per sample).
     table, _, arrays = dataset._shard(shard)
-    if table.num_rows == 0:
-        return
-    yield from _ShardColumns(table.combine_chunks(), arrays, dataset.feature_dims, label_buckets).samples()
+    for batch in table.combine_chunks().to_batches():  # one batch unless a column outgrows 32-bit offsets
+        yield from _ShardColumns(batch, arrays, dataset.feature_dims, label_buckets).samples()
 
 
 # ------------------------------------------------------------------ helpers
@@ -137,19 +136,19 @@ def _rows_of(array: Any, offset: int, count: int, dim: int) -> np.ndarray:
 class _ShardColumns:
     """Every fact of one shard as flat arrays; :meth:`samples` cuts them per sample."""
 
-    def __init__(self, table: pa.Table, arrays: dict[str, Any], dims: dict[str, int], label_buckets: int):
+    def __init__(self, table: pa.RecordBatch, arrays: dict[str, Any], dims: dict[str, int], label_buckets: int):
         self.arrays, self.dims, self.buckets = arrays, dims, label_buckets
         self.keys = table.column("key").to_pylist()
         self.n_samples = len(self.keys)
         self.features = table.column("features").to_pylist()
-        dsg = _columns(table.column("dsg").chunk(0))  # one chunk: the table was combined
+        dsg = _columns(table.column("dsg"))
         self.n_frames = _ints(pc.list_value_length(dsg["frames"]))
         dets, self.det_offsets = _rows(dsg["detections"])
         attrs, attr_offsets = _rows(dsg["attributes"])
         rels, rel_offsets = _rows(dsg["relations"])
         tracks, self.track_offsets = _rows(dsg["tracks"])
         track_rels, track_rel_offsets = _rows(dsg["track_relations"])
-        hsgs, self.cap_offsets = _rows(table.column("hsgs").chunk(0))
+        hsgs, self.cap_offsets = _rows(table.column("hsgs"))
         tsg = _columns(hsgs["tsg"])
         nodes, self.node_offsets = _rows(tsg["nodes"])
         (self.det_word, attr_word, rel_word, track_rel_word, self.node_word) = self._hash_words(

@@ -165,14 +165,16 @@ def edge_dataset(tmp_path_factory) -> Path:
     rng = random.Random(5)
     writer.write_shard(edge_case_samples(), failures=[])
     writer.write_shard([], failures=[])
+    only_empty = _video("only-empty", 0)
+    writer.write_shard([(only_empty, _features(only_empty))], failures=[])  # no strings at all in the shard
     writer.write_shard([make_sample(rng, f"fixture{i}") for i in range(8)], failures=[])
     writer.write_shard([messy_sample(rng, f"messy{i}") for i in range(40)], failures=[])
     return root
 
 
 def test_edge_cases_and_fixture_samples_match_the_reference(edge_dataset):
-    assert assert_dataset_matches(edge_dataset) == 6 + 8 + 40
-    assert assert_dataset_matches(edge_dataset, label_buckets=7) == 54  # many hash collisions
+    assert assert_dataset_matches(edge_dataset) == 6 + 1 + 8 + 40
+    assert assert_dataset_matches(edge_dataset, label_buckets=7) == 55  # many hash collisions
 
 
 def test_edge_cases_exercise_what_they_claim(edge_dataset):
@@ -206,3 +208,17 @@ def test_collated_batches_are_identical(edge_dataset):
     for f in fields(b):
         x, y = getattr(a, f.name), getattr(b, f.name)
         assert torch.equal(x, y) if isinstance(y, torch.Tensor) else x == y, f.name
+
+
+def test_a_sliced_record_batch_decodes_the_same(edge_dataset):
+    """Arrow slices keep offsets into their parents' buffers: every column read must honour them."""
+    from finsta_model.columnar import _ShardColumns
+
+    ds = open_dataset(edge_dataset)
+    name = ds.shard_names()[-1]
+    table, _, arrays = ds._shard(name)
+    batch = table.combine_chunks().to_batches()[0].slice(7, 9)
+    got = list(_ShardColumns(batch, arrays, ds.feature_dims, 512).samples())
+    assert [g.key for g in got] == ds.manifest["shards"][-1]["keys"][7:16]
+    for enc in got:
+        assert_same(enc, encode_sample(*ds.get(enc.key), 512), enc.key)
