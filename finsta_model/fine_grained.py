@@ -13,16 +13,21 @@ does for its other-video negatives):
 
 * **track units** (object and relation nodes): the OSC track embedding plus an
   MLP of the track's mean node state inside the window and its window geometry
-  (mean centre over the first and the second half of the window, their
-  difference, the share of window frames it is seen in, its box size);
+  (mean centre, the share of window frames it is seen in, its box size);
 * **directed track-pair units** (relation nodes only): for an ordered pair
   (subject track i, object track j), ``GELU(W_s u_i + W_o u_j + W_g g_ij)``
-  where ``g_ij`` is their relative position in both halves of the window and
-  the change of their distance; with STGD, ``g_ij`` also carries STGD's
-  Gaussian kernels of the change of relative position (its learned widths).
-  ``W_s ≠ W_o`` and ``g_ij = −g_ji`` make the unit directed, so "A approaches
+  where ``g_ij`` is their mean relative position and distance in the window.
+  ``W_s ≠ W_o`` and ``g_ij ≠ g_ji`` make the unit directed, so "A approaches
   B" and "B approaches A" match different pairs;
 * the **window unit** (relation nodes): the PTC window embedding of ``[a, b]``.
+
+**STGD's differential read-out.** With STGD, the units also carry explicit
+motion: each track's displacement between the first and the second half of
+the window, each pair's change of relative position and of distance, each
+also through STGD's Gaussian kernels (``1 − k``, its learned per-head widths).
+Explicit motion is STGD's job in this model, so ``--no-stgd`` removes these
+features along with the block between R-GTrm layers; motion must then be
+read from the R-GTrm node states alone.
 
 Text nodes enter through the OSC/PTC alignment head (``node_align``) for tracks
 and windows, and through a relation head for pairs; a relation node's GTrm
@@ -33,7 +38,7 @@ so evaluation can score every caption of a dataset against every video.
 
 Example::
 
-    fine = FineGrained(dim=64, heads=4)
+    fine = FineGrained(dim=64, stgd_heads=4)
     t = fine.text_units(nodes, align, batch)          # nodes: GTrm states, align: node_align head
     v = fine.video_units(enc, batch)                   # enc: DSGEncoding
     s = fine.scores(t, v, dsg, stgd_kernel=None)       # [C, B] in [-1, 1]
@@ -51,8 +56,10 @@ from schemas.records import TEXT_NODE_KINDS
 
 OBJECT_KIND = TEXT_NODE_KINDS.index("object")
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
-TRACK_GEOMETRY = 9      # c1 (2), c2 (2), scaled displacement (2), scaled speed, presence, size
-PAIR_GEOMETRY = 7       # rel1 (2), rel2 (2), dist1, dist2, scaled change of distance
+TRACK_GEOMETRY = 4      # window-mean centre (2), presence, box size
+PAIR_GEOMETRY = 3       # window-mean relative position (2), distance
+TRACK_MOTION = 3        # with STGD: displacement between the window halves (2), its length (+ one kernel per head)
+PAIR_MOTION = 3         # with STGD: change of relative position (2), change of distance (+ one kernel per head)
 MOTION_SCALE = 5.0      # displacements are a few hundredths of the frame: bring them to O(1)
 
 
@@ -107,14 +114,18 @@ def _range_sum(prefix: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torc
 class FineGrained(nn.Module):
     """Heads of the fine-grained score (see the module docstring)."""
 
-    def __init__(self, dim: int, heads: int = 0):
+    def __init__(self, dim: int, stgd_heads: int = 0):
+        """``stgd_heads``: the heads of the STGD block whose kernels the motion read-out uses (0 = no STGD:
+        the units then carry no explicit motion features)."""
         super().__init__()
+        track_in = TRACK_GEOMETRY + (TRACK_MOTION + stgd_heads if stgd_heads else 0)
+        pair_in = PAIR_GEOMETRY + (PAIR_MOTION + stgd_heads if stgd_heads else 0)
         self.pair_text = nn.Linear(dim, dim)
-        self.track_window = nn.Sequential(nn.Linear(dim + TRACK_GEOMETRY, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.track_window = nn.Sequential(nn.Linear(dim + track_in, dim), nn.GELU(), nn.Linear(dim, dim))
         self.subject = nn.Linear(dim, dim)
         self.object = nn.Linear(dim, dim, bias=False)
-        self.pair_geometry = nn.Linear(PAIR_GEOMETRY + heads, dim, bias=False)
-        self.heads = heads
+        self.pair_geometry = nn.Linear(pair_in, dim, bias=False)
+        self.stgd_heads = stgd_heads
 
     # ------------------------------------------------------------ units
     def text_units(self, nodes: torch.Tensor, align: nn.Module, batch) -> TextUnits:
@@ -178,27 +189,35 @@ class FineGrained(nn.Module):
         mid1, mid2 = (lo + hi) // 2, (lo + hi + 1) // 2
 
         n_all = _range_sum(video.n_prefix, lo, hi)                                   # [C, B, K]
-        n1, n2 = _range_sum(video.n_prefix, lo, mid1), _range_sum(video.n_prefix, mid2, hi)
         c_all = _range_sum(video.c_prefix, lo, hi) / n_all.clamp_min(1)[..., None]
-        c1 = torch.where((n1 > 0)[..., None], _range_sum(video.c_prefix, lo, mid1) / n1.clamp_min(1)[..., None],
-                         c_all)
-        c2 = torch.where((n2 > 0)[..., None], _range_sum(video.c_prefix, mid2, hi) / n2.clamp_min(1)[..., None],
-                         c_all)
         h_mean = _range_sum(video.h_prefix, lo, hi) / n_all.clamp_min(1)[..., None]
         size = _range_sum(video.s_prefix, lo, hi) / n_all.clamp_min(1)
         presence = n_all / (hi - lo + 1)[..., None].float()
-        disp = (c2 - c1) * MOTION_SCALE
-        geometry = torch.cat([c1, c2, disp, disp.norm(dim=-1, keepdim=True), presence[..., None], size[..., None]],
-                             dim=-1)
-        h_mean = h_mean.to(video.tracks.dtype)
-        track = video.tracks[None] + self.track_window(torch.cat([h_mean, geometry.to(h_mean.dtype)], dim=-1))
-
-        rel1 = c1[:, :, :, None] - c1[:, :, None, :]                                 # [C, B, K, K, 2]
-        rel2 = c2[:, :, :, None] - c2[:, :, None, :]
-        dist1, dist2 = rel1.norm(dim=-1, keepdim=True), rel2.norm(dim=-1, keepdim=True)
-        pair_geom = [rel1, rel2, dist1, dist2, (dist2 - dist1) * MOTION_SCALE]
+        track_geom = [c_all, presence[..., None], size[..., None]]
+        rel = c_all[:, :, :, None] - c_all[:, :, None, :]                            # [C, B, K, K, 2]
+        pair_geom = [rel, rel.norm(dim=-1, keepdim=True)]
+        if (stgd_kernel is None) != (self.stgd_heads == 0):
+            raise ValueError("pass STGD's kernel exactly when the module was built with stgd_heads > 0")
         if stgd_kernel is not None:
-            pair_geom.append(stgd_kernel(rel2 - rel1).to(rel1.dtype))
+            # STGD's differential read-out: displacement between the window's halves, of each track and of
+            # each ordered pair's relative position, raw and through STGD's Gaussian kernels
+            n1, n2 = _range_sum(video.n_prefix, lo, mid1), _range_sum(video.n_prefix, mid2, hi)
+            c1 = torch.where((n1 > 0)[..., None],
+                             _range_sum(video.c_prefix, lo, mid1) / n1.clamp_min(1)[..., None], c_all)
+            c2 = torch.where((n2 > 0)[..., None],
+                             _range_sum(video.c_prefix, mid2, hi) / n2.clamp_min(1)[..., None], c_all)
+            disp = c2 - c1
+            track_geom += [disp * MOTION_SCALE, disp.norm(dim=-1, keepdim=True) * MOTION_SCALE,
+                           1 - stgd_kernel(disp).to(disp.dtype)]
+            rel1 = c1[:, :, :, None] - c1[:, :, None, :]
+            rel2 = c2[:, :, :, None] - c2[:, :, None, :]
+            change = rel2 - rel1
+            pair_geom += [change * MOTION_SCALE,
+                          (rel2.norm(dim=-1, keepdim=True) - rel1.norm(dim=-1, keepdim=True)) * MOTION_SCALE,
+                          1 - stgd_kernel(change).to(change.dtype)]
+        h_mean = h_mean.to(video.tracks.dtype)
+        geometry = torch.cat(track_geom, dim=-1).to(h_mean.dtype)
+        track = video.tracks[None] + self.track_window(torch.cat([h_mean, geometry], dim=-1))
         pair = self.subject(track)[:, :, :, None] + self.object(track)[:, :, None, :] \
             + self.pair_geometry(torch.cat(pair_geom, dim=-1).to(track.dtype))
 

@@ -52,7 +52,7 @@ class FinstaModel(nn.Module):
         self.node_align = nn.Linear(d, d)
         self.student = Student(dims["frame"], dims["caption"], d, config.heads, config.dropout)
         if config.fine_grained_weight > 0:
-            self.fine = FineGrained(d, config.heads if config.use_stgd else 0)
+            self.fine = FineGrained(d, stgd_heads=config.heads if config.use_stgd else 0)
 
     # ------------------------------------------------------------ embeddings
     def _sg(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, DSGEncoding, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from finsta_model.config import TrainConfig
@@ -86,11 +87,18 @@ class _StillWindows:
         return torch.ones(len(video), enc.tracks.shape[-1])
 
 
+def _gaussian(delta: torch.Tensor) -> torch.Tensor:
+    """A two-head STGD kernel (widths 0.05 and 0.2)."""
+    return torch.exp(-(delta ** 2).sum(-1, keepdim=True) / (2 * torch.tensor([0.05, 0.2]) ** 2))
+
+
+@pytest.mark.parametrize("stgd_heads", [0, 2])
 @torch.no_grad()
-def test_pair_units_are_directed_and_a_relation_matches_one_direction():
+def test_pair_units_are_directed_and_a_relation_matches_one_direction(stgd_heads):
     torch.manual_seed(0)
     d, t = 8, 4
-    fine = FineGrained(d, heads=0)
+    fine = FineGrained(d, stgd_heads=stgd_heads)
+    kernel = _gaussian if stgd_heads else None
     tracks = torch.randn(2, d)
     moving = torch.tensor([[0.1 + 0.15 * f, 0.5] for f in range(t)])
     still = torch.tensor([[0.8, 0.5]] * t)
@@ -99,16 +107,16 @@ def test_pair_units_are_directed_and_a_relation_matches_one_direction():
     video_b = _two_track_video(tracks, torch.stack([torch.tensor([[0.1, 0.5]] * t),
                                                     torch.tensor([[0.8 - 0.15 * f, 0.5] for f in range(t)])]))
     window = torch.tensor([[0, t - 1]])
-    _, pairs_a, _ = fine.window_units(window, video_a, _StillWindows)
+    _, pairs_a, _ = fine.window_units(window, video_a, _StillWindows, kernel)
     assert not torch.allclose(pairs_a[0, 0, 0, 1], pairs_a[0, 0, 1, 0])
 
     # a relation node equal to A's (0 → 1) unit: a perfect match in A, not in B
     relation = TextUnits(align=torch.zeros(1, 1, d), pair=pairs_a[0, 0, 0, 1].view(1, 1, d),
                          is_object=torch.zeros(1, 1, dtype=torch.bool), is_relation=torch.ones(1, 1, dtype=torch.bool),
                          window=window)
-    score_a = fine.scores(relation, video_a, _StillWindows).item()
-    score_b = fine.scores(relation, video_b, _StillWindows).item()
-    assert score_a > 0.999 and score_b < score_a - 1e-3
+    score_a = fine.scores(relation, video_a, _StillWindows, kernel).item()
+    score_b = fine.scores(relation, video_b, _StillWindows, kernel).item()
+    assert score_a > 0.999 and score_b < score_a - 1e-4
     # the reversed relation ((1 → 0) of A) is matched in A by that other pair, not by (0 → 1)
     s_pair = torch.einsum("d,ijd->ij", pairs_a[0, 0, 1, 0], pairs_a[0, 0])
     assert s_pair[1, 0] > s_pair[0, 1]
@@ -140,6 +148,9 @@ def test_fine_grained_model_trains_and_gets_gradients(small_dataset):
         assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
     without = FinstaModel(CONFIG.replace(fine_grained_weight=0.0), _stream(small_dataset).dims)
     assert not hasattr(without, "fine")
+    no_stgd = FinstaModel(CONFIG.replace(use_stgd=False), _stream(small_dataset).dims)
+    loss, _ = no_stgd.losses(batch)        # the read-out then has no motion features
+    assert torch.isfinite(loss) and no_stgd.fine.stgd_heads == 0
 
 
 def test_eval_matrix_matches_the_batch_scores_and_keeps_the_report_shape(small_dataset, tmp_path):
