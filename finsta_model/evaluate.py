@@ -106,9 +106,11 @@ def score_metrics(sim: np.ndarray, cap_video: np.ndarray, neg_of: np.ndarray, ne
 
 @torch.no_grad()
 def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, batch_size: int,
-                  branches: tuple[str, ...]) -> dict[str, Any]:
+                  branches: tuple[str, ...], whole_video_windows: bool = False) -> dict[str, Any]:
     """Pooled embeddings per branch; with a fine-grained model also the ``fine`` score matrix of the
-    fused branch (``fine_grained_weight × fine(c, v)`` for every caption × every video)."""
+    fused branch (``fine_grained_weight × fine(c, v)`` for every caption × every video).
+    ``whole_video_windows`` reads the video units over the whole video instead of the caption's window
+    (a diagnostic: how much of the fine-grained score rests on the caption's time stamps)."""
     stream = ShardStream(shards, batch_size, mode="eval", hard_negatives=True,
                          label_buckets=model.config.label_buckets)
     out: dict[str, Any] = {b: {"video": [], "text": []} for b in branches}
@@ -140,6 +142,10 @@ def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, 
     result = {"embeddings": out, "cap_video": np.array(cap_video, np.int64), "neg_of": np.array(neg_of, np.int64),
               "neg_type": neg_type, "keys": keys}
     if fine:
+        if whole_video_windows:
+            for units in text_units:
+                units.window = torch.stack([torch.zeros_like(units.window[:, 0]),
+                                            torch.full_like(units.window[:, 1], 1 << 30)], dim=1)
         result["fine"] = fine_score_matrix(model, text_units, video_units, autocast)
     return result
 
@@ -158,9 +164,9 @@ def fine_score_matrix(model: FinstaModel, text_units: list, video_units: list, a
     return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
 
 
-def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64
-             ) -> dict[str, Any]:
-    """The report described in the module docstring."""
+def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64,
+             whole_video_windows: bool = False) -> dict[str, Any]:
+    """The report described in the module docstring (``whole_video_windows``: see :func:`embed_dataset`)."""
     ckpt = load_checkpoint(checkpoint)
     dims = dict(open_dataset(shards).manifest["feature_dims"])
     if dims != ckpt.dims:
@@ -172,7 +178,7 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
     model.load_state_dict(ckpt.model)
     model.to(dev).eval()
     branches = ("fused", "student") if ckpt.config.use_sg else ("host",)
-    data = embed_dataset(model, shards, dev, batch_size, branches)
+    data = embed_dataset(model, shards, dev, batch_size, branches, whole_video_windows)
     if not len(data["keys"]) or not (data["neg_of"] < 0).any():
         raise UserError(f"{shards} holds no video with a real caption to evaluate on")
     args = (data["cap_video"], data["neg_of"], data["neg_type"])
@@ -183,6 +189,7 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
     return {**main, "no_sg": student, "branch": branches[0], "uses_sg": ckpt.config.use_sg,
             "score": "pooled+fine" if "fine" in data else "pooled",
             "fine_grained_weight": ckpt.config.fine_grained_weight if "fine" in data else 0.0,
+            "fine_window": ("whole video" if whole_video_windows else "caption") if "fine" in data else None,
             "checkpoint": str(ckpt.path), "step": ckpt.step, "videos": len(data["keys"]),
             "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum())}
 

@@ -32,14 +32,39 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def reports(work: Path, variant: str, split: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(work.glob(f"runs/{variant}-seed*/eval-{split}.json"))
+            if p.stat().st_size]
+
+
 def table(work: Path, split: str) -> str:
     lines = [f"| variant ({split}) | seeds | " + " | ".join(name for name, _ in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for variant in VARIANTS:
-        reports = [json.loads(p.read_text()) for p in sorted(work.glob(f"runs/{variant}-seed*/eval-{split}.json"))
-                   if p.stat().st_size]
-        cells = [fmt([dig(r, path) for r in reports]) for _, path in COLUMNS]
-        lines.append(f"| {variant} | {len(reports)} | " + " | ".join(cells) + " |")
+        found = reports(work, variant, split)
+        cells = [fmt([dig(r, path) for r in found]) for _, path in COLUMNS]
+        lines.append(f"| {variant} | {len(found)} | " + " | ".join(cells) + " |")
+    headline = COLUMNS[0][1]
+    base = [dig(r, headline) for r in reports(work, "baseline", split)]
+    if base:
+        lines.append("")
+        for variant in VARIANTS[1:]:
+            values = [dig(r, headline) for r in reports(work, variant, split)]
+            if values:
+                lines.append(f"* {variant} − baseline, {COLUMNS[0][0]}: "
+                             f"{statistics.mean(values) - statistics.mean(base):+.1f} points")
+    return "\n".join(lines)
+
+
+def by_type(work: Path, split: str) -> str:
+    """Pair accuracy per perturbation type, mean over seeds."""
+    types = sorted({t for v in VARIANTS for r in reports(work, v, split) for t in r["hard_negatives"]["by_type"]})
+    lines = [f"| variant ({split}) | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
+    for variant in VARIANTS:
+        found = reports(work, variant, split)
+        cells = [f"{statistics.mean(r['hard_negatives']['by_type'][t] for r in found):.1f}"
+                 if found and all(t in r["hard_negatives"]["by_type"] for r in found) else "–" for t in types]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -47,6 +72,8 @@ def main() -> None:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else "out/results")
     for split in ("test", "val"):
         print(table(work, split))
+        print()
+        print(by_type(work, split))
         print()
 
 

@@ -178,3 +178,6 @@ def test_eval_matrix_matches_the_batch_scores_and_keeps_the_report_shape(small_d
     assert {"t2v", "v2t", "pair_accuracy", "by_type"} <= set(report["hard_negatives"])
     assert report["score"] == "pooled+fine" and report["fine_grained_weight"] == 1.0
     assert report["no_sg"]["hard_negatives"]["queries"] == report["hard_negatives"]["queries"]
+    assert report["fine_window"] == "caption"
+    whole = evaluate(small_dataset, run, whole_video_windows=True)
+    assert whole["fine_window"] == "whole video" and set(whole) == set(report)
