@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -233,19 +234,37 @@ def _init_ray(cfg: BuildConfig) -> None:
 
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                                              os.environ.get("PYTHONPATH")]))}}
-    kwargs = dict(runtime_env=runtime_env, logging_level="ERROR", log_to_driver=not cfg.run.quiet,
-                  configure_logging=True)
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    kwargs = dict(logging_level="ERROR", log_to_driver=not cfg.run.quiet, configure_logging=True)
     try:
         if cfg.run.ray_address:
-            ray.init(address=cfg.run.ray_address, **kwargs)
+            ray.init(address=cfg.run.ray_address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **kwargs)
         else:
-            ray.init(num_cpus=cfg.run.num_cpus or None, include_dashboard=False, **kwargs)
+            # A local Ray inherits this process's environment, so workers find our packages
+            # without a runtime_env: the worker Ray prestarts at init can then host the first
+            # actor instead of a fresh one starting (seconds of CPU on a small machine).
+            with _environment(PYTHONPATH=pythonpath, RAY_USAGE_STATS_ENABLED=os.environ.get(
+                    "RAY_USAGE_STATS_ENABLED", "0")):
+                ray.init(num_cpus=cfg.run.num_cpus or None, include_dashboard=False, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as error:
         where = cfg.run.ray_address or "a local Ray instance"
         raise UserError(f"cannot start or join Ray at {where}: {error}".replace("\n", " ")) from None
     _quiet_ray_data_logs()
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of the block (what ``ray.init`` hands its processes)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _quiet_ray_data_logs() -> None:
