@@ -36,7 +36,7 @@ def encode_shard(dataset: Dataset, shard: str, label_buckets: int) -> Iterator[E
     """The encoded samples of ``shard``, in the shard's row order (one shard in memory at a time)."""
     # The store's own shard reader: one place decides how the Arrow file and the Zarr arrays are read
     # (small arrays whole, large ones sliced per sample).
-    table, _, arrays = dataset._shard(shard)
+    table, _, arrays = dataset.shard_columns(shard)
     for batch in table.combine_chunks().to_batches():  # one batch unless a column outgrows 32-bit offsets
         yield from _ShardColumns(batch, arrays, dataset.feature_dims, label_buckets).samples()
 

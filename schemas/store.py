@@ -306,7 +306,13 @@ class Dataset:
                     latest[record.key] = record
         return list(latest.values())
 
-    def _shard(self, name: str) -> tuple[pa.Table, dict[str, int], dict[str, Any]]:
+    def shard_columns(self, name: str) -> tuple[pa.Table, dict[str, int], dict[str, Any]]:
+        """One shard as columns, for readers that skip the record objects (``finsta_model.columnar``).
+
+        Returns ``(table, rows, arrays)``: the ``samples.arrow`` table, ``{key: row}``, and each
+        feature array (numpy when the shard is small, else the Zarr array) that the rows'
+        ``features`` offsets index. Shards are cached (most recently used first).
+        """
         if name not in self._cache:
             folder = self.root / SHARDS / name
             table = pa.ipc.open_file(pa.memory_map(str(folder / "samples.arrow"))).read_all()
@@ -334,11 +340,11 @@ class Dataset:
 
     def get(self, key: str) -> tuple[VideoSample, SampleFeatures]:
         """The sample and its features; KeyError when ``key`` is not committed."""
-        table, rows, arrays = self._shard(self._key_to_shard[key])
+        table, rows, arrays = self.shard_columns(self._key_to_shard[key])
         return self._sample(table.slice(rows[key], 1).to_pylist()[0], arrays)
 
     def iter_shard(self, name: str) -> Iterator[tuple[VideoSample, SampleFeatures]]:
-        table, _, arrays = self._shard(name)
+        table, _, arrays = self.shard_columns(name)
         for batch in table.to_batches(max_chunksize=64):  # bounded memory, one conversion per chunk
             for record in batch.to_pylist():
                 yield self._sample(record, arrays)

@@ -216,7 +216,7 @@ def test_a_sliced_record_batch_decodes_the_same(edge_dataset):
 
     ds = open_dataset(edge_dataset)
     name = ds.shard_names()[-1]
-    table, _, arrays = ds._shard(name)
+    table, _, arrays = ds.shard_columns(name)
     batch = table.combine_chunks().to_batches()[0].slice(7, 9)
     got = list(_ShardColumns(batch, arrays, ds.feature_dims, 512).samples())
     assert [g.key for g in got] == ds.manifest["shards"][-1]["keys"][7:16]
