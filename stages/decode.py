@@ -432,7 +432,7 @@ def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]
     plan = _plan(info, cfg, windows)
     width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
     # A yuv420p frame arrives as one plane of 1.5·H rows (Y, then U and V) and is
-    # converted as soon as it is complete, so its buffer is reused.
+    # converted as soon as it is complete.
     shape = (height * 3 // 2, width) if transport == "yuv420p" else (height, width, 3)
     to_rgb = _yuv420p_to_rgb if transport == "yuv420p" else None
     frame_bytes = int(np.prod(shape))
@@ -452,23 +452,30 @@ def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]
         log = _StderrLog()
         count, last_time, filled = 0, 0.0, 0
         ready: deque[np.ndarray] = deque()  # complete frames whose timestamp has not been read yet
-        buffer = np.empty(shape, np.uint8) if to_rgb is not None else None
+
+        def timed_frames() -> Iterator[tuple[Frame, np.ndarray]]:
+            nonlocal count, last_time
+            while ready and log.timestamps:
+                frame = _frame(log.timestamps.popleft(), info, count)
+                count, last_time = count + 1, frame.timestamp
+                yield frame, ready.popleft()
+
+        image = np.empty(shape, np.uint8)
         try:
             _grow_pipe(proc.stdout.fileno(), frame_bytes)
             while True:
-                image = buffer if buffer is not None else np.empty(shape, np.uint8)
                 filled = _read_frame(proc.stdout, memoryview(image.reshape(-1)))
                 if filled < frame_bytes:
                     break
-                filled = 0
-                ready.append(to_rgb(image) if to_rgb is not None else image)
+                if to_rgb is not None:
+                    ready.append(to_rgb(image))  # a fresh RGB array: the yuv buffer is reused
+                else:
+                    ready.append(image)
+                    image = np.empty(shape, np.uint8)
                 news = stderr_reader.read()
                 if news:
                     log.feed(news)
-                while ready and log.timestamps:
-                    frame = _frame(log.timestamps.popleft(), info, count)
-                    count, last_time = count + 1, frame.timestamp
-                    yield frame, ready.popleft()
+                yield from timed_frames()
             returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             returncode = None
@@ -482,10 +489,8 @@ def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]
         log.feed(b"")
         if expired.is_set():
             returncode = None
-        while returncode == 0 and ready and log.timestamps:
-            frame = _frame(log.timestamps.popleft(), info, count)
-            count, last_time = count + 1, frame.timestamp
-            yield frame, ready.popleft()
+        if returncode == 0:
+            yield from timed_frames()
 
     if returncode is None:
         raise SampleError("timeout", f"decoding {path} took longer than {cfg.timeout_s:g}s "
