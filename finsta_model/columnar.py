@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from finsta_model.graphs import MAX_ATTRS, MAX_ORDER, MAX_RELS, CaptionGraph, EncodedSample, word_bucket
-from schemas.records import FEATURE_ARRAYS, TEXT_EDGE_KINDS, TEXT_NODE_KINDS
+from schemas.records import TEXT_EDGE_KINDS, TEXT_NODE_KINDS
 from schemas.store import Dataset
 
 _I64 = np.int64
@@ -38,7 +38,7 @@ def encode_shard(dataset: Dataset, shard: str, label_buckets: int) -> Iterator[E
     # (small arrays whole, large ones sliced per sample).
     table, _, arrays = dataset.shard_columns(shard)
     for batch in table.combine_chunks().to_batches():  # one batch unless a column outgrows 32-bit offsets
-        yield from _ShardColumns(batch, arrays, dataset.feature_dims, label_buckets).samples()
+        yield from _ShardColumns(batch, dataset, arrays, label_buckets).samples()
 
 
 # ------------------------------------------------------------------ helpers
@@ -124,20 +124,12 @@ def _kind_index(strings: pa.Array, kinds: tuple[str, ...]) -> np.ndarray:
     return _ints(pc.index_in(strings, value_set=pa.array(kinds, pa.string())).fill_null(-1))
 
 
-def _rows_of(array: Any, offset: int, count: int, dim: int) -> np.ndarray:
-    """This sample's rows of a feature array, copied as the store copies them: a sample waiting in a
-    shuffle buffer must not keep its whole shard's features alive."""
-    if not count:
-        return np.zeros((0, dim), np.float16)
-    return np.array(array[offset:offset + count])
-
-
 # ------------------------------------------------------------------ the shard
 class _ShardColumns:
     """Every fact of one shard as flat arrays; :meth:`samples` cuts them per sample."""
 
-    def __init__(self, table: pa.RecordBatch, arrays: dict[str, Any], dims: dict[str, int], label_buckets: int):
-        self.arrays, self.dims, self.buckets = arrays, dims, label_buckets
+    def __init__(self, table: pa.RecordBatch, dataset: Dataset, arrays: dict[str, Any], label_buckets: int):
+        self.dataset, self.arrays, self.buckets = dataset, arrays, label_buckets
         self.keys = table.column("key").to_pylist()
         self.n_samples = len(self.keys)
         self.features = table.column("features").to_pylist()
@@ -338,11 +330,6 @@ class _ShardColumns:
         return np.array(keys, _I64), np.array([best[k][1] for k in keys], _I64)
 
     # -------------------------------------------------------------- per sample
-    def _features(self, s: int) -> dict[str, np.ndarray]:
-        refs = self.features[s]
-        return {name: _rows_of(self.arrays[name], refs[name]["offset"], refs[name]["count"], self.dims[name])
-                for name in FEATURE_ARRAYS}
-
     def samples(self) -> Iterator[EncodedSample]:
         # offsets as Python ints: this loop runs once per caption, and numpy scalars slice slower
         det, edge, track, cap = (a.tolist() for a in (self.det_offsets, self.edge_offsets, self.track_offsets,
@@ -350,7 +337,7 @@ class _ShardColumns:
         node, tedge, link = (a.tolist() for a in (self.node_offsets, self.tedge_offsets, self.link_offsets))
         node_row, negative_of = self.node_row.tolist(), self.negative_of.tolist()
         for s, key in enumerate(self.keys):
-            features = self._features(s)
+            features = self.dataset.feature_rows(self.features[s], self.arrays)
             text_node, caption = features["text_node"], features["caption"]
             captions = []
             for j, c in enumerate(range(cap[s], cap[s + 1])):

@@ -329,14 +329,15 @@ class Dataset:
         self._cache.move_to_end(name)
         return self._cache[name]
 
+    def feature_rows(self, refs: dict[str, dict[str, int]], arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One sample's rows of each feature array (``refs``: its ``features`` column value; ``arrays``:
+        from :meth:`shard_columns`), copied, so a sample kept around never pins its whole shard."""
+        return {name: np.array(arrays[name][refs[name]["offset"]:refs[name]["offset"] + refs[name]["count"]])
+                if refs[name]["count"] else np.zeros((0, self.feature_dims[name]), np.float16)
+                for name in FEATURE_ARRAYS}
+
     def _sample(self, record: dict[str, Any], arrays: dict[str, Any]) -> tuple[VideoSample, SampleFeatures]:
-        refs = record["features"]
-        features = {}
-        for name in FEATURE_ARRAYS:
-            ref = refs[name]
-            features[name] = np.array(arrays[name][ref["offset"]:ref["offset"] + ref["count"]]) if ref["count"] \
-                else np.zeros((0, self.feature_dims[name]), np.float16)
-        return from_row(VideoSample, record), SampleFeatures(**features)
+        return from_row(VideoSample, record), SampleFeatures(**self.feature_rows(record["features"], arrays))
 
     def get(self, key: str) -> tuple[VideoSample, SampleFeatures]:
         """The sample and its features; KeyError when ``key`` is not committed."""

@@ -218,7 +218,7 @@ def test_a_sliced_record_batch_decodes_the_same(edge_dataset):
     name = ds.shard_names()[-1]
     table, _, arrays = ds.shard_columns(name)
     batch = table.combine_chunks().to_batches()[0].slice(7, 9)
-    got = list(_ShardColumns(batch, arrays, ds.feature_dims, 512).samples())
+    got = list(_ShardColumns(batch, ds, arrays, 512).samples())
     assert [g.key for g in got] == ds.manifest["shards"][-1]["keys"][7:16]
     for enc in got:
         assert_same(enc, encode_sample(*ds.get(enc.key), 512), enc.key)
