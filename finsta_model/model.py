@@ -55,11 +55,6 @@ class FinstaModel(nn.Module):
             self.fine = FineGrained(d, stgd_heads=config.heads if config.use_stgd else 0)
 
     # ------------------------------------------------------------ embeddings
-    def _sg(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, DSGEncoding, torch.Tensor]:
-        nodes, captions = self.gtrm(batch, self.words)
-        enc = self.dsg(batch, self.words)
-        return nodes, captions, enc, enc.video
-
     def embed(self, batch: GraphBatch, branch: str = "fused") -> tuple[torch.Tensor, torch.Tensor]:
         if branch not in BRANCHES:
             raise ValueError(f"branch must be one of {BRANCHES}")
@@ -69,10 +64,20 @@ class FinstaModel(nn.Module):
             video = self.student.video(batch.frame_feat, batch.frame_mask)
             text = self.student.text(batch.cap_feat)
         else:
-            _, captions, _, sg_video = self._sg(batch)
-            video = self.video_adapter(self.host.video(batch.frame_feat, batch.frame_mask), sg_video)
-            text = self.text_adapter(self.host.text(batch.cap_feat), captions)
+            video, text, _, _ = self._fused(batch)
         return F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
+
+    def _fused(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DSGEncoding]:
+        """Host + SG video and caption embeddings (not normalised), with the GTrm node states and the DSG
+        encoding they came from."""
+        host_v = self.host.video(batch.frame_feat, batch.frame_mask)
+        host_t = self.host.text(batch.cap_feat)
+        nodes, captions = self.gtrm(batch, self.words)
+        enc = self.dsg(batch, self.words)
+        return self.video_adapter(host_v, enc.video), self.text_adapter(host_t, captions), nodes, enc
+
+    def _units(self, nodes: torch.Tensor, enc: DSGEncoding, batch: GraphBatch) -> tuple[TextUnits, VideoUnits]:
+        return self.fine.text_units(nodes, self.node_align, batch), self.fine.video_units(enc, batch)
 
     @property
     def uses_fine_grained(self) -> bool:
@@ -80,11 +85,8 @@ class FinstaModel(nn.Module):
 
     def retrieval_units(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, TextUnits, VideoUnits]:
         """Fused pooled embeddings (as ``embed(batch, "fused")``) and the fine-grained units of the batch."""
-        nodes, captions, enc, sg_video = self._sg(batch)
-        video = self.video_adapter(self.host.video(batch.frame_feat, batch.frame_mask), sg_video)
-        text = self.text_adapter(self.host.text(batch.cap_feat), captions)
-        return (F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1),
-                self.fine.text_units(nodes, self.node_align, batch), self.fine.video_units(enc, batch))
+        video, text, nodes, enc = self._fused(batch)
+        return (F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1), *self._units(nodes, enc, batch))
 
     def fine_scores(self, text: TextUnits, video: VideoUnits) -> torch.Tensor:
         """``fine_grained_weight × fine(c, v)`` for every caption of ``text`` and video of ``video``: ``[C, B]``,
@@ -95,19 +97,15 @@ class FinstaModel(nn.Module):
     # ------------------------------------------------------------ losses
     def losses(self, batch: GraphBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, tau = self.config, self.config.temperature
-        host_v = self.host.video(batch.frame_feat, batch.frame_mask)
-        host_t = self.host.text(batch.cap_feat)
         if not cfg.use_sg:
+            host_v = self.host.video(batch.frame_feat, batch.frame_mask)
+            host_t = self.host.text(batch.cap_feat)
             nce = video_text_nce(F.normalize(host_v, dim=-1), F.normalize(host_t, dim=-1), batch.cap_video,
                                  batch.cap_neg_of, tau)
             return nce, {"nce": nce.detach()}
-        nodes, captions, enc, sg_video = self._sg(batch)
-        video = F.normalize(self.video_adapter(host_v, sg_video), dim=-1)
-        text = F.normalize(self.text_adapter(host_t, captions), dim=-1)
-        extra = None
-        if self.uses_fine_grained:
-            extra = self.fine_scores(self.fine.text_units(nodes, self.node_align, batch),
-                                     self.fine.video_units(enc, batch))
+        video, text, nodes, enc = self._fused(batch)
+        video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+        extra = self.fine_scores(*self._units(nodes, enc, batch)) if self.uses_fine_grained else None
         nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, tau, extra)
         total = nce
         parts = {"nce": nce.detach()}
