@@ -111,6 +111,13 @@ def _range_sum(prefix: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torc
     return by_time[videos, hi + 1] - by_time[videos, lo]
 
 
+def _slots(group: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
+    """For items sorted by ``group``: each item's position inside its group, and the padded width (≥ 1)."""
+    counts = torch.bincount(group, minlength=groups)
+    width = max(int(counts.max()) if len(group) else 0, 1)
+    return torch.arange(len(group), device=group.device) - (torch.cumsum(counts, 0) - counts)[group], width
+
+
 class FineGrained(nn.Module):
     """Heads of the fine-grained score (see the module docstring)."""
 
@@ -136,10 +143,7 @@ class FineGrained(nn.Module):
         cap = batch.node_cap[idx]
         cap, order = torch.sort(cap, stable=True)
         idx = idx[order]
-        counts = torch.bincount(cap, minlength=c)
-        u = max(int(counts.max()) if c else 0, 1)
-        start = torch.cumsum(counts, 0) - counts
-        pos = torch.arange(len(idx), device=idx.device) - start[cap]
+        pos, u = _slots(cap, c)
         d = nodes.shape[1]
         out_align = nodes.new_zeros((c, u, d))
         out_pair = nodes.new_zeros((c, u, d))
@@ -154,14 +158,10 @@ class FineGrained(nn.Module):
         """Per-track prefix sums over frames of every video of ``batch``; ``enc`` is a DSGEncoding."""
         b, t = batch.frame_mask.shape
         d = enc.nodes.shape[1]
-        k_total = batch.track_video.shape[0]
-        counts = torch.bincount(batch.track_video, minlength=b)
-        k_max = max(int(counts.max()) if k_total else 0, 1)
-        first = torch.cumsum(counts, 0) - counts
-        local = torch.arange(k_total, device=counts.device) - first[batch.track_video]
+        local, k_max = _slots(batch.track_video, b)
         tracks = enc.tracks.new_zeros((b, k_max, d))
         tracks[batch.track_video, local] = enc.tracks
-        ok = torch.zeros((b, k_max), dtype=torch.bool, device=counts.device)
+        ok = torch.zeros((b, k_max), dtype=torch.bool, device=local.device)
         ok[batch.track_video, local] = True
 
         tracked = batch.det_track >= 0
