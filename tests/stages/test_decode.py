@@ -181,6 +181,19 @@ def test_yuv420p_pipe_gives_the_frames_of_ffmpeg_rgb24_within_rounding(tmp_path)
     assert np.abs(ours - theirs).max() <= 8 and np.abs(ours - theirs).mean() < 1.5
 
 
+def test_yuv420p_conversion_leaves_opencvs_thread_setting_as_it_was(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = make_video(tmp_path / "card.mp4", seconds=0.5, fps=FPS, size=SIZE, pattern="testsrc")
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)  # what a detector in the same process might have set
+        assert pipe_format(probe_info(str(path)), DecodeConfig()) == "yuv420p"
+        assert len(decode_video(str(path), DecodeConfig(mode="fps", fps=FPS))[1]) > 0
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_output_size():
     assert output_size(640, 360, 224) == (398, 224)
     assert output_size(360, 640, 224) == (224, 398)
