@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from finsta_model.stgd import box_centres
-from schemas.records import TEXT_NODE_KINDS
+from schemas.records import TEXT_EDGE_KINDS, TEXT_NODE_KINDS
 
 OBJECT_KIND = TEXT_NODE_KINDS.index("object")
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
@@ -138,12 +138,7 @@ class FineGrained(nn.Module):
     def text_units(self, nodes: torch.Tensor, align: nn.Module, batch) -> TextUnits:
         """Object and relation nodes of every caption of ``batch``; ``nodes`` are GTrm states."""
         c = batch.cap_feat.shape[0]
-        keep = (batch.node_kind == OBJECT_KIND) | (batch.node_kind == RELATION_KIND)
-        idx = keep.nonzero().squeeze(1)
-        cap = batch.node_cap[idx]
-        cap, order = torch.sort(cap, stable=True)
-        idx = idx[order]
-        pos, u = _slots(cap, c)
+        idx, cap, pos, u = node_slots(batch)
         d = nodes.shape[1]
         out_align = nodes.new_zeros((c, u, d))
         out_pair = nodes.new_zeros((c, u, d))
@@ -158,7 +153,7 @@ class FineGrained(nn.Module):
         """Per-track prefix sums over frames of every video of ``batch``; ``enc`` is a DSGEncoding."""
         b, t = batch.frame_mask.shape
         d = enc.nodes.shape[1]
-        local, k_max = _slots(batch.track_video, b)
+        local, k_max = track_slots(batch)
         tracks = enc.tracks.new_zeros((b, k_max, d))
         tracks[batch.track_video, local] = enc.tracks
         ok = torch.zeros((b, k_max), dtype=torch.bool, device=local.device)
@@ -231,8 +226,12 @@ class FineGrained(nn.Module):
         ``dsg`` provides ``windows(enc, video, first, last)`` (the PTC window read-out);
         ``stgd_kernel`` maps displacements ``[..., 2]`` to ``[..., heads]`` (None without STGD).
         """
+        return self.combine(text, video, *self.window_units(text.window, video, dsg, stgd_kernel))
+
+    def combine(self, text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor,
+                window_unit: torch.Tensor) -> torch.Tensor:
+        """:meth:`scores` from units already read by :meth:`window_units` (training reuses them for OSC/PTC)."""
         c, b = len(text), len(video)
-        track_unit, pair_unit, window_unit = self.window_units(text.window, video, dsg, stgd_kernel)
         k = video.tracks.shape[1]
         track_valid = video.track_ok[None, None]                                     # [1, 1, B, K]
         pair_valid = (video.track_ok[:, :, None] & video.track_ok[:, None, :]
@@ -248,3 +247,86 @@ class FineGrained(nn.Module):
         best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
         units = (text.is_object | text.is_relation).float()[..., None]              # [C, U, 1]
         return (best * units).sum(1) / units.sum(1).clamp_min(1)
+
+
+def node_slots(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The object/relation text nodes of ``batch`` in :class:`TextUnits` order: their batch node indices,
+    captions, positions inside the caption's row, and the row width ``U``."""
+    keep = (batch.node_kind == OBJECT_KIND) | (batch.node_kind == RELATION_KIND)
+    idx = keep.nonzero().squeeze(1)
+    cap, order = torch.sort(batch.node_cap[idx], stable=True)
+    idx = idx[order]
+    pos, width = _slots(cap, batch.cap_feat.shape[0])
+    return idx, cap, pos, width
+
+
+def track_slots(batch) -> tuple[torch.Tensor, int]:
+    """Each batch track's slot inside its video's row of :class:`VideoUnits`, and the row width ``K``."""
+    return _slots(batch.track_video, batch.num_videos)
+
+
+def unit_osc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, batch, tau: float) -> torch.Tensor:
+    """OSC on the fine score's own units: each HSG-linked object node of a real caption against every
+    track unit of the batch read over its caption's window; the linked track is the positive, the other
+    tracks of its video and of the batch are the negatives. Zero when the batch has no such link."""
+    idx, cap, pos, _ = node_slots(batch)
+    slot_of = torch.full((batch.node_kind.shape[0],), -1, dtype=torch.long, device=idx.device)
+    slot_of[idx] = pos
+    node, track = batch.link_node, batch.link_track
+    keep = (batch.node_kind[node] == OBJECT_KIND) & (batch.cap_neg_of[batch.node_cap[node]] < 0)
+    node, track = node[keep], track[keep]
+    if node.numel() == 0:
+        return track_unit.new_zeros((), dtype=torch.float32)
+    c = batch.node_cap[node]
+    local, k = track_slots(batch)
+    logits = torch.einsum("ld,lbkd->lbk", text.align[c, slot_of[node]], track_unit[c]).float() / tau
+    logits = logits.masked_fill(~video.track_ok[None], float("-inf")).flatten(1)
+    return F.cross_entropy(logits, batch.track_video[track] * k + local[track])
+
+
+def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor, batch,
+             tau: float) -> torch.Tensor:
+    """PTC on the fine score's pair units: each predicate node of a real caption whose subject (and
+    object) nodes are HSG-linked to tracks, against the units of its caption's window in every video of
+    the batch. Transitive: the directed pair unit (subject track, object track) is the positive, every
+    other ordered pair (the reversed one included) and the other videos' pairs are negatives;
+    intransitive: its subject's track unit against all tracks. Zero when no predicate qualifies."""
+    idx, cap, pos, _ = node_slots(batch)
+    m = batch.node_kind.shape[0]
+    slot_of = torch.full((m,), -1, dtype=torch.long, device=idx.device)
+    slot_of[idx] = pos
+    linked = torch.full((m,), -1, dtype=torch.long, device=idx.device)
+    linked[batch.link_node] = batch.link_track
+    subject = torch.full((m,), -1, dtype=torch.long, device=idx.device)
+    obj = torch.full((m,), -1, dtype=torch.long, device=idx.device)
+    is_subj = batch.tedge_kind == TEXT_EDGE_KINDS.index("subj_pred")
+    is_obj = batch.tedge_kind == TEXT_EDGE_KINDS.index("pred_obj")
+    subject[batch.tedge_dst[is_subj]] = linked[batch.tedge_src[is_subj]]     # subject node → predicate
+    obj[batch.tedge_src[is_obj]] = linked[batch.tedge_dst[is_obj]]           # predicate → object node
+    has_obj = torch.zeros((m,), dtype=torch.bool, device=idx.device)
+    has_obj[batch.tedge_src[is_obj]] = True
+    pred = (batch.node_kind == RELATION_KIND) & (batch.cap_neg_of[batch.node_cap] < 0) & (subject >= 0)
+    local, k = track_slots(batch)
+    b = batch.num_videos
+    losses = []
+    two = pred & has_obj & (obj >= 0) & (subject != obj)
+    if two.any():
+        r = two.nonzero().squeeze(1)
+        c, s, o = batch.node_cap[r], subject[r], obj[r]
+        logits = torch.einsum("pd,pbijd->pbij", text.pair[c, slot_of[r]], pair_unit[c]).float() / tau
+        valid = (video.track_ok[:, :, None] & video.track_ok[:, None, :]
+                 & ~torch.eye(k, dtype=torch.bool, device=idx.device))
+        logits = logits.masked_fill(~valid[None], float("-inf")).reshape(len(r), b * k * k)
+        target = (batch.track_video[s] * k + local[s]) * k + local[o]
+        losses.append(F.cross_entropy(logits, target, reduction="sum"))
+    one = pred & ~has_obj
+    if one.any():
+        r = one.nonzero().squeeze(1)
+        c, s = batch.node_cap[r], subject[r]
+        logits = torch.einsum("pd,pbkd->pbk", text.align[c, slot_of[r]], track_unit[c]).float() / tau
+        logits = logits.masked_fill(~video.track_ok[None], float("-inf")).reshape(len(r), b * k)
+        losses.append(F.cross_entropy(logits, batch.track_video[s] * k + local[s], reduction="sum"))
+    if not losses:
+        return track_unit.new_zeros((), dtype=torch.float32)
+    count = int(two.sum()) + int(one.sum())
+    return torch.stack(losses).sum() / count

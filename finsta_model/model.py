@@ -23,7 +23,7 @@ from torch import nn
 
 from finsta_model.adapter import HostEncoder, SGAdapter, Student
 from finsta_model.config import TrainConfig
-from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits
+from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits, unit_osc, unit_ptc
 from finsta_model.graphs import GraphBatch
 from finsta_model.gtrm import GTrm
 from finsta_model.losses import (distillation, object_spatial_contrast, predicate_temporal_contrast,
@@ -91,8 +91,10 @@ class FinstaModel(nn.Module):
     def fine_scores(self, text: TextUnits, video: VideoUnits) -> torch.Tensor:
         """``fine_grained_weight × fine(c, v)`` for every caption of ``text`` and video of ``video``: ``[C, B]``,
         to be added to the pooled cosine."""
-        kernel = self.dsg.stgd[0].kernel if self.dsg.stgd is not None and len(self.dsg.stgd) else None
-        return self.config.fine_grained_weight * self.fine.scores(text, video, self.dsg, kernel)
+        return self.config.fine_grained_weight * self.fine.scores(text, video, self.dsg, self._stgd_kernel())
+
+    def _stgd_kernel(self):
+        return self.dsg.stgd[0].kernel if self.dsg.stgd is not None and len(self.dsg.stgd) else None
 
     # ------------------------------------------------------------ losses
     def losses(self, batch: GraphBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -105,18 +107,27 @@ class FinstaModel(nn.Module):
             return nce, {"nce": nce.detach()}
         video, text, nodes, enc = self._fused(batch)
         video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
-        extra = self.fine_scores(*self._units(nodes, enc, batch)) if self.uses_fine_grained else None
+        extra = None
+        if self.uses_fine_grained:
+            text_units, video_units = self._units(nodes, enc, batch)
+            units = self.fine.window_units(text_units.window, video_units, self.dsg, self._stgd_kernel())
+            extra = cfg.fine_grained_weight * self.fine.combine(text_units, video_units, *units)
         nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, tau, extra)
         total = nce
         parts = {"nce": nce.detach()}
         aligned = F.normalize(self.node_align(nodes), dim=-1)
         if cfg.use_osc:
-            osc = object_spatial_contrast(aligned, F.normalize(enc.tracks, dim=-1), batch.link_node,
-                                          batch.link_track, tau)
+            if self.uses_fine_grained:
+                osc = unit_osc(text_units, video_units, units[0], batch, tau)
+            else:
+                osc = object_spatial_contrast(aligned, F.normalize(enc.tracks, dim=-1), batch.link_node,
+                                              batch.link_track, tau)
             total = total + cfg.osc_weight * osc
             parts["osc"] = osc.detach()
         if cfg.use_ptc:
             ptc = self._ptc(batch, aligned, enc)
+            if self.uses_fine_grained:
+                ptc = ptc + unit_ptc(text_units, video_units, units[0], units[1], batch, tau)
             total = total + cfg.ptc_weight * ptc
             parts["ptc"] = ptc.detach()
         s_video = F.normalize(self.student.video(batch.frame_feat, batch.frame_mask), dim=-1)

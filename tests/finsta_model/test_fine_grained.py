@@ -10,7 +10,7 @@ import torch
 from finsta_model.config import TrainConfig
 from finsta_model.data import ShardStream, make_loader
 from finsta_model.evaluate import embed_dataset, evaluate
-from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits
+from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits, unit_osc, unit_ptc
 from finsta_model.losses import video_text_nce
 from finsta_model.model import FinstaModel
 from finsta_model.train import train
@@ -181,3 +181,56 @@ def test_eval_matrix_matches_the_batch_scores_and_keeps_the_report_shape(small_d
     assert report["fine_window"] == "caption"
     whole = evaluate(small_dataset, run, whole_video_windows=True)
     assert whole["fine_window"] == "whole video" and set(whole) == set(report)
+
+
+def test_osc_and_ptc_each_train_the_fine_units_they_are_defined_on(small_dataset):
+    batch = next(iter(make_loader(ShardStream(small_dataset, batch_size=6, seed=0), 0)))
+    model = _model(small_dataset).train()
+    _, _, nodes, enc = model._fused(batch)
+    text, video = model._units(nodes, enc, batch)
+    track, pair, _ = model.fine.window_units(text.window, video, model.dsg, model._stgd_kernel())
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward(retain_graph=True)
+        return {name: sum(float(p.grad.abs().sum()) for p in getattr(model.fine, name).parameters()
+                          if p.grad is not None) for name in ("pair_text", "track_window", "subject", "object")}
+
+    osc = grads(unit_osc(text, video, track, batch, 0.05))
+    assert osc["track_window"] > 0 and osc["pair_text"] == osc["subject"] == 0   # tracks only
+    ptc = grads(unit_ptc(text, video, track, pair, batch, 0.05))
+    assert ptc["pair_text"] > 0 and ptc["subject"] > 0 and ptc["object"] > 0      # directed pairs
+
+
+def _one_caption_batch(subject_track: int, object_track: int):
+    """One real caption "A <pred> B" (nodes 0, 1, 2) over two videos of two tracks each; A and B are
+    linked to tracks ``subject_track`` and ``object_track`` of video 0. A stand-in for a collated batch."""
+    from types import SimpleNamespace
+
+    from finsta_model.fine_grained import OBJECT_KIND, RELATION_KIND
+
+    subj, obj = TEXT_EDGE_KINDS.index("subj_pred"), TEXT_EDGE_KINDS.index("pred_obj")
+    return SimpleNamespace(
+        node_kind=torch.tensor([OBJECT_KIND, RELATION_KIND, OBJECT_KIND]), node_cap=torch.zeros(3, dtype=torch.long),
+        cap_feat=torch.zeros(1, 4), cap_neg_of=torch.tensor([-1]), num_videos=2,
+        tedge_src=torch.tensor([0, 1]), tedge_dst=torch.tensor([1, 2]), tedge_kind=torch.tensor([subj, obj]),
+        link_node=torch.tensor([0, 2]), link_track=torch.tensor([subject_track, object_track]),
+        track_video=torch.tensor([0, 0, 1, 1]))
+
+
+def test_unit_ptc_and_osc_take_the_linked_directed_pair_and_tracks_as_positives():
+    d = 12
+    basis = torch.eye(d)
+    track = basis[:4].view(1, 2, 2, d)                         # [C, B, K, d]: one unit vector per track
+    pair = basis[4:].view(1, 2, 2, 2, d)                       # and per ordered pair: (0→1) ≠ (1→0)
+    video = VideoUnits(**{name: None for name in VideoUnits.__dataclass_fields__})
+    video.track_ok = torch.ones(2, 2, dtype=torch.bool)
+    # the predicate's text unit equals video 0's (track 0 → track 1) pair unit; A = track 0, B = track 1
+    text = TextUnits(align=torch.stack([basis[0], basis[0], basis[1]])[None], pair=pair[0, 0, 0, 1].expand(1, 3, d),
+                     is_object=torch.tensor([[True, False, True]]), is_relation=torch.tensor([[False, True, False]]),
+                     window=torch.tensor([[0, 3]]))
+    right = unit_ptc(text, video, track, pair, _one_caption_batch(0, 1), tau=0.1)
+    reversed_links = unit_ptc(text, video, track, pair, _one_caption_batch(1, 0), tau=0.1)
+    assert right < 0.01 and reversed_links > 5                 # (1 → 0) is a negative, not the positive
+    assert unit_osc(text, video, track, _one_caption_batch(0, 1), tau=0.1) < 0.01
+    assert unit_osc(text, video, track, _one_caption_batch(1, 0), tau=0.1) > 5
