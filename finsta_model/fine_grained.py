@@ -33,6 +33,13 @@ Text nodes enter through the OSC/PTC alignment head (``node_align``) for tracks
 and windows, and through a relation head for pairs; a relation node's GTrm
 state already sees its typed subject/object edges.
 
+**Training.** InfoNCE runs on ``pooled + λ·fine``. It says which video wins,
+not which unit is each node's own. :func:`unit_osc` and :func:`unit_ptc`
+supply that, with the HSG links as labels. An object node is contrasted with
+the window track units of the batch, its linked track positive. A predicate is
+contrasted with the directed pair units, (subject track → object track)
+positive and the reversed pair negative.
+
 Scores are computed block-wise, ``scores(text_units, video_units) -> [C, B]``,
 so evaluation can score every caption of a dataset against every video.
 

@@ -15,6 +15,10 @@ All take L2-normalised embeddings and a temperature ``tau``.
 * :func:`predicate_temporal_contrast` (PTC) — a TSG predicate node against the
   embedding of its caption's frame window; negatives are the same video's
   shifted windows and the same window in the other videos.
+
+With the fine-grained score on, OSC and its PTC pair term run on that score's
+units instead: :func:`finsta_model.fine_grained.unit_osc` and
+:func:`finsta_model.fine_grained.unit_ptc`.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ frame at a time, so memory does not grow with the video's length. The pipe
 carries ``rgb24``, except when the frames keep the native size of an 8-bit
 BT.601 ``yuv420p`` stream: then it carries ``yuv420p`` (half the bytes: moving
 raw frames between processes is what limits full-size decoding) and OpenCV
-converts each frame to RGB with the same BT.601 limited-range matrix ffmpeg
-uses (values within a few levels of ffmpeg's own rgb24; ``DecodeConfig.transport
+converts each frame to RGB, on one thread, with the same BT.601 limited-range
+matrix ffmpeg uses (values within a few levels of ffmpeg's own rgb24; ``DecodeConfig.transport
 = "rgb24"`` forces ffmpeg's conversion). ffmpeg is
 killed by a watchdog timer when ``DecodeConfig.timeout_s`` runs out (wall time
 from the call, probe and the consumer's time between frames included).
