@@ -1,6 +1,6 @@
 """Decode benchmarks; each prints ONE JSON object (figure, reference measured in the same run, ratio).
 
-    .venv/bin/python bench/bench_decode.py speed   [--video PATH | --seconds 60] [--repeats 5]
+    .venv/bin/python bench/bench_decode.py speed   [--video PATH | --seconds 60] [--repeats 10]
     .venv/bin/python bench/bench_decode.py memory  [--short-s 10] [--long-s 600]
     .venv/bin/python bench/bench_decode.py clips   [--dir ../shared/data/videos]
 
@@ -173,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("which", choices=["speed", "memory", "clips"])
     parser.add_argument("--video", default="")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="length of the generated speed video: ffmpeg's ~80 ms start-up and the VM's "
                              "timing noise swamp runs of a few hundred ms")
