@@ -241,8 +241,7 @@ class FineGrained(nn.Module):
         c, b = len(text), len(video)
         k = video.tracks.shape[1]
         track_valid = video.track_ok[None, None]                                     # [1, 1, B, K]
-        pair_valid = (video.track_ok[:, :, None] & video.track_ok[:, None, :]
-                      & ~torch.eye(k, dtype=torch.bool, device=video.tracks.device)).reshape(1, 1, b, k * k)
+        pair_valid = _pair_valid(video.track_ok).reshape(1, 1, b, k * k)
         neg = float("-inf")
         s_track = torch.einsum("cud,cbkd->cubk", text.align, track_unit).float().masked_fill(~track_valid, neg)
         s_pair = torch.einsum("cud,cbijd->cubij", text.pair, pair_unit).float().reshape(c, -1, b, k * k)
@@ -254,6 +253,20 @@ class FineGrained(nn.Module):
         best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
         units = (text.is_object | text.is_relation).float()[..., None]              # [C, U, 1]
         return (best * units).sum(1) / units.sum(1).clamp_min(1)
+
+
+def _pair_valid(track_ok: torch.Tensor) -> torch.Tensor:
+    """``[B, K, K]``: the ordered pairs (i, j) of two different real tracks of a video."""
+    k = track_ok.shape[1]
+    return track_ok[:, :, None] & track_ok[:, None, :] & ~torch.eye(k, dtype=torch.bool, device=track_ok.device)
+
+
+def _text_slot_of(batch) -> torch.Tensor:
+    """``[M]``: each batch text node's position in its caption's :class:`TextUnits` row (−1: not a unit)."""
+    idx, _, pos, _ = node_slots(batch)
+    slot_of = torch.full((batch.node_kind.shape[0],), -1, dtype=torch.long, device=idx.device)
+    slot_of[idx] = pos
+    return slot_of
 
 
 def node_slots(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -276,9 +289,7 @@ def unit_osc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, batch
     """OSC on the fine score's own units: each HSG-linked object node of a real caption against every
     track unit of the batch read over its caption's window; the linked track is the positive, the other
     tracks of its video and of the batch are the negatives. Zero when the batch has no such link."""
-    idx, cap, pos, _ = node_slots(batch)
-    slot_of = torch.full((batch.node_kind.shape[0],), -1, dtype=torch.long, device=idx.device)
-    slot_of[idx] = pos
+    slot_of = _text_slot_of(batch)
     node, track = batch.link_node, batch.link_track
     keep = (batch.node_kind[node] == OBJECT_KIND) & (batch.cap_neg_of[batch.node_cap[node]] < 0)
     node, track = node[keep], track[keep]
@@ -298,19 +309,17 @@ def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_
     the batch. Transitive: the directed pair unit (subject track, object track) is the positive, every
     other ordered pair (the reversed one included) and the other videos' pairs are negatives;
     intransitive: its subject's track unit against all tracks. Zero when no predicate qualifies."""
-    idx, cap, pos, _ = node_slots(batch)
-    m = batch.node_kind.shape[0]
-    slot_of = torch.full((m,), -1, dtype=torch.long, device=idx.device)
-    slot_of[idx] = pos
-    linked = torch.full((m,), -1, dtype=torch.long, device=idx.device)
+    slot_of = _text_slot_of(batch)
+    m, device = slot_of.shape[0], slot_of.device
+    linked = torch.full((m,), -1, dtype=torch.long, device=device)
     linked[batch.link_node] = batch.link_track
-    subject = torch.full((m,), -1, dtype=torch.long, device=idx.device)
-    obj = torch.full((m,), -1, dtype=torch.long, device=idx.device)
+    subject = torch.full((m,), -1, dtype=torch.long, device=device)
+    obj = torch.full((m,), -1, dtype=torch.long, device=device)
     is_subj = batch.tedge_kind == TEXT_EDGE_KINDS.index("subj_pred")
     is_obj = batch.tedge_kind == TEXT_EDGE_KINDS.index("pred_obj")
     subject[batch.tedge_dst[is_subj]] = linked[batch.tedge_src[is_subj]]     # subject node → predicate
     obj[batch.tedge_src[is_obj]] = linked[batch.tedge_dst[is_obj]]           # predicate → object node
-    has_obj = torch.zeros((m,), dtype=torch.bool, device=idx.device)
+    has_obj = torch.zeros((m,), dtype=torch.bool, device=device)
     has_obj[batch.tedge_src[is_obj]] = True
     pred = (batch.node_kind == RELATION_KIND) & (batch.cap_neg_of[batch.node_cap] < 0) & (subject >= 0)
     local, k = track_slots(batch)
@@ -321,9 +330,7 @@ def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_
         r = two.nonzero().squeeze(1)
         c, s, o = batch.node_cap[r], subject[r], obj[r]
         logits = torch.einsum("pd,pbijd->pbij", text.pair[c, slot_of[r]], pair_unit[c]).float() / tau
-        valid = (video.track_ok[:, :, None] & video.track_ok[:, None, :]
-                 & ~torch.eye(k, dtype=torch.bool, device=idx.device))
-        logits = logits.masked_fill(~valid[None], float("-inf")).reshape(len(r), b * k * k)
+        logits = logits.masked_fill(~_pair_valid(video.track_ok)[None], float("-inf")).reshape(len(r), b * k * k)
         target = (batch.track_video[s] * k + local[s]) * k + local[o]
         losses.append(F.cross_entropy(logits, target, reduction="sum"))
     one = pred & ~has_obj

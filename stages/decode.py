@@ -559,8 +559,6 @@ def _yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
     import cv2  # only needed on this path; a heavy import
 
     threads = cv2.getNumThreads()
-    if threads == 1:
-        return cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
     cv2.setNumThreads(1)
     try:
         return cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
