@@ -15,6 +15,20 @@ import typer
 
 from schemas.errors import UserError
 
+
+
+def detector_help() -> str:
+    """--detector's help, read from the registered backends (names, what each is, default thresholds)."""
+    from stages.detect import REAL_DATA_BACKEND, SYNTHETIC_BACKEND
+    from stages.detectors import detector_class
+    from stages.registry import DETECTORS
+
+    backends = " | ".join(f"{name} ({detector_class(name).summary}; threshold {detector_class(name).default_score_threshold:g})"
+                          for name in DETECTORS.names())
+    return (f"detector backend, sets detect.name: {backends} [default: auto = {SYNTHETIC_BACKEND} on synthetic, "
+            f"{REAL_DATA_BACKEND} on real data]")
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="finsta: video–caption datasets → scene graphs → alignment training.")
 
@@ -22,23 +36,27 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # ------------------------------------------------------------------ build
 @app.command("build-sgs")
 def build_sgs(
-    dataset: str = typer.Option("sample", help="activitynet | msrvtt | manifest | synthetic | sample"),
+    dataset: Optional[str] = typer.Option(None, help="activitynet | msrvtt | manifest | synthetic | sample "
+                                          "[default: sample]"),
     data_root: Optional[Path] = typer.Option(None, help="dataset folder (manifest: the .jsonl/.csv file)"),
     out: Optional[Path] = typer.Option(None, help="output dataset folder [default: out/DATASET]"),
-    split: str = typer.Option("train", help="activitynet split: train | val_1 | val_2"),
+    split: Optional[str] = typer.Option(None, help="activitynet split: train | val_1 | val_2 [default: train]"),
     captions: Optional[Path] = typer.Option(None, help="captions file, overriding the dataset's layout"),
     videos: Optional[Path] = typer.Option(None, help="videos folder, overriding the dataset's layout"),
     mapping: Optional[Path] = typer.Option(None, help="id → video path file (JSON or CSV)"),
-    detector: Optional[str] = typer.Option(None, help="detector backend: color | lite | detectron2"),
-    config: Optional[Path] = typer.Option(None, help="JSON/YAML file nested like pipeline.config.BuildConfig"),
-    set_: list[str] = typer.Option([], "--set", help="override one option, e.g. --set decode.fps=2 (repeatable)"),
+    detector: Optional[str] = typer.Option(None, help=detector_help()),
+    config: Optional[Path] = typer.Option(None, help="JSON/YAML file of options, nested like --show-config prints"),
+    set_: list[str] = typer.Option([], "--set", help="set one option, e.g. --set decode.fps=2 or "
+                                   "--set 'detect.lite.grid=[2,3]' (repeatable; keys: --show-config)"),
+    show_config: bool = typer.Option(False, "--show-config", help="print every option (value, type, default) "
+                                     "as YAML that --config reads back, and exit"),
     limit: Optional[int] = typer.Option(None, min=1, help="process at most N samples of the dataset"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting a local one"),
-    executor: str = typer.Option("ray", help="ray | sequential (one process, for debugging)"),
-    workers: int = typer.Option(1, min=1, help="actors per stage group"),
-    num_cpus: int = typer.Option(0, min=0, help="CPUs of the local Ray instance (0 = all)"),
+    executor: Optional[str] = typer.Option(None, help="ray | sequential (one process, for debugging) [default: ray]"),
+    workers: Optional[int] = typer.Option(None, min=1, help="actors per CPU pool [default: 1]"),
+    num_cpus: Optional[int] = typer.Option(None, min=0, help="CPUs of the local Ray instance [default: 0 = all]"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="reprocess only samples recorded as failed"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="delete OUT and start over"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="delete the finsta dataset in OUT and start over"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and counts, write nothing"),
     strict: bool = typer.Option(False, "--strict", help="exit 1 when any sample failed"),
     quiet: bool = typer.Option(False, "--quiet", help="plain log lines instead of the live display"),
@@ -48,9 +66,9 @@ def build_sgs(
 
     code = build_command(dict(dataset=dataset, data_root=data_root, out=out, split=split, captions=captions,
                               videos=videos, mapping=mapping, detector=detector, config=config, overrides=set_,
-                              limit=limit, ray_address=ray_address, executor=executor, workers=workers,
-                              num_cpus=num_cpus, retry_failed=retry_failed, overwrite=overwrite, dry_run=dry_run,
-                              strict=strict, quiet=quiet))
+                              show_config=show_config, limit=limit, ray_address=ray_address, executor=executor,
+                              workers=workers, num_cpus=num_cpus, retry_failed=retry_failed, overwrite=overwrite,
+                              dry_run=dry_run, strict=strict, quiet=quiet))
     raise typer.Exit(code)
 
 
@@ -92,7 +110,7 @@ def parse_captions(
     stanza_dir: str = typer.Option("", help="stanza resources folder (default ~/stanza_resources)"),
 ) -> None:
     """Parse captions into textual scene graphs, one graph per output line."""
-    from pipeline.parse_captions import run_parse_captions
+    from pipeline.tools.parse_captions import run_parse_captions
     run_parse_captions(file, parser=parser, fmt=format, out=out, stanza_dir=stanza_dir)
 
 
@@ -107,7 +125,7 @@ def eval_tsg(
     stanza_dir: str = typer.Option("", help="stanza resources folder (default ~/stanza_resources)"),
 ) -> None:
     """Score the caption parser against FACTUAL gold graphs (SPICE-style F1, set match)."""
-    from pipeline.eval_tsg import ParseOptions, evaluate_file, format_summary
+    from pipeline.tools.eval_tsg import ParseOptions, evaluate_file, format_summary
     summary = evaluate_file(gold, ParseOptions(parser=parser, stanza_dir=stanza_dir, pred=pred), diff=diff)
     print(json.dumps(summary) if json_out else format_summary(summary))
 
@@ -142,7 +160,7 @@ def eval_dsg(
     json_out: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ) -> None:
     """Score built DSGs/HSGs against synthetic ground truth."""
-    from pipeline.eval_dsg import run_eval_dsg
+    from pipeline.tools.eval_dsg import run_eval_dsg
     print(run_eval_dsg(out_dir, truth, as_json=json_out))
 
 

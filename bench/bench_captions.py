@@ -1,4 +1,4 @@
-"""Caption-parsing throughput: CaptionParseStage vs bare ``nlp.pipe``; prints ONE JSON object.
+"""Caption-parsing throughput: ParseCaptionsStage vs bare ``nlp.pipe``; prints ONE JSON object.
 
     .venv/bin/python bench/bench_captions.py [--n 10000] [--per-task 5] [--repeats 2]
 
@@ -8,7 +8,7 @@ loaded spaCy pipeline in one process (one core), best of ``--repeats`` runs,
 interleaved:
 
 * ``reference``: ``for doc in nlp.pipe(captions, batch_size=256): pass``;
-* ``stage``: ``CaptionParseStage.process_batch`` on tasks of ``--per-task``
+* ``stage``: ``ParseCaptionsStage.process_batch`` on tasks of ``--per-task``
   captions, 256 tasks per batch: text preparation, the same ``nlp.pipe``, the
   conversion to the common form and the rules, TSGs filled in.
 
@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages.base import CaptionInput, VideoTask  # noqa: E402
-from stages.captions import CaptionParserConfig, CaptionParseStage  # noqa: E402
+from stages.captions import ParseCaptionsConfig  # noqa: E402
+from stages.parse_captions import ParseCaptionsStage  # noqa: E402
 
 TRAIN = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "factual" / "factual_mr_train.csv"
 
@@ -66,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     captions, source = load_captions(args.n)
-    stage = CaptionParseStage(CaptionParserConfig(name="spacy", batch_size=256), batch_size=256)
+    stage = ParseCaptionsStage(ParseCaptionsConfig(name="spacy", batch_size=256), batch_size=256)
     stage.setup()
     nlp = stage.parser.nlp
 

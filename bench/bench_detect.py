@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from stages.base import VideoTask  # noqa: E402
 from stages.decode import DecodeConfig, decode_video  # noqa: E402
-from stages.detectors import DetectorConfig, DetectStage, build_detector  # noqa: E402
+from stages.detect import DetectConfig, DetectStage  # noqa: E402
+from stages.detectors import build_detector  # noqa: E402
+from stages.detectors.lite import LiteOptions  # noqa: E402
 
 SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
 
@@ -61,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         video = args.video or default_video(workdir)
         meta, frames, images = decode_video(video, DecodeConfig(fps=1.0, short_side=256, max_frames=args.frames))
-    cfg = DetectorConfig(name="lite", score_threshold=0.3, batch_frames=args.batch, extra={"threads": args.threads})
+    cfg = DetectConfig(name="lite", batch_frames=args.batch, lite=LiteOptions(threads=args.threads))
     detector = build_detector(cfg)
     detector.setup()
     stage = DetectStage(cfg)

@@ -70,8 +70,8 @@ def bench_text(n_tasks: int) -> dict:
     import torch
     torch.set_num_threads(1)
     started = time.perf_counter()
-    from stages.embed_text import TextEmbedConfig, TextEmbedStage, node_texts
-    stage = TextEmbedStage(TextEmbedConfig(threads=1))
+    from stages.embed_text import EmbedTextConfig, EmbedTextStage, node_texts
+    stage = EmbedTextStage(EmbedTextConfig(threads=1))
     stage.setup()
     load_s = time.perf_counter() - started
     cold = make_tasks(n_tasks, seed=0)
@@ -96,8 +96,8 @@ def bench_visual(n_frames: int) -> dict:
     import torch
     torch.set_num_threads(1)
     started = time.perf_counter()
-    from stages.embed_visual import VisualEmbedConfig, VisualEmbedder, crop_box, to_input
-    embedder = VisualEmbedder(VisualEmbedConfig(threads=1, batch_size=16))
+    from stages.embed_visual import EmbedVisualConfig, VisualEmbedder, crop_box, to_input
+    embedder = VisualEmbedder(EmbedVisualConfig(threads=1, batch_size=16))
     embedder.setup()
     load_s = time.perf_counter() - started
     rng = np.random.default_rng(0)

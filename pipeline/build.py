@@ -1,19 +1,17 @@
-"""``build-sgs``: dataset → stages (on Ray or in-process) → committed shards.
+"""``build-sgs``: where a sample goes, from the dataset to a committed shard.
 
 Flow (docs/architecture.md)::
 
     dataset.tasks() ─ select (resume, retry, key safety, duplicates)
-      → video group:   decode → detect → track → relate → embed_visual   (frames stay inside one actor)
-      → caption group: parse_captions → merge_hsg → embed_text            (own pool when a stage uses a GPU)
-      → driver: VideoTask → (VideoSample, SampleFeatures) | FailureRecord → shards of ``shard_size``
+      → preflight: every stage checks its packages and files, in this process, before any worker starts
+      → executor (pipeline/executors/): the pools of pipeline/plan.py, stage after stage in catalog order
+            decode → detect → track → relate → embed_visual → parse_captions → merge_hsg → embed_text
+      → driver (here): VideoTask → (VideoSample, SampleFeatures) | FailureRecord → shards of ``write.shard_size``
 
-Each group is one Ray Data ``map_batches`` over an actor pool whose actors
-call every stage's ``setup()`` once; decoded frames never leave the video
-group's actor, so only graphs and features travel between processes. On CPU
-only, both groups run in one actor (see :func:`stage_groups`). Order
-is preserved, so the same input gives the same shards for 1 or N workers and
-1 or N nodes. A shard is committed as soon as it is full, so a killed run
-loses at most the samples in flight; the rerun skips every committed key.
+Order is preserved, so the same input gives the same shards for 1 or N
+workers and 1 or N nodes. A shard is committed as soon as it is full, so a
+killed run loses at most the samples in flight; the rerun skips every
+committed key.
 
 Example::
 
@@ -23,90 +21,43 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
-from pipeline.config import BuildConfig
+from pipeline.config import finalize
 from pipeline.datasets.base import build_dataset
+from pipeline.plan import build_stages, plan_pools, stage_names
 from pipeline.progress import Progress
-from schemas.errors import UserError
 from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
 from schemas.store import DatasetWriter, check_key, open_dataset
-from stages.base import Resources, Stage, VideoTask
-from stages.captions.stage import CaptionParseStage
-from stages.decode import DecodeStage
-from stages.detectors.base import DetectStage, build_detector
-from stages.embed_text import TextEmbedStage, text_feature_dims
-from stages.embed_visual import VisualEmbedStage, visual_feature_dims
-from stages.hsg_merge import HSGMergeStage
-from stages.relations import AttributeRelationStage
-from stages.tracking import TrackingStage
+from stages.base import VideoTask
+from stages.detectors.base import build_detector
+from stages.embed_text import text_feature_dims
+from stages.embed_visual import visual_feature_dims
 
-REPO = Path(__file__).resolve().parents[1]
 SELECT_STAGE = "select"
 WRITE_STAGE = "write"
 
 
-# ------------------------------------------------------------------ plan
-@dataclass
-class StageGroup:
-    """Stages that run back to back inside one worker (one Ray actor pool)."""
-
-    name: str
-    factories: list[Callable[[], Stage]]
-    resources: Resources
-    batch_size: int
-    drop_images: bool = False
-
-    def build(self) -> list[Stage]:
-        return [make() for make in self.factories]
-
-
-def stage_groups(cfg: BuildConfig) -> list[StageGroup]:
-    """The pipeline's stage groups for ``cfg``, in order.
-
-    ``cfg.run.stage_groups``: ``two`` gives the video stages and the caption
-    stages their own actor pools (so a GPU detector scales apart from the CPU
-    text stages); ``one`` runs every stage in one actor (no hand-over between
-    processes, one copy of each model per worker); ``auto`` picks ``two`` when
-    any stage asks for a GPU, else ``one``.
-    """
-    video = [lambda: DecodeStage(cfg.decode), lambda: DetectStage(cfg.detector), lambda: TrackingStage(cfg.tracker),
-             lambda: AttributeRelationStage(cfg.relations), lambda: VisualEmbedStage(cfg.visual)]
-    captions = [lambda: CaptionParseStage(cfg.parser), lambda: HSGMergeStage(cfg.merge),
-                lambda: TextEmbedStage(cfg.text)]
-    split = cfg.run.stage_groups
-    if split not in ("auto", "one", "two"):
-        raise UserError(f"run.stage_groups {split!r}: choose auto, one or two")
-    if split == "auto":
-        split = "two" if _group_resources(video + captions).gpus > 0 else "one"
-    if split == "one":
-        return [StageGroup("all", video + captions, _group_resources(video + captions), cfg.video_batch_size,
-                           drop_images=True)]
-    return [StageGroup("video", video, _group_resources(video), cfg.video_batch_size, drop_images=True),
-            StageGroup("captions", captions, _group_resources(captions), cfg.caption_batch_size)]
-
-
-def _group_resources(factories: list[Callable[[], Stage]]) -> Resources:
-    declared = [make().resources for make in factories]
-    return Resources(cpus=max(r.cpus for r in declared), gpus=max(r.gpus for r in declared))
-
-
-def feature_dims(cfg: BuildConfig) -> dict[str, int]:
-    dims = {**visual_feature_dims(cfg.visual, build_detector(cfg.detector).feature_dim), **text_feature_dims()}
+def feature_dims(cfg) -> dict[str, int]:
+    dims = {**visual_feature_dims(cfg.embed_visual, build_detector(cfg.detect).feature_dim), **text_feature_dims()}
     return {name: dims[name] for name in FEATURE_ARRAYS}
 
 
-def stage_names(cfg: BuildConfig) -> list[str]:
-    return [make().name for group in stage_groups(cfg) for make in group.factories]
+def preflight(cfg) -> None:
+    """Every stage's cheap checks (packages, weight files, options), here, before a worker starts."""
+    from schemas.errors import UserError
+
+    for stage in build_stages(cfg):
+        try:
+            stage.preflight()
+        except UserError as error:
+            raise UserError(f"stage {stage.name} cannot start: {error}") from None
 
 
 # ------------------------------------------------------------------ result
@@ -163,120 +114,6 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
     return to_run, failures
 
 
-# ------------------------------------------------------------------ executors
-def run_sequential(groups: list[StageGroup], tasks: list[VideoTask]) -> Iterator[VideoTask]:
-    """The same stages in this process, in order; the benchmark reference."""
-    built = []
-    for group in groups:
-        stages = group.build()
-        for stage in stages:
-            stage.setup()
-        built.append((group, stages))
-    for task in tasks:
-        batch = [task]
-        for group, stages in built:
-            batch = _run_group(stages, batch, group.drop_images)
-        yield from batch
-
-
-def _run_group(stages: list[Stage], tasks: list[VideoTask], drop_images: bool) -> list[VideoTask]:
-    for stage in stages:
-        tasks = stage.process_batch(tasks)
-    if drop_images:
-        for task in tasks:
-            task.images = None
-    return tasks
-
-
-class _GroupActor:
-    """A Ray Data callable class: one stage group, models loaded once per actor."""
-
-    def __init__(self, group: StageGroup):
-        _quiet_ray_data_logs()
-        self.group = group
-        self.stages = group.build()
-        for stage in self.stages:
-            stage.setup()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tasks = _run_group(self.stages, list(batch["task"]), self.group.drop_images)
-        column = np.empty(len(tasks), dtype=object)
-        column[:] = tasks
-        return {"task": column}
-
-
-def run_on_ray(groups: list[StageGroup], tasks: list[VideoTask], cfg: BuildConfig) -> Iterator[VideoTask]:
-    """Stream tasks through the groups with Ray Data, in input order."""
-    import ray
-
-    _init_ray(cfg)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False  # pipeline.progress shows per-stage counts itself
-    context.print_on_execution_start = False
-    workers = max(1, cfg.run.workers)
-    # Every actor of every group is alive at once (streaming); shrink CPU requests that
-    # would not fit the cluster rather than wait forever for them.
-    wanted = sum(group.resources.cpus for group in groups) * workers
-    scale = min(1.0, ray.cluster_resources().get("CPU", wanted) / wanted) if wanted else 1.0
-    dataset = ray.data.from_items([{"task": task} for task in tasks], override_num_blocks=max(1, len(tasks)))
-    for group in groups:
-        dataset = dataset.map_batches(
-            _GroupActor, fn_constructor_args=(group,), batch_size=max(1, group.batch_size),
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=group.resources.cpus * scale, num_gpus=group.resources.gpus or None, zero_copy_batch=True)
-    for batch in dataset.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
-        yield from batch["task"]
-
-
-def _init_ray(cfg: BuildConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    kwargs = dict(logging_level="ERROR", log_to_driver=not cfg.run.quiet, configure_logging=True)
-    try:
-        if cfg.run.ray_address:
-            ray.init(address=cfg.run.ray_address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **kwargs)
-        else:
-            # A local Ray inherits this process's environment, so workers find our packages
-            # without a runtime_env: the worker Ray prestarts at init can then host the first
-            # actor instead of a fresh one starting (seconds of CPU on a small machine).
-            with _environment(PYTHONPATH=pythonpath, RAY_USAGE_STATS_ENABLED=os.environ.get(
-                    "RAY_USAGE_STATS_ENABLED", "0")):
-                ray.init(num_cpus=cfg.run.num_cpus or None, include_dashboard=False, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        where = cfg.run.ray_address or "a local Ray instance"
-        raise UserError(f"cannot start or join Ray at {where}: {error}".replace("\n", " ")) from None
-    _quiet_ray_data_logs()
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of the block (what ``ray.init`` hands its processes)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _quiet_ray_data_logs() -> None:
-    """Tasks travel as Python objects by design; Ray Data's notes about that (and its
-    per-run INFO lines) would drown the progress display."""
-    import ray.data  # noqa: F401  (configures the "ray.data" logger on import)
-
-    for handler in logging.getLogger("ray.data").handlers:
-        if not hasattr(handler, "_path"):  # keep Ray Data's session log file complete
-            handler.setLevel(logging.ERROR)
-
-
 # ------------------------------------------------------------------ conversion
 def to_sample(task: VideoTask, dims: dict[str, int]) -> tuple[VideoSample, SampleFeatures]:
     """A finished task as stored records; raises ValueError when rows do not align."""
@@ -296,9 +133,19 @@ def to_sample(task: VideoTask, dims: dict[str, int]) -> tuple[VideoSample, Sampl
 
 
 # ------------------------------------------------------------------ driver
-def run_build(cfg: BuildConfig, out: Path, progress: Optional[Progress] = None) -> BuildResult:
+def _execute(cfg, tasks: list[VideoTask]):
+    pools = plan_pools(cfg)
+    if cfg.run.executor == "ray":
+        from pipeline.executors.ray import run_on_ray
+        return run_on_ray(pools, tasks, cfg)
+    from pipeline.executors.sequential import run_sequential
+    return run_sequential(pools, tasks)
+
+
+def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResult:
     """Run (or, with ``cfg.run.dry_run``, plan) a build into ``out``."""
     started = time.perf_counter()
+    cfg, _ = finalize(cfg)   # idempotent; the CLI has already validated and shown its warnings
     result = BuildResult(out=out)
     dataset = build_dataset(cfg.dataset)
     dims = feature_dims(cfg)
@@ -307,6 +154,7 @@ def run_build(cfg: BuildConfig, out: Path, progress: Optional[Progress] = None) 
         select_tasks(dataset.tasks(), committed, failed, cfg.run.retry_failed, result)
         result.dataset_stats = dataset.stats()
         return result
+    preflight(cfg)
     writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite)
     tasks, early_failures = select_tasks(dataset.tasks(), writer.committed_keys(), writer.failed_keys(),
                                          cfg.run.retry_failed, result)
@@ -327,8 +175,7 @@ def run_build(cfg: BuildConfig, out: Path, progress: Optional[Progress] = None) 
             progress.log(f"committed shard with {len(samples)} samples, {len(failures)} failures")
             samples, failures = [], []
 
-    groups = stage_groups(cfg)
-    finished = run_on_ray(groups, tasks, cfg) if cfg.run.executor == "ray" else run_sequential(groups, tasks)
+    finished = _execute(cfg, tasks)
     for task in finished:
         if result.first_result_seconds is None:
             result.first_result_seconds = time.perf_counter() - started
@@ -344,7 +191,7 @@ def run_build(cfg: BuildConfig, out: Path, progress: Optional[Progress] = None) 
             failures.append(task.failure)
             result.failures_by_reason[task.failure.error_type] += 1
         progress.advance(task, failed=task.failure is not None)
-        if len(samples) + len(failures) >= cfg.shard_size:
+        if len(samples) + len(failures) >= cfg.write.shard_size:
             flush()
     flush()
     result.committed = len(writer.committed_keys())
@@ -354,7 +201,7 @@ def run_build(cfg: BuildConfig, out: Path, progress: Optional[Progress] = None) 
     return result
 
 
-def _existing_status(out: Path, cfg: BuildConfig) -> tuple[set[str], set[str]]:
+def _existing_status(out: Path, cfg) -> tuple[set[str], set[str]]:
     if not (out / "manifest.json").exists() or cfg.run.overwrite:
         return set(), set()
     dataset = open_dataset(out)

@@ -1,21 +1,31 @@
-"""``BuildConfig``: the one object holding every option of ``build-sgs``.
+"""``BuildConfig``: every option of ``build-sgs``, derived from the stage catalog.
 
-It composes each component's own config dataclass. ``identity()`` is the part
-that determines the data (hashed into the manifest; a rerun with another
-identity is refused without ``--overwrite``); :class:`RunOptions` holds what
-does not change the data (where Ray runs, how many workers, display, limit).
+Sections: ``dataset`` (:class:`DatasetConfig`), one section per stage of
+:data:`stages.catalog.STAGES` named like the stage (``decode``, ``detect``,
+``track``, …, each the stage's own ``config_class``), ``write`` (shards) and
+``run`` (how to run). Nothing here lists the stages: a new catalog line is a
+new section.
 
-Example::
+What changes the output is declared once, on each field (``runtime(...)``
+marks the ones that do not, see :mod:`schemas.options`); :meth:`identity` is
+what the manifest stores and hashes, and a rerun with another identity is
+refused with the changed keys named.
 
-    cfg = BuildConfig()
-    cfg = load_config("my.yaml", base=cfg)                 # JSON or YAML, nested like the dataclasses
-    cfg = apply_overrides(cfg, ["decode.fps=2", "detector.name=lite"])
+Every option is reachable in one way, and validated in one place
+(:func:`finalize`, which runs each section's ``__post_init__`` checks) whether
+it came from a default, ``--config FILE``, ``--set`` or a flag::
+
+    cfg = load_config("my.yaml")                                   # JSON or YAML, nested like the sections
+    cfg = apply_overrides(cfg, ["decode.fps=2", "detect.lite.grid=[2,3]"])
+    cfg, warnings = finalize(cfg)                                  # validate, resolve ``auto`` values
+    print(show_config(cfg))                                        # YAML that --config reads back
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +33,25 @@ from typing import Any, Optional
 
 from pipeline.datasets.base import DatasetConfig
 from schemas.errors import UserError
-from stages.captions.base import CaptionParserConfig
-from stages.decode import DecodeConfig
-from stages.detectors.base import DetectorConfig
-from stages.embed_text import TextEmbedConfig
-from stages.embed_visual import VisualEmbedConfig
-from stages.hsg_merge import MergeConfig
-from stages.relations import RelationConfig
-from stages.tracking import TrackerConfig
+from schemas.options import identity as identity_of, is_runtime, runtime
+from stages.catalog import RENAMED_SECTIONS, STAGES
+
+EXECUTORS = ("ray", "sequential")
+POOLS = ("auto", "one", "each")
+
+
+@dataclass
+class WriteOptions:
+    """``shard_size``: samples (and failure rows) per shard; a shard is committed when it
+    holds that many, or when it has been open ``shard_max_seconds`` (bounds what a
+    kill -9 can lose), or at the end of the run. Neither changes what a sample holds."""
+
+    shard_size: int = 16
+    shard_max_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.shard_max_seconds <= 0:
+            raise ValueError("shard_size must be >= 1 and shard_max_seconds > 0")
 
 
 @dataclass
@@ -38,126 +59,279 @@ class RunOptions:
     """How to run; never changes what is written.
 
     ``executor``: ``ray`` (default) or ``sequential`` (one process, same
-    stages: for debugging and as the benchmark reference). ``num_cpus``: CPUs
-    of the local Ray instance (0 = all). ``workers``: actors per stage group.
-    ``stage_groups``: ``auto`` | ``one`` | ``two`` actor pools (see
-    :func:`pipeline.build.stage_groups`).
+    stages: for debugging and as the benchmark reference). ``pools``: ``auto``
+    (one actor pool per run of consecutive stages on the same kind of device:
+    a CUDA stage gets its own pool), ``one`` (every stage in one actor) or
+    ``each`` (one pool per stage). ``workers``: actors per CPU pool;
+    ``gpu_workers``: actors per GPU pool (0 = as many as the cluster's GPUs
+    hold). ``num_cpus``: CPUs of the local Ray instance (0 = all).
     """
 
     executor: str = "ray"
-    stage_groups: str = "auto"
+    pools: str = "auto"
     ray_address: Optional[str] = None
     num_cpus: int = 0
     workers: int = 1
-    limit: Optional[int] = None
+    gpu_workers: int = 0
     quiet: bool = False
     dry_run: bool = False
     strict: bool = False
     retry_failed: bool = False
     overwrite: bool = False
 
-
-@dataclass
-class BuildConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    relations: RelationConfig = field(default_factory=RelationConfig)
-    visual: VisualEmbedConfig = field(default_factory=VisualEmbedConfig)
-    parser: CaptionParserConfig = field(default_factory=CaptionParserConfig)
-    text: TextEmbedConfig = field(default_factory=TextEmbedConfig)
-    merge: MergeConfig = field(default_factory=MergeConfig)
-    shard_size: int = 16
-    video_batch_size: int = 1
-    caption_batch_size: int = 8
-    run: RunOptions = field(default_factory=RunOptions)
-
-    def identity(self) -> dict[str, Any]:
-        """The options that determine the output (what the manifest stores and hashes)."""
-        data = dataclasses.asdict(self)
-        data.pop("run")
-        data["dataset"].pop("limit", None)
-        for name in ("device", "threads", "batch_frames", "batch_size", "use_gpu"):
-            for section in data.values():
-                if isinstance(section, dict):
-                    section.pop(name, None)
-        return data
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor {self.executor!r}: choose {' or '.join(EXECUTORS)}")
+        if self.pools not in POOLS:
+            raise ValueError(f"pools {self.pools!r}: choose {', '.join(POOLS)}")
+        if self.workers < 1 or self.gpu_workers < 0 or self.num_cpus < 0:
+            raise ValueError("workers must be >= 1, gpu_workers and num_cpus >= 0")
+        if self.retry_failed and self.overwrite:
+            raise ValueError("retry_failed and overwrite contradict each other: pick one")
 
 
-def _convert(hint: Any, raw: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
-            return None
-        return _convert(args[0], raw, where)
+def _identity(self) -> dict[str, Any]:
+    """The options that determine the output (what the manifest stores and hashes)."""
+    return identity_of(self)
+
+
+BuildConfig = dataclasses.make_dataclass(
+    "BuildConfig",
+    [("dataset", DatasetConfig, field(default_factory=DatasetConfig))]
+    + [(stage.name, stage.config_class, field(default_factory=stage.config_class)) for stage in STAGES]
+    + [("write", WriteOptions, runtime(default_factory=WriteOptions)),
+       ("run", RunOptions, runtime(default_factory=RunOptions))],
+    namespace={"identity": _identity, "__module__": __name__,
+               "__doc__": "Every option of build-sgs: dataset, one section per catalog stage, write, run."})
+
+# Keys of the previous release, accepted with a warning until the next one.
+RENAMED_KEYS: dict[str, str] = {
+    "shard_size": "write.shard_size", "run.stage_groups": "run.pools", "run.limit": "dataset.limit",
+    "detector.config": "detect.detectron2.config", "detector.weights": "detect.detectron2.weights",
+}
+REMOVED_KEYS: dict[str, str] = {
+    "video_batch_size": "a video pool takes one video per batch",
+    "caption_batch_size": "use parse_captions.tasks_per_batch",
+    "detector.extra": "each backend's options are their own section, e.g. detect.lite.grid, detect.detectron2.opts",
+}
+
+
+# ---------------------------------------------------------------- reading values
+def parse_value(raw: str) -> Any:
+    """A ``--set`` value: JSON or YAML (``[2,3]``, ``{a: 1}``, ``true``, ``null``), else the string itself."""
+    import yaml
+
     try:
-        if hint is bool and isinstance(raw, str):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "1", "yes")
-        if hint in (int, float, str, bool):
-            return hint(raw)
-        if origin in (list, tuple) and isinstance(raw, str):
-            return json.loads(raw)
-        if origin is dict and isinstance(raw, str):
-            return json.loads(raw)
-    except (ValueError, json.JSONDecodeError):
-        raise UserError(f"bad value {raw!r} for {where}: expected {getattr(hint, '__name__', hint)}") from None
-    return raw
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
-def _set(obj: Any, path: list[str], raw: Any, where: str) -> None:
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    """``value`` as the field type ``hint``; one-line UserError when it does not fit."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, where)
+    expected = getattr(hint, "__name__", str(hint))
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+        elif hint is int and not isinstance(value, (bool, float, list, dict)):
+            return int(value)
+        elif hint is float and not isinstance(value, (bool, list, dict)):
+            return float(value)
+        elif hint is str and not isinstance(value, (list, dict)):
+            return str(value)
+        elif origin in (list, tuple) or hint in (list, tuple):
+            items = parse_value(value) if isinstance(value, str) else value
+            if isinstance(items, (list, tuple)):
+                if args and args[-1] is not Ellipsis and origin is tuple:
+                    if len(items) != len(args):
+                        raise ValueError
+                    return tuple(_convert(a, v, where) for a, v in zip(args, items))
+                inner = args[0] if args else None
+                items = [v if inner is None else _convert(inner, v, where) for v in items]
+                return tuple(items) if origin is tuple or hint is tuple else items
+        elif origin is dict or hint is dict:
+            items = parse_value(value) if isinstance(value, str) else value
+            if isinstance(items, dict):
+                return dict(items)
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"bad value {value!r} for {where}: expected {expected}")
+
+
+def _set(obj: Any, path: list[str], value: Any, where: str) -> None:
     hints = typing.get_type_hints(type(obj))
-    if path[0] not in hints:
+    name = path[0]
+    if name not in {f.name for f in dataclasses.fields(obj)}:
+        section = ".".join(where.split(".")[:-len(path)]) or "the top level"
         names = ", ".join(f.name for f in dataclasses.fields(obj))
-        raise UserError(f"unknown config key {where!r}; {'.'.join(path[:0]) or 'top level'} has: {names}")
-    if len(path) == 1:
-        current = getattr(obj, path[0])
-        if dataclasses.is_dataclass(current) and isinstance(raw, dict):
-            for key, value in raw.items():
-                _set(current, [key], value, f"{where}.{key}")
-        else:
-            setattr(obj, path[0], _convert(hints[path[0]], raw, where))
-        return
-    child = getattr(obj, path[0])
-    if not dataclasses.is_dataclass(child):
-        raise UserError(f"config key {where!r}: {path[0]} is not a section")
-    _set(child, path[1:], raw, where)
+        raise UserError(f"unknown config key {where!r}; {section} has: {names} "
+                        "(all keys: build-sgs --show-config)")
+    current = getattr(obj, name)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise UserError(f"config key {where!r}: {name} is not a section")
+        _set(current, path[1:], value, where)
+    elif dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise UserError(f"config key {where!r} is a section: give a mapping, or set {where}.FIELD")
+        for key, inner in value.items():
+            _set(current, [str(key)], inner, f"{where}.{key}")
+    else:
+        setattr(obj, name, _convert(hints[name], value, where))
 
 
-def apply_overrides(cfg: BuildConfig, assignments: list[str]) -> BuildConfig:
+def _renamed(key: str, warnings: list[str]) -> str:
+    if key in REMOVED_KEYS:
+        raise UserError(f"config key {key!r} was removed: {REMOVED_KEYS[key]}")
+    for old, new in RENAMED_KEYS.items():
+        if key == old or key.startswith(old + "."):
+            warnings.append(f"config key {old!r} is now {new!r}; the old name goes in the next release")
+            return new + key[len(old):]
+    head, _, rest = key.partition(".")
+    if head in RENAMED_SECTIONS:
+        new = RENAMED_SECTIONS[head]
+        warnings.append(f"config section {head!r} is now {new!r}; the old name goes in the next release")
+        return _renamed(new + ("." + rest if rest else ""), warnings)
+    return key
+
+
+def set_key(cfg: Any, key: str, value: Any, warnings: Optional[list[str]] = None) -> None:
+    """Set dotted ``key`` (old names accepted with a warning) to ``value`` (converted to the field's type)."""
+    key = _renamed(key.strip(), warnings if warnings is not None else [])
+    _set(cfg, key.split("."), value, key)
+
+
+def apply_overrides(cfg: Any, assignments: list[str], warnings: Optional[list[str]] = None) -> Any:
     """``["decode.fps=2", ...]`` → a new config with those fields set."""
-    cfg = _deep_copy(cfg)
+    cfg = copy.deepcopy(cfg)
     for item in assignments:
         if "=" not in item:
             raise UserError(f"bad --set {item!r}: write SECTION.FIELD=VALUE, e.g. decode.fps=2")
-        key, value = item.split("=", 1)
-        _set(cfg, key.strip().split("."), value.strip(), key.strip())
+        key, raw = item.split("=", 1)
+        set_key(cfg, key, parse_value(raw.strip()), warnings)
     return cfg
 
 
-def load_config(path: Path, base: Optional[BuildConfig] = None) -> BuildConfig:
+def load_config(path: Path, base: Any = None, warnings: Optional[list[str]] = None) -> Any:
     """Read a JSON or YAML file nested like :class:`BuildConfig` onto ``base``."""
+    path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
-    text = path.read_text()
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
+        import yaml
+        data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
     except Exception as error:  # any parse error is the user's file
         raise UserError(f"cannot parse config file {path}: {error}".replace("\n", " ")) from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of sections")
-    cfg = _deep_copy(base or BuildConfig())
-    for key, value in data.items():
-        _set(cfg, [key], value, key)
+    cfg = copy.deepcopy(base if base is not None else BuildConfig())
+    for key, value in _flat_keys(data):
+        set_key(cfg, key, value, warnings)
     return cfg
 
 
-def _deep_copy(cfg: BuildConfig) -> BuildConfig:
-    return copy.deepcopy(cfg)
+def _flat_keys(data: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested mapping → dotted keys; a mapping stays one value where the field itself is a dict."""
+    out = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not _is_dict_field(name):
+            out += _flat_keys(value, name + ".")
+        else:
+            out.append((name, value))
+    return out
+
+
+def _is_dict_field(key: str) -> bool:
+    obj: Any = BuildConfig()
+    for part in _renamed(key, []).split("."):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            return False
+        obj = getattr(obj, part)
+    return isinstance(obj, dict)
+
+
+# ---------------------------------------------------------------- validation
+def finalize(cfg: Any) -> tuple[Any, list[str]]:
+    """Validate every section (its ``__post_init__`` checks) and resolve ``auto`` values.
+
+    Returns ``(config, warnings)``; a bad value raises a one-line
+    :class:`UserError` naming the section.
+    """
+    cfg = copy.deepcopy(cfg)
+    _validate(cfg, "")
+    cfg.detect = cfg.detect.resolved(cfg.dataset.name)
+    warnings = []
+    if cfg.detect.name == "color" and cfg.dataset.name != "synthetic":
+        warnings.append(f"detect.name=color is the synthetic world's shape detector; on {cfg.dataset.name} "
+                        "videos it finds coloured blobs, not objects (leave detect.name unset for the real one)")
+    return cfg, warnings
+
+
+def _validate(obj: Any, where: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate(value, f"{where}{f.name}.")
+    check = getattr(obj, "__post_init__", None)
+    if check is not None:
+        try:
+            check()
+        except (ValueError, TypeError, UserError) as error:
+            section = where.rstrip(".") or "config"
+            message = str(error)
+            raise UserError(message if message.startswith(section) else f"{section}: {message}") from None
+
+
+# ---------------------------------------------------------------- showing
+def config_rows(cfg: Any, prefix: str = "", runtime_section: bool = False) -> list[tuple[str, Any, Any, bool]]:
+    """``(key, value, default, changes_output)`` for every leaf option of ``cfg``."""
+    rows = []
+    default = type(cfg)()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        quiet = runtime_section or is_runtime(f)
+        if dataclasses.is_dataclass(value):
+            rows += config_rows(value, f"{prefix}{f.name}.", quiet)
+        else:
+            rows.append((prefix + f.name, value, getattr(default, f.name), not quiet))
+    return rows
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) if typing.get_origin(hint) is None else str(hint).replace("typing.", "")
+
+
+def show_config(cfg: Any) -> str:
+    """The whole configuration as YAML that ``--config`` reads back; each key's type and default as a comment."""
+    lines = ["# build-sgs configuration: every key, its value, # type, default (runtime = does not change the data)"]
+
+    def emit(obj: Any, indent: str, in_runtime: bool) -> None:
+        default = type(obj)()
+        for f in dataclasses.fields(obj):
+            value, quiet = getattr(obj, f.name), in_runtime or is_runtime(f)
+            if dataclasses.is_dataclass(value):
+                lines.append(f"{indent}{f.name}:" + ("  # runtime" if quiet and not in_runtime else ""))
+                emit(value, indent + "  ", quiet)
+                continue
+            hint = typing.get_type_hints(type(obj))[f.name]
+            note = f"{_type_name(hint)}, default {json.dumps(getattr(default, f.name))}"
+            lines.append(f"{indent}{f.name}: {json.dumps(value)}  # {note}" + (", runtime" if quiet else ""))
+
+    emit(cfg, "", False)
+    return "\n".join(lines)
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for line in dict.fromkeys(warnings):   # each once, in order
+        print(f"warning: {line}", file=sys.stderr)

@@ -6,36 +6,38 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.config import BuildConfig, apply_overrides, load_config
+from pipeline.config import (BuildConfig, apply_overrides, finalize, load_config, print_warnings, set_key,
+                             show_config)
 from schemas.errors import UserError
 from schemas.store import open_dataset
 
 
-def make_config(options: dict[str, Any]) -> tuple[BuildConfig, Path]:
-    """CLI options → (config, out folder). Explicit options win over --config and --set."""
-    cfg = load_config(options["config"]) if options.get("config") else BuildConfig()
-    cfg = apply_overrides(cfg, list(options.get("overrides") or []))
-    d = cfg.dataset
-    d.name = options["dataset"]
-    for name in ("data_root", "captions", "videos", "mapping"):
-        if options.get(name) is not None:
-            setattr(d, name, str(options[name]))
-    d.split = options.get("split") or d.split
-    if options.get("detector"):
-        cfg.detector.name = options["detector"]
-    run = cfg.run
-    run.limit = d.limit = options.get("limit")
-    for name in ("ray_address", "executor", "workers", "num_cpus", "retry_failed", "overwrite", "dry_run",
-                 "strict", "quiet"):
-        setattr(run, name, options[name])
-    if run.executor not in ("ray", "sequential"):
-        raise UserError(f"--executor {run.executor!r}: choose ray or sequential")
-    if run.retry_failed and run.overwrite:
-        raise UserError("--retry-failed and --overwrite contradict each other: pick one")
-    out = Path(options["out"]) if options.get("out") else Path("out") / d.name
+# Command-line flags and the config key each one sets (a flag left out sets nothing).
+FLAG_KEYS: dict[str, str] = {
+    "dataset": "dataset.name", "data_root": "dataset.data_root", "split": "dataset.split",
+    "captions": "dataset.captions", "videos": "dataset.videos", "mapping": "dataset.mapping",
+    "limit": "dataset.limit", "detector": "detect.name", "ray_address": "run.ray_address",
+    "executor": "run.executor", "workers": "run.workers", "num_cpus": "run.num_cpus",
+    "retry_failed": "run.retry_failed", "overwrite": "run.overwrite", "dry_run": "run.dry_run",
+    "strict": "run.strict", "quiet": "run.quiet",
+}
+
+
+def make_config(options: dict[str, Any]) -> tuple[Any, Path, list[str]]:
+    """CLI options → (config, out folder, warnings): defaults, then ``--config``, then ``--set``,
+    then the flags the user actually passed (None / False = not passed); validated once at the end."""
+    warnings: list[str] = []
+    cfg = load_config(options["config"], warnings=warnings) if options.get("config") else BuildConfig()
+    cfg = apply_overrides(cfg, list(options.get("overrides") or []), warnings)
+    for flag, key in FLAG_KEYS.items():
+        value = options.get(flag)
+        if value is not None and value is not False:
+            set_key(cfg, key, str(value) if isinstance(value, Path) else value)
+    cfg, more = finalize(cfg)
+    out = Path(options["out"]) if options.get("out") else Path("out") / cfg.dataset.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
-    return cfg, out
+    return cfg, out, warnings + more
 
 
 def build_command(options: dict[str, Any]) -> int:
@@ -45,7 +47,11 @@ def build_command(options: dict[str, Any]) -> int:
     from pipeline.progress import Progress
     from pipeline.report import plan_text, summary_table, write_stats
 
-    cfg, out = make_config(options)
+    cfg, out, warnings = make_config(options)
+    print_warnings(warnings)
+    if options.get("show_config"):
+        print(show_config(cfg))
+        return 0
     result = run_build(cfg, out, Progress(quiet=cfg.run.quiet))
     if cfg.run.dry_run:
         print(plan_text(cfg, result))
@@ -75,13 +81,13 @@ def inspect_command(out: Path, list_keys: bool, as_json: bool, failures: bool, k
               "\n".join(f"{r['key']}\t{r['stage']}\t{r['error_type']}\t{r['message']}" for r in rows))
         return
     if key is not None:
-        from pipeline.describe import describe
+        from pipeline.tools.describe import describe
         if key not in dataset.keys():
             raise UserError(f"no committed sample {key!r} in {out}; list them with `inspect {out} --list`")
         sample, features = dataset.get(key)
         print(describe(sample))
         if png is not None:
-            from pipeline.render import render_png
+            from pipeline.tools.render import render_png
             render_png(sample, png)
             print(f"drew {png}")
         return

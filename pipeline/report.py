@@ -7,8 +7,8 @@ from collections import Counter
 
 from rich.table import Table
 
-from pipeline.build import BuildResult, stage_groups
-from pipeline.config import BuildConfig
+from pipeline.build import BuildResult
+from pipeline.plan import plan_pools
 from schemas.store import open_dataset
 
 
@@ -67,16 +67,18 @@ def summary_table(stats: dict) -> Table:
     return table
 
 
-def plan_text(cfg: BuildConfig, result: BuildResult) -> str:
+def plan_text(cfg, result: BuildResult) -> str:
     lines = [f"dataset {cfg.dataset.name}: {result.total} samples; {result.skipped_committed} already committed, "
              f"{result.skipped_failed} recorded failures skipped, {result.to_run} to run"
              + (" (retrying recorded failures only)" if cfg.run.retry_failed else ""),
-             f"output {result.out} in shards of {cfg.shard_size}; executor {cfg.run.executor}"
-             + (f" at {cfg.run.ray_address}" if cfg.run.ray_address else "") + f", {cfg.run.workers} worker(s)/group"]
-    for group in stage_groups(cfg):
-        names = " → ".join(make().name for make in group.factories)
-        lines.append(f"  group {group.name}: {names}  [cpus={group.resources.cpus:g}, gpus={group.resources.gpus:g}, "
-                     f"batch={group.batch_size}]")
+             f"output {result.out} in shards of {cfg.write.shard_size}; executor {cfg.run.executor}"
+             + (f" at {cfg.run.ray_address}" if cfg.run.ray_address else "")
+             + f"; detector {cfg.detect.name} (threshold {cfg.detect.score_threshold:g})"]
+    for pool in plan_pools(cfg):
+        workers = pool.workers or "one per GPU"
+        frames = ", frames → next pool" if pool.images_leave else ""
+        lines.append(f"  pool {pool.name}: {' → '.join(pool.stage_names)}  [cpus={pool.resources.cpus:g}, "
+                     f"gpus={pool.resources.gpus:g}, workers={workers}, batch={pool.batch_size}{frames}]")
     quirks = {k: v for k, v in result.dataset_stats.items() if v}
     if quirks:
         lines.append("dataset counts: " + ", ".join(f"{k}={v}" for k, v in sorted(quirks.items())))

@@ -44,6 +44,7 @@ import zarr
 
 from schemas.arrow import (FAILURES_SCHEMA, records_to_table, samples_schema, table_to_records, from_row)
 from schemas.errors import UserError
+from schemas.options import diff, diff_text
 from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
 from schemas.version import FORMAT_NAME, SCHEMA_VERSION
 
@@ -154,9 +155,9 @@ class DatasetWriter:
         if old is not None:
             _check_version(old, self.root)
             if old.get("config_hash") != config_hash(config):
-                raise UserError(f"{self.root} was built with a different config (hash {old.get('config_hash')}, "
-                                f"now {config_hash(config)}); rerun with --overwrite to start over, "
-                                f"or use another --out")
+                changes = diff(old.get("config", {}), config)
+                raise UserError(f"{self.root} was built with other options ({diff_text(changes)}); rerun with the "
+                                f"old values to continue, --overwrite to start over, or use another --out")
         self._remove_debris()
         self.shards = _scan_shards(self.root)
         self.created = old.get("created") if old else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

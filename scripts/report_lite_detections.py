@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
-from stages.detectors import DetectorConfig, build_detector  # noqa: E402
+from stages.detect import DetectConfig  # noqa: E402
+from stages.detectors import build_detector  # noqa: E402
 
 
 def sample_frames(path: str, fps: float):
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
-    detector = build_detector(DetectorConfig(name="lite", score_threshold=args.score_threshold))
+    detector = build_detector(DetectConfig(name="lite", score_threshold=args.score_threshold))
     detector.setup()
     report = {}
     for video in args.videos:

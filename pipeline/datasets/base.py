@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from schemas.errors import UserError
+from schemas.options import runtime
 from schemas.records import FailureRecord
 from stages.base import CaptionInput, VideoTask
 from stages.registry import Registry
@@ -69,7 +70,7 @@ class DatasetConfig:
     captions: Optional[str] = None
     videos: Optional[str] = None
     mapping: Optional[str] = None
-    limit: Optional[int] = None
+    limit: Optional[int] = runtime(None)
 
 
 class Dataset(ABC):

@@ -1,10 +1,10 @@
 """The caption-parser protocol, its config and ``build_caption_parser``.
 
 A backend is a class registered in :data:`stages.registry.CAPTION_PARSERS`,
-built from a :class:`CaptionParserConfig`; one file per backend
+built from a :class:`ParseCaptionsConfig`; one file per backend
 (``spacy_backend.py``, ``stanza_backend.py``). Contract::
 
-    parser = build_caption_parser(CaptionParserConfig(name="spacy"))
+    parser = build_caption_parser(ParseCaptionsConfig(name="spacy"))
     parser.setup()                                # load the model once per worker
     docs = parser.parse(["a man runs quickly"])   # list[ParsedDoc], same order and length
     docs[0].tokens[1].lemma                       # 'man'
@@ -18,12 +18,13 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from schemas.options import runtime
 from stages.captions.depparse import ParsedDoc, Token
 from stages.registry import CAPTION_PARSERS
 
 
 @dataclass
-class CaptionParserConfig:
+class ParseCaptionsConfig:
     """Options every backend reads; backends ignore what does not apply to them.
 
     ``model``: spaCy package name or folder ("" = ``en_core_web_sm`` when
@@ -38,10 +39,11 @@ class CaptionParserConfig:
     name: str = "spacy"
     model: str = ""
     stanza_dir: str = ""
-    batch_size: int = 256
+    batch_size: int = runtime(256)
     max_chars: int = 1000
     add_article: bool = True
-    use_gpu: bool = False
+    use_gpu: bool = runtime(False)
+    tasks_per_batch: int = runtime(8)   # samples whose captions go through the parser together
 
 
 class CaptionParser(Protocol):
@@ -50,10 +52,15 @@ class CaptionParser(Protocol):
     def parse(self, texts: list[str]) -> list[ParsedDoc]: ...
 
 
-def build_caption_parser(cfg: CaptionParserConfig) -> CaptionParser:
-    """Instantiate the backend named by ``cfg.name`` (importing the package registers it)."""
+def caption_parser_class(name: str) -> type:
+    """The backend class registered as ``name`` (importing the package registers every backend)."""
     import stages.captions  # noqa: F401  (registers every backend)
-    return CAPTION_PARSERS.get(cfg.name)(cfg)
+    return CAPTION_PARSERS.get(name)
+
+
+def build_caption_parser(cfg: ParseCaptionsConfig) -> CaptionParser:
+    """Instantiate the backend named by ``cfg.name``."""
+    return caption_parser_class(cfg.name)(cfg)
 
 
 def clip(text: str, max_chars: int) -> str:

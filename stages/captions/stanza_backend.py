@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.errors import UserError
-from stages.captions.base import CaptionParserConfig, prepare, restore
+from stages.captions.base import ParseCaptionsConfig, prepare, restore
 from stages.captions.depparse import ParsedDoc, Token, from_universal
 from stages.registry import CAPTION_PARSERS
 
@@ -46,9 +46,21 @@ def from_stanza(doc: Any, text: str | None = None) -> ParsedDoc:
 
 @CAPTION_PARSERS.register("stanza")
 class StanzaCaptionParser:
-    def __init__(self, cfg: CaptionParserConfig):
+    def __init__(self, cfg: ParseCaptionsConfig):
         self.cfg = cfg
         self.nlp: Any = None
+
+    @classmethod
+    def preflight(cls, cfg: ParseCaptionsConfig) -> None:
+        """stanza importable and its English models on disk (checked before any worker starts)."""
+        import importlib.util
+        from pathlib import Path
+
+        if importlib.util.find_spec("stanza") is None:
+            raise UserError("the stanza parser needs the stanza package: pip install stanza")
+        where = Path(cfg.stanza_dir or Path.home() / "stanza_resources").expanduser()
+        if not (where / "en").is_dir():
+            raise UserError(f"stanza English models not found in {where}: {INSTALL_HINT}")
 
     def setup(self) -> None:
         if self.nlp is not None:
@@ -70,7 +82,8 @@ class StanzaCaptionParser:
     def parse(self, texts: list[str]) -> list[ParsedDoc]:
         import stanza
 
-        self.setup()
+        if self.nlp is None:
+            raise RuntimeError("StanzaParser.parse before setup()")
         prepared = [prepare(t, self.cfg.max_chars, self.cfg.add_article) for t in texts]
         live = [i for i, p in enumerate(prepared) if p.text]
         out = [ParsedDoc(t) for t in texts]

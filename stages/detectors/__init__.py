@@ -2,10 +2,11 @@
 
 Backends whose heavy dependencies are missing still register: they import
 those lazily in ``setup()`` and raise a UserError with the install step.
+The stage and its config are in :mod:`stages.detect`.
 """
 import importlib
 
-from stages.detectors.base import DetectorConfig, DetectStage, FrameDetections, build_detector
+from stages.detectors.base import FrameDetections, build_detector, detector_class
 
 for _backend in ("color", "lite", "detectron2"):
     try:
@@ -14,4 +15,4 @@ for _backend in ("color", "lite", "detectron2"):
         if missing.name != f"stages.detectors.{_backend}":
             raise
 
-__all__ = ["DetectorConfig", "DetectStage", "FrameDetections", "build_detector"]
+__all__ = ["FrameDetections", "build_detector", "detector_class"]

@@ -9,19 +9,24 @@ attribute "red". It never reads ground truth.
 
 Example::
 
-    det = build_detector(DetectorConfig(name="color"))
+    det = build_detector(DetectConfig(name="color"))
     det.setup()
     found = det.detect([rgb_frame])[0]
     found.labels, found.attributes   # ['circle'], [{'color': 'red', 'shape': 'circle', 'size': 'small'}]
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 from scipy import ndimage
 
-from stages.detectors.base import DetectorConfig, FrameDetections
+from stages.detectors.base import FrameDetections
 from stages.registry import DETECTORS
+
+if TYPE_CHECKING:
+    from stages.detect import DetectConfig
 
 # Hue ranges in OpenCV units (0–180) for basic colour terms; red wraps around 0.
 HUE_RANGES: tuple[tuple[str, int, int], ...] = (
@@ -51,9 +56,14 @@ class ColorDetector:
     """Colour segmentation + shape classification; ``feature_dim`` = 32 (see :func:`blob_features`)."""
 
     feature_dim = FEATURE_DIM
+    default_score_threshold = 0.5
+    summary = "the synthetic world's flat coloured shapes"
 
-    def __init__(self, cfg: DetectorConfig | None = None):
-        self.cfg = cfg or DetectorConfig(name="color")
+    def __init__(self, cfg: "DetectConfig | None" = None):
+        if cfg is None:
+            from stages.detect import DetectConfig
+            cfg = DetectConfig(name="color")
+        self.cfg = cfg.resolved()
 
     def setup(self) -> None:
         """Nothing to load."""

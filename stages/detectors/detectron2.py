@@ -5,18 +5,19 @@ when it is missing, setup raises a :class:`UserError` with the install line::
 
     pip install 'git+https://github.com/facebookresearch/detectron2.git'
 
-Config (:class:`DetectorConfig`):
+Config: ``detect.device``, ``detect.score_threshold`` (``ROI_HEADS.SCORE_THRESH_TEST``),
+``detect.max_detections`` (``TEST.DETECTIONS_PER_IMAGE``) and the ``detect.detectron2``
+section (:class:`Detectron2Options`):
 
 * ``config``: a model-zoo name (``"COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"``,
   the default) or a path to a yaml file;
 * ``weights``: a checkpoint path or URL (default: the zoo checkpoint of ``config``);
-* ``device``, ``score_threshold`` (``ROI_HEADS.SCORE_THRESH_TEST``),
-  ``max_detections`` (``TEST.DETECTIONS_PER_IMAGE``);
-* ``extra["labels"]``: a label-list file (one name per line, or a JSON list)
-  or a list, for checkpoints outside the zoo, e.g. a Visual Genome model with
-  the 150 VG-150 object classes; it also sets ``ROI_HEADS.NUM_CLASSES``.
-  Without it the labels are the test dataset's ``thing_classes`` (COCO's 80);
-* ``extra["opts"]``: ``["KEY", value, …]`` passed to ``cfg.merge_from_list``.
+* ``labels``: a label-list file (one name per line, or a JSON list), for
+  checkpoints outside the zoo, e.g. a Visual Genome model with the 150 VG-150
+  object classes; it also sets ``ROI_HEADS.NUM_CLASSES``. Without it the
+  labels are the test dataset's ``thing_classes`` (COCO's 80);
+* ``opts``: ``["KEY", value, …]`` passed to ``cfg.merge_from_list``
+  (``--set 'detect.detectron2.opts=["MODEL.RPN.NMS_THRESH", 0.6]'``).
 
 Inference runs the model's parts as ``GeneralizedRCNN.inference`` does
 (``preprocess_image`` → ``backbone`` → ``proposal_generator`` → ``roi_heads``),
@@ -26,7 +27,8 @@ head; the pooled ``res5`` output, 2048-d, for C4 models) is each box's feature.
 
 Example::
 
-    det = build_detector(DetectorConfig(name="detectron2", device="cuda", score_threshold=0.5))
+    det = build_detector(DetectConfig(name="detectron2", device="cuda",
+                                      detectron2=Detectron2Options(weights="model_final.pth")))
     det.setup()
     found = det.detect(rgb_frames)     # FrameDetections, features n×1024
 """
@@ -34,16 +36,32 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 
 from schemas.errors import UserError
-from stages.detectors.base import DetectorConfig, FrameDetections
+from stages.detectors.base import FrameDetections
 from stages.registry import DETECTORS
+
+if TYPE_CHECKING:
+    from stages.detect import DetectConfig
 
 INSTALL = "pip install 'git+https://github.com/facebookresearch/detectron2.git'"
 DEFAULT_CONFIG = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
+
+
+@dataclass
+class Detectron2Options:
+    """The ``detectron2`` backend's own options: the ``detect.detectron2`` config section."""
+
+    backend_options: ClassVar[bool] = True
+
+    config: str = DEFAULT_CONFIG   # model-zoo config name or yaml path
+    weights: str = ""              # checkpoint path or URL ("" = the zoo checkpoint of ``config``)
+    labels: str = ""               # label-list file for checkpoints outside the zoo
+    opts: list = field(default_factory=list)   # ["KEY", value, ...] for cfg.merge_from_list
 
 
 def frame_detections_from_instances(instances, features, image_size: tuple[int, int], labels: Sequence[str],
@@ -97,37 +115,51 @@ class Detectron2Detector:
     """Faster R-CNN (detectron2) detector; RoI box-head features."""
 
     feature_dim = 1024  # the standard FPN box head; setup() reads the real size
+    default_score_threshold = 0.5
+    summary = "Faster R-CNN, needs detectron2 installed"
 
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: "DetectConfig"):
+        self.cfg = cfg.resolved()
+        self.opts = self.cfg.detectron2
         self.model = None
         self.labels: list[str] = []
+
+    @classmethod
+    def preflight(cls, cfg: "DetectConfig") -> None:
+        """detectron2 importable; a local weights path exists (URLs are checked when they load)."""
+        import importlib.util
+
+        if importlib.util.find_spec("detectron2") is None:
+            raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL}")
+        weights = cfg.detectron2.weights
+        if weights and "://" not in weights and not Path(weights).is_file():
+            raise UserError(f"detectron2 weights {weights} do not exist: fix --set detect.detectron2.weights=PATH")
 
     def _build_cfg(self):
         from detectron2 import model_zoo
         from detectron2.config import get_cfg
 
         d2 = get_cfg()
-        name = self.cfg.config or DEFAULT_CONFIG
+        name = self.opts.config or DEFAULT_CONFIG
         if Path(name).is_file():
             d2.merge_from_file(name)
-            weights = self.cfg.weights
+            weights = self.opts.weights
         else:
             try:
                 d2.merge_from_file(model_zoo.get_config_file(name))
             except RuntimeError as error:
                 raise UserError(f"detectron2 config {name!r} is neither a file nor a model-zoo name") from error
-            weights = self.cfg.weights or model_zoo.get_checkpoint_url(name)
+            weights = self.opts.weights or model_zoo.get_checkpoint_url(name)
         if not weights:
-            raise UserError("detectron2: give weights (a checkpoint path or URL) for a yaml config")
+            raise UserError("detectron2: a yaml config needs --set detect.detectron2.weights=PATH (a checkpoint path or URL)")
         d2.MODEL.WEIGHTS = weights
         d2.MODEL.DEVICE = self.cfg.device
         d2.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(self.cfg.score_threshold)
         d2.TEST.DETECTIONS_PER_IMAGE = int(self.cfg.max_detections)
-        if "labels" in self.cfg.extra:
-            self.labels = load_labels(self.cfg.extra["labels"])
+        if self.opts.labels:
+            self.labels = load_labels(self.opts.labels)
             d2.MODEL.ROI_HEADS.NUM_CLASSES = len(self.labels)
-        d2.merge_from_list(list(self.cfg.extra.get("opts", [])))
+        d2.merge_from_list(list(self.opts.opts))
         d2.freeze()
         return d2
 
@@ -149,7 +181,7 @@ class Detectron2Detector:
         if not self.labels:
             self.labels = list(MetadataCatalog.get(d2.DATASETS.TEST[0]).thing_classes) if d2.DATASETS.TEST else []
         if not self.labels:
-            raise UserError("detectron2: the checkpoint's labels are unknown; give extra['labels'] (a label-list file)")
+            raise UserError("detectron2: the checkpoint's labels are unknown; give --set detect.detectron2.labels=FILE (a label-list file)")
         heads = model.roi_heads
         if hasattr(heads, "box_head"):
             self.feature_dim = int(heads.box_head.output_shape.channels)
@@ -171,7 +203,7 @@ class Detectron2Detector:
         import torch
 
         if self.model is None:
-            self.setup()
+            raise RuntimeError("Detectron2Detector.detect before setup()")
         if not images:
             return []
         inputs = []

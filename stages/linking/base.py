@@ -1,7 +1,7 @@
 """The link-scorer protocol, its config and ``build_link_scorer``.
 
 A scorer says how well a TSG object phrase matches each DSG track, as a
-similarity in ``[0, 1]``; :mod:`stages.hsg_merge` combines it with colour and
+similarity in ``[0, 1]``; :mod:`stages.merge_hsg` combines it with colour and
 time agreement. A backend is a class registered in
 :data:`stages.registry.LINK_SCORERS`, built from a :class:`LinkScorerConfig`.
 Contract::
@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from schemas.options import runtime
 from stages.registry import LINK_SCORERS
 
 
@@ -39,8 +40,9 @@ class LinkScorerConfig:
     name: str = "minilm"
     label_template: str = "a photo of a {}."
     model: str = ""
-    device: str = "cpu"
-    threads: int = 1
+    device: str = runtime("cpu")
+    threads: int = runtime(1)
+    gpus: float = runtime(0.25)
 
 
 @dataclass
@@ -66,7 +68,12 @@ def normalize_label(label: str) -> str:
     return " ".join(label.replace("_", " ").lower().split())
 
 
-def build_link_scorer(cfg: LinkScorerConfig) -> LinkScorer:
-    """Instantiate the backend named by ``cfg.name`` (importing the package registers it)."""
+def link_scorer_class(name: str) -> type:
+    """The backend class registered as ``name`` (importing the package registers every backend)."""
     import stages.linking  # noqa: F401  (registers every backend)
-    return LINK_SCORERS.get(cfg.name)(cfg)
+    return LINK_SCORERS.get(name)
+
+
+def build_link_scorer(cfg: LinkScorerConfig) -> LinkScorer:
+    """Instantiate the backend named by ``cfg.name``."""
+    return link_scorer_class(cfg.name)(cfg)

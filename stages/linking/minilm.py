@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.embed_text import TextEmbedConfig, TextEmbedder
+from stages.embed_text import EmbedTextConfig, TextEmbedder
 from stages.linking.base import LinkScorerConfig, TrackEvidence, normalize_label
 from stages.registry import LINK_SCORERS
 
@@ -20,7 +20,7 @@ class MiniLMScorer:
 
     def __init__(self, cfg: LinkScorerConfig):
         self.cfg = cfg
-        self.embedder = TextEmbedder(TextEmbedConfig(model_dir=cfg.model, device=cfg.device, threads=cfg.threads))
+        self.embedder = TextEmbedder(EmbedTextConfig(model_dir=cfg.model, device=cfg.device, threads=cfg.threads))
 
     def setup(self) -> None:
         self.embedder.setup()

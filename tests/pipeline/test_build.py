@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import run_build, stage_groups, stage_names
+from pipeline.build import run_build
 from pipeline.config import BuildConfig
 from pipeline.datasets.base import DatasetConfig
 from pipeline.synthetic.generate import generate
@@ -50,7 +50,8 @@ def world(tmp_path_factory) -> Path:
 
 def config(world: Path, executor: str = "sequential", **run) -> BuildConfig:
     cfg = BuildConfig(dataset=DatasetConfig(name="manifest", data_root=str(world / "manifest.jsonl")))
-    cfg.shard_size = 2
+    cfg.write.shard_size = 2
+    cfg.detect.name = "color"
     cfg.run.executor = executor
     cfg.run.quiet = True
     for key, value in run.items():
@@ -85,7 +86,7 @@ def reference_out(world, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference") / "out"
     done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
                            str(world / "manifest.jsonl"), "--out", str(out), "--executor", "sequential",
-                           "--set", "shard_size=2", "--quiet"], cwd=REPO, capture_output=True, text=True,
+                           "--set", "write.shard_size=2", "--detector", "color", "--quiet"], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     return out
@@ -145,29 +146,21 @@ def test_retry_failed_reprocesses_only_the_failures(world, tmp_path):
 def test_changed_config_is_refused(world, sequential_out):
     result = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
                              str(world / "manifest.jsonl"), "--out", str(sequential_out), "--executor",
-                             "sequential", "--set", "decode.fps=3", "--quiet"],
+                             "sequential", "--detector", "color", "--set", "decode.fps=3", "--quiet"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "different config" in result.stderr
-
-
-def test_stage_groups_split_only_when_a_stage_wants_a_gpu():
-    cfg = BuildConfig()
-    assert [g.name for g in stage_groups(cfg)] == ["all"]
-    cfg.run.stage_groups = "two"
-    assert [g.name for g in stage_groups(cfg)] == ["video", "captions"]
-    cfg.run.stage_groups = "auto"
-    cfg.text.device = "cuda"
-    groups = stage_groups(cfg)
-    assert [g.name for g in groups] == ["video", "captions"] and groups[1].resources.gpus > 0
-    assert [make().name for g in groups for make in g.factories] == stage_names(BuildConfig())
+    assert result.returncode == 2 and "decode.fps: 1.0 → 3.0" in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == \
+        result.stderr.strip().splitlines()[-1:]
 
 
 def test_dry_run_writes_nothing(world, tmp_path):
     result = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
-                             str(world / "manifest.jsonl"), "--out", str(tmp_path / "dry"), "--dry-run"],
+                             str(world / "manifest.jsonl"), "--out", str(tmp_path / "dry"), "--dry-run",
+                             "--set", "run.workers=2"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"{GOOD + 5} samples" in result.stdout and "to run" in result.stdout
+    assert "pool decode…embed_text" in result.stdout and "workers=2" in result.stdout
     assert not (tmp_path / "dry").exists()
 
 
@@ -190,7 +183,7 @@ def test_two_node_ray_cluster_matches_one_node(world, reference_out, tmp_path):
     cluster.add_node(num_cpus=1)
     try:
         out = tmp_path / "two-nodes"
-        run_build(config(world, executor="ray", workers=2, ray_address=cluster.address, stage_groups="two"), out)
+        run_build(config(world, executor="ray", workers=2, ray_address=cluster.address, pools="each"), out)
         assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
         assert contents(out) == contents(reference_out)
     finally:
@@ -202,7 +195,7 @@ def test_two_node_ray_cluster_matches_one_node(world, reference_out, tmp_path):
 def test_kill_9_of_the_driver_then_rerun_loses_and_duplicates_nothing(world, reference_out, tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
-               str(world / "manifest.jsonl"), "--out", str(out), "--set", "shard_size=1", "--quiet"]
+               str(world / "manifest.jsonl"), "--out", str(out), "--set", "write.shard_size=1", "--detector", "color", "--quiet"]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 240

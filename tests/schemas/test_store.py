@@ -99,7 +99,7 @@ def test_older_schema_version_is_refused(tmp_path):
 
 def test_changed_config_is_refused_unless_overwrite(tmp_path):
     DatasetWriter(tmp_path, {"fps": 1}, DIMS).write_shard([make_sample("a")], [])
-    with pytest.raises(UserError, match="different config"):
+    with pytest.raises(UserError, match="fps: 1 → 2"):
         DatasetWriter(tmp_path, {"fps": 2}, DIMS)
     writer = DatasetWriter(tmp_path, {"fps": 2}, DIMS, overwrite=True)
     assert writer.committed_keys() == set()

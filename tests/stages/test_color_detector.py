@@ -3,11 +3,10 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.base import VideoTask
-from stages.detectors.base import DetectorConfig, DetectStage, build_detector
+from stages.detect import DetectConfig
+from stages.detectors import build_detector
 from stages.detectors.color import FEATURE_DIM, ColorDetector, classify_shape
 from stages.registry import DETECTORS
-from schemas.records import Frame, VideoMeta
 
 RGB = {"red": (220, 30, 30), "orange": (245, 135, 20), "yellow": (235, 215, 25), "green": (30, 170, 50),
        "blue": (35, 70, 225), "purple": (145, 45, 195)}
@@ -39,7 +38,7 @@ def iou(a, b):
 
 def test_registered_and_built_by_name():
     assert DETECTORS.get("color") is ColorDetector
-    det = build_detector(DetectorConfig(name="color"))
+    det = build_detector(DetectConfig(name="color"))
     det.setup()
     assert det.feature_dim == FEATURE_DIM
 
@@ -112,18 +111,6 @@ def test_shape_rules_on_masks():
     assert classify_shape(np.ones((20, 20), bool))[0] == "square"
     assert classify_shape((x - 19.5) ** 2 + (y - 19.5) ** 2 <= 400)[0] == "circle"
     assert classify_shape(np.abs(x - 19.5) <= (y + 0.5) / 2)[0] == "triangle"
-
-
-def test_detect_stage_turns_backend_attributes_into_records():
-    img = scene()
-    draw(img, "circle", "red", 60, 60, 30)
-    task = VideoTask("k", "test", "v", "v.mp4", meta=VideoMeta("v.mp4", 2.0, 1.0, 320, 240, "h264", 2),
-                     frames=[Frame(0, 0.0), Frame(1, 1.0)], images=[scene(), img])   # first frame empty
-    DetectStage(DetectorConfig(name="color")).process_batch([task])
-    assert task.failure is None
-    assert [(d.frame, d.label) for d in task.dsg.detections] == [(1, "circle")]
-    assert {(a.name, a.value) for a in task.dsg.attributes} == {("color", "red"), ("shape", "circle"), ("size", "small")}
-    assert task.detection_features.shape == (1, FEATURE_DIM)
 
 
 def test_features_are_stable_for_one_object_and_separate_colours():

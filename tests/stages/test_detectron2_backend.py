@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from schemas.errors import UserError
-from stages.detectors import DetectorConfig, DetectStage, build_detector
+from stages.detect import DetectConfig, DetectStage
+from stages.detectors import build_detector
 from stages.detectors.detectron2 import INSTALL, Detectron2Detector, frame_detections_from_instances, load_labels
 from stages.base import VideoTask
 from schemas.records import VideoMeta, Frame
@@ -86,25 +87,25 @@ def test_label_lists(tmp_path):
 
 
 def test_registered_and_built_by_name():
-    det = build_detector(DetectorConfig(name="detectron2"))
+    det = build_detector(DetectConfig(name="detectron2"))
     assert isinstance(det, Detectron2Detector) and det.feature_dim == 1024
 
 
 @pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None, reason="detectron2 is installed")
 def test_missing_detectron2_gives_the_install_line():
-    det = build_detector(DetectorConfig(name="detectron2"))
+    det = build_detector(DetectConfig(name="detectron2"))
     with pytest.raises(UserError) as caught:
         det.setup()
     assert INSTALL in str(caught.value)
     # In the stage, the missing dependency is the user's to fix: it is raised, not turned into failures.
-    stage = DetectStage(DetectorConfig(name="detectron2"))
+    stage = DetectStage(DetectConfig(name="detectron2"))
     with pytest.raises(UserError):
         stage.setup()
 
 
 def test_detect_stage_writes_detections_and_features_from_the_backend(monkeypatch):
     """DetectStage over a detectron2 backend whose model is a test double returning fixed Instances."""
-    det = Detectron2Detector(DetectorConfig(name="detectron2", max_detections=5))
+    det = Detectron2Detector(DetectConfig(name="detectron2", max_detections=5))
     det.labels = LABELS
     det.model = object()  # set, so detect() does not call setup()
 
@@ -113,7 +114,7 @@ def test_detect_stage_writes_detections_and_features_from_the_backend(monkeypatc
         return [frame_detections_from_instances(inst, torch.ones(1, 1024), (60, 80), LABELS, 5) for _ in images]
 
     monkeypatch.setattr(det, "detect", fake_detect)
-    stage = DetectStage(DetectorConfig(name="detectron2", batch_frames=2))
+    stage = DetectStage(DetectConfig(name="detectron2", batch_frames=2))
     stage.detector = det
     task = VideoTask("k", "test", "v", "v.mp4", meta=VideoMeta("v.mp4", 1.0, 3.0, 80, 60, "h264"),
                      frames=[Frame(i, i / 3) for i in range(3)], images=[np.zeros((60, 80, 3), np.uint8)] * 3)

@@ -9,7 +9,7 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import HolisticSceneGraph, TextEdge, TextNode, TextSceneGraph
 from stages.base import VideoTask
-from stages.embed_text import (MINILM_DIM, TextEmbedConfig, TextEmbedder, TextEmbedStage, minilm_model_dir,
+from stages.embed_text import (MINILM_DIM, EmbedTextConfig, TextEmbedder, EmbedTextStage, minilm_model_dir,
                                node_texts, text_feature_dims)
 
 pytest.importorskip("sentence_transformers")
@@ -33,7 +33,7 @@ def dog_runs() -> TextSceneGraph:
 
 @pytest.fixture(scope="module")
 def stage():
-    text = TextEmbedStage(TextEmbedConfig())
+    text = EmbedTextStage(EmbedTextConfig())
     text.setup()
     return text
 
@@ -48,10 +48,12 @@ def test_embeddings_are_normalised_and_meaningful(stage):
 
 
 def test_cache_encodes_each_string_once_and_independently_of_order():
-    embedder = TextEmbedder(TextEmbedConfig(cache_size=2))
+    embedder = TextEmbedder(EmbedTextConfig(cache_size=2))
+    embedder.setup()
     first = embedder.embed_cached(["horse", "dog", "horse"])
     assert embedder.encoded == 2 and np.array_equal(first[0], first[2])
-    other = TextEmbedder(TextEmbedConfig())
+    other = TextEmbedder(EmbedTextConfig())
+    other.setup()
     assert np.array_equal(other.embed_cached(["dog", "horse"]), first[[1, 0]])
     embedder.embed_cached(["cat"])        # evicts the least recently used: "dog" ("horse" was reused)
     embedder.embed_cached(["horse"])
@@ -94,5 +96,5 @@ def test_empty_task_gives_zero_rows(stage):
 def test_dims_and_missing_model(tmp_path):
     assert text_feature_dims() == {"text_node": 384, "caption": 384}
     with pytest.raises(UserError, match="modules.json"):
-        minilm_model_dir(TextEmbedConfig(model_dir=str(tmp_path)))
-    assert (minilm_model_dir(TextEmbedConfig()) / "model.safetensors").is_file()
+        minilm_model_dir(EmbedTextConfig(model_dir=str(tmp_path)))
+    assert (minilm_model_dir(EmbedTextConfig()) / "model.safetensors").is_file()

@@ -10,7 +10,7 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
-from stages.embed_visual import (EFFICIENTNET_DIM, VisualEmbedConfig, VisualEmbedStage, crop_box,
+from stages.embed_visual import (EFFICIENTNET_DIM, EmbedVisualConfig, EmbedVisualStage, crop_box,
                                  detection_feature_source, load_efficientnet_lite0, to_input, visual_feature_dims)
 
 pytest.importorskip("efficientnet_lite_pytorch")
@@ -36,7 +36,7 @@ def scene(color, n_frames=3, size=(96, 128)):
 
 @pytest.fixture(scope="module")
 def crop_stage():
-    stage = VisualEmbedStage(VisualEmbedConfig(detection_features="crop", batch_size=2))
+    stage = EmbedVisualStage(EmbedVisualConfig(detection_features="crop", batch_size=2))
     stage.setup()
     return stage
 
@@ -68,7 +68,8 @@ def test_crop_features_separate_colours(crop_stage):
 
 def test_detector_features_are_kept_and_checked():
     images, dsg = scene((30, 170, 50))
-    stage = VisualEmbedStage(VisualEmbedConfig(detection_features="detector"))
+    stage = EmbedVisualStage(EmbedVisualConfig(detection_features="detector"))
+    stage.setup()
     own = np.arange(3 * 8, dtype=np.float32).reshape(3, 8)
     ok = VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg, detection_features=own.copy())
     short = VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg, detection_features=own[:2])
@@ -76,17 +77,17 @@ def test_detector_features_are_kept_and_checked():
     one_image = VideoTask("k", "test", "v", "v.mp4", images=images[:1], dsg=dsg)
     out = stage.process_batch([ok, short, no_images, one_image])
     assert out[0].failure is None and np.array_equal(out[0].detection_features, own)
-    assert [t.failure.error_type for t in out[1:]] == ["feature_mismatch", "missing_images", "frame_mismatch"]
+    assert [t.failure.error_type for t in out[1:]] == ["feature_mismatch", "missing_input", "frame_mismatch"]
 
 
 def test_auto_source_and_dims():
-    auto = VisualEmbedConfig()
+    auto = EmbedVisualConfig()
     assert detection_feature_source(auto, 0) == "crop" and detection_feature_source(auto, 1280) == "detector"
     assert visual_feature_dims(auto, 32) == {"frame": 1280, "detection": 32}
-    assert visual_feature_dims(VisualEmbedConfig(detection_features="crop"), 32) == {"frame": 1280, "detection": 1280}
+    assert visual_feature_dims(EmbedVisualConfig(detection_features="crop"), 32) == {"frame": 1280, "detection": 1280}
     assert visual_feature_dims(auto, 0) == {"frame": 1280, "detection": 1280}
     with pytest.raises(UserError):
-        VisualEmbedConfig(detection_features="roi")
+        EmbedVisualConfig(detection_features="roi")
     with pytest.raises(UserError, match="not found"):
         load_efficientnet_lite0("/nonexistent/weights.pth")
 
@@ -96,8 +97,9 @@ def test_no_detections_give_zero_rows(crop_stage):
     dsg.detections = []
     [out] = crop_stage.process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
     assert out.detection_features.shape == (0, EFFICIENTNET_DIM) and out.frame_features.shape == (1, 1280)
-    [out] = VisualEmbedStage(VisualEmbedConfig(detection_features="detector"), detector_feature_dim=16) \
-        .process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
+    detector_rows = EmbedVisualStage(EmbedVisualConfig(detection_features="detector"), detector_feature_dim=16)
+    detector_rows.setup()
+    [out] = detector_rows.process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
     assert out.detection_features.shape == (0, 16)
 
 

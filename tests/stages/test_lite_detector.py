@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.detectors import DetectorConfig, DetectStage, build_detector
+from stages.detect import DetectConfig, DetectStage
+from stages.detectors import build_detector
 from stages.detectors.lite import (IMAGENET_MAP, LiteOptions, cam_boxes, class_nms, load_label_groups, roi_average,
                                    tile_windows)
 from schemas.errors import UserError
@@ -62,15 +63,18 @@ def test_class_nms_is_per_label():
     assert keep == [1, 2]
 
 
-def test_unknown_option_is_a_user_error():
-    with pytest.raises(UserError, match="unknown option"):
-        LiteOptions.from_extra({"gird": [2, 2]})
-    assert LiteOptions.from_extra({"grid": [3, 4]}).grid == (3, 4)
+def test_lite_options_are_a_typed_config_section():
+    from pipeline.config import BuildConfig, apply_overrides
+    with pytest.raises(UserError, match="detect.lite.gird"):
+        apply_overrides(BuildConfig(), ["detect.lite.gird=[2,2]"])
+    assert apply_overrides(BuildConfig(), ["detect.lite.grid=[3,4]"]).detect.lite.grid == (3, 4)
+    with pytest.raises(ValueError, match="grid"):
+        LiteOptions(grid=(2,))
 
 
 @pytest.fixture(scope="module")
 def lite():
-    det = build_detector(DetectorConfig(name="lite", score_threshold=0.3, extra={"threads": 1}))
+    det = build_detector(DetectConfig(name="lite", lite=LiteOptions(threads=1)))
     det.setup()
     return det
 
@@ -104,7 +108,7 @@ def test_finds_the_bottles_on_the_real_clip(lite):
 def test_detect_stage_with_lite(lite):
     from schemas.records import Frame, VideoMeta
     from stages.base import VideoTask
-    stage = DetectStage(DetectorConfig(name="lite", score_threshold=0.3, batch_frames=2))
+    stage = DetectStage(DetectConfig(name="lite", score_threshold=0.3, batch_frames=2))
     stage.detector = lite
     images = [np.full((64, 96, 3), v, np.uint8) for v in (30, 120, 200)]
     task = VideoTask("k", "test", "v", "v.mp4", meta=VideoMeta("v.mp4", 1.0, 3.0, 96, 64, "h264"),

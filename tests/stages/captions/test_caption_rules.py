@@ -1,13 +1,13 @@
 """Caption → TSG rules through the spaCy backend (the default, installed here)."""
 import pytest
 
-from stages.captions import CaptionParserConfig, build_caption_parser, build_tsg, to_factual
+from stages.captions import ParseCaptionsConfig, build_caption_parser, build_tsg, to_factual
 from stages.captions.depparse import ParsedDoc, Token
 
 
 @pytest.fixture(scope="module")
 def parser():
-    p = build_caption_parser(CaptionParserConfig(name="spacy"))
+    p = build_caption_parser(ParseCaptionsConfig(name="spacy"))
     p.setup()
     return p
 

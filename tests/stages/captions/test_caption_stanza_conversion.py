@@ -5,7 +5,7 @@ from stages.captions.depparse import from_universal
 from stages.captions.factual import to_factual
 from stages.captions.rules import build_tsg
 from stages.captions.stanza_backend import StanzaCaptionParser, from_stanza
-from stages.captions.base import CaptionParserConfig
+from stages.captions.base import ParseCaptionsConfig
 from schemas.errors import UserError
 
 conll = pytest.importorskip("stanza.utils.conll")
@@ -107,7 +107,7 @@ def test_from_universal_leaves_an_empty_parse_empty():
 
 def test_missing_stanza_models_is_a_user_error_with_the_download_step(tmp_path):
     pytest.importorskip("stanza")
-    parser = StanzaCaptionParser(CaptionParserConfig(name="stanza", stanza_dir=str(tmp_path)))
+    parser = StanzaCaptionParser(ParseCaptionsConfig(name="stanza", stanza_dir=str(tmp_path)))
     with pytest.raises(UserError, match=r"stanza\.download\('en'\)"):
         parser.setup()
 
@@ -130,7 +130,7 @@ def test_stanza_parser_batches_prepares_and_restores_offsets():
         ("the", "the", "DET", "DT", 2, "det"), ("dog", "dog", "NOUN", "NN", 3, "nsubj"),
         ("runs", "run", "VERB", "VBZ", 0, "root"), ("quickly", "quickly", "ADV", "RB", 3, "advmod")],
         **{CAR_IS_RED[0]: CAR_IS_RED[1]}}
-    parser = StanzaCaptionParser(CaptionParserConfig(name="stanza"))
+    parser = StanzaCaptionParser(ParseCaptionsConfig(name="stanza"))
     parser.nlp = FakeStanzaPipeline(parses)
     texts = ["dog  runs quickly", "", CAR_IS_RED[0]]
     docs = parser.parse(texts)

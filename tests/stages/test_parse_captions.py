@@ -1,15 +1,16 @@
-"""CaptionParseStage: batching, ids and times, bad input, failures."""
+"""ParseCaptionsStage: batching, ids and times, bad input, failures."""
 import pytest
 
 from schemas.errors import UserError
 from stages.base import CaptionInput, VideoTask
-from stages.captions import CaptionParserConfig, CaptionParseStage, build_caption_parser
+from stages.captions import ParseCaptionsConfig, build_caption_parser
+from stages.parse_captions import ParseCaptionsStage
 from stages.captions.depparse import ParsedDoc
 
 
 @pytest.fixture(scope="module")
 def stage():
-    s = CaptionParseStage(CaptionParserConfig(name="spacy"))
+    s = ParseCaptionsStage(ParseCaptionsConfig(name="spacy"))
     s.setup()
     return s
 
@@ -93,7 +94,7 @@ def test_a_broken_parser_fails_the_batch_as_failure_records():
         def parse(self, texts):
             raise RuntimeError("model exploded")
 
-    s = CaptionParseStage()
+    s = ParseCaptionsStage()
     s.parser = BrokenParser()
     [a, b] = s.process_batch([task("a", "a dog"), task("b", "a cat")])
     assert a.failure.stage == "parse_captions" and a.failure.error_type == "caption_parse"
@@ -108,7 +109,7 @@ def test_a_parser_returning_too_few_docs_fails_the_task_not_the_process():
         def parse(self, texts):
             return [ParsedDoc(t) for t in texts[:1]]
 
-    s = CaptionParseStage()
+    s = ParseCaptionsStage()
     s.parser = ShortParser()
     [a] = s.process_batch([task("a", "a dog", "a cat")])
     assert a.failure is None or a.failure.stage == "parse_captions"
@@ -123,4 +124,4 @@ def test_tasks_that_already_failed_are_skipped(stage):
 
 def test_unknown_backend_is_a_user_error():
     with pytest.raises(UserError, match="unknown caption parser"):
-        build_caption_parser(CaptionParserConfig(name="nope"))
+        build_caption_parser(ParseCaptionsConfig(name="nope"))

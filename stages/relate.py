@@ -54,7 +54,7 @@ on``, ``hold``…; the rule is in that module's docstring).
 
 Example::
 
-    stage = AttributeRelationStage(RelationConfig())
+    stage = RelateStage(RelateConfig())
     stage.setup()
     stage.process_batch(tasks)  # after detect and track; fills task.dsg attributes/relations/track_relations
 """
@@ -62,20 +62,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from schemas.errors import UserError
 from schemas.records import Attribute, Detection, DynamicSceneGraph, Relation, TrackRelation
 from stages.attributes import (AttributeConfig, box_area, box_color, centre_speed, frame_size, motion_attributes,
                                relative_size)
-from stages.base import Resources, Stage, VideoTask
+from stages.base import Stage, VideoTask
 
 Box = tuple[float, float, float, float]
 
 
 @dataclass
-class RelationConfig:
+class RelateConfig:
     """Thresholds of the predicates (module table) and the attribute rules."""
 
     min_score: float = 0.5
@@ -126,23 +128,23 @@ def _mean_wh(s: Box, o: Box) -> tuple[float, float]:
     return max((ws + wo) / 2, 1e-6), max((hs + ho) / 2, 1e-6)
 
 
-def score_left_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_left_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     return _clip((_centre(o)[0] - _centre(s)[0]) / _mean_wh(s, o)[0])
 
 
-def score_right_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_right_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     return score_left_of(o, s, o_label, s_label, cfg)
 
 
-def score_above(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_above(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     return _clip((_centre(o)[1] - _centre(s)[1]) / _mean_wh(s, o)[1])
 
 
-def score_below(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_below(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     return score_above(o, s, o_label, s_label, cfg)
 
 
-def score_on(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_on(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     (ws, _), (_, ho) = _size(s), _size(o)
     if box_area(s) >= box_area(o) or _centre(s)[1] >= _centre(o)[1] or ws <= 0 or ho <= 0:
         return 0.0
@@ -157,13 +159,13 @@ def score_on(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) ->
     return _clip(x_overlap * _clip(closeness + 0.5))
 
 
-def score_near(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_near(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     (ws, hs), (wo, ho) = _size(s), _size(o)
     diagonal = (np.hypot(ws, hs) + np.hypot(wo, ho)) / 2
     return _clip(1.0 - box_gap(s, o) / max(cfg.near_scale * diagonal, 1e-6))
 
 
-def score_in_front_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_in_front_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     smaller = min(box_area(s), box_area(o))
     if smaller <= 0:
         return 0.0
@@ -173,11 +175,11 @@ def score_in_front_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationC
     return _clip(0.5 + overlap) * _clip((s[3] - o[3]) / (0.25 * _mean_wh(s, o)[1]))
 
 
-def score_behind(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_behind(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     return score_in_front_of(o, s, o_label, s_label, cfg)
 
 
-def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> float:
+def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     if s_label not in cfg.person_labels or o_label in cfg.person_labels or o_label in cfg.body_part_labels:
         return 0.0
     ratio = box_area(o) / max(box_area(s), 1e-9)
@@ -189,7 +191,7 @@ def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfi
     return _clip(inside * (1.0 - ratio / cfg.small_ratio) ** 0.25)
 
 
-ScoreFn = Callable[[Box, Box, str, str, RelationConfig], float]
+ScoreFn = Callable[[Box, Box, str, str, RelateConfig], float]
 # The per-frame predicate table: name → score function (rules in the module docstring).
 GEOMETRIC_PREDICATES: dict[str, ScoreFn] = {
     "left of": score_left_of, "right of": score_right_of, "above": score_above, "below": score_below,
@@ -198,12 +200,12 @@ GEOMETRIC_PREDICATES: dict[str, ScoreFn] = {
 }
 
 
-def pair_geometry(s: Box, o: Box, s_label: str, o_label: str, cfg: RelationConfig) -> dict[str, float]:
+def pair_geometry(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> dict[str, float]:
     """Every geometric predicate's score for an ordered pair (including those under ``min_score``)."""
     return {name: fn(s, o, s_label, o_label, cfg) for name, fn in GEOMETRIC_PREDICATES.items()}
 
 
-def frame_relations(detections: list[Detection], indices: list[int], cfg: RelationConfig,
+def frame_relations(detections: list[Detection], indices: list[int], cfg: RelateConfig,
                     prior=None) -> list[Relation]:
     """Relations among the detections ``indices`` (all of one frame)."""
     ranked = sorted(indices, key=lambda i: -detections[i].score)[: cfg.max_detections_per_frame]
@@ -241,14 +243,14 @@ def _border_distance(b: Box) -> float:
     return min(b[0], b[1], 1.0 - b[2], 1.0 - b[3])
 
 
-def entering_score(track: TrackView, cfg: RelationConfig) -> float:
+def entering_score(track: TrackView, cfg: RelateConfig) -> float:
     first = track.frames[0]
     if first == 0:
         return 0.0
     return _clip(1.0 - _border_distance(track.boxes[first]) / cfg.edge_margin)
 
 
-def leaving_score(track: TrackView, last_frame: int, cfg: RelationConfig) -> float:
+def leaving_score(track: TrackView, last_frame: int, cfg: RelateConfig) -> float:
     last = track.frames[-1]
     if last >= last_frame:
         return 0.0
@@ -259,7 +261,7 @@ def _distances(a: TrackView, b: TrackView, shared: list[int]) -> np.ndarray:
     return np.array([np.hypot(*(np.subtract(_centre(a.boxes[f]), _centre(b.boxes[f])))) for f in shared])
 
 
-def approach_scores(a: TrackView, b: TrackView, cfg: RelationConfig) -> dict[str, float]:
+def approach_scores(a: TrackView, b: TrackView, cfg: RelateConfig) -> dict[str, float]:
     """``approaching`` / ``moving away`` scores over the shared frames (ends averaged over two frames)."""
     shared = sorted(a.boxes.keys() & b.boxes.keys())
     if len(shared) < 2:
@@ -272,7 +274,7 @@ def approach_scores(a: TrackView, b: TrackView, cfg: RelationConfig) -> dict[str
             "moving away": _clip(2 * change / max(last, 1e-6)) if change >= cfg.approach_min else 0.0}
 
 
-def passing_score(a: TrackView, b: TrackView, moving: bool, cfg: RelationConfig) -> float:
+def passing_score(a: TrackView, b: TrackView, moving: bool, cfg: RelateConfig) -> float:
     shared = sorted(a.boxes.keys() & b.boxes.keys())
     if len(shared) < 2 or not moving:
         return 0.0
@@ -285,7 +287,7 @@ def passing_score(a: TrackView, b: TrackView, moving: bool, cfg: RelationConfig)
     return _clip(1.0 - gap / max(cfg.near_scale * float(np.mean(sizes)) / 2, 1e-6))
 
 
-def carrying_score(a: TrackView, b: TrackView, moving: bool, cfg: RelationConfig) -> float:
+def carrying_score(a: TrackView, b: TrackView, moving: bool, cfg: RelateConfig) -> float:
     shared = sorted(a.boxes.keys() & b.boxes.keys())
     if not shared or not moving:
         return 0.0
@@ -311,7 +313,7 @@ def track_speed(view: TrackView, times: list[float]) -> Optional[float]:
     return centre_speed([view.boxes[f] for f in frames], [times[f] for f in frames])
 
 
-def temporal_relations(dsg: DynamicSceneGraph, cfg: RelationConfig,
+def temporal_relations(dsg: DynamicSceneGraph, cfg: RelateConfig,
                        speeds: dict[int, Optional[float]]) -> list[TrackRelation]:
     views = track_views(dsg)
     last_frame = len(dsg.frames) - 1
@@ -372,7 +374,7 @@ def merge_attributes(existing: list[Attribute], new: list[Attribute]) -> list[At
 
 
 # ------------------------------------------------------------- the stage
-class AttributeRelationStage(Stage):
+class RelateStage(Stage):
     """Attributes, per-frame relations and track relations of ``task.dsg``.
 
     Runs after detection and tracking; needs ``task.images`` for colours
@@ -381,22 +383,26 @@ class AttributeRelationStage(Stage):
     """
 
     name = "relate"
+    config_class = RelateConfig
+    needs = ("dsg",)
+    uses = ("images",)
+    produces = ("dsg",)
 
-    def __init__(self, cfg: Optional[RelationConfig] = None, resources: Optional[Resources] = None):
-        self.cfg = cfg or RelationConfig()
-        self.resources = resources or Resources(cpus=1.0)
+    def __init__(self, cfg: Optional[RelateConfig] = None):
+        super().__init__(cfg)
         self.prior = None
 
+    def preflight(self) -> None:
+        if self.cfg.use_prior and self.cfg.prior_path and not Path(self.cfg.prior_path).is_file():
+            raise UserError(f"relate.prior_path {self.cfg.prior_path} does not exist: give a predicate-prior "
+                            "JSON (scripts/build_predicate_prior.py writes one) or leave it empty")
+
     def setup(self) -> None:
-        if self.cfg.use_prior and self.prior is None:
+        if self.cfg.use_prior:
             from stages.predicate_prior import PRIOR_PATH, PredicatePrior
             self.prior = PredicatePrior.load(self.cfg.prior_path or PRIOR_PATH)
 
     def process_one(self, task: VideoTask) -> VideoTask:
-        if task.dsg is None:
-            raise ValueError("relate needs task.dsg: run the detect stage first")
-        if self.cfg.use_prior and self.prior is None:
-            self.setup()
         dsg = task.dsg
         attributes = detection_attributes(dsg, task.images, self.cfg.attributes)
         times = [f.timestamp for f in dsg.frames]

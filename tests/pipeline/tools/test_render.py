@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.datasets.sample import SAMPLE_DATA
-from pipeline.describe import describe
-from pipeline.render import decode_frame, pick_frames, render_png, track_color
+from pipeline.tools.describe import describe
+from pipeline.tools.render import decode_frame, pick_frames, render_png, track_color
 from schemas.records import (Attribute, CrossLink, Detection, DynamicSceneGraph, Frame, HolisticSceneGraph,
                              Relation, SampleFeatures, TextEdge, TextNode, TextSceneGraph, Track,
                              TrackRelation, VideoMeta, VideoSample)

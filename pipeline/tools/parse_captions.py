@@ -7,7 +7,7 @@ Example::
 
 Output line *i* is the graph of input line *i* (an empty caption gives an
 empty graph: a blank line in ``factual`` format, a TSG with no nodes in
-``json``). Captions are parsed through :class:`CaptionParseStage`, in chunks,
+``json``). Captions are parsed through :class:`ParseCaptionsStage`, in chunks,
 so the command and the dataset pipeline share one code path.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Iterator, Optional, TextIO
 from schemas.errors import UserError
 from schemas.records import TextSceneGraph
 from stages.base import CaptionInput, VideoTask
-from stages.captions.base import CaptionParserConfig
+from stages.captions.base import ParseCaptionsConfig
 from stages.captions.factual import to_factual
 from stages.captions.io import tsg_to_json
-from stages.captions.stage import CaptionParseStage
+from stages.parse_captions import ParseCaptionsStage
 
 FORMATS = ("factual", "json")
 CHUNK = 4096
@@ -34,15 +34,15 @@ def parse_to_tsgs(texts: list[str], parser: str = "spacy", stanza_dir: str = "",
     return list(iter_tsgs(texts, build_stage(parser, stanza_dir), prefix))
 
 
-def build_stage(parser: str = "spacy", stanza_dir: str = "") -> CaptionParseStage:
+def build_stage(parser: str = "spacy", stanza_dir: str = "") -> ParseCaptionsStage:
     if stanza_dir and not Path(stanza_dir).is_dir():
         raise UserError(f"--stanza-dir {stanza_dir}: no such folder")
-    stage = CaptionParseStage(CaptionParserConfig(name=parser, stanza_dir=stanza_dir))
+    stage = ParseCaptionsStage(ParseCaptionsConfig(name=parser, stanza_dir=stanza_dir))
     stage.setup()
     return stage
 
 
-def iter_tsgs(texts: list[str], stage: CaptionParseStage, prefix: str = "line") -> Iterator[TextSceneGraph]:
+def iter_tsgs(texts: list[str], stage: ParseCaptionsStage, prefix: str = "line") -> Iterator[TextSceneGraph]:
     for first in range(0, len(texts), CHUNK):
         chunk = texts[first:first + CHUNK]
         # one task per caption, so a rule failure costs one line, not the chunk

@@ -3,7 +3,7 @@
 Example::
 
     from schemas.store import open_dataset
-    from pipeline.describe import describe
+    from pipeline.tools.describe import describe
     sample, features = open_dataset("out/sample").get("intel-bottles")
     print(describe(sample, features))
 

@@ -10,7 +10,7 @@ from schemas.errors import UserError
 from schemas.records import (Attribute, Detection, DynamicSceneGraph, Frame, TextEdge, TextNode,
                              TextSceneGraph, Track, VideoMeta)
 from stages.base import CaptionInput, VideoTask
-from stages.hsg_merge import (HSGMergeStage, MergeConfig, Timeline, caption_frame_window, interval_overlap,
+from stages.merge_hsg import (MergeHSGStage, MergeHSGConfig, Timeline, caption_frame_window, interval_overlap,
                               object_attribute_words, track_attributes)
 from stages.linking import LinkScorerConfig, build_link_scorer
 
@@ -52,7 +52,7 @@ def make_task(dsg, tsgs, captions=None) -> VideoTask:
 
 @pytest.fixture(scope="module")
 def stage():
-    merge = HSGMergeStage(MergeConfig())
+    merge = MergeHSGStage(MergeHSGConfig())
     merge.setup()
     return merge
 
@@ -105,7 +105,7 @@ def test_temporal_overlap_matters(stage):
     assert linked(out.hsgs[0]) == {0: [1]} and linked(out.hsgs[1]) == {0: [2]}
     assert out.hsgs[0].frame_window == (0, 4) and out.hsgs[1].frame_window == (14, 18)
 
-    soft = HSGMergeStage(MergeConfig(require_time_overlap=False, max_links_per_object=2))
+    soft = MergeHSGStage(MergeHSGConfig(require_time_overlap=False, max_links_per_object=2))
     soft.scorer = stage.scorer
     both = run(soft, make_task(dsg, [copy.deepcopy(early)])).hsgs[0].links
     assert [link.track_id for link in both] == [1, 2] and both[0].score > both[1].score
@@ -160,7 +160,7 @@ def test_bad_samples_become_failures(stage):
     misaligned = make_task(make_dsg([]), [make_tsg([("dog", [])])], [CaptionInput("a"), CaptionInput("b")])
     no_dsg = make_task(None, [])
     out = stage.process_batch([no_frames, misaligned, no_dsg])
-    assert [t.failure.error_type for t in out] == ["no_frames", "misaligned_captions", "missing_dsg"]
+    assert [t.failure.error_type for t in out] == ["no_frames", "misaligned_captions", "missing_input"]
     assert all(t.failure.stage == "merge_hsg" for t in out)
 
 
@@ -168,7 +168,8 @@ def test_merge_is_deterministic(stage):
     dsg = make_dsg([(3, "circle", 0, 9, "red"), (1, "circle", 5, 19, "red"), (2, "square", 0, 19, "red")])
     tsgs = [make_tsg([("circle", ["red"]), ("square", ["big"])], 2.0, 6.0), make_tsg([("circle", [])])]
     first = run(stage, make_task(copy.deepcopy(dsg), copy.deepcopy(tsgs))).hsgs
-    fresh = HSGMergeStage(MergeConfig())
+    fresh = MergeHSGStage(MergeHSGConfig())
+    fresh.setup()
     again = run(fresh, make_task(copy.deepcopy(dsg), copy.deepcopy(tsgs))).hsgs
     assert first == again
     assert [l.track_id for l in first[0].links if l.text_node == 0] == [1]   # tie on score → lower id
@@ -218,12 +219,12 @@ def test_object_attribute_words_fold_spellings():
 
 def test_config_mistakes_are_user_errors():
     with pytest.raises(UserError):
-        MergeConfig(link_threshold=1.5)
+        MergeHSGConfig(link_threshold=1.5)
     with pytest.raises(UserError):
-        MergeConfig(label_weight=0.0)
+        MergeHSGConfig(label_weight=0.0)
     with pytest.raises(UserError, match="link scorer"):
         build_link_scorer(LinkScorerConfig(name="nope"))
-    assert MergeConfig(scorer={"name": "minilm"}).scorer.name == "minilm"
+    assert MergeHSGConfig(scorer={"name": "minilm"}).scorer.name == "minilm"
 
 
 def test_minilm_scorer_scores_in_unit_range(stage):
@@ -237,7 +238,7 @@ def test_known_labels_stop_a_phrase_linking_a_different_known_kind(stage):
     dsg = make_dsg([(1, "square", 0, 19, "red"), (2, "person", 0, 19, None)])
     tsg = make_tsg([("circle", ["red"]), ("room", []), ("girl", [])])
     assert linked(run(stage, make_task(dsg, [copy.deepcopy(tsg)])).hsgs[0]) == {3: [2]}   # girl → person only
-    loose = HSGMergeStage(MergeConfig(known_labels=()))   # only the video's own labels are known
+    loose = MergeHSGStage(MergeHSGConfig(known_labels=()))   # only the video's own labels are known
     loose.scorer = stage.scorer
     links = linked(run(loose, make_task(copy.deepcopy(dsg), [copy.deepcopy(tsg)])).hsgs[0])
     assert links == {0: [1], 2: [1], 3: [2]}   # "circle" and "room" fall onto the square

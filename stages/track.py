@@ -25,7 +25,7 @@ deterministic.
 
 Example::
 
-    ids, tracks = Tracker(TrackerConfig(max_gap=2)).track(dsg.detections, features)
+    ids, tracks = Tracker(TrackConfig(max_gap=2)).track(dsg.detections, features)
     # ids[i] is detections[i]'s track id; tracks[k] = Track(k, label, first, last)
 """
 from __future__ import annotations
@@ -39,14 +39,14 @@ from scipy.optimize import linear_sum_assignment
 
 from schemas.errors import UserError
 from schemas.records import Detection, Track
-from stages.base import Resources, Stage, VideoTask
+from stages.base import Stage, VideoTask
 from stages.geometry import iou_matrix
 
 _FORBIDDEN = 1e6
 
 
 @dataclass
-class TrackerConfig:
+class TrackConfig:
     """Association weights and track life rules (see the module docstring)."""
 
     iou_weight: float = 1.0
@@ -102,8 +102,8 @@ class _TrackState:
 class Tracker:
     """Hungarian tracking-by-detection; stateless between calls to :meth:`track`."""
 
-    def __init__(self, cfg: Optional[TrackerConfig] = None):
-        self.cfg = cfg or TrackerConfig()
+    def __init__(self, cfg: Optional[TrackConfig] = None):
+        self.cfg = cfg or TrackConfig()
 
     def track(self, detections: Sequence[Detection], features: Optional[np.ndarray] = None
               ) -> tuple[list[int], list[Track]]:
@@ -184,22 +184,23 @@ class Tracker:
         return np.where(score >= cfg.min_match_score, score, -_FORBIDDEN)
 
 
-class TrackingStage(Stage):
+class TrackStage(Stage):
     """Sets ``Detection.track_id`` on ``task.dsg.detections`` and fills ``task.dsg.tracks``.
 
     Uses ``task.detection_features`` for the cosine term when present.
     """
 
     name = "track"
+    config_class = TrackConfig
+    needs = ("dsg",)
+    uses = ("detection_features",)
+    produces = ("dsg",)
 
-    def __init__(self, cfg: Optional[TrackerConfig] = None, resources: Optional[Resources] = None):
-        self.cfg = cfg or TrackerConfig()
-        self.resources = resources or Resources(cpus=1.0)
+    def __init__(self, cfg: Optional[TrackConfig] = None):
+        super().__init__(cfg)
         self.tracker = Tracker(self.cfg)
 
     def process_one(self, task: VideoTask) -> VideoTask:
-        if task.dsg is None:
-            raise ValueError("tracking needs task.dsg from the detect stage")
         ids, tracks = self.tracker.track(task.dsg.detections, task.detection_features)
         for detection, track_id in zip(task.dsg.detections, ids):
             detection.track_id = track_id

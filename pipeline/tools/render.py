@@ -13,7 +13,7 @@ as lines from a TSG object to its track (thicker = higher score).
 Example::
 
     from schemas.store import open_dataset
-    from pipeline.render import render_png
+    from pipeline.tools.render import render_png
     sample, _ = open_dataset("out/sample").get("intel-bottles")
     render_png(sample, "bottles.png")            # -> Path("bottles.png")
 """

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings, strategies as st
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
 from stages.geometry import iou_matrix
-from stages.tracking import Tracker, TrackerConfig, TrackingStage
+from stages.track import Tracker, TrackConfig, TrackStage
 from stages.tracking_metrics import mot_metrics
 
 
@@ -52,7 +52,7 @@ def simulate(movers: list[Mover], num_frames: int, *, jitter: float = 0.0, dropo
     return gt, detections, (np.array(features) if feature_dim and features else None)
 
 
-def run(gt, detections, features=None, cfg: Optional[TrackerConfig] = None) -> dict:
+def run(gt, detections, features=None, cfg: Optional[TrackConfig] = None) -> dict:
     ids, tracks = Tracker(cfg).track(detections, features)
     pred = [[] for _ in gt]
     for det, track_id in zip(detections, ids):
@@ -68,7 +68,7 @@ def crossing_pair(speed: float = 0.03) -> list[Mover]:
     return [Mover((0.05, 0.40, 0.20, 0.80), (speed, 0.0)), Mover((0.80, 0.42, 0.95, 0.82), (-speed, 0.0))]
 
 
-def crossings(cfg: TrackerConfig, *, speed=0.03, dropout=0.0, with_features=False, seeds=range(10)):
+def crossings(cfg: TrackConfig, *, speed=0.03, dropout=0.0, with_features=False, seeds=range(10)):
     """Totals over several random crossings: id switches, ground-truth boxes, worst MOTA."""
     switches = num_gt = 0
     worst = 1.0
@@ -93,7 +93,7 @@ def test_moving_objects_with_dropouts():
     movers = [Mover((0.05, 0.05 + 0.18 * i, 0.17, 0.2 + 0.18 * i), (0.012 + 0.002 * i, 0.0))
               for i in range(5)]
     gt, dets, _ = simulate(movers, 60, jitter=0.004, dropout=0.2, seed=2)
-    m = run(gt, dets, cfg=TrackerConfig(max_gap=3))
+    m = run(gt, dets, cfg=TrackConfig(max_gap=3))
     assert m["id_switches_per_100"] <= 2.0
     assert m["false_positives"] == 0
     assert m["mota"] >= 0.75  # ~20% of boxes are missing from the detections by construction
@@ -101,21 +101,21 @@ def test_moving_objects_with_dropouts():
 
 
 def test_crossing_objects_keep_identity_with_motion_prediction():
-    switches, _, worst = crossings(TrackerConfig(use_motion=True))
+    switches, _, worst = crossings(TrackConfig(use_motion=True))
     assert switches == 0 and worst >= 0.99
     # the same crossings tracked on IoU alone swap identities: the scenario is a real test
-    iou_switches, _, _ = crossings(TrackerConfig(use_motion=False, max_center_jump=0))
+    iou_switches, _, _ = crossings(TrackConfig(use_motion=False, max_center_jump=0))
     assert iou_switches >= 10
 
 
 def test_crossing_with_dropouts_keeps_identity_through_gaps():
-    switches, num_gt, worst = crossings(TrackerConfig(max_gap=3), speed=0.02, dropout=0.25)
+    switches, num_gt, worst = crossings(TrackConfig(max_gap=3), speed=0.02, dropout=0.25)
     assert 100 * switches / num_gt <= 1.0
     assert worst >= 0.5  # a quarter of the boxes are missing by construction
 
 
 def test_appearance_features_resolve_a_crossing_without_motion():
-    cfg = TrackerConfig(use_motion=False, max_center_jump=0, feature_weight=2.0)
+    cfg = TrackConfig(use_motion=False, max_center_jump=0, feature_weight=2.0)
     assert crossings(cfg, with_features=True)[0] == 0
 
 
@@ -125,32 +125,32 @@ def test_birth_death_and_deterministic_ids_in_birth_order():
               Mover((0.1, 0.1, 0.3, 0.4), label="dog", first=0, last=9),
               Mover((0.6, 0.1, 0.8, 0.4), label="cup", first=20, last=29)]  # gap 5 > max_gap
     gt, dets, _ = simulate(movers, 30, seed=6)
-    ids, tracks = Tracker(TrackerConfig(max_gap=2)).track(dets)
+    ids, tracks = Tracker(TrackConfig(max_gap=2)).track(dets)
     assert [(t.id, t.label, t.first_frame, t.last_frame) for t in tracks] == [
         (0, "dog", 0, 9), (1, "cup", 5, 14), (2, "cup", 20, 29)]
-    assert ids == Tracker(TrackerConfig(max_gap=2)).track(dets)[0]
+    assert ids == Tracker(TrackConfig(max_gap=2)).track(dets)[0]
     assert sorted(set(ids)) == [0, 1, 2]
 
 
 def test_gap_within_max_gap_continues_the_track():
     dets = [Detection(f, (0.1, 0.1, 0.3, 0.3), "cat", 0.9) for f in (0, 1, 4, 5)]  # missed 2, 3
-    assert Tracker(TrackerConfig(max_gap=2)).track(dets)[0] == [0, 0, 0, 0]
-    assert Tracker(TrackerConfig(max_gap=1)).track(dets)[0] == [0, 0, 1, 1]
+    assert Tracker(TrackConfig(max_gap=2)).track(dets)[0] == [0, 0, 0, 0]
+    assert Tracker(TrackConfig(max_gap=1)).track(dets)[0] == [0, 0, 1, 1]
 
 
 def test_label_mismatch_never_links_unless_allowed():
     dets = [Detection(0, (0.1, 0.1, 0.3, 0.3), "cat", 0.9), Detection(1, (0.1, 0.1, 0.3, 0.3), "dog", 0.9),
             Detection(2, (0.1, 0.1, 0.3, 0.3), "cat", 0.9)]
-    ids, tracks = Tracker(TrackerConfig(require_same_label=True)).track(dets)
+    ids, tracks = Tracker(TrackConfig(require_same_label=True)).track(dets)
     assert ids == [0, 1, 0]
-    ids, tracks = Tracker(TrackerConfig(require_same_label=False)).track(dets)
+    ids, tracks = Tracker(TrackConfig(require_same_label=False)).track(dets)
     assert ids == [0, 0, 0] and tracks[0].label == "cat"  # majority label
 
 
 def test_short_tracks_are_dropped_and_ids_stay_dense():
     dets = [Detection(0, (0.7, 0.7, 0.9, 0.9), "bird", 0.5)] + [
         Detection(f, (0.1, 0.1, 0.3, 0.3), "cat", 0.9) for f in range(4)]
-    ids, tracks = Tracker(TrackerConfig(min_track_length=2)).track(dets)
+    ids, tracks = Tracker(TrackConfig(min_track_length=2)).track(dets)
     assert ids == [-1, 0, 0, 0, 0] and [t.label for t in tracks] == ["cat"]
 
 
@@ -171,7 +171,7 @@ def test_tracking_stage_sets_track_ids_and_tracks():
     task = VideoTask("k", "test", "v", "v.mp4")
     task.dsg = DynamicSceneGraph("v", meta, [Frame(i, float(i)) for i in range(6)], dets)
     task.detection_features = feats
-    TrackingStage().process_batch([task])
+    TrackStage().process_batch([task])
     assert task.failure is None
     assert sorted({d.track_id for d in task.dsg.detections}) == [0, 1]
     assert [(t.label, t.first_frame, t.last_frame) for t in task.dsg.tracks] == [("cup", 0, 5), ("man", 0, 5)] \
@@ -225,7 +225,7 @@ _detections = st.lists(st.tuples(st.integers(0, 12), _box, st.sampled_from(["cat
 @given(_detections, st.integers(0, 3), st.integers(1, 3))
 def test_tracker_invariants(raw, max_gap, min_len):
     dets = [Detection(f, box, label, 0.9) for f, box, label in raw]
-    ids, tracks = Tracker(TrackerConfig(max_gap=max_gap, min_track_length=min_len)).track(dets)
+    ids, tracks = Tracker(TrackConfig(max_gap=max_gap, min_track_length=min_len)).track(dets)
     assert len(ids) == len(dets)
     assert [t.id for t in tracks] == list(range(len(tracks)))       # dense, 0..n-1
     births = [min(d.frame for d, i in zip(dets, ids) if i == t.id) for t in tracks]

@@ -8,7 +8,7 @@ half-filled task goes on.
 
 Example::
 
-    stage = CaptionParseStage(CaptionParserConfig(name="spacy"))
+    stage = ParseCaptionsStage(ParseCaptionsConfig(name="spacy"))
     stage.setup()
     [task] = stage.process_batch([VideoTask("v1", "manifest", "v1", "v1.mp4",
                                             captions=[CaptionInput("a dog runs", 0.0, 2.5)])])
@@ -22,33 +22,44 @@ from typing import Optional
 from schemas.errors import SampleError
 from schemas.records import TextSceneGraph
 from stages.base import Resources, Stage, VideoTask
-from stages.captions.base import CaptionParser, CaptionParserConfig, build_caption_parser
+from stages.captions.base import CaptionParser, ParseCaptionsConfig, build_caption_parser, caption_parser_class
 from stages.captions.rules import build_tsg
 
 
-class CaptionParseStage(Stage):
+class ParseCaptionsStage(Stage):
     """Fills ``task.tsgs[i]`` for ``task.captions[i]`` (``caption_id = f"{key}#{i}"``, times copied)."""
 
     name = "parse_captions"
+    config_class = ParseCaptionsConfig
+    needs = ("captions",)
+    produces = ("tsgs",)
 
-    def __init__(self, cfg: Optional[CaptionParserConfig] = None, resources: Optional[Resources] = None,
-                 batch_size: int = 64):
-        self.cfg = cfg or CaptionParserConfig()
-        self.resources = resources or Resources(cpus=1.0, gpus=0.0)
-        self.batch_size = batch_size
+    def __init__(self, cfg: Optional[ParseCaptionsConfig] = None):
+        super().__init__(cfg)
         self.parser: Optional[CaptionParser] = None
 
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.tasks_per_batch
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=1.0, gpus=1.0 if self.cfg.use_gpu else 0.0)
+
+    def preflight(self) -> None:
+        check = getattr(caption_parser_class(self.cfg.name), "preflight", None)
+        if check is not None:
+            check(self.cfg)
+
     def setup(self) -> None:
-        if self.parser is None:
-            self.parser = build_caption_parser(self.cfg)
-            self.parser.setup()
+        self.parser = build_caption_parser(self.cfg)
+        self.parser.setup()
 
     def process_one(self, task: VideoTask) -> VideoTask:
         return self.process_batch([task])[0]
 
     def process_batch(self, tasks: list[VideoTask]) -> list[VideoTask]:
-        self.setup()
-        live = [task for task in tasks if task.failure is None]
+        live = self.check_inputs(tasks)
         texts = [caption.text or "" for task in live for caption in task.captions]
         started = time.perf_counter()
         try:

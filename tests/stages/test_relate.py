@@ -3,11 +3,11 @@ import numpy as np
 
 from schemas.records import Attribute, Detection, DynamicSceneGraph, Frame, Track, VideoMeta
 from stages.base import VideoTask
-from stages.relations import (GEOMETRIC_PREDICATES, AttributeRelationStage, RelationConfig, TrackView,
+from stages.relate import (GEOMETRIC_PREDICATES, RelateStage, RelateConfig, TrackView,
                               approach_scores, carrying_score, entering_score, leaving_score, merge_attributes,
                               pair_geometry, passing_score)
 
-CFG = RelationConfig()
+CFG = RelateConfig()
 PERSON = (0.40, 0.20, 0.60, 0.95)
 
 
@@ -166,7 +166,7 @@ def _scene():
 
 
 def test_relate_stage_fills_attributes_relations_and_track_relations():
-    stage = AttributeRelationStage(RelationConfig())
+    stage = RelateStage(RelateConfig())
     stage.setup()
     task = stage.process_batch([_scene()])[0]
     assert task.failure is None
@@ -190,7 +190,7 @@ def test_relate_stage_fills_attributes_relations_and_track_relations():
 def test_relate_stage_without_prior_or_images():
     task = _scene()
     task.images = None
-    stage = AttributeRelationStage(RelationConfig(use_prior=False))
+    stage = RelateStage(RelateConfig(use_prior=False))
     stage.process_batch([task])
     assert task.failure is None
     assert not any(a.name == "color" and a.target != 2 for a in task.dsg.attributes)
@@ -200,13 +200,13 @@ def test_relate_stage_without_prior_or_images():
 def test_relate_stage_without_dsg_fails_the_task_only():
     bad = VideoTask("b", "test", "b", "b.mp4")
     good = _scene()
-    AttributeRelationStage(RelationConfig(use_prior=False)).process_batch([bad, good])
+    RelateStage(RelateConfig(use_prior=False)).process_batch([bad, good])
     assert bad.failure is not None and bad.failure.stage == "relate"
     assert good.failure is None and good.dsg.relations
 
 
 def test_one_frame_tracks_neither_enter_nor_leave():
-    from stages.relations import temporal_relations
+    from stages.relate import temporal_relations
     frames = [Frame(i, i * 1.0) for i in range(5)]
     detections = [Detection(2, (0.0, 0.4, 0.1, 0.6), "dog", 0.9, 7),                       # a blip at the border
                   Detection(2, (0.0, 0.4, 0.1, 0.6), "car", 0.9, 8), Detection(3, (0.1, 0.4, 0.2, 0.6), "car", 0.9, 8)]

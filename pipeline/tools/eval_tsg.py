@@ -231,7 +231,7 @@ def evaluate_file(gold: Path, options: ParseOptions, diff: Optional[Path] = None
         cands = read_predictions(options.pred)
         source = str(options.pred)
     else:
-        from pipeline.parse_captions import parse_to_tsgs
+        from pipeline.tools.parse_captions import parse_to_tsgs
 
         cands = [tsg_segments(t) for t in parse_to_tsgs(captions, options.parser, options.stanza_dir)]
         source = options.parser

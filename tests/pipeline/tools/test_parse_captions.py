@@ -4,7 +4,7 @@ import json
 import pytest
 
 import cli
-from pipeline.parse_captions import parse_to_tsgs, run_parse_captions
+from pipeline.tools.parse_captions import parse_to_tsgs, run_parse_captions
 from schemas.errors import UserError
 from stages.captions.io import tsg_from_json
 

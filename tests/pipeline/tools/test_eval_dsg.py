@@ -5,7 +5,7 @@ import json
 import pytest
 
 import cli
-from pipeline.eval_dsg import evaluate_samples, headline, load_truth, match_frames
+from pipeline.tools.eval_dsg import evaluate_samples, headline, load_truth, match_frames
 from pipeline.synthetic import generate
 from pipeline.synthetic.captions import tsg_from_dict
 from schemas.errors import UserError
@@ -192,12 +192,12 @@ def test_real_stages_on_generated_videos_meet_the_targets(world, truth):
     """decode (every frame) → color detect → track → relate, in-process, against the truth."""
     from pipeline.datasets import DatasetConfig, build_dataset
     from stages.decode import DecodeConfig, DecodeStage
-    from stages.detectors.base import DetectorConfig, DetectStage
-    from stages.relations import AttributeRelationStage
-    from stages.tracking import TrackingStage
+    from stages.detect import DetectConfig, DetectStage
+    from stages.relate import RelateStage
+    from stages.track import TrackStage
     tasks = list(build_dataset(DatasetConfig("synthetic", data_root=str(world))).tasks())
-    for stage in (DecodeStage(DecodeConfig(fps=8.0)), DetectStage(DetectorConfig(name="color")), TrackingStage(),
-                  AttributeRelationStage()):
+    for stage in (DecodeStage(DecodeConfig(fps=8.0)), DetectStage(DetectConfig(name="color")), TrackStage(),
+                  RelateStage()):
         stage.setup()
         tasks = stage.process_batch(tasks)
     assert [t.failure for t in tasks] == [None] * len(tasks)

@@ -45,7 +45,7 @@ names what scored the link, e.g. ``"minilm+color+time"``.
 
 Example::
 
-    stage = HSGMergeStage(MergeConfig(link_threshold=0.6))
+    stage = MergeHSGStage(MergeHSGConfig(link_threshold=0.6))
     stage.setup()
     stage.process_batch([task])   # task.hsgs[j] ↔ task.tsgs[j]
 """
@@ -63,7 +63,8 @@ from schemas.records import (CrossLink, DynamicSceneGraph, Frame, HolisticSceneG
                              Track)
 from stages.base import CaptionInput, Resources, Stage, VideoTask
 from stages.embed_visual import crop_box
-from stages.linking import LinkScorer, LinkScorerConfig, TrackEvidence, build_link_scorer, normalize_label
+from stages.linking import (LinkScorer, LinkScorerConfig, TrackEvidence, build_link_scorer, link_scorer_class,
+                            normalize_label)
 
 # Words a caption uses for each agreement attribute, and the spellings they fold to;
 # values a DSG reports for that attribute are always accepted too.
@@ -96,7 +97,7 @@ WORD_ALIASES: dict[str, str] = {"grey": "gray", "colour": "color", "big": "large
 
 
 @dataclass
-class MergeConfig:
+class MergeHSGConfig:
     """Link scoring knobs (see the module doc for how they combine)."""
 
     scorer: LinkScorerConfig = field(default_factory=LinkScorerConfig)
@@ -255,7 +256,7 @@ def gather_tracks(dsg: DynamicSceneGraph, timeline: Timeline, names: tuple[str, 
 
 
 def link_objects(tsg: TextSceneGraph, tracks: list[TrackFacts], label_sims: np.ndarray, best_known: np.ndarray,
-                 interval: Optional[tuple[float, float]], vocab: dict[str, set[str]], cfg: MergeConfig,
+                 interval: Optional[tuple[float, float]], vocab: dict[str, set[str]], cfg: MergeHSGConfig,
                  scorer_name: str) -> list[CrossLink]:
     """Links of ``tsg``'s object nodes.
 
@@ -301,7 +302,7 @@ def object_phrase(tsg: TextSceneGraph, node_id: int) -> str:
     return node.lemma or node.label
 
 
-class HSGMergeStage(Stage):
+class MergeHSGStage(Stage):
     """``task.dsg`` + ``task.tsgs`` → ``task.hsgs`` (one per TSG, same order).
 
     ``task.captions[j]`` (when given, aligned with ``task.tsgs``) carries the
@@ -309,24 +310,31 @@ class HSGMergeStage(Stage):
     """
 
     name = "merge_hsg"
+    config_class = MergeHSGConfig
+    needs = ("dsg",)
+    produces = ("hsgs",)
 
-    def __init__(self, cfg: Optional[MergeConfig] = None, resources: Optional[Resources] = None):
-        self.cfg = cfg or MergeConfig()
-        self.resources = resources or Resources(cpus=1.0, gpus=0.0)
+    def __init__(self, cfg: Optional[MergeHSGConfig] = None):
+        super().__init__(cfg)
         self.scorer: Optional[LinkScorer] = None
 
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """``tsgs`` always; ``images`` only for a scorer that compares phrases with pixels."""
+        return ("tsgs", "images") if link_scorer_class(self.cfg.scorer.name).needs_pixels else ("tsgs",)
+
+    @property
+    def resources(self) -> Resources:
+        return Resources.for_device(self.cfg.scorer.device, self.cfg.scorer.threads, self.cfg.scorer.gpus)
+
     def setup(self) -> None:
-        if self.scorer is None:
-            scorer = build_link_scorer(self.cfg.scorer)
-            scorer.setup()
-            if self.cfg.known_labels:   # embed the vocabulary now, not inside the first sample's time
-                scorer.similarity(["object"], [TrackEvidence(-1, label) for label in self.cfg.known_labels])
-            self.scorer = scorer
+        scorer = build_link_scorer(self.cfg.scorer)
+        scorer.setup()
+        if self.cfg.known_labels:   # embed the vocabulary now, not inside the first sample's time
+            scorer.similarity(["object"], [TrackEvidence(-1, label) for label in self.cfg.known_labels])
+        self.scorer = scorer
 
     def process_one(self, task: VideoTask) -> VideoTask:
-        self.setup()
-        if task.dsg is None:
-            raise SampleError("missing_dsg", "merge_hsg needs the video's DSG")
         captions: list[Optional[CaptionInput]] = list(task.captions)
         if not captions:
             captions = [None] * len(task.tsgs)

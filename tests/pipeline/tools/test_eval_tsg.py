@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 import cli
-from pipeline.eval_tsg import Lemmas, ParseOptions, evaluate_file, score_captions, spice_tuples
+from pipeline.tools.eval_tsg import Lemmas, ParseOptions, evaluate_file, score_captions, spice_tuples
 from schemas.errors import UserError
 from stages.captions.factual import parse_factual
 
-SHARED = Path(os.environ.get("FINSTA_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
+SHARED = Path(os.environ.get("FINSTA_SHARED", Path(__file__).resolve().parents[3] / ".." / "shared"))
 FACTUAL = SHARED / "data" / "factual"
 
 

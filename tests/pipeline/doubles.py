@@ -1,0 +1,69 @@
+"""Named test doubles for what cannot run here: a CUDA detector, a pixel-reading link scorer, a stage
+whose weights are missing inside a worker. Never what a user runs; registered through FINSTA_PLUGINS
+(``FINSTA_PLUGINS=tests.pipeline.doubles``) so Ray workers load them too.
+
+* ``gpu_probe_double`` detector: the ``color`` detector, plus it writes which GPUs Ray gave its actor
+  to ``$FINSTA_TEST_PROBE_DIR/gpu-<pid>.json`` (it never touches CUDA).
+* ``broken_setup_double`` detector: passes preflight, then fails in ``setup()`` as a worker would when
+  its weights are missing on that node.
+* ``pixel_probe_double`` link scorer: says it reads pixels; writes how many crops each call on a video's tracks got to
+  ``$FINSTA_TEST_PROBE_DIR/crops-<pid>.json`` and scores by label like ``minilm`` would (exact match).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from schemas.errors import UserError
+from stages.detectors.color import ColorDetector
+from stages.registry import DETECTORS, LINK_SCORERS
+
+
+def _probe_file(name: str) -> Path | None:
+    folder = os.environ.get("FINSTA_TEST_PROBE_DIR")
+    return Path(folder) / f"{name}-{os.getpid()}.json" if folder else None
+
+
+@DETECTORS.register("gpu_probe_double")
+class GpuProbeDetectorDouble(ColorDetector):
+    summary = "test double: the color detector that reports its Ray GPU ids"
+
+    def setup(self) -> None:
+        super().setup()
+        import ray
+
+        path = _probe_file("gpu")
+        if path is not None:
+            path.write_text(json.dumps({"gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+                                        "node": ray.get_runtime_context().get_node_id()}))
+
+
+@DETECTORS.register("broken_setup_double")
+class BrokenSetupDetectorDouble(ColorDetector):
+    summary = "test double: fails in setup() as a worker without its weights does"
+
+    def setup(self) -> None:
+        raise UserError("weights /models/missing.pth not found on this node: fix --set detect.weights=PATH")
+
+
+@LINK_SCORERS.register("pixel_probe_double")
+class PixelProbeScorerDouble:
+    name = "pixel_probe_double"
+    needs_pixels = True
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        pass
+
+    def similarity(self, phrases, tracks) -> np.ndarray:
+        path = _probe_file("crops")
+        if path is not None and any(t.track_id >= 0 for t in tracks):   # a video's tracks, not the vocabulary
+            seen = json.loads(path.read_text()) if path.exists() else []
+            path.write_text(json.dumps(seen + [sum(len(t.crops) for t in tracks)]))
+        return np.array([[1.0 if p == t.label else 0.0 for t in tracks] for p in phrases], np.float32).reshape(
+            len(phrases), len(tracks))
