@@ -14,8 +14,10 @@ Online tracking-by-detection, one sampled frame at a time:
    ``cosine`` (clipped to ``[0, 1]``) compares the detection's feature with the
    track's running mean feature; without features ``score = spatial``. A
    detector may call one object "bottle" on one frame and "vase" on the next:
-   such a detection still joins the track, at a discount
-   (``label_mismatch_weight = 0`` never links different labels). Pairs with
+   such a detection still joins the track, at a discount, when it covers the
+   predicted box (``spatial ≥ relabel_min_iou``: a person stepping in front of
+   a table overlaps it at IoU ≈ 0.55, the same still object ≈ 0.97);
+   ``label_mismatch_weight = 0`` never links different labels. Pairs with
    ``score < min_match_score`` cannot be linked.
 3. Hungarian assignment (:func:`scipy.optimize.linear_sum_assignment`)
    maximises the total score; a track unmatched for more than ``max_gap``
@@ -63,6 +65,7 @@ class TrackConfig:
     iou_weight: float = 1.0
     feature_weight: float = 0.5
     label_mismatch_weight: float = 0.5
+    relabel_min_iou: float = 0.7
     min_match_score: float = 0.2
     max_gap: int = 2
     reid_max_gap: int = 30
@@ -79,8 +82,9 @@ class TrackConfig:
             raise UserError("tracker weights must be >= 0 and not both 0")
         if self.max_gap < 0 or self.reid_max_gap < 0 or self.min_track_length < 1:
             raise UserError("tracker max_gap and reid_max_gap must be >= 0 and min_track_length >= 1")
-        if not 0.0 <= self.label_mismatch_weight <= 1.0:
-            raise UserError(f"track.label_mismatch_weight must be in [0, 1], got {self.label_mismatch_weight}")
+        for name in ("label_mismatch_weight", "relabel_min_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"track.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -204,7 +208,8 @@ class Tracker:
             score = (cfg.iou_weight * spatial + cfg.feature_weight * cosine) / (
                 cfg.iou_weight + cfg.feature_weight)
         same = np.array([[t.label() == detections[i].label for i in current] for t in live])
-        score = np.where(same, score, score * cfg.label_mismatch_weight)
+        relabel = spatial >= cfg.relabel_min_iou     # the same box read as another label
+        score = np.where(same, score, np.where(relabel, score * cfg.label_mismatch_weight, -_FORBIDDEN))
         return np.where(score >= cfg.min_match_score, score, -_FORBIDDEN)
 
     def _reid_scores(self, dormant: list[_TrackState], current: list[int], frame: int, boxes: np.ndarray,

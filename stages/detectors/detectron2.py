@@ -131,7 +131,8 @@ def _numpy(x) -> np.ndarray:
 def _package_root() -> Path:
     spec = importlib.util.find_spec("detectron2")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL}")
+        raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL} "
+                        "(after torchvision for your torch; README, Optional models)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -244,7 +245,8 @@ class Detectron2Detector:
         import importlib.util
 
         if importlib.util.find_spec("detectron2") is None:
-            raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL}")
+            raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL} "
+                        "(after torchvision for your torch; README, Optional models)")
         weights = cfg.detectron2.weights
         if weights and "://" not in weights and not Path(weights).is_file():
             raise UserError(f"detectron2 weights {weights} do not exist: fix {WEIGHTS_FIX}")
@@ -281,7 +283,8 @@ class Detectron2Detector:
         try:
             import detectron2  # noqa: F401
         except ImportError as missing:
-            raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL}") from missing
+            raise UserError(f"the detectron2 detector needs detectron2, which is not installed: {INSTALL} "
+                            "(after torchvision for your torch; README, Optional models)") from missing
         import detectron2.data  # noqa: F401  (registers the builtin datasets' metadata)
         import detectron2.data.transforms as T
         from detectron2.data import MetadataCatalog

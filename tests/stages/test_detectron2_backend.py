@@ -17,7 +17,7 @@ import torch
 from schemas.errors import UserError
 from stages.detect import DetectConfig, DetectStage
 from stages.detectors import build_detector
-from stages.detectors.detectron2 import (INSTALL, WEIGHTS_FIX, Detectron2Detector, frame_detections_from_instances,
+from stages.detectors.detectron2 import (INSTALL, WEIGHTS_FIX, Detectron2Detector, Detectron2Options, frame_detections_from_instances,
                                         load_labels, load_pickled_weights, zoo_checkpoint_url, zoo_config_file)
 from stages.base import VideoTask
 from schemas.records import VideoMeta, Frame
@@ -193,7 +193,7 @@ def test_real_detectron2_builds_from_the_zoo_yaml_and_loads_zoo_format_weights(t
     path = tmp_path / "model_final_random.pkl"
     path.write_bytes(pickle.dumps({"model": state, "__author__": "finsta test"}, protocol=2))
     det = build_detector(DetectConfig(name="detectron2", score_threshold=0.0, max_detections=5,
-                                      detectron2={"weights": str(path)}))
+                                      detectron2=Detectron2Options(weights=str(path))))
     det.setup()
     loaded = det.model.state_dict()
     some = next(k for k in state if k.startswith("backbone") and k.endswith("weight"))
@@ -205,8 +205,8 @@ def test_real_detectron2_builds_from_the_zoo_yaml_and_loads_zoo_format_weights(t
 
 @needs_detectron2
 def test_real_detectron2_offline_and_unsafe_yaml_are_one_line_errors(tmp_path, monkeypatch):
-    det = build_detector(DetectConfig(name="detectron2", detectron2={
-        "weights": "https://dl.fbaipublicfiles.com/detectron2/unreachable/model_final.pkl"}))
+    det = build_detector(DetectConfig(name="detectron2", detectron2=Detectron2Options(
+        weights="https://dl.fbaipublicfiles.com/detectron2/unreachable/model_final.pkl")))
     monkeypatch.setenv("HOME", str(tmp_path))         # no cached download
     with pytest.raises(UserError) as caught:
         det.setup()
@@ -214,7 +214,8 @@ def test_real_detectron2_offline_and_unsafe_yaml_are_one_line_errors(tmp_path, m
     marker = tmp_path / "ran"
     unsafe = tmp_path / "unsafe.yaml"
     unsafe.write_text(f"MODEL:\n  DEVICE: !!python/object/apply:os.system ['touch {marker}']\n")
-    det = build_detector(DetectConfig(name="detectron2", detectron2={"config": str(unsafe), "weights": "x.pkl"}))
+    det = build_detector(DetectConfig(name="detectron2", detectron2=Detectron2Options(config=str(unsafe),
+                                                                                      weights="x.pkl")))
     with pytest.raises(UserError, match="safe_load"):
         det._build_cfg()
     assert not marker.exists()

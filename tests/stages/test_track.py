@@ -164,6 +164,14 @@ def test_a_label_flicker_joins_the_track_which_keeps_its_majority_label():
     assert Tracker(never).track(dets)[0] == [0, 1, 0]
 
 
+def test_someone_stepping_in_front_of_a_table_does_not_take_its_track():
+    table, person = (0.45, 0.1, 0.65, 0.8), (0.47, 0.05, 0.69, 0.95)     # IoU ≈ 0.6 < relabel_min_iou
+    dets = [Detection(f, table, "chair", 0.8) for f in range(3)] + [Detection(f, person, "person", 0.99)
+                                                                   for f in range(3, 6)]
+    ids, tracks = Tracker().track(dets)
+    assert ids == [0, 0, 0, 1, 1, 1] and [t.label for t in tracks] == ["chair", "person"]
+
+
 def test_the_majority_label_is_weighted_by_score():
     dets = [Detection(0, (0.1, 0.1, 0.3, 0.3), "vase", 0.45), Detection(1, (0.1, 0.1, 0.3, 0.3), "vase", 0.45),
             Detection(2, (0.1, 0.1, 0.3, 0.3), "bottle", 0.95)]
