@@ -112,14 +112,27 @@ def _failure_callback(run_dir: Path):
 
     class RecordFailures(UserCallback):
         def after_exception(self, run_context, worker_exceptions):
+            rank, error = root_cause(worker_exceptions)
             path = run_dir / RAY_STORAGE / FAILURES
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as handle:
-                for rank, error in sorted(worker_exceptions.items()):
-                    handle.write(json.dumps({"rank": rank, "error": describe_failure(error),
-                                             "time": time.time()}) + "\n")
+                handle.write(json.dumps({"rank": rank, "error": describe_failure(error), "time": time.time()}) + "\n")
 
     return RecordFailures()
+
+
+# what the survivors of a dead peer report: a consequence, not the cause
+_PEER_LOST = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer", "NCCL communicator")
+
+
+def root_cause(worker_exceptions: dict[int, BaseException]) -> tuple[int, BaseException]:
+    """The failure that explains the others: a dead process first, then an error that is not a
+    collective losing its peer, lowest rank first."""
+    def order(item: tuple[int, BaseException]) -> tuple[int, int]:
+        text = str(item[1])
+        died = "worker process has died" in text or "health check failed" in text.lower()
+        return (0 if died else 2 if any(mark in text for mark in _PEER_LOST) else 1, item[0])
+    return min(worker_exceptions.items(), key=order)
 
 
 def describe_failure(error: BaseException) -> str:
@@ -177,7 +190,7 @@ def _ray(address: Optional[str]) -> Iterator[None]:
         import ray
         import ray.train.torch  # noqa: F401
     except ImportError:
-        raise UserError("--ray-workers needs Ray Train: pip install 'ray[train]' (see requirements.in)") from None
+        raise UserError("--ray-workers needs Ray (ray.train ships with it): pip install -r requirements.in") from None
     if ray.is_initialized():   # a caller's Ray (tests, notebooks): use it as it is
         yield
         return
@@ -316,7 +329,7 @@ def _failed(error: Exception, run_dir: Path) -> Exception:
         return error
     per_rank = getattr(error, "worker_failures", None) or {}
     if per_rank:
-        rank, cause = sorted(per_rank.items())[0]
+        rank, cause = root_cause(per_rank)
         what = f"Ray worker rank {rank} failed: {describe_failure(cause)}"
         where = re.findall(r'File "([^"]+)", line (\d+)', str(error))
         if where and "process died" not in what:
