@@ -94,6 +94,7 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
     runs: dict[str, list] = {"in_process": [], **{f"ray_{n}": [] for n in args.ray_workers}}
     walls: dict[str, list] = {f"ray_{n}": [] for n in args.ray_workers}
     losses: dict[str, list] = {k: [] for k in runs}    # mean logged total loss of each run
+    cpu_ms: dict[str, list] = {k: [] for k in runs}    # CPU time of all replicas' processes per graph
 
     def mean_loss(run: Path) -> float:
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -104,14 +105,17 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
         with distributed._ray(None):
             ray_start = time.perf_counter() - start
             for repeat in range(args.repeats):
-                runs["in_process"].append(train(shards, Path(scratch) / f"here-{repeat}", config,
-                                                device=args.device, progress=False)["graphs_per_s"])
+                here = train(shards, Path(scratch) / f"here-{repeat}", config, device=args.device, progress=False)
+                runs["in_process"].append(here["graphs_per_s"])
+                cpu_ms["in_process"].append(1000 * here["cpu_seconds"] / (here["graphs_per_s"] * here["seconds"]))
                 losses["in_process"].append(mean_loss(Path(scratch) / f"here-{repeat}"))
                 for n in args.ray_workers:
                     summary = distributed.train_distributed(shards, Path(scratch) / f"ray{n}-{repeat}", config, n,
                                                             device=args.device, progress=False)
                     runs[f"ray_{n}"].append(summary["graphs_per_s"])
                     walls[f"ray_{n}"].append(summary["wall_seconds"])
+                    cpu_ms[f"ray_{n}"].append(1000 * summary["cpu_seconds"]
+                                              / (summary["graphs_per_s"] * summary["seconds"]))
                     losses[f"ray_{n}"].append(mean_loss(Path(scratch) / f"ray{n}-{repeat}"))
     reference = max(runs["in_process"])
     return {
@@ -121,6 +125,12 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
         "train_graphs_per_s": {k: [round(x, 1) for x in v] for k, v in runs.items()},
         "over_in_process_best": {k: round(max(v) / reference, 2) for k, v in runs.items() if k != "in_process"},
         "wall_s_per_ray_run": walls, "ray_start_s": round(ray_start, 1),
+        # on a shared machine the wall-clock rates above depend on the share of CPU each run got; CPU time per
+        # graph does not: N workers on N free cores would reach N × cpu_ms(in-process) / cpu_ms(ray_N) × the
+        # in-process rate if nothing waits (an upper bound: all-reduce waits are not CPU time)
+        "cpu_ms_per_graph": {k: [round(x, 2) for x in v] for k, v in cpu_ms.items()},
+        "free_core_speedup_bound": {k: round(int(k.split("_")[1]) * min(cpu_ms["in_process"]) / min(v), 2)
+                                    for k, v in cpu_ms.items() if k != "in_process"},
         # same seed, same global batch: the logged loss averaged over the run, relative to in-process
         "mean_loss_vs_in_process": {k: round(v[0] / losses["in_process"][0] - 1, 3) for k, v in losses.items()
                                     if k != "in_process"},

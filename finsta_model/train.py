@@ -352,7 +352,7 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
         "cpu", enabled=False)
     model.train()
     videos = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     window_start, window_videos = started, 0
     last_path = None
 
@@ -422,9 +422,13 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
             console.close()
     elapsed = time.perf_counter() - started
     videos = replicas.total(videos)
+    # CPU time of every replica's process (all its threads): what the steps cost, whatever share of the
+    # machine they got
+    cpu = replicas.mean({"cpu": time.process_time() - cpu_started})["cpu"] * replicas.world
     return {"run_dir": str(run_dir), "steps": step, "epoch": epoch,
             "checkpoint": str(last_path) if last_path else None,
-            "graphs_per_s": round(videos / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 1)}
+            "graphs_per_s": round(videos / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 1),
+            "cpu_seconds": round(cpu, 2)}
 
 
 def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, steps: Optional[int] = None,
