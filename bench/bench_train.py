@@ -89,8 +89,8 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
     from finsta_model import distributed
     from finsta_model.train import train
 
-    config = TrainConfig(dim=args.dim, batch_size=args.batch, steps=args.steps, log_every=max(1, min(5, args.steps // 10)),
-                         checkpoint_every=args.steps)
+    config = TrainConfig(dim=args.dim, batch_size=args.batch, steps=args.steps,
+                         log_every=max(1, min(5, args.steps // 10)), checkpoint_every=args.steps)
     runs: dict[str, list] = {"in_process": [], **{f"ray_{n}": [] for n in args.ray_workers}}
     walls: dict[str, list] = {f"ray_{n}": [] for n in args.ray_workers}
     losses: dict[str, list] = {k: [] for k in runs}    # mean logged total loss of each run
@@ -119,8 +119,9 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
                     losses[f"ray_{n}"].append(mean_loss(Path(scratch) / f"ray{n}-{repeat}"))
     reference = max(runs["in_process"])
     return {
-        "metric": f"train graphs/s: Ray Train data-parallel ({'nccl, one GPU' if args.device == 'cuda' else 'gloo, CPU'}"
-                  f" per worker) vs in-process, same global batch (same run)",
+        "metric": "train graphs/s: Ray Train data-parallel ("
+                  + ("nccl, one GPU" if args.device == "cuda" else "gloo, CPU")
+                  + " per worker) vs in-process, same global batch (same run)",
         "device": args.device,
         "train_graphs_per_s": {k: [round(x, 1) for x in v] for k, v in runs.items()},
         "over_in_process_best": {k: round(max(v) / reference, 2) for k, v in runs.items() if k != "in_process"},

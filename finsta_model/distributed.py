@@ -302,7 +302,8 @@ def train_distributed(shards: str | Path, run_dir: str | Path, config: TrainConf
                                  storage_path=str(run_dir / RAY_STORAGE),
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  callbacks=[_failure_callback(run_dir)]))
-        follow = _Follow(run_dir, TrainLog(config.steps, start_step, anchor_on_first=True) if progress else None, start_step)
+        log = TrainLog(config.steps, start_step, anchor_on_first=True) if progress else None
+        follow = _Follow(run_dir, log, start_step)
         follow.start()
         started = time.perf_counter()
         try:

@@ -24,6 +24,7 @@ from finsta_model.train import lr_factor, replica_seed, seed_everything, train
 from schemas.errors import UserError
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow   # Ray Train start-up: ≈ 10–30 s per run on 2 shared cores (still run by default)
 from finsta_model import distributed  # noqa: E402
 from finsta_model.distributed import TrainingFailed, train_distributed  # noqa: E402
 

@@ -136,8 +136,8 @@ def test_train_log_prints_a_loss_line_with_eta_off_a_terminal():
     log.record({"step": 110, "epoch": 0, "lr": 9.8e-4, "nce": 2.10123, "osc": 0.93111, "ptc": 1.08, "distill": 0.41,
                 "total": 3.214, "graphs_per_s": 61.23})
     log.close()
-    assert stream.getvalue() == ("train step 110/300 · total 3.2140 · nce 2.1012 osc 0.9311 ptc 1.0800 distill 0.4100 "
-                                 "· lr 9.80e-04 · 61.2 graphs/s · ETA 6m20s\n")   # 190 steps at 2 s a step
+    assert stream.getvalue() == ("train step 110/300 · total 3.2140 · nce 2.1012 osc 0.9311 ptc 1.0800 "
+                                 "distill 0.4100 · lr 9.80e-04 · 61.2 graphs/s · ETA 6m20s\n")  # 190 × 2 s
 
 
 def test_train_log_draws_a_bar_on_a_terminal():
