@@ -306,6 +306,25 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
 
 
 # ------------------------------------------------------------------ the loop (every replica)
+def _restore(ckpt, rank: int, model: nn.Module, optimizer, scheduler) -> tuple[int, int, list[int], int]:
+    """Load weights, optimiser, scheduler and replica ``rank``'s RNG states; its (step, epoch, consumed,
+    in_epoch)."""
+    model.load_state_dict(ckpt.model)
+    optimizer.load_state_dict(ckpt.optimizer_state())
+    scheduler.load_state_dict(ckpt.state["scheduler"])
+    ckpt.restore_rng(rank)
+    pos = ckpt.position(rank)
+    return ckpt.step, pos["epoch"], list(pos["consumed"]), pos["in_epoch"]
+
+
+def _metrics_line(step: int, epoch: int, lr: float, parts: dict[str, torch.Tensor], videos: int, seconds: float,
+                  replicas: Replicas) -> dict[str, Any]:
+    """One ``metrics.jsonl`` line: the loss parts averaged over the replicas, all replicas' graphs/s."""
+    values = replicas.mean({k: float(v) for k, v in parts.items()})
+    return {"step": step, "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in values.items()},
+            "graphs_per_s": round(videos / max(seconds, 1e-9), 2)}
+
+
 def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims: dict[str, int],
              replicas: Replicas, max_new_steps: Optional[int] = None,
              log: Optional[Callable[[int, int], TrainLog]] = None,
@@ -331,13 +350,7 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
     workers = max(1, config.num_workers)
     step, epoch, consumed, in_epoch = 0, 0, [0] * workers, 0
     if ckpt is not None:
-        model.load_state_dict(ckpt.model)
-        optimizer.load_state_dict(ckpt.optimizer_state())
-        scheduler.load_state_dict(ckpt.state["scheduler"])
-        ckpt.restore_rng(rank)
-        step = ckpt.step
-        pos = ckpt.position(rank)
-        epoch, consumed, in_epoch = pos["epoch"], list(pos["consumed"]), pos["in_epoch"]
+        step, epoch, consumed, in_epoch = _restore(ckpt, rank, model, optimizer, scheduler)
     losses = replicas.wrap(_Losses(model))
     local_batch = config.batch_size // replicas.world
     extra = {"train_shards": str(Path(shards).resolve())}
@@ -388,12 +401,9 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
                 if console is not None:
                     console.step(step)
                 if step % config.log_every == 0 or step == stop_at:
-                    values = replicas.mean({k: float(v) for k, v in parts.items()})
-                    window_total = replicas.total(window_videos)
                     now = time.perf_counter()
-                    line = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                            **{k: round(v, 6) for k, v in values.items()},
-                            "graphs_per_s": round(window_total / max(now - window_start, 1e-9), 2)}
+                    line = _metrics_line(step, epoch, scheduler.get_last_lr()[0], parts, replicas.total(window_videos),
+                                         now - window_start, replicas)
                     window_start, window_videos = now, 0
                     if metrics is not None:
                         metrics.write(json.dumps(line) + "\n")
