@@ -45,24 +45,28 @@ def build_command(options: dict[str, Any]) -> int:
 
     from pipeline.build import run_build
     from pipeline.progress import Progress
-    from pipeline.report import plan_text, summary_table, write_stats
+    from pipeline.report import plan_text, stage_time_line, summary_lines, summary_table, write_stats
 
     cfg, out, warnings = make_config(options)
     print_warnings(warnings)
     if options.get("show_config"):
         print(show_config(cfg))
         return 0
-    result = run_build(cfg, out, Progress(quiet=cfg.run.quiet))
+    progress = Progress(quiet=cfg.run.quiet, status_interval=cfg.run.status_interval)
+    try:
+        result = run_build(cfg, out, progress)
+    finally:
+        progress.finish()   # an interrupt or an error must not leave the live display (or a hidden cursor)
     if cfg.run.dry_run:
         print(plan_text(cfg, result))
         return 0
     stats = write_stats(result)
-    console = Console(stderr=False)
-    if cfg.run.quiet:
-        print(json.dumps({k: stats[k] for k in ("committed", "failed", "failures_by_reason")}))
-    else:
-        console.print(summary_table(stats))
-    print(f"wrote {out} ({stats['committed']} committed, {stats['failed']} failed; details in {out}/stats.json)")
+    if stats["stages"]:
+        if progress.quiet:
+            print(stage_time_line(stats))
+        else:
+            Console(stderr=False).print(summary_table(stats))
+    print("\n".join(summary_lines(stats, out)))
     return 1 if cfg.run.strict and result.failures_by_reason else 0
 
 
