@@ -10,18 +10,36 @@ from rich.table import Table
 
 from pipeline.build import BuildResult
 from pipeline.plan import plan_pools
+from schemas.records import FailureRecord
 from schemas.store import open_dataset
+
+
+def failures_by_reason(failures: list[FailureRecord]) -> dict[str, int]:
+    """``{reason: count}`` of a dataset's failure rows: what stats.json, the final line and
+    ``inspect`` all show (one source: ``open_dataset(out).failures()``)."""
+    return dict(sorted(Counter(f.error_type for f in failures).items()))
+
+
+def failure_lines(failures: list[FailureRecord], out) -> list[str]:
+    """``inspect OUT --failures``: a count line, a header, one aligned row per failure (message last)."""
+    if not failures:
+        return [f"no failures in {out}"]
+    reasons = ", ".join(f"{reason} {n}" for reason, n in failures_by_reason(failures).items())
+    rows = [("key", "stage", "reason", "message")] + [(f.key, f.stage, f.error_type, f.message) for f in failures]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"{len(failures)} failure{'' if len(failures) == 1 else 's'} in {out} ({reasons})"]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    return lines
 
 
 def stats_dict(result: BuildResult) -> dict:
     """The dataset-wide counts plus this run's per-stage time, frames and bytes."""
     failures = open_dataset(result.out).failures()
-    by_reason = Counter(f.error_type for f in failures)
     total_time = sum(result.stage_seconds.values()) or 1.0
     return {
         "committed": result.committed,
         "failed": result.failed,
-        "failures_by_reason": dict(sorted(by_reason.items())),
+        "failures_by_reason": failures_by_reason(failures),
         "failures_by_stage": dict(sorted(Counter(f.stage for f in failures).items())),
         "dataset": result.dataset_stats,
         "run": {
