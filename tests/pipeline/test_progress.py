@@ -221,3 +221,50 @@ def test_the_refresh_thread_stops_at_finish():
 
 def test_format_duration():
     assert [format_duration(s) for s in (0, 42.4, 61, 3725)] == ["0:00", "0:42", "1:01", "1:02:05"]
+
+
+class RecordingProgress(Progress):
+    """Progress that notes each driver call (a test double of the display, for the call order)."""
+
+    def __init__(self) -> None:
+        super().__init__(quiet=True, stream=io.StringIO(), background=False)
+        self.calls: list[tuple] = []
+
+    def phase(self, text):
+        self.calls.append(("phase", text))
+        super().phase(text)
+
+    def start(self, total, stages):
+        self.calls.append(("start", total))
+        super().start(total, stages)
+
+    def advance(self, task, failed):
+        self.calls.append(("advance", failed))
+        super().advance(task, failed)
+
+    def shard_committed(self, n_samples, n_failures, name=""):
+        self.calls.append(("shard", n_samples, n_failures, name))
+        super().shard_committed(n_samples, n_failures, name)
+
+    def finish(self):
+        self.calls.append(("finish",))
+        super().finish()
+
+
+def test_build_reports_phases_samples_and_shards_in_order(tmp_path):
+    from pipeline.build import run_build
+    from pipeline.config import BuildConfig
+    from pipeline.datasets.base import DatasetConfig
+    from pipeline.synthetic.generate import generate
+
+    generate(tmp_path / "world", 3, seed=5, duration=2.0, fps=4, width=96, height=72, objects_max=2)
+    cfg = BuildConfig(dataset=DatasetConfig(name="synthetic", data_root=str(tmp_path / "world")))
+    cfg.detect.name, cfg.run.executor, cfg.write.shard_size = "color", "sequential", 2
+    progress = RecordingProgress()
+    run_build(cfg, tmp_path / "out", progress)
+    assert progress.calls == [("phase", "checking stages"), ("phase", "listing samples"), ("start", 3),
+                              ("phase", "loading models"), ("advance", False), ("advance", False),
+                              ("shard", 2, 0, "shard-000000"), ("advance", False), ("shard", 1, 0, "shard-000001"),
+                              ("finish",)]
+    log = progress.stream.getvalue()
+    assert "[finsta] first result after" in log and "[finsta] committed shard-000001: 1 sample" in log
