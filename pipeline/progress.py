@@ -7,7 +7,7 @@ The driver (pipeline/build.py) calls, in this order::
     progress.start(total=16, stages=["decode", ...])
     progress.phase("starting Ray, workers and models")
     progress.advance(task, failed=False)        # once per sample, finished or failed (task None: failed early)
-    progress.shard_committed(16, 0, "shard-00000")
+    progress.shard_committed(16, 0, "shard-000000")
     progress.log("a line the user must read")   # kept on screen, above the display
     progress.finish()                           # idempotent; call it in a ``finally``
 
@@ -16,9 +16,9 @@ first ``advance`` with a task). On a terminal the display is three lines,
 redrawn every second (elapsed and ETA tick between samples) and erased by
 ``finish()``, so only the final summary stays::
 
-    start-up 14.6 s: checking stages 0.4 s · starting Ray, workers and models 14.2 s
-    ━━━━━━━━━━━━━━━━╺━━━━━━━━━━━━━━━━━━━━━━━  7/16 samples (44%) · 1 failed · 0:42 · 0.31 samples/s · 7.4 frames/s · ETA 0:29
-    time  detect 81% · embed_text 6% · decode 7% · … · 1 shard committed (4 samples)
+    start-up 14.6 s: checking stages 0.4 s · listing samples 0.1 s · starting Ray, workers and models 14.1 s
+    ━━━━━━━━━━━━━────────────────  7/16 samples (44%) · 1 failed · 0:42 elapsed · ETA 0:29 · 0.31 samples/s · 7.4 frames/s
+    time  detect 81% · decode 7% · embed_text 6% · 2 more · 1 shard committed (4 samples)
 
 With ``quiet`` (or when stderr is not a terminal: a batch job's log) it
 prints one ``[finsta] …`` line per phase, one per committed shard, and a
@@ -27,8 +27,8 @@ between start and end::
 
     [finsta] running 16 samples through decode, detect, track, ...
     [finsta] first result after 14.6 s
-    [finsta] 7/16 samples (44%), 1 failed, 0:42 elapsed, 0.31 samples/s, 7.4 frames/s, ETA 0:29
-    [finsta] committed shard-00000: 16 samples, 0 failures (16/160 done)
+    [finsta] 7/16 samples (44%), 1 failed, 0:42 elapsed, ETA 0:29, 0.31 samples/s, 7.4 frames/s
+    [finsta] committed shard-000000: 16 samples, 0 failures (16/160 done)
 
 Rates are measured from the first result on (start-up is not throughput);
 the ETA counts down through the sample in flight and never promises less
@@ -231,7 +231,7 @@ class Progress:
 
     # ------------------------------------------------------------------ text
     def status_line(self) -> str:
-        """``7/16 samples (44%), 1 failed, 0:42 elapsed, 0.31 samples/s, 7.4 frames/s, ETA 0:29``."""
+        """``7/16 samples (44%), 1 failed, 0:42 elapsed, ETA 0:29, 0.31 samples/s, 7.4 frames/s``."""
         if self.first_result is None and self.phases:
             text, began = self.phases[-1]
             line = f"{text}: {format_duration(self.clock() - began)} so far"
@@ -243,11 +243,11 @@ class Progress:
         rate, frame_rate, eta = self.rate(), self.frame_rate(), self.eta_seconds()
         figures = [f"{self.done}/{self.total} samples{share}", f"{self.failed} failed",
                    f"{format_duration(self.elapsed())} elapsed"]
+        if self.done < self.total:   # before the rates: a narrow terminal cuts those first
+            figures.append(f"ETA {format_duration(eta)}" if eta is not None else "ETA –")
         figures.append(f"{rate:.2f} samples/s" if rate is not None else "– samples/s")
         if frame_rate is not None:
             figures.append(f"{frame_rate:.1f} frames/s")
-        if self.done < self.total:
-            figures.append(f"ETA {format_duration(eta)}" if eta is not None else "ETA –")
         return figures
 
     def phase_summary(self) -> str:
@@ -276,9 +276,10 @@ class Progress:
                 lines.append(Text(self.phase_summary(), style="dim"))
         if self.total and (self.first_result is not None or self.done or not self.phases):
             lines.append(self._bar_line(width))
-            shares = self._stage_shares()
-            if shares or self.shards:
-                lines.append(Text(shares + self._shard_note(bool(shares)), style="dim"))
+            shards = self._shard_note()
+            shares = self._stage_shares(width - len(shards) - 3)
+            if shares or shards:
+                lines.append(Text(" · ".join(filter(None, [shares, shards])), style="dim"))
         for line in lines:
             line.no_wrap, line.overflow = True, "ellipsis"
             line.truncate(width, overflow="ellipsis")
@@ -293,19 +294,24 @@ class Progress:
         line.append(figures)
         return line
 
-    def _stage_shares(self) -> str:
+    def _stage_shares(self, width: int) -> str:
+        """``time  detect 80% · decode 8% · …``: the stages by share, as many whole ones as fit ``width``."""
         total = sum(self.stage_seconds.values())
         if total <= 0:
             return ""
         order = sorted(self.stage_seconds.items(), key=lambda item: -item[1])
-        shown = [f"{name} {seconds / total:.0%}" for name, seconds in order if seconds / total >= 0.005]
-        rest = len(order) - len(shown)
-        return "time  " + " · ".join(shown + ([f"{rest} more <1%"] if rest else []))
+        parts = [f"{name} {seconds / total:.0%}" for name, seconds in order if seconds / total >= 0.005]
+        while True:
+            rest = len(order) - len(parts)
+            text = "time  " + " · ".join(parts + ([f"{rest} more" if parts else ""] if rest else []))
+            if len(text) <= width or not parts:
+                return text
+            parts.pop()
 
-    def _shard_note(self, after: bool) -> str:
+    def _shard_note(self) -> str:
         if not self.shards:
             return ""
-        return (" · " if after else "") + f"{_plural(self.shards, 'shard')} committed ({self.shard_samples} samples)"
+        return f"{_plural(self.shards, 'shard')} committed ({self.shard_samples} samples)"
 
     # ------------------------------------------------------------------ plumbing
     def _begin(self) -> None:

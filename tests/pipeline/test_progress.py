@@ -98,7 +98,7 @@ def test_phases_before_the_first_sample_are_shown_as_they_happen_and_tick():
     progress.advance(task(), failed=False)
     lines = shown(progress)
     assert lines[0] == ("start-up 15.4 s: checking stages 0.4 s · starting Ray, workers and models 15.0 s")
-    assert "1/16 samples (6%) · 0 failed · 0:15 elapsed · – samples/s · ETA –" in lines[1]
+    assert "1/16 samples (6%) · 0 failed · 0:15 elapsed · ETA – · – samples/s" in lines[1]
     progress.finish()
 
 
@@ -115,7 +115,7 @@ def test_the_bar_shows_rates_from_the_first_result_and_an_eta_that_counts_down()
         progress.advance(task(), failed=i == 2)
     bar = shown(progress)[1]
     assert bar.startswith("━")
-    assert "7/16 samples (44%) · 1 failed · 1:18 elapsed · 0.33 samples/s · 8.0 frames/s · ETA 0:27" in bar
+    assert "7/16 samples (44%) · 1 failed · 1:18 elapsed · ETA 0:27 · 0.33 samples/s · 8.0 frames/s" in bar
     clock.advance(1)
     assert "1:19 elapsed" in shown(progress)[1] and "ETA 0:26" in shown(progress)[1]
     clock.advance(1)
@@ -145,6 +145,8 @@ def test_no_line_of_the_display_wraps(width):
     progress.shard_committed(3, 3, "shard-000000")
     lines = shown(progress, width)
     assert len(lines) == 3 and all(len(line) < width for line in lines), lines
+    assert "…" not in lines[2] and lines[2].endswith("· 1 shard committed (3 samples)")   # whole stages only
+    assert width < 200 or "more" not in lines[2]
     progress.finish()
 
 
@@ -193,7 +195,7 @@ def test_quiet_prints_phases_shards_and_a_status_line_every_interval():
         "[finsta] starting Ray, workers and models: 0:30 so far",
         "[finsta] starting Ray, workers and models: 1:00 so far",
         "[finsta] first result after 70.0 s",
-        "[finsta] 3/4 samples (75%), 0 failed, 1:40 elapsed, 0.10 samples/s, 2.4 frames/s, ETA 0:00",
+        "[finsta] 3/4 samples (75%), 0 failed, 1:40 elapsed, ETA 0:00, 0.10 samples/s, 2.4 frames/s",
         "[finsta] committed shard-000000: 4 samples, 0 failures (4/4 done)",
         "[finsta] finished 4/4 samples (100%), 0 failed, 1:40 elapsed, 0.10 samples/s, 2.4 frames/s",
     ]
