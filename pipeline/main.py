@@ -55,8 +55,9 @@ def build_command(options: dict[str, Any]) -> int:
     progress = Progress(quiet=cfg.run.quiet, status_interval=cfg.run.status_interval)
     try:
         result = run_build(cfg, out, progress)
-    finally:
-        progress.finish()   # an interrupt or an error must not leave the live display (or a hidden cursor)
+    except BaseException:
+        progress.finish(completed=False)   # an error or interrupt must not leave the display (or a hidden cursor)
+        raise
     if cfg.run.dry_run:
         print(plan_text(cfg, result))
         return 0

@@ -21,11 +21,13 @@ redrawn every second (elapsed and ETA tick between samples) and erased by
     time  detect 81% · decode 7% · embed_text 6% · 2 more · 1 shard committed (4 samples)
 
 With ``quiet`` (or when stderr is not a terminal: a batch job's log) it
-prints one ``[finsta] …`` line per phase, one per committed shard, and a
-status line every ``status_interval`` seconds, so a log shows progress
-between start and end::
+prints one ``[finsta] …`` line per phase (those before ``start()`` on its
+line, so a run refused by preflight prints only its error), one per
+committed shard, and a status line every ``status_interval`` seconds, so a
+log shows progress between start and end::
 
-    [finsta] running 16 samples through decode, detect, track, ...
+    [finsta] running 16 samples through decode, detect, ... (checking stages 0.4 s, listing samples 0.1 s)
+    [finsta] starting Ray, workers and models
     [finsta] first result after 14.6 s
     [finsta] 7/16 samples (44%), 1 failed, 0:42 elapsed, ETA 0:29, 0.31 samples/s, 7.4 frames/s
     [finsta] committed shard-000000: 16 samples, 0 failures (16/160 done)
@@ -108,6 +110,7 @@ class Progress:
         self.last_status = self.created
         self.live: Optional[Live] = None
         self.finished = False
+        self.started = False                        # start() was called
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -118,16 +121,18 @@ class Progress:
         with self._lock:
             self.phases.append((text, self.clock()))
             self.phase_ended = None
-            if self.quiet:
+            if self.quiet and self.started:   # the steps before start() are told by start()'s line
                 self._print(text)
             self._begin()
 
     def start(self, total: int, stages: list[str]) -> None:
         """``total`` samples will pass (or fail) through ``stages``; shows the bar."""
         with self._lock:
-            self.total, self.stages = total, list(stages)
+            self.total, self.stages, self.started = total, list(stages), True
             if self.quiet:
-                self._print(f"running {total} samples through {', '.join(stages)}")
+                before = f" ({', '.join(f'{text} {_seconds(self.clock() - began)}' for text, began in self._spans())})" \
+                    if self.phases else ""
+                self._print(f"running {total} samples through {', '.join(stages)}{before}")
             self._begin()
 
     def advance(self, task: Optional[VideoTask], failed: bool) -> None:
@@ -168,8 +173,10 @@ class Progress:
             else:
                 self._print(text)
 
-    def finish(self) -> None:
-        """Stop the display (a terminal keeps nothing of it) or print the last status line."""
+    def finish(self, completed: bool = True) -> None:
+        """Stop the display (a terminal keeps nothing of it) or print the last status line:
+        ``finished …``, or with ``completed=False`` (an error, an interrupt) ``stopped at …`` when
+        any sample was done, nothing otherwise (the error line is then the only line)."""
         with self._lock:
             if self.finished:
                 return
@@ -178,9 +185,8 @@ class Progress:
             if self.live is not None:
                 self.live.stop()
                 self.live = None
-            elif self.total or self.phases:
-                word = "finished" if self.done >= self.total else "stopped at"
-                self._print(f"{word} {self.status_line()}")
+            elif self.quiet and self.started and (completed or self.done):
+                self._print(f"{'finished' if completed else 'stopped at'} {self.status_line()}")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2 * REFRESH_SECONDS)
 
@@ -250,15 +256,20 @@ class Progress:
             figures.append(f"{frame_rate:.1f} frames/s")
         return figures
 
+    def _spans(self) -> list[tuple[str, float]]:
+        """``(text, start)`` of each phase, the start shifted so that ``clock() - start`` is its length."""
+        now = self.clock()
+        spans = []
+        for i, (text, began) in enumerate(self.phases):
+            ended = self.phases[i + 1][1] if i + 1 < len(self.phases) else (self.phase_ended or now)
+            spans.append((text, now - (ended - began)))
+        return spans
+
     def phase_summary(self) -> str:
         """``start-up 14.6 s: checking stages 0.4 s · starting Ray 14.2 s`` (the current one still open)."""
         now = self.clock()
-        parts = []
-        for i, (text, began) in enumerate(self.phases):
-            ended = self.phases[i + 1][1] if i + 1 < len(self.phases) else (self.phase_ended or now)
-            parts.append(f"{text} {_seconds(ended - began)}")
-        end = self.phase_ended or now
-        return f"start-up {_seconds(end - self.created)}: " + " · ".join(parts)
+        parts = [f"{text} {_seconds(now - began)}" for text, began in self._spans()]
+        return f"start-up {_seconds((self.phase_ended or now) - self.created)}: " + " · ".join(parts)
 
     def render(self) -> Group:
         """The live display at this moment (each line cut to the console width, never wrapped)."""

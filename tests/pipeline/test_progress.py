@@ -189,8 +189,7 @@ def test_quiet_prints_phases_shards_and_a_status_line_every_interval():
     progress.shard_committed(4, 0, "shard-000000")
     progress.finish()
     assert log.getvalue().splitlines() == [
-        "[finsta] checking stages",
-        "[finsta] running 4 samples through decode, detect",
+        "[finsta] running 4 samples through decode, detect (checking stages 0.0 s)",
         "[finsta] starting Ray, workers and models",
         "[finsta] starting Ray, workers and models: 0:30 so far",
         "[finsta] starting Ray, workers and models: 1:00 so far",
@@ -208,6 +207,19 @@ def test_a_display_that_is_not_a_terminal_is_plain_lines():
     progress.start(1, ["decode"])
     progress.finish()
     assert log.getvalue().startswith("[finsta] running 1 samples through decode")
+
+
+def test_a_run_refused_before_it_starts_prints_only_its_error():
+    log = io.StringIO()
+    progress = Progress(quiet=True, stream=log, background=False)
+    progress.phase("checking stages")
+    progress.finish(completed=False)              # preflight raised: the error line is the only line
+    assert log.getvalue() == ""
+    progress = Progress(quiet=True, stream=log, background=False)
+    progress.start(3, ["decode"])
+    progress.advance(task(), failed=False)
+    progress.finish(completed=False)              # interrupted after one sample
+    assert log.getvalue().splitlines()[-1].startswith("[finsta] stopped at 1/3 samples (33%), 0 failed")
 
 
 def test_the_refresh_thread_stops_at_finish():
