@@ -81,7 +81,7 @@ def inspect(
     key: Optional[str] = typer.Option(None, help="show this sample's DSG/TSG/HSG (a summary; --all for everything)"),
     all_: bool = typer.Option(False, "--all", help="with --key: every relation per frame, TSG node and edge, "
                               "negative"),
-    png: Optional[Path] = typer.Option(None, help="with --key: also draw the frames with the most detections, "
+    png: Optional[Path] = typer.Option(None, help="with --key: also draw 6 frames (picked to show every track), "
                                        "boxes and graphs to this PNG"),
 ) -> None:
     """Show a dataset's counts, list samples or failures, or show one sample's graphs (and draw them)."""
