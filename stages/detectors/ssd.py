@@ -117,6 +117,12 @@ def model_files() -> tuple[Path, Path]:
     return graph, text
 
 
+def _check_device(device: str) -> None:
+    if device != "cpu":
+        raise UserError(f"the ssd detector runs on the CPU (OpenCV DNN; the pip wheel has no CUDA): "
+                        f"drop --set detect.device={device}, or use detect.name=detectron2 on a GPU")
+
+
 def input_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     """Network input ``(width, height)``: the short side ``short_side``, the long side a multiple of 32."""
     scale = short_side / min(height, width)
@@ -167,6 +173,7 @@ class SSDDetector:
     def preflight(cls, cfg: "DetectConfig") -> None:
         if importlib.util.find_spec("cv2") is None:
             raise UserError("the ssd detector needs OpenCV: pip install 'opencv-python-headless<5'")
+        _check_device(cfg.device)
         model_files()
 
     def setup(self) -> None:
@@ -174,8 +181,7 @@ class SSDDetector:
             import cv2
         except ImportError as missing:
             raise UserError("the ssd detector needs OpenCV: pip install 'opencv-python-headless<5'") from missing
-        if self.cfg.device != "cpu":
-            raise UserError(f"the ssd detector runs on the CPU (OpenCV DNN); got detect.device={self.cfg.device}")
+        _check_device(self.cfg.device)
         graph, text = model_files()
         if self.opts.threads:
             cv2.setNumThreads(self.opts.threads)

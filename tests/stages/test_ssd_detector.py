@@ -66,6 +66,12 @@ def test_a_missing_wheel_is_one_line_naming_the_install(monkeypatch):
         model_files()
 
 
+def test_the_ssd_detector_refuses_cuda_in_one_line():
+    from stages.detectors.ssd import SSDDetector
+    with pytest.raises(UserError, match="runs on the CPU"):
+        SSDDetector.preflight(DetectConfig(name="ssd", device="cuda"))
+
+
 def test_the_weights_are_found_without_importing_the_package():
     import sys
     graph, text = model_files()
