@@ -144,3 +144,16 @@ def test_detect_stage_with_ssd_and_no_detections(ssd):
     stage.process_batch([task])
     assert task.failure is None and task.dsg.detections == []
     assert task.detection_features.shape == (0, 1280)
+
+
+def test_the_real_clip_truth_names_coco_classes_for_every_shared_clip():
+    """tests/stages/data/real_clips.json: what a person sees in each ../shared clip (scripts/report_detections.py)."""
+    import json
+    truth = json.loads((Path(__file__).parent / "data" / "real_clips.json").read_text())["clips"]
+    coco = set(COCO_LABELS.values()) - {""}
+    assert set(truth) == {"bottle-detection.mp4", "car-detection.mp4", "one-by-one-person-detection.mp4"}
+    for name, clip in truth.items():
+        assert clip["present"] and set(clip["present"]) | set(clip["plausible"]) <= coco, name
+        assert clip["visible_objects"] >= len(clip["present"]) and clip["seen"]
+        if SHARED.exists():
+            assert (SHARED / "data" / "videos" / name).is_file()
