@@ -133,6 +133,12 @@ PREP_NORMAL = {"at top of": "on top of", "at side of": "on side of", "at corner 
                "on to": "onto", "in to": "into", "at bottom of": "on bottom of", "at edge of": "on edge of",
                "at end of": "on end of", "at back of": "on back of", "along side": "alongside",
                "next of": "next to"}
+#: Words that deny the verb, copula or preposition they hang on ("does not jump", "never opens").
+NEGATION_WORDS = {"not", "n't", "never", "nt"}
+#: Negative quantifiers: they name nothing, so they are never objects ("nobody", "nothing").
+NEGATIVE_QUANTIFIERS = {"nobody", "nothing", "noone", "none", "nowhere", "neither", "noboby"}
+#: Words that name nothing under a negation: "isn't holding anything".
+NEGATIVE_POLARITY = {"anything", "anyone", "anybody", "any", "anywhere"}
 DETERMINER_WORDS = {"the", "a", "an", "this", "that", "these", "those", "some", "any", "every", "each",
                     "its", "his", "her", "their", "my", "our", "your", "another", "other"}
 
@@ -176,8 +182,9 @@ class _Builder:
     def low(self, i: int) -> str:
         return self.t[i].text.lower()
 
-    def add_node(self, kind: str, label: str, lemma: str, span: tuple[int, int], count: int = 1) -> int:
-        self.nodes.append(TextNode(len(self.nodes), kind, label, lemma, span, count))
+    def add_node(self, kind: str, label: str, lemma: str, span: tuple[int, int], count: int = 1,
+                 negated: bool = False) -> int:
+        self.nodes.append(TextNode(len(self.nodes), kind, label, lemma, span, count, negated))
         return len(self.nodes) - 1
 
     def add_edge(self, src: int, dst: int, kind: str) -> None:
@@ -191,9 +198,45 @@ class _Builder:
         return (low == "other" and any(self.low(k) == "each" for k in self.doc.children(i))) or \
             low == "another" or (low == "one" and i + 1 < len(self.t) and self.low(i + 1) == "another")
 
+    # -------------------------------------------------------------- negation
+    def is_denied(self, i: int, depth: int = 0) -> bool:
+        """Is verb/copula/preposition ``i`` denied: "does not jump", "never opens", "isn't on"?
+
+        Its own ``neg`` (or "not"/"never" adverb) child, or that of the verb it
+        complements ("is not trying to catch"), or of the verb it is joined to
+        by "or"/"nor" without a subject of its own ("does not bark or run").
+        """
+        t = self.t
+        for k in self.doc.children(i):
+            if t[k].label == "neg" or (t[k].label == "advmod" and self.low(k) in NEGATION_WORDS):
+                return True
+        head = t[i].head
+        if depth > 3 or head == i:
+            return False
+        if t[i].label == "xcomp":
+            return self.is_denied(head, depth + 1)
+        if t[i].label == "conj" and not self.kids(i, "nsubj", "nsubjpass") and any(
+                self.low(c) in ("or", "nor") for c in self.kids(head, "cc")):
+            return self.is_denied(head, depth + 1)
+        return False
+
+    def names_nothing(self, i: int) -> bool:
+        """A negative quantifier: "nobody", "no one", "nothing", "no dogs", "anything" under a
+        negation. It is never an object ("a no parking sign" is a sign: "no" belongs to "parking")."""
+        low = self.low(i)
+        if low in NEGATIVE_QUANTIFIERS:
+            return True
+        if any(self.low(k) == "no" for k in self.kids(i, "det")) and not any(
+                self.t[k].label == "compound" and k < i for k in self.doc.children(i)):
+            return True
+        if low in NEGATIVE_POLARITY:
+            verb = next((a for a in self.ancestors(i) if self.t[a].pos in VERB_POS), None)
+            return verb is not None and self.is_denied(verb)
+        return False
+
     def is_noun(self, i: int) -> bool:
         tok = self.t[i]
-        if self.is_reciprocal(i):
+        if self.is_reciprocal(i) or self.names_nothing(i):
             return False
         if not any(ch.isalpha() for ch in tok.text) or tok.label in ("fixed", "case", "det", "prt"):
             return False
@@ -383,11 +426,12 @@ class _Builder:
         return node
 
     # -------------------------------------------------------------- attributes
-    def add_attribute(self, obj: int, label: str, lemma: str, span: tuple[int, int]) -> None:
+    def add_attribute(self, obj: int, label: str, lemma: str, span: tuple[int, int], negated: bool = False) -> None:
         for e in self.edges:
-            if e.src == obj and e.kind == "obj_attr" and self.nodes[e.dst].lemma == lemma:
+            if e.src == obj and e.kind == "obj_attr" and self.nodes[e.dst].lemma == lemma \
+                    and self.nodes[e.dst].negated == negated:
                 return
-        node = self.add_node("attribute", label, lemma, span)
+        node = self.add_node("attribute", label, lemma, span, negated=negated)
         self.add_edge(obj, node, "obj_attr")
 
     def attribute_phrase(self, i: int) -> tuple[str, str, tuple[int, int]]:
@@ -449,14 +493,14 @@ class _Builder:
         return out
 
     def relation(self, subjects: list[int], pred_tokens: list[int], objects: list[int],
-                 lemma: str, verb: Optional[int] = None) -> Optional[int]:
+                 lemma: str, verb: Optional[int] = None, negated: bool = False) -> Optional[int]:
         subjects = [s for s in subjects if s >= 0]
         if not subjects or not lemma:
             return None
         pred_tokens = sorted(set(pred_tokens))
         label = " ".join(self.low(p) for p in pred_tokens)
         span = (self.t[pred_tokens[0]].start, self.t[pred_tokens[-1]].end) if pred_tokens else (0, 0)
-        node = self.add_node("relation", label or lemma, lemma, span)
+        node = self.add_node("relation", label or lemma, lemma, span, negated=negated)
         for s in subjects:
             self.add_edge(s, node, "subj_pred")
         for o in objects:
@@ -557,79 +601,110 @@ class _Builder:
         return out
 
     def verb_relations(self) -> None:
-        t = self.t
-        for v in range(len(t)):
-            tok = t[v]
+        for v, tok in enumerate(self.t):
             if tok.pos not in VERB_POS or tok.label in ("aux", "auxpass"):
                 continue
             if tok.label == "amod" and not self.kids(v, "dobj", "prep", "agent"):
                 continue  # "a framed picture": an attribute (collect_attributes), not a predicate
-            lemma = self.verb_lemma(v)
-            is_copula = lemma in COPULAS
-            subjects = self.subjects_of_verb(v)
-            passive = bool(self.kids(v, "nsubjpass", "auxpass")) or (
-                tok.tag == "VBN" and tok.label in ("acl", "amod", "relcl"))
-            agents: list[int] = []
-            agent_words: set[int] = set()
-            if passive and lemma not in PLACEMENT_VERBS:
-                for a in self.kids(v, "agent"):
-                    for o in self.kids(a, "pobj"):
-                        agents.extend(self.entities_of(o))
-                if lemma in COVERING_VERBS:  # "a bench covered with snow" → ( snow , cover , bench )
-                    for a in self.kids(v, "prep"):
-                        if self.low(a) in ("with", "in"):
-                            found = [e for o in self.kids(a, "pobj") for e in self.entities_of(o)]
-                            agents.extend(found)
-                            agent_words.update([a] if found else [])
-            if agents and subjects:
-                self.relation(agents, [v], subjects, lemma=lemma, verb=v)  # "surrounded by grass"
-            if not subjects:
+            self.verb_relation(v)
+
+    def passive_agents(self, v: int, lemma: str) -> tuple[list[int], set[int]]:
+        """The objects that act in passive verb ``v`` ("surrounded by grass", "covered with snow")
+        and the preposition words that named them."""
+        tok = self.t[v]
+        passive = bool(self.kids(v, "nsubjpass", "auxpass")) or (
+            tok.tag == "VBN" and tok.label in ("acl", "amod", "relcl"))
+        agents: list[int] = []
+        agent_words: set[int] = set()
+        if passive and lemma not in PLACEMENT_VERBS:
+            for a in self.kids(v, "agent"):
+                for o in self.kids(a, "pobj"):
+                    agents.extend(self.entities_of(o))
+            if lemma in COVERING_VERBS:  # "a bench covered with snow" → ( snow , cover , bench )
+                for a in self.kids(v, "prep"):
+                    if self.low(a) in ("with", "in"):
+                        found = [e for o in self.kids(a, "pobj") for e in self.entities_of(o)]
+                        agents.extend(found)
+                        agent_words.update([a] if found else [])
+        return agents, agent_words
+
+    def verb_relation(self, v: int) -> None:
+        """The relations of one verb (see the module doc); a denied verb's are negated."""
+        lemma = self.verb_lemma(v)
+        is_copula = lemma in COPULAS
+        denied = self.is_denied(v)
+        subjects = self.subjects_of_verb(v)
+        agents, agent_words = self.passive_agents(v, lemma)
+        if agents and subjects:
+            self.relation(agents, [v], subjects, lemma=lemma, verb=v, negated=denied)  # "surrounded by grass"
+        if not subjects:
+            return
+        particles = [p for p in self.kids(v, "prt") if p > v]
+        verb_words = [v] + particles
+        verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
+        objs: list[int] = []
+        nothing = False  # "holds nothing", "isn't holding anything": denied, with no object
+        for o in self.kids(v, "dobj", "dative", "oprd"):
+            objs.extend(self.entities_of(o))
+            nothing = nothing or self.names_nothing(o)
+        made = bool(agents)
+        if is_copula:
+            for a in self.kids(v, "attr", "acomp"):
+                if self.low(a) in PREP_PREFIXES and self.kids(a, "prep"):
+                    continue  # "the cat is next to a wall": a preposition, below
+                self.copular_attribute(subjects, a, denied)
+        elif objs and not (lemma == "have" and self.points_back(v)):
+            self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v, negated=denied)
+            made = True
+        elif nothing:
+            self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v, negated=True)
+            made = True
+        made = self.prep_relations(v, subjects, objs, verb_words, verb_lemma, agents, agent_words, denied) or made
+        if not made and particles and self.is_stranded(particles[-1]):
+            # "the water the bird is standing on": a particle that is a stranded preposition
+            subjects, stranded = self.stranded_object(v, subjects)
+            if stranded and subjects:
+                self.relation(subjects, verb_words, stranded, lemma=verb_lemma, verb=v, negated=denied)
+                made = True
+        if not made and len(subjects) == 1 and self.nodes[subjects[0]].count == 2 and any(
+                self.low(a) == "together" for a in self.kids(v, "advmod")):
+            together = "next to" if lemma in PLACEMENT_VERBS else "with"  # "two giraffes standing together"
+            self.relation(subjects, verb_words, subjects, lemma=f"{verb_lemma} {together}", verb=v, negated=denied)
+            made = True
+        if not made and not is_copula and not self.kids(v, "dobj", "prep", "agent", "xcomp", "ccomp", "dative"):
+            self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v, negated=denied)  # "a man runs"
+
+    def prep_relations(self, v: int, subjects: list[int], objs: list[int], verb_words: list[int],
+                       verb_lemma: str, agents: list[int], agent_words: set[int], denied: bool) -> bool:
+        """Relations of verb ``v``'s prepositional phrases; True if one was made."""
+        is_copula = self.verb_lemma(v) in COPULAS
+        made = False
+        for prep, words, nouns in self.preps_of(v, tuple(verb_words[1:])):
+            if (prep in ("by",) and agents) or set(words) & agent_words:
                 continue
-            particles = [p for p in self.kids(v, "prt") if p > v]
-            verb_words = [v] + particles
-            verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
-            objs: list[int] = []
-            for o in self.kids(v, "dobj", "dative", "oprd"):
-                objs.extend(self.entities_of(o))
-            made = bool(agents)
+            negated = denied or any(self.is_denied(w) for w in words if self.t[w].pos == "ADP")
+            pobjs = [e for n in nouns for e in self.entities_of(n)]
+            if any(self.is_reciprocal(n) for n in nouns):
+                pobjs = list(subjects)  # "two buses next to each other" → ( bus , next to , bus )
+            if not pobjs and not nouns and self.is_stranded(words[-1]):
+                subjects, pobjs = self.stranded_object(v, subjects)
+            if not pobjs and not objs and any(self.names_nothing(n) for n in nouns):
+                # "talks to no one": denied, with no object
+                self.relation(subjects, verb_words + words, [], lemma=prep if is_copula else f"{verb_lemma} {prep}",
+                              verb=v, negated=True)
+                made = True
+                continue
+            if not pobjs or not subjects:
+                continue
             if is_copula:
-                for a in self.kids(v, "attr", "acomp"):
-                    if self.low(a) in PREP_PREFIXES and self.kids(a, "prep"):
-                        continue  # "the cat is next to a wall": a preposition, below
-                    self.copular_attribute(subjects, a)
-            elif objs and not (lemma == "have" and self.points_back(v)):
-                self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v)
-                made = True
-            for prep, words, nouns in self.preps_of(v, tuple(particles)):
-                if (prep in ("by",) and agents) or set(words) & agent_words:
-                    continue
-                pobjs = [e for n in nouns for e in self.entities_of(n)]
-                if any(self.is_reciprocal(n) for n in nouns):
-                    pobjs = list(subjects)  # "two buses next to each other" → ( bus , next to , bus )
-                if not pobjs and not nouns and self.is_stranded(words[-1]):
-                    subjects, pobjs = self.stranded_object(v, subjects)
-                if not pobjs or not subjects:
-                    continue
-                if is_copula:
-                    self.relation(subjects, words, pobjs, lemma=prep, verb=v)
-                elif objs:  # "holding a knife in the kitchen": the object is where FACTUAL puts it
-                    self.relation(objs, words, pobjs, lemma=prep, verb=v)
-                else:
-                    self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v)
-                made = True
-            if not made and particles and self.is_stranded(particles[-1]):
-                # "the water the bird is standing on": a particle that is a stranded preposition
-                subjects, stranded = self.stranded_object(v, subjects)
-                if stranded and subjects:
-                    self.relation(subjects, verb_words, stranded, lemma=verb_lemma, verb=v)
-                    made = True
-            if not made and len(subjects) == 1 and self.nodes[subjects[0]].count == 2 and any(
-                    self.low(a) == "together" for a in self.kids(v, "advmod")):
-                together = "next to" if lemma in PLACEMENT_VERBS else "with"  # "two giraffes standing together"
-                self.relation(subjects, verb_words, subjects, lemma=f"{verb_lemma} {together}", verb=v)
-                made = True
-            if not made and not is_copula and not self.kids(v, "dobj", "prep", "agent", "xcomp", "ccomp", "dative"):
-                self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)  # "a man runs (quickly)"
+                self.relation(subjects, words, pobjs, lemma=prep, verb=v, negated=negated)
+            elif objs:  # "holding a knife in the kitchen": the object is where FACTUAL puts it
+                self.relation(objs, words, pobjs, lemma=prep, verb=v, negated=negated)
+            else:
+                self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v,
+                              negated=negated)
+            made = True
+        return made
 
     def points_back(self, v: int) -> bool:
         """"the pole has a flag on it": the object's own preposition back to the subject says it all."""
@@ -659,10 +734,12 @@ class _Builder:
                       and self.obj_node[j] not in subjects), None)
         return subjects, ([self.obj_node[first]] if first is not None else [])
 
-    def copular_attribute(self, subjects: list[int], a: int) -> None:
+    def copular_attribute(self, subjects: list[int], a: int, denied: bool = False) -> None:
+        """"the car is (not) red", "the egg is a sculpture": attributes of the subjects; a "not" on
+        the copula or on the adjective itself (stanza's UD form) negates them."""
         t = self.t
         for c in self.conjuncts(a):
-            if c in self.obj_node or c in self.alias:
+            if c in self.obj_node or c in self.alias or self.names_nothing(c):
                 continue  # "there is a dog": not an attribute
             if t[c].pos in ("ADJ", "VERB", "NUM", "NOUN", "PROPN", "ADV") and t[c].text.isalpha():
                 label, lemma, span = self.attribute_phrase(c)
@@ -670,7 +747,7 @@ class _Builder:
                     mods = [k for k in self.name_modifiers(c) if k == c - 1]
                     label = lemma = " ".join(self.low(w) for w in mods + [c])
                 for s in subjects:
-                    self.add_attribute(s, label, lemma, span)
+                    self.add_attribute(s, label, lemma, span, negated=denied or self.is_denied(c))
 
     def noun_relations(self) -> None:
         t = self.t
@@ -734,7 +811,7 @@ class _Builder:
             new_id = {n.id: k for k, n in enumerate(keep)}
             self.edges = [TextEdge(new_id[e.src], new_id[e.dst], e.kind) for e in self.edges
                           if e.src in new_id and e.dst in new_id]
-            self.nodes = [TextNode(new_id[n.id], n.kind, n.label, n.lemma, n.span, n.count) for n in keep]
+            self.nodes = [TextNode(new_id[n.id], n.kind, n.label, n.lemma, n.span, n.count, n.negated) for n in keep]
 
     def adverbs(self) -> None:
         t = self.t
