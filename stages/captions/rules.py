@@ -102,12 +102,36 @@ SHADES = {"dark", "light", "bright", "pale", "deep", "navy", "hot", "neon", "oli
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
                 "fourteen": 14, "fifteen": 15, "twenty": 20, "both": 2, "dozen": 12}
-PERSON_NOUNS = {"man", "woman", "person", "boy", "girl", "child", "kid", "guy", "lady", "player",
-                "skier", "surfer", "skateboarder", "snowboarder", "rider", "batter", "catcher",
-                "pitcher", "people", "baby", "adult", "gentleman", "chef", "cook", "worker",
-                "officer", "driver", "passenger", "athlete", "umpire", "student", "teenager"}
+#: Person nouns by the pronoun that can stand for them: "he" never resolves to a female noun, "she"
+#: never to a male one, and a noun of the pronoun's own gender wins over a neutral one.
+MALE_NOUNS = {"man", "boy", "guy", "gentleman", "father", "dad", "husband", "son", "brother", "king",
+              "actor", "waiter", "groom", "grandfather", "grandpa", "uncle", "boyfriend", "male", "policeman",
+              "fisherman", "cameraman", "sir", "lad", "fellow", "businessman", "sportsman", "horseman"}
+FEMALE_NOUNS = {"woman", "girl", "lady", "mother", "mom", "wife", "daughter", "sister", "queen", "actress",
+                "waitress", "bride", "grandmother", "grandma", "aunt", "girlfriend", "female", "gal",
+                "policewoman", "businesswoman", "ballerina", "cheerleader", "madam"}
+PERSON_NOUNS = MALE_NOUNS | FEMALE_NOUNS | {
+    "person", "child", "kid", "player", "skier", "surfer", "skateboarder", "snowboarder", "rider", "batter",
+    "catcher", "pitcher", "people", "baby", "toddler", "infant", "adult", "chef", "cook", "worker", "officer",
+    "driver", "passenger", "athlete", "umpire", "referee", "student", "teacher", "teenager", "teen", "gymnast",
+    "dancer", "reporter", "anchor", "host", "presenter", "bartender", "instructor", "coach", "trainer",
+    "musician", "drummer", "guitarist", "singer", "pianist", "violinist", "boxer", "wrestler", "runner",
+    "swimmer", "diver", "cyclist", "biker", "climber", "skater", "performer", "spectator", "goalie",
+    "doctor", "nurse", "customer", "barber", "stylist", "artist", "painter", "model", "photographer",
+    "vendor", "farmer", "jockey", "pedestrian", "tourist", "hiker", "kayaker", "rower", "sailor",
+    "lifeguard", "owner", "friend", "partner", "teammate", "opponent", "contestant", "competitor",
+    "participant", "individual", "someone", "somebody", "soldier", "mechanic", "judge", "lifter",
+    "weightlifter", "archer", "fencer", "golfer", "bowler", "fighter", "kid", "youngster", "audience"}
 PRONOUNS = {"it": "thing", "they": "plural", "them": "plural", "he": "person", "him": "person",
-            "she": "person", "her": "person", "itself": "thing", "themselves": "plural"}
+            "she": "person", "her": "person", "itself": "thing", "themselves": "plural",
+            "himself": "person", "herself": "person"}
+MALE_PRONOUNS = {"he", "him", "himself"}
+FEMALE_PRONOUNS = {"she", "her", "herself"}
+#: Determiners of a mention that names again an object already mentioned ("a cat … the cat").
+DEFINITE_WORDS = {"the", "this", "that", "these", "those"}
+#: Words that make a mention a new object even with "the" ("the other car", "the second man").
+NEW_MENTION_WORDS = {"other", "another", "second", "third", "different", "next", "new", "last", "first",
+                     "same"}
 PERSON_PRONOUNS = {"he": "man", "him": "man", "she": "woman", "her": "woman"}
 RELATIVE_PRONOUNS = {"that", "which", "who", "whom", "whose", "where"}
 SKIP_ADVERBS = {"there", "here", "not", "n't", "never", "also", "too", "very", "so", "then",
@@ -124,6 +148,8 @@ PLACEMENT_VERBS = {"park", "dock", "line", "stand", "sit", "place", "locate", "s
                    "stack", "leave", "store", "set", "put", "hang", "lay", "lie", "rest", "moor",
                    "tie", "chain", "lock", "plant", "pile", "arrange", "display"}
 COPULAS = {"be"}
+#: Verbs whose complement clause's subject is what they act on: "watching the fish swim" → ( watch , fish ).
+PERCEPTION_VERBS = {"watch", "see", "observe", "hear", "notice", "help", "let", "film", "record", "spot"}
 #: Passives whose "with"/"in" names the agent: "a field lined with trees" → ( trees , line , field ).
 COVERING_VERBS = {"cover", "line", "surround", "decorate", "top", "frame", "border", "coat", "crowd",
                   "shade", "litter", "dot", "scatter", "bury"}
@@ -170,6 +196,8 @@ class _Builder:
         self.edge_keys: set[tuple[int, int, str]] = set()
         self.predicate_nouns: set[int] = set()
         self.name_tokens: dict[int, list[int]] = {}   # entity head → modifier tokens in its name
+        self.same_as: dict[int, int] = {}      # a repeated definite mention → its first mention
+        self.groups: set[int] = set()          # plural pronouns that stand for a coordination ("they")
 
     # -------------------------------------------------------------- helpers
     def kids(self, i: int, *labels: str) -> list[int]:
@@ -314,6 +342,8 @@ class _Builder:
                 self.predicate_nouns.add(tok.i)
                 continue  # "the egg is a sculpture": an attribute, see copular_attribute
             self.obj_node[tok.i] = -1
+        names = {i: self.object_name(i) for i in self.obj_node}
+        self.same_as = self.same_mentions({i: name[1] for i, name in names.items()})
         fallback: dict[int, str] = {}
         for tok in t:
             if tok.pos == "PRON" and tok.text.lower() in PRONOUNS and tok.label != "poss":
@@ -326,8 +356,11 @@ class _Builder:
             if i in fallback:  # "he is skiing" → ( man , ski , … ), as FACTUAL writes it
                 tok = t[i]
                 self.obj_node[i] = self.add_node("object", fallback[i], fallback[i], (tok.start, tok.end))
+            elif i in self.same_as:  # "a cat … the cat": one node
+                self.obj_node[i] = self.obj_node[self.same_as[i]]
+                self.name_tokens[i] = names[i][0][:-1]
             else:
-                self.obj_node[i] = self.make_object(i)
+                self.obj_node[i] = self.make_object(i, names[i])
         for src, dst in list(self.alias.items()):
             attr = QUANTITY_NOUNS.get(self.low(src)) or QUANTITY_NOUNS.get(self.t[src].lemma.lower())
             if attr and attr != "group of":
@@ -343,19 +376,86 @@ class _Builder:
         subj = self.kids(tok.head, "nsubj")
         return bool(subj) and self.t[subj[0]].pos in NOUN_POS and not self.kids(i, "prep", "relcl", "acl")
 
+    def clause_head(self, i: int) -> int:
+        """The verb (or copula) of the clause token ``i`` is in; the root when it has none."""
+        for a in [i] + self.ancestors(i):
+            if self.t[a].pos in VERB_POS and self.t[a].label not in ("aux", "auxpass", "amod"):
+                return a
+        return ([i] + self.ancestors(i))[-1]
+
+    def clause_subject_tokens(self, v: int, depth: int = 0) -> list[int]:
+        """The subject words of verb ``v``, inherited through ``conj``/``xcomp``/``advcl`` and relative clauses."""
+        own = self.kids(v, "nsubj", "nsubjpass")
+        if own or depth > 3 or self.t[v].head == v:
+            return own
+        if self.t[v].label in ("acl", "relcl"):
+            return [self.t[v].head]
+        if self.t[v].label in ("conj", "xcomp", "advcl"):
+            return self.clause_subject_tokens(self.t[v].head, depth + 1)
+        return []
+
+    def same_mentions(self, names: dict[int, str]) -> dict[int, int]:
+        """Repeated definite mentions: ``{later token: first token}`` for "a cat … the cat".
+
+        The later mention has "the"/"this"/…, the same name, describing words
+        that the earlier one has too (or none of its own clashing: "a car … the
+        red car" is one car, "a blue car … the red car" two), is in another
+        clause ("the man next to the man" are two) and is not "the other …".
+        """
+        out: dict[int, int] = {}
+        tokens = sorted(names)
+        for i in tokens:
+            words = {self.low(k) for k in self.doc.children(i)}
+            if not words & DEFINITE_WORDS or words & NEW_MENTION_WORDS:
+                continue
+            clause = self.clause_head(i)
+            earlier = [j for j in tokens if j < i and j not in out and names[j] == names[i]
+                       and self.clause_head(j) != clause and i not in self.conjuncts(j)]
+            mine = self.describing_words(i)
+            if mine:
+                earlier = [j for j in earlier if mine <= self.describing_words(j)] or [
+                    j for j in earlier if not self.describing_words(j)]
+            if earlier:
+                out[i] = earlier[-1]
+        return out
+
+    def describing_words(self, i: int) -> set[str]:
+        return {self.low(k) for k in self.kids(i, "amod", "compound", "nummod") if k < i}
+
     def antecedent(self, i: int) -> Optional[int]:
-        kind = PRONOUNS[self.low(i)]
-        # the word the pronoun's phrase hangs on (and, for a verb, its subject) is not its antecedent
+        """The object token pronoun ``i`` stands for, or None.
+
+        Never a word of its own clause that would make it point at itself: the
+        word its phrase hangs on, that verb's (inherited) subjects, and the
+        verb's direct object when the pronoun is in the verb's prepositional
+        phrase ("reads a paper on it": the phrase goes to the paper). Gender and
+        number must fit; the nearest earlier candidate wins.
+        """
+        low = self.low(i)
+        kind = PRONOUNS[low]
         governor = next((a for a in self.ancestors(i) if self.t[a].label not in ("prep", "agent")
                          and self.t[a].pos not in ("ADP",)), i)
-        excluded = {governor, *self.kids(governor, "nsubj", "nsubjpass")}
+        excluded = {governor, *self.clause_subject_tokens(governor)}
         if self.t[governor].label in ("acl", "relcl"):
             excluded.add(self.t[governor].head)
-        candidates = [j for j in self.obj_node if j < i and j not in excluded and self.t[j].pos in NOUN_POS]
+        if self.t[i].label == "pobj" and self.t[governor].pos in VERB_POS:
+            excluded.update(self.kids(governor, "dobj"))
+        excluded = {self.same_as.get(j, j) for j in excluded}
+        candidates = [j for j in self.obj_node if j < i and self.same_as.get(j, j) not in excluded
+                      and self.t[j].pos in NOUN_POS]
         if kind == "person":
             candidates = [j for j in candidates if self.t[j].lemma.lower() in PERSON_NOUNS]
+            other = FEMALE_NOUNS if low in MALE_PRONOUNS else MALE_NOUNS if low in FEMALE_PRONOUNS else set()
+            own = MALE_NOUNS if low in MALE_PRONOUNS else FEMALE_NOUNS if low in FEMALE_PRONOUNS else set()
+            candidates = [j for j in candidates if self.t[j].lemma.lower() not in other]
+            candidates = [j for j in candidates if self.t[j].lemma.lower() in own] or candidates
         elif kind == "plural":
-            candidates = [j for j in candidates if self.t[j].tag in ("NNS", "NNPS")] or candidates
+            groups = [j for j in candidates if any(k in self.obj_node for k in self.kids(j, "conj"))]
+            plural = [j for j in candidates if self.t[j].tag in ("NNS", "NNPS")]
+            best = max(groups + plural) if groups + plural else None
+            if best is not None and best in groups:
+                self.groups.add(i)  # "a man and a woman dance, then they bow": both
+            return best if best is not None else (max(candidates) if candidates else None)
         return max(candidates) if candidates else None
 
     def modifier_role(self, k: int) -> str:
@@ -382,7 +482,8 @@ class _Builder:
                 out.append(k)
         return out
 
-    def make_object(self, i: int) -> int:
+    def object_name(self, i: int) -> tuple[list[int], str, str, list[int]]:
+        """Entity head ``i`` → (the tokens of its name, label, lemma, "have" modifiers)."""
         kept = [i]
         haves: list[int] = []
         stack = self.name_modifiers(i) + [k for k in self.kids(i, "amod")
@@ -415,6 +516,11 @@ class _Builder:
             label = lemma = closed  # "surf board" → "surfboard", as FACTUAL writes it
         elif label in self.lex["renames"]:
             label = lemma = self.lex["renames"][label]  # "guy" → "person", as FACTUAL writes it
+        return run, label, lemma, haves
+
+    def make_object(self, i: int, name: Optional[tuple[list[int], str, str, list[int]]] = None) -> int:
+        run, label, lemma, haves = name or self.object_name(i)
+        tok = self.t[i]
         count = 1
         for k in self.kids(i, "nummod"):
             count = number_value(self.t[k].text) or count
@@ -488,8 +594,12 @@ class _Builder:
         out = []
         for c in self.conjuncts(i):
             target = self.resolve(c)
-            if target is not None and self.obj_node[target] not in out:
-                out.append(self.obj_node[target])
+            if target is None:
+                continue
+            for member in self.conjuncts(target) if c in self.groups else [target]:
+                member = self.resolve(member)
+                if member is not None and self.obj_node[member] not in out:
+                    out.append(self.obj_node[member])
         return out
 
     def relation(self, subjects: list[int], pred_tokens: list[int], objects: list[int],
@@ -644,11 +754,16 @@ class _Builder:
         verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
         objs: list[int] = []
         nothing = False  # "holds nothing", "isn't holding anything": denied, with no object
+        each_other = False  # "pass each other"
         for o in self.kids(v, "dobj", "dative", "oprd"):
             objs.extend(self.entities_of(o))
             nothing = nothing or self.names_nothing(o)
+            each_other = each_other or self.is_reciprocal(o)
         made = bool(agents)
-        if is_copula:
+        if each_other and not objs and not is_copula:
+            self.reciprocal_relation(subjects, verb_words, verb_lemma, v, denied)
+            objs, made = list(subjects), True  # "pass each other on the road": both are on it
+        elif is_copula:
             for a in self.kids(v, "attr", "acomp"):
                 if self.low(a) in PREP_PREFIXES and self.kids(a, "prep"):
                     continue  # "the cat is next to a wall": a preposition, below
@@ -671,7 +786,17 @@ class _Builder:
             together = "next to" if lemma in PLACEMENT_VERBS else "with"  # "two giraffes standing together"
             self.relation(subjects, verb_words, subjects, lemma=f"{verb_lemma} {together}", verb=v, negated=denied)
             made = True
-        if not made and not is_copula and not self.kids(v, "dobj", "prep", "agent", "xcomp", "ccomp", "dative"):
+        # a complement clause after the verb says what happens ("starts to run", "watch the fish swim");
+        # one before it with a subject of its own is a clause of its own, mis-attached by the parser
+        # ("stands by the table, then he walks away")
+        complements = [c for c in self.kids(v, "xcomp", "ccomp")
+                       if c > v or not self.kids(c, "nsubj", "nsubjpass", "expl")]
+        if not made and not is_copula and lemma in PERCEPTION_VERBS:
+            seen = [e for c in complements for k in self.kids(c, "nsubj") if c > v for e in self.entities_of(k)]
+            if seen:  # "people are watching the fish swim" → ( people , watch , fish )
+                self.relation(subjects, verb_words, seen, lemma=verb_lemma, verb=v, negated=denied)
+                made = True
+        if not made and not is_copula and not complements and not self.kids(v, "dobj", "prep", "agent", "dative"):
             self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v, negated=denied)  # "a man runs"
 
     def prep_relations(self, v: int, subjects: list[int], objs: list[int], verb_words: list[int],
@@ -684,8 +809,12 @@ class _Builder:
                 continue
             negated = denied or any(self.is_denied(w) for w in words if self.t[w].pos == "ADP")
             pobjs = [e for n in nouns for e in self.entities_of(n)]
-            if any(self.is_reciprocal(n) for n in nouns):
-                pobjs = list(subjects)  # "two buses next to each other" → ( bus , next to , bus )
+            if any(self.is_reciprocal(n) for n in nouns) and subjects:
+                # "two buses next to each other" → ( bus , next to , bus ); "a cat and a dog look at each other"
+                self.reciprocal_relation(subjects, (words if is_copula else verb_words + words),
+                                         prep if is_copula else f"{verb_lemma} {prep}", v, negated)
+                made = True
+                continue
             if not pobjs and not nouns and self.is_stranded(words[-1]):
                 subjects, pobjs = self.stranded_object(v, subjects)
             if not pobjs and not objs and any(self.names_nothing(n) for n in nouns):
@@ -705,6 +834,19 @@ class _Builder:
                               negated=negated)
             made = True
         return made
+
+    def reciprocal_relation(self, subjects: list[int], words: list[int], lemma: str, verb: Optional[int],
+                            negated: bool) -> None:
+        """"each other": every ordered pair of distinct subjects ("a silver car and a red car pass each
+        other" → both directions); one plural subject relates to itself ("two cars pass each other"
+        → ( car , pass , car ), see :meth:`reciprocals`)."""
+        if len(subjects) == 1:
+            self.relation(subjects, words, subjects, lemma=lemma, verb=verb, negated=negated)
+            return
+        for a in subjects:
+            for b in subjects:
+                if a != b:
+                    self.relation([a], words, [b], lemma=lemma, verb=verb, negated=negated)
 
     def points_back(self, v: int) -> bool:
         """"the pole has a flag on it": the object's own preposition back to the subject says it all."""
@@ -759,6 +901,9 @@ class _Builder:
             subj = self.obj_node[target]
             for prep, words, nouns in self.preps_of(head):
                 objs = [e for n in nouns for e in self.entities_of(n)]
+                if not objs and any(self.is_reciprocal(n) for n in nouns) and self.t[head].label != "conj":
+                    self.reciprocal_relation(self.entities_of(head), words, prep, None, False)  # "two buses next to each other"
+                    continue
                 if not objs or (head in self.alias and prep == "of"):
                     continue
                 if prep == "of":
