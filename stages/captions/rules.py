@@ -142,12 +142,18 @@ PLACE_ADVERBS = {"home", "outside", "inside", "upstairs", "downstairs", "away", 
 DEGREE_WORDS = {"very", "so", "too", "really", "more", "most", "quite", "rather", "extremely"}
 #: Words that join a following preposition: "next to", "close to", "out of".
 PREP_PREFIXES = {"next", "close", "out", "away", "off", "ahead",
-                 "in", "on"}
+                 "in", "on", "left", "right"}
 #: Verbs whose passive "by" is a place, not an agent: "parked by the road".
 PLACEMENT_VERBS = {"park", "dock", "line", "stand", "sit", "place", "locate", "situate", "position",
                    "stack", "leave", "store", "set", "put", "hang", "lay", "lie", "rest", "moor",
                    "tie", "chain", "lock", "plant", "pile", "arrange", "display"}
 COPULAS = {"be"}
+#: Verb + preposition + noun idioms that name an event, not a place: "comes to a halt" is one
+#: intransitive predicate, "halt" no object.
+IDIOMS = {("come", "to"): {"halt", "stop", "standstill", "rest", "end"},
+          ("grind", "to"): {"halt", "stop", "standstill"}, ("burst", "into"): {"tears", "laughter"}}
+#: Direction words the parser may hang on another adverb ("moves right gradually").
+DIRECTION_WORDS = {"left", "right", "up", "down", "forward", "backward", "backwards", "away", "around"}
 #: Verbs whose complement clause's subject is what they act on: "watching the fish swim" → ( watch , fish ).
 PERCEPTION_VERBS = {"watch", "see", "observe", "hear", "notice", "help", "let", "film", "record", "spot"}
 #: Passives whose "with"/"in" names the agent: "a field lined with trees" → ( trees , line , field ).
@@ -180,7 +186,7 @@ def lexicon() -> dict:
     return {"verbs": data.get("verbs", {}), "modifiers": data.get("modifiers", {}),
             "prep_objects": data.get("prep_objects", {}), "of_heads": data.get("of_heads", {}),
             "closed_compounds": {c.replace(" ", "") for c in data.get("closed_compounds", [])},
-            "renames": data.get("renames", {})}
+            "renames": data.get("renames", {}), "plural_objects": set(data.get("plural_objects", []))}
 
 
 class _Builder:
@@ -264,7 +270,7 @@ class _Builder:
 
     def is_noun(self, i: int) -> bool:
         tok = self.t[i]
-        if self.is_reciprocal(i) or self.names_nothing(i):
+        if self.is_reciprocal(i) or self.names_nothing(i) or self.is_idiom_noun(i):
             return False
         if not any(ch.isalpha() for ch in tok.text) or tok.label in ("fixed", "case", "det", "prt"):
             return False
@@ -740,6 +746,10 @@ class _Builder:
 
     def verb_relation(self, v: int) -> None:
         """The relations of one verb (see the module doc); a denied verb's are negated."""
+        if self.low(v) == "left" and self.kids(v, "aux", "auxpass") and any(
+                self.low(p) == "of" and p == v + 1 for p in self.kids(v, "prep")):
+            self.place_left_of(v)  # "the circle is left of the triangle": a place, not "leave"
+            return
         lemma = self.verb_lemma(v)
         is_copula = lemma in COPULAS
         denied = self.is_denied(v)
@@ -752,6 +762,10 @@ class _Builder:
         particles = [p for p in self.kids(v, "prt") if p > v]
         verb_words = [v] + particles
         verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
+        idiom = self.idiom_words(v, lemma)
+        if idiom:  # "comes to a halt": one predicate, no object
+            verb_words += idiom
+            verb_lemma = " ".join([verb_lemma] + [self.low(w) for w in idiom])
         objs: list[int] = []
         nothing = False  # "holds nothing", "isn't holding anything": denied, with no object
         each_other = False  # "pass each other"
@@ -796,7 +810,8 @@ class _Builder:
             if seen:  # "people are watching the fish swim" → ( people , watch , fish )
                 self.relation(subjects, verb_words, seen, lemma=verb_lemma, verb=v, negated=denied)
                 made = True
-        if not made and not is_copula and not complements and not self.kids(v, "dobj", "prep", "agent", "dative"):
+        if not made and not is_copula and not complements and not [
+                k for k in self.kids(v, "dobj", "prep", "agent", "dative") if k not in verb_words]:
             self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v, negated=denied)  # "a man runs"
 
     def prep_relations(self, v: int, subjects: list[int], objs: list[int], verb_words: list[int],
@@ -805,7 +820,7 @@ class _Builder:
         is_copula = self.verb_lemma(v) in COPULAS
         made = False
         for prep, words, nouns in self.preps_of(v, tuple(verb_words[1:])):
-            if (prep in ("by",) and agents) or set(words) & agent_words:
+            if (prep in ("by",) and agents) or set(words) & (agent_words | set(verb_words)):
                 continue
             negated = denied or any(self.is_denied(w) for w in words if self.t[w].pos == "ADP")
             pobjs = [e for n in nouns for e in self.entities_of(n)]
@@ -847,6 +862,28 @@ class _Builder:
             for b in subjects:
                 if a != b:
                     self.relation([a], words, [b], lemma=lemma, verb=verb, negated=negated)
+
+    def place_left_of(self, v: int) -> None:
+        subjects = self.subjects_of_verb(v)
+        for p in self.kids(v, "prep"):
+            if self.low(p) == "of":
+                objs = [e for n in self.kids(p, "pobj") for e in self.entities_of(n)]
+                self.relation(subjects, [v, p], objs, lemma="left of", verb=v, negated=self.is_denied(v))
+
+    def idiom_words(self, v: int, lemma: str) -> list[int]:
+        """The words of an idiom after verb ``v`` ("to a halt" in "comes to a halt"), or []."""
+        for p in self.kids(v, "prep"):
+            for n in self.kids(p, "pobj"):
+                if self.t[n].lemma.lower() in IDIOMS.get((lemma, self.low(p)), ()):
+                    return [p] + [k for k in self.kids(n, "det")] + [n]
+        return []
+
+    def is_idiom_noun(self, i: int) -> bool:
+        tok = self.t[i]
+        if tok.label != "pobj" or tok.head == i:
+            return False
+        v = self.t[tok.head].head
+        return self.t[v].pos in VERB_POS and i in self.idiom_words(v, self.verb_lemma(v))
 
     def points_back(self, v: int) -> bool:
         """"the pole has a flag on it": the object's own preposition back to the subject says it all."""
@@ -961,13 +998,188 @@ class _Builder:
     def adverbs(self) -> None:
         t = self.t
         for v, rels in self.verb_rel.items():
-            for a in self.kids(v, "advmod"):
+            advmods = self.kids(v, "advmod")
+            # a direction the parser hung on another adverb is the verb's ("moves right gradually")
+            advmods += [k for a in advmods for k in self.kids(a, "advmod") if self.low(k) in DIRECTION_WORDS]
+            for a in sorted(advmods):
                 tok = t[a]
                 if tok.pos != "ADV" or tok.tag == "WRB" or tok.text.lower() in SKIP_ADVERBS \
                         or self.kids(a, "prep") or not tok.text.isalpha():
                     continue
                 node = self.add_node("pred_attribute", tok.text.lower(), tok.lemma.lower(), (tok.start, tok.end))
                 self.add_edge(rels[0], node, "pred_adv")
+
+
+#: Verbs of motion, appearance and gesture that video captions use intransitively: an "-s" form of
+#: one may be the verb the tagger read as a plural noun ("the purple square vanishes").
+EVENT_VERBS = {
+    "vanish", "disappear", "appear", "move", "slide", "glide", "travel", "approach", "stop", "start",
+    "drift", "retreat", "head", "pop", "wave", "squat", "splash", "jump", "run", "walk", "turn", "spin",
+    "roll", "fall", "rise", "bounce", "swing", "shake", "nod", "smile", "laugh", "dance", "sing", "talk",
+    "speak", "point", "climb", "swim", "dive", "kick", "throw", "catch", "hit", "sit", "stand", "lean",
+    "crawl", "hop", "fly", "float", "sink", "shrink", "grow", "flip", "twirl", "stretch", "bend", "kneel",
+    "enter", "exit", "leave", "arrive", "return", "pass", "cross", "rotate", "shift", "descend", "ascend",
+    "emerge", "follow", "chase", "flee", "escape", "wait", "pause", "continue", "begin", "finish",
+}
+#: Prepositions of a path, which a noun phrase rarely takes but a verb of motion does.
+MOTION_PREPOSITIONS = {"toward", "towards", "into", "onto", "across", "through", "past"}
+#: Words that open a subordinate clause the parser may read as a preposition ("before the circle vanishes").
+CLAUSE_OPENERS = {"before", "after", "while", "until", "when", "as", "since", "once", "then"}
+
+
+def _verb_form_lemma(word: str, verbs: dict[str, int], plural_objects: set[str]) -> Optional[str]:
+    """The verb lemma of a 3rd-person "-s" form ("vanishes" → "vanish"), or None: not a known verb,
+    or a word the FACTUAL annotators write as a plural object ("leaves", "waves")."""
+    if not word.endswith("s") or word in plural_objects or len(word) < 4:
+        return None
+    options = [word[:-1], word[:-2]] + ([word[:-3] + "y"] if word.endswith("ies") else [])
+    known = [o for o in options if o in EVENT_VERBS or verbs.get(o, 0) >= 5]
+    return known[0] if known else None
+
+
+def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
+    """``doc`` with 3rd-person verbs the tagger read as plural nouns made verbs again.
+
+    Small models read "Det Adj Noun Verb-s" as one noun phrase ("The purple
+    square vanishes" → a noun "vanishes"). A plural-noun token whose word is
+    the "-s" form of a known verb, and not a word FACTUAL's annotators write
+    as an object, becomes the clause's verb, the noun right before it (with
+    the words before that) its subject, when
+
+    * it heads a sentence with no verb at all ("The yellow square moves right");
+    * it is the apposition of a noun with a relative clause, after a comma
+      ("A person, who is not smiling, waves at the camera");
+    * it is the object of a clause opener ("… before the blue circle vanishes");
+    * it is the subject of "left", which is then the direction ("slides left").
+    """
+    toks = list(doc.tokens)
+    fixed = ParsedDoc(doc.text, toks)
+    verbs, plural_objects = lex["verbs"], lex["plural_objects"]
+    for i, t in enumerate(doc.tokens):
+        if i == 0:
+            continue
+        kids = fixed.children(i)
+        if t.pos == "VERB" and t.tag == "VBZ" and not any(toks[k].label in ("nsubj", "nsubjpass", "expl") for k in kids) \
+                and any(toks[k].label == "det" and k < i for k in kids) and t.text.lower() not in plural_objects:
+            subject = _subject_before(fixed, i)  # "The orange square moves down": the verb took the article
+            if subject is not None:
+                _make_verb(toks, fixed, i, t.lemma, t.label, t.head, subject)
+            continue
+        if t.pos == "VERB" and t.label == "pobj" and toks[t.head].text.lower() in CLAUSE_OPENERS \
+                and toks[t.head].head != t.head:
+            _make_verb(toks, fixed, i, t.lemma, "advcl", toks[t.head].head, None)  # "before the triangle vanishes"
+            continue
+        if t.pos not in NOUN_POS or t.tag not in ("NNS", "NNPS"):
+            continue
+        lemma = _verb_form_lemma(t.text.lower(), verbs, plural_objects)
+        # after "a person, who …," a plural noun can only be the verb, even one FACTUAL writes as a noun
+        lemma_any = lemma or _verb_form_lemma(t.text.lower(), verbs, set())
+        if lemma_any is None:
+            continue
+        head = toks[t.head]
+        sentence = [k for k in toks if k.sent == t.sent]
+        if t.label == "root" and not any(k.pos in VERB_POS and k.label != "amod" and not _is_direction(toks, k.i, i)
+                                         for k in sentence):
+            subject, label, governor = _subject_before(fixed, i), "root", i
+            if lemma is None and any(toks[k].text.lower() in MOTION_PREPOSITIONS for k in fixed.children(i)):
+                lemma = lemma_any  # "the orange square heads toward the triangle": a plural noun goes nowhere
+        elif t.label == "appos" and toks[i - 1].pos == "PUNCT" and lemma_any is not None and any(
+                toks[k].label in ("relcl", "acl") for k in fixed.children(t.head)):
+            subject, label, governor = t.head, "root" if head.head == head.i else head.label, head.head
+            lemma = lemma_any
+        elif t.label == "pobj" and head.text.lower() in CLAUSE_OPENERS and head.head != head.i:
+            subject, label, governor = _subject_before(fixed, i), "advcl", head.head
+        elif t.label == "nsubj" and head.text.lower() in ("left", "right") and not any(
+                toks[k].label == "dobj" for k in fixed.children(head.i)):
+            subject, label, governor = _subject_before(fixed, i), "root", i  # "moves right, then …"
+        else:
+            continue
+        if subject is None or lemma is None:
+            continue
+        _make_verb(toks, fixed, i, lemma, label, governor, subject)
+    for i, t in enumerate(toks):
+        head = toks[t.head]
+        if t.pos == "ADV" and t.label == "advmod" and t.head > i and head.label in ("nsubj", "nsubjpass") \
+                and head.pos in NOUN_POS and i + 1 < len(toks) and toks[i + 1].text == ",":
+            adverb = toks[i] = copy(t)  # "Slowly, the circle moves": the adverb is the verb's
+            adverb.head = head.head
+            fixed.invalidate()
+            continue
+        if t.pos != "VERB" or i == 0:
+            continue
+        kids = fixed.children(i)
+        if t.tag in ("VBZ", "VBD", "VBP") and not any(toks[k].label in ("nsubj", "nsubjpass", "expl") for k in kids) \
+                and toks[i - 1].head == i and toks[i - 1].label == "compound" and toks[i - 1].pos in NOUN_POS:
+            subj = toks[i - 1] = copy(toks[i - 1])  # "The green circle glides up": the compound is the subject
+            subj.label = "nsubj"
+            for k in kids:
+                if k < i - 1:
+                    toks[k] = copy(toks[k])
+                    toks[k].head = i - 1
+        elif t.text.lower() == "left" and t.label in ("advcl", "xcomp", "dep", "conj", "acl", "oprd") \
+                and toks[t.head].pos == "VERB" and not any(
+                    toks[k].label in ("nsubj", "nsubjpass", "dobj", "prep", "aux", "auxpass") for k in kids):
+            left = toks[i] = copy(t)  # "is moving left rapidly": the direction, not "leave"
+            left.pos, left.tag, left.lemma, left.label = "ADV", "RB", "left", "advmod"
+            for k in kids:
+                toks[k] = copy(toks[k])
+                toks[k].head = t.head
+        fixed.invalidate()
+    fixed.invalidate()
+    return fixed
+
+
+def _is_direction(toks: list, k: int, verb: int) -> bool:
+    """"left"/"right" hung on verb candidate ``verb`` ("moves left gradually"): a direction, not a verb."""
+    return toks[k].text.lower() in ("left", "right") and toks[k].head == verb
+
+
+def _subject_before(doc: ParsedDoc, i: int) -> Optional[int]:
+    """The noun right before verb candidate ``i`` that the parser hung on it, or None."""
+    s = doc.tokens[i - 1]
+    if s.head != i or s.label not in ("amod", "compound", "nmod", "npadvmod", "dep", "nsubj") \
+            or not s.text.isalpha() or s.text.lower() in DETERMINER_WORDS:
+        return None
+    if s.pos not in NOUN_POS and (s.pos != "ADJ" or s.text.lower() in ATTRIBUTE_NOUNS or s.text.lower().endswith(
+            ("ful", "ous", "ive", "able", "al", "ic", "ed", "ing", "y", "ish", "less"))):
+        return None
+    return i - 1
+
+
+def _make_verb(toks: list, doc: ParsedDoc, i: int, lemma: str, label: str, governor: int,
+               subject: Optional[int]) -> None:
+    """Token ``i`` becomes a VBZ verb (``label`` under ``governor``; a root heads itself) with
+    ``subject`` as its ``nsubj``. Its dependents before the subject move to the subject; what it
+    hung on becomes its dependent: "left" its direction (``advmod``), a clause opener its ``mark``."""
+    def own(k: int):
+        toks[k] = copy(toks[k])
+        return toks[k]
+
+    old = doc.tokens[i]
+    verb = own(i)
+    verb.pos, verb.tag, verb.lemma, verb.label = "VERB", "VBZ", lemma, label
+    verb.head = i if label == "root" else governor
+    if subject is not None:
+        subj = own(subject)
+        subj.pos, subj.tag, subj.label, subj.head = "NOUN", "NNS" if subj.tag == "NNS" else "NN", "nsubj", i
+    for k in doc.children(i):
+        if subject is not None and k < subject:
+            own(k).head = subject
+        elif _is_direction(toks, k, i):  # "moves left gradually"
+            left = own(k)
+            left.pos, left.tag, left.lemma, left.label = "ADV", "RB", left.text.lower(), "advmod"
+            for c in doc.children(k):
+                own(c).head = i
+    if old.label == "nsubj":  # "slides left": "left" is the direction, its dependents the verb's
+        left = own(old.head)
+        left.pos, left.tag, left.lemma, left.label, left.head = "ADV", "RB", left.text.lower(), "advmod", i
+        for k in doc.children(old.head):
+            if k != i:
+                own(k).head = i
+    elif old.label == "pobj":  # "before the circle vanishes": the opener marks the clause
+        mark = own(old.head)
+        mark.pos, mark.label, mark.head = "SCONJ", "mark", i
+    doc.invalidate()
 
 
 def repair(doc: ParsedDoc, verbs: dict[str, int]) -> ParsedDoc:
@@ -1037,7 +1249,7 @@ def build_tsg(doc: ParsedDoc, caption_id: str, text: Optional[str] = None,
     TSG with no nodes.
     """
     if doc.tokens:
-        doc = repair(doc, lexicon()["verbs"])
+        doc = repair(repair_verb_forms(doc, lexicon()), lexicon()["verbs"])
     b = _Builder(doc)
     if doc.tokens:
         b.find_entities()
