@@ -67,7 +67,7 @@ VERB_POS = ("VERB", "AUX")
 #: "a <quantity> of X" → X. Values: the attribute FACTUAL keeps (or None).
 QUANTITY_NOUNS = {
     "group": "group of", "piece": "piece", "part": "part", "slice": "slice", "mound": "mound",
-    "patch": "patch", "body": None,
+    "patch": "patch", "sheet": "sheet", "body": None,
     "bunch": None, "bits": None, "bit": None, "stack": None, "pile": None, "row": None,
     "rows": None, "lot": None, "lots": None, "alot": None, "herd": None, "flock": None,
     "pair": None, "couple": None, "number": None, "set": None, "variety": None,
@@ -470,6 +470,10 @@ class _Builder:
         word = tok.text.lower()
         if word in ATTRIBUTE_FORMS:
             return "attr"
+        if word in POSITION_WORDS and self.lex["modifiers"].get(word) in (None, "drop"):
+            return "attr"  # "the middle bottle": which bottle it is, never dropped
+        if self.hyphen_joined(k):
+            return "keep"  # "t-shirt", "x-ray": one word written with a hyphen
         learned = self.lex["modifiers"].get(word)
         if tok.label == "amod":
             if tok.pos == "NUM":
@@ -478,6 +482,12 @@ class _Builder:
         if learned:
             return learned
         return "attr"  # unseen in training: FACTUAL mostly writes a noun modifier as an attribute
+
+    def hyphen_joined(self, k: int) -> bool:
+        """Word ``k`` is glued to the word after next by a hyphen, without spaces ("t-shirt")."""
+        t = self.t
+        return k + 2 < len(t) and t[k + 1].text == "-" and t[k].end == t[k + 1].start \
+            and t[k + 1].end == t[k + 2].start and t[k].label == "compound"
 
     def name_modifiers(self, i: int) -> list[int]:
         """Modifier tokens of noun ``i`` that are nouns or noun-like (compound chain)."""
@@ -566,6 +576,10 @@ class _Builder:
             # adjectives the parser hung on a compound word ("black snow pants") describe the object
             kids = [k for k in self.doc.children(head) if k not in named] + [
                 k for m in named for k in self.kids(m, "amod") if k not in named]
+            # ... and so do those hung on a noun modifier written as an attribute ("long grey cardigan")
+            kids += [k for m in self.doc.children(head) if m < head and m not in named
+                     and self.t[m].label == "compound" and self.modifier_role(m) == "attr"
+                     for k in self.kids(m, "amod") if k not in named and self.low(k) not in SHADES]
             shade_used: set[int] = set()
             for k in sorted(kids):
                 tok = t[k]
@@ -819,8 +833,16 @@ class _Builder:
         """Relations of verb ``v``'s prepositional phrases; True if one was made."""
         is_copula = self.verb_lemma(v) in COPULAS
         made = False
+        agent_words_end = max((o for a in self.kids(v, "agent") for o in self.kids(a, "pobj")), default=len(self.t))
         for prep, words, nouns in self.preps_of(v, tuple(verb_words[1:])):
             if (prep in ("by",) and agents) or set(words) & (agent_words | set(verb_words)):
+                continue
+            if agents and words[0] > agent_words_end and nouns and (
+                    self.noun_prep_lemma(prep, nouns[0]) != prep or self.low(nouns[0]) in CLOTHING):
+                # "kicked by a boy in a red shirt": the shirt is the boy's
+                self.relation(agents, words, [e for n in nouns for e in self.entities_of(n)],
+                              lemma=self.noun_prep_lemma(prep, nouns[0]))
+                made = True
                 continue
             negated = denied or any(self.is_denied(w) for w in words if self.t[w].pos == "ADP")
             pobjs = [e for n in nouns for e in self.entities_of(n)]
@@ -842,7 +864,8 @@ class _Builder:
                 continue
             if is_copula:
                 self.relation(subjects, words, pobjs, lemma=prep, verb=v, negated=negated)
-            elif objs:  # "holding a knife in the kitchen": the object is where FACTUAL puts it
+            elif objs and prep not in INSTRUMENT_PREPOSITIONS:
+                # "holding a knife in the kitchen": the object is where FACTUAL puts it
                 self.relation(objs, words, pobjs, lemma=prep, verb=v, negated=negated)
             else:
                 self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v,
@@ -963,8 +986,7 @@ class _Builder:
                         k, o = on_part[0]
                         self.relation(self.entities_of(n), [k, o], [subj], lemma=f"on {self.low(o)} of")
                         continue
-                    learned = self.lex["prep_objects"].get(f"{prep} {self.low(target)}")
-                    self.relation([subj], words, self.entities_of(n), lemma=learned or prep)
+                    self.relation([subj], words, self.entities_of(n), lemma=self.noun_prep_lemma(prep, target))
             for k in self.kids(head, "poss"):
                 owners = self.entities_of(k)
                 if owners:
@@ -973,6 +995,11 @@ class _Builder:
                 if t[k].lemma.lower() == "have":
                     owners = [e for s in self.kids(head, "nsubj") for e in self.entities_of(s)]
                     self.relation(owners, [k], [subj], lemma="have")
+
+    def noun_prep_lemma(self, prep: str, noun: int) -> str:
+        """How FACTUAL writes "<object> <prep> <noun>": learned ("man in a shirt" → ``wear``), else
+        the preposition."""
+        return self.lex["prep_objects"].get(f"{prep} {self.low(noun)}") or prep
 
     def reciprocals(self) -> None:
         """A relation from an object to itself stands for two of its instances: FACTUAL writes
@@ -1021,6 +1048,18 @@ EVENT_VERBS = {
     "enter", "exit", "leave", "arrive", "return", "pass", "cross", "rotate", "shift", "descend", "ascend",
     "emerge", "follow", "chase", "flee", "escape", "wait", "pause", "continue", "begin", "finish",
 }
+#: Prepositions of the means or company of an action: they stay with the verb's subject even after
+#: an object ("cuts the vegetables with a sharp knife" → ( chef , cut with , knife )).
+INSTRUMENT_PREPOSITIONS = {"with", "using"}
+#: Position words before a noun are never dropped ("the middle bottle" → ( bottle , is , middle )); those the
+#: lexicon keeps in the name stay there ("front wheel").
+POSITION_WORDS = {"middle", "left", "right", "front", "back", "top", "bottom", "center", "centre", "first",
+                  "second", "third", "last", "upper", "lower", "rear", "inner", "outer", "leftmost", "rightmost"}
+#: Clothing: after a passive's agent, "in a red sweater" describes the agent, not the action.
+CLOTHING = {"shirt", "t-shirt", "sweater", "jacket", "coat", "dress", "skirt", "hoodie", "vest", "costume",
+            "robe", "gown", "sweatshirt", "top", "blouse", "cardigan", "scarf", "uniform", "suit", "jeans",
+            "pants", "shorts", "trousers", "hat", "cap", "helmet", "outfit", "tuxedo", "bikini", "swimsuit",
+            "wetsuit", "leotard", "apron", "overalls", "jersey", "tank", "beanie", "boots", "sneakers"}
 #: Prepositions of a path, which a noun phrase rarely takes but a verb of motion does.
 MOTION_PREPOSITIONS = {"toward", "towards", "into", "onto", "across", "through", "past"}
 #: Words that open a subordinate clause the parser may read as a preposition ("before the circle vanishes").
