@@ -416,7 +416,8 @@ class _Builder:
                 continue
             clause = self.clause_head(i)
             earlier = [j for j in tokens if j < i and j not in out and names[j] == names[i]
-                       and self.clause_head(j) != clause and i not in self.conjuncts(j)]
+                       and self.clause_head(j) != clause and i not in self.conjuncts(j)
+                       and j not in self.ancestors(i)]  # "the man standing next to the man": two
             mine = self.describing_words(i)
             if mine:
                 earlier = [j for j in earlier if mine <= self.describing_words(j)] or [
@@ -803,7 +804,7 @@ class _Builder:
             self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v, negated=True)
             made = True
         made = self.prep_relations(v, subjects, objs, verb_words, verb_lemma, agents, agent_words, denied) or made
-        if not made and particles and self.is_stranded(particles[-1]):
+        if not made and particles and self.low(particles[-1]) in STRANDABLE and self.is_stranded(particles[-1]):
             # "the water the bird is standing on": a particle that is a stranded preposition
             subjects, stranded = self.stranded_object(v, subjects)
             if stranded and subjects:
@@ -1060,6 +1061,10 @@ CLOTHING = {"shirt", "t-shirt", "sweater", "jacket", "coat", "dress", "skirt", "
             "robe", "gown", "sweatshirt", "top", "blouse", "cardigan", "scarf", "uniform", "suit", "jeans",
             "pants", "shorts", "trousers", "hat", "cap", "helmet", "outfit", "tuxedo", "bikini", "swimsuit",
             "wetsuit", "leotard", "apron", "overalls", "jersey", "tank", "beanie", "boots", "sneakers"}
+#: Prepositions that can be left at the end of a clause ("the water the bird is standing on"), unlike
+#: particles ("then they stand up").
+STRANDABLE = {"on", "in", "at", "under", "with", "from", "to", "into", "onto", "behind", "inside", "near", "by",
+              "of", "for", "against", "beside", "underneath", "atop", "upon"}
 #: Prepositions of a path, which a noun phrase rarely takes but a verb of motion does.
 MOTION_PREPOSITIONS = {"toward", "towards", "into", "onto", "across", "through", "past"}
 #: Words that open a subordinate clause the parser may read as a preposition ("before the circle vanishes").
@@ -1117,8 +1122,10 @@ def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
             continue
         head = toks[t.head]
         sentence = [k for k in toks if k.sent == t.sent]
-        if t.label == "root" and not any(k.pos in VERB_POS and k.label != "amod" and not _is_direction(toks, k.i, i)
-                                         for k in sentence):
+        if t.label == "root" and (not any(k.pos in VERB_POS and k.label != "amod" and not _is_direction(toks, k.i, i)
+                                          for k in sentence)
+                                  or any(toks[k].label == "conj" and toks[k].pos == "VERB" for k in kids)):
+            # a sentence with no verb, or whose other verb is coordinated with it ("… passes and then … stops")
             subject, label, governor = _subject_before(fixed, i), "root", i
             if lemma is None and any(toks[k].text.lower() in MOTION_PREPOSITIONS for k in fixed.children(i)):
                 lemma = lemma_any  # "the orange square heads toward the triangle": a plural noun goes nowhere
