@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     captions, source = load_captions(args.n)
-    stage = ParseCaptionsStage(ParseCaptionsConfig(name="spacy", batch_size=256), batch_size=256)
+    stage = ParseCaptionsStage(ParseCaptionsConfig(name="spacy", batch_size=256, tasks_per_batch=256))
     stage.setup()
     nlp = stage.parser.nlp
 

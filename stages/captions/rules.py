@@ -204,6 +204,8 @@ class _Builder:
         self.name_tokens: dict[int, list[int]] = {}   # entity head → modifier tokens in its name
         self.same_as: dict[int, int] = {}      # a repeated definite mention → its first mention
         self.groups: set[int] = set()          # plural pronouns that stand for a coordination ("they")
+        self.has_no = any(tok.text.lower() == "no" for tok in self.t)
+        self._is_noun: dict[int, bool] = {}
 
     # -------------------------------------------------------------- helpers
     def kids(self, i: int, *labels: str) -> list[int]:
@@ -260,7 +262,7 @@ class _Builder:
         low = self.low(i)
         if low in NEGATIVE_QUANTIFIERS:
             return True
-        if any(self.low(k) == "no" for k in self.kids(i, "det")) and not any(
+        if self.has_no and any(self.low(k) == "no" for k in self.kids(i, "det")) and not any(
                 self.t[k].label == "compound" and k < i for k in self.doc.children(i)):
             return True
         if low in NEGATIVE_POLARITY:
@@ -269,6 +271,12 @@ class _Builder:
         return False
 
     def is_noun(self, i: int) -> bool:
+        """Is token ``i`` an object's head (before quantities, frames and pronouns are resolved)?"""
+        if i not in self._is_noun:
+            self._is_noun[i] = self._noun(i)
+        return self._is_noun[i]
+
+    def _noun(self, i: int) -> bool:
         tok = self.t[i]
         if self.is_reciprocal(i) or self.names_nothing(i) or self.is_idiom_noun(i):
             return False
@@ -1162,6 +1170,7 @@ def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
                 if k < i - 1:
                     toks[k] = copy(toks[k])
                     toks[k].head = i - 1
+            fixed.invalidate()
         elif t.text.lower() == "left" and t.label in ("advcl", "xcomp", "dep", "conj", "acl", "oprd") \
                 and toks[t.head].pos == "VERB" and not any(
                     toks[k].label in ("nsubj", "nsubjpass", "dobj", "prep", "aux", "auxpass") for k in kids):
@@ -1170,8 +1179,7 @@ def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
             for k in kids:
                 toks[k] = copy(toks[k])
                 toks[k].head = t.head
-        fixed.invalidate()
-    fixed.invalidate()
+            fixed.invalidate()
     return fixed
 
 
