@@ -1106,7 +1106,7 @@ def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
     """
     toks = list(doc.tokens)
     fixed = ParsedDoc(doc.text, toks)
-    verbs, plural_objects = lex["verbs"], lex["plural_objects"]
+    plural_objects = lex["plural_objects"]
     for i, t in enumerate(doc.tokens):
         if i == 0:
             continue
@@ -1116,71 +1116,80 @@ def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
             subject = _subject_before(fixed, i)  # "The orange square moves down": the verb took the article
             if subject is not None:
                 _make_verb(toks, fixed, i, t.lemma, t.label, t.head, subject)
-            continue
-        if t.pos == "VERB" and t.label == "pobj" and toks[t.head].text.lower() in CLAUSE_OPENERS \
+        elif t.pos == "VERB" and t.label == "pobj" and toks[t.head].text.lower() in CLAUSE_OPENERS \
                 and toks[t.head].head != t.head:
             _make_verb(toks, fixed, i, t.lemma, "advcl", toks[t.head].head, None)  # "before the triangle vanishes"
-            continue
-        if t.pos not in NOUN_POS or t.tag not in ("NNS", "NNPS"):
-            continue
-        lemma = _verb_form_lemma(t.text.lower(), verbs, plural_objects)
-        # after "a person, who …," a plural noun can only be the verb, even one FACTUAL writes as a noun
-        lemma_any = lemma or _verb_form_lemma(t.text.lower(), verbs, set())
-        if lemma_any is None:
-            continue
-        head = toks[t.head]
-        sentence = [k for k in toks if k.sent == t.sent]
-        if t.label == "root" and (not any(k.pos in VERB_POS and k.label != "amod" and not _is_direction(toks, k.i, i)
-                                          for k in sentence)
-                                  or any(toks[k].label == "conj" and toks[k].pos == "VERB" for k in kids)):
-            # a sentence with no verb, or whose other verb is coordinated with it ("… passes and then … stops")
-            subject, label, governor = _subject_before(fixed, i), "root", i
-            if lemma is None and any(toks[k].text.lower() in MOTION_PREPOSITIONS for k in fixed.children(i)):
-                lemma = lemma_any  # "the orange square heads toward the triangle": a plural noun goes nowhere
-        elif t.label == "appos" and toks[i - 1].pos == "PUNCT" and lemma_any is not None and any(
-                toks[k].label in ("relcl", "acl") for k in fixed.children(t.head)):
-            subject, label, governor = t.head, "root" if head.head == head.i else head.label, head.head
-            lemma = lemma_any
-        elif t.label == "pobj" and head.text.lower() in CLAUSE_OPENERS and head.head != head.i:
-            subject, label, governor = _subject_before(fixed, i), "advcl", head.head
-        elif t.label == "nsubj" and head.text.lower() in ("left", "right") and not any(
-                toks[k].label == "dobj" for k in fixed.children(head.i)):
-            subject, label, governor = _subject_before(fixed, i), "root", i  # "moves right, then …"
-        else:
-            continue
-        if subject is None or lemma is None:
-            continue
-        _make_verb(toks, fixed, i, lemma, label, governor, subject)
+        elif t.pos in NOUN_POS and t.tag in ("NNS", "NNPS"):
+            reading = _verb_reading(toks, fixed, i, lex)
+            if reading is not None:
+                _make_verb(toks, fixed, i, *reading)
+    _repair_attachments(toks, fixed)
+    return fixed
+
+
+def _verb_reading(toks: list, doc: ParsedDoc, i: int, lex: dict) -> Optional[tuple[str, str, int, int]]:
+    """(lemma, label, governor, subject) when plural noun ``i`` is a verb (see :func:`repair_verb_forms`)."""
+    t = toks[i]
+    lemma = _verb_form_lemma(t.text.lower(), lex["verbs"], lex["plural_objects"])
+    # after "a person, who …," a plural noun can only be the verb, even one FACTUAL writes as a noun
+    lemma_any = lemma or _verb_form_lemma(t.text.lower(), lex["verbs"], set())
+    if lemma_any is None:
+        return None
+    head, kids = toks[t.head], doc.children(i)
+    if t.label == "root" and (not any(k.pos in VERB_POS and k.label != "amod" and not _is_direction(toks, k.i, i)
+                                      for k in toks if k.sent == t.sent)
+                              or any(toks[k].label == "conj" and toks[k].pos == "VERB" for k in kids)):
+        # a sentence with no verb, or whose other verb is coordinated with it ("… passes and then … stops")
+        subject, label, governor = _subject_before(doc, i), "root", i
+        if lemma is None and any(toks[k].text.lower() in MOTION_PREPOSITIONS for k in kids):
+            lemma = lemma_any  # "the orange square heads toward the triangle": a plural noun goes nowhere
+    elif t.label == "appos" and toks[i - 1].pos == "PUNCT" and any(
+            toks[k].label in ("relcl", "acl") for k in doc.children(t.head)):
+        subject, label, governor = t.head, "root" if head.head == head.i else head.label, head.head
+        lemma = lemma_any
+    elif t.label == "pobj" and head.text.lower() in CLAUSE_OPENERS and head.head != head.i:
+        subject, label, governor = _subject_before(doc, i), "advcl", head.head
+    elif t.label == "nsubj" and head.text.lower() in ("left", "right") and not any(
+            toks[k].label == "dobj" for k in doc.children(head.i)):
+        subject, label, governor = _subject_before(doc, i), "root", i  # "moves right, then …"
+    else:
+        return None
+    return None if subject is None or lemma is None else (lemma, label, governor, subject)
+
+
+def _repair_attachments(toks: list, doc: ParsedDoc) -> None:
+    """Three attachments to the verb: a fronted adverb hung on the subject ("Slowly, the circle
+    moves"), a compound that is the subject ("The green circle glides up"), and "left" read as
+    "leave" after a verb of motion ("is moving left rapidly")."""
     for i, t in enumerate(toks):
         head = toks[t.head]
         if t.pos == "ADV" and t.label == "advmod" and t.head > i and head.label in ("nsubj", "nsubjpass") \
                 and head.pos in NOUN_POS and i + 1 < len(toks) and toks[i + 1].text == ",":
-            adverb = toks[i] = copy(t)  # "Slowly, the circle moves": the adverb is the verb's
+            adverb = toks[i] = copy(t)
             adverb.head = head.head
-            fixed.invalidate()
+            doc.invalidate()
             continue
         if t.pos != "VERB" or i == 0:
             continue
-        kids = fixed.children(i)
+        kids = doc.children(i)
         if t.tag in ("VBZ", "VBD", "VBP") and not any(toks[k].label in ("nsubj", "nsubjpass", "expl") for k in kids) \
                 and toks[i - 1].head == i and toks[i - 1].label == "compound" and toks[i - 1].pos in NOUN_POS:
-            subj = toks[i - 1] = copy(toks[i - 1])  # "The green circle glides up": the compound is the subject
+            subj = toks[i - 1] = copy(toks[i - 1])
             subj.label = "nsubj"
             for k in kids:
                 if k < i - 1:
                     toks[k] = copy(toks[k])
                     toks[k].head = i - 1
-            fixed.invalidate()
+            doc.invalidate()
         elif t.text.lower() == "left" and t.label in ("advcl", "xcomp", "dep", "conj", "acl", "oprd") \
                 and toks[t.head].pos == "VERB" and not any(
                     toks[k].label in ("nsubj", "nsubjpass", "dobj", "prep", "aux", "auxpass") for k in kids):
-            left = toks[i] = copy(t)  # "is moving left rapidly": the direction, not "leave"
+            left = toks[i] = copy(t)
             left.pos, left.tag, left.lemma, left.label = "ADV", "RB", "left", "advmod"
             for k in kids:
                 toks[k] = copy(toks[k])
                 toks[k].head = t.head
-            fixed.invalidate()
-    return fixed
+            doc.invalidate()
 
 
 def _is_direction(toks: list, k: int, verb: int) -> bool:
