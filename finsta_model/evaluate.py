@@ -22,6 +22,9 @@ reports, for each:
 
 Top-level keys describe the Finsta branch; ``"no_sg"`` holds the same
 metrics for the student (for a host-only checkpoint both are the host).
+``"warnings"`` lists what makes the figures suspect, e.g. evaluated videos that
+are also in the checkpoint's training shards (the checkpoint records their path;
+:func:`training_overlap`).
 
 Example::
 
@@ -164,11 +167,29 @@ def fine_score_matrix(model: FinstaModel, text_units: list, video_units: list, a
     return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
 
 
+def training_overlap(shards: str | Path, train_shards: str | None) -> str | None:
+    """A warning when the evaluated dataset shares sample keys with the training shards a checkpoint
+    records (``state.json["train_shards"]``); ``None`` when it shares none or those shards are gone."""
+    if not train_shards or not (Path(train_shards) / "manifest.json").is_file():
+        return None
+    try:
+        trained = set(open_dataset(train_shards).keys())
+    except UserError:
+        return None
+    keys = open_dataset(shards).keys()
+    shared = sum(1 for key in keys if key in trained)
+    if not shared:
+        return None
+    return (f"{shared} of the {len(keys)} evaluated videos ({100 * shared / max(1, len(keys)):.0f} %) are in the "
+            f"checkpoint's training shards ({train_shards}): these are not held-out figures")
+
+
 def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64,
              whole_video_windows: bool = False) -> dict[str, Any]:
     """The report described in the module docstring (``whole_video_windows``: see :func:`embed_dataset`)."""
     ckpt = load_checkpoint(checkpoint)
     dims = dict(open_dataset(shards).manifest["feature_dims"])
+    overlap = training_overlap(shards, ckpt.state.get("train_shards"))
     if dims != ckpt.dims:
         raise UserError(f"{shards} has feature dims {dims}, the checkpoint was trained on {ckpt.dims}")
     dev = resolve_device(device)
@@ -191,14 +212,16 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
             "fine_grained_weight": ckpt.config.fine_grained_weight if "fine" in data else 0.0,
             "fine_window": ("whole video" if whole_video_windows else "caption") if "fine" in data else None,
             "checkpoint": str(ckpt.path), "step": ckpt.step, "videos": len(data["keys"]),
-            "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum())}
+            "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum()),
+            "warnings": [overlap] if overlap else []}
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of :func:`evaluate`'s report."""
     head = f"{'':28}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MdR':>8}{'MnR':>9}"
-    lines = [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
-             f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
+    lines = [f"warning: {warning}" for warning in report.get("warnings", [])]
+    lines += [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
+              f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
     rows = [("", report)] if not report["uses_sg"] else [("finsta ", report), ("no-SG student ", report["no_sg"])]
     for name, block in rows:
         for label, metrics in (("t2v", block["t2v"]), ("v2t", block["v2t"]),
