@@ -52,7 +52,12 @@ def build_command(options: dict[str, Any]) -> int:
     if options.get("show_config"):
         print(show_config(cfg))
         return 0
-    result = run_build(cfg, out, Progress(quiet=cfg.run.quiet))
+    from pipeline.stop import Interrupted
+    try:
+        result = run_build(cfg, out, Progress(quiet=cfg.run.quiet))
+    except Interrupted as stopped:
+        print(stopped.line(), file=sys.stderr, flush=True)
+        return stopped.exit_code
     if cfg.run.dry_run:
         print(plan_text(cfg, result))
         return 0

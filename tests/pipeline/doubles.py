@@ -8,11 +8,20 @@ whose weights are missing inside a worker. Never what a user runs; registered th
   its weights are missing on that node.
 * ``pixel_probe_double`` link scorer: says it reads pixels; writes how many crops each call on a video's tracks got to
   ``$FINSTA_TEST_PROBE_DIR/crops-<pid>.json`` and scores by label like ``minilm`` would (exact match).
+* ``worker_killer_double`` / ``hang_double`` detectors: the ``color`` detector, except on frames of the
+  poison size (:data:`POISON_SIZE`, any clip made at that size): the first SIGKILLs its own process, as the
+  OOM killer does to a worker; the second never returns (a native sleep, or a Python loop when
+  ``FINSTA_TEST_HANG=python``).
+* ``slow_setup_double`` detector: ``setup()`` sleeps ten minutes (a model load that takes its time).
+* ``progress_probe_double`` detector: the ``color`` detector that appends a line to
+  ``$FINSTA_TEST_PROBE_DIR/detected-<pid>.txt`` per video, so a test can tell how far a run got.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +76,54 @@ class PixelProbeScorerDouble:
             path.write_text(json.dumps(seen + [sum(len(t.crops) for t in tracks)]))
         return np.array([[1.0 if p == t.label else 0.0 for t in tracks] for p in phrases], np.float32).reshape(
             len(phrases), len(tracks))
+
+
+POISON_SIZE = (96, 64)   # (width, height) of a clip that the killer / hang doubles refuse to survive
+
+
+def _is_poison(images) -> bool:
+    return bool(images) and images[0].shape[:2] == (POISON_SIZE[1], POISON_SIZE[0])
+
+
+@DETECTORS.register("worker_killer_double")
+class WorkerKillerDetectorDouble(ColorDetector):
+    summary = "test double: the color detector that SIGKILLs its worker on a poison-size clip"
+
+    def detect(self, images):
+        if _is_poison(images):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().detect(images)
+
+
+@DETECTORS.register("hang_double")
+class HangDetectorDouble(ColorDetector):
+    summary = "test double: the color detector that never returns on a poison-size clip"
+
+    def detect(self, images):
+        if _is_poison(images):
+            if os.environ.get("FINSTA_TEST_HANG") == "python":
+                while True:
+                    pass
+            time.sleep(3600)
+        return super().detect(images)
+
+
+@DETECTORS.register("slow_setup_double")
+class SlowSetupDetectorDouble(ColorDetector):
+    summary = "test double: a detector whose setup() takes ten minutes"
+
+    def setup(self) -> None:
+        time.sleep(600)
+
+
+@DETECTORS.register("progress_probe_double")
+class ProgressProbeDetectorDouble(ColorDetector):
+    summary = "test double: the color detector that counts the videos it saw in a probe file"
+
+    def detect(self, images):
+        out = super().detect(images)
+        folder = os.environ.get("FINSTA_TEST_PROBE_DIR")
+        if folder:
+            with open(Path(folder) / f"detected-{os.getpid()}.txt", "a") as handle:
+                handle.write("x\n")
+        return out
