@@ -212,8 +212,8 @@ def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResul
             raise Interrupted(stopped.signum, result.committed_this_run, result.in_flight) from None
         except OSError as error:   # the output folder: disk full, permissions, a file system gone
             where = error.filename or out
-            raise UserError(f"cannot write {where}: {error.strerror or error}; {result.committed_this_run} "
-                            "samples committed this run; fix it and rerun the same command to continue") from None
+            raise UserError(f"{error.strerror or error}: {where}; {result.committed_this_run} samples committed "
+                            "this run; fix it and rerun the same command to continue") from None
     result.wall_seconds = time.perf_counter() - started
     return result
 
@@ -239,6 +239,11 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
         result.dataset_stats = dataset.stats()
         if tasks or early_failures:
             _run_tasks(cfg, writer, tasks, early_failures, dims, progress, stop, result)
+            before = len(writer.shards)
+            merged = writer.compact(cfg.write.shard_size)   # small shards (time-based, interrupted) slow readers
+            if merged:
+                result.store_notes.append(f"compacted {before - len(writer.shards) + len(merged)} small shards "
+                                          f"into {', '.join(merged)}")
         else:
             progress.log(f"nothing to do: all {result.total} samples are committed ({result.skipped_committed}) or "
                          f"recorded as failed ({result.skipped_failed}; --retry-failed runs them again)")

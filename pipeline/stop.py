@@ -32,7 +32,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import Callable, Iterator, Optional
@@ -170,7 +169,12 @@ class StopSignals:
             raise StopRun(signum)
 
     def _watch(self) -> None:
-        reader = self._pipe[0]
+        try:
+            self._watch_loop(self._pipe[0])
+        finally:
+            self._pipe[0].close()
+
+    def _watch_loop(self, reader: socket.socket) -> None:
         first_at: Optional[float] = None
         seen = 0
         while not self._closed:
@@ -213,6 +217,6 @@ class StopSignals:
             note = self.hard_exit_note()
         except Exception:  # the note is best effort; the exit is not
             note = ""
-        sys.stderr.write(f"{prefix}{message}{'; ' + note if note else ''}\n")
-        sys.stderr.flush()
+        line = f"{prefix}{message}{'; ' + note if note else ''}\n"
+        os.write(2, line.encode(errors="replace"))   # not sys.stderr: its lock may be held by the stuck thread
         os._exit(code)

@@ -164,6 +164,7 @@ class ShardInfo:
     bytes: int
     files: dict[str, str]  # relative path → sha256
     config_hash: Optional[str] = None   # None: written before shards carried it
+    replaces: list[str] = field(default_factory=list)   # shards this one merged (compaction)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -177,7 +178,8 @@ class ShardInfo:
         info = cls(**{k: v for k, v in data.items() if k in names})
         if not (isinstance(info.name, str) and isinstance(info.files, dict) and isinstance(info.keys, list)
                 and isinstance(info.failed_keys, list) and all(isinstance(k, str) for k in info.keys)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in info.files.items())):
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in info.files.items())
+                and isinstance(info.replaces, list) and all(isinstance(r, str) for r in info.replaces)):
             raise ValueError("fields of the wrong type")
         return info
 
@@ -481,6 +483,11 @@ class DatasetWriter:
             first = next(((info, config) for _, info, config in checked if info.config_hash is not None), None)
             if first is not None:
                 self._refuse_config(first[1])
+        merged = {old: info.name for _, info, _ in checked for old in info.replaces}
+        for folder, info, config in list(checked):
+            if info.name in merged:   # a compaction cut short: its merged shard holds these rows
+                shutil.rmtree(folder, ignore_errors=True)
+                checked.remove((folder, info, config))
         adopted, seen = [], set()
         for folder, info, _ in checked:
             if info.config_hash is None and old is None:
@@ -524,8 +531,8 @@ class DatasetWriter:
         return f"shard-{max(taken) + 1 if taken else 0:06d}"
 
     def write_shard(self, samples: list[tuple[VideoSample, SampleFeatures]],
-                    failures: list[FailureRecord]) -> str:
-        """Commit one shard atomically and return its name."""
+                    failures: list[FailureRecord], replaces: Optional[list[str]] = None) -> str:
+        """Commit one shard atomically and return its name (``replaces``: see :meth:`compact`)."""
         for sample, _ in samples:
             problem = check_key(sample.key)
             if problem:
@@ -535,7 +542,7 @@ class DatasetWriter:
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            files, info = self._write_files(tmp, name, samples, failures)
+            files, info = self._write_files(tmp, name, samples, failures, replaces or [])
             final = self.root / SHARDS / name
             os.rename(tmp, final)
         except BaseException:
@@ -543,12 +550,52 @@ class DatasetWriter:
             raise
         _fsync_dir(final.parent)
         _write_atomic(final / DONE, sha256_file(final / SHARD_INFO).encode())
-        self.shards.append(info)
+        if replaces:   # the merged shard takes the place of the first one it replaces
+            at = next(i for i, shard in enumerate(self.shards) if shard.name == replaces[0])
+            self.shards = self.shards[:at] + [info] + [s for s in self.shards[at:] if s.name not in replaces]
+        else:
+            self.shards.append(info)
         self._write_manifest()
+        for old in replaces or []:
+            shutil.rmtree(self.root / SHARDS / old, ignore_errors=True)
         return name
 
+    def compact(self, target_rows: int) -> list[str]:
+        """Merge runs of consecutive small shards (fewer than ``target_rows`` rows each) into shards of
+        about ``target_rows``, so that many small shards (time-based commits, interrupted runs) do not
+        slow readers down. Returns the new shards' names.
+
+        Crash-safe: the merged shard is committed (listing the shards it ``replaces``) before the
+        manifest swaps them and before they are deleted; a writer that finds both keeps the merged
+        one. Failure rows that no reader would count any more (their key committed, or failed again
+        in a later shard) are dropped, so a merged shard never changes which failure stands.
+        """
+        groups, run = [], []
+        for shard in self.shards:
+            if shard.rows + shard.failure_rows >= target_rows:
+                groups, run = groups + ([run] if len(run) > 1 else []), []
+                continue
+            run.append(shard)
+            if sum(s.rows + s.failure_rows for s in run) >= target_rows:
+                groups, run = groups + [run], []
+        groups += [run] if len(run) > 1 else []
+        written = []
+        for group in groups:
+            reader = Dataset(self.root, self._manifest(), verify=True)
+            samples = [item for shard in group for item in reader.iter_shard(shard.name)]
+            failures = [f for shard in group for f in self._standing_failures(reader, shard)]
+            written.append(self.write_shard(samples, failures, replaces=[shard.name for shard in group]))
+        return written
+
+    def _standing_failures(self, reader: "Dataset", shard: ShardInfo) -> list[FailureRecord]:
+        committed = self.committed_keys()
+        later = {key for s in self.shards[self.shards.index(shard) + 1:] for key in s.failed_keys}
+        table = pa.ipc.open_file(pa.memory_map(str(reader._checked(shard.name, "failures.arrow")))).read_all()
+        return [f for f in table_to_records(table, FailureRecord)
+                if f.error_type == DUPLICATE_KEY or (f.key not in committed and f.key not in later)]
+
     def _write_files(self, tmp: Path, name: str, samples: list[tuple[VideoSample, SampleFeatures]],
-                     failures: list[FailureRecord]) -> tuple[dict[str, str], ShardInfo]:
+                     failures: list[FailureRecord], replaces: list[str]) -> tuple[dict[str, str], ShardInfo]:
         refs = self._write_features(tmp / "features.zarr", [features for _, features in samples])
         table = records_to_table([s for s, _ in samples], VideoSample,
                                  {"features": (samples_schema(FEATURE_ARRAYS).field("features"), refs)}) \
@@ -562,7 +609,7 @@ class DatasetWriter:
                 os.fsync(handle.fileno())
             files[path.relative_to(tmp).as_posix()] = sha256_file(path)
         info = ShardInfo(name, [s.key for s, _ in samples], [f.key for f in failures], len(samples), len(failures),
-                         sum((tmp / rel).stat().st_size for rel in files), files, self.config_hash)
+                         sum((tmp / rel).stat().st_size for rel in files), files, self.config_hash, replaces)
         _write_atomic(tmp / SHARD_INFO, json.dumps({**info.as_dict(), "config": self.config}, indent=1,
                                                    default=str).encode())
         for folder in sorted({p.parent for p in _files_of(tmp)}, key=lambda p: -len(p.parts)):
@@ -589,7 +636,10 @@ class DatasetWriter:
         return refs
 
     def _write_manifest(self) -> None:
-        manifest = {
+        _write_atomic(self.root / MANIFEST, json.dumps(self._manifest(), indent=1, default=str).encode())
+
+    def _manifest(self) -> dict[str, Any]:
+        return {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
             "created": self.created,
@@ -600,7 +650,6 @@ class DatasetWriter:
             "package_versions": package_versions(),
             "shards": [shard.as_dict() for shard in self.shards],
         }
-        _write_atomic(self.root / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

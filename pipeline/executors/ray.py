@@ -286,6 +286,7 @@ class RayExecutor:
         watched = {slot.ready_ref if slot.ready_ref is not None else slot.calls[0].ref: slot
                    for slot in self.slots if slot.ready_ref is not None or slot.calls}
         if not watched:
+            time.sleep(0.05)   # nothing in flight this instant (work is moving between pools)
             return []
         ready, rest = ray.wait(list(watched), num_returns=1, timeout=self._wait_s(), fetch_local=False)
         if ready and rest:

@@ -359,3 +359,49 @@ def test_duplicate_rows_count_as_failures_although_their_id_committed(tmp_path):
     failures = open_dataset(tmp_path).failures()
     assert sorted((f.key, f.error_type) for f in failures) == [("a", "duplicate_key"), ("a", "duplicate_key"),
                                                               ("x", "timeout")]
+
+
+# ---------------------------------------------------------------- compaction (issue 14: many small shards)
+def small_shards(root: Path) -> None:
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        writer.write_shard([make_sample("a", seed=1)], [FailureRecord("x", "decode", "timeout", "first try")])
+        writer.write_shard([make_sample("b", seed=2)], [FailureRecord("a", "decode", "timeout", "before a committed")])
+        writer.write_shard([make_sample(k, seed=i) for i, k in enumerate("cdef")], [])   # full: stays
+        writer.write_shard([], [FailureRecord("x", "decode", "corrupt_video", "second try")])
+        writer.write_shard([make_sample("g", seed=7)], [FailureRecord("g", "dataset", "duplicate_key", "line 9")])
+
+
+def test_compaction_merges_runs_of_small_shards_and_keeps_every_sample_and_standing_failure(tmp_path):
+    small_shards(tmp_path)
+    before = {key: open_dataset(tmp_path).get(key) for key in open_dataset(tmp_path).keys()}
+    failures_before = sorted((f.key, f.message) for f in open_dataset(tmp_path).failures())
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
+        merged = writer.compact(target_rows=4)
+    ds = open_dataset(tmp_path)
+    assert len(merged) == 2 and len(ds.shard_names()) == 3 and verify(tmp_path) == []
+    assert {key: ds.get(key) for key in ds.keys()}.keys() == before.keys()
+    for key, (sample, features) in before.items():
+        assert ds.get(key)[0] == sample
+        np.testing.assert_array_equal(ds.get(key)[1].frame, features.frame)
+    assert sorted((f.key, f.message) for f in ds.failures()) == failures_before == [("g", "line 9"),
+                                                                                   ("x", "second try")]
+    assert ds.shard_names() == ["shard-000005", "shard-000002", "shard-000006"]   # merged ones in their place
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(ds.shard_names())
+
+
+def test_a_compaction_cut_short_keeps_the_merged_shard_once(tmp_path):
+    small_shards(tmp_path)
+    manifest = (tmp_path / "manifest.json").read_bytes()
+    shards = tmp_path / "shards"
+    kept = {name: shards / name for name in ("shard-000000", "shard-000001")}
+    shutil.copytree(kept["shard-000000"], tmp_path / "s0")
+    shutil.copytree(kept["shard-000001"], tmp_path / "s1")
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
+        writer.compact(target_rows=4)
+    # as if the process died after committing the merged shard, before the manifest swap and the deletes
+    shutil.copytree(tmp_path / "s0", kept["shard-000000"])
+    shutil.copytree(tmp_path / "s1", kept["shard-000001"])
+    (tmp_path / "manifest.json").write_bytes(manifest)
+    keys, notes = reopen(tmp_path)
+    assert keys == set("abcdefg") and notes == []
+    assert not kept["shard-000000"].exists() and verify(tmp_path) == []

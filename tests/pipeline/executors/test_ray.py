@@ -298,10 +298,49 @@ def test_a_driver_side_error_ends_the_run_with_one_line_and_keeps_finished_shard
 
     monkeypatch.setattr(DatasetWriter, "write_shard", disk_full_on_the_second_shard)
     started = time.monotonic()
-    with pytest.raises(UserError, match=r"cannot write .*shards: No space left on device; 1 samples committed this "
-                                        r"run; fix it and rerun the same command to continue"):
+    with pytest.raises(UserError, match=r"^No space left on device: .*shards; 1 samples committed this "
+                                        r"run; fix it and rerun the same command to continue$"):
         run_build(tiny_config(tiny_world, "write.shard_size=1", "run.num_cpus=2"), tmp_path / "out")
     assert time.monotonic() - started < 180
     import ray
     assert not ray.is_initialized()
     assert len(open_dataset(tmp_path / "out")) == 1
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_process_behind(tiny_world, tmp_path):
+    from pipeline.executors.reaper import _descendants, _stat
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    env = {**os.environ, "FINSTA_PLUGINS": DOUBLES, "FINSTA_TEST_PROBE_DIR": str(probe)}
+    proc = subprocess.Popen([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
+                             str(tiny_world), "--out", str(tmp_path / "out"), "--detector", "slow_setup_double",
+                             "--num-cpus", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not any("DashboardAgent" in _cmdline(pid) for pid in _descendants(proc.pid)) or \
+                not any("_PoolWorker" in _cmdline(pid) for pid in _descendants(proc.pid)):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.5)
+        time.sleep(3)       # the watcher has seen the whole tree
+        ray_processes = {pid: started for pid, started in _descendants(proc.pid).items()
+                         if "reaper.py" not in _cmdline(pid)}
+    finally:
+        proc.kill()         # SIGKILL to the driver alone
+        proc.wait()
+    deadline = time.time() + 30
+    while True:
+        alive = {pid for pid, started in ray_processes.items() if (_stat(pid) or (0, -1))[1] == started}
+        if not alive or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert not alive, [_cmdline(pid) for pid in alive]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
