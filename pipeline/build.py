@@ -210,6 +210,10 @@ def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResul
             _build(cfg, out, progress, stop, result)
         except StopRun as stopped:
             raise Interrupted(stopped.signum, result.committed_this_run, result.in_flight) from None
+        except SystemError:   # a StopRun raised inside a native call (Ray's) comes out as a SystemError
+            if stop.signum is None:
+                raise
+            raise Interrupted(stop.signum, result.committed_this_run, result.in_flight) from None
         except OSError as error:   # the output folder: disk full, permissions, a file system gone
             where = error.filename or out
             raise UserError(f"{error.strerror or error}: {where}; {result.committed_this_run} samples committed "

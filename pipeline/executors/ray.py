@@ -195,9 +195,11 @@ class RayExecutor:
         import ray
 
         while any(slot.ready_ref is not None for slot in self.slots):
-            with self.stop.interruptible():
-                refs = [slot.ready_ref for slot in self.slots if slot.ready_ref is not None]
-                ray.wait(refs, num_returns=len(refs), timeout=TICK_S)
+            refs = [slot.ready_ref for slot in self.slots if slot.ready_ref is not None]
+            # Polled, not interruptible: an exception raised inside Ray's native wait comes out as a
+            # SystemError; a signal is seen here within TICK_S instead.
+            ray.wait(refs, num_returns=len(refs), timeout=TICK_S)
+            self.stop.check()
             self._collect_ready()
 
     def _collect_ready(self) -> None:
@@ -461,6 +463,10 @@ def _init(ray: Any, cfg: Any, stop: Any, address: Optional[str], where: str, pyt
                     ray.init(address="local", num_cpus=cfg.run.num_cpus or None, include_dashboard=False, **kwargs)
     except SystemExit as exit_:   # ray.init's own SIGTERM handler, while it ran
         raise StopRun(stop.signum or signal.SIGTERM) from exit_
+    except SystemError:           # our StopRun, raised inside one of Ray's native calls
+        if stop.signum is None:
+            raise
+        raise StopRun(stop.signum) from None
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as error:
         raise UserError(f"cannot start or join Ray at {where}: {error}".replace("\n", " ")) from None
 
