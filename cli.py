@@ -76,15 +76,18 @@ def build_sgs(
 def inspect(
     out: Path = typer.Argument(..., help="a dataset folder written by build-sgs"),
     list_: bool = typer.Option(False, "--list", help="list the committed sample keys"),
-    json_: bool = typer.Option(False, "--json", help="with --list: print one JSON list"),
-    failures: bool = typer.Option(False, "--failures", help="list the failure rows"),
-    key: Optional[str] = typer.Option(None, help="show this sample's TSG/DSG/HSG"),
-    png: Optional[Path] = typer.Option(None, help="with --key: also draw frames, boxes and graphs to this PNG"),
+    json_: bool = typer.Option(False, "--json", help="print JSON (the counts, --list, --failures)"),
+    failures: bool = typer.Option(False, "--failures", help="list the failure rows (key, stage, reason, message)"),
+    key: Optional[str] = typer.Option(None, help="show this sample's DSG/TSG/HSG (a summary; --all for everything)"),
+    all_: bool = typer.Option(False, "--all", help="with --key: every relation per frame, TSG node and edge, "
+                              "negative"),
+    png: Optional[Path] = typer.Option(None, help="with --key: also draw 6 frames (picked to show every track), "
+                                       "boxes and graphs to this PNG"),
 ) -> None:
-    """List samples or failures, or show one sample's graphs (and draw them)."""
+    """Show a dataset's counts, list samples or failures, or show one sample's graphs (and draw them)."""
     from pipeline.main import inspect_command
 
-    inspect_command(out, list_keys=list_, as_json=json_, failures=failures, key=key, png=png)
+    inspect_command(out, list_keys=list_, as_json=json_, failures=failures, key=key, png=png, full=all_)
 
 
 @app.command("verify")

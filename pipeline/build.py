@@ -189,7 +189,7 @@ class _OpenShard:
         name = self.writer.write_shard(self.samples, self.failures)
         self.result.shards_written += 1
         self.result.committed_this_run += len(self.samples) + len(self.failures)
-        self.progress.log(f"committed {name} with {len(self.samples)} samples, {len(self.failures)} failures")
+        self.progress.shard_committed(len(self.samples), len(self.failures), name)
         self.samples, self.failures, self.opened = [], [], None
 
 
@@ -204,10 +204,10 @@ def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResul
     started = time.perf_counter()
     cfg, _ = finalize(cfg)   # idempotent; the CLI has already validated and shown its warnings
     result = BuildResult(out=out)
-    progress = progress or Progress(quiet=True)
+    progress = progress or Progress(quiet=True, background=False)
     with StopSignals(grace_s=cfg.run.stop_grace_s) as stop:
         try:
-            _build(cfg, out, progress, stop, result)
+            _build(cfg, out, progress, stop, result, started)
         except StopRun as stopped:
             raise Interrupted(stopped.signum, result.committed_this_run, result.in_flight) from None
         except SystemError:   # a StopRun raised inside a native call (Ray's) comes out as a SystemError
@@ -222,7 +222,7 @@ def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResul
     return result
 
 
-def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildResult) -> None:
+def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildResult, started: float) -> None:
     with stop.interruptible():
         dataset = build_dataset(cfg.dataset)
         dims = feature_dims(cfg)
@@ -231,7 +231,9 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
             select_tasks(dataset.tasks(), committed, failed, cfg.run.retry_failed, result)
             result.dataset_stats = dataset.stats()
             return
+        progress.phase("checking stages")
         preflight(cfg)
+        progress.phase("listing samples")
         writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite)
     with writer:
         result.store_notes = list(writer.notes)
@@ -242,23 +244,21 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
                                                  cfg.run.retry_failed, result)
         result.dataset_stats = dataset.stats()
         if tasks or early_failures:
-            _run_tasks(cfg, writer, tasks, early_failures, dims, progress, stop, result)
+            _run_tasks(cfg, writer, tasks, early_failures, dims, progress, stop, result, started)
             before = len(writer.shards)
             merged = writer.compact(cfg.write.shard_size)   # small shards (time-based, interrupted) slow readers
             if merged:
                 result.store_notes.append(f"compacted {before - len(writer.shards) + len(merged)} small shards "
                                           f"into {', '.join(merged)}")
-        else:
-            progress.log(f"nothing to do: all {result.total} samples are committed ({result.skipped_committed}) or "
-                         f"recorded as failed ({result.skipped_failed}; --retry-failed runs them again)")
         result.committed = len(writer.committed_keys())
     result.failed = len(open_dataset(out).failures())
 
 
 def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failures: list[FailureRecord],
-               dims: dict[str, int], progress: Progress, stop: StopSignals, result: BuildResult) -> None:
-    """The executor's finished tasks into shards; on a stop, every finished one is committed first."""
-    started = time.perf_counter()
+               dims: dict[str, int], progress: Progress, stop: StopSignals, result: BuildResult,
+               started: float) -> None:
+    """The executor's finished tasks into shards; on a stop, every finished one is committed first.
+    ``started``: when the build began (``first_result_seconds`` counts from there)."""
     progress.start(total=len(tasks) + len(early_failures), stages=stage_names(cfg))
     shard = _OpenShard(writer, cfg.write, result, progress)
     for failure in early_failures:
@@ -266,6 +266,9 @@ def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failure
         progress.advance(None, failed=True)
     executor = make_executor(cfg, plan_pools(cfg), stop) if tasks else None
     stop.hard_exit_note = lambda: f"{result.committed_this_run} committed; rerun the same command to continue"
+    if executor is not None:
+        progress.phase("starting Ray, workers and models" if cfg.run.executor == "ray" else "loading models")
+    completed = False
     try:
         for task in (executor.run(tasks) if executor else ()):
             if task is not None:
@@ -276,6 +279,7 @@ def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failure
                 shard.commit()
             if stop.signum is not None:
                 break
+        completed = stop.signum is None
     finally:
         result.in_flight = executor.in_flight if executor else 0
         try:
@@ -284,7 +288,7 @@ def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failure
             if executor is not None:
                 with stop.deadline(60.0, "the workers did not stop within 60s; exiting"):
                     executor.close()
-            progress.finish()
+            progress.finish() if completed else progress.finish(completed=False)
     if stop.signum is not None:
         raise Interrupted(stop.signum, result.committed_this_run, result.in_flight)
 

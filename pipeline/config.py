@@ -66,6 +66,8 @@ class RunOptions:
     ``each`` (one pool per stage). ``workers``: actors per CPU pool;
     ``gpu_workers``: actors per GPU pool (0 = as many as the cluster's GPUs
     hold). ``num_cpus``: CPUs of the local Ray instance (0 = all).
+    ``status_interval``: seconds between the status lines of ``quiet`` mode
+    (and of a run whose stderr is not a terminal, e.g. a batch job's log).
 
     Bounds (docs: README "Reliability"): ``stage_timeout_s``: seconds one
     sample may spend in one stage (decode: its own ``decode.timeout_s``)
@@ -86,6 +88,7 @@ class RunOptions:
     workers: int = 1
     gpu_workers: int = 0
     quiet: bool = False
+    status_interval: float = 30.0
     dry_run: bool = False
     strict: bool = False
     retry_failed: bool = False
@@ -109,6 +112,8 @@ class RunOptions:
                              "must be > 0")
         if self.max_sample_retries < 0:
             raise ValueError("max_sample_retries must be >= 0")
+        if not self.status_interval > 0:
+            raise ValueError(f"status_interval {self.status_interval!r}: give seconds > 0")
         if self.retry_failed and self.overwrite:
             raise ValueError("retry_failed and overwrite contradict each other: pick one")
 
