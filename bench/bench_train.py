@@ -13,7 +13,9 @@ used before columnar decoding (``Dataset.iter_shard`` → ``encode_sample`` →
 (schemas.store): ``shard_read_s`` times opening the dataset and reading every
 shard once with and without that check, ``verify_cost_per_epoch_s`` their
 difference (the loader pays it once per epoch per worker). ``--shard-size``
-sets the random dataset's shard size (small shards: interrupted builds).
+sets the random dataset's shard size (small shards: interrupted builds, slow
+pipelines' time-based commits), ``--compact N`` then merges them as build-sgs
+does at the end of a run.
 
     .venv/bin/python bench/bench_train.py [--shards DIR] [--workers 0 1 2] [--steps 20]
 
@@ -43,7 +45,7 @@ from finsta_model.model import FinstaModel  # noqa: E402
 from schemas.store import DatasetWriter, open_dataset  # noqa: E402
 
 
-def random_dataset(folder: Path, videos: int = 192, shard_size: int = 32) -> Path:
+def random_dataset(folder: Path, videos: int = 192, shard_size: int = 32, compact: int = 0) -> Path:
     spec = importlib.util.spec_from_file_location("fixture", ROOT / "tests" / "finsta_model" / "finsta_samples.py")
     fixture = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixture)
@@ -54,6 +56,8 @@ def random_dataset(folder: Path, videos: int = 192, shard_size: int = 32) -> Pat
                for i in range(videos)]
     for start in range(0, videos, shard_size):
         writer.write_shard(samples[start:start + shard_size], [])
+    if compact:   # what build-sgs does at the end of a run
+        writer.compact(compact)
     writer.close()
     return folder
 
@@ -96,12 +100,13 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=TrainConfig.dim)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--shard-size", type=int, default=32, help="videos per shard of the random dataset")
+    parser.add_argument("--compact", type=int, default=0, help="then compact it to shards of this many videos")
     args = parser.parse_args()
     tmp = None
     shards = args.shards or (ROOT / "out" / "results" / "sgs-train")
     if not (shards / "manifest.json").is_file():
         tmp = tempfile.TemporaryDirectory()
-        shards = random_dataset(Path(tmp.name) / "ds", shard_size=args.shard_size)
+        shards = random_dataset(Path(tmp.name) / "ds", shard_size=args.shard_size, compact=args.compact)
     config = TrainConfig(dim=args.dim, batch_size=args.batch)
     torch.set_num_threads(config.threads)
     torch.manual_seed(0)

@@ -186,6 +186,8 @@ def test_two_node_ray_cluster_matches_one_node(world, reference_out, tmp_path):
     try:
         out = tmp_path / "two-nodes"
         run_build(config(world, executor="ray", workers=2, ray_address=cluster.address, pools="each"), out)
+        assert not ray.is_initialized()          # the build disconnected from the cluster it joined
+        ray.init(address=cluster.address, logging_level="ERROR")
         assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
         assert contents(out) == contents(reference_out)
     finally:
@@ -372,3 +374,19 @@ def test_sigterm_while_ray_init_blocks_in_native_code_ends_the_run(tmp_path, wor
         assert "SIGTERM" in stderr.strip().splitlines()[-1] and "committed" in stderr.strip().splitlines()[-1]
     finally:
         server.close()
+
+
+def test_clipped_captions_and_replaced_bytes_are_counted_in_stats(world, tmp_path):
+    from pipeline.report import write_stats
+
+    video = sorted((world / "synthetic" / "videos").iterdir())[0]
+    long_caption = "a red circle moves to the left " * 60          # 1,860 characters; the parser reads 1,000
+    (tmp_path / "m.jsonl").write_bytes(
+        json.dumps({"id": "long", "video": str(video), "captions": [long_caption]}).encode() + b"\n"
+        + b'{"id": "bytes", "video": "' + str(video).encode() + b'", "captions": ["a blue \xff square"]}\n')
+    cfg = BuildConfig(dataset=DatasetConfig(name="manifest", data_root=str(tmp_path / "m.jsonl")))
+    cfg.detect.name, cfg.run.executor, cfg.run.quiet = "color", "sequential", True
+    stats = write_stats(run_build(cfg, tmp_path / "out"))
+    assert stats["counts"]["captions_clipped_for_parsing"] == 1
+    assert stats["dataset"]["invalid_utf8_replaced"] == 1
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["counts"] == stats["counts"]
