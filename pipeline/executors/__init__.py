@@ -20,7 +20,10 @@ The contract every executor keeps (what :mod:`pipeline.build` relies on)::
   a task whose stage ran past its time budget (``Stage.time_budget_s``) fails
   as ``timeout`` at that stage, and (Ray) one whose worker died as
   ``worker_lost``, after ``run.max_sample_retries`` retries;
-* ``run`` returns early, without raising, once ``stop.signum`` is set.
+* ``run`` returns early, without raising, once ``stop.signum`` is set; a
+  failure that comes back after the signal is not handed back (the signal
+  may have caused it: a terminal's Ctrl-C reaches ffmpeg too) and counts as
+  in flight, so the rerun does that sample again.
 """
 from __future__ import annotations
 

@@ -236,6 +236,10 @@ class RayExecutor:
             self._feed(todo)
             self._dispatch()
             out = self._step()
+            if self.stop.signum is not None:   # a failure now may be the signal's doing (ffmpeg got it too)
+                kept = [task for task in out if task.failure is None]
+                self.in_flight += len(out) - len(kept)
+                out = kept
             yield from out
             if not out:
                 yield None

@@ -109,6 +109,8 @@ class SequentialExecutor:
                 if task is None:
                     yield None
                     continue
+            if self.stop.signum is not None and task.failure is not None:
+                return   # a failure after a signal may be the signal's doing (ffmpeg got it too): not kept
             self.in_flight = 0
             yield task
 
