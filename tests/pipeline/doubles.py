@@ -8,10 +8,9 @@ whose weights are missing inside a worker. Never what a user runs; registered th
   its weights are missing on that node.
 * ``pixel_probe_double`` link scorer: says it reads pixels; writes how many crops each call on a video's tracks got to
   ``$FINSTA_TEST_PROBE_DIR/crops-<pid>.json`` and scores by label like ``minilm`` would (exact match).
-* ``worker_killer_double`` / ``hang_double`` detectors: the ``color`` detector, except on frames of the
-  poison size (:data:`POISON_SIZE`, any clip made at that size): the first SIGKILLs its own process, as the
-  OOM killer does to a worker; the second never returns (a native sleep, or a Python loop when
-  ``FINSTA_TEST_HANG=python``).
+* ``poison_double`` detector: the ``color`` detector, except on a clip of :data:`KILL_SIZE` it SIGKILLs
+  its own process (as the OOM killer does to a worker) and on one of :data:`HANG_SIZE` it never returns
+  (a native sleep, or a Python loop when ``FINSTA_TEST_HANG=python``).
 * ``slow_setup_double`` detector: ``setup()`` sleeps ten minutes (a model load that takes its time).
 * ``progress_probe_double`` detector: the ``color`` detector that appends a line to
   ``$FINSTA_TEST_PROBE_DIR/detected-<pid>.txt`` per video, so a test can tell how far a run got.
@@ -78,29 +77,22 @@ class PixelProbeScorerDouble:
             len(phrases), len(tracks))
 
 
-POISON_SIZE = (96, 64)   # (width, height) of a clip that the killer / hang doubles refuse to survive
+KILL_SIZE = (96, 64)   # (width, height) of a clip whose worker the poison double kills
+HANG_SIZE = (64, 96)   # ... and of one it never returns from
 
 
-def _is_poison(images) -> bool:
-    return bool(images) and images[0].shape[:2] == (POISON_SIZE[1], POISON_SIZE[0])
+def _size(images) -> tuple[int, int]:
+    return (images[0].shape[1], images[0].shape[0]) if images else (0, 0)
 
 
-@DETECTORS.register("worker_killer_double")
-class WorkerKillerDetectorDouble(ColorDetector):
-    summary = "test double: the color detector that SIGKILLs its worker on a poison-size clip"
+@DETECTORS.register("poison_double")
+class PoisonDetectorDouble(ColorDetector):
+    summary = "test double: the color detector that kills its worker or hangs on clips of two odd sizes"
 
     def detect(self, images):
-        if _is_poison(images):
+        if _size(images) == KILL_SIZE:
             os.kill(os.getpid(), signal.SIGKILL)
-        return super().detect(images)
-
-
-@DETECTORS.register("hang_double")
-class HangDetectorDouble(ColorDetector):
-    summary = "test double: the color detector that never returns on a poison-size clip"
-
-    def detect(self, images):
-        if _is_poison(images):
+        if _size(images) == HANG_SIZE:
             if os.environ.get("FINSTA_TEST_HANG") == "python":
                 while True:
                     pass

@@ -128,43 +128,29 @@ def manifest_config(manifest: Path, *assignments: str):
                                            "run.quiet=true", "run.num_cpus=2", *assignments])
 
 
-def poison_clip(tmp_path: Path) -> Path:
-    from tests.pipeline.doubles import POISON_SIZE
-    from tests.stages.video_fixtures import make_video
-    return make_video(tmp_path / "poison.mp4", seconds=1.0, fps=4, size=POISON_SIZE)
-
-
 @pytest.mark.slow
-def test_a_sample_that_kills_its_worker_is_retried_then_recorded_and_the_rest_committed(tiny_world, tmp_path,
-                                                                                        monkeypatch):
+def test_samples_that_kill_or_hang_their_worker_are_retried_then_recorded_and_the_rest_committed(
+        tiny_world, tmp_path, monkeypatch):
+    from tests.pipeline.doubles import HANG_SIZE, KILL_SIZE
+    from tests.stages.video_fixtures import make_video
+
     monkeypatch.setenv("FINSTA_PLUGINS", DOUBLES)
-    manifest = mixed_world(tmp_path, tiny_world, {"poison": poison_clip(tmp_path)})
+    manifest = mixed_world(tmp_path, tiny_world, {
+        "poison": make_video(tmp_path / "poison.mp4", seconds=1.0, fps=4, size=KILL_SIZE),
+        "stuck": make_video(tmp_path / "stuck.mp4", seconds=1.0, fps=4, size=HANG_SIZE)})
     started = time.monotonic()
-    result = run_build(manifest_config(manifest, "detect.name=worker_killer_double", "run.max_sample_retries=1"),
-                       tmp_path / "out")
-    assert time.monotonic() - started < 240
+    result = run_build(manifest_config(manifest, "detect.name=poison_double", "run.max_sample_retries=1",
+                                       "run.stage_timeout_s=3"), tmp_path / "out")
+    assert time.monotonic() - started < 300
     ds = open_dataset(tmp_path / "out")
     assert sorted(ds.keys()) == sorted(json.loads((tiny_world / "captions.json").read_text()))
-    [failure] = ds.failures()
-    assert (failure.key, failure.stage, failure.error_type) == ("poison", "detect", "worker_lost")
-    assert failure.message.startswith("the worker died while running detect on this sample") and \
-        failure.message.endswith("(2 attempts)")
-    assert result.failures_by_reason == {"worker_lost": 1}
-
-
-@pytest.mark.slow
-def test_a_sample_that_hangs_its_worker_times_out_at_its_stage(tiny_world, tmp_path, monkeypatch):
-    monkeypatch.setenv("FINSTA_PLUGINS", DOUBLES)
-    manifest = mixed_world(tmp_path, tiny_world, {"stuck": poison_clip(tmp_path)})
-    started = time.monotonic()
-    run_build(manifest_config(manifest, "detect.name=hang_double", "run.stage_timeout_s=3",
-                              "run.max_sample_retries=0"), tmp_path / "out")
-    assert time.monotonic() - started < 240
-    ds = open_dataset(tmp_path / "out")
-    assert len(ds.keys()) == 2
-    [failure] = ds.failures()
-    assert (failure.key, failure.stage, failure.error_type) == ("stuck", "detect", "timeout")
-    assert "budget of 3s" in failure.message
+    failures = {f.key: f for f in ds.failures()}
+    assert {k: (f.stage, f.error_type) for k, f in failures.items()} == {"poison": ("detect", "worker_lost"),
+                                                                         "stuck": ("detect", "timeout")}
+    assert failures["poison"].message.startswith("the worker died while running detect on this sample")
+    assert failures["poison"].message.endswith("(2 attempts)") and failures["stuck"].message.endswith("(2 attempts)")
+    assert "budget of 3s" in failures["stuck"].message
+    assert result.failures_by_reason == {"worker_lost": 1, "timeout": 1}
 
 
 @pytest.mark.slow

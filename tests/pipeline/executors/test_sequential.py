@@ -12,7 +12,7 @@ from pipeline.build import run_build
 from pipeline.config import BuildConfig, apply_overrides
 from pipeline.synthetic.generate import generate
 from schemas.store import open_dataset
-from tests.pipeline.doubles import POISON_SIZE
+from tests.pipeline.doubles import HANG_SIZE
 from tests.stages.video_fixtures import make_video
 
 
@@ -20,7 +20,7 @@ from tests.stages.video_fixtures import make_video
 def manifest(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("seq")
     world = generate(root / "synthetic", 2, seed=3, duration=2.0, fps=4, width=160, height=120, objects_max=2)
-    stuck = make_video(root / "stuck.mp4", seconds=1.0, fps=4, size=POISON_SIZE)
+    stuck = make_video(root / "stuck.mp4", seconds=1.0, fps=4, size=HANG_SIZE)
     captions = json.loads((world / "captions.json").read_text())
     lines = [{"id": vid, "video": str(world / "videos" / f"{vid}.mp4"), "captions": entry["sentences"]}
              for vid, entry in sorted(captions.items())]
@@ -35,7 +35,7 @@ def test_a_stage_past_its_budget_fails_as_timeout_and_the_run_goes_on(manifest, 
     """A Python-level hang gets StageTimeout raised inside it; a native one (a C sleep) has its thread abandoned."""
     monkeypatch.setenv("FINSTA_TEST_HANG", hang)
     cfg = apply_overrides(BuildConfig(), ["dataset.name=manifest", f"dataset.data_root={manifest}",
-                                          "detect.name=hang_double", "run.executor=sequential",
+                                          "detect.name=poison_double", "run.executor=sequential",
                                           "run.stage_timeout_s=2", "run.quiet=true"])
     started = time.monotonic()
     result = run_build(cfg, tmp_path / "out")
