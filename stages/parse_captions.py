@@ -61,6 +61,10 @@ class ParseCaptionsStage(Stage):
     def process_batch(self, tasks: list[VideoTask]) -> list[VideoTask]:
         live = self.check_inputs(tasks)
         texts = [caption.text or "" for task in live for caption in task.captions]
+        for task in live:   # the parser sees the first max_chars characters (stages/captions/base.py clip())
+            clipped = sum(len(caption.text or "") > self.cfg.max_chars for caption in task.captions)
+            if clipped:
+                task.counts["captions_clipped_for_parsing"] = clipped
         if hasattr(self.parser, "parse_graphs"):
             return self._graphs_batch(tasks, live, texts)
         started = time.perf_counter()
