@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Optional
 
-from schemas.records import (DynamicSceneGraph, HolisticSceneGraph, SampleFeatures, TextSceneGraph,
+from schemas.records import (DynamicSceneGraph, HolisticSceneGraph, SampleFeatures, TextNode, TextSceneGraph,
                              VideoSample)
 
 SUMMARY_TRACKS = 10
@@ -249,14 +249,18 @@ def _link_text(tsg: TextSceneGraph, link, names: dict[int, str]) -> str:
             f"{link.score:.2f} ({link.method})")
 
 
+def node_text(node: TextNode, times: str = "×") -> str:
+    """What a TSG node says: ``not sit at`` for a negated one, ``bottles×3`` for a count."""
+    return ("not " if node.negated else "") + node.label + (f"{times}{node.count}" if node.count != 1 else "")
+
+
 def tsg_triples(tsg: TextSceneGraph) -> list[str]:
     """The TSG as ``subject -predicate-> object`` (adverbs joined to the predicate), ``object: attribute``,
     and lone objects, e.g. ``["hand -grabs-> left bottle", "bottle: blue", "table"]``."""
     def name(i: int) -> str:
         if not 0 <= i < len(tsg.nodes):
             return f"node{i}?"
-        node = tsg.nodes[i]
-        return node.label + (f"×{node.count}" if node.count != 1 else "")
+        return node_text(tsg.nodes[i])
 
     subjects, objects, adverbs = defaultdict(list), defaultdict(list), defaultdict(list)
     attributes: dict[int, list[str]] = defaultdict(list)
@@ -275,7 +279,7 @@ def tsg_triples(tsg: TextSceneGraph) -> list[str]:
     for node in tsg.nodes:
         if node.kind != "relation" or node.id not in linked:
             continue
-        predicate = " ".join([node.label] + adverbs[node.id])
+        predicate = " ".join([node_text(node)] + adverbs[node.id])
         for subject in subjects[node.id] or [None]:
             for obj in objects[node.id] or [None]:
                 triples.append((f"{name(subject)} " if subject is not None else "")
@@ -305,7 +309,7 @@ def _hsg_lines(hsgs: list[HolisticSceneGraph], dsg: DynamicSceneGraph) -> list[s
 
 def node_label(tsg: TextSceneGraph, node_id: int) -> str:
     if 0 <= node_id < len(tsg.nodes):
-        return tsg.nodes[node_id].label
+        return node_text(tsg.nodes[node_id])
     return f"node{node_id}?"
 
 
@@ -313,8 +317,7 @@ def tsg_lines(tsg: TextSceneGraph) -> list[str]:
     """``nodes …`` and ``edges …`` lines of one TSG (empty graph → one line saying so)."""
     if not tsg.nodes:
         return ["(no nodes)"]
-    nodes = " · ".join(f"{n.id} {n.label}" + (f"×{n.count}" if n.count != 1 else "") + f" ({n.kind})"
-                       for n in tsg.nodes)
+    nodes = " · ".join(f"{n.id} {node_text(n)} ({n.kind})" for n in tsg.nodes)
     lines = [f"nodes  {nodes}"]
     if tsg.edges:
         lines.append("edges  " + " · ".join(f"{node_label(tsg, e.src)} -{e.kind}-> {node_label(tsg, e.dst)}"

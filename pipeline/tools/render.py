@@ -34,6 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.tools.describe import node_text
 from schemas.records import DynamicSceneGraph, HolisticSceneGraph, TextSceneGraph, VideoSample
 
 THUMB_WIDTH = 280
@@ -419,7 +420,7 @@ class _GraphLayout:
         x = self.left_x
         for node_id in node_order(tsg):
             node = tsg.nodes[node_id]
-            text = node.label + (f" x{node.count}" if node.count != 1 else "")
+            text = node_text(node, times=" x")
             chip_w = measure.textlength(text, font=self.fonts["text"]) + 14
             if x + chip_w > self.left_x + self.left_w and rows[-1]:
                 rows.append([])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from schemas.errors import UserError
 from schemas.options import runtime
 from schemas.records import TextEdge, TextNode, TextSceneGraph
 from stages.registry import CAPTION_PARSERS
+
+if TYPE_CHECKING:   # a cycle at run time (below)
+    from stages.captions.base import ParseCaptionsConfig
 
 # stages.captions.base imports LearnedOptions from here for its config section, so this module
 # reads base's ParseCaptionsConfig and clip only inside functions.
@@ -287,7 +290,6 @@ def decode(text: str, caption_id: str, tags: list[int], edge_logits: np.ndarray,
     """A TSG from predicted word tags and the ``[n, n, edges]`` edge scores of one caption."""
     words = words_of(text)[:len(tags)]
     spans = _spans(tags)
-    last = {s[1][-1]: k for k, s in enumerate(spans)}
     nodes: list[TextNode] = []
     edges: list[TextEdge] = []
     node_of: dict[int, int] = {}

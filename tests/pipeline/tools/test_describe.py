@@ -1,7 +1,7 @@
 """inspect's text of one sample: the summary (default) and everything (``--all``)."""
 import numpy as np
 
-from pipeline.tools.describe import describe, top_relations, tsg_triples
+from pipeline.tools.describe import describe, node_text, top_relations, tsg_lines, tsg_triples
 from schemas.records import (Detection, DynamicSceneGraph, Frame, Relation, SampleFeatures, TextEdge, TextNode,
                              TextSceneGraph, Track, VideoMeta, VideoSample)
 from tests.pipeline.tools.samples import bottle_sample
@@ -86,6 +86,18 @@ def test_tsg_triples_read_like_the_caption():
                                 TextEdge(3, 4, "obj_attr")])
     assert tsg_triples(tsg) == ["men×2 -push quickly-> cart", "cart: red", "dog"]
     assert tsg_triples(TextSceneGraph("e", "")) == []
+
+
+def test_a_negated_relation_reads_not_in_the_text_and_the_picture():
+    """"a woman does not sit at the table": what inspect and the PNG show says "not" (node_text is both's)."""
+    tsg = TextSceneGraph("c", "a woman does not sit at the table",
+                         nodes=[TextNode(0, "object", "woman", "woman", (2, 7)),
+                                TextNode(1, "relation", "sit at", "sit at", (17, 23), negated=True),
+                                TextNode(2, "object", "table", "table", (28, 33))],
+                         edges=[TextEdge(0, 1, "subj_pred"), TextEdge(1, 2, "pred_obj")])
+    assert tsg_triples(tsg) == ["woman -not sit at-> table"]
+    assert "1 not sit at (relation)" in tsg_lines(tsg)[0]
+    assert node_text(tsg.nodes[1], times=" x") == "not sit at"
 
 
 def test_describe_an_empty_sample():

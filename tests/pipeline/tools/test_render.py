@@ -9,7 +9,7 @@ from pipeline.tools.describe import describe
 from pipeline.tools.render import (_draw_frame_graph, _font, _GraphLayout, _relation_label, decode_frame, frames_note,
                                    frames_to_draw, pick_frames, render_png, title_text, track_color)
 from schemas.records import (CrossLink, Detection, DynamicSceneGraph, Frame, HolisticSceneGraph, Relation,
-                             TextEdge, TextNode, TextSceneGraph, Track, VideoMeta, VideoSample)
+                             TextNode, TextSceneGraph, Track, VideoMeta, VideoSample)
 from tests.pipeline.tools.samples import CLIP, bottle_sample
 
 def test_pick_frames_spreads_evenly():
