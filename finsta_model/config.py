@@ -30,6 +30,8 @@ class TrainConfig:
     # model
     dim: int = 128                  # shared embedding width of every branch
     heads: int = 4
+    host_layers: int = 2            # transformer layers of the host's video and text encoders
+    host_fine_weight: float = 1.0   # λ_h: host score = pooled cosine + λ_h × token late interaction (0 = pooled)
     gtrm_layers: int = 2            # GTrm layers over the TSG
     rgtrm_layers: int = 2           # R-GTrm layers over the DSG; STGD sits between consecutive ones
     dropout: float = 0.1
@@ -43,7 +45,9 @@ class TrainConfig:
     temperature: float = 0.05
     osc_weight: float = 0.5
     ptc_weight: float = 0.5
-    distill_weight: float = 1.0     # student (host → enhanced) matching the fused embedding
+    distill_weight: float = 1.0     # host's pooled embeddings → the fused (SG-augmented) ones
+    score_distill_weight: float = 1.0   # host's score rankings → the Finsta score's (KL, same sets as InfoNCE)
+    align_distill_weight: float = 0.5   # host's token↔cell similarities → the SG branch's node↔unit ones
     train_hard_negatives: bool = True   # perturbed captions as extra text negatives (for every variant alike)
     ptc_shifts: tuple[float, ...] = (-1.0, -0.5, 0.5, 1.0)  # shifted windows, in window lengths
     # retrieval score = pooled cosine + fine_grained_weight × late-interaction score over TSG nodes and
@@ -93,8 +97,12 @@ class TrainConfig:
                 raise UserError(f"{name} must be ≥ 1 (got {getattr(self, name)})")
         if self.batch_size < 2:
             raise UserError("batch_size must be ≥ 2: contrastive losses need negatives")
-        if self.fine_grained_weight < 0:
-            raise UserError(f"fine_grained_weight must be ≥ 0 (got {self.fine_grained_weight})")
+        for name in ("fine_grained_weight", "host_fine_weight", "distill_weight", "score_distill_weight",
+                     "align_distill_weight"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be ≥ 0 (got {getattr(self, name)})")
+        if self.host_layers < 1:
+            raise UserError(f"host_layers must be ≥ 1 (got {self.host_layers})")
         if self.num_workers < 0:
             raise UserError(f"num_workers must be ≥ 0 (got {self.num_workers})")
 

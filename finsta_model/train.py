@@ -30,6 +30,7 @@ import torch
 from finsta_model.checkpoint import LATEST, load_checkpoint, save_checkpoint
 from finsta_model.config import TrainConfig
 from finsta_model.data import ShardStream, make_loader
+from finsta_model.host_data import cells_per_frame
 from finsta_model.model import FinstaModel
 from schemas.errors import UserError
 from schemas.store import open_dataset
@@ -39,7 +40,8 @@ METRICS = "metrics.jsonl"
 _RESUME_FIXED = ("dim", "heads", "gtrm_layers", "rgtrm_layers", "dropout", "label_buckets", "use_sg", "use_osc",
                  "use_ptc", "use_stgd", "temperature", "osc_weight", "ptc_weight", "distill_weight",
                  "train_hard_negatives", "ptc_shifts", "fine_grained_weight", "batch_size", "lr", "weight_decay",
-                 "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers")
+                 "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers", "host_layers",
+                 "host_fine_weight", "score_distill_weight", "align_distill_weight")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,7 +100,9 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
     """Train (or resume) a run; returns a summary dict. ``max_new_steps`` stops early (tests, crash drills)."""
     config.validate()
     run_dir = Path(run_dir)
-    dims = dict(open_dataset(shards).manifest["feature_dims"])
+    dataset = open_dataset(shards)
+    dims, host = dict(dataset.manifest["feature_dims"]), dataset.manifest.get("host")
+    cells = cells_per_frame(dataset)
     dev = resolve_device(device)
     has_checkpoint = (run_dir / "checkpoints" / LATEST).is_file()
     if has_checkpoint and not resume:
@@ -118,6 +122,9 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
                             f"own settings (see {ckpt.path / 'state.json'}) or start a new --out")
         if ckpt.dims != dims:
             raise UserError(f"--resume on shards with other feature dims ({dims} vs {ckpt.dims})")
+        if ckpt.state.get("host") != host:
+            raise UserError(f"--resume on shards made by another host ({ckpt.state.get('host')} vs {host}); "
+                            f"a run trains on one host's features")
     model = FinstaModel(config, dims).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
@@ -184,7 +191,7 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
                     bar.update(step, f"loss {float(parts['nce']):.3f}")
                 if step % config.checkpoint_every == 0 or step == stop_at:
                     last_path = save_checkpoint(run_dir, step, model, optimizer, scheduler, position(), config,
-                                                dims)
+                                                dims, extra={"host": host, "cells_per_frame": cells})
                 if step >= stop_at:
                     break
             else:

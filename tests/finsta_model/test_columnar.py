@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from finsta_samples import DIMS, make_sample
+from finsta_samples import DIMS, host_features, make_sample
 
 from finsta_model.columnar import encode_shard
 from finsta_model.graphs import EncodedSample, collate, encode_sample
@@ -61,7 +61,7 @@ def _features(sample: VideoSample, text_rows: int | None = None) -> SampleFeatur
             "text_node": sum(len(h.tsg.nodes) for h in sample.hsgs) if text_rows is None else text_rows,
             "caption": len(sample.hsgs)}
     return SampleFeatures(**{name: rng.standard_normal((n, DIMS[name])).astype(np.float16)
-                             for name, n in rows.items()})
+                             for name, n in rows.items()}, **host_features(sample.hsgs, len(sample.dsg.frames), rng))
 
 
 def _video(key: str, n_frames: int, detections=(), attributes=(), relations=(), tracks=(), track_relations=(),
