@@ -187,8 +187,8 @@ def check_host(shards: str | Path, trained_on: dict[str, Any] | None, what: str)
     """The shards' feature dims, after checking they were made by the host ``what`` was trained on."""
     manifest = open_dataset(shards).manifest
     made_by = manifest.get("host")
-    if trained_on is not None and made_by is not None and made_by != trained_on:
-        changes = diff_text(diff(trained_on, made_by))
+    if made_by != trained_on:
+        changes = diff_text(diff(trained_on or {}, made_by or {}))
         raise UserError(f"{shards} was built with another host than {what} was trained on ({changes}); "
                         f"evaluate on shards built with the same embed_visual / embed_text settings")
     return dict(manifest["feature_dims"])

@@ -248,5 +248,9 @@ def cat_videos(parts: list[HostVideo]) -> HostVideo:
     if len(cells) > 1:
         raise ValueError(f"videos with different cell counts ({sorted(cells)}) cannot be scored together")
     longest = max(parts, key=lambda p: p.tokens.shape[1])
-    return HostVideo(pooled=torch.cat([p.pooled for p in parts]), tokens=_pad_cat([p.tokens for p in parts], 1),
+    width = longest.tokens.shape[1]
+    # padding repeats each video's first token, as HostModel.video does (so max needs no mask)
+    tokens = torch.cat([torch.cat([p.tokens, p.tokens[:, :1].expand(-1, width - p.tokens.shape[1], -1)], 1)
+                        for p in parts])
+    return HostVideo(pooled=torch.cat([p.pooled for p in parts]), tokens=tokens,
                      mask=_pad_cat([p.mask for p in parts], 1), cells=cells.pop(), frame_index=longest.frame_index)

@@ -237,3 +237,19 @@ def test_unit_ptc_and_osc_take_the_linked_directed_pair_and_tracks_as_positives(
     assert right < 0.01 and reversed_links > 5                 # (1 → 0) is a negative, not the positive
     assert unit_osc(text, video, track, _one_caption_batch(0, 1), tau=0.1) < 0.01
     assert unit_osc(text, video, track, _one_caption_batch(1, 0), tau=0.1) > 5
+
+
+def test_track_footprints_share_each_box_over_the_grid_cells():
+    from types import SimpleNamespace
+
+    from finsta_model.fine_grained import track_footprints
+    # video 0: track 0 fills the top-left cell of a 2×2 grid on frame 0; on frame 1 it straddles the two top cells
+    batch = SimpleNamespace(
+        frame_mask=torch.ones(1, 2, dtype=torch.bool), track_video=torch.tensor([0]), num_videos=1,
+        det_box=torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.0, 0.75, 0.5]]), det_track=torch.tensor([0, 0]),
+        det_frame=torch.tensor([0, 1]))
+    foot = track_footprints(batch, 4, torch.arange(2))
+    assert foot.shape == (1, 1, 2, 4)
+    assert torch.allclose(foot[0, 0, 0], torch.tensor([1.0, 0, 0, 0]))
+    assert torch.allclose(foot[0, 0, 1], torch.tensor([0.5, 0.5, 0, 0]))
+    assert torch.allclose(track_footprints(batch, 4, torch.tensor([1]))[0, 0, 0], foot[0, 0, 1])
