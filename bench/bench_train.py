@@ -1,20 +1,21 @@
 """Training throughput on CPU: graphs/s of the train step vs what the data loader delivers.
 
 Prints one JSON object: ``train_graphs_per_s`` (videos — each a DSG plus its
-caption TSGs — per second through forward + backward + AdamW, batches already
-in memory), ``loader_graphs_per_s`` (the streaming ShardStream + DataLoader,
+caption TSGs, with the host's token and grid-cell features — per second
+through forward + backward + AdamW of the default recipe, batches already in
+memory), ``host_only_train_graphs_per_s`` (the ``--no-sg`` baseline, same
+run), ``loader_graphs_per_s`` (the streaming ShardStream + DataLoader,
 reading and collating from the shard store, no cache, measured in the same
 run, per number of worker processes), ``loader_over_train`` (the best of them;
 target ≥ 5) and ``loader_over_train_by_workers``, the same with the in-process
 cache of encoded shards (``cache_mb``: epochs after the first), and the
-reference: ``records_path_graphs_per_s``, the record-by-record path the stream
-used before columnar decoding (``Dataset.iter_shard`` → ``encode_sample`` →
-``collate``, in-process).
+reference: ``records_path_graphs_per_s``, the record-by-record path
+(``Dataset.iter_shard`` → ``encode_sample`` → ``collate``, in-process).
 
-    .venv/bin/python bench/bench_train.py [--shards DIR] [--workers 0 1 2] [--steps 20]
+    .venv/bin/python bench/bench_train.py [--shards DIR] [--workers 0 1 2] [--steps 20] [--config FILE]
 
-Without ``--shards`` it uses out/results/sgs-train when present, else writes a
-random dataset with the test fixture's generator.
+Without ``--shards`` it uses out/host/sgs-train (or out/host/sgs-train-11) when present, else writes a
+random dataset with the test fixture's generator (host features included).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from finsta_model.config import TrainConfig  # noqa: E402
+from finsta_model.config import TrainConfig, load_config  # noqa: E402
 from finsta_model.data import ShardStream, make_loader  # noqa: E402
 from finsta_model.graphs import collate, encode_sample  # noqa: E402
 from finsta_model.model import FinstaModel  # noqa: E402
@@ -43,7 +44,9 @@ def random_dataset(folder: Path, videos: int = 192) -> Path:
     spec = importlib.util.spec_from_file_location("fixture", ROOT / "tests" / "finsta_model" / "finsta_samples.py")
     fixture = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixture)
-    fixture.DIMS.update({"frame": 1280, "detection": 32, "text_node": 384, "caption": 384})
+    fixture.DIMS.update({"frame": 1280, "detection": 32, "text_node": 384, "caption": 384, "caption_token": 384,
+                         "frame_patch": 1280})
+    fixture.CELLS = 9
     rng = random.Random(0)
     writer = DatasetWriter(folder, config={"bench": 1}, feature_dims=fixture.DIMS)
     samples = [fixture.make_sample(rng, f"b{i:05d}", n_frames=12, max_objects=4, n_captions=5)
@@ -74,30 +77,12 @@ def records_path_rate(shards: Path, batch: int, label_buckets: int = 512) -> flo
     return n / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shards", type=Path)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--dim", type=int, default=TrainConfig.dim)
-    parser.add_argument("--batch", type=int, default=32)
-    args = parser.parse_args()
-    tmp = None
-    shards = args.shards or (ROOT / "out" / "results" / "sgs-train")
-    if not (shards / "manifest.json").is_file():
-        tmp = tempfile.TemporaryDirectory()
-        shards = random_dataset(Path(tmp.name) / "ds")
-    config = TrainConfig(dim=args.dim, batch_size=args.batch)
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(0)
-
-    stream = ShardStream(shards, args.batch, seed=0)
-    batches = [b for _, b in zip(range(args.steps + 1), make_loader(stream))]
-    model = FinstaModel(config, stream.dims)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+def step_rate(model: FinstaModel, batches: list, steps: int) -> float:
+    """Graphs/s of forward + backward + AdamW over ``steps`` steps (after one warm-up step)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=model.config.lr)
     done = 0
     start = None
-    for i in range(args.steps + 1):
+    for i in range(steps + 1):
         batch = batches[i % len(batches)]
         if i == 1:  # step 0 warms up allocators
             start, done = time.perf_counter(), 0
@@ -106,7 +91,31 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         done += batch.num_videos
-    train_rate = done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shards", type=Path)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--config", type=Path, help="a TrainConfig file (default: the defaults, the recipe)")
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    tmp = None
+    shards = args.shards or next((p for p in (ROOT / "out" / "host" / "sgs-train", ROOT / "out" / "host" / "sgs-train-11")
+                                  if (p / "manifest.json").is_file()), Path("/nonexistent"))
+    if not (shards / "manifest.json").is_file():
+        tmp = tempfile.TemporaryDirectory()
+        shards = random_dataset(Path(tmp.name) / "ds")
+    config = load_config(args.config).replace(batch_size=args.batch)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(0)
+
+    stream = ShardStream(shards, args.batch, seed=0)
+    batches = [b for _, b in zip(range(args.steps + 1), make_loader(stream))]
+    train_rate = step_rate(FinstaModel(config, stream.dims), batches, args.steps)
+    host_rate = step_rate(FinstaModel(config.replace(use_sg=False), stream.dims), batches, args.steps)
 
     loader = {f"workers_{w}": round(loader_rate(shards, args.batch, w), 1) for w in args.workers}
     loader_rate(shards, args.batch, 0, 1 << 30)      # fills the in-process cache of encoded shards
@@ -116,6 +125,7 @@ def main() -> None:
     print(json.dumps({
         "metric": "train graphs/s on CPU vs loader graphs/s (same run)",
         "train_graphs_per_s": round(train_rate, 1),
+        "host_only_train_graphs_per_s": round(host_rate, 1),
         "loader_graphs_per_s": loader,
         "loader_over_train": round(best / train_rate, 2),
         "loader_over_train_by_workers": {k: round(v / train_rate, 2) for k, v in loader.items()},
@@ -125,7 +135,8 @@ def main() -> None:
         "records_path_graphs_per_s": round(records, 1),
         "records_path_over_train": round(records / train_rate, 2),
         "dataset": str(shards) if tmp is None else "random (test fixture generator)",
-        "videos": len(open_dataset(shards)), "batch": args.batch, "dim": args.dim, "steps": args.steps,
+        "videos": len(open_dataset(shards)), "batch": args.batch, "dim": config.dim, "steps": args.steps,
+        "cells_per_frame": int(batches[0].patch_feat.shape[2]), "tokens_per_caption_max": int(batches[0].tok_feat.shape[1]),
         "threads": torch.get_num_threads(), "cpus": __import__("os").cpu_count(),
     }))
     if tmp is not None:

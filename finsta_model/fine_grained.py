@@ -238,6 +238,14 @@ class FineGrained(nn.Module):
     def combine(self, text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor,
                 window_unit: torch.Tensor) -> torch.Tensor:
         """:meth:`scores` from units already read by :meth:`window_units` (training reuses them for OSC/PTC)."""
+        best = self.node_scores(text, video, track_unit, pair_unit, window_unit)
+        units = (text.is_object | text.is_relation).float()[..., None]              # [C, U, 1]
+        return (best * units).sum(1) / units.sum(1).clamp_min(1)
+
+    def node_scores(self, text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor,
+                    window_unit: torch.Tensor) -> torch.Tensor:
+        """``[C, U, B]``: each text unit's best cosine among each video's units (0 where none); the fine
+        score is their mean over a caption's object and relation nodes."""
         c, b = len(text), len(video)
         k = video.tracks.shape[1]
         track_valid = video.track_ok[None, None]                                     # [1, 1, B, K]
@@ -250,9 +258,7 @@ class FineGrained(nn.Module):
         best_track = s_track.max(-1).values                                          # [C, U, B]
         best_rel = torch.cat([s_track, s_pair, s_window], dim=-1).max(-1).values
         best = torch.where(text.is_relation[..., None], best_rel, best_track)
-        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
-        units = (text.is_object | text.is_relation).float()[..., None]              # [C, U, 1]
-        return (best * units).sum(1) / units.sum(1).clamp_min(1)
+        return torch.where(torch.isfinite(best), best, torch.zeros_like(best))
 
 
 def _pair_valid(track_ok: torch.Tensor) -> torch.Tensor:
@@ -369,6 +375,47 @@ def track_footprints(batch, cells: int, frame_index: torch.Tensor) -> torch.Tens
     return grid_all.view(b, k_max, t_batch, cells)[:, :, frame_index]
 
 
+def phrase_vectors(host_text, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each batch text node's host phrase vector (normalised sum of the host's token outputs over the node's
+    phrase, ``batch.pt_*``): ``[M, d]``, and ``[M]`` whether the node has phrase tokens."""
+    m = batch.node_kind.shape[0]
+    width = host_text.tokens.shape[1]          # the host may keep fewer tokens than the batch holds
+    flat = host_text.tokens.reshape(-1, host_text.tokens.shape[-1])
+    cap_of, token_of = batch.pt_token // batch.tok_feat.shape[1], batch.pt_token % batch.tok_feat.shape[1]
+    keep = token_of < width
+    total = torch.zeros((m, flat.shape[1]), device=flat.device, dtype=flat.dtype).index_add(
+        0, batch.pt_node[keep], flat[cap_of[keep] * width + token_of[keep]])
+    has = torch.zeros(m, dtype=torch.bool, device=flat.device)
+    has[batch.pt_node[keep]] = True
+    return F.normalize(total, dim=-1), has
+
+
+def node_distillation(teacher: torch.Tensor, host_text, host_video, batch, tau: float,
+                      level_scale: float = 0.2) -> torch.Tensor:
+    """The SG branch's node↔video similarities (``teacher [C, U, B]``: each object/relation node's best
+    unit cosine in each video, :meth:`FineGrained.node_scores`, held fixed) taught to the host's phrases:
+    a phrase's host similarity to a video is its best cosine with the video's tokens. Per node of every
+    caption (hard negatives included): ``KL(teacher ‖ host)`` of the softmax over the batch's videos
+    (temperature ``tau``: which videos hold it), plus the squared difference on its own video, in units of
+    ``level_scale`` (how well it holds there: a swapped or changed predicate scores low on the true video,
+    which is what the host must learn to see). Zero when no node has phrase tokens."""
+    vectors, has = phrase_vectors(host_text, batch)
+    idx, cap, pos, _ = node_slots(batch)
+    keep = has[idx]
+    if not keep.any():
+        return host_text.pooled.new_zeros((), dtype=torch.float32)
+    idx, cap, pos = idx[keep], cap[keep], pos[keep]
+    b, m, d = host_video.tokens.shape
+    host = (vectors[idx] @ host_video.tokens.reshape(b * m, d).T).view(len(idx), b, m).amax(-1).float()
+    target = teacher[cap, pos].detach().float()                                  # [R, B]
+    log_h, log_t = (host / tau).log_softmax(-1), (target / tau).log_softmax(-1)
+    kl = (log_t.exp() * (log_t - log_h)).sum(-1).mean()
+    own = batch.cap_video[cap]
+    rows = torch.arange(len(idx), device=own.device)
+    level = (((host[rows, own] - target[rows, own]) / level_scale) ** 2).mean()
+    return kl + level
+
+
 def phrase_alignment(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor,
                      host_text, host_video, batch, tau: float) -> torch.Tensor:
     """The SG branch's node↔unit similarities taught to the host as token↔cell similarities.
@@ -383,15 +430,7 @@ def phrase_alignment(text: TextUnits, video: VideoUnits, track_unit: torch.Tenso
     if host_video.cells == 0 or batch.pt_node.numel() == 0:
         return host_text.pooled.new_zeros((), dtype=torch.float32)
     cells = host_video.cells
-    m = batch.node_kind.shape[0]
-    width = host_text.tokens.shape[1]          # the host may keep fewer tokens than the batch holds
-    flat = host_text.tokens.reshape(-1, host_text.tokens.shape[-1])
-    cap_of, token_of = batch.pt_token // batch.tok_feat.shape[1], batch.pt_token % batch.tok_feat.shape[1]
-    keep = token_of < width
-    node_vec = torch.zeros((m, flat.shape[1]), device=flat.device, dtype=flat.dtype).index_add(
-        0, batch.pt_node[keep], flat[cap_of[keep] * width + token_of[keep]])
-    has = torch.zeros(m, dtype=torch.bool, device=flat.device)
-    has[batch.pt_node[keep]] = True
+    node_vec, has = phrase_vectors(host_text, batch)
     slot_of = _text_slot_of(batch)
     real = batch.cap_neg_of[batch.node_cap] < 0
     node = (has & real & (slot_of >= 0)).nonzero().squeeze(1)
@@ -427,7 +466,7 @@ def phrase_alignment(text: TextUnits, video: VideoUnits, track_unit: torch.Tenso
             target[r] = torch.einsum("nk,nktp->ntp", q_one, own[r])
         target = target.reshape(len(node), t_host * cells)
     cell_tokens, cell_mask = host_video.patch_tokens()                          # [B, T, P, d], [B, T, P]
-    vec = F.normalize(node_vec[node], dim=-1)
+    vec = node_vec[node]
     logits = torch.einsum("nd,ntpd->ntp", vec, cell_tokens[v]).float().reshape(len(node), -1) / tau
     logits = logits.masked_fill(~cell_mask[v].reshape(len(node), -1), float("-inf"))
     rows = target.sum(1) > 0.5

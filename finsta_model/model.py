@@ -32,7 +32,8 @@ from torch import nn
 
 from finsta_model.adapter import SGAdapter
 from finsta_model.config import TrainConfig
-from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits, phrase_alignment, unit_osc, unit_ptc
+from finsta_model.fine_grained import (FineGrained, TextUnits, VideoUnits, node_distillation, phrase_alignment, unit_osc,
+                                       unit_ptc)
 from finsta_model.graphs import GraphBatch
 from finsta_model.gtrm import GTrm
 from finsta_model.host import HostModel, HostText, HostVideo
@@ -139,7 +140,9 @@ class FinstaModel(nn.Module):
         if self.uses_fine_grained:
             text_units, video_units = self._units(nodes, enc, batch)
             units = self.fine.window_units(text_units.window, video_units, self.dsg, self._stgd_kernel())
-            extra = cfg.fine_grained_weight * self.fine.combine(text_units, video_units, *units)
+            node_scores = self.fine.node_scores(text_units, video_units, *units)
+            unit_mask = (text_units.is_object | text_units.is_relation).float()[..., None]
+            extra = cfg.fine_grained_weight * (node_scores * unit_mask).sum(1) / unit_mask.sum(1).clamp_min(1)
         nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, tau, extra)
         total = nce + host_nce
         parts = {"nce": nce.detach(), "host_nce": host_nce.detach()}
@@ -159,15 +162,20 @@ class FinstaModel(nn.Module):
             total = total + cfg.ptc_weight * ptc
             parts["ptc"] = ptc.detach()
         # the host learns from the SG branch (the teacher is held fixed for these terms)
+        tau_d = cfg.distill_temperature or tau
         distill = distillation(F.normalize(host_v.pooled, dim=-1), video) \
             + distillation(F.normalize(host_t.pooled, dim=-1), text)
         total = total + cfg.distill_weight * distill
         parts["distill"] = distill.detach()
         if cfg.score_distill_weight:
             teacher = text.detach() @ video.detach().T + (extra.detach() if extra is not None else 0)
-            score = score_distillation(host_scores, teacher, batch.cap_video, batch.cap_neg_of, tau)
+            score = score_distillation(host_scores, teacher, batch.cap_video, batch.cap_neg_of, tau_d)
             total = total + cfg.score_distill_weight * score
             parts["score_distill"] = score.detach()
+        if cfg.node_distill_weight and self.uses_fine_grained:
+            node = node_distillation(node_scores, host_t, host_v, batch, tau_d)
+            total = total + cfg.node_distill_weight * node
+            parts["node_distill"] = node.detach()
         if cfg.align_distill_weight and self.uses_fine_grained:
             align = phrase_alignment(text_units, video_units, units[0].detach(), units[1].detach(), host_t, host_v,
                                      batch, tau)

@@ -41,7 +41,8 @@ _RESUME_FIXED = ("dim", "heads", "gtrm_layers", "rgtrm_layers", "dropout", "labe
                  "use_ptc", "use_stgd", "temperature", "osc_weight", "ptc_weight", "distill_weight",
                  "train_hard_negatives", "ptc_shifts", "fine_grained_weight", "batch_size", "lr", "weight_decay",
                  "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers", "host_layers",
-                 "host_fine_weight", "score_distill_weight", "align_distill_weight")
+                 "host_fine_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
+                 "distill_temperature")
 
 
 def resolve_device(name: str) -> torch.device:
