@@ -76,15 +76,18 @@ def build_sgs(
 def inspect(
     out: Path = typer.Argument(..., help="a dataset folder written by build-sgs"),
     list_: bool = typer.Option(False, "--list", help="list the committed sample keys"),
-    json_: bool = typer.Option(False, "--json", help="with --list: print one JSON list"),
-    failures: bool = typer.Option(False, "--failures", help="list the failure rows"),
-    key: Optional[str] = typer.Option(None, help="show this sample's TSG/DSG/HSG"),
-    png: Optional[Path] = typer.Option(None, help="with --key: also draw frames, boxes and graphs to this PNG"),
+    json_: bool = typer.Option(False, "--json", help="print JSON (the counts, --list, --failures)"),
+    failures: bool = typer.Option(False, "--failures", help="list the failure rows (key, stage, reason, message)"),
+    key: Optional[str] = typer.Option(None, help="show this sample's DSG/TSG/HSG (a summary; --all for everything)"),
+    all_: bool = typer.Option(False, "--all", help="with --key: every relation per frame, TSG node and edge, "
+                              "negative"),
+    png: Optional[Path] = typer.Option(None, help="with --key: also draw 6 frames (picked to show every track), "
+                                       "boxes and graphs to this PNG"),
 ) -> None:
-    """List samples or failures, or show one sample's graphs (and draw them)."""
+    """Show a dataset's counts, list samples or failures, or show one sample's graphs (and draw them)."""
     from pipeline.main import inspect_command
 
-    inspect_command(out, list_keys=list_, as_json=json_, failures=failures, key=key, png=png)
+    inspect_command(out, list_keys=list_, as_json=json_, failures=failures, key=key, png=png, full=all_)
 
 
 @app.command("verify")
@@ -180,11 +183,22 @@ def train(
     no_sg: bool = typer.Option(False, "--no-sg", help="host-only baseline: no scene-graph branch"),
     checkpoint_every: Optional[int] = typer.Option(None, min=1, help="checkpoint every N steps"),
     workers: Optional[int] = typer.Option(None, min=0, help="data-loader worker processes (default: config)"),
+    ray_workers: Optional[int] = typer.Option(None, min=1, help="train on N Ray Train workers (DDP; the global "
+                                              "batch is split over them) [default: in this process, no Ray]"),
+    ray_address: Optional[str] = typer.Option(None, help="with --ray-workers: join this Ray cluster instead of "
+                                              "starting a local one"),
+    max_failures: int = typer.Option(2, min=0, help="with --ray-workers: restarts from the last checkpoint "
+                                     "after a worker failure before giving up"),
 ) -> None:
     """Train the Finsta alignment modules from shards."""
+    from finsta_model.distributed import TrainingFailed
     from finsta_model.train import train_command
-    summary = train_command(shards, out, config, steps, resume, seed, device, no_osc, no_ptc, no_stgd, no_sg,
-                            checkpoint_every, workers)
+    try:
+        summary = train_command(shards, out, config, steps, resume, seed, device, no_osc, no_ptc, no_stgd, no_sg,
+                                checkpoint_every, workers, ray_workers, ray_address, max_failures)
+    except TrainingFailed as error:   # a Ray worker failed more often than --max-failures: one line, exit 1
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(1)
     print(json.dumps(summary))
 
 
@@ -199,6 +213,9 @@ def evaluate(
     """Text↔video retrieval metrics for a checkpoint (with and without the SG branch) or an exported host."""
     from finsta_model.evaluate import evaluate as run_eval, format_report
     report = run_eval(shards, checkpoint, device)
+    if as_json:
+        for warning in report["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(report) if as_json else format_report(report))
 
 

@@ -11,6 +11,10 @@ deterministic for a given ``(seed, epoch)``:
 * shards are split across loader workers (``order[w::W]``), each worker
   shuffling inside its own buffer with its own seeded RNG, which also picks
   the caption each video is trained with;
+* in data-parallel training (``world > 1`` replicas, ``finsta_model.distributed``)
+  replica ``rank``'s loader worker ``w`` is global worker ``g = rank * W + w`` and
+  reads ``order[g::world * W]``: no replica reads another's shards, and with
+  ``world = 1`` this is the split above (same seeds, same batches);
 * ``skip[w]`` batches of logical worker ``w`` are formed but not collated or
   yielded, and ``worker_offset`` rotates which DataLoader process plays which
   logical worker, so a resumed run sees exactly the batches an uninterrupted
@@ -49,9 +53,11 @@ class ShardStream(IterableDataset):
     def __init__(self, root: str | Path, batch_size: int, seed: int = 0, epoch: int = 0, mode: str = "train",
                  buffer_size: int = 256, hard_negatives: bool = True, label_buckets: int = 512,
                  num_logical_workers: int = 1, skip: Optional[list[int]] = None, worker_offset: int = 0,
-                 cache_bytes: int = 0):
+                 cache_bytes: int = 0, rank: int = 0, world: int = 1):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in a group of {world}")
         self.root = Path(root)
         dataset = open_dataset(self.root)
         self.dims = dict(dataset.manifest["feature_dims"])
@@ -67,6 +73,8 @@ class ShardStream(IterableDataset):
         self.skip = list(skip) if skip else [0] * self.num_logical_workers
         self.worker_offset = worker_offset
         self.cache_bytes = cache_bytes
+        self.rank = rank
+        self.world = world
 
     def shard_order(self) -> list[str]:
         order = list(self.shards)
@@ -94,13 +102,19 @@ class ShardStream(IterableDataset):
                 if self.mode == "eval" or encoded.real_captions():
                     yield encoded
 
+    def rank_shards(self, worker: int = 0) -> list[str]:
+        """The shards this replica's loader worker ``worker`` reads in this epoch."""
+        group = self.world * self.num_logical_workers
+        return self.shard_order()[self.rank * self.num_logical_workers + worker::group]
+
     def __iter__(self) -> Iterator[GraphBatch]:
         worker = self._logical_worker()
-        shards = self.shard_order()[worker::self.num_logical_workers]
+        shards = self.rank_shards(worker)
         if self.mode == "eval":
             yield from self._eval_batches(shards, worker)
             return
-        rng = random.Random(f"{self.seed}/{self.epoch}/{worker}/buffer")
+        global_worker = self.rank * self.num_logical_workers + worker
+        rng = random.Random(f"{self.seed}/{self.epoch}/{global_worker}/buffer")
         buffer: list[EncodedSample] = []
         pending: list[EncodedSample] = []
         index = 0

@@ -24,7 +24,9 @@ Top-level keys describe the Finsta branch; ``"no_sg"`` holds the same
 metrics for the host (the SG-free model ``export`` ships, with its own score);
 for a host-only checkpoint and for an exported host both are the host. An
 exported host is evaluated from host features only (no scene-graph column is
-read).
+read). ``"warnings"`` lists what makes the figures suspect, e.g. evaluated videos
+that are also in the checkpoint's training shards (the checkpoint records their
+path; :func:`training_overlap`).
 
 Example::
 
@@ -183,6 +185,23 @@ def fine_score_matrix(model: FinstaModel, text_units: list, video_units: list, a
     return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
 
 
+def training_overlap(shards: str | Path, train_shards: str | None) -> str | None:
+    """A warning when the evaluated dataset shares sample keys with the training shards a checkpoint
+    records (``state.json["train_shards"]``); ``None`` when it shares none or those shards are gone."""
+    if not train_shards or not (Path(train_shards) / "manifest.json").is_file():
+        return None
+    try:
+        trained = set(open_dataset(train_shards).keys())
+    except UserError:
+        return None
+    keys = open_dataset(shards).keys()
+    shared = sum(1 for key in keys if key in trained)
+    if not shared:
+        return None
+    return (f"{shared} of the {len(keys)} evaluated videos ({100 * shared / max(1, len(keys)):.0f} %) are in the "
+            f"checkpoint's training shards ({train_shards}): these are not held-out figures")
+
+
 def check_host(shards: str | Path, trained_on: dict[str, Any] | None, what: str) -> dict[str, int]:
     """The shards' feature dims, after checking they were made by the host ``what`` was trained on."""
     manifest = open_dataset(shards).manifest
@@ -203,6 +222,7 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
     if is_exported_host(checkpoint):
         return evaluate_host(shards, checkpoint, device, batch_size)
     ckpt = load_checkpoint(checkpoint)
+    overlap = training_overlap(shards, ckpt.state.get("train_shards"))
     dims = check_host(shards, ckpt.state.get("host"), f"checkpoint {ckpt.path}")
     if dims != ckpt.dims:
         raise UserError(f"{shards} has feature dims {dims}, the checkpoint was trained on {ckpt.dims}")
@@ -226,7 +246,8 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
             "fine_grained_weight": ckpt.config.fine_grained_weight if fine else 0.0,
             "fine_window": ("whole video" if whole_video_windows else "caption") if fine else None,
             "checkpoint": str(ckpt.path), "step": ckpt.step, "videos": len(data["keys"]),
-            "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum())}
+            "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum()),
+            "warnings": [overlap] if overlap else []}
 
 
 def _host_score_name(host) -> str:
@@ -258,18 +279,21 @@ def evaluate_host(shards: str | Path, path: str | Path, device: str = "cpu", bat
     scores = host.model.score(cat_texts(texts), cat_videos(videos)).float().cpu().numpy()
     report = score_metrics(scores, np.array(cap_video, np.int64), neg_of, neg_type)
     trained = host.info.get("trained", {})
+    overlap = training_overlap(shards, trained.get("train_shards"))
     return {**report, "no_sg": report, "branch": "host", "uses_sg": False, "exported": True,
             "score": _host_score_name(host.model), "host_score": _host_score_name(host.model),
             "trained_with_sg": bool(trained.get("config", {}).get("use_sg", False)),
             "checkpoint": str(path), "step": trained.get("step"), "videos": len(keys),
-            "captions": int((neg_of < 0).sum()), "hard_negative_captions": int((neg_of >= 0).sum())}
+            "captions": int((neg_of < 0).sum()), "hard_negative_captions": int((neg_of >= 0).sum()),
+            "warnings": [overlap] if overlap else []}
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of :func:`evaluate`'s report."""
     head = f"{'':28}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MdR':>8}{'MnR':>9}"
-    lines = [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
-             f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
+    lines = [f"warning: {warning}" for warning in report.get("warnings", [])]
+    lines += [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
+              f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
     rows = [("", report)] if not report["uses_sg"] else [("finsta ", report), ("host (no SG) ", report["no_sg"])]
     for name, block in rows:
         for label, metrics in (("t2v", block["t2v"]), ("v2t", block["v2t"]),

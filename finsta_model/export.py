@@ -63,7 +63,8 @@ def export_host(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
     info = {"format": FORMAT, "version": VERSION, "arguments": host.arguments(),
             "feature_dims": {k: int(ckpt.dims.get(k, 0)) for k in HOST_DIMS},
             "cells_per_frame": ckpt.state.get("cells_per_frame"), "host": ckpt.state.get("host"),
-            "trained": {"checkpoint": str(ckpt.path), "step": ckpt.step, "config": ckpt.config.as_dict()}}
+            "trained": {"checkpoint": str(ckpt.path), "step": ckpt.step, "train_shards": ckpt.state.get("train_shards"),
+                        "config": ckpt.config.as_dict()}}
     save_file({k: v.contiguous() for k, v in host.state_dict().items()}, str(out / WEIGHTS))
     (out / INFO).write_text(json.dumps(info, indent=1))
     return info

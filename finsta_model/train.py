@@ -1,13 +1,19 @@
 """Training from shards: ``train(shards, run_dir, config)``.
 
 CPU by default; ``device="cuda"`` trains with bf16 autocast. Every
-``config.log_every`` steps a line goes to ``RUN_DIR/metrics.jsonl``; every
-``config.checkpoint_every`` steps (and at the end) a checkpoint is written with
-the model, optimiser, scheduler, RNG states and the data position. With
-``resume=True`` the latest checkpoint is restored and the run continues on
-exactly the batches, dropout masks and learning rates an uninterrupted run
-would have used (metrics lines after the checkpoint are dropped first, so the
-file reads as one run).
+``config.log_every`` steps a line goes to ``RUN_DIR/metrics.jsonl`` and to the
+console (:class:`TrainLog`: a progress bar on a terminal, a plain loss line
+otherwise); every ``config.checkpoint_every`` steps (and at the end) a
+checkpoint is written with the model, optimiser, scheduler, RNG states and the
+data position. With ``resume=True`` the latest checkpoint is restored and the
+run continues on exactly the batches, dropout masks and learning rates an
+uninterrupted run would have used (metrics lines after the checkpoint are
+dropped first, so the file reads as one run).
+
+The step loop, :func:`run_loop`, runs in one process here and on every replica
+of a data-parallel run (:mod:`finsta_model.distributed`, ``train --ray-workers N``):
+:class:`Replicas` says which rank it is and provides the few collectives it needs
+(world size 1: none, and the loop is exactly the single-process one).
 
 Example::
 
@@ -18,16 +24,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
+import zlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, TextIO
 
 import numpy as np
 import torch
+from torch import nn
 
-from finsta_model.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from finsta_model.checkpoint import LATEST, load_checkpoint, rank_state, save_checkpoint
 from finsta_model.config import TrainConfig
 from finsta_model.data import ShardStream, make_loader
 from finsta_model.host_data import cells_per_frame
@@ -69,54 +78,212 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _Progress:
-    """A rich progress bar on a terminal; silent otherwise."""
+# ------------------------------------------------------------------ replicas
+class Replicas:
+    """This process's place in a data-parallel group, and the collectives :func:`run_loop` needs.
 
-    def __init__(self, total: int, start: int, enabled: bool):
+    ``Replicas()`` is a single process (every collective is the identity, no
+    ``torch.distributed``). With ``world > 1`` the default process group must be
+    initialised (Ray Train's ``TorchTrainer`` does it) and every rank must make the
+    same calls in the same order.
+
+    Example::
+
+        replicas = Replicas(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
+        replicas.all_true(batch is not None)   # False on every rank as soon as one rank has no batch
+    """
+
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
+        self.rank, self.world, self.device = rank, world, device
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """The module whose backward averages gradients over the replicas (DDP); itself when alone."""
+        if self.world == 1:
+            return module
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[self.device] if self.device.type == "cuda" else None,
+            find_unused_parameters=True)   # a batch without predicates or links leaves some heads unused
+
+    def all_true(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+        return bool(value.item())
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value averaged over the replicas (every rank passes the same keys)."""
+        if self.world == 1:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return {k: float(v) / self.world for k, v in zip(keys, tensor.tolist())}
+
+    def total(self, count: int) -> int:
+        if self.world == 1:
+            return count
+        tensor = torch.tensor([count], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return int(tensor.item())
+
+    def gather(self, item: Any) -> list[Any]:
+        """Every rank's ``item`` in rank order (our own processes' states: trusted)."""
+        if self.world == 1:
+            return [item]
+        items: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(items, item)
+        return items
+
+
+def replica_seed(seed: int, rank: int) -> int:
+    """The RNG seed of replica ``rank`` after model initialisation (dropout masks differ per replica;
+    rank 0 keeps ``seed``'s stream, so a one-replica run is the single-process run)."""
+    return seed if rank == 0 else zlib.crc32(f"{seed}/replica/{rank}".encode())
+
+
+class _Losses(nn.Module):
+    """``model.losses`` as a forward pass, so DistributedDataParallel sees the step."""
+
+    def __init__(self, model: FinstaModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.losses(batch)
+
+
+def _lockstep(batches: Iterable, replicas: Replicas) -> Iterator:
+    """The loader's batches while every replica still has one: an epoch ends for all replicas when the
+    first runs out (so every rank makes the same number of steps; the others' tails are dropped)."""
+    for batch in batches:
+        if not replicas.all_true(True):
+            return
+        yield batch
+    replicas.all_true(False)
+
+
+# ------------------------------------------------------------------ console
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class TrainLog:
+    """What ``train`` prints while it runs, from the metrics lines (the same dicts as ``metrics.jsonl``).
+
+    On a terminal (``stream.isatty()``): a rich progress bar (steps, loss, graphs/s, ETA), updated every
+    step. Otherwise one plain line per metrics line, e.g.
+    ``train step 40/300 · total 3.2140 · nce 2.1012 osc 0.9311 ptc 1.0822 distill 0.4120 · lr 9.80e-04 ·
+    61.2 graphs/s · ETA 1m25s``. The ETA is the remaining steps at the rate measured since ``start``
+    (``clock`` is injectable for tests); ``anchor_on_first=True`` measures from the first line instead
+    (a Ray run, whose start-up is not training).
+
+    Example::
+
+        log = TrainLog(total=300, start=0)
+        log.record({"step": 10, "lr": 1e-3, "total": 3.2, "graphs_per_s": 60.0})
+        log.close()
+    """
+
+    PARTS = ("nce", "osc", "ptc", "distill")
+
+    def __init__(self, total: int, start: int, stream: Optional[TextIO] = None,
+                 clock: Callable[[], float] = time.monotonic, terminal: Optional[bool] = None,
+                 anchor_on_first: bool = False):
+        self.total, self.start = total, start
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.started = clock()
+        self.anchored = not anchor_on_first
+        self.last = ""
         self.bar = None
-        if enabled and sys.stderr.isatty():
+        if terminal if terminal is not None else self.stream.isatty():
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
             self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                console=Console(file=self.stream, force_terminal=True), transient=False)
             self.bar.start()
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
 
-    def update(self, step: int, info: str) -> None:
+    def eta(self, step: int) -> float:
+        done, elapsed = step - self.start, self.clock() - self.started
+        return (self.total - step) * elapsed / done if done > 0 else float("inf")
+
+    def format(self, line: dict[str, Any]) -> str:
+        parts = " ".join(f"{k} {line[k]:.4f}" for k in self.PARTS if k in line)
+        return (f"train step {line['step']}/{self.total} · total {line.get('total', line.get('nce', 0.0)):.4f} · "
+                f"{parts} · lr {line['lr']:.2e} · {line['graphs_per_s']:.1f} graphs/s · "
+                f"ETA {_duration(self.eta(line['step']))}")
+
+    def step(self, step: int) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
+            self.bar.update(self.task, completed=step, info=self.last)
+
+    def record(self, line: dict[str, Any]) -> None:
+        if not self.anchored:
+            self.start, self.started, self.anchored = line["step"], self.clock(), True
+        if self.bar is not None:
+            self.last = f"loss {line.get('total', line.get('nce', 0.0)):.3f} · {line['graphs_per_s']:.1f} graphs/s"
+            self.step(line["step"])
+        else:
+            print(self.format(line), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
-def _trim_metrics(path: Path, step: int) -> None:
+# ------------------------------------------------------------------ metrics file
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The metrics lines of a run; a torn line (a crash mid-write) or any unreadable one is skipped."""
+    lines = []
     if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+        for text in path.read_text(errors="replace").splitlines():
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(line, dict) and isinstance(line.get("step"), int):
+                lines.append(line)
+    return lines
 
 
-def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool = False,
-          device: str = "cpu", progress: bool = True, max_new_steps: Optional[int] = None) -> dict[str, Any]:
-    """Train (or resume) a run; returns a summary dict. ``max_new_steps`` stops early (tests, crash drills)."""
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the lines up to ``step`` (the checkpoint a run continues from), atomically."""
+    if path.exists():
+        keep = [line for line in read_metrics(path) if line["step"] <= step]
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in keep))
+        os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ driver side
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / "checkpoints" / LATEST).is_file()
+
+
+def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool,
+                world: int = 1) -> dict[str, int]:
+    """The checks and files before any step (in the driver): returns the shards' feature dims.
+
+    Refuses (one line): a run folder that holds a run without ``resume``, ``resume`` without a
+    checkpoint, a resume whose config, feature dims or number of replicas differ from the run's."""
     config.validate()
     run_dir = Path(run_dir)
-    dataset = open_dataset(shards)
-    dims, host = dict(dataset.manifest["feature_dims"]), dataset.manifest.get("host")
-    cells = cells_per_frame(dataset)
-    dev = resolve_device(device)
-    has_checkpoint = (run_dir / "checkpoints" / LATEST).is_file()
-    if has_checkpoint and not resume:
+    manifest = open_dataset(shards).manifest
+    dims, host = dict(manifest["feature_dims"]), manifest.get("host")
+    found = has_checkpoint(run_dir)
+    if found and not resume:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-    if resume and not has_checkpoint:
+    if resume and not found:
         raise UserError(f"--resume: {run_dir} holds no checkpoint to resume from")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    if dev.type == "cpu" and config.threads > 0:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
-    ckpt = load_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
+    if resume:
+        ckpt = load_checkpoint(run_dir)
         changed = [k for k in _RESUME_FIXED if getattr(ckpt.config, k) != getattr(config, k)]
         if changed:
             raise UserError(f"--resume with a different config ({', '.join(changed)}); resume with the run's "
@@ -126,30 +293,88 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
         if ckpt.state.get("host") != host:
             raise UserError(f"--resume on shards made by another host ({ckpt.state.get('host')} vs {host}); "
                             f"a run trains on one host's features")
+        if ckpt.world_size != world:
+            how = "without --ray-workers" if ckpt.world_size == 1 else f"with --ray-workers {ckpt.world_size}"
+            raise UserError(f"--resume: {run_dir} was trained by {ckpt.world_size} replica(s); resume it {how} "
+                            f"(the data split and RNG states are per replica)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.as_dict(), indent=1))
+    return dims
+
+
+def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool = False,
+          device: str = "cpu", progress: bool = True, max_new_steps: Optional[int] = None) -> dict[str, Any]:
+    """Train (or resume) a run in this process; returns a summary dict. ``max_new_steps`` stops early
+    (tests, crash drills); ``progress=False`` prints nothing."""
+    dims = prepare_run(shards, run_dir, config, resume)
+    replicas = Replicas(device=resolve_device(device))
+    return run_loop(shards, run_dir, config, dims, replicas, max_new_steps=max_new_steps,
+                    log=(lambda total, start: TrainLog(total, start)) if progress else None)
+
+
+# ------------------------------------------------------------------ the loop (every replica)
+def _restore(ckpt, rank: int, model: nn.Module, optimizer, scheduler) -> tuple[int, int, list[int], int]:
+    """Load weights, optimiser, scheduler and replica ``rank``'s RNG states; its (step, epoch, consumed,
+    in_epoch)."""
+    model.load_state_dict(ckpt.model)
+    optimizer.load_state_dict(ckpt.optimizer_state())
+    scheduler.load_state_dict(ckpt.state["scheduler"])
+    ckpt.restore_rng(rank)
+    pos = ckpt.position(rank)
+    return ckpt.step, pos["epoch"], list(pos["consumed"]), pos["in_epoch"]
+
+
+def _metrics_line(step: int, epoch: int, lr: float, parts: dict[str, torch.Tensor], videos: int, seconds: float,
+                  replicas: Replicas) -> dict[str, Any]:
+    """One ``metrics.jsonl`` line: the loss parts averaged over the replicas, all replicas' graphs/s."""
+    values = replicas.mean({k: float(v) for k, v in parts.items()})
+    return {"step": step, "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in values.items()},
+            "graphs_per_s": round(videos / max(seconds, 1e-9), 2)}
+
+
+def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims: dict[str, int],
+             replicas: Replicas, max_new_steps: Optional[int] = None,
+             log: Optional[Callable[[int, int], TrainLog]] = None,
+             after_step: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
+    """The training steps of one replica, from ``run_dir``'s latest checkpoint when there is one.
+
+    Each replica streams its own shards (``ShardStream(rank, world)``) in batches of
+    ``batch_size / world``, so a step's global batch is ``batch_size`` whatever the world size. Rank 0
+    writes ``metrics.jsonl`` (values averaged over the replicas) and the checkpoints (every rank's data
+    position and RNG states gathered into them). ``log(total, start)`` makes the console log (rank 0);
+    ``after_step(step)`` is called after each step's checkpoint, on every rank.
+    """
+    run_dir, dev, rank = Path(run_dir), replicas.device, replicas.rank
+    if dev.type == "cpu" and config.threads > 0:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    ckpt = load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
     model = FinstaModel(config, dims).to(dev)
+    if rank:
+        seed_everything(replica_seed(config.seed, rank))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     workers = max(1, config.num_workers)
     step, epoch, consumed, in_epoch = 0, 0, [0] * workers, 0
     if ckpt is not None:
-        model.load_state_dict(ckpt.model)
-        optimizer.load_state_dict(ckpt.optimizer_state())
-        scheduler.load_state_dict(ckpt.state["scheduler"])
-        ckpt.restore_rng()
-        step = ckpt.step
-        pos = ckpt.state["position"]
-        epoch, consumed, in_epoch = pos["epoch"], list(pos["consumed"]), pos["in_epoch"]
-        _trim_metrics(run_dir / METRICS, step)
-    (run_dir / "config.json").write_text(json.dumps(config.as_dict(), indent=1))
+        step, epoch, consumed, in_epoch = _restore(ckpt, rank, model, optimizer, scheduler)
+    losses = replicas.wrap(_Losses(model))
+    local_batch = config.batch_size // replicas.world
+    dataset = open_dataset(shards)    # which host made the features travels with every checkpoint (export, eval)
+    extra = {"train_shards": str(Path(shards).resolve()), "host": dataset.manifest.get("host"),
+             "cells_per_frame": cells_per_frame(dataset)}
 
     stop_at = config.steps if max_new_steps is None else min(config.steps, step + max_new_steps)
-    bar = _Progress(config.steps, step, progress)
-    metrics = open(run_dir / METRICS, "a")
+    metrics = console = None
+    if rank == 0:
+        _trim_metrics(run_dir / METRICS, step)
+        metrics = open(run_dir / METRICS, "a")
+        console = log(config.steps, step) if log is not None else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
     model.train()
     videos = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     window_start, window_videos = started, 0
     last_path = None
 
@@ -158,20 +383,21 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
 
     try:
         while step < stop_at:
-            stream = ShardStream(shards, config.batch_size, seed=config.seed, epoch=epoch, mode="train",
+            stream = ShardStream(shards, local_batch, seed=config.seed, epoch=epoch, mode="train",
                                  buffer_size=config.shuffle_buffer, hard_negatives=config.train_hard_negatives,
                                  label_buckets=config.label_buckets, num_logical_workers=workers,
                                  skip=consumed, worker_offset=in_epoch % workers,
-                                 cache_bytes=config.cache_mb << 20)
+                                 cache_bytes=config.cache_mb << 20, rank=rank, world=replicas.world)
             produced = 0
-            for batch in make_loader(stream, config.num_workers, pin_memory=dev.type == "cuda"):
+            for batch in _lockstep(make_loader(stream, config.num_workers, pin_memory=dev.type == "cuda"),
+                                   replicas):
                 produced += 1
                 worker, index = batch.origin
                 consumed[worker] = index + 1
                 in_epoch += 1
                 batch = batch.to(dev)
                 with autocast:
-                    loss, parts = model.losses(batch)
+                    loss, parts = losses(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -181,39 +407,57 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: 
                 step += 1
                 videos += batch.num_videos
                 window_videos += batch.num_videos
+                if console is not None:
+                    console.step(step)
                 if step % config.log_every == 0 or step == stop_at:
                     now = time.perf_counter()
-                    line = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                            **{k: round(float(v), 6) for k, v in parts.items()},
-                            "graphs_per_s": round(window_videos / max(now - window_start, 1e-9), 2)}
-                    metrics.write(json.dumps(line) + "\n")
-                    metrics.flush()
+                    line = _metrics_line(step, epoch, scheduler.get_last_lr()[0], parts, replicas.total(window_videos),
+                                         now - window_start, replicas)
                     window_start, window_videos = now, 0
-                    bar.update(step, f"loss {float(parts['nce']):.3f}")
+                    if metrics is not None:
+                        metrics.write(json.dumps(line) + "\n")
+                        metrics.flush()
+                    if console is not None:
+                        console.record(line)
                 if step % config.checkpoint_every == 0 or step == stop_at:
-                    last_path = save_checkpoint(run_dir, step, model, optimizer, scheduler, position(), config,
-                                                dims, extra={"host": host, "cells_per_frame": cells})
+                    states = replicas.gather(rank_state(position()))
+                    if rank == 0:
+                        last_path = save_checkpoint(run_dir, step, model, optimizer, scheduler, position(), config,
+                                                    dims, extra=extra, ranks=states[1:])
+                if after_step is not None:
+                    after_step(step)
                 if step >= stop_at:
                     break
             else:
                 if produced == 0 and in_epoch == 0:
-                    raise UserError(f"{shards} yields no training batch: it needs at least 2 videos with a "
-                                    f"real caption")
+                    who = "" if replicas.world == 1 else f" for each of {replicas.world} replicas"
+                    raise UserError(f"{shards} yields no training batch{who}: it needs at least 2 videos with a "
+                                    f"real caption" + (" in every replica's shards" if who else ""))
                 epoch, consumed, in_epoch = epoch + 1, [0] * workers, 0
     finally:
-        metrics.close()
-        bar.close()
+        if metrics is not None:
+            metrics.close()
+        if console is not None:
+            console.close()
     elapsed = time.perf_counter() - started
+    videos = replicas.total(videos)
+    # CPU time of every replica's process (all its threads): what the steps cost, whatever share of the
+    # machine they got
+    cpu = replicas.mean({"cpu": time.process_time() - cpu_started})["cpu"] * replicas.world
     return {"run_dir": str(run_dir), "steps": step, "epoch": epoch,
             "checkpoint": str(last_path) if last_path else None,
-            "graphs_per_s": round(videos / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 1)}
+            "graphs_per_s": round(videos / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 1),
+            "cpu_seconds": round(cpu, 2)}
 
 
 def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, steps: Optional[int] = None,
                   resume: bool = False, seed: Optional[int] = None, device: str = "cpu", no_osc: bool = False,
                   no_ptc: bool = False, no_stgd: bool = False, no_sg: bool = False,
-                  checkpoint_every: Optional[int] = None, num_workers: Optional[int] = None) -> dict[str, Any]:
-    """What ``python cli.py train`` does: build the config (file → flags), then :func:`train`.
+                  checkpoint_every: Optional[int] = None, num_workers: Optional[int] = None,
+                  ray_workers: Optional[int] = None, ray_address: Optional[str] = None,
+                  max_failures: int = 2) -> dict[str, Any]:
+    """What ``python cli.py train`` does: build the config (file → flags), then :func:`train`, or
+    :func:`finsta_model.distributed.train_distributed` with ``ray_workers``.
 
     With ``resume`` and no ``config_file`` the run's own ``config.json`` is the base, so
     ``train --out RUN --resume [--steps N]`` continues (or extends) a run with its settings.
@@ -221,6 +465,8 @@ def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, s
     from finsta_model.config import load_config
     if not Path(shards).exists():
         raise UserError(f"--shards {shards} does not exist; build it with `python cli.py build-sgs --out {shards}`")
+    if ray_workers is None and ray_address is not None:
+        raise UserError("--ray-address needs --ray-workers N (the number of training workers on that cluster)")
     stored = Path(out) / "config.json"
     if config_file is None and resume and stored.is_file():
         config = TrainConfig.from_dict(json.loads(stored.read_text()))
@@ -231,4 +477,8 @@ def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, s
     config = config.replace(steps=steps, seed=seed, checkpoint_every=checkpoint_every, num_workers=num_workers,
                             **switches)
     config.validate()
+    if ray_workers is not None:
+        from finsta_model.distributed import train_distributed
+        return train_distributed(shards, out, config, ray_workers, resume=resume, device=device,
+                                 address=ray_address, max_failures=max_failures)
     return train(shards, out, config, resume=resume, device=device)

@@ -177,12 +177,14 @@ def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResul
         select_tasks(dataset.tasks(), committed, failed, cfg.run.retry_failed, result)
         result.dataset_stats = dataset.stats()
         return result
+    progress = progress or Progress(quiet=True, background=False)
+    progress.phase("checking stages")
     preflight(cfg)
+    progress.phase("listing samples")
     writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite, host=host_identity(cfg))
     tasks, early_failures = select_tasks(dataset.tasks(), writer.committed_keys(), writer.failed_keys(),
                                          cfg.run.retry_failed, result)
     result.dataset_stats = dataset.stats()
-    progress = progress or Progress(quiet=True)
     progress.start(total=len(tasks) + len(early_failures), stages=stage_names(cfg))
     samples: list[tuple[VideoSample, SampleFeatures]] = []
     failures: list[FailureRecord] = list(early_failures)
@@ -193,11 +195,12 @@ def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResul
     def flush() -> None:
         nonlocal samples, failures
         if samples or failures:
-            writer.write_shard(samples, failures)
+            name = writer.write_shard(samples, failures)
             result.shards_written += 1
-            progress.log(f"committed shard with {len(samples)} samples, {len(failures)} failures")
+            progress.shard_committed(len(samples), len(failures), name)
             samples, failures = [], []
 
+    progress.phase("starting Ray, workers and models" if cfg.run.executor == "ray" else "loading models")
     finished = _execute(cfg, tasks)
     for task in finished:
         if result.first_result_seconds is None:

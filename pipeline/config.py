@@ -65,6 +65,8 @@ class RunOptions:
     ``each`` (one pool per stage). ``workers``: actors per CPU pool;
     ``gpu_workers``: actors per GPU pool (0 = as many as the cluster's GPUs
     hold). ``num_cpus``: CPUs of the local Ray instance (0 = all).
+    ``status_interval``: seconds between the status lines of ``quiet`` mode
+    (and of a run whose stderr is not a terminal, e.g. a batch job's log).
     """
 
     executor: str = "ray"
@@ -74,6 +76,7 @@ class RunOptions:
     workers: int = 1
     gpu_workers: int = 0
     quiet: bool = False
+    status_interval: float = 30.0
     dry_run: bool = False
     strict: bool = False
     retry_failed: bool = False
@@ -86,6 +89,8 @@ class RunOptions:
             raise ValueError(f"pools {self.pools!r}: choose {', '.join(POOLS)}")
         if self.workers < 1 or self.gpu_workers < 0 or self.num_cpus < 0:
             raise ValueError("workers must be >= 1, gpu_workers and num_cpus >= 0")
+        if not self.status_interval > 0:
+            raise ValueError(f"status_interval {self.status_interval!r}: give seconds > 0")
         if self.retry_failed and self.overwrite:
             raise ValueError("retry_failed and overwrite contradict each other: pick one")
 

@@ -45,55 +45,63 @@ def build_command(options: dict[str, Any]) -> int:
 
     from pipeline.build import run_build
     from pipeline.progress import Progress
-    from pipeline.report import plan_text, summary_table, write_stats
+    from pipeline.report import plan_text, stage_time_line, summary_lines, summary_table, write_stats
 
     cfg, out, warnings = make_config(options)
     print_warnings(warnings)
     if options.get("show_config"):
         print(show_config(cfg))
         return 0
-    result = run_build(cfg, out, Progress(quiet=cfg.run.quiet))
+    progress = Progress(quiet=cfg.run.quiet, status_interval=cfg.run.status_interval)
+    try:
+        result = run_build(cfg, out, progress)
+    except BaseException:
+        progress.finish(completed=False)   # an error or interrupt must not leave the display (or a hidden cursor)
+        raise
     if cfg.run.dry_run:
         print(plan_text(cfg, result))
         return 0
     stats = write_stats(result)
-    console = Console(stderr=False)
-    if cfg.run.quiet:
-        print(json.dumps({k: stats[k] for k in ("committed", "failed", "failures_by_reason")}))
-    else:
-        console.print(summary_table(stats))
-    print(f"wrote {out} ({stats['committed']} committed, {stats['failed']} failed; details in {out}/stats.json)")
+    if stats["stages"]:
+        if progress.quiet:
+            print(stage_time_line(stats))
+        else:
+            Console(stderr=False).print(summary_table(stats))
+    print("\n".join(summary_lines(stats, out)))
     return 1 if cfg.run.strict and result.failures_by_reason else 0
 
 
 def inspect_command(out: Path, list_keys: bool, as_json: bool, failures: bool, key: Optional[str],
-                    png: Optional[Path]) -> None:
+                    png: Optional[Path], full: bool = False) -> None:
+    """``inspect OUT``: the dataset's counts; ``--list`` its keys; ``--failures`` its failure rows;
+    ``--key K`` one sample's graphs (a summary, ``--all`` everything), ``--png`` drawn too."""
+    from pipeline.report import failure_lines, failures_by_reason
+
     dataset = open_dataset(out)
     if png is not None and key is None:
         raise UserError("--png needs --key KEY (see `inspect OUT --list` for keys)")
     if list_keys:
         keys = dataset.keys()
-        print(json.dumps(keys) if as_json else "\n".join(keys))
+        print(json.dumps(keys) if as_json else "\n".join(keys) if keys else f"no committed samples in {out}")
         return
     if failures:
-        rows = [f.__dict__ for f in dataset.failures()]
-        print(json.dumps(rows, indent=1) if as_json else
-              "\n".join(f"{r['key']}\t{r['stage']}\t{r['error_type']}\t{r['message']}" for r in rows))
+        rows = dataset.failures()
+        print(json.dumps([f.__dict__ for f in rows], indent=1) if as_json else "\n".join(failure_lines(rows, out)))
         return
     if key is not None:
         from pipeline.tools.describe import describe
         if key not in dataset.keys():
             raise UserError(f"no committed sample {key!r} in {out}; list them with `inspect {out} --list`")
         sample, features = dataset.get(key)
-        print(describe(sample))
+        print(describe(sample, full=full))
         if png is not None:
-            from pipeline.tools.render import render_png
-            render_png(sample, png)
-            print(f"drew {png}")
+            from pipeline.tools.render import frames_note, render_png
+            print(f"drew {render_png(sample, png)}: {frames_note(sample)}")
         return
     manifest = dataset.manifest
+    rows = dataset.failures()
     summary = {"path": str(out), "schema_version": manifest["schema_version"], "shards": len(manifest["shards"]),
-               "committed": len(dataset), "failed": len(dataset.failures()), "feature_dims": manifest["feature_dims"],
-               "config_hash": manifest["config_hash"]}
+               "committed": len(dataset), "failed": len(rows), "failures_by_reason": failures_by_reason(rows),
+               "feature_dims": manifest["feature_dims"], "config_hash": manifest["config_hash"]}
     print(json.dumps(summary, indent=1) if as_json else "\n".join(f"{k}: {v}" for k, v in summary.items()),
           file=sys.stdout)

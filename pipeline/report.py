@@ -4,23 +4,42 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 from rich.table import Table
 
 from pipeline.build import BuildResult
 from pipeline.plan import plan_pools
+from schemas.records import FailureRecord
 from schemas.store import open_dataset
+
+
+def failures_by_reason(failures: list[FailureRecord]) -> dict[str, int]:
+    """``{reason: count}`` of a dataset's failure rows: what stats.json, the final line and
+    ``inspect`` all show (one source: ``open_dataset(out).failures()``)."""
+    return dict(sorted(Counter(f.error_type for f in failures).items()))
+
+
+def failure_lines(failures: list[FailureRecord], out) -> list[str]:
+    """``inspect OUT --failures``: a count line, a header, one aligned row per failure (message last)."""
+    if not failures:
+        return [f"no failures in {out}"]
+    reasons = ", ".join(f"{reason} {n}" for reason, n in failures_by_reason(failures).items())
+    rows = [("key", "stage", "reason", "message")] + [(f.key, f.stage, f.error_type, f.message) for f in failures]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"{len(failures)} failure{'' if len(failures) == 1 else 's'} in {out} ({reasons})"]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    return lines
 
 
 def stats_dict(result: BuildResult) -> dict:
     """The dataset-wide counts plus this run's per-stage time, frames and bytes."""
     failures = open_dataset(result.out).failures()
-    by_reason = Counter(f.error_type for f in failures)
     total_time = sum(result.stage_seconds.values()) or 1.0
     return {
         "committed": result.committed,
         "failed": result.failed,
-        "failures_by_reason": dict(sorted(by_reason.items())),
+        "failures_by_reason": failures_by_reason(failures),
         "failures_by_stage": dict(sorted(Counter(f.stage for f in failures).items())),
         "dataset": result.dataset_stats,
         "run": {
@@ -51,20 +70,54 @@ def write_stats(result: BuildResult) -> dict:
 
 
 def summary_table(stats: dict) -> Table:
-    table = Table(title="build-sgs summary")
+    """This run's time, share and frames per stage (``stats["stages"]``); the figures below it
+    are :func:`summary_lines`, so every number on screen is one of stats.json."""
+    table = Table(title="build-sgs: time per stage (this run)", title_justify="left")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")
     table.add_column("frames", justify="right")
     for name, row in stats["stages"].items():
         table.add_row(name, f"{row['seconds']:.1f}", f"{row['share']:.0%}", str(row["frames"]))
-    run = stats["run"]
-    table.caption = (f"committed {stats['committed']} · failed {stats['failed']} · this run: {run['samples_run']} "
-                     f"processed, {run['skipped_committed']} already committed, {run['skipped_failed']} "
-                     f"recorded failures skipped · {run['wall_seconds']:.1f}s")
-    if stats["failures_by_reason"]:
-        table.caption += " · failures: " + ", ".join(f"{k}={v}" for k, v in stats["failures_by_reason"].items())
     return table
+
+
+def _reasons(by_reason: dict) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in by_reason.items())
+
+
+def summary_lines(stats: dict, out) -> list[str]:
+    """The final lines, every figure read from ``stats`` (what stats.json holds), e.g.::
+
+        this run: 5 samples, 1 failed (internal_error 1), 27.3 s (14.6 s to the first result)
+        wrote out/sample: 4 committed, 1 failed (internal_error 1); counts in out/sample/stats.json
+        list the failures: python cli.py inspect out/sample --failures
+    """
+    run = stats["run"]
+    handled = run["samples_total"] - run["skipped_committed"] - run["skipped_failed"]
+    skipped = [f"{run['skipped_committed']} committed before"] if run["skipped_committed"] else []
+    skipped += [f"{run['skipped_failed']} recorded failures"] if run["skipped_failed"] else []
+    if handled:
+        run_failed = sum(run["failures_by_reason"].values())
+        reasons = f" ({_reasons(run['failures_by_reason'])})" if run_failed else ""
+        startup = "" if run["first_result_seconds"] is None else \
+            f" ({run['first_result_seconds']:.1f} s to the first result)"
+        first = f"this run: {handled} samples, {run_failed} failed{reasons}, {run['wall_seconds']:.1f} s{startup}"
+        first += f"; skipped {' and '.join(skipped)}" if skipped else ""
+    else:
+        first = "this run: nothing to do" + (f" (skipped {' and '.join(skipped)})" if skipped else "")
+    reasons = f" ({_reasons(stats['failures_by_reason'])})" if stats["failed"] else ""
+    lines = [first, f"wrote {out}: {stats['committed']} committed, {stats['failed']} failed{reasons}; "
+                    f"counts in {Path(out) / 'stats.json'}"]
+    if stats["failed"]:
+        lines.append(f"list the failures: python cli.py inspect {out} --failures")
+    return lines
+
+
+def stage_time_line(stats: dict) -> str:
+    """``time per stage: detect 10.7 s (81%) · decode 1.0 s (7%) · …`` (the table as one log line)."""
+    rows = sorted(stats["stages"].items(), key=lambda item: -item[1]["seconds"])
+    return "time per stage: " + " · ".join(f"{name} {row['seconds']:.1f} s ({row['share']:.0%})" for name, row in rows)
 
 
 def plan_text(cfg, result: BuildResult) -> str:

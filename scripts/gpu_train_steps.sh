@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Prepared device check (issues 7, 15; ≤ 10 min): Finsta training steps/s on a lent GPU, with the host model
-# (temporal/text transformers over grid cells and token states) that Finsta post-trains and exports.
+# Prepared device check for issues 7, 15 and 16 (≤ 10 min): Finsta training steps/s on a lent GPU, with the host
+# model (temporal/text transformers over grid cells and token states) that Finsta post-trains and exports, in-process
+# and on Ray Train.
 # Runs from a bare machine holding only the repository copy (no .venv): it uses the machine's own python
 # with torch + CUDA (only if none is found and nvidia-smi exists: `pip install torch==2.13.0 numpy` into a throw-away venv), then
 #   1. bench/bench_train_gpu.py — steps/s and graphs/s, bf16 autocast vs fp32 vs host-only, in one run
 #      (needs only torch + numpy: batches are built in memory; 3×3 cells a frame, token states per caption);
 #   2. if pyarrow, zarr, safetensors and typer are importable: the real CLI path on a small random dataset,
 #      `cli.py train --device cuda` (+ --resume), `cli.py eval --device cuda`, `cli.py export` and
-#      `cli.py eval --checkpoint EXPORTED --device cuda` (the SG-free host from host features only).
+#      `cli.py eval --checkpoint EXPORTED --device cuda` (the SG-free host from host features only);
+#   3. if Ray Train is importable too: `train --ray-workers 1 --device cuda` (TorchTrainer, NCCL, one GPU) vs the
+#      in-process loop on the same dataset, steps/s in one run (bench/bench_train.py --ray-workers 1 --device cuda),
+#      then `cli.py train --ray-workers 1 --device cuda` (+ --resume) and eval of its checkpoint.
 # Prints one JSON object per part; the summary JSON is also written to $OUT/gpu_train_steps.json when $OUT is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -92,6 +96,41 @@ PYEOF
   fi
 fi
 echo "$cli"
-"$PY" -c 'import json,sys; print(json.dumps({"bench": json.loads(sys.argv[1]), "cli": json.loads(sys.argv[2])}))' \
-  "$bench" "$cli" | tee "$OUT_DIR/gpu_train_steps.json"
+
+ray='{"skipped": "ray[train] (or the store packages) not importable here"}'
+if [[ -d $WORK/ds ]] && timeout 120 "$PY" -c "import ray.train.torch, pyarrow, zarr, safetensors, typer" >/dev/null 2>&1; then
+  rbench=$(PYTHONPATH=. timeout 240 "$PY" bench/bench_train.py --shards "$WORK/ds" --ray-workers 1 --device cuda \
+           --batch 64 --steps 40 --repeats 2 2>"$WORK/ray.err" | tail -1)
+  if PYTHONPATH=. timeout 120 "$PY" cli.py train --shards "$WORK/ds" --out "$WORK/rrun" --config "$WORK/cfg.json" \
+       --steps 20 --device cuda --ray-workers 1 >"$WORK/rtrain1.json" 2>>"$WORK/ray.err" && \
+     PYTHONPATH=. timeout 120 "$PY" cli.py train --shards "$WORK/ds" --out "$WORK/rrun" --resume --steps 30 \
+       --device cuda --ray-workers 1 >"$WORK/rtrain2.json" 2>>"$WORK/ray.err" && \
+     PYTHONPATH=. timeout 60 "$PY" cli.py eval --shards "$WORK/ds" --checkpoint "$WORK/rrun" --device cuda --json \
+       >"$WORK/reval.json" 2>>"$WORK/ray.err"; then
+    rcli='"ok"'
+  else
+    rcli='"failed"'
+  fi
+  ray=$("$PY" - "$WORK" "${rbench:-null}" "$rcli" <<'PYEOF'
+import json, sys
+work, bench, cli = sys.argv[1], sys.argv[2], sys.argv[3]
+try:
+    bench = json.loads(bench)
+except ValueError:
+    bench = None
+out = {"bench_ray_1_gpu_vs_in_process": bench, "cli_ray_train_resume_eval": json.loads(cli)}
+if out["cli_ray_train_resume_eval"] == "ok":
+    lines = [json.loads(l) for l in open(f"{work}/rrun/metrics.jsonl")]
+    out.update({"steps": lines[-1]["step"], "world_size": json.load(open(f"{work}/rtrain2.json"))["ray_workers"],
+                "eval_t2v_R@1": json.load(open(f"{work}/reval.json"))["t2v"]["R@1"]})
+if bench is None or out["cli_ray_train_resume_eval"] != "ok":
+    out["stderr_tail"] = open(f"{work}/ray.err").read()[-2000:]
+print(json.dumps(out))
+PYEOF
+)
+fi
+echo "$ray"
+"$PY" -c 'import json,sys; print(json.dumps({"bench": json.loads(sys.argv[1]), "cli": json.loads(sys.argv[2]),
+                                              "ray_train": json.loads(sys.argv[3])}))' \
+  "$bench" "$cli" "$ray" | tee "$OUT_DIR/gpu_train_steps.json"
 rm -rf "$WORK"

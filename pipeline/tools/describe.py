@@ -1,4 +1,10 @@
-"""One sample's scene graphs as readable text (what ``cli.py inspect OUT --key KEY`` prints).
+"""One sample's scene graphs as readable text (what ``cli.py inspect OUT --key KEY [--all]`` prints).
+
+By default a summary of tens of lines: the counts, the tracks (most detections
+first), the relations that hold in the most frames, and each caption's graph as
+``subject -predicate-> object`` triples with its links to tracks. ``full=True``
+(``--all``) lists everything: every frame's relations, every TSG node and edge,
+every caption and hard negative.
 
 Example::
 
@@ -11,18 +17,18 @@ Output, abridged::
 
     sample intel-bottles (source: sample)
     video  .../bottles.mp4  9.00 s  480x270  15.00 fps  h264  135 frames
-    DSG    6 sampled frames, 14 detections, 3 tracks, 2 relations, 1 track relation, 3 attributes
-      tracks
-        T1 bottle   frames #0-#5 (0.00-7.50 s)  6 detections  color=blue
-      relations per frame
-        #2 3.00 s   T1 bottle  left of  T2 bottle  (0.91)
+    DSG    9 sampled frames (0.00-8.00 s), 27 detections, 7 tracks, 104 relations, 3 track relations, 85 attributes
+      tracks (most detections first)
+        T2 bottle   #0-#8 (0.00-8.00 s)  9 detections  motion=still color=gray size=medium
+      top relations (8 of 41 distinct; 104 in all frames)
+        T3 bottle  left of  T2 bottle    9 frames  #0-#8  score 1.00
       track relations
-        T4 hand  approaching  T1 bottle  #1-#3  (0.80)
+        T0 person  leaving  #0-#1  (1.00)
     HSG    5 captions, 0 negatives
       [1] 0.90-2.50 s  frames #1-#2  "A hand grabs the left bottle and lifts it off the table."
-          nodes  0 hand (object) · 1 grab (relation) · 2 left (attribute) · 3 bottle (object)
-          edges  hand -subj_pred-> grab · grab -pred_obj-> bottle · bottle -obj_attr-> left
-          links  hand ↔ T4 hand 0.83 (minilm+color+time) · bottle ↔ T1 bottle 0.77
+          graph  hand -grabs-> left bottle · hand -lifts-> left bottle · left bottle -off-> table
+          links  left bottle ↔ T2 bottle 0.92 (minilm+time)
+    (summary; --all lists every relation per frame, every TSG node and edge, every negative)
 """
 from __future__ import annotations
 
@@ -32,18 +38,33 @@ from typing import Optional
 from schemas.records import (DynamicSceneGraph, HolisticSceneGraph, SampleFeatures, TextSceneGraph,
                              VideoSample)
 
+SUMMARY_TRACKS = 10
+SUMMARY_RELATIONS = 8
+SUMMARY_TRACK_RELATIONS = 6
+SUMMARY_CAPTIONS = 10
+SUMMARY_NOTE = "(summary; --all lists every relation per frame, every TSG node and edge, every negative)"
 
-def describe(sample: VideoSample, features: Optional[SampleFeatures] = None) -> str:
-    """The sample's video facts, DSG, and each caption's TSG and cross-modal links, as text."""
+
+def describe(sample: VideoSample, features: Optional[SampleFeatures] = None, full: bool = False) -> str:
+    """The sample's video facts, DSG, and each caption's TSG and cross-modal links, as text.
+
+    ``full=False``: a summary (tens of lines); ``full=True``: everything, one line per relation.
+    """
     dsg = sample.dsg
     lines = [f"sample {sample.key} (source: {sample.source})", _video_line(dsg)]
-    lines += _dsg_lines(dsg)
-    lines += _hsg_lines(sample.hsgs, dsg)
+    lines += _dsg_lines(dsg) if full else _dsg_summary(dsg)
+    lines += _hsg_lines(sample.hsgs, dsg) if full else _hsg_summary(sample.hsgs, dsg)
     if features is not None:
         shapes = ", ".join(f"{name} {a.shape[0]}x{a.shape[1] if a.ndim > 1 else 0}"
                            for name, a in features.as_dict().items())
         lines.append(f"features  {shapes}")
+    if not full:
+        lines.append(SUMMARY_NOTE)
     return "\n".join(lines)
+
+
+def _more(hidden: int, what: str) -> list[str]:
+    return [f"    +{hidden} more {what} (--all)"] if hidden > 0 else []
 
 
 def _video_line(dsg: DynamicSceneGraph) -> str:
@@ -75,9 +96,7 @@ def _detection_name(dsg: DynamicSceneGraph, index: int) -> str:
 
 
 def _dsg_lines(dsg: DynamicSceneGraph) -> list[str]:
-    lines = [f"DSG    {_plural(len(dsg.frames), 'sampled frame')}, {_plural(len(dsg.detections), 'detection')}, "
-             f"{_plural(len(dsg.tracks), 'track')}, {_plural(len(dsg.relations), 'relation')}, "
-             f"{_plural(len(dsg.track_relations), 'track relation')}, {_plural(len(dsg.attributes), 'attribute')}"]
+    lines = [_counts_line(dsg, _plural(len(dsg.frames), "sampled frame"))]
     if dsg.frames:
         stamps = " ".join(f"{f.timestamp:.2f}" for f in dsg.frames[:24])
         more = f" … (+{len(dsg.frames) - 24})" if len(dsg.frames) > 24 else ""
@@ -110,13 +129,160 @@ def _dsg_lines(dsg: DynamicSceneGraph) -> list[str]:
             lines.append(f"    {_frame(dsg, r.frame):<12}  {_detection_name(dsg, r.subject)}  {r.predicate}  "
                          f"{_detection_name(dsg, r.object)}  ({r.score:.2f})")
     if dsg.track_relations:
-        names = track_names(dsg)
         lines.append("  track relations")
-        for r in dsg.track_relations:
-            obj = f"  {names.get(r.object, f'T{r.object}')}" if r.object >= 0 else ""
-            lines.append(f"    {names.get(r.subject, f'T{r.subject}')}  {r.predicate}{obj}  "
-                         f"#{r.first_frame}-#{r.last_frame}  ({r.score:.2f})")
+        lines += [_track_relation_line(dsg, r) for r in dsg.track_relations]
     return lines
+
+
+def _counts_line(dsg: DynamicSceneGraph, frames: str) -> str:
+    return (f"DSG    {frames}, {_plural(len(dsg.detections), 'detection')}, "
+            f"{_plural(len(dsg.tracks), 'track')}, {_plural(len(dsg.relations), 'relation')}, "
+            f"{_plural(len(dsg.track_relations), 'track relation')}, {_plural(len(dsg.attributes), 'attribute')}")
+
+
+def track_attributes(dsg: DynamicSceneGraph) -> dict[int, list[str]]:
+    """``{track id: ["color=gray", "size=small/medium", ...]}``: a track's own attributes and its
+    detections', each name once with its distinct values in order of appearance."""
+    values: dict[int, dict[str, list[str]]] = defaultdict(dict)
+
+    def add(track_id: int, name: str, value: str) -> None:
+        seen = values[track_id].setdefault(name, [])
+        if value not in seen:
+            seen.append(value)
+
+    for a in dsg.attributes:
+        if a.target_kind == "track":
+            add(a.target, a.name, a.value)
+        elif 0 <= a.target < len(dsg.detections) and dsg.detections[a.target].track_id >= 0:
+            add(dsg.detections[a.target].track_id, a.name, a.value)
+    return {t: [f"{name}={'/'.join(v)}" for name, v in names.items()] for t, names in values.items()}
+
+
+def top_relations(dsg: DynamicSceneGraph) -> tuple[list[tuple[str, str, str, list[int], float]], int]:
+    """Per-frame relations grouped by (subject, predicate, object) as ``(subject, predicate, object,
+    frames, mean score)``, the ones that hold in the most frames first, and how many groups that is.
+
+    A mirror of a listed group (object and subject swapped, same frames and score: "B right of A"
+    after "A left of B", "B near A" after "A near B") says nothing new and is left out of the list.
+    """
+    groups: dict[tuple[str, str, str], list] = defaultdict(list)
+    for r in dsg.relations:
+        groups[(_detection_name(dsg, r.subject), r.predicate, _detection_name(dsg, r.object))].append(r)
+    rows = [(s, p, o, sorted({r.frame for r in rels}), sum(r.score for r in rels) / len(rels))
+            for (s, p, o), rels in groups.items()]
+    rows.sort(key=lambda row: (-len(row[3]), -row[4], row[0], row[1], row[2]))
+    listed, kept = set(), []
+    for s, p, o, frames, score in rows:
+        if (o, s, tuple(frames), round(score, 3)) in listed:
+            continue
+        listed.add((s, o, tuple(frames), round(score, 3)))
+        kept.append((s, p, o, frames, score))
+    return kept, len(rows)
+
+
+def _dsg_summary(dsg: DynamicSceneGraph) -> list[str]:
+    span = f" ({dsg.frames[0].timestamp:.2f}-{dsg.frames[-1].timestamp:.2f} s)" if dsg.frames else ""
+    lines = [_counts_line(dsg, _plural(len(dsg.frames), "sampled frame") + span)]
+    per_track = Counter(d.track_id for d in dsg.detections)
+    attrs = track_attributes(dsg)
+    if dsg.tracks:
+        lines.append("  tracks (most detections first)")
+        tracks = sorted(dsg.tracks, key=lambda t: (-per_track.get(t.id, 0), t.id))
+        width = max(len(f"T{t.id} {t.label}") for t in tracks[:SUMMARY_TRACKS])
+        for t in tracks[:SUMMARY_TRACKS]:
+            extra = "  " + " ".join(attrs[t.id]) if attrs.get(t.id) else ""
+            lines.append(f"    {f'T{t.id} {t.label}':<{width}}  {_span(dsg, t.first_frame, t.last_frame)}  "
+                         f"{_plural(per_track.get(t.id, 0), 'detection')}{extra}")
+        lines += _more(len(tracks) - SUMMARY_TRACKS, "tracks")
+    untracked = Counter(d.label for d in dsg.detections if d.track_id < 0)
+    if untracked:
+        lines.append("  untracked detections  " + ", ".join(f"{n}× {lab}" for lab, n in sorted(untracked.items())))
+    rows, distinct = top_relations(dsg)
+    if rows:
+        lines.append(f"  top relations ({min(len(rows), SUMMARY_RELATIONS)} of {distinct} distinct, mirrors left "
+                     f"out; {len(dsg.relations)} in all frames)")
+        shown = rows[:SUMMARY_RELATIONS]
+        width = max(len(f"{s}  {p}  {o}") for s, p, o, _, _ in shown)
+        for s, p, o, frames, score in shown:
+            lines.append(f"    {f'{s}  {p}  {o}':<{width}}  {_plural(len(frames), 'frame')}  "
+                         f"#{frames[0]}-#{frames[-1]}  score {score:.2f}")
+        lines += _more(len(rows) - SUMMARY_RELATIONS, "relations")
+    if dsg.track_relations:
+        lines.append("  track relations")
+        lines += [_track_relation_line(dsg, r) for r in dsg.track_relations[:SUMMARY_TRACK_RELATIONS]]
+        lines += _more(len(dsg.track_relations) - SUMMARY_TRACK_RELATIONS, "track relations")
+    return lines
+
+
+def _track_relation_line(dsg: DynamicSceneGraph, r) -> str:
+    names = track_names(dsg)
+    obj = f"  {names.get(r.object, f'T{r.object}')}" if r.object >= 0 else ""
+    return f"    {names.get(r.subject, f'T{r.subject}')}  {r.predicate}{obj}  #{r.first_frame}-#{r.last_frame}  ({r.score:.2f})"
+
+
+def _hsg_summary(hsgs: list[HolisticSceneGraph], dsg: DynamicSceneGraph) -> list[str]:
+    positives = [(j, h) for j, h in enumerate(hsgs) if h.negative_of is None]
+    kinds = Counter(h.negative_type for h in hsgs if h.negative_of is not None)
+    negatives = sum(kinds.values())
+    by_kind = f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if negatives else ""
+    lines = [f"HSG    {_plural(len(positives), 'caption')}, {_plural(negatives, 'negative')}{by_kind}"]
+    names = track_names(dsg)
+    for j, h in positives[:SUMMARY_CAPTIONS]:
+        lines.append(_caption_line(j, h))
+        lines.append("      graph  " + (" · ".join(tsg_triples(h.tsg)) or "(no nodes)"))
+        if h.links:
+            lines.append("      links  " + " · ".join(_link_text(h.tsg, link, names) for link in h.links))
+    if len(positives) > SUMMARY_CAPTIONS:
+        lines.append(f"  +{len(positives) - SUMMARY_CAPTIONS} more captions (--all)")
+    return lines
+
+
+def _caption_line(j: int, h: HolisticSceneGraph) -> str:
+    tsg = h.tsg
+    when = f"{tsg.start:.2f}-{tsg.end:.2f} s  " if tsg.start is not None and tsg.end is not None else ""
+    role = f"  negative of [{h.negative_of}] ({h.negative_type})" if h.negative_of is not None else ""
+    return f"  [{j}] {when}frames #{h.frame_window[0]}-#{h.frame_window[1]}  \"{tsg.text}\"{role}"
+
+
+def _link_text(tsg: TextSceneGraph, link, names: dict[int, str]) -> str:
+    return (f"{node_label(tsg, link.text_node)} ↔ {names.get(link.track_id, f'T{link.track_id}')} "
+            f"{link.score:.2f} ({link.method})")
+
+
+def tsg_triples(tsg: TextSceneGraph) -> list[str]:
+    """The TSG as ``subject -predicate-> object`` (adverbs joined to the predicate), ``object: attribute``,
+    and lone objects, e.g. ``["hand -grabs-> left bottle", "bottle: blue", "table"]``."""
+    def name(i: int) -> str:
+        if not 0 <= i < len(tsg.nodes):
+            return f"node{i}?"
+        node = tsg.nodes[i]
+        return node.label + (f"×{node.count}" if node.count != 1 else "")
+
+    subjects, objects, adverbs = defaultdict(list), defaultdict(list), defaultdict(list)
+    attributes: dict[int, list[str]] = defaultdict(list)
+    linked: set[int] = set()
+    for e in tsg.edges:
+        linked |= {e.src, e.dst}
+        if e.kind == "subj_pred":
+            subjects[e.dst].append(e.src)
+        elif e.kind == "pred_obj":
+            objects[e.src].append(e.dst)
+        elif e.kind == "pred_adv":
+            adverbs[e.src].append(name(e.dst))
+        elif e.kind == "obj_attr":
+            attributes[e.src].append(name(e.dst))
+    triples = []
+    for node in tsg.nodes:
+        if node.kind != "relation" or node.id not in linked:
+            continue
+        predicate = " ".join([node.label] + adverbs[node.id])
+        for subject in subjects[node.id] or [None]:
+            for obj in objects[node.id] or [None]:
+                triples.append((f"{name(subject)} " if subject is not None else "")
+                               + f"-{predicate}->" + (f" {name(obj)}" if obj is not None else ""))
+    triples += [f"{name(i)}: {', '.join(values)}" for i, values in attributes.items()]
+    triples += [name(n.id) for n in tsg.nodes if n.id not in linked]
+    return triples
 
 
 def _span(dsg: DynamicSceneGraph, first: int, last: int) -> str:
@@ -130,15 +296,10 @@ def _hsg_lines(hsgs: list[HolisticSceneGraph], dsg: DynamicSceneGraph) -> list[s
     lines = [f"HSG    {_plural(len(hsgs) - negatives, 'caption')}, {_plural(negatives, 'negative')}"]
     names = track_names(dsg)
     for j, h in enumerate(hsgs):
-        tsg = h.tsg
-        when = f"{tsg.start:.2f}-{tsg.end:.2f} s  " if tsg.start is not None and tsg.end is not None else ""
-        role = f"  negative of [{h.negative_of}] ({h.negative_type})" if h.negative_of is not None else ""
-        lines.append(f"  [{j}] {when}frames #{h.frame_window[0]}-#{h.frame_window[1]}  \"{tsg.text}\"{role}")
-        lines += ["      " + line for line in tsg_lines(tsg)]
+        lines.append(_caption_line(j, h))
+        lines += ["      " + line for line in tsg_lines(h.tsg)]
         if h.links:
-            parts = [f"{node_label(tsg, link.text_node)} ↔ {names.get(link.track_id, f'T{link.track_id}')} "
-                     f"{link.score:.2f} ({link.method})" for link in h.links]
-            lines.append("      links  " + " · ".join(parts))
+            lines.append("      links  " + " · ".join(_link_text(h.tsg, link, names) for link in h.links))
     return lines
 
 

@@ -84,3 +84,27 @@ def test_text_node_rows_align_with_their_captions(small_dataset):
     assert offset == len(features.text_node)
     assert [c.negative_of for c in enc.captions] == [-1 if h.negative_of is None else h.negative_of
                                                      for h in sample.hsgs]
+
+
+def test_replicas_read_disjoint_shards_that_cover_the_epoch(small_dataset):
+    dataset = open_dataset(small_dataset)
+    shard_of = {key: shard["name"] for shard in dataset.manifest["shards"] for key in shard["keys"]}
+    per_rank = []
+    for rank in range(2):
+        stream = ShardStream(small_dataset, batch_size=3, seed=5, epoch=1, rank=rank, world=2, buffer_size=6)
+        keys = _keys(make_loader(stream))
+        assert {shard_of[k] for k in keys} == set(stream.rank_shards())   # only its own shards
+        assert keys == _keys(make_loader(ShardStream(small_dataset, batch_size=3, seed=5, epoch=1, rank=rank,
+                                                     world=2, buffer_size=6)))   # seeded per (seed, epoch, rank)
+        per_rank.append(keys)
+    assert not set(per_rank[0]) & set(per_rank[1])
+    assert sorted(per_rank[0] + per_rank[1]) == sorted(dataset.keys())
+    other_epoch = _keys(make_loader(ShardStream(small_dataset, batch_size=3, seed=5, epoch=2, rank=0, world=2,
+                                                buffer_size=6)))
+    assert other_epoch != per_rank[0]
+
+
+def test_one_replica_streams_what_the_single_process_stream_does(small_dataset):
+    plain = list(make_loader(ShardStream(small_dataset, batch_size=4, seed=2, buffer_size=6)))
+    alone = list(make_loader(ShardStream(small_dataset, batch_size=4, seed=2, buffer_size=6, rank=0, world=1)))
+    assert [b.keys for b in plain] == [b.keys for b in alone] and [b.texts for b in plain] == [b.texts for b in alone]

@@ -116,3 +116,51 @@ def test_cli_train_and_eval_json(small_dataset, tmp_path):
     assert report == evaluate(small_dataset, run)
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--resume" in again.stderr
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_train_log_prints_a_loss_line_with_eta_off_a_terminal():
+    import io
+
+    from finsta_model.train import TrainLog
+    stream, clock = io.StringIO(), _Clock()
+    log = TrainLog(total=300, start=100, stream=stream, clock=clock)   # resumed at step 100
+    clock.now += 20.0
+    log.record({"step": 110, "epoch": 0, "lr": 9.8e-4, "nce": 2.10123, "osc": 0.93111, "ptc": 1.08, "distill": 0.41,
+                "total": 3.214, "graphs_per_s": 61.23})
+    log.close()
+    assert stream.getvalue() == ("train step 110/300 · total 3.2140 · nce 2.1012 osc 0.9311 ptc 1.0800 "
+                                 "distill 0.4100 · lr 9.80e-04 · 61.2 graphs/s · ETA 6m20s\n")  # 190 × 2 s
+
+
+def test_train_log_draws_a_bar_on_a_terminal():
+    import io
+
+    from finsta_model.train import TrainLog
+    stream = io.StringIO()
+    log = TrainLog(total=8, start=0, stream=stream, terminal=True)
+    for step in range(1, 9):
+        log.step(step)
+    log.record({"step": 8, "lr": 1e-3, "total": 2.5, "graphs_per_s": 40.0})
+    log.close()
+    screen = stream.getvalue()
+    assert "8/8" in screen and "loss 2.500" in screen and "train step" not in screen
+
+
+def test_cli_train_logs_loss_lines_when_not_on_a_terminal(small_dataset, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"dim": 16, "heads": 2, "gtrm_layers": 1, "batch_size": 4, "log_every": 2}))
+    done = subprocess.run([sys.executable, "cli.py", "train", "--shards", str(small_dataset), "--out",
+                           str(tmp_path / "run"), "--config", str(cfg), "--steps", "4"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line.split(" · ")[0] for line in lines] == ["train step 2/4", "train step 4/4"]
+    assert all("graphs/s" in line and "ETA" in line and "lr" in line for line in lines)

@@ -1,82 +1,16 @@
-"""inspect's text (describe) and picture (render_png) of one sample."""
+"""inspect's picture of one sample (render_png): which frames, readable labels, counts that agree."""
+import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from pipeline.datasets.sample import SAMPLE_DATA
 from pipeline.tools.describe import describe
-from pipeline.tools.render import decode_frame, pick_frames, render_png, track_color
-from schemas.records import (Attribute, CrossLink, Detection, DynamicSceneGraph, Frame, HolisticSceneGraph,
-                             Relation, SampleFeatures, TextEdge, TextNode, TextSceneGraph, Track,
-                             TrackRelation, VideoMeta, VideoSample)
-
-CLIP = SAMPLE_DATA / "bottles.mp4"
-
-
-def bottle_sample(path: str = str(CLIP)) -> VideoSample:
-    """A hand-made DSG/HSG of the vendored clip (boxes placed where the bottles are)."""
-    frames = [Frame(index=round(t * 15), timestamp=t) for t in (0.0, 1.5, 3.0, 4.5, 6.0, 7.5)]
-    bottles = {1: (0.02, 0.30, 0.17, 0.88), 2: (0.44, 0.30, 0.56, 0.88), 3: (0.80, 0.30, 0.93, 0.88)}
-    detections, relations = [], []
-    for f in range(len(frames)):
-        present = [1, 2, 3] if f in (0, 1, 5) else [2, 3]
-        first = len(detections)
-        for t in present:
-            detections.append(Detection(f, bottles[t], "bottle", 0.9, track_id=t))
-        if f == 1:
-            detections.append(Detection(f, (0.0, 0.0, 0.2, 0.35), "hand", 0.7, track_id=4))
-            relations.append(Relation(f, len(detections) - 1, first, "near", 0.8))
-        relations.append(Relation(f, first + len(present) - 2, first + len(present) - 1, "left of", 0.95))
-    dsg = DynamicSceneGraph(
-        video_id="intel-bottles",
-        meta=VideoMeta(path=path, duration=9.0, fps=15.0, width=480, height=270, codec="h264", num_frames=135),
-        frames=frames, detections=detections,
-        attributes=[Attribute("track", 1, "color", "blue"), Attribute("detection", 0, "shape", "bottle")],
-        relations=relations,
-        tracks=[Track(1, "bottle", 0, 5), Track(2, "bottle", 0, 5), Track(3, "bottle", 0, 5), Track(4, "hand", 1, 1)],
-        track_relations=[TrackRelation(4, 1, "approaching", 0, 1, 0.8), TrackRelation(1, -1, "leaving", 1, 2, 0.7)])
-    grab = TextSceneGraph("intel-bottles#1", "A hand grabs the left bottle and lifts it off the table.",
-                          nodes=[TextNode(0, "object", "hand", "hand", (2, 6)),
-                                 TextNode(1, "relation", "grabs", "grab", (7, 12)),
-                                 TextNode(2, "attribute", "left", "left", (17, 21)),
-                                 TextNode(3, "object", "bottle", "bottle", (22, 28)),
-                                 TextNode(4, "relation", "lifts off", "lift off", (33, 42)),
-                                 TextNode(5, "object", "table", "table", (50, 55))],
-                          edges=[TextEdge(0, 1, "subj_pred"), TextEdge(1, 3, "pred_obj"),
-                                 TextEdge(3, 2, "obj_attr"), TextEdge(0, 4, "subj_pred"), TextEdge(4, 5, "pred_obj")],
-                          start=0.9, end=2.5)
-    three = TextSceneGraph("intel-bottles#0", "Three water bottles with blue caps stand in a row on a white table.",
-                           nodes=[TextNode(0, "object", "bottles", "bottle", (12, 19), count=3),
-                                  TextNode(1, "attribute", "blue", "blue", (25, 29)),
-                                  TextNode(2, "relation", "stand on", "stand on", (35, 40))],
-                           edges=[TextEdge(0, 1, "obj_attr"), TextEdge(0, 2, "subj_pred")], start=0.0, end=1.0)
-    swapped = TextSceneGraph("intel-bottles#n0", "A bottle grabs the left hand.", start=0.9, end=2.5)
-    hsgs = [HolisticSceneGraph(three, [CrossLink(0, 1, 0.71, "minilm"), CrossLink(0, 2, 0.69, "minilm")], (0, 0)),
-            HolisticSceneGraph(grab, [CrossLink(0, 4, 0.83, "minilm"), CrossLink(3, 1, 0.77, "minilm")], (1, 1)),
-            HolisticSceneGraph(swapped, [], (1, 1), negative_of=1, negative_type="swap_subject_object")]
-    return VideoSample("intel-bottles", "sample", dsg, hsgs)
-
-
-def test_describe_shows_every_graph():
-    features = SampleFeatures(np.zeros((6, 8), np.float16), np.zeros((16, 8), np.float16),
-                              np.zeros((9, 4), np.float16), np.zeros((3, 4), np.float16))
-    text = describe(bottle_sample(), features)
-    print(text)
-    assert text.splitlines()[0] == "sample intel-bottles (source: sample)"
-    assert "480x270" in text and "9.00 s" in text
-    assert "DSG    6 sampled frames, 16 detections, 4 tracks, 7 relations, 2 track relations, 2 attributes" in text
-    assert "T1 bottle  frames #0-#5 (0.00-7.50 s)  3 detections  color=blue shape=bottle" in text
-    assert "#1 1.50 s     T4 hand  near  T1 bottle  (0.80)" in text
-    assert "T4 hand  approaching  T1 bottle  #0-#1  (0.80)" in text and "T1 bottle  leaving  #1-#2" in text
-    assert "HSG    2 captions, 1 negative" in text
-    assert '[1] 0.90-2.50 s  frames #1-#1  "A hand grabs the left bottle and lifts it off the table."' in text
-    assert "0 bottles×3 (object)" in text
-    assert "hand -subj_pred-> grabs" in text and "bottle -obj_attr-> left" in text
-    assert "hand ↔ T4 hand 0.83 (minilm)" in text
-    assert "negative of [1] (swap_subject_object)" in text
-    assert "features  frame 6x8, detection 16x8, text_node 9x4, caption 3x4" in text
-
+from pipeline.tools.render import (_draw_frame_graph, _font, _GraphLayout, _relation_label, decode_frame, frames_note,
+                                   frames_to_draw, pick_frames, render_png, title_text, track_color)
+from schemas.records import (CrossLink, Detection, DynamicSceneGraph, Frame, HolisticSceneGraph, Relation,
+                             TextEdge, TextNode, TextSceneGraph, Track, VideoMeta, VideoSample)
+from tests.pipeline.tools.samples import CLIP, bottle_sample
 
 def test_pick_frames_spreads_evenly():
     assert pick_frames(3, 6) == [0, 1, 2]
@@ -121,4 +55,79 @@ def test_render_png_without_the_video_draws_placeholders(tmp_path):
 def test_render_png_of_an_empty_sample(tmp_path):
     empty = VideoSample("k", "manifest", DynamicSceneGraph("k", VideoMeta("", 0.0, 0.0, 0, 0, "")))
     assert render_png(empty, tmp_path / "e.png").is_file()
-    assert "DSG    0 sampled frames" in describe(empty)
+    assert frames_note(empty) == "no sampled frames"
+
+
+FONTS = {"title": _font(18), "text": _font(13), "small": _font(11)}
+
+
+def parking_lot(frames: int = 31) -> VideoSample:
+    """The parking-lot case: two cars, each seen in a few frames that an even spread misses."""
+    detections = [Detection(7, (0.1, 0.2, 0.3, 0.5), "car", 0.8, track_id=0),
+                  Detection(8, (0.2, 0.2, 0.4, 0.5), "car", 0.8, track_id=0),
+                  Detection(20, (0.5, 0.5, 0.7, 0.9), "car", 0.7, track_id=1),
+                  Detection(20, (0.1, 0.5, 0.2, 0.9), "person", 0.7, track_id=2)]
+    dsg = DynamicSceneGraph("lot", VideoMeta("lot.mp4", 30.0, 12.5, 768, 432, "h264"),
+                            frames=[Frame(i * 12, float(i)) for i in range(frames)], detections=detections,
+                            tracks=[Track(0, "car", 7, 8), Track(1, "car", 20, 20), Track(2, "person", 20, 20)])
+    cars = TextSceneGraph("lot#0", "cars drive past", nodes=[TextNode(0, "object", "cars", "car", (0, 4))])
+    return VideoSample("lot", "manifest", dsg, [HolisticSceneGraph(cars, [CrossLink(0, 1, 0.9, "minilm")], (0, 30))])
+
+
+def test_the_frames_drawn_show_every_track_and_the_note_says_what_is_left_out():
+    sample = parking_lot()
+    assert pick_frames(31, 6) == [0, 6, 12, 18, 24, 30]           # the old even spread: no car at all
+    assert frames_to_draw(sample.dsg, 2, sample.hsgs) == [7, 20]
+    drawn = frames_to_draw(sample.dsg, 6, sample.hsgs)
+    assert {7, 20} <= set(drawn) and len(drawn) == 6
+    assert frames_to_draw(sample.dsg, 1, sample.hsgs) == [20]       # the linked car and a person: two new tracks
+    assert frames_note(sample, 2) == ("frames drawn: #7 #20; left out 29 of 31: #0-#6, #8-#19, #21-#30 "
+                                      "(1 detection); every track is drawn")
+    assert frames_note(sample, 1).endswith("tracks in no drawn frame: T0")
+    assert frames_note(bottle_sample()) == "frames drawn: #0 #1 #2 #3 #4 #5 (all)"
+
+
+def test_title_counts_agree_with_the_text():
+    sample = bottle_sample()
+    title, text = title_text(sample), describe(sample)
+    assert "2 captions, 1 negative" in title and "HSG    2 captions, 1 negative" in text
+    assert "6 sampled frames, 16 detections, 4 tracks, 7 relations" in title
+    assert "6 sampled frames (0.00-7.50 s), 16 detections, 4 tracks, 7 relations" in text
+
+
+def crossing_frame() -> DynamicSceneGraph:
+    """Four boxes whose relation lines cross each other's midpoints: labels must stay readable."""
+    boxes = [(0.05, 0.40, 0.15, 0.60), (0.85, 0.40, 0.95, 0.60), (0.45, 0.05, 0.55, 0.20), (0.45, 0.80, 0.55, 0.95)]
+    detections = [Detection(0, box, "cup", 0.9, track_id=t) for t, box in enumerate(boxes)]
+    return DynamicSceneGraph("x", VideoMeta("x.mp4", 1.0, 1.0, 280, 158, "h264"), frames=[Frame(0, 0.0)],
+                             detections=detections,
+                             relations=[Relation(0, 0, 1, "left of", 0.9), Relation(0, 2, 3, "above", 0.8)],
+                             tracks=[Track(t, "cup", 0, 0) for t in range(4)])
+
+
+def test_no_line_strikes_a_relation_label():
+    thumb = Image.new("RGB", (280, 158), (120, 120, 120))
+    labels = _draw_frame_graph(thumb, crossing_frame(), 0, FONTS)
+    assert [text for _, text in labels] == ["T0 cup", "T1 cup", "T2 cup", "T3 cup", "left of", "above"]
+    boxes = [box for box, _ in labels]
+    for i, a in enumerate(boxes):                    # tags and labels do not overlap
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    for box, text in labels[4:]:                     # each label looks exactly as drawn alone: no line over it
+        alone = Image.new("RGB", thumb.size, (120, 120, 120))
+        _relation_label(ImageDraw.Draw(alone), box, text, FONTS["small"])
+        inside = np.s_[math.ceil(box[1]):math.floor(box[3]) + 1, math.ceil(box[0]):math.floor(box[2]) + 1]
+        assert np.array_equal(np.asarray(thumb)[inside], np.asarray(alone)[inside]), text
+
+
+def test_tsg_edges_are_labelled_and_labels_do_not_overlap(tmp_path):
+    sample = bottle_sample()
+    image = Image.new("RGB", (1400, 900), (255, 255, 255))
+    layout = _GraphLayout(sample, 1400, FONTS)
+    layout.draw(image, 0)
+    edges = sum(len(h.tsg.edges) for h in sample.hsgs if h.negative_of is None)
+    boxes = layout.label_boxes
+    assert len(boxes) == edges == 7
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])

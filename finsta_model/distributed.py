@@ -1,0 +1,341 @@
+"""Data-parallel training on Ray Train: ``python cli.py train --ray-workers N``.
+
+:func:`train_distributed` runs :func:`finsta_model.train.run_loop` on ``N`` Ray Train
+workers (``TorchTrainer``; DDP over gloo on CPU, NCCL on CUDA with one GPU per
+worker). What each replica does:
+
+* streams only its own shards (``ShardStream(rank, world)``: shard order seeded by
+  ``(seed, epoch)``, replica ``r`` reads every ``N``-th of them, shuffling seeded by
+  ``(seed, epoch, rank, loader worker)``) in batches of ``batch_size / N``, so the
+  global batch, learning-rate schedule and steps are those of a one-process run;
+  an epoch ends for every replica when the first one runs out of batches;
+* averages gradients with the others (DDP); rank 0 writes ``metrics.jsonl`` (losses
+  averaged over the replicas, graphs/s of all of them) and the checkpoints, in the
+  single-process layout plus each rank's data position and RNG states
+  (:mod:`finsta_model.checkpoint`).
+
+``RUN/checkpoints/latest`` is the one record of progress: a replica always starts from
+it when it exists, so ``--resume`` (with the same ``N``) and Ray Train's own restart
+after a worker failure (``FailureConfig(max_failures)``) both continue from the last
+checkpoint. Each failure is printed as one line; when the restarts are used up,
+:class:`TrainingFailed` says which worker failed and how to continue. Ray's own
+storage (run state, no checkpoints) is ``RUN/ray-train/``.
+
+Without ``address`` the run starts its own local Ray instance (``address="local"``:
+never another process's cluster) and stops it at the end; with one it joins that
+cluster, whose nodes must see ``--shards`` and ``--out`` at the same paths (a shared
+filesystem) and have this repository at the same path (it travels as PYTHONPATH).
+
+Example::
+
+    summary = train_distributed("out/synth", Path("runs/a"), TrainConfig(steps=300), workers=2)
+    summary["steps"], summary["graphs_per_s"], summary["ray_workers"]
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+
+from finsta_model.checkpoint import LATEST
+from finsta_model.config import TrainConfig
+from finsta_model.train import METRICS, Replicas, TrainLog, has_checkpoint, prepare_run, read_metrics, run_loop
+from schemas.errors import UserError
+from schemas.store import open_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_STORAGE = "ray-train"
+FAILURES = "failures.jsonl"
+CONNECT_TIMEOUT_S = 15.0
+
+
+class TrainingFailed(Exception):
+    """A worker failed more often than ``max_failures`` allows; the message is one line saying which
+    worker, why, and how to continue (``--resume`` from the last checkpoint)."""
+
+
+class RayReplicas(Replicas):
+    """:class:`~finsta_model.train.Replicas` inside a Ray Train worker: DDP through ``prepare_model``."""
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        import ray.train.torch
+        return ray.train.torch.prepare_model(module, move_to_device=False,
+                                             parallel_strategy_kwargs={"find_unused_parameters": True})
+
+
+def _replica_main(params: dict[str, Any]) -> dict[str, Any]:
+    """The function every Ray Train worker runs (again, from the last checkpoint, after a restart).
+
+    A :class:`UserError` is returned, not raised: it is the same on every rank and a restart would
+    only repeat it."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    if params["device"] == "cuda":
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    drill = params.get("crash_drill")
+    after_step = None
+    if drill and drill["rank"] == rank:
+        marker = Path(drill["marker"])
+
+        def after_step(step: int) -> None:   # a real process death, once (tests of the restart)
+            if step == drill["step"] and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(17)
+    try:
+        return run_loop(params["shards"], params["run_dir"], TrainConfig.from_dict(params["config"]), params["dims"],
+                        RayReplicas(rank, world, device), max_new_steps=params["max_new_steps"],
+                        after_step=after_step)
+    except UserError as error:
+        return {"user_error": str(error)}
+
+
+def _failure_callback(run_dir: Path):
+    """A Ray Train callback (runs in Ray Train's controller) that appends each worker failure to
+    ``RUN/ray-train/failures.jsonl``, which the driver prints as one line each."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class RecordFailures(UserCallback):
+        def after_exception(self, run_context, worker_exceptions):
+            rank, error = root_cause(worker_exceptions)
+            path = run_dir / RAY_STORAGE / FAILURES
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as handle:
+                handle.write(json.dumps({"rank": rank, "error": describe_failure(error), "time": time.time()}) + "\n")
+
+    return RecordFailures()
+
+
+# what the survivors of a dead peer report: a consequence, not the cause
+_PEER_LOST = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer", "NCCL communicator")
+
+
+def root_cause(worker_exceptions: dict[int, BaseException]) -> tuple[int, BaseException]:
+    """The failure that explains the others: a dead process first, then an error that is not a
+    collective losing its peer, lowest rank first."""
+    def order(item: tuple[int, BaseException]) -> tuple[int, int]:
+        text = str(item[1])
+        died = "worker process has died" in text or "health check failed" in text.lower()
+        return (0 if died else 2 if any(mark in text for mark in _PEER_LOST) else 1, item[0])
+    return min(worker_exceptions.items(), key=order)
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for a worker's failure: a dead process or the exception's type and first line."""
+    text = str(error)
+    if "worker process has died" in text or "health check failed" in text.lower():
+        kind = re.search(r"Worker exit type: (\w+)", text)
+        return f"its process died ({kind.group(1) if kind else 'exit'}: killed, out of memory or crashed)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}"[:240]
+
+
+def _last_checkpoint(run_dir: Path) -> str:
+    latest = run_dir / "checkpoints" / LATEST
+    return latest.read_text().strip() if latest.is_file() else "none yet"
+
+
+# ------------------------------------------------------------------ checks before Ray
+def check_layout(shards: str | Path, config: TrainConfig, workers: int, device: str) -> None:
+    """What ``N`` replicas need from the config and the data (one line each when it does not hold)."""
+    if workers < 1:
+        raise UserError(f"--ray-workers must be ≥ 1 (got {workers})")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, not {device!r}")
+    if config.batch_size % workers:
+        raise UserError(f"batch_size {config.batch_size} is not divisible by --ray-workers {workers}: the global "
+                        f"batch is split evenly over the workers; pick a batch_size that is a multiple of {workers}")
+    if config.batch_size // workers < 2:
+        raise UserError(f"batch_size {config.batch_size} over {workers} workers leaves "
+                        f"{config.batch_size // workers} video(s) per worker; contrastive losses need ≥ 2")
+    readers = workers * max(1, config.num_workers)
+    count = len(open_dataset(shards).shard_names())
+    if count < readers:
+        raise UserError(f"{shards} has {count} shard(s); {workers} Ray workers × {max(1, config.num_workers)} loader "
+                        f"worker(s) need at least {readers} (each reads its own shards): use fewer workers or "
+                        f"build the dataset with smaller shards (--set write.shard_size=...)")
+
+
+def _probe(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a ``host:port`` Ray address."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if match is None:
+        return   # "auto" and other forms: left to Ray
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise UserError(f"cannot reach Ray at --ray-address {address}: {error}; start the cluster "
+                        f"(`ray start --head`) or drop --ray-address to train on a local Ray") from None
+
+
+@contextlib.contextmanager
+def _ray(address: Optional[str]) -> Iterator[None]:
+    """Join ``address``, or start (and at the end stop) this run's own local Ray instance."""
+    try:
+        import ray
+        import ray.train.torch  # noqa: F401
+    except ImportError:
+        raise UserError("--ray-workers needs Ray (ray.train ships with it): pip install -r requirements.in") from None
+    if ray.is_initialized():   # a caller's Ray (tests, notebooks): use it as it is
+        yield
+        return
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    kwargs = dict(logging_level="ERROR", log_to_driver=False, configure_logging=True)
+    if address:
+        _probe(address)
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
+    try:
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **kwargs)
+        else:
+            # a local Ray inherits this environment: its workers import finsta_model from this checkout
+            os.environ.update(PYTHONPATH=pythonpath, RAY_USAGE_STATS_ENABLED=saved["RAY_USAGE_STATS_ENABLED"] or "0")
+            ray.init(address="local", include_dashboard=False, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise UserError(f"cannot start or join Ray at {address or 'a local instance'}: {error}".replace("\n", " "))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_resources(workers: int, device: str, address: Optional[str]) -> None:
+    import ray
+
+    resources = ray.cluster_resources()
+    kind = "GPU" if device == "cuda" else "CPU"
+    have = int(resources.get(kind, 0))
+    if have < workers:
+        where = f"the Ray cluster at {address}" if address else "this machine's local Ray"
+        raise UserError(f"--ray-workers {workers} needs {workers} {kind}s (one per worker), {where} has {have}; "
+                        f"use --ray-workers {max(1, have)} or a larger cluster")
+
+
+# ------------------------------------------------------------------ console
+class _Follow(threading.Thread):
+    """Shows a run's progress from the driver: new ``metrics.jsonl`` lines (written by rank 0) go to the
+    :class:`TrainLog`, new failure records become one line each."""
+
+    def __init__(self, run_dir: Path, log: Optional[TrainLog], start_step: int, interval: float = 0.5):
+        super().__init__(daemon=True, name="finsta-train-follow")
+        self.run_dir, self.log, self.seen, self.interval = run_dir, log, start_step, interval
+        self.failures_seen = 0
+        self.stopped = threading.Event()
+
+    def poll(self) -> None:
+        if self.log is not None:
+            for line in read_metrics(self.run_dir / METRICS):
+                if line["step"] > self.seen:
+                    self.seen = line["step"]
+                    self.log.record(line)
+        path = self.run_dir / RAY_STORAGE / FAILURES
+        if path.is_file():
+            records = [json.loads(x) for x in path.read_text().splitlines() if x.strip().endswith("}")]
+            for record in records[self.failures_seen:]:
+                print(f"train: Ray worker rank {record['rank']} failed: {record['error']}; last checkpoint "
+                      f"{_last_checkpoint(self.run_dir)}", file=self.log.stream if self.log else sys.stderr, flush=True)
+            self.failures_seen = len(records)
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.poll()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+        self.poll()
+
+
+# ------------------------------------------------------------------ entry point
+def train_distributed(shards: str | Path, run_dir: str | Path, config: TrainConfig, workers: int,
+                      resume: bool = False, device: str = "cpu", address: Optional[str] = None,
+                      max_failures: int = 2, progress: bool = True, max_new_steps: Optional[int] = None,
+                      crash_drill: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Train (or resume) a run on ``workers`` Ray Train workers; returns the summary of
+    :func:`~finsta_model.train.train` plus ``ray_workers`` and ``restarts``.
+
+    ``max_failures``: how many times Ray Train restarts the workers after a failure (each restart
+    continues from the last checkpoint); then :class:`TrainingFailed`. ``crash_drill``
+    (tests): ``{"rank": r, "step": k, "marker": path}`` makes rank ``r``'s process exit after step
+    ``k``, once (the marker file records that it happened)."""
+    run_dir = Path(run_dir).resolve()
+    check_layout(shards, config, workers, device)
+    dims = prepare_run(shards, run_dir, config, resume, world=workers)
+    failures = run_dir / RAY_STORAGE / FAILURES
+    failures.unlink(missing_ok=True)
+    start_step = int(_last_checkpoint(run_dir).split("-")[1]) if has_checkpoint(run_dir) else 0
+    params = {"shards": str(Path(shards).resolve()), "run_dir": str(run_dir), "config": config.as_dict(),
+              "dims": dims, "device": device, "max_new_steps": max_new_steps, "crash_drill": crash_drill}
+    with _ray(address):
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        _check_resources(workers, device, address)
+        cuda = device == "cuda"
+        trainer = TorchTrainer(
+            _replica_main, train_loop_config=params,
+            torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=cuda,
+                                         resources_per_worker={"CPU": 1, "GPU": 1} if cuda else {"CPU": 1}),
+            run_config=RunConfig(name=f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                                 storage_path=str(run_dir / RAY_STORAGE),
+                                 failure_config=FailureConfig(max_failures=max_failures),
+                                 callbacks=[_failure_callback(run_dir)]))
+        log = TrainLog(config.steps, start_step, anchor_on_first=True) if progress else None
+        follow = _Follow(run_dir, log, start_step)
+        follow.start()
+        started = time.perf_counter()
+        try:
+            result = trainer.fit()
+        except Exception as error:   # Ray Train's TrainingFailedError and its subclasses
+            raise _failed(error, run_dir) from None
+        finally:
+            follow.stop()
+            if follow.log is not None:
+                follow.log.close()
+    summary = result.return_value or {}
+    if "user_error" in summary:
+        raise UserError(summary["user_error"])
+    restarts = len(failures.read_text().splitlines()) if failures.is_file() else 0
+    return {**summary, "ray_workers": workers, "restarts": restarts,
+            "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+def _failed(error: Exception, run_dir: Path) -> Exception:
+    """The one-line :class:`TrainingFailed` for Ray Train's error (a non-Ray error passes through)."""
+    from ray.train import TrainingFailedError
+
+    if not isinstance(error, TrainingFailedError):
+        return error
+    per_rank = getattr(error, "worker_failures", None) or {}
+    if per_rank:
+        rank, cause = root_cause(per_rank)
+        what = f"Ray worker rank {rank} failed: {describe_failure(cause)}"
+        where = re.findall(r'File "([^"]+)", line (\d+)', str(error))
+        if where and "process died" not in what:
+            what += f" (at {Path(where[-1][0]).name}:{where[-1][1]})"
+    else:
+        what = f"Ray Train failed: {describe_failure(getattr(error, 'controller_failure', error))}"
+    return TrainingFailed(f"{what}; last checkpoint {_last_checkpoint(run_dir)} in {run_dir}: rerun the same "
+                          f"command with --resume to continue from it")

