@@ -67,7 +67,8 @@ class FinstaModel(nn.Module):
         self.text_adapter = SGAdapter(d, config.dropout)
         self.node_align = nn.Linear(d, d)
         if config.fine_grained_weight > 0:
-            self.fine = FineGrained(d, stgd_heads=config.heads if config.use_stgd else 0)
+            # STGD's read-out needs a block between R-GTrm layers (none with one layer)
+            self.fine = FineGrained(d, stgd_heads=config.heads if self._stgd_kernel() is not None else 0)
 
     # ------------------------------------------------------------ embeddings
     def host_units(self, batch: GraphBatch) -> tuple[HostText, HostVideo]:
