@@ -107,7 +107,7 @@ def verify(directory: Path = typer.Argument(..., help="a dataset folder written 
 @app.command("parse-captions")
 def parse_captions(
     file: Path = typer.Argument(..., help="one caption per line"),
-    parser: str = typer.Option("spacy", help="spacy | stanza"),
+    parser: str = typer.Option("spacy", help="spacy | stanza | learned"),
     format: str = typer.Option("factual", "--format", help="factual | json (one TSG per line)"),
     out: Optional[Path] = typer.Option(None, help="output file (default: stdout)"),
     stanza_dir: str = typer.Option("", help="stanza resources folder (default ~/stanza_resources)"),
@@ -120,7 +120,7 @@ def parse_captions(
 @app.command("eval-tsg")
 def eval_tsg(
     gold: Path = typer.Option(..., help="FACTUAL csv with caption,scene_graph columns"),
-    parser: str = typer.Option("spacy", help="spacy | stanza"),
+    parser: str = typer.Option("spacy", help="spacy | stanza | learned"),
     pred: Optional[Path] = typer.Option(None, help="precomputed graphs instead of parsing: csv with a "
                                         "scene_graph column, or FACTUAL / TSG-JSON lines"),
     json_out: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),

@@ -11,7 +11,13 @@ target ≥ 5) and ``loader_over_train_by_workers``, the same with the in-process
 cache of encoded shards (``cache_mb``: epochs after the first), and the
 reference: ``records_path_graphs_per_s``, the record-by-record path the stream
 used before columnar decoding (``Dataset.iter_shard`` → ``encode_sample`` →
-``collate``, in-process).
+``collate``, in-process). Readers check each file's sha256 on first read
+(schemas.store): ``shard_read_s`` times opening the dataset and reading every
+shard once with and without that check, ``verify_cost_per_epoch_s`` their
+difference (the loader pays it once per epoch per worker). ``--shard-size``
+sets the random dataset's shard size (small shards: interrupted builds, slow
+pipelines' time-based commits), ``--compact N`` then merges them as build-sgs
+does at the end of a run.
 
     .venv/bin/python bench/bench_train.py [--shards DIR] [--workers 0 1 2] [--steps 20]
 
@@ -51,7 +57,7 @@ from finsta_model.model import FinstaModel  # noqa: E402
 from schemas.store import DatasetWriter, open_dataset  # noqa: E402
 
 
-def random_dataset(folder: Path, videos: int = 192) -> Path:
+def random_dataset(folder: Path, videos: int = 192, shard_size: int = 32, compact: int = 0) -> Path:
     spec = importlib.util.spec_from_file_location("fixture", ROOT / "tests" / "finsta_model" / "finsta_samples.py")
     fixture = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixture)
@@ -62,9 +68,21 @@ def random_dataset(folder: Path, videos: int = 192) -> Path:
     writer = DatasetWriter(folder, config={"bench": 1}, feature_dims=fixture.DIMS)
     samples = [fixture.make_sample(rng, f"b{i:05d}", n_frames=12, max_objects=4, n_captions=5)
                for i in range(videos)]
-    for start in range(0, videos, 32):
-        writer.write_shard(samples[start:start + 32], [])
+    for start in range(0, videos, shard_size):
+        writer.write_shard(samples[start:start + shard_size], [])
+    if compact:   # what build-sgs does at the end of a run
+        writer.compact(compact)
+    writer.close()
     return folder
+
+
+def read_all_shards_s(shards: Path, verify: bool) -> float:
+    """Seconds to open the dataset and read every shard's columns once (what a loader epoch reads)."""
+    start = time.perf_counter()
+    dataset = open_dataset(shards, verify=verify)
+    for name in dataset.shard_names():
+        dataset.shard_columns(name)
+    return time.perf_counter() - start
 
 
 def loader_rate(shards: Path, batch: int, workers: int, cache_bytes: int = 0) -> float:
@@ -179,13 +197,15 @@ def main() -> None:
     parser.add_argument("--ray-workers", type=int, nargs="+", help="measure train --ray-workers N instead")
     parser.add_argument("--repeats", type=int, default=2, help="with --ray-workers: runs of each, alternating")
     parser.add_argument("--device", default="cpu", help="with --ray-workers: cpu | cuda (one GPU per worker)")
+    parser.add_argument("--shard-size", type=int, default=32, help="videos per shard of the random dataset")
+    parser.add_argument("--compact", type=int, default=0, help="then compact it to shards of this many videos")
     args = parser.parse_args()
     tmp = None
     shards = args.shards or next((p for p in (ROOT / "out" / "host" / "sgs-train", ROOT / "out" / "host" / "sgs-train-11")
                                   if (p / "manifest.json").is_file()), Path("/nonexistent"))
     if not (shards / "manifest.json").is_file():
         tmp = tempfile.TemporaryDirectory()
-        shards = random_dataset(Path(tmp.name) / "ds")
+        shards = random_dataset(Path(tmp.name) / "ds", shard_size=args.shard_size, compact=args.compact)
     if args.ray_workers:
         print(json.dumps(ray_bench(shards, args)))
         if tmp is not None:
@@ -205,6 +225,7 @@ def main() -> None:
     cached = loader_rate(shards, args.batch, 0, 1 << 30)
     records = records_path_rate(shards, args.batch)
     best = max(loader.values())
+    read_s = {flag: min(read_all_shards_s(shards, flag) for _ in range(3)) for flag in (True, False)}
     print(json.dumps({
         "metric": "train graphs/s on CPU vs loader graphs/s (same run)",
         "train_graphs_per_s": round(train_rate, 1),
@@ -217,6 +238,9 @@ def main() -> None:
         "cached_loader_over_train": round(cached / train_rate, 2),
         "records_path_graphs_per_s": round(records, 1),
         "records_path_over_train": round(records / train_rate, 2),
+        "shard_read_s": {"verify": round(read_s[True], 4), "no_verify": round(read_s[False], 4)},
+        "verify_cost_per_epoch_s": round(read_s[True] - read_s[False], 4),
+        "shards": len(open_dataset(shards).shard_names()),
         "dataset": str(shards) if tmp is None else "random (test fixture generator)",
         "videos": len(open_dataset(shards)), "batch": args.batch, "dim": config.dim, "steps": args.steps,
         "cells_per_frame": int(batches[0].patch_feat.shape[2]), "caption_tokens_max": int(batches[0].tok_feat.shape[1]),

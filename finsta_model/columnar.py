@@ -296,6 +296,9 @@ class _ShardColumns:
         src, dst = _ints(edges["src"]), _ints(edges["dst"])
         kind = _kind_index(edges["kind"], TEXT_EDGE_KINDS)
         ok = (kind >= 0) & (src >= 0) & (src < m[edge_cap]) & (dst >= 0) & (dst < m[edge_cap])
+        negated = nodes["negated"].to_numpy(zero_copy_only=False).astype(bool)
+        first = self.node_offsets[edge_cap]   # as encode_sample: a negated node keeps no edge
+        ok[ok] = ~(negated[first[ok] + src[ok]] | negated[first[ok] + dst[ok]])
         self.tedge_src, self.tedge_dst, self.tedge_kind = src[ok], dst[ok], kind[ok]
         self.tedge_offsets = np.searchsorted(edge_cap[ok], np.arange(n_caps + 1), "left")
 

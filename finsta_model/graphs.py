@@ -11,7 +11,8 @@ host features are padded (``[B, T, D]`` with a mask). Index conventions:
 * spatial edges join every ordered pair of detections of one frame (and each
   detection to itself); ``edge_rel`` holds the hashed predicates of the
   per-frame relations and track relations active on that pair (``0`` = pad);
-* captions are TSGs; ``cap_video`` is the batch video each caption belongs
+* captions are TSGs; a negated relation or attribute node keeps no edge
+  (``TextNode.negated``: the caption denies it); ``cap_video`` is the batch video each caption belongs
   to; hard negatives carry ``cap_neg_of`` = batch index of the caption they
   perturb (``-1`` for real captions);
 * words (detection labels, attribute values, text lemmas) are hashed into one
@@ -209,8 +210,11 @@ def encode_sample(sample: VideoSample, features: SampleFeatures, label_buckets: 
             if link.track_id in track_pos and 0 <= link.text_node < m:
                 if link.text_node not in best or link.score > best[link.text_node][0]:
                     best[link.text_node] = (link.score, track_pos[link.track_id])
+        # a negated relation/attribute keeps its node but none of its edges: no fact (and no PTC
+        # positive) is read from "the cat does not jump onto the counter"
         edges = [(e.src, e.dst, TEXT_EDGE_KINDS.index(e.kind)) for e in tsg.edges
-                 if e.kind in TEXT_EDGE_KINDS and 0 <= e.src < m and 0 <= e.dst < m]
+                 if e.kind in TEXT_EDGE_KINDS and 0 <= e.src < m and 0 <= e.dst < m
+                 and not (tsg.nodes[e.src].negated or tsg.nodes[e.dst].negated)]
         first, last = hsg.frame_window
         last = min(max(last, 0), max(n_frames - 1, 0))
         first = min(max(first, 0), last)

@@ -8,10 +8,12 @@ Flow (docs/architecture.md)::
             decode → detect → track → relate → embed_visual → parse_captions → merge_hsg → embed_text
       → driver (here): VideoTask → (VideoSample, SampleFeatures) | FailureRecord → shards of ``write.shard_size``
 
-Order is preserved, so the same input gives the same shards for 1 or N
-workers and 1 or N nodes. A shard is committed as soon as it is full, so a
-killed run loses at most the samples in flight; the rerun skips every
-committed key.
+Every sample ends committed or as a failure row, whatever the number of
+workers and nodes (shards hold samples in completion order). A shard is
+committed when it is full or has been open ``write.shard_max_seconds``, and on
+SIGINT/SIGTERM every finished sample is committed before the run ends
+(:class:`pipeline.stop.Interrupted`), so kill -9 loses at most the samples in
+flight and about a minute of finished ones; the rerun skips every committed key.
 
 Example::
 
@@ -31,10 +33,13 @@ import numpy as np
 
 from pipeline.config import finalize
 from pipeline.datasets.base import build_dataset
+from pipeline.executors import make_executor
 from pipeline.plan import build_stages, plan_pools, stage_names
 from pipeline.progress import Progress
+from pipeline.stop import Interrupted, StopRun, StopSignals
+from schemas.errors import UserError
 from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
-from schemas.store import DatasetWriter, check_key, open_dataset
+from schemas.store import DUPLICATE_KEY, DatasetWriter, check_key, open_dataset
 from stages.base import VideoTask
 from stages.detectors.base import build_detector
 from stages.embed_text import text_feature_dims
@@ -65,13 +70,14 @@ def host_identity(cfg) -> dict:
 
 def preflight(cfg) -> None:
     """Every stage's cheap checks (packages, weight files, options), here, before a worker starts."""
-    from schemas.errors import UserError
-
     for stage in build_stages(cfg):
         try:
             stage.preflight()
         except UserError as error:
             raise UserError(f"stage {stage.name} cannot start: {error}") from None
+    if cfg.run.executor == "ray" and cfg.run.ray_address:
+        from pipeline.executors.ray import check_ray_address
+        check_ray_address(cfg.run.ray_address)
 
 
 # ------------------------------------------------------------------ result
@@ -92,6 +98,10 @@ class BuildResult:
     wall_seconds: float = 0.0
     first_result_seconds: Optional[float] = None  # start-up share: Ray, workers, model loads
     shards_written: int = 0
+    committed_this_run: int = 0       # samples and failure rows this run committed
+    in_flight: int = 0                # started and not finished when the run stopped
+    sample_counts: Counter = field(default_factory=Counter)   # what stages counted (task.counts)
+    store_notes: list = field(default_factory=list)            # what opening OUT found (quarantine, stale lock)
 
 
 # ------------------------------------------------------------------ selection
@@ -103,7 +113,7 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
     ``retry_failed``, which runs *only* them. Unsafe and duplicate keys and
     tasks the dataset already failed become failure rows (once).
     """
-    to_run, failures, seen = [], [], set()
+    to_run, failures, seen = [], [], Counter()
     for task in tasks:
         result.total += 1
         if task.key in committed:
@@ -112,14 +122,15 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
         if retry_failed != (task.key in failed):
             result.skipped_failed += task.key in failed
             continue
-        problem = check_key(task.key)
-        if problem is None and task.key in seen:
-            task.failure = FailureRecord(task.key, SELECT_STAGE, "duplicate_key",
-                                         "the dataset lists this id more than once; the first was kept",
-                                         task.video_path)
-        elif problem is not None:
+        seen[task.key] += 1
+        if task.failure is not None:   # the dataset's own verdict (bad_record, duplicate_key) stands
+            pass
+        elif (problem := check_key(task.key)) is not None:
             task.failure = FailureRecord(task.key, SELECT_STAGE, "unsafe_key", problem, task.video_path)
-        seen.add(task.key)
+        elif seen[task.key] > 1:
+            task.failure = FailureRecord(task.key, SELECT_STAGE, DUPLICATE_KEY,
+                                         f"occurrence {seen[task.key]} of this id in the dataset; the first was kept",
+                                         task.video_path)
         if task.failure is not None:
             failures.append(task.failure)
         else:
@@ -156,75 +167,153 @@ def to_sample(task: VideoTask, dims: dict[str, int]) -> tuple[VideoSample, Sampl
 
 
 # ------------------------------------------------------------------ driver
-def _execute(cfg, tasks: list[VideoTask]):
-    pools = plan_pools(cfg)
-    if cfg.run.executor == "ray":
-        from pipeline.executors.ray import run_on_ray
-        return run_on_ray(pools, tasks, cfg)
-    from pipeline.executors.sequential import run_sequential
-    return run_sequential(pools, tasks)
+class _OpenShard:
+    """Finished samples and failure rows waiting to be committed, and when to commit them.
 
+    A shard is committed when it holds ``write.shard_size`` rows or when its
+    oldest row has waited ``write.shard_max_seconds`` (so a kill -9 loses at
+    most about that much finished work), and whatever is left at the end or
+    on a stop.
+    """
 
-def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResult:
-    """Run (or, with ``cfg.run.dry_run``, plan) a build into ``out``."""
-    started = time.perf_counter()
-    cfg, _ = finalize(cfg)   # idempotent; the CLI has already validated and shown its warnings
-    result = BuildResult(out=out)
-    dataset = build_dataset(cfg.dataset)
-    dims = feature_dims(cfg)
-    if cfg.run.dry_run:
-        committed, failed = _existing_status(out, cfg)
-        select_tasks(dataset.tasks(), committed, failed, cfg.run.retry_failed, result)
-        result.dataset_stats = dataset.stats()
-        return result
-    progress = progress or Progress(quiet=True, background=False)
-    progress.phase("checking stages")
-    preflight(cfg)
-    progress.phase("listing samples")
-    writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite, host=host_identity(cfg))
-    tasks, early_failures = select_tasks(dataset.tasks(), writer.committed_keys(), writer.failed_keys(),
-                                         cfg.run.retry_failed, result)
-    result.dataset_stats = dataset.stats()
-    progress.start(total=len(tasks) + len(early_failures), stages=stage_names(cfg))
-    samples: list[tuple[VideoSample, SampleFeatures]] = []
-    failures: list[FailureRecord] = list(early_failures)
-    for failure in early_failures:
-        result.failures_by_reason[failure.error_type] += 1
-        progress.advance(None, failed=True)
+    def __init__(self, writer: DatasetWriter, cfg, result: BuildResult, progress: Progress):
+        self.writer, self.cfg, self.result, self.progress = writer, cfg, result, progress
+        self.samples: list[tuple[VideoSample, SampleFeatures]] = []
+        self.failures: list[FailureRecord] = []
+        self.opened: Optional[float] = None
 
-    def flush() -> None:
-        nonlocal samples, failures
-        if samples or failures:
-            name = writer.write_shard(samples, failures)
-            result.shards_written += 1
-            progress.shard_committed(len(samples), len(failures), name)
-            samples, failures = [], []
-
-    progress.phase("starting Ray, workers and models" if cfg.run.executor == "ray" else "loading models")
-    finished = _execute(cfg, tasks)
-    for task in finished:
-        if result.first_result_seconds is None:
-            result.first_result_seconds = time.perf_counter() - started
-        for table, source in ((result.stage_seconds, task.stage_seconds), (result.stage_frames, task.stage_frames),
-                              (result.stage_bytes, task.stage_bytes)):
+    def add(self, task: VideoTask, dims: dict[str, int]) -> None:
+        for table, source in ((self.result.stage_seconds, task.stage_seconds),
+                              (self.result.stage_frames, task.stage_frames),
+                              (self.result.stage_bytes, task.stage_bytes), (self.result.sample_counts, task.counts)):
             table.update(source)
         if task.failure is None:
             try:
-                samples.append(to_sample(task, dims))
+                self.samples.append(to_sample(task, dims))
             except ValueError as error:
                 task.failure = FailureRecord(task.key, WRITE_STAGE, "invalid_output", str(error), task.video_path)
         if task.failure is not None:
-            failures.append(task.failure)
-            result.failures_by_reason[task.failure.error_type] += 1
-        progress.advance(task, failed=task.failure is not None)
-        if len(samples) + len(failures) >= cfg.write.shard_size:
-            flush()
-    flush()
-    result.committed = len(writer.committed_keys())
-    result.failed = len(writer.failed_keys())
+            self.add_failure(task.failure)
+        self.progress.advance(task, failed=task.failure is not None)
+        self.opened = self.opened or time.monotonic()
+
+    def add_failure(self, failure: FailureRecord) -> None:
+        self.failures.append(failure)
+        self.result.failures_by_reason[failure.error_type] += 1
+        self.opened = self.opened or time.monotonic()
+
+    def due(self) -> bool:
+        rows = len(self.samples) + len(self.failures)
+        return rows >= self.cfg.shard_size or (rows > 0 and time.monotonic() - self.opened >= self.cfg.shard_max_seconds)
+
+    def commit(self) -> None:
+        if not (self.samples or self.failures):
+            return
+        name = self.writer.write_shard(self.samples, self.failures)
+        self.result.shards_written += 1
+        self.result.committed_this_run += len(self.samples) + len(self.failures)
+        self.progress.shard_committed(len(self.samples), len(self.failures), name)
+        self.samples, self.failures, self.opened = [], [], None
+
+
+def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResult:
+    """Run (or, with ``cfg.run.dry_run``, plan) a build into ``out``.
+
+    Raises :class:`pipeline.stop.Interrupted` after committing every finished
+    sample when SIGINT/SIGTERM arrives (its ``line()`` is what to print, its
+    ``exit_code`` 130/143), and :class:`UserError` (one line) for what the user
+    can fix, including a folder that cannot be written (disk full).
+    """
+    started = time.perf_counter()
+    cfg, _ = finalize(cfg)   # idempotent; the CLI has already validated and shown its warnings
+    result = BuildResult(out=out)
+    progress = progress or Progress(quiet=True, background=False)
+    with StopSignals(grace_s=cfg.run.stop_grace_s) as stop:
+        try:
+            _build(cfg, out, progress, stop, result, started)
+        except StopRun as stopped:
+            raise Interrupted(stopped.signum, result.committed_this_run, result.in_flight) from None
+        except SystemError:   # a StopRun raised inside a native call (Ray's) comes out as a SystemError
+            if stop.signum is None:
+                raise
+            raise Interrupted(stop.signum, result.committed_this_run, result.in_flight) from None
+        except OSError as error:   # the output folder: disk full, permissions, a file system gone
+            where = error.filename or out
+            raise UserError(f"{error.strerror or error}: {where}; {result.committed_this_run} samples committed "
+                            "this run; fix it and rerun the same command to continue") from None
     result.wall_seconds = time.perf_counter() - started
-    progress.finish()
     return result
+
+
+def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildResult, started: float) -> None:
+    with stop.interruptible():
+        dataset = build_dataset(cfg.dataset)
+        dims = feature_dims(cfg)
+        if cfg.run.dry_run:
+            committed, failed = _existing_status(out, cfg)
+            select_tasks(dataset.tasks(), committed, failed, cfg.run.retry_failed, result)
+            result.dataset_stats = dataset.stats()
+            return
+        progress.phase("checking stages")
+        preflight(cfg)
+        progress.phase("listing samples")
+        writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite, host=host_identity(cfg))
+    with writer:
+        result.store_notes = list(writer.notes)
+        for note in writer.notes:
+            progress.log(note)
+        with stop.interruptible():
+            tasks, early_failures = select_tasks(dataset.tasks(), writer.committed_keys(), writer.failed_keys(),
+                                                 cfg.run.retry_failed, result)
+        result.dataset_stats = dataset.stats()
+        if tasks or early_failures:
+            _run_tasks(cfg, writer, tasks, early_failures, dims, progress, stop, result, started)
+            before = len(writer.shards)
+            merged = writer.compact(cfg.write.shard_size)   # small shards (time-based, interrupted) slow readers
+            if merged:
+                result.store_notes.append(f"compacted {before - len(writer.shards) + len(merged)} small shards "
+                                          f"into {', '.join(merged)}")
+        result.committed = len(writer.committed_keys())
+    result.failed = len(open_dataset(out).failures())
+
+
+def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failures: list[FailureRecord],
+               dims: dict[str, int], progress: Progress, stop: StopSignals, result: BuildResult,
+               started: float) -> None:
+    """The executor's finished tasks into shards; on a stop, every finished one is committed first.
+    ``started``: when the build began (``first_result_seconds`` counts from there)."""
+    progress.start(total=len(tasks) + len(early_failures), stages=stage_names(cfg))
+    shard = _OpenShard(writer, cfg.write, result, progress)
+    for failure in early_failures:
+        shard.add_failure(failure)
+        progress.advance(None, failed=True)
+    executor = make_executor(cfg, plan_pools(cfg), stop) if tasks else None
+    stop.hard_exit_note = lambda: f"{result.committed_this_run} committed; rerun the same command to continue"
+    if executor is not None:
+        progress.phase("starting Ray, workers and models" if cfg.run.executor == "ray" else "loading models")
+    completed = False
+    try:
+        for task in (executor.run(tasks) if executor else ()):
+            if task is not None:
+                if result.first_result_seconds is None:
+                    result.first_result_seconds = time.perf_counter() - started
+                shard.add(task, dims)
+            if shard.due():
+                shard.commit()
+            if stop.signum is not None:
+                break
+        completed = stop.signum is None
+    finally:
+        result.in_flight = executor.in_flight if executor else 0
+        try:
+            shard.commit()
+        finally:
+            if executor is not None:
+                with stop.deadline(60.0, "the workers did not stop within 60s; exiting"):
+                    executor.close()
+            progress.finish() if completed else progress.finish(completed=False)
+    if stop.signum is not None:
+        raise Interrupted(stop.signum, result.committed_this_run, result.in_flight)
 
 
 def _existing_status(out: Path, cfg) -> tuple[set[str], set[str]]:

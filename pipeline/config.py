@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class WriteOptions:
     shard_max_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1 or self.shard_max_seconds <= 0:
+        if self.shard_size < 1 or not self.shard_max_seconds > 0:
             raise ValueError("shard_size must be >= 1 and shard_max_seconds > 0")
 
 
@@ -67,6 +68,17 @@ class RunOptions:
     hold). ``num_cpus``: CPUs of the local Ray instance (0 = all).
     ``status_interval``: seconds between the status lines of ``quiet`` mode
     (and of a run whose stderr is not a terminal, e.g. a batch job's log).
+
+    Bounds (docs: README "Reliability"): ``stage_timeout_s``: seconds one
+    sample may spend in one stage (decode: its own ``decode.timeout_s``)
+    before its worker is stopped and the sample retried or failed as
+    ``timeout``; ``max_sample_retries``: how often a sample that killed or
+    hung its worker is retried before it fails (``worker_lost`` /
+    ``timeout``); ``ray_start_timeout_s``: starting or joining Ray;
+    ``worker_start_timeout_s``: a worker's start (model loading included);
+    ``stop_grace_s``: after SIGINT/SIGTERM, the most the run takes to commit
+    what is finished and stop before it exits regardless (a second signal
+    exits at once).
     """
 
     executor: str = "ray"
@@ -81,6 +93,11 @@ class RunOptions:
     strict: bool = False
     retry_failed: bool = False
     overwrite: bool = False
+    stage_timeout_s: float = 600.0
+    max_sample_retries: int = 1
+    ray_start_timeout_s: float = 120.0
+    worker_start_timeout_s: float = 900.0
+    stop_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -89,6 +106,12 @@ class RunOptions:
             raise ValueError(f"pools {self.pools!r}: choose {', '.join(POOLS)}")
         if self.workers < 1 or self.gpu_workers < 0 or self.num_cpus < 0:
             raise ValueError("workers must be >= 1, gpu_workers and num_cpus >= 0")
+        if not (self.stage_timeout_s > 0 and self.ray_start_timeout_s > 0 and self.worker_start_timeout_s > 0
+                and self.stop_grace_s > 0):
+            raise ValueError("stage_timeout_s, ray_start_timeout_s, worker_start_timeout_s and stop_grace_s "
+                             "must be > 0")
+        if self.max_sample_retries < 0:
+            raise ValueError("max_sample_retries must be >= 0")
         if not self.status_interval > 0:
             raise ValueError(f"status_interval {self.status_interval!r}: give seconds > 0")
         if self.retry_failed and self.overwrite:
@@ -149,7 +172,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         elif hint is int and not isinstance(value, (bool, float, list, dict)):
             return int(value)
         elif hint is float and not isinstance(value, (bool, list, dict)):
-            return float(value)
+            number = float(value)
+            if math.isfinite(number):   # nan and inf pass every `x > 0` check the wrong way
+                return number
         elif hint is str and not isinstance(value, (list, dict)):
             return str(value)
         elif origin in (list, tuple) or hint in (list, tuple):
@@ -276,6 +301,7 @@ def finalize(cfg: Any) -> tuple[Any, list[str]]:
     cfg = copy.deepcopy(cfg)
     _validate(cfg, "")
     cfg.detect = cfg.detect.resolved(cfg.dataset.name)
+    cfg.relate = cfg.relate.resolved(cfg.dataset.name)
     warnings = []
     if cfg.detect.name == "color" and cfg.dataset.name != "synthetic":
         warnings.append(f"detect.name=color is the synthetic world's shape detector; on {cfg.dataset.name} "

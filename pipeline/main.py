@@ -52,9 +52,14 @@ def build_command(options: dict[str, Any]) -> int:
     if options.get("show_config"):
         print(show_config(cfg))
         return 0
+    from pipeline.stop import Interrupted
     progress = Progress(quiet=cfg.run.quiet, status_interval=cfg.run.status_interval)
     try:
         result = run_build(cfg, out, progress)
+    except Interrupted as stopped:
+        progress.finish(completed=False)
+        print(stopped.line(), file=sys.stderr, flush=True)
+        return stopped.exit_code
     except BaseException:
         progress.finish(completed=False)   # an error or interrupt must not leave the display (or a hidden cursor)
         raise

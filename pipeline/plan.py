@@ -10,6 +10,9 @@ task fields it reads (``needs``/``uses``). With ``run.pools``:
 * ``one``: every stage in one actor (the largest request of any stage).
 * ``each``: one pool per stage (for profiling).
 
+Each pool also carries every stage's time budget per sample
+(``Stage.time_budget_s(run.stage_timeout_s)``), which the executors enforce.
+
 Decoded frames stay on a task until the last stage that needs or uses them
 (``images`` in its ``needs``/``uses``), whatever the pools: they cross a pool
 boundary only when a stage behind it reads them, and are dropped inside the
@@ -24,7 +27,7 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from stages.base import Resources, Stage
@@ -45,6 +48,7 @@ class Pool:
     workers: int                       # actors; 0 = as many as the cluster's GPUs hold (GPU pools)
     drop_images_after: Optional[str]   # the stage after which this pool drops task.images
     images_leave: bool                 # frames travel on to the next pool
+    time_budgets: list[float] = field(default_factory=list)   # seconds per sample, per stage (Stage.time_budget_s)
 
     def build(self) -> list[Stage]:
         """Fresh stage objects (no models loaded: the executor calls ``setup()`` once)."""
@@ -94,7 +98,8 @@ def plan_pools(cfg: Any) -> list[Pool]:
             name=names[0] if len(names) == 1 else f"{names[0]}…{names[-1]}", stage_names=names,
             sections=[s.cfg for s in run], resources=resources, batch_size=min(batches) if batches else 1,
             workers=cfg.run.gpu_workers if resources.gpus > 0 else cfg.run.workers,
-            drop_images_after=last_reader if holds else None, images_leave=not (passed or holds)))
+            drop_images_after=last_reader if holds else None, images_leave=not (passed or holds),
+            time_budgets=[s.time_budget_s(cfg.run.stage_timeout_s) for s in run]))
         passed = passed or holds
     return pools
 

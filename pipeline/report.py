@@ -38,10 +38,12 @@ def stats_dict(result: BuildResult) -> dict:
     total_time = sum(result.stage_seconds.values()) or 1.0
     return {
         "committed": result.committed,
-        "failed": result.failed,
+        "failed": len(failures),
         "failures_by_reason": failures_by_reason(failures),
         "failures_by_stage": dict(sorted(Counter(f.stage for f in failures).items())),
         "dataset": result.dataset_stats,
+        "counts": dict(sorted(result.sample_counts.items())),   # what stages counted per sample (clipping, caps)
+        "store": result.store_notes,                           # quarantined shards, rebuilt manifest, stale lock
         "run": {
             "samples_total": result.total,
             "samples_run": result.to_run,

@@ -49,6 +49,10 @@ class TextNode:
 
     ``span`` is the character range ``[start, end)`` in the caption text;
     ``count`` is the number of instances an object stands for ("two dogs" → 2).
+    ``negated`` marks a relation or attribute the caption denies ("the cat does
+    not jump", "the car is not red"): ``label``/``lemma`` stay the positive
+    words, and the fact must never be read as holding. Objects are never
+    negated (a caption's "nobody" or "nothing" gives no object at all).
     """
 
     id: int
@@ -57,6 +61,7 @@ class TextNode:
     lemma: str
     span: Span
     count: int = 1
+    negated: bool = False
 
 
 @dataclass

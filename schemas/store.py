@@ -1,15 +1,17 @@
-"""The shard store: Arrow graph tables + Zarr v3 dense features, committed atomically.
+"""The shard store: Arrow graph tables + Zarr v3 dense features, committed atomically, checked on every path.
 
 Layout of a dataset folder (full column list in docs/format.md)::
 
     OUT/
-      manifest.json                 dataset index (rebuilt from the shards on open)
+      manifest.json                 dataset index (rebuilt from the intact shards when missing or unreadable)
+      .finsta.lock                  the writer's lock: pid, host and start time of the run that holds it
+      quarantine/                   shards that failed their check, moved aside (their samples are redone)
       shards/shard-000000/
         samples.arrow               Arrow IPC file, one row per VideoSample
         failures.arrow              Arrow IPC file, one row per FailureRecord
         features.zarr/              Zarr v3 group: one array per FEATURE_ARRAYS name (frame, detection, …)
-        shard.json                  this shard's keys, row counts, bytes, sha256 per file
-        _DONE                       written last; a shard without it does not exist
+        shard.json                  this shard's keys, row counts, bytes, sha256 per file, config hash
+        _DONE                       sha256 of shard.json, written last; a shard without it does not exist
 
 Commit protocol: everything is written into ``shards/.tmp-<name>-<pid>``, each
 file fsynced, the folder renamed to its final name, the parent fsynced, then
@@ -17,23 +19,33 @@ file fsynced, the folder renamed to its final name, the parent fsynced, then
 the same way. A crash at any point leaves either a complete shard or nothing
 that a reader sees; :class:`DatasetWriter` removes the debris on open.
 
+Integrity: one writer at a time (:class:`WriterLock`, an OS lock that a crash
+releases); the writer checks every shard it adopts (``_DONE`` against
+``shard.json``, every file against its sha256, the config hash, keys seen in
+another shard) and quarantines what does not match; readers check a file's
+sha256 the first time they read it (``open_dataset(..., verify=False)`` skips
+that); ``verify`` checks everything, including shard folders the manifest
+does not list.
+
 Example::
 
-    writer = DatasetWriter("out", config={"detector": "color"}, feature_dims=dims)
-    writer.write_shard([(sample, features)], failures=[])
+    with DatasetWriter("out", config={"detector": "color"}, feature_dims=dims) as writer:
+        writer.write_shard([(sample, features)], failures=[])
     ds = open_dataset("out")
     sample, features = ds.get(ds.keys()[0])
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -41,6 +53,11 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pyarrow as pa
 import zarr
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: the lock falls back to the pid check
+    fcntl = None
 
 from schemas.arrow import (FAILURES_SCHEMA, records_to_table, samples_schema, table_to_records, from_row)
 from schemas.errors import UserError
@@ -53,10 +70,23 @@ MANIFEST = "manifest.json"
 SHARDS = "shards"
 DONE = "_DONE"
 SHARD_INFO = "shard.json"
+LOCK = ".finsta.lock"
+QUARANTINE = "quarantine"
+STATS = "stats.json"
+# What finsta writes at the top of OUT: the only names --overwrite removes.
+WRITTEN_NAMES = (MANIFEST, SHARDS, STATS, QUARANTINE, LOCK)
+_WRITTEN_TEMP = re.compile(r"^\.(manifest|stats)\.json\.tmp-\d+$")
+_SHARD_NAME = re.compile(r"^shard-(\d{6,})$")
+_REQUIRED_FILES = ("samples.arrow", "failures.arrow", "features.zarr/zarr.json")
+DUPLICATE_KEY = "duplicate_key"
 _WHOLE_ARRAY_BYTES = 64 << 20
 _KEY_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-#=+@]{0,199}$")
 _PACKAGES = ("finsta", "pyarrow", "zarr", "numpy", "torch", "ray", "spacy", "stanza", "opencv-python-headless",
              "sentence-transformers")
+
+
+class CorruptShardError(UserError):
+    """A reader found a file that does not match its stored sha256: the data is not served."""
 
 
 def check_key(key: str) -> Optional[str]:
@@ -119,9 +149,13 @@ def _files_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 @dataclass
 class ShardInfo:
-    """One shard's entry in the manifest."""
+    """One shard's entry in the manifest (``shard.json`` also holds the full ``config``)."""
 
     name: str
     keys: list[str]
@@ -130,18 +164,235 @@ class ShardInfo:
     failure_rows: int
     bytes: int
     files: dict[str, str]  # relative path → sha256
+    config_hash: Optional[str] = None   # None: written before shards carried it
+    replaces: list[str] = field(default_factory=list)   # shards this one merged (compaction)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> "ShardInfo":
+        """Raises ValueError when ``data`` is not a well-formed entry."""
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        names = {f.name for f in fields(cls)}
+        info = cls(**{k: v for k, v in data.items() if k in names})
+        if not (isinstance(info.name, str) and isinstance(info.files, dict) and isinstance(info.keys, list)
+                and isinstance(info.failed_keys, list) and all(isinstance(k, str) for k in info.keys)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in info.files.items())
+                and isinstance(info.replaces, list) and all(isinstance(r, str) for r in info.replaces)):
+            raise ValueError("fields of the wrong type")
+        return info
+
+
+# ---------------------------------------------------------------- the writer's lock
+class WriterLock:
+    """One writer per dataset folder: an exclusive ``flock`` on ``OUT/.finsta.lock``.
+
+    The kernel drops the lock when its process ends, however it ends (kill -9,
+    OOM, power loss on reboot), so a crash never blocks the next run. The file
+    holds the holder's pid, host and start time (for the refusal message); it
+    is emptied on a clean release, so content found by a new holder means the
+    last run did not release it: a *stale* lock, reported and taken over. On a
+    file system without ``flock`` (some NFS setups) the pid is checked instead.
+
+    Example::
+
+        lock = WriterLock(Path("out"))
+        stale = lock.acquire()     # UserError naming pid and start time when another run holds it
+        ...
+        lock.release()
+    """
+
+    def __init__(self, root: Path):
+        self.path = root / LOCK
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> Optional[dict]:
+        """Take the lock; returns the stale holder's record, if one was left behind."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            previous = _read_holder(fd)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise self._refusal(_read_holder(fd)) from None
+                except OSError as error:
+                    if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                        raise
+                    self._check_pid(previous)
+            else:
+                self._check_pid(previous)
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return previous or None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        os.close(self.fd)   # closing drops the flock
+        self.fd = None
+
+    def _check_pid(self, holder: Optional[dict]) -> None:
+        if holder and holder.get("host") == socket.gethostname() and holder.get("pid") != os.getpid() \
+                and _pid_alive(holder.get("pid")):
+            raise self._refusal(holder)
+
+    def _refusal(self, holder: Optional[dict]) -> UserError:
+        holder = holder or {}
+        who = f"pid {holder.get('pid', '?')}"
+        if holder.get("host") and holder.get("host") != socket.gethostname():
+            who += f" on {holder['host']}"
+        return UserError(f"{self.path.parent} is being written by another build-sgs ({who}, started "
+                         f"{holder.get('started', '?')}); wait for it to finish or use another --out")
+
+
+def _read_holder(fd: int) -> Optional[dict]:
+    try:
+        data = os.pread(fd, 4096, 0)
+        holder = json.loads(data) if data.strip() else None
+        return holder if isinstance(holder, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- what is a finsta dataset
+def is_finsta_dataset(root: Path) -> bool:
+    """Does ``root`` hold a finsta dataset (a finsta manifest, or committed shards)?"""
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        try:
+            if json.loads(manifest.read_text()).get("format") == FORMAT_NAME:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass
+    shards = root / SHARDS
+    return shards.is_dir() and any(_SHARD_NAME.match(p.name) and ((p / DONE).exists() or (p / SHARD_INFO).exists())
+                                   for p in shards.iterdir())
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """Entries of ``root`` that finsta did not write."""
+    return sorted(p.name for p in root.iterdir() if p.name not in WRITTEN_NAMES and not _WRITTEN_TEMP.match(p.name))
+
+
+def check_overwrite(root: Path) -> None:
+    """Refuse ``--overwrite`` on anything but a finsta dataset or an empty/new folder (one-line UserError)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise UserError(f"--out {root} is a file; give a folder")
+    if is_finsta_dataset(root):
+        return
+    others = _foreign_entries(root)
+    if others:
+        shown = ", ".join(repr(name) for name in others[:3]) + (", …" if len(others) > 3 else "")
+        raise UserError(f"--overwrite refused: {root} is not a finsta dataset (no {MANIFEST} or {SHARDS}/) and "
+                        f"holds {len(others)} other entries ({shown}); give an empty or new folder as --out")
+
+
+def remove_dataset(root: Path) -> None:
+    """Delete what finsta wrote in ``root`` (manifest, stats, shards, quarantine); nothing else.
+
+    Inside ``shards/`` only shard folders and their temporaries go; the lock file stays (its holder is the caller).
+    """
+    for name in (MANIFEST, STATS):
+        (root / name).unlink(missing_ok=True)
+    for entry in root.iterdir():
+        if _WRITTEN_TEMP.match(entry.name):
+            entry.unlink(missing_ok=True)
+    shutil.rmtree(root / QUARANTINE, ignore_errors=True)
+    shards = root / SHARDS
+    if shards.is_dir():
+        for entry in shards.iterdir():
+            if _SHARD_NAME.match(entry.name) or entry.name.startswith(".tmp-"):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if not any(shards.iterdir()):
+            shards.rmdir()
+
+
+def _make_root(root: Path) -> None:
+    try:
+        (root / SHARDS).mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write the dataset folder {root}: {error.strerror or error}; "
+                        "give a folder you can write as --out") from None
+
+
+# ---------------------------------------------------------------- checking a shard
+def check_shard(folder: Path) -> tuple[Optional[str], Optional[ShardInfo], dict]:
+    """``(problem, info, config)`` for one shard folder: problem is None when it is intact.
+
+    Intact means: ``_DONE`` holds the sha256 of ``shard.json``; ``shard.json`` is a well-formed entry
+    naming this folder; every listed file exists inside the folder with its sha256.
+    """
+    try:
+        raw = (folder / SHARD_INFO).read_bytes()
+        done = (folder / DONE).read_text().strip()
+    except OSError as error:
+        return f"{error.filename and Path(error.filename).name}: {error.strerror}", None, {}
+    if hashlib.sha256(raw).hexdigest() != done:
+        return f"{SHARD_INFO} does not match {DONE} (edited or damaged)", None, {}
+    try:
+        data = json.loads(raw)
+        info = ShardInfo.from_dict(data)
+    except (ValueError, TypeError) as error:
+        return f"{SHARD_INFO} is not a valid shard entry ({error})", None, {}
+    if info.name != folder.name:
+        return f"{SHARD_INFO} names {info.name!r}, not this folder (copied from elsewhere?)", None, {}
+    for rel in _REQUIRED_FILES:
+        if rel not in info.files:
+            return f"{SHARD_INFO} does not list {rel}", None, {}
+    for rel, digest in sorted(info.files.items()):
+        path = folder / rel
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            return f"{SHARD_INFO} lists a path outside the shard ({rel!r})", None, {}
+        if not path.is_file():
+            return f"{rel}: missing", None, {}
+        if sha256_file(path) != digest:
+            return f"{rel}: corrupted (sha256 mismatch)", None, {}
+    return None, info, data.get("config", {}) if isinstance(data.get("config"), dict) else {}
+
 
 # ---------------------------------------------------------------- writing
 class DatasetWriter:
-    """Appends shards to a dataset folder; safe to reopen after any crash.
+    """Appends shards to a dataset folder; safe to reopen after any crash, one writer at a time.
 
-    ``config`` is what produced the data (stored, hashed); reopening a folder
-    written with another config raises :class:`UserError` unless
-    ``overwrite=True``, which deletes the old dataset first. ``host`` names the
+    ``config`` is what produced the data (stored in the manifest and in each
+    shard, hashed); reopening a folder written with another config raises
+    :class:`UserError` unless ``overwrite=True``, which deletes the old dataset
+    first (only a finsta dataset, only what finsta wrote: :func:`remove_dataset`).
+    Opening takes the folder's :class:`WriterLock`, removes commit debris,
+    checks every shard (:func:`check_shard`) and moves a damaged, foreign or
+    duplicated one to ``quarantine/`` (``notes`` says which and why), and
+    rebuilds the manifest from the shards it keeps. Close it (or use ``with``)
+    to release the lock; a crash releases it too. ``host`` names the
     host models that made the features (the identity of the embed stages'
     config; stored as the manifest's ``host``, read by ``train``/``eval``).
     """
@@ -150,46 +401,206 @@ class DatasetWriter:
                  overwrite: bool = False, host: Optional[dict[str, Any]] = None):
         self.root = Path(root)
         self.config = config
+        self.config_hash = config_hash(config)
         self.host = host
         self.feature_dims = {name: int(feature_dims[name] if name in feature_dims else OPTIONAL_FEATURES[name])
                              for name in FEATURE_ARRAYS}
-        if overwrite and self.root.exists():
-            shutil.rmtree(self.root)
-        (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
-        old = _read_manifest(self.root / MANIFEST) if (self.root / MANIFEST).exists() else None
-        if old is not None:
-            _check_version(old, self.root)
-            if old.get("config_hash") != config_hash(config):
-                changes = diff(old.get("config", {}), config)
-                raise UserError(f"{self.root} was built with other options ({diff_text(changes)}); rerun with the "
-                                f"old values to continue, --overwrite to start over, or use another --out")
-        self._remove_debris()
-        self.shards = _scan_shards(self.root)
-        self.created = old.get("created") if old else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self._write_manifest()
+        self.notes: list[str] = []       # what opening found and did (stale lock, quarantine, rebuilt manifest)
+        self.quarantined: list[str] = []
+        if overwrite:
+            check_overwrite(self.root)
+        _make_root(self.root)
+        self.lock = WriterLock(self.root)
+        stale = self.lock.acquire()
+        try:
+            if stale:
+                self.notes.append(f"took over a stale lock of pid {stale.get('pid')} (started {stale.get('started')}), "
+                                  "a run that ended without releasing it")
+            if overwrite:
+                remove_dataset(self.root)
+                (self.root / SHARDS).mkdir(exist_ok=True)
+            old = self._read_old_manifest()
+            self._remove_debris()
+            self.shards = self._adopt_shards(old)
+            self.created = old.get("created") if old else _now()
+            self._write_manifest()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    # -- lifetime
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
+
+    # -- opening
+    def _read_old_manifest(self) -> Optional[dict[str, Any]]:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as error:
+            self.notes.append(f"{MANIFEST} was unreadable ({error}); rebuilt from the intact shards")
+            return None
+        _check_version(old, self.root)
+        if old.get("config_hash") != self.config_hash:
+            self._refuse_config(old.get("config", {}))
+        return old
+
+    def _refuse_config(self, old_config: dict[str, Any]) -> None:
+        changes = diff(old_config, self.config)
+        raise UserError(f"{self.root} was built with other options ({diff_text(changes)}); rerun with the old "
+                        f"values to continue, --overwrite to start over, or use another --out")
 
     def _remove_debris(self) -> None:
         for entry in (self.root / SHARDS).iterdir():
-            if entry.name.startswith(".tmp-") or (entry.is_dir() and not (entry / DONE).exists()):
+            if entry.name.startswith(".tmp-") or (_SHARD_NAME.match(entry.name) and entry.is_dir()
+                                                  and not (entry / DONE).exists()):
                 shutil.rmtree(entry, ignore_errors=True)
 
+    def _adopt_shards(self, old: Optional[dict[str, Any]]) -> list[ShardInfo]:
+        """Every intact shard of this config, in name order; the rest quarantined (see the class docstring)."""
+        checked = []
+        for folder in sorted((self.root / SHARDS).iterdir()):
+            if not (_SHARD_NAME.match(folder.name) and folder.is_dir()):
+                continue
+            problem, info, config = check_shard(folder)
+            if problem:
+                self._quarantine(folder, problem)
+            else:
+                checked.append((folder, info, config))
+        if old is None and checked and all(info.config_hash != self.config_hash for _, info, _ in checked):
+            # No manifest vouches for these shards and none was built with this config:
+            # the folder is another build's, exactly as if its manifest said so.
+            first = next(((info, config) for _, info, config in checked if info.config_hash is not None), None)
+            if first is not None:
+                self._refuse_config(first[1])
+        merged = {old: info.name for _, info, _ in checked for old in info.replaces}
+        for folder, info, config in list(checked):
+            if info.name in merged:   # a compaction cut short: its merged shard holds these rows
+                shutil.rmtree(folder, ignore_errors=True)
+                checked.remove((folder, info, config))
+        adopted, seen = [], set()
+        for folder, info, _ in checked:
+            if info.config_hash is None and old is None:
+                self._quarantine(folder, "written without a config hash and no manifest vouches for it")
+            elif info.config_hash is not None and info.config_hash != self.config_hash:
+                self._quarantine(folder, f"built with other options (config hash {info.config_hash}, this run "
+                                 f"{self.config_hash})")
+            elif seen & set(info.keys):
+                self._quarantine(folder, f"holds samples already committed in another shard "
+                                 f"(e.g. {sorted(seen & set(info.keys))[0]!r}; a copy?)")
+            else:
+                seen |= set(info.keys)
+                adopted.append(info)
+        return adopted
+
+    def _quarantine(self, folder: Path, problem: str) -> None:
+        target_dir = self.root / QUARANTINE
+        target_dir.mkdir(exist_ok=True)
+        target = target_dir / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        n = 1
+        while target.exists():
+            target, n = target_dir / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}-{n}", n + 1
+        os.rename(folder, target)
+        (target / "QUARANTINED.txt").write_text(problem + "\n")
+        _fsync_dir(folder.parent)
+        line = f"{folder.name}: {problem}; moved to {QUARANTINE}/{target.name}, its samples will be redone"
+        self.quarantined.append(line)
+        self.notes.append(line)
+
+    # -- state
     def committed_keys(self) -> set[str]:
         return {key for shard in self.shards for key in shard.keys}
 
     def failed_keys(self) -> set[str]:
         return {key for shard in self.shards for key in shard.failed_keys} - self.committed_keys()
 
+    # -- committing
+    def _next_name(self) -> str:
+        taken = [int(m.group(1)) for p in (self.root / SHARDS).iterdir() if (m := _SHARD_NAME.match(p.name))]
+        taken += [int(s.name.split("-")[1]) for s in self.shards]
+        return f"shard-{max(taken) + 1 if taken else 0:06d}"
+
     def write_shard(self, samples: list[tuple[VideoSample, SampleFeatures]],
-                    failures: list[FailureRecord]) -> str:
-        """Commit one shard atomically and return its name."""
+                    failures: list[FailureRecord], replaces: Optional[list[str]] = None) -> str:
+        """Commit one shard atomically and return its name (``replaces``: see :meth:`compact`)."""
         for sample, _ in samples:
             problem = check_key(sample.key)
             if problem:
                 raise ValueError(problem)
-        name = f"shard-{(int(self.shards[-1].name.split('-')[1]) + 1) if self.shards else 0:06d}"
+        name = self._next_name()
         tmp = self.root / SHARDS / f".tmp-{name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            files, info = self._write_files(tmp, name, samples, failures, replaces or [])
+            final = self.root / SHARDS / name
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(final.parent)
+        _write_atomic(final / DONE, sha256_file(final / SHARD_INFO).encode())
+        if replaces:   # the merged shard takes the place of the first one it replaces
+            at = next(i for i, shard in enumerate(self.shards) if shard.name == replaces[0])
+            self.shards = self.shards[:at] + [info] + [s for s in self.shards[at:] if s.name not in replaces]
+        else:
+            self.shards.append(info)
+        self._write_manifest()
+        for old in replaces or []:
+            shutil.rmtree(self.root / SHARDS / old, ignore_errors=True)
+        return name
+
+    def compact(self, target_rows: int) -> list[str]:
+        """Merge runs of consecutive small shards (fewer than ``target_rows`` rows each) into shards of
+        about ``target_rows``, so that many small shards (time-based commits, interrupted runs) do not
+        slow readers down. Returns the new shards' names.
+
+        Crash-safe: the merged shard is committed (listing the shards it ``replaces``) before the
+        manifest swaps them and before they are deleted; a writer that finds both keeps the merged
+        one. Failure rows that no reader would count any more (their key committed, or failed again
+        in a later shard) are dropped, so a merged shard never changes which failure stands.
+        """
+        groups, run = [], []
+        for shard in self.shards:
+            if shard.rows + shard.failure_rows >= target_rows:
+                groups, run = groups + ([run] if len(run) > 1 else []), []
+                continue
+            run.append(shard)
+            if sum(s.rows + s.failure_rows for s in run) >= target_rows:
+                groups, run = groups + [run], []
+        groups += [run] if len(run) > 1 else []
+        written = []
+        for group in groups:
+            reader = Dataset(self.root, self._manifest(), verify=True)
+            samples = [item for shard in group for item in reader.iter_shard(shard.name)]
+            failures = [f for shard in group for f in self._standing_failures(reader, shard)]
+            written.append(self.write_shard(samples, failures, replaces=[shard.name for shard in group]))
+        return written
+
+    def _standing_failures(self, reader: "Dataset", shard: ShardInfo) -> list[FailureRecord]:
+        committed = self.committed_keys()
+        later = {key for s in self.shards[self.shards.index(shard) + 1:] for key in s.failed_keys}
+        table = pa.ipc.open_file(pa.memory_map(str(reader._checked(shard.name, "failures.arrow")))).read_all()
+        return [f for f in table_to_records(table, FailureRecord)
+                if f.error_type == DUPLICATE_KEY or (f.key not in committed and f.key not in later)]
+
+    def _write_files(self, tmp: Path, name: str, samples: list[tuple[VideoSample, SampleFeatures]],
+                     failures: list[FailureRecord], replaces: list[str]) -> tuple[dict[str, str], ShardInfo]:
         refs = self._write_features(tmp / "features.zarr", [features for _, features in samples])
         table = records_to_table([s for s, _ in samples], VideoSample,
                                  {"features": (samples_schema(FEATURE_ARRAYS).field("features"), refs)}) \
@@ -203,17 +614,12 @@ class DatasetWriter:
                 os.fsync(handle.fileno())
             files[path.relative_to(tmp).as_posix()] = sha256_file(path)
         info = ShardInfo(name, [s.key for s, _ in samples], [f.key for f in failures], len(samples), len(failures),
-                         sum((tmp / rel).stat().st_size for rel in files), files)
-        _write_atomic(tmp / SHARD_INFO, json.dumps(info.as_dict(), indent=1).encode())
+                         sum((tmp / rel).stat().st_size for rel in files), files, self.config_hash, replaces)
+        _write_atomic(tmp / SHARD_INFO, json.dumps({**info.as_dict(), "config": self.config}, indent=1,
+                                                   default=str).encode())
         for folder in sorted({p.parent for p in _files_of(tmp)}, key=lambda p: -len(p.parts)):
             _fsync_dir(folder)
-        final = self.root / SHARDS / name
-        os.rename(tmp, final)
-        _fsync_dir(final.parent)
-        _write_atomic(final / DONE, sha256_file(final / SHARD_INFO).encode())
-        self.shards.append(info)
-        self._write_manifest()
-        return name
+        return files, info
 
     def _write_features(self, path: Path, features: list[SampleFeatures]) -> list[dict[str, dict[str, int]]]:
         group = zarr.open_group(store=str(path), mode="w", zarr_format=3)
@@ -236,34 +642,32 @@ class DatasetWriter:
         return refs
 
     def _write_manifest(self) -> None:
-        manifest = {
+        _write_atomic(self.root / MANIFEST, json.dumps(self._manifest(), indent=1, default=str).encode())
+
+    def _manifest(self) -> dict[str, Any]:
+        return {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
             "created": self.created,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "updated": _now(),
             "config": self.config,
-            "config_hash": config_hash(self.config),
+            "config_hash": self.config_hash,
             "feature_dims": self.feature_dims,
             "host": self.host,
             "package_versions": package_versions(),
             "shards": [shard.as_dict() for shard in self.shards],
         }
-        _write_atomic(self.root / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
-
-
-def _scan_shards(root: Path) -> list[ShardInfo]:
-    shards = []
-    for folder in sorted((root / SHARDS).glob("shard-*")):
-        if (folder / DONE).exists():
-            shards.append(ShardInfo(**json.loads((folder / SHARD_INFO).read_text())))
-    return shards
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}; run `python cli.py verify {path.parent}`") from None
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+        return manifest
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path} ({error}); rerun the build-sgs command that wrote "
+                        f"{path.parent} to rebuild it from its shards") from None
 
 
 def _check_version(manifest: dict[str, Any], root: Path) -> None:
@@ -278,16 +682,27 @@ def _check_version(manifest: dict[str, Any], root: Path) -> None:
 
 # ---------------------------------------------------------------- reading
 class Dataset:
-    """Read access to a dataset folder; see :func:`open_dataset`."""
+    """Read access to a dataset folder; see :func:`open_dataset`.
 
-    def __init__(self, root: Path, manifest: dict[str, Any], cache_shards: int = 4):
+    With ``verify`` (the default) each file is checked against its sha256 in
+    the manifest the first time this object reads it: a mismatch raises
+    :class:`CorruptShardError` instead of serving the bytes. The check reads
+    each file once more (measured in bench/bench_train.py); ``verify=False``
+    skips it for data you have just verified yourself.
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any], cache_shards: int = 4, verify: bool = True):
         self.root = root
         self.manifest = manifest
+        self.verify = verify
         self.feature_dims: dict[str, int] = manifest["feature_dims"]
         self._key_to_shard: dict[str, str] = {}
+        self._files: dict[str, dict[str, str]] = {}
         for shard in manifest["shards"]:
+            self._files[shard["name"]] = shard["files"]
             for key in shard["keys"]:
                 self._key_to_shard[key] = shard["name"]
+        self._verified: set[tuple[str, str]] = set()
         self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
 
@@ -305,14 +720,43 @@ class Dataset:
         return {key for shard in self.manifest["shards"] for key in shard["failed_keys"]} - set(self._key_to_shard)
 
     def failures(self) -> list[FailureRecord]:
-        """The latest failure of every key that never committed."""
-        latest: dict[str, FailureRecord] = {}
+        """Every failure that stands: the latest failure of each key that never committed, and each
+        ``duplicate_key`` row (a dropped repeat of an id whose first occurrence may have committed).
+
+        This is the one list every count of failures is taken from (stats.json, the final line,
+        ``inspect --failures``).
+        """
+        latest: dict[tuple[str, str], FailureRecord] = {}
         for name in self.shard_names():
-            table = pa.ipc.open_file(pa.memory_map(str(self.root / SHARDS / name / "failures.arrow"))).read_all()
+            path = self._checked(name, "failures.arrow")
+            table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
             for record in table_to_records(table, FailureRecord):
-                if record.key not in self._key_to_shard:
-                    latest[record.key] = record
+                if record.error_type == DUPLICATE_KEY:
+                    latest[(record.key, DUPLICATE_KEY + record.message)] = record
+                elif record.key not in self._key_to_shard:
+                    latest.pop((record.key, ""), None)   # the latest one goes last, in time order
+                    latest[(record.key, "")] = record
         return list(latest.values())
+
+    def _checked(self, shard: str, rel: str) -> Path:
+        """The path of ``rel`` in ``shard``, its sha256 checked once when ``verify`` is on."""
+        path = self.root / SHARDS / shard / rel
+        if self.verify and (shard, rel) not in self._verified:
+            expected = self._files.get(shard, {}).get(rel)
+            if not path.is_file():
+                raise CorruptShardError(f"{path} is missing; rerun build-sgs on {self.root} to redo the shard's "
+                                        "samples (`verify` lists every problem)")
+            if expected is None or sha256_file(path) != expected:
+                raise CorruptShardError(f"{path} does not match its sha256 in the manifest (corrupted): not "
+                                        f"serving it; rerun build-sgs on {self.root} to quarantine and redo the "
+                                        "shard's samples (`verify` lists every problem)")
+            self._verified.add((shard, rel))
+        return path
+
+    def _checked_group(self, shard: str, prefix: str) -> None:
+        for rel in sorted(self._files.get(shard, {})):
+            if rel.startswith(prefix):
+                self._checked(shard, rel)
 
     def shard_columns(self, name: str, features: tuple[str, ...] = FEATURE_ARRAYS
                       ) -> tuple[pa.Table, dict[str, int], dict[str, Any]]:
@@ -322,13 +766,17 @@ class Dataset:
         that is never touched is never read from disk), ``{key: row}``, and each feature array
         named in ``features`` (numpy when the shard is small, else the Zarr array) that the rows'
         ``features`` offsets index; the others are not opened. Shards are cached (most recently
-        used first).
+        used first). Each file read is checked
+        against its sha256 on first read (see the class docstring).
         """
         cache_key = (name, tuple(features))
         if cache_key not in self._cache:
             folder = self.root / SHARDS / name
-            table = pa.ipc.open_file(pa.memory_map(str(folder / "samples.arrow"))).read_all()
+            table = pa.ipc.open_file(pa.memory_map(str(self._checked(name, "samples.arrow")))).read_all()
             rows = {key: i for i, key in enumerate(table.column("key").to_pylist())}
+            self._checked(name, "features.zarr/zarr.json")
+            for feature in features:   # only what the caller reads (an exported host reads no SG array)
+                self._checked_group(name, f"features.zarr/{feature}/")
             group = zarr.open_group(store=str(folder / "features.zarr"), mode="r")
             arrays = {}
             for feature in features:
@@ -367,50 +815,86 @@ class Dataset:
             yield from self.iter_shard(name)
 
 
-def open_dataset(root: str | os.PathLike) -> Dataset:
-    """Open a dataset folder for reading.
+def open_dataset(root: str | os.PathLike, verify: bool = True) -> Dataset:
+    """Open a dataset folder for reading; ``verify=False`` skips the per-file sha256 check (see :class:`Dataset`).
 
-    Raises :class:`UserError` when the folder or its manifest is missing or was
-    written by another ``SCHEMA_VERSION``.
+    Raises :class:`UserError` when the folder or its manifest is missing or
+    unreadable, or was written by another ``SCHEMA_VERSION``.
     """
     root = Path(root)
     if not (root / MANIFEST).is_file():
         raise UserError(f"{root} is not a finsta dataset (no {MANIFEST}); build one with `python cli.py build-sgs`")
     manifest = _read_manifest(root / MANIFEST)
     _check_version(manifest, root)
-    return Dataset(root, manifest)
+    return Dataset(root, manifest, verify=verify)
 
 
 def verify(root: str | os.PathLike) -> list[str]:
-    """Every problem found (missing, corrupted or unexpected file), as readable lines.
+    """Every problem found, as readable lines; an empty list means intact.
 
-    Checks each shard listed in the manifest: its done-marker, every file's
-    sha256 and size, and files present but not listed. Empty list = intact.
+    Checks each shard the manifest lists (its done-marker, ``shard.json``
+    against it and against the manifest entry, every file's sha256, files
+    present but not listed), and names shard folders the manifest does not
+    list. An unreadable manifest is one problem; the shards are still checked.
     """
     root = Path(root)
-    if not (root / MANIFEST).is_file():
+    if not (root / MANIFEST).is_file() and not (root / SHARDS).is_dir():
         raise UserError(f"{root} is not a finsta dataset (no {MANIFEST})")
-    manifest = _read_manifest(root / MANIFEST)
     problems = []
+    try:
+        manifest = _read_manifest(root / MANIFEST)
+    except UserError as error:   # each shard is still checked against its own shard.json
+        problems.append(f"{root / MANIFEST}: {error}")
+        for folder in sorted((root / SHARDS).glob("shard-*")):
+            problem = check_shard(folder)[0]
+            if problem:
+                problems.append(f"{folder}: {problem}")
+        return problems
     if manifest.get("schema_version") != SCHEMA_VERSION:
         problems.append(f"{root / MANIFEST}: schema version {manifest.get('schema_version')}, "
                         f"this finsta reads {SCHEMA_VERSION}")
+    listed_names = set()
     for shard in manifest.get("shards", []):
-        folder = root / SHARDS / shard["name"]
-        if not (folder / DONE).is_file():
-            problems.append(f"{folder / DONE}: missing (shard not committed)")
-        listed = set(shard["files"]) | {SHARD_INFO, DONE}
-        for rel, digest in sorted(shard["files"].items()):
-            path = folder / rel
-            if not path.is_file():
-                problems.append(f"{path}: missing")
-            elif sha256_file(path) != digest:
-                problems.append(f"{path}: corrupted (sha256 mismatch)")
-        if folder.is_dir():
-            for path in _files_of(folder):
-                if path.relative_to(folder).as_posix() not in listed:
-                    problems.append(f"{path}: unexpected file")
-        info = folder / SHARD_INFO
-        if info.is_file() and (folder / DONE).is_file() and (folder / DONE).read_text() != sha256_file(info):
+        listed_names.add(shard["name"])
+        problems += _verify_listed(root / SHARDS / shard["name"], shard)
+    if (root / SHARDS).is_dir():
+        for folder in sorted((root / SHARDS).iterdir()):
+            if folder.name in listed_names:
+                continue
+            if _SHARD_NAME.match(folder.name):
+                problem, _, _ = check_shard(folder)
+                state = f"damaged: {problem}" if problem else "intact"
+                problems.append(f"{folder}: shard folder not listed in the manifest ({state}); rerun build-sgs "
+                                "to adopt or quarantine it")
+            elif not folder.name.startswith(".tmp-"):   # debris of an interrupted commit: never read
+                problems.append(f"{folder}: unexpected entry in {SHARDS}/")
+    return problems
+
+
+def _verify_listed(folder: Path, shard: dict[str, Any]) -> list[str]:
+    problems = []
+    if not (folder / DONE).is_file():
+        problems.append(f"{folder / DONE}: missing (shard not committed)")
+    listed = set(shard["files"]) | {SHARD_INFO, DONE}
+    for rel, digest in sorted(shard["files"].items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path}: corrupted (sha256 mismatch)")
+    if folder.is_dir():
+        for path in _files_of(folder):
+            if path.relative_to(folder).as_posix() not in listed:
+                problems.append(f"{path}: unexpected file")
+    info = folder / SHARD_INFO
+    if info.is_file() and (folder / DONE).is_file():
+        if (folder / DONE).read_text().strip() != sha256_file(info):
             problems.append(f"{info}: corrupted (does not match {DONE})")
+        else:
+            try:
+                entry = {k: v for k, v in json.loads(info.read_text()).items() if k != "config"}
+            except ValueError:
+                entry = None
+            if entry is not None and {k: entry.get(k) for k in shard} != shard:
+                problems.append(f"{info}: differs from its entry in the manifest")
     return problems

@@ -21,6 +21,10 @@ that conventions of FACTUAL's annotators come from data rather than guesses
   object is absent from the caption, in at least half (and ≥ 5) of its uses.
 * ``prep_objects``: ``"in shirt" → "wear"``: where a preposition before an
   object noun is annotated as another predicate by the majority.
+* ``plural_objects``: words ending in "s" that the annotators wrote as the head
+  of an object at least ``--min-count`` times ("leaves", "lines", "waves"):
+  such a word is a noun, never a mis-tagged verb ("the purple square
+  vanishes": "vanishes" is not in the list, so it may be the verb).
 
 Usage::
 
@@ -73,11 +77,13 @@ def main() -> None:
     closed: Counter = Counter()
     word_seen: Counter = Counter()
     renamed: dict[str, Counter] = defaultdict(Counter)
+    object_heads: Counter = Counter()
     with args.train.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             words = WORD.findall(row["caption"].lower())
             segs = clean_segments(row["scene_graph"])
             objects = {s[0] for s in segs} | {s[2] for s in segs if len(s) == 3 and s[1] != "is"}
+            object_heads.update(o.split()[-1] for o in objects if o.split() and o.split()[-1].endswith("s"))
             attrs = {(s[0], s[2]) for s in segs if len(s) == 3 and s[1] == "is"}
             has = {(s[0], s[2]) for s in segs if len(s) == 3 and s[1] == "have"}
             relations = [s for s in segs if len(s) == 3 and s[1] != "is"]
@@ -144,6 +150,7 @@ def main() -> None:
         "closed_compounds": sorted(c for c, n in closed.items() if n >= 2),
         "renames": {w: c.most_common(1)[0][0] for w, c in sorted(renamed.items())
                     if c.most_common(1)[0][1] >= 5 and c.most_common(1)[0][1] >= 0.5 * word_seen[w]},
+        "plural_objects": sorted(w for w, n in object_heads.items() if n >= args.min_count and w.isalpha()),
         "prep_objects": {f"{p} {o}": majority(c) for (p, o), c in sorted(preps.items())
                          if sum(c.values()) >= args.min_count and majority(c) != p
                          and c[majority(c)] > sum(c.values()) / 2},

@@ -110,6 +110,7 @@ class VideoTask:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_frames: dict[str, int] = field(default_factory=dict)
     stage_bytes: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)   # per-sample events a stage counts (summed in stats.json)
 
     def fail(self, stage: str, error: BaseException) -> None:
         """Record ``error`` as this sample's failure at ``stage`` (not a SampleError: ``internal_error``)."""
@@ -138,6 +139,12 @@ class Stage:
     def resources(self) -> Resources:
         """What one worker needs, derived from ``self.cfg``."""
         return Resources()
+
+    def time_budget_s(self, default: float) -> float:
+        """Wall-clock seconds one sample may spend in this stage before the executor stops it and
+        records ``timeout`` (``default``: ``run.stage_timeout_s``). A stage with its own, tighter
+        bound (decode's ``timeout_s``) returns a budget just above that bound."""
+        return default
 
     def preflight(self) -> None:
         """Cheap checks in the driver before workers start (packages, files); raise UserError."""

@@ -100,9 +100,15 @@ class DecodeConfig:
     """How to sample frames (see the module docstring for the exact rules).
 
     ``short_side``: resize so the shorter side has this many pixels (aspect
-    kept; 0 keeps the native size). ``max_frames``: stop after this many frames
-    (0 = no cap). ``timeout_s``: wall-clock limit for probing and for decoding
-    one video. ``max_decode_errors``: error lines from ffmpeg tolerated before
+    kept; 0 keeps the native size). ``max_pixels``: frames larger than this
+    many pixels (after ``short_side``) are scaled down to fit, aspect kept
+    (default 1920×1080; 0 = no cap). ``max_frames``: stop after this many
+    frames (default 600, ten minutes at 1 fps; 0 = no cap). Both caps are
+    applied inside ffmpeg's filter graph, so a frame never reaches this
+    process larger than ``max_pixels`` and never more than ``max_frames`` of
+    them: one sample's frames take at most ``3 · max_pixels · max_frames``
+    bytes (3.7 GB at the defaults; an 8192×8192 clip is decoded as 1440×1440).
+    ``timeout_s``: wall-clock limit for probing and for decoding one video. ``max_decode_errors``: error lines from ffmpeg tolerated before
     the video counts as corrupt (0 = strict; raise it for messy web video).
     ``threads``: ffmpeg decoder threads (0 = ffmpeg's choice).
     ``transport``: pixel format on the pipe: ``"auto"`` (see the module
@@ -114,7 +120,8 @@ class DecodeConfig:
     num_frames: int = 8
     short_side: int = 0
     timeout_s: float = runtime(300.0)
-    max_frames: int = 0
+    max_frames: int = 600
+    max_pixels: int = 1920 * 1080
     max_decode_errors: int = 0
     threads: int = runtime(0)
     transport: str = "auto"
@@ -124,12 +131,12 @@ class DecodeConfig:
             raise UserError(f"decode transport {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         if self.mode not in MODES:
             raise UserError(f"decode mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.fps <= 0:
+        if not 0 < self.fps < float("inf"):
             raise UserError(f"decode fps must be > 0, got {self.fps}")
         if self.mode == "uniform" and self.num_frames < 1:
             raise UserError(f"decode num_frames must be >= 1, got {self.num_frames}")
-        if self.short_side < 0 or self.max_frames < 0 or self.timeout_s <= 0:
-            raise UserError("decode short_side/max_frames must be >= 0 and timeout_s > 0")
+        if self.short_side < 0 or self.max_frames < 0 or self.max_pixels < 0 or not self.timeout_s > 0:
+            raise UserError("decode short_side/max_frames/max_pixels must be >= 0 and timeout_s > 0")
 
 
 @dataclass
@@ -324,19 +331,29 @@ def _select_expr(plan: _Plan, native_fps: float) -> str:
     return f"if({keep},1+0*{advance},0)"
 
 
-def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """``(width, height)`` after resizing the shorter side to ``short_side`` (0 = unchanged)."""
-    if short_side <= 0 or min(width, height) == short_side:
-        return width, height
-    scale = short_side / min(width, height)
-    if width <= height:
-        return short_side, max(1, int(round(height * scale)))
-    return max(1, int(round(width * scale))), short_side
+def output_size(width: int, height: int, short_side: int, max_pixels: int = 0) -> tuple[int, int]:
+    """``(width, height)`` after resizing the shorter side to ``short_side`` (0 = unchanged), then
+    scaling down, aspect kept, until ``width · height ≤ max_pixels`` (0 = no cap)."""
+    if short_side > 0 and min(width, height) != short_side:
+        scale = short_side / min(width, height)
+        if width <= height:
+            width, height = short_side, max(1, int(round(height * scale)))
+        else:
+            width, height = max(1, int(round(width * scale))), short_side
+    if max_pixels > 0 and width * height > max_pixels:
+        scale = (max_pixels / (width * height)) ** 0.5
+        width, height = max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+    return width, height
+
+
+def frame_size(info: ProbeInfo, cfg: DecodeConfig) -> tuple[int, int]:
+    """The size of the frames :func:`iter_frames` returns for this video and config."""
+    return output_size(info.meta.width, info.meta.height, cfg.short_side, cfg.max_pixels)
 
 
 def pipe_format(info: ProbeInfo, cfg: DecodeConfig) -> str:
     """The pixel format ffmpeg writes to the pipe: ``"yuv420p"`` or ``"rgb24"`` (module docstring)."""
-    width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
+    width, height = frame_size(info, cfg)
     native = (width, height) == (info.meta.width, info.meta.height)
     if (cfg.transport == "auto" and native and width % 2 == 0 and height % 2 == 0
             and info.pix_fmt == "yuv420p" and info.color_space in _BT601_SPACES
@@ -355,7 +372,7 @@ def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
     decode benchmark compares to. ``pix_fmt`` defaults to :func:`pipe_format`.
     """
     plan = _plan(info, cfg, windows)
-    width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
+    width, height = frame_size(info, cfg)
     input_kwargs = {"threads": cfg.threads} if cfg.threads else {}
     stream = ffmpeg.input(url, **input_kwargs)[str(info.stream_index)]
     stream = stream.filter("select", _select_expr(plan, info.meta.fps))
@@ -431,7 +448,7 @@ def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]
     transport = pipe_format(info, cfg)
     args = ffmpeg_args(url, info, cfg, windows, pix_fmt=transport)
     plan = _plan(info, cfg, windows)
-    width, height = output_size(info.meta.width, info.meta.height, cfg.short_side)
+    width, height = frame_size(info, cfg)
     # A yuv420p frame arrives as one plane of 1.5·H rows (Y, then U and V) and is
     # converted as soon as it is complete.
     shape = (height * 3 // 2, width) if transport == "yuv420p" else (height, width, 3)
@@ -622,6 +639,10 @@ class DecodeStage(Stage):
     def resources(self) -> Resources:
         return Resources(cpus=float(max(1, self.cfg.threads)))
 
+    def time_budget_s(self, default: float) -> float:
+        """Decode bounds itself (``timeout_s`` kills ffmpeg); the executor's hard limit comes after it."""
+        return self.cfg.timeout_s * 2 + 30.0   # probe and decode each have timeout_s
+
     def process_one(self, task: VideoTask) -> VideoTask:
         windows = None
         if self.cfg.mode == "windows":
@@ -629,6 +650,11 @@ class DecodeStage(Stage):
                        if c.start is not None and c.end is not None] or None
         meta, frames, images = decode_video(task.video_path, self.cfg, windows)
         meta.path = task.video_path
+        if output_size(meta.width, meta.height, self.cfg.short_side) != \
+                output_size(meta.width, meta.height, self.cfg.short_side, self.cfg.max_pixels):
+            task.counts["videos_downscaled_to_max_pixels"] = 1
+        if self.cfg.max_frames and len(frames) >= self.cfg.max_frames:
+            task.counts["videos_at_max_frames"] = 1
         task.meta, task.frames, task.images = meta, frames, images
         task.stage_frames[self.name] = len(frames)
         task.stage_bytes[self.name] = sum(image.nbytes for image in images)

@@ -2,7 +2,7 @@
 
 Backends live in :mod:`stages.detectors` (one file each, picked by
 ``detect.name``); each backend's own options are a section named like it
-(``--set detect.lite.grid=[2,3]``, ``--set detect.detectron2.weights=PATH``).
+(``--set detect.ssd.tiles=[1,2]``, ``--set detect.detectron2.weights=PATH``).
 ``name = "auto"`` picks ``color`` for the synthetic world and the real-data
 default (:data:`REAL_DATA_BACKEND`) for everything else; an unset
 ``score_threshold`` takes the backend's own default.
@@ -28,15 +28,16 @@ from stages.base import Resources, Stage, VideoTask
 from stages.detectors.base import Detector, build_detector, detector_class
 from stages.detectors.detectron2 import Detectron2Options
 from stages.detectors.lite import LiteOptions
+from stages.detectors.ssd import SSDOptions
 
 AUTO = "auto"
 SYNTHETIC_BACKEND = "color"
-REAL_DATA_BACKEND = "lite"
+REAL_DATA_BACKEND = "ssd"
 
 
 @dataclass
 class DetectConfig:
-    """``name``: a backend (``color`` | ``lite`` | ``detectron2``) or ``auto``;
+    """``name``: a backend (``color`` | ``ssd`` | ``lite`` | ``detectron2``) or ``auto``;
     ``score_threshold``: keep boxes scoring at least this (None = the backend's default);
     ``max_detections``: per frame, best first; ``device``: ``cpu`` | ``cuda[:N]``;
     ``gpus``: GPUs per worker when on CUDA (0.5 = two workers share one);
@@ -48,6 +49,7 @@ class DetectConfig:
     device: str = runtime("cpu")
     gpus: float = runtime(1.0)
     batch_frames: int = runtime(8)
+    ssd: SSDOptions = field(default_factory=SSDOptions)
     lite: LiteOptions = field(default_factory=LiteOptions)
     detectron2: Detectron2Options = field(default_factory=Detectron2Options)
 

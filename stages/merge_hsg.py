@@ -28,7 +28,8 @@ is the last frame. A video with no sampled frame is a ``no_frames`` failure.
   "circle" to circle (not the square that happens to be in the video).
 * ``attributes`` — for each name in ``attribute_names`` (colour, size)
   where both sides have a value: 1 if the track's value is among the
-  object's attribute words, else 0; averaged. The track's value is its
+  object's attribute words (negated attributes, "not red", are not among
+  them), else 0; averaged. The track's value is its
   track-level attribute when there is one, else the majority vote of its
   detections' attributes (ties: higher total score, then alphabetical).
 * ``time`` — overlap of the caption's interval with the track's lifespan
@@ -225,11 +226,16 @@ def track_attributes(dsg: DynamicSceneGraph, name: str) -> dict[int, str]:
 
 
 def object_attribute_words(tsg: TextSceneGraph, node_id: int) -> set[str]:
-    """Folded words of the attribute nodes attached to object ``node_id`` (``obj_attr`` edges)."""
+    """Folded words of the attribute nodes attached to object ``node_id`` (``obj_attr`` edges).
+
+    A negated attribute ("the car is not red") is no evidence for a red track, so it is left out.
+    """
     words: set[str] = set()
     for edge in tsg.edges:
         if edge.kind == "obj_attr" and edge.src == node_id and 0 <= edge.dst < len(tsg.nodes):
             node = tsg.nodes[edge.dst]
+            if node.negated:
+                continue
             for text in {node.lemma, node.label}:
                 words.add(_fold(text))
                 words.update(_fold(w) for w in normalize_label(text).split())

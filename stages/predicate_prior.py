@@ -20,7 +20,11 @@ joins the two with this rule:
 
 Unknown pairs back off (see :meth:`PredicatePrior.distribution`): subject and
 object marginals combined as ``P(p|s)·P(p|o)/P(p)``, then one marginal, then
-the global distribution.
+the global distribution. Detector labels are looked up by the table's word
+(``LABEL_ALIASES``: COCO's "dining table" is Visual Genome's "table"). The
+relate stage uses the prior only for label pairs the table holds
+(:meth:`PredicatePrior.knows_pair`): the backoff guesses ("bottle in bottle")
+read worse than geometry.
 
 Example::
 
@@ -118,6 +122,18 @@ def normalise_label(text: str) -> str:
     return " ".join(words)
 
 
+# Detector vocabularies (COCO) → the Visual Genome word the table counts ("dining table" → "table").
+LABEL_ALIASES = {"dining table": "table", "cell phone": "phone", "handbag": "bag", "skis": "ski",
+                 "sports ball": "ball", "baseball glove": "glove", "wine glass": "glass", "potted plant": "plant",
+                 "hair drier": "hair dryer", "tv": "television"}
+
+
+def lookup_label(text: str) -> str:
+    """:func:`normalise_label`, then the table's word for a detector label (:data:`LABEL_ALIASES`)."""
+    label = normalise_label(text)
+    return LABEL_ALIASES.get(label, label)
+
+
 def normalise_predicate(text: str) -> str:
     """Lower-case, no passive marker ``p:``, no numbers ("p:attach to" → "attach to")."""
     words = [w for w in re.sub(r"\s+", " ", text.strip().lower()).split(" ") if w and not w.isdigit()]
@@ -212,7 +228,7 @@ class PredicatePrior:
         return cls.from_table(json.loads(Path(path).read_text()))
 
     def knows_pair(self, subject: str, obj: str) -> bool:
-        return (normalise_label(subject), normalise_label(obj)) in self.pairs
+        return (lookup_label(subject), lookup_label(obj)) in self.pairs
 
     def distribution(self, subject: str, obj: str) -> tuple[dict[str, float], str]:
         """``P(predicate | subject, object)`` (possibly partial) and which level answered.
@@ -220,7 +236,7 @@ class PredicatePrior:
         Levels: ``"pair"``, ``"marginals"`` (both labels known, not together),
         ``"subject"``, ``"object"``, ``"global"``.
         """
-        s, o = normalise_label(subject), normalise_label(obj)
+        s, o = lookup_label(subject), lookup_label(obj)
         if (s, o) in self.pairs:
             return self.pairs[(s, o)], "pair"
         ps, po = self.subject.get(s), self.object.get(o)

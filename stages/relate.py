@@ -48,9 +48,26 @@ carrying    subject *holding* object on ≥ half the shared     share of shared 
             frames while the subject track is *moving*
 =========== ================================================= ================================================
 
-With a :class:`stages.predicate_prior.PredicatePrior`, each pair with
-geometry also gets the caption predicate the prior picks (``ride``, ``sit
-on``, ``hold``…; the rule is in that module's docstring).
+``approaching`` and ``moving away`` depend only on the pair's distance, so they
+are symmetric and stored once (subject = the lower track id).
+
+Which per-frame relations are stored (the graph constraint of the SGG
+benchmarks, :func:`pair_relations`): only pairs of near boxes (``near`` ≥
+``min_score``; contact and overlap are always near) take part; each ordered
+pair gets **at most one** predicate, the first of
+
+1. the caption predicate the FREQ prior (:class:`stages.predicate_prior.PredicatePrior`)
+   picks when it knows the label pair (``ride``, ``sit at``, ``hold``…; the rule
+   is in that module's docstring);
+2. an interaction (``holding``, then ``on``, ``in front of``, ``behind``);
+3. ``near``;
+4. the directional predicate of the dominant axis.
+
+A symmetric predicate (``near``, ``next to``…) is stored once, and the reverse
+pair then stores its first predicate not implied by it (``A near B`` and ``B
+right of A``; ``A left of B`` implies ``B right of A``). A frame keeps its
+``max_relations_per_frame`` best-scoring relations. Readers expand a stored
+relation by these rules (:data:`SYMMETRIC_PREDICATES`, :data:`INVERSE_PREDICATES`).
 
 Example::
 
@@ -60,6 +77,7 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +94,21 @@ from stages.base import Stage, VideoTask
 Box = tuple[float, float, float, float]
 
 
+PAIR_RULES = ("auto", "near", "all")
+
+
 @dataclass
 class RelateConfig:
-    """Thresholds of the predicates (module table) and the attribute rules."""
+    """Thresholds of the predicates (module table) and the attribute rules.
 
+    ``pairs``: which box pairs of a frame get relations: ``near`` (near or
+    interacting boxes only, as scene-graph benchmarks annotate salient pairs),
+    ``all`` (every pair: the synthetic world's truth relates every pair and its
+    captions name far pairs, "the red circle is left of the blue square"), or
+    ``auto`` (= ``all`` on the synthetic dataset, ``near`` on real data).
+    """
+
+    pairs: str = "auto"
     min_score: float = 0.5
     near_scale: float = 0.5
     occlusion_min: float = 0.1
@@ -90,13 +119,28 @@ class RelateConfig:
     body_part_labels: tuple[str, ...] = ("face", "head", "hand", "arm", "leg", "ear", "eye", "hair", "mouth",
                                          "neck", "nose", "finger", "foot", "body", "tail", "wing")
     max_detections_per_frame: int = 20   # the highest-scoring ones take part in pairs
+    max_relations_per_frame: int = 12    # the highest-scoring relations of a frame are kept
     approach_min: float = 0.1
     edge_margin: float = 0.05
     min_track_frames: int = 2            # shorter tracks (one-frame blips) have no entering/leaving
     use_prior: bool = True
     prior_path: str = ""                 # "" = the shipped stages/data/predicate_prior.json
     prior_min_score: float = 0.2
+    prior_min_prob: float = 0.2          # a flat prior (five predicates at 0.1) knows nothing: geometry decides
     attributes: AttributeConfig = field(default_factory=AttributeConfig)
+
+    def __post_init__(self) -> None:
+        if self.pairs not in PAIR_RULES:
+            raise UserError(f"relate.pairs {self.pairs!r} is not one of {', '.join(PAIR_RULES)}")
+        if self.max_relations_per_frame < 0:
+            raise UserError(f"relate.max_relations_per_frame must be >= 0, got {self.max_relations_per_frame}")
+
+    def resolved(self, dataset: Optional[str] = None) -> "RelateConfig":
+        """A copy with ``pairs = auto`` replaced by what it stands for on ``dataset``."""
+        cfg = copy.deepcopy(self)
+        if cfg.pairs == "auto":
+            cfg.pairs = "all" if dataset == "synthetic" else "near"
+        return cfg
 
 
 # ------------------------------------------------------------- geometry
@@ -205,24 +249,123 @@ def pair_geometry(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig)
     return {name: fn(s, o, s_label, o_label, cfg) for name, fn in GEOMETRIC_PREDICATES.items()}
 
 
+# Which predicates say the same thing of a pair read the other way round (stored once).
+SYMMETRIC_PREDICATES = frozenset({"near", "next to", "beside", "close to"})
+INVERSE_PREDICATES = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
+                      "in front of": "behind", "behind": "in front of"}
+# Per ordered pair, the first group with a predicate wins (most informative first): what the
+# subject does with the object (contact, occlusion), then proximity, then direction.
+INTERACTION_PREDICATES = ("holding", "on", "in front of", "behind")
+DIRECTIONAL_PREDICATES = ("left of", "right of", "above", "below")
+
+
+# What a stored contact predicate already says of the reverse pair: the depth order of a held
+# object against its holder's box, or of a cup against the table it stands on, means nothing;
+# "cup on table" says "table below cup".
+CONTACT_IMPLIES = {"holding": frozenset({"in front of", "behind"}),
+                   "on": frozenset({"below", "in front of", "behind"})}
+
+
+def reverse_predicates(predicate: str) -> set[str]:
+    """What a stored ``(s, predicate, o)`` says of ``(o, ·, s)``: ``near`` → ``near``, ``left of`` → ``right of``.
+
+    Readers of a DSG expand stored relations with it (``eval-dsg`` does).
+    """
+    if predicate in SYMMETRIC_PREDICATES:
+        return {predicate}
+    return {INVERSE_PREDICATES[predicate]} if predicate in INVERSE_PREDICATES else set()
+
+
+def implied(predicate: str) -> set[str]:
+    """Predicates the reverse ordered pair needs no more once ``predicate`` is stored:
+    :func:`reverse_predicates`, and for ``holding``/``on`` the reverse's depth order / ``below``."""
+    return reverse_predicates(predicate) | set(CONTACT_IMPLIES.get(predicate, ()))
+
+
+def ranked_predicates(s: Detection, o: Detection, scores: dict[str, float], cfg: RelateConfig,
+                      prior=None) -> list[tuple[str, float]]:
+    """The predicates of one ordered pair, most informative first (see ``RelateConfig``).
+
+    1. the FREQ prior's caption predicate, when the prior knows this label pair,
+       the geometry supports it and its probability is ≥ ``prior_min_prob``
+       (``ride``, ``sit at``, ``hold``…);
+    2. interactions, in this order: ``holding``, ``on``, ``in front of``, ``behind``
+       (a held cup is also "behind" the person's box, but holding says more);
+    3. ``near``;
+    4. the one directional predicate of the dominant axis (centre offset
+       relative to the pair's mean width vs mean height).
+    Only scores ≥ ``min_score`` count.
+    """
+    kept = {name: v for name, v in scores.items() if v >= cfg.min_score}
+    out: list[tuple[str, float]] = []
+    if prior is not None and kept and prior.knows_pair(s.label, o.label):
+        chosen = prior.caption_predicate(s.label, o.label, kept, min_score=cfg.prior_min_score,
+                                         min_prob=cfg.prior_min_prob)
+        if chosen:
+            out.append(chosen)
+    out += [(p, kept[p]) for p in INTERACTION_PREDICATES if p in kept]
+    if "near" in kept:
+        out.append(("near", kept["near"]))
+    (sx, sy), (ox, oy) = _centre(s.box), _centre(o.box)
+    mw, mh = _mean_wh(s.box, o.box)
+    horizontal = abs(ox - sx) / mw >= abs(oy - sy) / mh
+    direction = ("left of" if ox > sx else "right of") if horizontal else ("above" if oy > sy else "below")
+    if direction in kept:
+        out.append((direction, kept[direction]))
+    return out
+
+
+def _priority(predicate: str) -> int:
+    """0 for a caption predicate of the prior, then holding < on < in front of = behind < near < direction."""
+    if predicate in ("in front of", "behind"):
+        return 3
+    if predicate in INTERACTION_PREDICATES:
+        return 1 + INTERACTION_PREDICATES.index(predicate)
+    if predicate == "near":
+        return 4
+    return 5 if predicate in DIRECTIONAL_PREDICATES else 0
+
+
+def pair_relations(detections: list[Detection], i: int, j: int, cfg: RelateConfig, prior=None) -> list[Relation]:
+    """At most one relation per ordered pair of detections ``i``, ``j`` (same frame); none unless they are
+    near when ``cfg.pairs`` is ``near``.
+
+    The more informative of the two directions' first predicates is stored (the
+    order of :func:`ranked_predicates`, then the higher score); the other
+    direction stores its first predicate that the stored one does not already
+    imply (a symmetric predicate holds both ways, ``left of`` implies the
+    other's ``right of``). Near = the ``near`` score reaches ``min_score``
+    (touching and overlapping boxes always are); interactions need overlap, so
+    they only occur between near boxes.
+    """
+    a, b = detections[i], detections[j]
+    ab = pair_geometry(a.box, b.box, a.label, b.label, cfg)
+    if ab["near"] < cfg.min_score and cfg.pairs != "all":      # auto without a dataset: near
+        return []
+    ba = pair_geometry(b.box, a.box, b.label, a.label, cfg)
+    ranked = {(i, j): ranked_predicates(a, b, ab, cfg, prior), (j, i): ranked_predicates(b, a, ba, cfg, prior)}
+    firsts = [(pair, options[0]) for pair, options in ranked.items() if options]
+    if not firsts:
+        return []
+    first_pair, first = min(firsts, key=lambda item: (_priority(item[1][0]), -item[1][1]))   # ties: (i, j)
+    out = [Relation(a.frame, first_pair[0], first_pair[1], first[0], first[1])]
+    other = (first_pair[1], first_pair[0])
+    for predicate, score in ranked[other]:
+        if predicate not in implied(first[0]):
+            out.append(Relation(a.frame, other[0], other[1], predicate, score))
+            break
+    return out
+
+
 def frame_relations(detections: list[Detection], indices: list[int], cfg: RelateConfig,
                     prior=None) -> list[Relation]:
-    """Relations among the detections ``indices`` (all of one frame)."""
+    """Relations among the detections ``indices`` (all of one frame): per near pair (:func:`pair_relations`),
+    the ``max_relations_per_frame`` best-scoring ones, in detection order."""
     ranked = sorted(indices, key=lambda i: -detections[i].score)[: cfg.max_detections_per_frame]
-    out = []
-    for i in ranked:
-        for j in ranked:
-            if i == j:
-                continue
-            s, o = detections[i], detections[j]
-            scores = pair_geometry(s.box, o.box, s.label, o.label, cfg)
-            kept = {name: v for name, v in scores.items() if v >= cfg.min_score}
-            out += [Relation(s.frame, i, j, name, v) for name, v in kept.items()]
-            if prior is not None and kept:
-                chosen = prior.caption_predicate(s.label, o.label, kept, min_score=cfg.prior_min_score)
-                if chosen and chosen[0] not in kept:
-                    out.append(Relation(s.frame, i, j, chosen[0], chosen[1]))
-    return out
+    ranked.sort()
+    out = [r for k, i in enumerate(ranked) for j in ranked[k + 1:] for r in pair_relations(detections, i, j, cfg, prior)]
+    best = sorted(range(len(out)), key=lambda k: -out[k].score)[: cfg.max_relations_per_frame]
+    return [out[k] for k in sorted(best)]
 
 
 # ------------------------------------------------------------- temporal
@@ -333,7 +476,8 @@ def temporal_relations(dsg: DynamicSceneGraph, cfg: RelateConfig,
             shared = sorted(a.boxes.keys() & b.boxes.keys())
             if len(shared) < 2:
                 continue
-            scores = approach_scores(a, b, cfg)
+            # approaching / moving away depend on the pair's distance only: symmetric, stored once
+            scores = approach_scores(a, b, cfg) if a_id < b_id else {}
             scores["passing"] = passing_score(a, b, moving.get(a_id, False), cfg)
             scores["carrying"] = carrying_score(a, b, moving.get(a_id, False), cfg)
             out += [TrackRelation(a_id, b_id, name, shared[0], shared[-1], score)

@@ -9,28 +9,41 @@ Online tracking-by-detection, one sampled frame at a time:
 
        spatial = max(IoU(predicted, box), 0.5 · max(0, 1 − centre_distance / (max_center_jump · size)))
        score   = (iou_weight · spatial + feature_weight · cosine) / (iou_weight + feature_weight)
+       score  *= label_mismatch_weight      when the detection's label is not the track's label
 
    ``cosine`` (clipped to ``[0, 1]``) compares the detection's feature with the
-   track's running mean feature; without features ``score = spatial``. Pairs
-   with different labels (when ``require_same_label``) or ``score <
-   min_match_score`` cannot be linked.
+   track's running mean feature; without features ``score = spatial``. A
+   detector may call one object "bottle" on one frame and "vase" on the next:
+   such a detection still joins the track, at a discount, when it covers the
+   predicted box (``spatial ≥ relabel_min_iou``: a person stepping in front of
+   a table overlaps it at IoU ≈ 0.55, the same still object ≈ 0.97);
+   ``label_mismatch_weight = 0`` never links different labels. Pairs with
+   ``score < min_match_score`` cannot be linked.
 3. Hungarian assignment (:func:`scipy.optimize.linear_sum_assignment`)
-   maximises the total score; unmatched detections start tracks (birth); a
-   track unmatched for more than ``max_gap`` sampled frames ends (death).
+   maximises the total score; a track unmatched for more than ``max_gap``
+   sampled frames goes dormant.
+4. Re-identification: a detection left unmatched may revive a dormant track
+   (unseen for at most ``reid_max_gap`` sampled frames) when it has the track's
+   label, overlaps the track's last box at IoU ≥ ``reid_min_iou`` and, with
+   features, has cosine ≥ ``reid_min_cosine`` — an object occluded by someone
+   standing in front of it, or put back where it stood, stays one track.
+   Remaining detections start tracks (birth).
 
-Finally tracks with fewer than ``min_track_length`` detections are dropped
-(their detections keep ``track_id = -1``) and the rest are numbered
-``0..n-1`` in order of birth (first frame, then detection order), so ids are
-deterministic.
+A track's label is its majority label, votes weighted by detection score (ties:
+the label seen first). Tracks with fewer than ``min_track_length`` detections
+are one-frame flickers and are dropped, unless their best score reaches
+``keep_short_score`` (a confident detection of an object seen once, e.g. a car
+crossing the view between two samples). The rest are numbered ``0..n-1`` in order
+of birth (first frame, then detection order), so ids are deterministic.
 
 Example::
 
     ids, tracks = Tracker(TrackConfig(max_gap=2)).track(dsg.detections, features)
-    # ids[i] is detections[i]'s track id; tracks[k] = Track(k, label, first, last)
+    # ids[i] is detections[i]'s track id (-1: dropped); tracks[k] = Track(k, label, first, last)
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -38,7 +51,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from schemas.errors import UserError
-from schemas.records import Detection, Track
+from schemas.records import Attribute, Detection, Track
 from stages.base import Stage, VideoTask
 from stages.geometry import iou_matrix
 
@@ -51,10 +64,15 @@ class TrackConfig:
 
     iou_weight: float = 1.0
     feature_weight: float = 0.5
-    require_same_label: bool = True
+    label_mismatch_weight: float = 0.5
+    relabel_min_iou: float = 0.7
     min_match_score: float = 0.2
     max_gap: int = 2
-    min_track_length: int = 1
+    reid_max_gap: int = 30
+    reid_min_iou: float = 0.5
+    reid_min_cosine: float = 0.5
+    min_track_length: int = 2
+    keep_short_score: float = 0.7
     max_center_jump: float = 1.5
     use_motion: bool = True
     feature_momentum: float = 0.8
@@ -62,15 +80,19 @@ class TrackConfig:
     def __post_init__(self) -> None:
         if self.iou_weight < 0 or self.feature_weight < 0 or self.iou_weight + self.feature_weight <= 0:
             raise UserError("tracker weights must be >= 0 and not both 0")
-        if self.max_gap < 0 or self.min_track_length < 1:
-            raise UserError("tracker max_gap must be >= 0 and min_track_length >= 1")
+        if self.max_gap < 0 or self.reid_max_gap < 0 or self.min_track_length < 1:
+            raise UserError("tracker max_gap and reid_max_gap must be >= 0 and min_track_length >= 1")
+        for name in ("label_mismatch_weight", "relabel_min_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"track.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
 class _TrackState:
     birth: tuple[int, int]                 # (frame, detection index): orders track ids
     members: list[int] = field(default_factory=list)
-    labels: Counter = field(default_factory=Counter)
+    votes: dict[str, float] = field(default_factory=dict)   # label → summed score (insertion order: first seen)
+    best_score: float = 0.0
     box: np.ndarray = field(default_factory=lambda: np.zeros(4))
     frame: int = 0
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
@@ -79,24 +101,25 @@ class _TrackState:
     def predict(self, frame: int, use_motion: bool) -> np.ndarray:
         return self.box + self.velocity * (frame - self.frame) if use_motion else self.box
 
-    def add(self, index: int, frame: int, box: np.ndarray, label: str,
-            feature: Optional[np.ndarray], momentum: float) -> None:
-        if self.members:
+    def add(self, index: int, frame: int, box: np.ndarray, det: Detection,
+            feature: Optional[np.ndarray], momentum: float, revived: bool = False) -> None:
+        if self.members and not revived:
             step = (box - self.box) / max(1, frame - self.frame)
             self.velocity = step if len(self.members) == 1 else 0.5 * self.velocity + 0.5 * step
+        elif revived:
+            self.velocity = np.zeros(4)  # it stood still while unseen
         self.members.append(index)
-        self.labels[label] += 1
+        self.votes[det.label] = self.votes.get(det.label, 0.0) + max(det.score, 1e-6)
+        self.best_score = max(self.best_score, det.score)
         self.box, self.frame = box, frame
         if feature is not None:
             mixed = feature if self.feature is None else momentum * self.feature + (1 - momentum) * feature
             self.feature = mixed / (np.linalg.norm(mixed) + 1e-12)
 
     def label(self) -> str:
-        # majority label; ties go to the label seen first (Counter keeps insertion order)
-        best = max(self.labels.values())
-        return next(name for name, n in self.labels.items() if n == best)
-
-
+        """Majority label by summed score; ties go to the label seen first."""
+        best = max(self.votes.values())
+        return next(name for name, v in self.votes.items() if v == best)
 
 
 class Tracker:
@@ -109,45 +132,52 @@ class Tracker:
               ) -> tuple[list[int], list[Track]]:
         """Track ids per detection (``-1`` = dropped) and the tracks, numbered by birth.
 
-        ``features`` (optional) has one row per detection; rows are L2-normalised here.
+        ``features`` (optional) has one row per detection; rows are L2-normalised
+        here. No detections (or features with zero rows) give ``([], [])``.
         """
         cfg = self.cfg
         feats = None
-        if features is not None and len(features) == len(detections) and cfg.feature_weight > 0:
+        if features is not None and len(detections) and len(features) == len(detections) and cfg.feature_weight > 0:
             feats = np.asarray(features, np.float64).reshape(len(detections), -1)
             feats = feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-12)
         boxes = np.asarray([d.box for d in detections], np.float64).reshape(-1, 4)
-        by_frame: dict[int, list[int]] = {}
+        by_frame: dict[int, list[int]] = defaultdict(list)
         for i, det in enumerate(detections):
-            by_frame.setdefault(det.frame, []).append(i)
+            by_frame[det.frame].append(i)
 
         live: list[_TrackState] = []
+        dormant: list[_TrackState] = []
         finished: list[_TrackState] = []
         for frame in sorted(by_frame):
-            still = [t for t in live if frame - t.frame - 1 <= cfg.max_gap]
-            finished += [t for t in live if frame - t.frame - 1 > cfg.max_gap]
-            live = still
-            current = by_frame[frame]
-            matched_tracks: set[int] = set()
-            matched_dets: set[int] = set()
-            if live:
-                score = self._scores(live, current, frame, boxes, feats, detections)
-                rows, cols = linear_sum_assignment(1.0 - score)
-                for r, c in zip(rows, cols):
+            dormant += [t for t in live if frame - t.frame - 1 > cfg.max_gap]
+            live = [t for t in live if frame - t.frame - 1 <= cfg.max_gap]
+            finished += [t for t in dormant if frame - t.frame - 1 > cfg.reid_max_gap]
+            dormant = [t for t in dormant if frame - t.frame - 1 <= cfg.reid_max_gap]
+            unmatched = list(by_frame[frame])
+            for pool, scorer, revive in ((live, self._scores, False), (dormant, self._reid_scores, True)):
+                if not pool or not unmatched:
+                    continue
+                score = scorer(pool, unmatched, frame, boxes, feats, detections)
+                taken: set[int] = set()
+                for r, c in zip(*linear_sum_assignment(-score)):
                     if score[r, c] >= cfg.min_match_score:
-                        live[r].add(current[c], frame, boxes[current[c]], detections[current[c]].label,
-                                    None if feats is None else feats[current[c]], cfg.feature_momentum)
-                        matched_tracks.add(r)
-                        matched_dets.add(c)
-            for c, index in enumerate(current):
-                if c not in matched_dets:
-                    born = _TrackState(birth=(frame, index))
-                    born.add(index, frame, boxes[index], detections[index].label,
-                             None if feats is None else feats[index], cfg.feature_momentum)
-                    live.append(born)
-        finished += live
+                        index = unmatched[c]
+                        pool[r].add(index, frame, boxes[index], detections[index],
+                                    None if feats is None else feats[index], cfg.feature_momentum, revived=revive)
+                        taken.add(c)
+                if revive:
+                    live += [pool[r] for r in range(len(pool)) if pool[r].frame == frame]
+                    dormant = [t for t in dormant if t.frame != frame]
+                unmatched = [index for c, index in enumerate(unmatched) if c not in taken]
+            for index in unmatched:
+                born = _TrackState(birth=(frame, index))
+                born.add(index, frame, boxes[index], detections[index],
+                         None if feats is None else feats[index], cfg.feature_momentum)
+                live.append(born)
+        finished += live + dormant
 
-        kept = sorted((t for t in finished if len(t.members) >= cfg.min_track_length),
+        kept = sorted((t for t in finished
+                       if len(t.members) >= cfg.min_track_length or t.best_score >= cfg.keep_short_score),
                       key=lambda t: t.birth)
         ids = [-1] * len(detections)
         tracks: list[Track] = []
@@ -177,15 +207,44 @@ class Tracker:
             cosine = np.clip(np.stack([t.feature for t in live]) @ feats[current].T, 0.0, 1.0)
             score = (cfg.iou_weight * spatial + cfg.feature_weight * cosine) / (
                 cfg.iou_weight + cfg.feature_weight)
-        if cfg.require_same_label:
-            same = np.array([[t.labels.most_common(1)[0][0] == detections[i].label for i in current]
-                             for t in live])
-            score = np.where(same, score, -_FORBIDDEN)
+        same = np.array([[t.label() == detections[i].label for i in current] for t in live])
+        relabel = spatial >= cfg.relabel_min_iou     # the same box read as another label
+        score = np.where(same, score, np.where(relabel, score * cfg.label_mismatch_weight, -_FORBIDDEN))
         return np.where(score >= cfg.min_match_score, score, -_FORBIDDEN)
+
+    def _reid_scores(self, dormant: list[_TrackState], current: list[int], frame: int, boxes: np.ndarray,
+                     feats: Optional[np.ndarray], detections: Sequence[Detection]) -> np.ndarray:
+        """IoU with the last box, for same-label pairs that pass the re-identification rule."""
+        cfg = self.cfg
+        overlap = iou_matrix(np.stack([t.box for t in dormant]), boxes[current])
+        allowed = overlap >= cfg.reid_min_iou
+        allowed &= np.array([[t.label() == detections[i].label for i in current] for t in dormant])
+        if feats is not None and all(t.feature is not None for t in dormant):
+            allowed &= np.stack([t.feature for t in dormant]) @ feats[current].T >= cfg.reid_min_cosine
+        return np.where(allowed & (overlap >= cfg.min_match_score), overlap, -_FORBIDDEN)
+
+
+def keep_detections(task: VideoTask, keep: list[int]) -> None:
+    """Keep only ``task.dsg.detections[keep]`` (in that order), with their feature rows and attributes.
+
+    Feature rows follow only when there is one per detection (otherwise the
+    tracker ignored them, and so does this).
+    """
+    dsg = task.dsg
+    features = task.detection_features
+    if features is not None and len(features) == len(dsg.detections):
+        task.detection_features = np.asarray(features)[np.asarray(keep, np.int64)]
+    new_index = {old: new for new, old in enumerate(keep)}
+    dsg.detections = [dsg.detections[i] for i in keep]
+    dsg.attributes = [Attribute(a.target_kind, new_index[a.target], a.name, a.value, a.score)
+                      if a.target_kind == "detection" else a
+                      for a in dsg.attributes if a.target_kind != "detection" or a.target in new_index]
 
 
 class TrackStage(Stage):
-    """Sets ``Detection.track_id`` on ``task.dsg.detections`` and fills ``task.dsg.tracks``.
+    """Sets ``Detection.track_id`` and the track's label on ``task.dsg.detections``, fills
+    ``task.dsg.tracks`` and removes dropped detections (one-frame flickers) with their
+    feature rows and detection attributes.
 
     Uses ``task.detection_features`` for the cosine term when present.
     """
@@ -194,7 +253,7 @@ class TrackStage(Stage):
     config_class = TrackConfig
     needs = ("dsg",)
     uses = ("detection_features",)
-    produces = ("dsg",)
+    produces = ("dsg", "detection_features")
 
     def __init__(self, cfg: Optional[TrackConfig] = None):
         super().__init__(cfg)
@@ -204,6 +263,9 @@ class TrackStage(Stage):
         ids, tracks = self.tracker.track(task.dsg.detections, task.detection_features)
         for detection, track_id in zip(task.dsg.detections, ids):
             detection.track_id = track_id
+            if track_id >= 0:
+                detection.label = tracks[track_id].label
+        keep_detections(task, [i for i, track_id in enumerate(ids) if track_id >= 0])
         task.dsg.tracks = tracks
         task.stage_frames[self.name] = len(task.dsg.frames)
         return task

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Iterator, Optional
 
-from pipeline.datasets.base import (DATASETS, Dataset, DatasetConfig, VideoIndex, as_time,
+from pipeline.datasets.base import (BAD_RECORD, DATASETS, Dataset, DatasetConfig, VideoIndex, as_time,
                                     load_mapping, normalise_captions)
 from stages.base import VideoTask
 
@@ -84,7 +84,7 @@ class ActivityNetCaptions(Dataset):
             try:
                 raw, duration = _read_entry(entry)
             except (ValueError, TypeError) as error:
-                yield self.failed_task(video_id, "malformed_entry",
+                yield self.failed_task(video_id, BAD_RECORD,
                                        f"{self.captions_file.name} entry {video_id!r}: {error}",
                                        str(video_path))
                 continue

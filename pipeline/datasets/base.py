@@ -50,8 +50,10 @@ STAT_KEYS = (
     "captions_whitespace_stripped", "captions_empty_dropped",
     "segments_overlapping", "segments_clamped_to_duration", "segments_negative_start_clamped",
     "segments_invalid_swapped", "segments_partial_time_dropped",
-    "videos_missing", "duplicate_ids", "malformed_entries",
+    "videos_missing", "duplicate_ids", "malformed_entries", "invalid_utf8_replaced",
 )
+# The failure reason of an entry the dataset cannot read (a malformed line, a bad JSON entry).
+BAD_RECORD = "bad_record"
 
 
 @dataclass

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from pipeline.datasets.activitynet import _read_entry
-from pipeline.datasets.base import (DATASETS, Dataset, DatasetConfig, VideoIndex, count_overlapping,
+from pipeline.datasets.base import (BAD_RECORD, DATASETS, Dataset, DatasetConfig, VideoIndex, count_overlapping,
                                     normalise_captions, normalise_text)
 from schemas.errors import UserError
 from stages.base import CaptionInput, VideoTask
@@ -110,7 +110,7 @@ class SyntheticWorld(Dataset):
                 raw, duration = _read_entry(entry)
                 negatives = _read_negatives(entry, len(raw))
             except (ValueError, TypeError) as error:
-                yield self.failed_task(video_id, "malformed_entry",
+                yield self.failed_task(video_id, BAD_RECORD,
                                        f"{self.captions_file.name} entry {video_id!r}: {error}", str(path))
                 continue
             captions = with_negatives(raw, negatives, duration, self._stats)

@@ -1,30 +1,56 @@
-"""The Ray executor: each planned pool is one Ray Data ``map_batches`` over an actor pool.
+"""The Ray executor: each planned pool is a set of Ray actors, driven by a small streaming scheduler here.
 
-Each actor builds its pool's stages once and calls every ``setup()`` once;
-batches stream through the pools in input order (``preserve_order``), so the
-same input gives the same shards for 1 or N workers and nodes. A GPU pool's
-actors request ``resources.gpus`` each and there are as many as the cluster's
-GPUs hold (or ``run.gpu_workers``). A stage that cannot start inside an actor
-does not kill it: the actor answers every batch with the error, and the driver
-raises it as one :class:`UserError` line.
+Why not Ray Data: a sample must have a time budget per stage, a worker that
+dies or hangs must cost only its own sample (retried ``run.max_sample_retries``
+times, then a ``worker_lost`` / ``timeout`` failure row naming the stage), and
+a stop must be clean at any moment. So the driver talks to its actors itself:
+
+* Each actor (:class:`_PoolWorker`) builds its pool's stages once and calls
+  every ``setup()`` once. A stage that cannot start does not kill it: the
+  actor reports the error and the driver raises it as one :class:`UserError`
+  line, before any sample is marked failed.
+* A batch is sent to an actor as one call per stage (``run_stage``), queued
+  back to back so the actor never waits for the driver; the actor keeps the
+  batch between calls. Each call's completion is observed with ``ray.wait``
+  (at most a second apart, so heartbeats, signals and deadlines are seen), so
+  the driver always knows which stage a batch is in: a call past its stage's
+  budget (``Pool.time_budgets`` × batch size) gets the actor killed
+  (``ray.kill``) and restarted; an actor that died (OOM killer, segfault,
+  node lost) shows as an error on that call. The batch's samples are then
+  retried alone (a batch of several is split, uncharged, to find the culprit);
+  the other batches queued on that actor are requeued without charge.
+* Between pools, a batch's tasks stay in Ray's object store (the last call of
+  a pool returns them as a second, driver-owned object); frames cross a pool
+  boundary only when a later pool reads them (``Pool.images_leave``).
+* Finished tasks come back in completion order; input order is kept within
+  a worker. A GPU pool's actors request ``resources.gpus`` each and there are
+  as many as the cluster's GPUs hold (or ``run.gpu_workers``).
 
 Example::
 
-    for task in run_on_ray(plan_pools(cfg), tasks, cfg):
-        ...
+    executor = RayExecutor(plan_pools(cfg), cfg, stop)
+    try:
+        for task in executor.run(tasks):
+            ...                          # None: a heartbeat
+    finally:
+        executor.close()
 """
 from __future__ import annotations
 
 import contextlib
-import logging
+import itertools
 import os
+import signal
+import socket
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
-import numpy as np
-
-from pipeline.executors import run_stages, setup_stages
+from pipeline.executors import TIMEOUT, WORKER_LOST, failed_copy, reaper, run_stage, setup_stages
 from pipeline.plan import Pool
+from pipeline.stop import StopRun
 from schemas.errors import UserError
 from stages.base import VideoTask, internal_error
 from stages.registry import PLUGINS_VARIABLE
@@ -32,15 +58,18 @@ from stages.registry import PLUGINS_VARIABLE
 REPO = Path(__file__).resolve().parents[2]
 # Variables a cluster's workers get from the driver (a local Ray inherits the whole environment).
 FORWARDED = (PLUGINS_VARIABLE, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+DEPTH = 2            # batches queued per actor: one running, one waiting, so an actor never idles on the driver
+TICK_S = 1.0         # the longest the driver waits without looking at signals, deadlines and the clock
+SLACK_S = 5.0        # added to every deadline: the driver's own latency, argument transfer
 
 
-class _PoolActor:
-    """A Ray Data callable class: one pool's stages, models loaded once per actor."""
+class _PoolWorker:
+    """One pool's stages in one Ray actor; holds the batches in flight between stage calls."""
 
     def __init__(self, pool: Pool):
-        _quiet_ray_data_logs()
         self.pool = pool
         self.stages = pool.build()
+        self.held: dict[int, list[VideoTask]] = {}
         self.error = ""
         try:
             setup_stages(self.stages)
@@ -49,83 +78,420 @@ class _PoolActor:
         except Exception as error:  # a bug in a stage's setup: one line too, with its file:line
             self.error = f"a stage of pool {pool.name} failed to start: {internal_error(error).message}"
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tasks = list(batch["task"])
-        errors = [str(e) for e in batch["error"]]
-        if not any(errors):
-            errors = [self.error] * len(tasks)
-        if not any(errors):
+    def ready(self) -> str:
+        """"" when every stage is set up, else the one-line error."""
+        return self.error
+
+    def run_stage(self, batch_id: int, index: int, *parts: list[VideoTask]) -> Any:
+        """Stage ``index`` on batch ``batch_id`` (``parts`` given with index 0: the batch's tasks, in parts).
+
+        Returns "" (or the error line), and for the pool's last stage ``(status, tasks)``.
+        """
+        last = index == len(self.stages) - 1
+        if index == 0:
+            self.held[batch_id] = [task for part in parts for task in part]
+        status = self.error
+        if not status:
             try:
-                tasks = run_stages(self.stages, tasks, self.pool.drop_images_after)
+                self.held[batch_id] = run_stage(self.stages[index], self.held[batch_id], self.pool.drop_images_after)
             except UserError as error:
-                errors = [str(error)] * len(tasks)
-        return {"task": _objects(tasks), "error": _objects(errors)}
+                status = str(error)
+        if status:
+            self.held.pop(batch_id, None)
+            return (status, None) if last else status
+        return ("", self.held.pop(batch_id)) if last else ""
 
 
-def _objects(items: list) -> np.ndarray:
-    column = np.empty(len(items), dtype=object)
-    column[:] = items
-    return column
+@dataclass(eq=False)
+class _Part:
+    """Tasks on their way to a pool: the originals (for retries and failure rows) and where they are now."""
+
+    origin: list[VideoTask]
+    payload: Any                  # the tasks themselves (entering pool 0) or an ObjectRef to them
+    solo: bool = False            # split from a batch that lost its worker: runs alone
 
 
-def run_on_ray(pools: list[Pool], tasks: list[VideoTask], cfg: Any) -> Iterator[VideoTask]:
-    """Stream tasks through the pools with Ray Data, in input order."""
-    import ray
+@dataclass(eq=False)
+class _Batch:
+    id: int
+    pool: int
+    parts: list[_Part]
 
-    init_ray(cfg)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False  # pipeline.progress shows per-stage counts itself
-    context.print_on_execution_start = False
-    cluster = ray.cluster_resources()
-    gpus = cluster.get("GPU", 0.0)
-    for pool in pools:
-        if pool.on_gpu and gpus < pool.resources.gpus:
-            raise UserError(f"pool {pool.name} asks for {pool.resources.gpus:g} GPU per worker (a stage's device is "
-                            f"cuda) but the Ray cluster has {gpus:g} GPU(s); use device=cpu or a cluster with GPUs")
-    # Every actor of every pool is alive at once (streaming); shrink CPU requests that
-    # would not fit the cluster rather than wait forever for them.
-    wanted = sum(pool.resources.cpus * pool.actors(gpus) for pool in pools)
-    scale = min(1.0, cluster.get("CPU", wanted) / wanted) if wanted else 1.0
-    dataset = ray.data.from_items([{"task": task, "error": ""} for task in tasks],
-                                  override_num_blocks=max(1, len(tasks)))
-    for pool in pools:
-        dataset = dataset.map_batches(
-            _PoolActor, fn_constructor_args=(pool,), batch_size=max(1, pool.batch_size), batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=pool.actors(gpus)), num_cpus=pool.resources.cpus * scale,
-            num_gpus=pool.resources.gpus or None, zero_copy_batch=True)
-    for batch in dataset.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
-        error = next((str(e) for e in batch["error"] if e), "")
-        if error:
-            raise UserError(error)
-        yield from batch["task"]
+    @property
+    def origin(self) -> list[VideoTask]:
+        return [task for part in self.parts for task in part.origin]
 
 
-def init_ray(cfg: Any) -> None:
-    """Join ``cfg.run.ray_address``, or start this run's own local Ray (never another process's)."""
+@dataclass(eq=False)
+class _Call:
+    batch: _Batch
+    stage: int
+    ref: Any
+    tasks_ref: Any = None         # the pool's last call: where its tasks are
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One actor as the driver sees it."""
+
+    pool: int
+    handle: Any
+    ready_ref: Any
+    created: float
+    calls: deque = field(default_factory=deque)
+    head_started: float = 0.0
+
+    def batches(self) -> list[_Batch]:
+        return list({id(c.batch): c.batch for c in self.calls}.values())
+
+
+class RayExecutor:
+    """See the module docstring and :mod:`pipeline.executors` for the contract."""
+
+    def __init__(self, pools: list[Pool], cfg: Any, stop: Any):
+        self.pools, self.cfg, self.stop = pools, cfg, stop
+        self.slots: list[_Slot] = []
+        self.pending: list[deque] = [deque() for _ in pools]
+        self.attempts: Counter = Counter()
+        self.in_flight = 0
+        self.started_ray = False
+        self.reaper = None
+        self._ids = itertools.count()
+        self._actor_class = None
+        self._options: list[dict] = []
+
+    # ------------------------------------------------------------ start
+    def _start(self) -> None:
+        import ray
+
+        self.started_ray = init_ray(self.cfg, self.stop)
+        if self.started_ray and not self.cfg.run.ray_address:
+            self.reaper = reaper.start()   # a kill -9 of this process must not leave Ray's agents behind
+        cluster = ray.cluster_resources()
+        gpus = cluster.get("GPU", 0.0)
+        for pool in self.pools:
+            if pool.on_gpu and gpus < pool.resources.gpus:
+                raise UserError(f"pool {pool.name} asks for {pool.resources.gpus:g} GPU per worker (a stage's "
+                                f"device is cuda) but the Ray cluster has {gpus:g} GPU(s); use device=cpu or a "
+                                "cluster with GPUs")
+        # Every actor of every pool is alive at once; shrink CPU requests that would not fit
+        # the cluster rather than wait forever for them.
+        wanted = sum(pool.resources.cpus * pool.actors(gpus) for pool in self.pools)
+        scale = min(1.0, cluster.get("CPU", wanted) / wanted) if wanted else 1.0
+        self._actor_class = ray.remote(_PoolWorker)
+        self._options = [dict(num_cpus=pool.resources.cpus * scale, num_gpus=pool.resources.gpus or 0,
+                              max_restarts=0, max_task_retries=0) for pool in self.pools]
+        for index, pool in enumerate(self.pools):
+            for _ in range(pool.actors(gpus)):
+                self.slots.append(self._new_slot(index))
+        self._wait_ready()
+
+    def _new_slot(self, pool: int) -> _Slot:
+        handle = self._actor_class.options(**self._options[pool]).remote(self.pools[pool])
+        return _Slot(pool, handle, handle.ready.remote(), time.monotonic())
+
+    def _wait_ready(self) -> None:
+        """Every actor set up (models loaded), or the first setup error as one line."""
+        import ray
+
+        while any(slot.ready_ref is not None for slot in self.slots):
+            refs = [slot.ready_ref for slot in self.slots if slot.ready_ref is not None]
+            # Polled, not interruptible: an exception raised inside Ray's native wait comes out as a
+            # SystemError; a signal is seen here within TICK_S instead.
+            ray.wait(refs, num_returns=len(refs), timeout=TICK_S)
+            self.stop.check()
+            self._collect_ready()
+
+    def _collect_ready(self) -> None:
+        import ray
+
+        refs = [slot.ready_ref for slot in self.slots if slot.ready_ref is not None]
+        done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.ready_ref is None:
+                continue
+            if slot.ready_ref in done:
+                try:
+                    error = ray.get(slot.ready_ref)
+                except ray.exceptions.RayError as failure:
+                    error = f"a worker of pool {self.pools[slot.pool].name} died while starting: " + \
+                            _one_line(failure)
+                if error:
+                    raise UserError(error)
+                slot.ready_ref, slot.head_started = None, now
+            elif now - slot.created > self.cfg.run.worker_start_timeout_s:
+                raise UserError(f"a worker of pool {self.pools[slot.pool].name} did not start within "
+                                f"{self.cfg.run.worker_start_timeout_s:g}s (not enough free CPUs/GPUs/memory in the "
+                                "Ray cluster, or a stage's setup hangs); raise run.worker_start_timeout_s or free "
+                                "resources")
+
+    # ------------------------------------------------------------ run
+    def run(self, tasks: list[VideoTask]) -> Iterator[Optional[VideoTask]]:
+        self._start()
+        todo = deque(tasks)
+        while todo or self.in_flight:
+            if self.stop.signum is not None:
+                return
+            self._feed(todo)
+            self._dispatch()
+            out = self._step()
+            if self.stop.signum is not None:   # a failure now may be the signal's doing (ffmpeg got it too)
+                kept = [task for task in out if task.failure is None]
+                self.in_flight += len(out) - len(kept)
+                out = kept
+            yield from out
+            if not out:
+                yield None
+
+    def _feed(self, todo: deque) -> None:
+        """Move tasks from the input to pool 0 while pool 0 has room (bounded memory)."""
+        room = self._capacity(0) - sum(len(part.origin) for part in self.pending[0])
+        while todo and room > 0:
+            task = todo.popleft()
+            self.pending[0].append(_Part([task], [task]))
+            self.in_flight += 1
+            room -= 1
+
+    def _capacity(self, pool: int) -> int:
+        return sum(1 for s in self.slots if s.pool == pool) * DEPTH * max(1, self.pools[pool].batch_size)
+
+    def _dispatch(self) -> None:
+        for slot in self.slots:
+            while len(slot.batches()) < DEPTH and self.pending[slot.pool]:
+                nxt = slot.pool + 1
+                if nxt < len(self.pools) and sum(len(p.origin) for p in self.pending[nxt]) >= self._capacity(nxt):
+                    break   # the next pool is full: hold this one's output where it is
+                self._submit(slot, self._take(slot.pool))
+
+    def _take(self, pool: int) -> _Batch:
+        """The next batch for ``pool``: parts up to its batch size (a solo part runs alone)."""
+        queue, size, parts = self.pending[pool], max(1, self.pools[pool].batch_size), []
+        while queue and (not parts or (not queue[0].solo and sum(len(p.origin) for p in parts) < size)):
+            parts.append(queue.popleft())
+            if parts[-1].solo:
+                break
+        return _Batch(next(self._ids), pool, parts)
+
+    def _submit(self, slot: _Slot, batch: _Batch) -> None:
+        handle, stages = slot.handle, len(self.pools[slot.pool].stage_names)
+        if not slot.calls and slot.ready_ref is None:
+            slot.head_started = time.monotonic()
+        for index in range(stages):
+            args = [p.payload for p in batch.parts] if index == 0 else []
+            if index == stages - 1:
+                status, tasks = handle.run_stage.options(num_returns=2).remote(batch.id, index, *args)
+                slot.calls.append(_Call(batch, index, status, tasks))
+            else:
+                slot.calls.append(_Call(batch, index, handle.run_stage.remote(batch.id, index, *args)))
+
+    def _step(self) -> list[VideoTask]:
+        """Wait (at most a tick) for the head call of any actor; act on what finished or ran out of time."""
+        import ray
+
+        watched = {slot.ready_ref if slot.ready_ref is not None else slot.calls[0].ref: slot
+                   for slot in self.slots if slot.ready_ref is not None or slot.calls}
+        if not watched:
+            time.sleep(0.05)   # nothing in flight this instant (work is moving between pools)
+            return []
+        ready, rest = ray.wait(list(watched), num_returns=1, timeout=self._wait_s(), fetch_local=False)
+        if ready and rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
+        out: list[VideoTask] = []
+        for ref in ready:
+            slot = watched[ref]
+            if slot.ready_ref is None and slot in self.slots:
+                out += self._finished(slot)
+        if any(slot.ready_ref is not None for slot in self.slots):
+            self._collect_ready()   # a replacement worker: ready, or past worker_start_timeout_s
+        out += self._enforce_deadlines()
+        return out
+
+    def _wait_s(self) -> float:
+        now, soonest = time.monotonic(), TICK_S
+        for slot in self.slots:
+            if slot.calls and slot.ready_ref is None:
+                soonest = min(soonest, self._deadline(slot) - now)
+        return max(0.01, soonest)
+
+    def _deadline(self, slot: _Slot) -> float:
+        call = slot.calls[0]
+        budget = self.pools[slot.pool].time_budgets[call.stage] * len(call.batch.origin)
+        return slot.head_started + budget + SLACK_S
+
+    def _finished(self, slot: _Slot) -> list[VideoTask]:
+        import ray
+
+        call = slot.calls[0]
+        try:
+            status = ray.get(call.ref)
+        except ray.exceptions.RayError as error:
+            return self._lost(slot, WORKER_LOST, _lost_message(self.pools[slot.pool].stage_names[call.stage], error))
+        if status:
+            raise UserError(status)
+        slot.calls.popleft()
+        slot.head_started = time.monotonic()
+        if call.tasks_ref is None:
+            return []
+        if call.batch.pool + 1 < len(self.pools):
+            self.pending[call.batch.pool + 1].append(_Part(call.batch.origin, call.tasks_ref))
+            return []
+        try:
+            tasks = ray.get(call.tasks_ref)
+        except ray.exceptions.RayError as error:
+            return self._charge(call.batch, call.stage, WORKER_LOST,
+                                _lost_message(self.pools[slot.pool].stage_names[call.stage], error))
+        self.in_flight -= len(tasks)
+        return tasks
+
+    def _enforce_deadlines(self) -> list[VideoTask]:
+        out = []
+        now = time.monotonic()
+        for slot in list(self.slots):
+            if slot.calls and slot.ready_ref is None and now > self._deadline(slot):
+                call = slot.calls[0]
+                stage = self.pools[slot.pool].stage_names[call.stage]
+                budget = self.pools[slot.pool].time_budgets[call.stage]
+                out += self._lost(slot, TIMEOUT, f"{stage} ran longer than its budget of {budget:g}s per sample "
+                                  "(run.stage_timeout_s); its worker was stopped")
+        return out
+
+    # ------------------------------------------------------------ losing a worker
+    def _lost(self, slot: _Slot, reason: str, message: str) -> list[VideoTask]:
+        """The head call's worker died or hung: replace it, charge the head batch, requeue the others."""
+        import ray
+
+        head, *others = slot.batches()
+        stage = slot.calls[0].stage
+        slot.calls.clear()
+        with contextlib.suppress(Exception):
+            ray.kill(slot.handle, no_restart=True)
+        self.slots[self.slots.index(slot)] = self._new_slot(slot.pool)
+        if self.stop.signum is not None:   # workers die with the stop (a signal to the process group): no charge
+            return []
+        for batch in reversed(others):
+            self.pending[batch.pool].extendleft(reversed(batch.parts))
+        return self._charge(head, stage, reason, message)
+
+    def _charge(self, batch: _Batch, stage: int, reason: str, message: str) -> list[VideoTask]:
+        """Retry the batch's samples from the first pool, alone; fail those out of retries."""
+        stage_name = self.pools[batch.pool].stage_names[stage]
+        origin = batch.origin
+        if len(origin) > 1:     # find the culprit: each sample alone, uncharged
+            self.pending[0].extendleft(reversed([_Part([t], [t], solo=True) for t in origin]))
+            return []
+        [task] = origin
+        self.attempts[task.key] += 1
+        attempts = self.attempts[task.key]
+        if attempts > self.cfg.run.max_sample_retries:
+            self.in_flight -= 1
+            return [failed_copy(task, stage_name, reason, f"{message} ({attempts} attempt"
+                                f"{'s' if attempts > 1 else ''})")]
+        self.pending[0].appendleft(_Part([task], [task], solo=True))
+        return []
+
+    # ------------------------------------------------------------ stop
+    def close(self) -> None:
+        """Stop every actor; shut Ray down when this run started it (bounded: never waits on a worker)."""
+        try:
+            import ray
+        except ImportError:
+            return
+        if not ray.is_initialized():
+            return
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                ray.kill(slot.handle, no_restart=True)
+        self.slots = []
+        if self.started_ray:
+            ray.shutdown()
+            reaper.stop(self.reaper)
+
+
+def _lost_message(stage: str, error: BaseException) -> str:
+    text = _one_line(error)
+    hint = " (out of memory?)" if "memory" in text.lower() or "oom" in text.lower() or "SIGKILL" in text else ""
+    return f"the worker died while running {stage} on this sample{hint}: {text[:300]}"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# ------------------------------------------------------------ Ray itself
+def init_ray(cfg: Any, stop: Any) -> bool:
+    """Join ``cfg.run.ray_address``, or start this run's own local Ray (never another process's).
+
+    Returns whether this call started (or joined) Ray. Bounded: an address that does not
+    answer is one line at once (a TCP check first), and the whole start or join ends the
+    process with one line after ``run.ray_start_timeout_s`` (Ray's connect loop blocks in
+    native code, out of reach of signals). A signal meanwhile stops the build.
+    """
     import ray
 
     if ray.is_initialized():
-        return
+        return False
+    address = cfg.run.ray_address
+    where = address or "a local Ray instance"
+    if address:
+        check_ray_address(address)
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    kwargs = dict(logging_level="ERROR", log_to_driver=not cfg.run.quiet, configure_logging=True)
+    # Workers' output stays in Ray's session log (/tmp/ray/session_*/logs): the console
+    # shows finsta's progress and one line per problem, not Ray's.
+    kwargs = dict(logging_level="ERROR", log_to_driver=False, configure_logging=True)
     try:
-        if cfg.run.ray_address:
-            env = {"PYTHONPATH": pythonpath, **{name: os.environ[name] for name in FORWARDED if name in os.environ}}
-            ray.init(address=cfg.run.ray_address, runtime_env={"env_vars": env}, **kwargs)
-        else:
-            # A local Ray inherits this process's environment, so workers find our packages
-            # without a runtime_env: the worker Ray prestarts at init can then host the first
-            # actor instead of a fresh one starting (seconds of CPU on a small machine).
-            # address="local" always starts a new instance, even when another is recorded in
-            # Ray's temp folder (a `ray start` or a test cluster on the same machine).
-            with _environment(PYTHONPATH=pythonpath, RAY_USAGE_STATS_ENABLED=os.environ.get(
-                    "RAY_USAGE_STATS_ENABLED", "0")):
-                ray.init(address="local", num_cpus=cfg.run.num_cpus or None, include_dashboard=False, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        where = cfg.run.ray_address or "a local Ray instance"
+        _init(ray, cfg, stop, address, where, pythonpath, kwargs)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            ray.shutdown()   # a start cut short (a signal, a timeout) must not leave its processes running
+        raise
+    finally:
+        stop.reinstall()
+    return True
+
+
+def _init(ray: Any, cfg: Any, stop: Any, address: Optional[str], where: str, pythonpath: str, kwargs: dict) -> None:
+    try:
+        with stop.interruptible(), stop.deadline(cfg.run.ray_start_timeout_s, (
+                f"could not start or join Ray at {where} within {cfg.run.ray_start_timeout_s:g}s "
+                "(run.ray_start_timeout_s)")):
+            if address:
+                env = {"PYTHONPATH": pythonpath, **{n: os.environ[n] for n in FORWARDED if n in os.environ}}
+                ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+            else:
+                # A local Ray inherits this process's environment, so workers find our packages
+                # without a runtime_env. address="local" always starts a new instance, even when
+                # another is recorded in Ray's temp folder (a `ray start` or a test cluster).
+                with _environment(PYTHONPATH=pythonpath, RAY_USAGE_STATS_ENABLED=os.environ.get(
+                        "RAY_USAGE_STATS_ENABLED", "0")):
+                    ray.init(address="local", num_cpus=cfg.run.num_cpus or None, include_dashboard=False, **kwargs)
+    except SystemExit as exit_:   # ray.init's own SIGTERM handler, while it ran
+        raise StopRun(stop.signum or signal.SIGTERM) from exit_
+    except SystemError:           # our StopRun, raised inside one of Ray's native calls
+        if stop.signum is None:
+            raise
+        raise StopRun(stop.signum) from None
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as error:
         raise UserError(f"cannot start or join Ray at {where}: {error}".replace("\n", " ")) from None
-    _quiet_ray_data_logs()
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """One line now, instead of Ray's connect retries, when nothing listens at ``host:port``
+    (``auto`` and ``ray://`` addresses are left to ``ray.init`` and its time limit)."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise UserError(f"--ray-address {address!r}: write HOST:PORT (e.g. 10.0.0.5:6379), auto, or leave it "
+                        "out for a local Ray") from None
+    try:
+        with socket.create_connection((host or "127.0.0.1", port_number), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error} (is `ray start "
+                        "--head` running there?)") from None
 
 
 @contextlib.contextmanager
@@ -141,13 +507,3 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _quiet_ray_data_logs() -> None:
-    """Tasks travel as Python objects by design; Ray Data's notes about that (and its
-    per-run INFO lines) would drown the progress display."""
-    import ray.data  # noqa: F401  (configures the "ray.data" logger on import)
-
-    for handler in logging.getLogger("ray.data").handlers:
-        if not hasattr(handler, "_path"):  # keep Ray Data's session log file complete
-            handler.setLevel(logging.ERROR)

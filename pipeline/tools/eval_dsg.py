@@ -23,9 +23,14 @@ What is measured (all over every sampled frame that matches a truth frame):
   ``MOTA = 1 − (FN + FP + IDSW) / truth object-frames``. Null when no
   detection carries a track id.
 * **Relations** R@K: per frame, the predicted relations ranked by score, top
-  K; a truth triplet ``(s, predicate, o)`` is recalled when one of them has
-  the same predicate, the subject's and object's labels and both boxes at
-  IoU ≥ 0.5. Null when no DSG has any relation (no relation stage ran).
+  K, each read with its meaning (:func:`stages.relate.reverse_predicates`: a
+  stored ``A near B`` also says ``B near A``, ``A left of B`` says ``B right
+  of A``); a truth triplet ``(s, predicate, o)`` is recalled when one of them
+  has the same predicate, the subject's and object's labels and both boxes at
+  IoU ≥ 0.5 (the relate stage stores one predicate per ordered pair and a
+  symmetric one once; on the synthetic dataset it relates every pair, as the
+  truth does: ``relate.pairs=auto``). Null when no DSG has any relation (no
+  relation stage ran).
 * **Attributes**: for each detection matched to a truth object, ``color``
   always (a missing colour is wrong) plus ``shape`` and ``size`` when
   predicted; a detection's own attribute wins over its track's; of several
@@ -52,6 +57,7 @@ from scipy.optimize import linear_sum_assignment
 from schemas.errors import UserError
 from schemas.records import DynamicSceneGraph, VideoSample
 from stages.geometry import iou_matrix
+from stages.relate import reverse_predicates
 from stages.tracking_metrics import mot_metrics
 
 IOU_THRESHOLD = 0.5
@@ -215,14 +221,14 @@ def _evaluate_sample(sample: VideoSample, truth: dict, tot: _Totals) -> None:
         if gt_triplets:
             ranked = sorted(rel_by_frame.get(k, []), key=lambda r: -r.score)
             for K in RECALL_AT:
-                top = ranked[:K]
+                said = _read_relations(ranked[:K])
                 for s, p, o in gt_triplets:
-                    if any(_norm_pred(r.predicate) == p
-                           and dsg.detections[r.subject].label == labels[s]
-                           and dsg.detections[r.object].label == labels[o]
-                           and iou(dsg.detections[r.subject].box, visible[s]["visible_box"]) >= IOU_THRESHOLD
-                           and iou(dsg.detections[r.object].box, visible[o]["visible_box"]) >= IOU_THRESHOLD
-                           for r in top):
+                    if any(predicate == p
+                           and dsg.detections[subj].label == labels[s]
+                           and dsg.detections[obj].label == labels[o]
+                           and iou(dsg.detections[subj].box, visible[s]["visible_box"]) >= IOU_THRESHOLD
+                           and iou(dsg.detections[obj].box, visible[o]["visible_box"]) >= IOU_THRESHOLD
+                           for subj, predicate, obj in said):
                         tot.rel_hit[K] += 1
 
     if tracked:
@@ -288,6 +294,16 @@ _SPACES = re.compile(r"\s+")
 
 def _norm_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip().lower()
+
+
+def _read_relations(relations) -> list[tuple[int, str, int]]:
+    """Stored relations as the triplets they state, reverse readings included (``A near B`` → ``B near A``)."""
+    out = []
+    for r in relations:
+        predicate = _norm_pred(r.predicate)
+        out.append((r.subject, predicate, r.object))
+        out += [(r.object, reverse, r.subject) for reverse in sorted(reverse_predicates(predicate))]
+    return out
 
 
 def _norm_pred(predicate: str) -> str:

@@ -1,6 +1,6 @@
 """Caption → textual scene graph: parser backends, rules, FACTUAL notation (the stage: stages/parse_captions.py).
 
-Importing this package registers every backend (``spacy``, ``stanza``); their
+Importing this package registers every backend (``spacy``, ``stanza``, ``learned``); their
 heavy imports happen in ``setup()``.
 
 Example::
@@ -12,7 +12,7 @@ Example::
 """
 from stages.captions.base import ParseCaptionsConfig, build_caption_parser
 from stages.captions.depparse import ParsedDoc, Token
-from stages.captions import spacy_backend, stanza_backend  # noqa: F401  (registration)
+from stages.captions import learned, spacy_backend, stanza_backend  # noqa: F401  (registration)
 from stages.captions.rules import build_tsg
 from stages.captions.factual import parse_factual, to_factual
 

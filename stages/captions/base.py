@@ -15,11 +15,12 @@ returns a ParsedDoc, possibly with no tokens.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from schemas.options import runtime
 from stages.captions.depparse import ParsedDoc, Token
+from stages.captions.learned import LearnedOptions
 from stages.registry import CAPTION_PARSERS
 
 
@@ -33,7 +34,8 @@ class ParseCaptionsConfig:
     ``batch_size``: captions per ``nlp.pipe`` / stanza batch; ``max_chars``:
     longer captions are cut there before parsing (a caption is a sentence or
     two; 10k characters of text would cost the parser seconds for nothing);
-    ``add_article``: parse noun-first fragments as "the …" (see :func:`prepare`).
+    ``add_article``: parse noun-first fragments as "the …" (see :func:`prepare`);
+    ``learned``: the ``learned`` backend's own section (:class:`LearnedOptions`).
     """
 
     name: str = "spacy"
@@ -44,9 +46,18 @@ class ParseCaptionsConfig:
     add_article: bool = True
     use_gpu: bool = runtime(False)
     tasks_per_batch: int = runtime(8)   # samples whose captions go through the parser together
+    learned: LearnedOptions = field(default_factory=LearnedOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.learned, dict):
+            self.learned = LearnedOptions(**self.learned)
 
 
 class CaptionParser(Protocol):
+    """A dependency-parse backend (``parse``, then the rules); a backend that gives graphs itself
+    (``learned``) has ``parse_graphs(texts, caption_ids, starts, ends) -> list[TextSceneGraph]``
+    instead, and the stage calls that."""
+
     def setup(self) -> None: ...
 
     def parse(self, texts: list[str]) -> list[ParsedDoc]: ...

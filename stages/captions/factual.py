@@ -8,6 +8,8 @@ A graph is a comma-separated list of parenthesised segments::
 attribute (numbers are attributes: ``( dogs , is , 2 )``), ``( x )`` an object
 that takes part in no other segment. FACTUAL-MR's four-part relations
 (``( bike , rest , against , box )``) read as ``( bike , rest against , box )``.
+A negated fact (``TextNode.negated``) is written with ``not``:
+``( cat , not jump onto , counter )``, ``( car , is , not red )``.
 
 Example::
 
@@ -63,7 +65,11 @@ def tsg_segments(tsg: TextSceneGraph) -> list[Segment]:
     object whose word is a participle is a state in FACTUAL, and so are its
     adverbs: "pedestrians walking outside" → ``( pedestrians , is , walking )
     , ( pedestrians , is , outside )``; other ``pred_attribute`` nodes have no
-    FACTUAL form and are left out.
+    FACTUAL form and are left out. A negated relation or attribute keeps its
+    segment with ``not`` before the predicate or the attribute, so no reader
+    takes it for the positive fact: ``( cat , not jump onto , counter )``,
+    ``( car , is , not red )``, ``( woman , is , not holding )``; the adverbs of
+    a negated state are left out.
     """
     nodes = tsg.nodes
     subjects: dict[int, list[int]] = {}
@@ -91,21 +97,26 @@ def tsg_segments(tsg: TextSceneGraph) -> list[Segment]:
             continue
         for s in subjects.get(node.id, []):
             for o in objects.get(node.id, []):
-                add((_clean(nodes[s].label), _clean(node.lemma), _clean(nodes[o].label)))
+                add((_clean(nodes[s].label), _negate(node, _clean(node.lemma)), _clean(nodes[o].label)))
                 used.update((s, o))
             if not objects.get(node.id) and _is_participle(node.label):
                 # FACTUAL writes an object-less participle as a state: ( woman , is , sitting )
-                add((_clean(nodes[s].label), "is", _clean(node.label)))
+                add((_clean(nodes[s].label), "is", _negate(node, _clean(node.label))))
                 used.add(s)
-                for a in adverbs.get(node.id, []):  # "pedestrians walking outside"
+                for a in adverbs.get(node.id, []) if not node.negated else []:  # "pedestrians walking outside"
                     add((_clean(nodes[s].label), "is", _clean(nodes[a].label)))
     for obj, attr in attrs:
-        add((_clean(nodes[obj].label), "is", _clean(nodes[attr].lemma)))
+        add((_clean(nodes[obj].label), "is", _negate(nodes[attr], _clean(nodes[attr].lemma))))
         used.add(obj)
     for node in nodes:
         if node.kind == "object" and node.id not in used:
             add((_clean(node.label),))
     return segments
+
+
+def _negate(node, words: str) -> str:
+    """``words`` with ``not`` in front when ``node`` is negated ("" stays "": no segment)."""
+    return f"not {words}" if node.negated and words else words
 
 
 def _is_participle(label: str) -> bool:

@@ -20,7 +20,8 @@ def tsg_to_json(tsg: TextSceneGraph) -> str:
 def tsg_from_json(line: str) -> TextSceneGraph:
     """Inverse of :func:`tsg_to_json`; raises ValueError/KeyError/TypeError on a bad line."""
     data = json.loads(line)
-    nodes = [TextNode(n["id"], n["kind"], n["label"], n["lemma"], tuple(n["span"]), n.get("count", 1))
+    nodes = [TextNode(n["id"], n["kind"], n["label"], n["lemma"], tuple(n["span"]), n.get("count", 1),
+                      bool(n.get("negated", False)))
              for n in data.get("nodes", [])]
     edges = [TextEdge(e["src"], e["dst"], e["kind"]) for e in data.get("edges", [])]
     return TextSceneGraph(data["caption_id"], data["text"], nodes, edges, data.get("start"), data.get("end"))

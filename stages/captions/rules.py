@@ -67,7 +67,7 @@ VERB_POS = ("VERB", "AUX")
 #: "a <quantity> of X" → X. Values: the attribute FACTUAL keeps (or None).
 QUANTITY_NOUNS = {
     "group": "group of", "piece": "piece", "part": "part", "slice": "slice", "mound": "mound",
-    "patch": "patch", "body": None,
+    "patch": "patch", "sheet": "sheet", "body": None,
     "bunch": None, "bits": None, "bit": None, "stack": None, "pile": None, "row": None,
     "rows": None, "lot": None, "lots": None, "alot": None, "herd": None, "flock": None,
     "pair": None, "couple": None, "number": None, "set": None, "variety": None,
@@ -102,12 +102,36 @@ SHADES = {"dark", "light", "bright", "pale", "deep", "navy", "hot", "neon", "oli
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
                 "fourteen": 14, "fifteen": 15, "twenty": 20, "both": 2, "dozen": 12}
-PERSON_NOUNS = {"man", "woman", "person", "boy", "girl", "child", "kid", "guy", "lady", "player",
-                "skier", "surfer", "skateboarder", "snowboarder", "rider", "batter", "catcher",
-                "pitcher", "people", "baby", "adult", "gentleman", "chef", "cook", "worker",
-                "officer", "driver", "passenger", "athlete", "umpire", "student", "teenager"}
+#: Person nouns by the pronoun that can stand for them: "he" never resolves to a female noun, "she"
+#: never to a male one, and a noun of the pronoun's own gender wins over a neutral one.
+MALE_NOUNS = {"man", "boy", "guy", "gentleman", "father", "dad", "husband", "son", "brother", "king",
+              "actor", "waiter", "groom", "grandfather", "grandpa", "uncle", "boyfriend", "male", "policeman",
+              "fisherman", "cameraman", "sir", "lad", "fellow", "businessman", "sportsman", "horseman"}
+FEMALE_NOUNS = {"woman", "girl", "lady", "mother", "mom", "wife", "daughter", "sister", "queen", "actress",
+                "waitress", "bride", "grandmother", "grandma", "aunt", "girlfriend", "female", "gal",
+                "policewoman", "businesswoman", "ballerina", "cheerleader", "madam"}
+PERSON_NOUNS = MALE_NOUNS | FEMALE_NOUNS | {
+    "person", "child", "kid", "player", "skier", "surfer", "skateboarder", "snowboarder", "rider", "batter",
+    "catcher", "pitcher", "people", "baby", "toddler", "infant", "adult", "chef", "cook", "worker", "officer",
+    "driver", "passenger", "athlete", "umpire", "referee", "student", "teacher", "teenager", "teen", "gymnast",
+    "dancer", "reporter", "anchor", "host", "presenter", "bartender", "instructor", "coach", "trainer",
+    "musician", "drummer", "guitarist", "singer", "pianist", "violinist", "boxer", "wrestler", "runner",
+    "swimmer", "diver", "cyclist", "biker", "climber", "skater", "performer", "spectator", "goalie",
+    "doctor", "nurse", "customer", "barber", "stylist", "artist", "painter", "model", "photographer",
+    "vendor", "farmer", "jockey", "pedestrian", "tourist", "hiker", "kayaker", "rower", "sailor",
+    "lifeguard", "owner", "friend", "partner", "teammate", "opponent", "contestant", "competitor",
+    "participant", "individual", "someone", "somebody", "soldier", "mechanic", "judge", "lifter",
+    "weightlifter", "archer", "fencer", "golfer", "bowler", "fighter", "kid", "youngster", "audience"}
 PRONOUNS = {"it": "thing", "they": "plural", "them": "plural", "he": "person", "him": "person",
-            "she": "person", "her": "person", "itself": "thing", "themselves": "plural"}
+            "she": "person", "her": "person", "itself": "thing", "themselves": "plural",
+            "himself": "person", "herself": "person"}
+MALE_PRONOUNS = {"he", "him", "himself"}
+FEMALE_PRONOUNS = {"she", "her", "herself"}
+#: Determiners of a mention that names again an object already mentioned ("a cat … the cat").
+DEFINITE_WORDS = {"the", "this", "that", "these", "those"}
+#: Words that make a mention a new object even with "the" ("the other car", "the second man").
+NEW_MENTION_WORDS = {"other", "another", "second", "third", "different", "next", "new", "last", "first",
+                     "same"}
 PERSON_PRONOUNS = {"he": "man", "him": "man", "she": "woman", "her": "woman"}
 RELATIVE_PRONOUNS = {"that", "which", "who", "whom", "whose", "where"}
 SKIP_ADVERBS = {"there", "here", "not", "n't", "never", "also", "too", "very", "so", "then",
@@ -118,12 +142,20 @@ PLACE_ADVERBS = {"home", "outside", "inside", "upstairs", "downstairs", "away", 
 DEGREE_WORDS = {"very", "so", "too", "really", "more", "most", "quite", "rather", "extremely"}
 #: Words that join a following preposition: "next to", "close to", "out of".
 PREP_PREFIXES = {"next", "close", "out", "away", "off", "ahead",
-                 "in", "on"}
+                 "in", "on", "left", "right"}
 #: Verbs whose passive "by" is a place, not an agent: "parked by the road".
 PLACEMENT_VERBS = {"park", "dock", "line", "stand", "sit", "place", "locate", "situate", "position",
                    "stack", "leave", "store", "set", "put", "hang", "lay", "lie", "rest", "moor",
                    "tie", "chain", "lock", "plant", "pile", "arrange", "display"}
 COPULAS = {"be"}
+#: Verb + preposition + noun idioms that name an event, not a place: "comes to a halt" is one
+#: intransitive predicate, "halt" no object.
+IDIOMS = {("come", "to"): {"halt", "stop", "standstill", "rest", "end"},
+          ("grind", "to"): {"halt", "stop", "standstill"}, ("burst", "into"): {"tears", "laughter"}}
+#: Direction words the parser may hang on another adverb ("moves right gradually").
+DIRECTION_WORDS = {"left", "right", "up", "down", "forward", "backward", "backwards", "away", "around"}
+#: Verbs whose complement clause's subject is what they act on: "watching the fish swim" → ( watch , fish ).
+PERCEPTION_VERBS = {"watch", "see", "observe", "hear", "notice", "help", "let", "film", "record", "spot"}
 #: Passives whose "with"/"in" names the agent: "a field lined with trees" → ( trees , line , field ).
 COVERING_VERBS = {"cover", "line", "surround", "decorate", "top", "frame", "border", "coat", "crowd",
                   "shade", "litter", "dot", "scatter", "bury"}
@@ -133,6 +165,12 @@ PREP_NORMAL = {"at top of": "on top of", "at side of": "on side of", "at corner 
                "on to": "onto", "in to": "into", "at bottom of": "on bottom of", "at edge of": "on edge of",
                "at end of": "on end of", "at back of": "on back of", "along side": "alongside",
                "next of": "next to"}
+#: Words that deny the verb, copula or preposition they hang on ("does not jump", "never opens").
+NEGATION_WORDS = {"not", "n't", "never", "nt"}
+#: Negative quantifiers: they name nothing, so they are never objects ("nobody", "nothing").
+NEGATIVE_QUANTIFIERS = {"nobody", "nothing", "noone", "none", "nowhere", "neither", "noboby"}
+#: Words that name nothing under a negation: "isn't holding anything".
+NEGATIVE_POLARITY = {"anything", "anyone", "anybody", "any", "anywhere"}
 DETERMINER_WORDS = {"the", "a", "an", "this", "that", "these", "those", "some", "any", "every", "each",
                     "its", "his", "her", "their", "my", "our", "your", "another", "other"}
 
@@ -148,7 +186,7 @@ def lexicon() -> dict:
     return {"verbs": data.get("verbs", {}), "modifiers": data.get("modifiers", {}),
             "prep_objects": data.get("prep_objects", {}), "of_heads": data.get("of_heads", {}),
             "closed_compounds": {c.replace(" ", "") for c in data.get("closed_compounds", [])},
-            "renames": data.get("renames", {})}
+            "renames": data.get("renames", {}), "plural_objects": set(data.get("plural_objects", []))}
 
 
 class _Builder:
@@ -164,6 +202,10 @@ class _Builder:
         self.edge_keys: set[tuple[int, int, str]] = set()
         self.predicate_nouns: set[int] = set()
         self.name_tokens: dict[int, list[int]] = {}   # entity head → modifier tokens in its name
+        self.same_as: dict[int, int] = {}      # a repeated definite mention → its first mention
+        self.groups: set[int] = set()          # plural pronouns that stand for a coordination ("they")
+        self.has_no = any(tok.text.lower() == "no" for tok in self.t)
+        self._is_noun: dict[int, bool] = {}
 
     # -------------------------------------------------------------- helpers
     def kids(self, i: int, *labels: str) -> list[int]:
@@ -176,8 +218,9 @@ class _Builder:
     def low(self, i: int) -> str:
         return self.t[i].text.lower()
 
-    def add_node(self, kind: str, label: str, lemma: str, span: tuple[int, int], count: int = 1) -> int:
-        self.nodes.append(TextNode(len(self.nodes), kind, label, lemma, span, count))
+    def add_node(self, kind: str, label: str, lemma: str, span: tuple[int, int], count: int = 1,
+                 negated: bool = False) -> int:
+        self.nodes.append(TextNode(len(self.nodes), kind, label, lemma, span, count, negated))
         return len(self.nodes) - 1
 
     def add_edge(self, src: int, dst: int, kind: str) -> None:
@@ -191,9 +234,51 @@ class _Builder:
         return (low == "other" and any(self.low(k) == "each" for k in self.doc.children(i))) or \
             low == "another" or (low == "one" and i + 1 < len(self.t) and self.low(i + 1) == "another")
 
+    # -------------------------------------------------------------- negation
+    def is_denied(self, i: int, depth: int = 0) -> bool:
+        """Is verb/copula/preposition ``i`` denied: "does not jump", "never opens", "isn't on"?
+
+        Its own ``neg`` (or "not"/"never" adverb) child, or that of the verb it
+        complements ("is not trying to catch"), or of the verb it is joined to
+        by "or"/"nor" without a subject of its own ("does not bark or run").
+        """
+        t = self.t
+        for k in self.doc.children(i):
+            if t[k].label == "neg" or (t[k].label == "advmod" and self.low(k) in NEGATION_WORDS):
+                return True
+        head = t[i].head
+        if depth > 3 or head == i:
+            return False
+        if t[i].label == "xcomp":
+            return self.is_denied(head, depth + 1)
+        if t[i].label == "conj" and not self.kids(i, "nsubj", "nsubjpass") and any(
+                self.low(c) in ("or", "nor") for c in self.kids(head, "cc")):
+            return self.is_denied(head, depth + 1)
+        return False
+
+    def names_nothing(self, i: int) -> bool:
+        """A negative quantifier: "nobody", "no one", "nothing", "no dogs", "anything" under a
+        negation. It is never an object ("a no parking sign" is a sign: "no" belongs to "parking")."""
+        low = self.low(i)
+        if low in NEGATIVE_QUANTIFIERS:
+            return True
+        if self.has_no and any(self.low(k) == "no" for k in self.kids(i, "det")) and not any(
+                self.t[k].label == "compound" and k < i for k in self.doc.children(i)):
+            return True
+        if low in NEGATIVE_POLARITY:
+            verb = next((a for a in self.ancestors(i) if self.t[a].pos in VERB_POS), None)
+            return verb is not None and self.is_denied(verb)
+        return False
+
     def is_noun(self, i: int) -> bool:
+        """Is token ``i`` an object's head (before quantities, frames and pronouns are resolved)?"""
+        if i not in self._is_noun:
+            self._is_noun[i] = self._noun(i)
+        return self._is_noun[i]
+
+    def _noun(self, i: int) -> bool:
         tok = self.t[i]
-        if self.is_reciprocal(i):
+        if self.is_reciprocal(i) or self.names_nothing(i) or self.is_idiom_noun(i):
             return False
         if not any(ch.isalpha() for ch in tok.text) or tok.label in ("fixed", "case", "det", "prt"):
             return False
@@ -271,6 +356,8 @@ class _Builder:
                 self.predicate_nouns.add(tok.i)
                 continue  # "the egg is a sculpture": an attribute, see copular_attribute
             self.obj_node[tok.i] = -1
+        names = {i: self.object_name(i) for i in self.obj_node}
+        self.same_as = self.same_mentions({i: name[1] for i, name in names.items()})
         fallback: dict[int, str] = {}
         for tok in t:
             if tok.pos == "PRON" and tok.text.lower() in PRONOUNS and tok.label != "poss":
@@ -283,8 +370,11 @@ class _Builder:
             if i in fallback:  # "he is skiing" → ( man , ski , … ), as FACTUAL writes it
                 tok = t[i]
                 self.obj_node[i] = self.add_node("object", fallback[i], fallback[i], (tok.start, tok.end))
+            elif i in self.same_as:  # "a cat … the cat": one node
+                self.obj_node[i] = self.obj_node[self.same_as[i]]
+                self.name_tokens[i] = names[i][0][:-1]
             else:
-                self.obj_node[i] = self.make_object(i)
+                self.obj_node[i] = self.make_object(i, names[i])
         for src, dst in list(self.alias.items()):
             attr = QUANTITY_NOUNS.get(self.low(src)) or QUANTITY_NOUNS.get(self.t[src].lemma.lower())
             if attr and attr != "group of":
@@ -300,19 +390,87 @@ class _Builder:
         subj = self.kids(tok.head, "nsubj")
         return bool(subj) and self.t[subj[0]].pos in NOUN_POS and not self.kids(i, "prep", "relcl", "acl")
 
+    def clause_head(self, i: int) -> int:
+        """The verb (or copula) of the clause token ``i`` is in; the root when it has none."""
+        for a in [i] + self.ancestors(i):
+            if self.t[a].pos in VERB_POS and self.t[a].label not in ("aux", "auxpass", "amod"):
+                return a
+        return ([i] + self.ancestors(i))[-1]
+
+    def clause_subject_tokens(self, v: int, depth: int = 0) -> list[int]:
+        """The subject words of verb ``v``, inherited through ``conj``/``xcomp``/``advcl`` and relative clauses."""
+        own = self.kids(v, "nsubj", "nsubjpass")
+        if own or depth > 3 or self.t[v].head == v:
+            return own
+        if self.t[v].label in ("acl", "relcl"):
+            return [self.t[v].head]
+        if self.t[v].label in ("conj", "xcomp", "advcl"):
+            return self.clause_subject_tokens(self.t[v].head, depth + 1)
+        return []
+
+    def same_mentions(self, names: dict[int, str]) -> dict[int, int]:
+        """Repeated definite mentions: ``{later token: first token}`` for "a cat … the cat".
+
+        The later mention has "the"/"this"/…, the same name, describing words
+        that the earlier one has too (or none of its own clashing: "a car … the
+        red car" is one car, "a blue car … the red car" two), is in another
+        clause ("the man next to the man" are two) and is not "the other …".
+        """
+        out: dict[int, int] = {}
+        tokens = sorted(names)
+        for i in tokens:
+            words = {self.low(k) for k in self.doc.children(i)}
+            if not words & DEFINITE_WORDS or words & NEW_MENTION_WORDS:
+                continue
+            clause = self.clause_head(i)
+            earlier = [j for j in tokens if j < i and j not in out and names[j] == names[i]
+                       and self.clause_head(j) != clause and i not in self.conjuncts(j)
+                       and j not in self.ancestors(i)]  # "the man standing next to the man": two
+            mine = self.describing_words(i)
+            if mine:
+                earlier = [j for j in earlier if mine <= self.describing_words(j)] or [
+                    j for j in earlier if not self.describing_words(j)]
+            if earlier:
+                out[i] = earlier[-1]
+        return out
+
+    def describing_words(self, i: int) -> set[str]:
+        return {self.low(k) for k in self.kids(i, "amod", "compound", "nummod") if k < i}
+
     def antecedent(self, i: int) -> Optional[int]:
-        kind = PRONOUNS[self.low(i)]
-        # the word the pronoun's phrase hangs on (and, for a verb, its subject) is not its antecedent
+        """The object token pronoun ``i`` stands for, or None.
+
+        Never a word of its own clause that would make it point at itself: the
+        word its phrase hangs on, that verb's (inherited) subjects, and the
+        verb's direct object when the pronoun is in the verb's prepositional
+        phrase ("reads a paper on it": the phrase goes to the paper). Gender and
+        number must fit; the nearest earlier candidate wins.
+        """
+        low = self.low(i)
+        kind = PRONOUNS[low]
         governor = next((a for a in self.ancestors(i) if self.t[a].label not in ("prep", "agent")
                          and self.t[a].pos not in ("ADP",)), i)
-        excluded = {governor, *self.kids(governor, "nsubj", "nsubjpass")}
+        excluded = {governor, *self.clause_subject_tokens(governor)}
         if self.t[governor].label in ("acl", "relcl"):
             excluded.add(self.t[governor].head)
-        candidates = [j for j in self.obj_node if j < i and j not in excluded and self.t[j].pos in NOUN_POS]
+        if self.t[i].label == "pobj" and self.t[governor].pos in VERB_POS:
+            excluded.update(self.kids(governor, "dobj"))
+        excluded = {self.same_as.get(j, j) for j in excluded}
+        candidates = [j for j in self.obj_node if j < i and self.same_as.get(j, j) not in excluded
+                      and self.t[j].pos in NOUN_POS]
         if kind == "person":
             candidates = [j for j in candidates if self.t[j].lemma.lower() in PERSON_NOUNS]
+            other = FEMALE_NOUNS if low in MALE_PRONOUNS else MALE_NOUNS if low in FEMALE_PRONOUNS else set()
+            own = MALE_NOUNS if low in MALE_PRONOUNS else FEMALE_NOUNS if low in FEMALE_PRONOUNS else set()
+            candidates = [j for j in candidates if self.t[j].lemma.lower() not in other]
+            candidates = [j for j in candidates if self.t[j].lemma.lower() in own] or candidates
         elif kind == "plural":
-            candidates = [j for j in candidates if self.t[j].tag in ("NNS", "NNPS")] or candidates
+            groups = [j for j in candidates if any(k in self.obj_node for k in self.kids(j, "conj"))]
+            plural = [j for j in candidates if self.t[j].tag in ("NNS", "NNPS")]
+            best = max(groups + plural) if groups + plural else None
+            if best is not None and best in groups:
+                self.groups.add(i)  # "a man and a woman dance, then they bow": both
+            return best if best is not None else (max(candidates) if candidates else None)
         return max(candidates) if candidates else None
 
     def modifier_role(self, k: int) -> str:
@@ -321,6 +479,10 @@ class _Builder:
         word = tok.text.lower()
         if word in ATTRIBUTE_FORMS:
             return "attr"
+        if word in POSITION_WORDS and self.lex["modifiers"].get(word) in (None, "drop"):
+            return "attr"  # "the middle bottle": which bottle it is, never dropped
+        if self.hyphen_joined(k):
+            return "keep"  # "t-shirt", "x-ray": one word written with a hyphen
         learned = self.lex["modifiers"].get(word)
         if tok.label == "amod":
             if tok.pos == "NUM":
@@ -329,6 +491,12 @@ class _Builder:
         if learned:
             return learned
         return "attr"  # unseen in training: FACTUAL mostly writes a noun modifier as an attribute
+
+    def hyphen_joined(self, k: int) -> bool:
+        """Word ``k`` is glued to the word after next by a hyphen, without spaces ("t-shirt")."""
+        t = self.t
+        return k + 2 < len(t) and t[k + 1].text == "-" and t[k].end == t[k + 1].start \
+            and t[k + 1].end == t[k + 2].start and t[k].label == "compound"
 
     def name_modifiers(self, i: int) -> list[int]:
         """Modifier tokens of noun ``i`` that are nouns or noun-like (compound chain)."""
@@ -339,7 +507,8 @@ class _Builder:
                 out.append(k)
         return out
 
-    def make_object(self, i: int) -> int:
+    def object_name(self, i: int) -> tuple[list[int], str, str, list[int]]:
+        """Entity head ``i`` → (the tokens of its name, label, lemma, "have" modifiers)."""
         kept = [i]
         haves: list[int] = []
         stack = self.name_modifiers(i) + [k for k in self.kids(i, "amod")
@@ -372,6 +541,11 @@ class _Builder:
             label = lemma = closed  # "surf board" → "surfboard", as FACTUAL writes it
         elif label in self.lex["renames"]:
             label = lemma = self.lex["renames"][label]  # "guy" → "person", as FACTUAL writes it
+        return run, label, lemma, haves
+
+    def make_object(self, i: int, name: Optional[tuple[list[int], str, str, list[int]]] = None) -> int:
+        run, label, lemma, haves = name or self.object_name(i)
+        tok = self.t[i]
         count = 1
         for k in self.kids(i, "nummod"):
             count = number_value(self.t[k].text) or count
@@ -383,11 +557,12 @@ class _Builder:
         return node
 
     # -------------------------------------------------------------- attributes
-    def add_attribute(self, obj: int, label: str, lemma: str, span: tuple[int, int]) -> None:
+    def add_attribute(self, obj: int, label: str, lemma: str, span: tuple[int, int], negated: bool = False) -> None:
         for e in self.edges:
-            if e.src == obj and e.kind == "obj_attr" and self.nodes[e.dst].lemma == lemma:
+            if e.src == obj and e.kind == "obj_attr" and self.nodes[e.dst].lemma == lemma \
+                    and self.nodes[e.dst].negated == negated:
                 return
-        node = self.add_node("attribute", label, lemma, span)
+        node = self.add_node("attribute", label, lemma, span, negated=negated)
         self.add_edge(obj, node, "obj_attr")
 
     def attribute_phrase(self, i: int) -> tuple[str, str, tuple[int, int]]:
@@ -410,6 +585,10 @@ class _Builder:
             # adjectives the parser hung on a compound word ("black snow pants") describe the object
             kids = [k for k in self.doc.children(head) if k not in named] + [
                 k for m in named for k in self.kids(m, "amod") if k not in named]
+            # ... and so do those hung on a noun modifier written as an attribute ("long grey cardigan")
+            kids += [k for m in self.doc.children(head) if m < head and m not in named
+                     and self.t[m].label == "compound" and self.modifier_role(m) == "attr"
+                     for k in self.kids(m, "amod") if k not in named and self.low(k) not in SHADES]
             shade_used: set[int] = set()
             for k in sorted(kids):
                 tok = t[k]
@@ -444,19 +623,23 @@ class _Builder:
         out = []
         for c in self.conjuncts(i):
             target = self.resolve(c)
-            if target is not None and self.obj_node[target] not in out:
-                out.append(self.obj_node[target])
+            if target is None:
+                continue
+            for member in self.conjuncts(target) if c in self.groups else [target]:
+                member = self.resolve(member)
+                if member is not None and self.obj_node[member] not in out:
+                    out.append(self.obj_node[member])
         return out
 
     def relation(self, subjects: list[int], pred_tokens: list[int], objects: list[int],
-                 lemma: str, verb: Optional[int] = None) -> Optional[int]:
+                 lemma: str, verb: Optional[int] = None, negated: bool = False) -> Optional[int]:
         subjects = [s for s in subjects if s >= 0]
         if not subjects or not lemma:
             return None
         pred_tokens = sorted(set(pred_tokens))
         label = " ".join(self.low(p) for p in pred_tokens)
         span = (self.t[pred_tokens[0]].start, self.t[pred_tokens[-1]].end) if pred_tokens else (0, 0)
-        node = self.add_node("relation", label or lemma, lemma, span)
+        node = self.add_node("relation", label or lemma, lemma, span, negated=negated)
         for s in subjects:
             self.add_edge(s, node, "subj_pred")
         for o in objects:
@@ -557,79 +740,182 @@ class _Builder:
         return out
 
     def verb_relations(self) -> None:
-        t = self.t
-        for v in range(len(t)):
-            tok = t[v]
+        for v, tok in enumerate(self.t):
             if tok.pos not in VERB_POS or tok.label in ("aux", "auxpass"):
                 continue
             if tok.label == "amod" and not self.kids(v, "dobj", "prep", "agent"):
                 continue  # "a framed picture": an attribute (collect_attributes), not a predicate
-            lemma = self.verb_lemma(v)
-            is_copula = lemma in COPULAS
-            subjects = self.subjects_of_verb(v)
-            passive = bool(self.kids(v, "nsubjpass", "auxpass")) or (
-                tok.tag == "VBN" and tok.label in ("acl", "amod", "relcl"))
-            agents: list[int] = []
-            agent_words: set[int] = set()
-            if passive and lemma not in PLACEMENT_VERBS:
-                for a in self.kids(v, "agent"):
-                    for o in self.kids(a, "pobj"):
-                        agents.extend(self.entities_of(o))
-                if lemma in COVERING_VERBS:  # "a bench covered with snow" → ( snow , cover , bench )
-                    for a in self.kids(v, "prep"):
-                        if self.low(a) in ("with", "in"):
-                            found = [e for o in self.kids(a, "pobj") for e in self.entities_of(o)]
-                            agents.extend(found)
-                            agent_words.update([a] if found else [])
-            if agents and subjects:
-                self.relation(agents, [v], subjects, lemma=lemma, verb=v)  # "surrounded by grass"
-            if not subjects:
+            self.verb_relation(v)
+
+    def passive_agents(self, v: int, lemma: str) -> tuple[list[int], set[int]]:
+        """The objects that act in passive verb ``v`` ("surrounded by grass", "covered with snow")
+        and the preposition words that named them."""
+        tok = self.t[v]
+        passive = bool(self.kids(v, "nsubjpass", "auxpass")) or (
+            tok.tag == "VBN" and tok.label in ("acl", "amod", "relcl"))
+        agents: list[int] = []
+        agent_words: set[int] = set()
+        if passive and lemma not in PLACEMENT_VERBS:
+            for a in self.kids(v, "agent"):
+                for o in self.kids(a, "pobj"):
+                    agents.extend(self.entities_of(o))
+            if lemma in COVERING_VERBS:  # "a bench covered with snow" → ( snow , cover , bench )
+                for a in self.kids(v, "prep"):
+                    if self.low(a) in ("with", "in"):
+                        found = [e for o in self.kids(a, "pobj") for e in self.entities_of(o)]
+                        agents.extend(found)
+                        agent_words.update([a] if found else [])
+        return agents, agent_words
+
+    def verb_relation(self, v: int) -> None:
+        """The relations of one verb (see the module doc); a denied verb's are negated."""
+        if self.low(v) == "left" and self.kids(v, "aux", "auxpass") and any(
+                self.low(p) == "of" and p == v + 1 for p in self.kids(v, "prep")):
+            self.place_left_of(v)  # "the circle is left of the triangle": a place, not "leave"
+            return
+        lemma = self.verb_lemma(v)
+        is_copula = lemma in COPULAS
+        denied = self.is_denied(v)
+        subjects = self.subjects_of_verb(v)
+        agents, agent_words = self.passive_agents(v, lemma)
+        if agents and subjects:
+            self.relation(agents, [v], subjects, lemma=lemma, verb=v, negated=denied)  # "surrounded by grass"
+        if not subjects:
+            return
+        particles = [p for p in self.kids(v, "prt") if p > v]
+        verb_words = [v] + particles
+        verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
+        idiom = self.idiom_words(v, lemma)
+        if idiom:  # "comes to a halt": one predicate, no object
+            verb_words += idiom
+            verb_lemma = " ".join([verb_lemma] + [self.low(w) for w in idiom])
+        objs: list[int] = []
+        nothing = False  # "holds nothing", "isn't holding anything": denied, with no object
+        each_other = False  # "pass each other"
+        for o in self.kids(v, "dobj", "dative", "oprd"):
+            objs.extend(self.entities_of(o))
+            nothing = nothing or self.names_nothing(o)
+            each_other = each_other or self.is_reciprocal(o)
+        made = bool(agents)
+        if each_other and not objs and not is_copula:
+            self.reciprocal_relation(subjects, verb_words, verb_lemma, v, denied)
+            objs, made = list(subjects), True  # "pass each other on the road": both are on it
+        elif is_copula:
+            for a in self.kids(v, "attr", "acomp"):
+                if self.low(a) in PREP_PREFIXES and self.kids(a, "prep"):
+                    continue  # "the cat is next to a wall": a preposition, below
+                self.copular_attribute(subjects, a, denied)
+        elif objs and not (lemma == "have" and self.points_back(v)):
+            self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v, negated=denied)
+            made = True
+        elif nothing:
+            self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v, negated=True)
+            made = True
+        made = self.prep_relations(v, subjects, objs, verb_words, verb_lemma, agents, agent_words, denied) or made
+        if not made and particles and self.low(particles[-1]) in STRANDABLE and self.is_stranded(particles[-1]):
+            # "the water the bird is standing on": a particle that is a stranded preposition
+            subjects, stranded = self.stranded_object(v, subjects)
+            if stranded and subjects:
+                self.relation(subjects, verb_words, stranded, lemma=verb_lemma, verb=v, negated=denied)
+                made = True
+        if not made and len(subjects) == 1 and self.nodes[subjects[0]].count == 2 and any(
+                self.low(a) == "together" for a in self.kids(v, "advmod")):
+            together = "next to" if lemma in PLACEMENT_VERBS else "with"  # "two giraffes standing together"
+            self.relation(subjects, verb_words, subjects, lemma=f"{verb_lemma} {together}", verb=v, negated=denied)
+            made = True
+        # a complement clause after the verb says what happens ("starts to run", "watch the fish swim");
+        # one before it with a subject of its own is a clause of its own, mis-attached by the parser
+        # ("stands by the table, then he walks away")
+        complements = [c for c in self.kids(v, "xcomp", "ccomp")
+                       if c > v or not self.kids(c, "nsubj", "nsubjpass", "expl")]
+        if not made and not is_copula and lemma in PERCEPTION_VERBS:
+            seen = [e for c in complements for k in self.kids(c, "nsubj") if c > v for e in self.entities_of(k)]
+            if seen:  # "people are watching the fish swim" → ( people , watch , fish )
+                self.relation(subjects, verb_words, seen, lemma=verb_lemma, verb=v, negated=denied)
+                made = True
+        if not made and not is_copula and not complements and not [
+                k for k in self.kids(v, "dobj", "prep", "agent", "dative") if k not in verb_words]:
+            self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v, negated=denied)  # "a man runs"
+
+    def prep_relations(self, v: int, subjects: list[int], objs: list[int], verb_words: list[int],
+                       verb_lemma: str, agents: list[int], agent_words: set[int], denied: bool) -> bool:
+        """Relations of verb ``v``'s prepositional phrases; True if one was made."""
+        is_copula = self.verb_lemma(v) in COPULAS
+        made = False
+        agent_words_end = max((o for a in self.kids(v, "agent") for o in self.kids(a, "pobj")), default=len(self.t))
+        for prep, words, nouns in self.preps_of(v, tuple(verb_words[1:])):
+            if (prep in ("by",) and agents) or set(words) & (agent_words | set(verb_words)):
                 continue
-            particles = [p for p in self.kids(v, "prt") if p > v]
-            verb_words = [v] + particles
-            verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
-            objs: list[int] = []
-            for o in self.kids(v, "dobj", "dative", "oprd"):
-                objs.extend(self.entities_of(o))
-            made = bool(agents)
+            if agents and words[0] > agent_words_end and nouns and (
+                    self.noun_prep_lemma(prep, nouns[0]) != prep or self.low(nouns[0]) in CLOTHING):
+                # "kicked by a boy in a red shirt": the shirt is the boy's
+                self.relation(agents, words, [e for n in nouns for e in self.entities_of(n)],
+                              lemma=self.noun_prep_lemma(prep, nouns[0]))
+                made = True
+                continue
+            negated = denied or any(self.is_denied(w) for w in words if self.t[w].pos == "ADP")
+            pobjs = [e for n in nouns for e in self.entities_of(n)]
+            if any(self.is_reciprocal(n) for n in nouns) and subjects:
+                # "two buses next to each other" → ( bus , next to , bus ); "a cat and a dog look at each other"
+                self.reciprocal_relation(subjects, (words if is_copula else verb_words + words),
+                                         prep if is_copula else f"{verb_lemma} {prep}", v, negated)
+                made = True
+                continue
+            if not pobjs and not nouns and self.is_stranded(words[-1]):
+                subjects, pobjs = self.stranded_object(v, subjects)
+            if not pobjs and not objs and any(self.names_nothing(n) for n in nouns):
+                # "talks to no one": denied, with no object
+                self.relation(subjects, verb_words + words, [], lemma=prep if is_copula else f"{verb_lemma} {prep}",
+                              verb=v, negated=True)
+                made = True
+                continue
+            if not pobjs or not subjects:
+                continue
             if is_copula:
-                for a in self.kids(v, "attr", "acomp"):
-                    if self.low(a) in PREP_PREFIXES and self.kids(a, "prep"):
-                        continue  # "the cat is next to a wall": a preposition, below
-                    self.copular_attribute(subjects, a)
-            elif objs and not (lemma == "have" and self.points_back(v)):
-                self.relation(subjects, verb_words, objs, lemma=verb_lemma, verb=v)
-                made = True
-            for prep, words, nouns in self.preps_of(v, tuple(particles)):
-                if (prep in ("by",) and agents) or set(words) & agent_words:
-                    continue
-                pobjs = [e for n in nouns for e in self.entities_of(n)]
-                if any(self.is_reciprocal(n) for n in nouns):
-                    pobjs = list(subjects)  # "two buses next to each other" → ( bus , next to , bus )
-                if not pobjs and not nouns and self.is_stranded(words[-1]):
-                    subjects, pobjs = self.stranded_object(v, subjects)
-                if not pobjs or not subjects:
-                    continue
-                if is_copula:
-                    self.relation(subjects, words, pobjs, lemma=prep, verb=v)
-                elif objs:  # "holding a knife in the kitchen": the object is where FACTUAL puts it
-                    self.relation(objs, words, pobjs, lemma=prep, verb=v)
-                else:
-                    self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v)
-                made = True
-            if not made and particles and self.is_stranded(particles[-1]):
-                # "the water the bird is standing on": a particle that is a stranded preposition
-                subjects, stranded = self.stranded_object(v, subjects)
-                if stranded and subjects:
-                    self.relation(subjects, verb_words, stranded, lemma=verb_lemma, verb=v)
-                    made = True
-            if not made and len(subjects) == 1 and self.nodes[subjects[0]].count == 2 and any(
-                    self.low(a) == "together" for a in self.kids(v, "advmod")):
-                together = "next to" if lemma in PLACEMENT_VERBS else "with"  # "two giraffes standing together"
-                self.relation(subjects, verb_words, subjects, lemma=f"{verb_lemma} {together}", verb=v)
-                made = True
-            if not made and not is_copula and not self.kids(v, "dobj", "prep", "agent", "xcomp", "ccomp", "dative"):
-                self.relation(subjects, verb_words, [], lemma=verb_lemma, verb=v)  # "a man runs (quickly)"
+                self.relation(subjects, words, pobjs, lemma=prep, verb=v, negated=negated)
+            elif objs and prep not in INSTRUMENT_PREPOSITIONS:
+                # "holding a knife in the kitchen": the object is where FACTUAL puts it
+                self.relation(objs, words, pobjs, lemma=prep, verb=v, negated=negated)
+            else:
+                self.relation(subjects, verb_words + words, pobjs, lemma=f"{verb_lemma} {prep}", verb=v,
+                              negated=negated)
+            made = True
+        return made
+
+    def reciprocal_relation(self, subjects: list[int], words: list[int], lemma: str, verb: Optional[int],
+                            negated: bool) -> None:
+        """"each other": every ordered pair of distinct subjects ("a silver car and a red car pass each
+        other" → both directions); one plural subject relates to itself ("two cars pass each other"
+        → ( car , pass , car ), see :meth:`reciprocals`)."""
+        if len(subjects) == 1:
+            self.relation(subjects, words, subjects, lemma=lemma, verb=verb, negated=negated)
+            return
+        for a in subjects:
+            for b in subjects:
+                if a != b:
+                    self.relation([a], words, [b], lemma=lemma, verb=verb, negated=negated)
+
+    def place_left_of(self, v: int) -> None:
+        subjects = self.subjects_of_verb(v)
+        for p in self.kids(v, "prep"):
+            if self.low(p) == "of":
+                objs = [e for n in self.kids(p, "pobj") for e in self.entities_of(n)]
+                self.relation(subjects, [v, p], objs, lemma="left of", verb=v, negated=self.is_denied(v))
+
+    def idiom_words(self, v: int, lemma: str) -> list[int]:
+        """The words of an idiom after verb ``v`` ("to a halt" in "comes to a halt"), or []."""
+        for p in self.kids(v, "prep"):
+            for n in self.kids(p, "pobj"):
+                if self.t[n].lemma.lower() in IDIOMS.get((lemma, self.low(p)), ()):
+                    return [p] + [k for k in self.kids(n, "det")] + [n]
+        return []
+
+    def is_idiom_noun(self, i: int) -> bool:
+        tok = self.t[i]
+        if tok.label != "pobj" or tok.head == i:
+            return False
+        v = self.t[tok.head].head
+        return self.t[v].pos in VERB_POS and i in self.idiom_words(v, self.verb_lemma(v))
 
     def points_back(self, v: int) -> bool:
         """"the pole has a flag on it": the object's own preposition back to the subject says it all."""
@@ -659,10 +945,12 @@ class _Builder:
                       and self.obj_node[j] not in subjects), None)
         return subjects, ([self.obj_node[first]] if first is not None else [])
 
-    def copular_attribute(self, subjects: list[int], a: int) -> None:
+    def copular_attribute(self, subjects: list[int], a: int, denied: bool = False) -> None:
+        """"the car is (not) red", "the egg is a sculpture": attributes of the subjects; a "not" on
+        the copula or on the adjective itself (stanza's UD form) negates them."""
         t = self.t
         for c in self.conjuncts(a):
-            if c in self.obj_node or c in self.alias:
+            if c in self.obj_node or c in self.alias or self.names_nothing(c):
                 continue  # "there is a dog": not an attribute
             if t[c].pos in ("ADJ", "VERB", "NUM", "NOUN", "PROPN", "ADV") and t[c].text.isalpha():
                 label, lemma, span = self.attribute_phrase(c)
@@ -670,7 +958,7 @@ class _Builder:
                     mods = [k for k in self.name_modifiers(c) if k == c - 1]
                     label = lemma = " ".join(self.low(w) for w in mods + [c])
                 for s in subjects:
-                    self.add_attribute(s, label, lemma, span)
+                    self.add_attribute(s, label, lemma, span, negated=denied or self.is_denied(c))
 
     def noun_relations(self) -> None:
         t = self.t
@@ -682,6 +970,9 @@ class _Builder:
             subj = self.obj_node[target]
             for prep, words, nouns in self.preps_of(head):
                 objs = [e for n in nouns for e in self.entities_of(n)]
+                if not objs and any(self.is_reciprocal(n) for n in nouns) and self.t[head].label != "conj":
+                    self.reciprocal_relation(self.entities_of(head), words, prep, None, False)  # "two buses next to each other"
+                    continue
                 if not objs or (head in self.alias and prep == "of"):
                     continue
                 if prep == "of":
@@ -704,8 +995,7 @@ class _Builder:
                         k, o = on_part[0]
                         self.relation(self.entities_of(n), [k, o], [subj], lemma=f"on {self.low(o)} of")
                         continue
-                    learned = self.lex["prep_objects"].get(f"{prep} {self.low(target)}")
-                    self.relation([subj], words, self.entities_of(n), lemma=learned or prep)
+                    self.relation([subj], words, self.entities_of(n), lemma=self.noun_prep_lemma(prep, target))
             for k in self.kids(head, "poss"):
                 owners = self.entities_of(k)
                 if owners:
@@ -714,6 +1004,11 @@ class _Builder:
                 if t[k].lemma.lower() == "have":
                     owners = [e for s in self.kids(head, "nsubj") for e in self.entities_of(s)]
                     self.relation(owners, [k], [subj], lemma="have")
+
+    def noun_prep_lemma(self, prep: str, noun: int) -> str:
+        """How FACTUAL writes "<object> <prep> <noun>": learned ("man in a shirt" → ``wear``), else
+        the preposition."""
+        return self.lex["prep_objects"].get(f"{prep} {self.low(noun)}") or prep
 
     def reciprocals(self) -> None:
         """A relation from an object to itself stands for two of its instances: FACTUAL writes
@@ -734,18 +1029,220 @@ class _Builder:
             new_id = {n.id: k for k, n in enumerate(keep)}
             self.edges = [TextEdge(new_id[e.src], new_id[e.dst], e.kind) for e in self.edges
                           if e.src in new_id and e.dst in new_id]
-            self.nodes = [TextNode(new_id[n.id], n.kind, n.label, n.lemma, n.span, n.count) for n in keep]
+            self.nodes = [TextNode(new_id[n.id], n.kind, n.label, n.lemma, n.span, n.count, n.negated) for n in keep]
 
     def adverbs(self) -> None:
         t = self.t
         for v, rels in self.verb_rel.items():
-            for a in self.kids(v, "advmod"):
+            advmods = self.kids(v, "advmod")
+            # a direction the parser hung on another adverb is the verb's ("moves right gradually")
+            advmods += [k for a in advmods for k in self.kids(a, "advmod") if self.low(k) in DIRECTION_WORDS]
+            for a in sorted(advmods):
                 tok = t[a]
                 if tok.pos != "ADV" or tok.tag == "WRB" or tok.text.lower() in SKIP_ADVERBS \
                         or self.kids(a, "prep") or not tok.text.isalpha():
                     continue
                 node = self.add_node("pred_attribute", tok.text.lower(), tok.lemma.lower(), (tok.start, tok.end))
                 self.add_edge(rels[0], node, "pred_adv")
+
+
+#: Verbs of motion, appearance and gesture that video captions use intransitively: an "-s" form of
+#: one may be the verb the tagger read as a plural noun ("the purple square vanishes").
+EVENT_VERBS = {
+    "vanish", "disappear", "appear", "move", "slide", "glide", "travel", "approach", "stop", "start",
+    "drift", "retreat", "head", "pop", "wave", "squat", "splash", "jump", "run", "walk", "turn", "spin",
+    "roll", "fall", "rise", "bounce", "swing", "shake", "nod", "smile", "laugh", "dance", "sing", "talk",
+    "speak", "point", "climb", "swim", "dive", "kick", "throw", "catch", "hit", "sit", "stand", "lean",
+    "crawl", "hop", "fly", "float", "sink", "shrink", "grow", "flip", "twirl", "stretch", "bend", "kneel",
+    "enter", "exit", "leave", "arrive", "return", "pass", "cross", "rotate", "shift", "descend", "ascend",
+    "emerge", "follow", "chase", "flee", "escape", "wait", "pause", "continue", "begin", "finish",
+}
+#: Prepositions of the means or company of an action: they stay with the verb's subject even after
+#: an object ("cuts the vegetables with a sharp knife" → ( chef , cut with , knife )).
+INSTRUMENT_PREPOSITIONS = {"with", "using"}
+#: Position words before a noun are never dropped ("the middle bottle" → ( bottle , is , middle )); those the
+#: lexicon keeps in the name stay there ("front wheel").
+POSITION_WORDS = {"middle", "left", "right", "front", "back", "top", "bottom", "center", "centre", "first",
+                  "second", "third", "last", "upper", "lower", "rear", "inner", "outer", "leftmost", "rightmost"}
+#: Clothing: after a passive's agent, "in a red sweater" describes the agent, not the action.
+CLOTHING = {"shirt", "t-shirt", "sweater", "jacket", "coat", "dress", "skirt", "hoodie", "vest", "costume",
+            "robe", "gown", "sweatshirt", "top", "blouse", "cardigan", "scarf", "uniform", "suit", "jeans",
+            "pants", "shorts", "trousers", "hat", "cap", "helmet", "outfit", "tuxedo", "bikini", "swimsuit",
+            "wetsuit", "leotard", "apron", "overalls", "jersey", "tank", "beanie", "boots", "sneakers"}
+#: Prepositions that can be left at the end of a clause ("the water the bird is standing on"), unlike
+#: particles ("then they stand up").
+STRANDABLE = {"on", "in", "at", "under", "with", "from", "to", "into", "onto", "behind", "inside", "near", "by",
+              "of", "for", "against", "beside", "underneath", "atop", "upon"}
+#: Prepositions of a path, which a noun phrase rarely takes but a verb of motion does.
+MOTION_PREPOSITIONS = {"toward", "towards", "into", "onto", "across", "through", "past"}
+#: Words that open a subordinate clause the parser may read as a preposition ("before the circle vanishes").
+CLAUSE_OPENERS = {"before", "after", "while", "until", "when", "as", "since", "once", "then"}
+
+
+def _verb_form_lemma(word: str, verbs: dict[str, int], plural_objects: set[str]) -> Optional[str]:
+    """The verb lemma of a 3rd-person "-s" form ("vanishes" → "vanish"), or None: not a known verb,
+    or a word the FACTUAL annotators write as a plural object ("leaves", "waves")."""
+    if not word.endswith("s") or word in plural_objects or len(word) < 4:
+        return None
+    options = [word[:-1], word[:-2]] + ([word[:-3] + "y"] if word.endswith("ies") else [])
+    known = [o for o in options if o in EVENT_VERBS or verbs.get(o, 0) >= 5]
+    return known[0] if known else None
+
+
+def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
+    """``doc`` with 3rd-person verbs the tagger read as plural nouns made verbs again.
+
+    Small models read "Det Adj Noun Verb-s" as one noun phrase ("The purple
+    square vanishes" → a noun "vanishes"). A plural-noun token whose word is
+    the "-s" form of a known verb, and not a word FACTUAL's annotators write
+    as an object, becomes the clause's verb, the noun right before it (with
+    the words before that) its subject, when
+
+    * it heads a sentence with no verb at all ("The yellow square moves right");
+    * it is the apposition of a noun with a relative clause, after a comma
+      ("A person, who is not smiling, waves at the camera");
+    * it is the object of a clause opener ("… before the blue circle vanishes");
+    * it is the subject of "left", which is then the direction ("slides left").
+    """
+    toks = list(doc.tokens)
+    fixed = ParsedDoc(doc.text, toks)
+    plural_objects = lex["plural_objects"]
+    for i, t in enumerate(doc.tokens):
+        if i == 0:
+            continue
+        kids = fixed.children(i)
+        if t.pos == "VERB" and t.tag == "VBZ" and not any(toks[k].label in ("nsubj", "nsubjpass", "expl") for k in kids) \
+                and any(toks[k].label == "det" and k < i for k in kids) and t.text.lower() not in plural_objects:
+            subject = _subject_before(fixed, i)  # "The orange square moves down": the verb took the article
+            if subject is not None:
+                _make_verb(toks, fixed, i, t.lemma, t.label, t.head, subject)
+        elif t.pos == "VERB" and t.label == "pobj" and toks[t.head].text.lower() in CLAUSE_OPENERS \
+                and toks[t.head].head != t.head:
+            _make_verb(toks, fixed, i, t.lemma, "advcl", toks[t.head].head, None)  # "before the triangle vanishes"
+        elif t.pos in NOUN_POS and t.tag in ("NNS", "NNPS"):
+            reading = _verb_reading(toks, fixed, i, lex)
+            if reading is not None:
+                _make_verb(toks, fixed, i, *reading)
+    _repair_attachments(toks, fixed)
+    return fixed
+
+
+def _verb_reading(toks: list, doc: ParsedDoc, i: int, lex: dict) -> Optional[tuple[str, str, int, int]]:
+    """(lemma, label, governor, subject) when plural noun ``i`` is a verb (see :func:`repair_verb_forms`)."""
+    t = toks[i]
+    lemma = _verb_form_lemma(t.text.lower(), lex["verbs"], lex["plural_objects"])
+    # after "a person, who …," a plural noun can only be the verb, even one FACTUAL writes as a noun
+    lemma_any = lemma or _verb_form_lemma(t.text.lower(), lex["verbs"], set())
+    if lemma_any is None:
+        return None
+    head, kids = toks[t.head], doc.children(i)
+    if t.label == "root" and (not any(k.pos in VERB_POS and k.label != "amod" and not _is_direction(toks, k.i, i)
+                                      for k in toks if k.sent == t.sent)
+                              or any(toks[k].label == "conj" and toks[k].pos == "VERB" for k in kids)):
+        # a sentence with no verb, or whose other verb is coordinated with it ("… passes and then … stops")
+        subject, label, governor = _subject_before(doc, i), "root", i
+        if lemma is None and any(toks[k].text.lower() in MOTION_PREPOSITIONS for k in kids):
+            lemma = lemma_any  # "the orange square heads toward the triangle": a plural noun goes nowhere
+    elif t.label == "appos" and toks[i - 1].pos == "PUNCT" and any(
+            toks[k].label in ("relcl", "acl") for k in doc.children(t.head)):
+        subject, label, governor = t.head, "root" if head.head == head.i else head.label, head.head
+        lemma = lemma_any
+    elif t.label == "pobj" and head.text.lower() in CLAUSE_OPENERS and head.head != head.i:
+        subject, label, governor = _subject_before(doc, i), "advcl", head.head
+    elif t.label == "nsubj" and head.text.lower() in ("left", "right") and not any(
+            toks[k].label == "dobj" for k in doc.children(head.i)):
+        subject, label, governor = _subject_before(doc, i), "root", i  # "moves right, then …"
+    else:
+        return None
+    return None if subject is None or lemma is None else (lemma, label, governor, subject)
+
+
+def _repair_attachments(toks: list, doc: ParsedDoc) -> None:
+    """Three attachments to the verb: a fronted adverb hung on the subject ("Slowly, the circle
+    moves"), a compound that is the subject ("The green circle glides up"), and "left" read as
+    "leave" after a verb of motion ("is moving left rapidly")."""
+    for i, t in enumerate(toks):
+        head = toks[t.head]
+        if t.pos == "ADV" and t.label == "advmod" and t.head > i and head.label in ("nsubj", "nsubjpass") \
+                and head.pos in NOUN_POS and i + 1 < len(toks) and toks[i + 1].text == ",":
+            adverb = toks[i] = copy(t)
+            adverb.head = head.head
+            doc.invalidate()
+            continue
+        if t.pos != "VERB" or i == 0:
+            continue
+        kids = doc.children(i)
+        if t.tag in ("VBZ", "VBD", "VBP") and not any(toks[k].label in ("nsubj", "nsubjpass", "expl") for k in kids) \
+                and toks[i - 1].head == i and toks[i - 1].label == "compound" and toks[i - 1].pos in NOUN_POS:
+            subj = toks[i - 1] = copy(toks[i - 1])
+            subj.label = "nsubj"
+            for k in kids:
+                if k < i - 1:
+                    toks[k] = copy(toks[k])
+                    toks[k].head = i - 1
+            doc.invalidate()
+        elif t.text.lower() == "left" and t.label in ("advcl", "xcomp", "dep", "conj", "acl", "oprd") \
+                and toks[t.head].pos == "VERB" and not any(
+                    toks[k].label in ("nsubj", "nsubjpass", "dobj", "prep", "aux", "auxpass") for k in kids):
+            left = toks[i] = copy(t)
+            left.pos, left.tag, left.lemma, left.label = "ADV", "RB", "left", "advmod"
+            for k in kids:
+                toks[k] = copy(toks[k])
+                toks[k].head = t.head
+            doc.invalidate()
+
+
+def _is_direction(toks: list, k: int, verb: int) -> bool:
+    """"left"/"right" hung on verb candidate ``verb`` ("moves left gradually"): a direction, not a verb."""
+    return toks[k].text.lower() in ("left", "right") and toks[k].head == verb
+
+
+def _subject_before(doc: ParsedDoc, i: int) -> Optional[int]:
+    """The noun right before verb candidate ``i`` that the parser hung on it, or None."""
+    s = doc.tokens[i - 1]
+    if s.head != i or s.label not in ("amod", "compound", "nmod", "npadvmod", "dep", "nsubj") \
+            or not s.text.isalpha() or s.text.lower() in DETERMINER_WORDS:
+        return None
+    if s.pos not in NOUN_POS and (s.pos != "ADJ" or s.text.lower() in ATTRIBUTE_NOUNS or s.text.lower().endswith(
+            ("ful", "ous", "ive", "able", "al", "ic", "ed", "ing", "y", "ish", "less"))):
+        return None
+    return i - 1
+
+
+def _make_verb(toks: list, doc: ParsedDoc, i: int, lemma: str, label: str, governor: int,
+               subject: Optional[int]) -> None:
+    """Token ``i`` becomes a VBZ verb (``label`` under ``governor``; a root heads itself) with
+    ``subject`` as its ``nsubj``. Its dependents before the subject move to the subject; what it
+    hung on becomes its dependent: "left" its direction (``advmod``), a clause opener its ``mark``."""
+    def own(k: int):
+        toks[k] = copy(toks[k])
+        return toks[k]
+
+    old = doc.tokens[i]
+    verb = own(i)
+    verb.pos, verb.tag, verb.lemma, verb.label = "VERB", "VBZ", lemma, label
+    verb.head = i if label == "root" else governor
+    if subject is not None:
+        subj = own(subject)
+        subj.pos, subj.tag, subj.label, subj.head = "NOUN", "NNS" if subj.tag == "NNS" else "NN", "nsubj", i
+    for k in doc.children(i):
+        if subject is not None and k < subject:
+            own(k).head = subject
+        elif _is_direction(toks, k, i):  # "moves left gradually"
+            left = own(k)
+            left.pos, left.tag, left.lemma, left.label = "ADV", "RB", left.text.lower(), "advmod"
+            for c in doc.children(k):
+                own(c).head = i
+    if old.label == "nsubj":  # "slides left": "left" is the direction, its dependents the verb's
+        left = own(old.head)
+        left.pos, left.tag, left.lemma, left.label, left.head = "ADV", "RB", left.text.lower(), "advmod", i
+        for k in doc.children(old.head):
+            if k != i:
+                own(k).head = i
+    elif old.label == "pobj":  # "before the circle vanishes": the opener marks the clause
+        mark = own(old.head)
+        mark.pos, mark.label, mark.head = "SCONJ", "mark", i
+    doc.invalidate()
 
 
 def repair(doc: ParsedDoc, verbs: dict[str, int]) -> ParsedDoc:
@@ -815,7 +1312,7 @@ def build_tsg(doc: ParsedDoc, caption_id: str, text: Optional[str] = None,
     TSG with no nodes.
     """
     if doc.tokens:
-        doc = repair(doc, lexicon()["verbs"])
+        doc = repair(repair_verb_forms(doc, lexicon()), lexicon()["verbs"])
     b = _Builder(doc)
     if doc.tokens:
         b.find_entities()

@@ -8,7 +8,7 @@ import importlib
 
 from stages.detectors.base import FrameDetections, build_detector, detector_class
 
-for _backend in ("color", "lite", "detectron2"):
+for _backend in ("color", "lite", "ssd", "detectron2"):
     try:
         importlib.import_module(f"stages.detectors.{_backend}")
     except ModuleNotFoundError as missing:  # a backend file not written yet

@@ -154,6 +154,8 @@ def messy_sample(rng: random.Random, key: str) -> tuple[VideoSample, SampleFeatu
     dsg.relations += [Relation(0, rng.randrange(len(dsg.detections) + 1), rng.randrange(len(dsg.detections) + 1),
                                rng.choice(["on", "near", "under"]), 1.0) for _ in range(rng.randint(0, 12))]
     for hsg in sample.hsgs:
+        for node in hsg.tsg.nodes:
+            node.negated = node.kind != "object" and rng.random() < 0.3   # its edges are dropped by both readers
         hsg.links += [CrossLink(rng.randrange(-1, 6), rng.choice([10, 11, 12, 55]), rng.choice([0.5, 0.9]), "r")
                       for _ in range(rng.randint(0, 3))]
         hsg.frame_window = (rng.randrange(-2, 9), rng.randrange(-2, 9))

@@ -205,6 +205,39 @@ def test_osc_and_ptc_each_train_the_fine_units_they_are_defined_on(small_dataset
     assert ptc["pair_text"] > 0 and ptc["subject"] > 0 and ptc["object"] > 0      # directed pairs
 
 
+@torch.no_grad()
+def test_a_negated_predicate_is_no_ptc_positive(tmp_path):
+    """"the circle does not approach the square": written through the store and read by the training
+    loader, the denied relation keeps no edge, so PTC finds no predicate to take as a positive."""
+    import random
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from finsta_samples import DIMS, make_sample
+
+    from schemas.store import DatasetWriter
+
+    def dataset(name: str, negated: bool):
+        rng = random.Random(3)
+        samples = [make_sample(rng, f"vid{i}") for i in range(6)]
+        for sample, _ in samples:
+            for hsg in sample.hsgs:
+                hsg.tsg.nodes[1].negated = negated          # node 1 is the caption's relation
+        DatasetWriter(tmp_path / name, config={"test": name}, feature_dims=DIMS).write_shard(samples, failures=[])
+        return tmp_path / name
+
+    def ptc(root):
+        batch = next(iter(make_loader(ShardStream(root, batch_size=6, seed=0), 0)))
+        model = _model(root)
+        _, _, nodes, enc = model._fused(batch)
+        text, video = model._units(nodes, enc, batch)
+        track, pair, _ = model.fine.window_units(text.window, video, model.dsg, model._stgd_kernel())
+        return float(unit_ptc(text, video, track, pair, batch, 0.05))
+
+    assert ptc(dataset("positive", False)) > 0
+    assert ptc(dataset("negated", True)) == 0
+
+
 def _one_caption_batch(subject_track: int, object_track: int):
     """One real caption "A <pred> B" (nodes 0, 1, 2) over two videos of two tracks each; A and B are
     linked to tracks ``subject_track`` and ``object_track`` of video 0. A stand-in for a collated batch."""

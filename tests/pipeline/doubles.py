@@ -8,11 +8,19 @@ whose weights are missing inside a worker. Never what a user runs; registered th
   its weights are missing on that node.
 * ``pixel_probe_double`` link scorer: says it reads pixels; writes how many crops each call on a video's tracks got to
   ``$FINSTA_TEST_PROBE_DIR/crops-<pid>.json`` and scores by label like ``minilm`` would (exact match).
+* ``poison_double`` detector: the ``color`` detector, except on a clip of :data:`KILL_SIZE` it SIGKILLs
+  its own process (as the OOM killer does to a worker) and on one of :data:`HANG_SIZE` it never returns
+  (a native sleep, or a Python loop when ``FINSTA_TEST_HANG=python``).
+* ``slow_setup_double`` detector: ``setup()`` sleeps ten minutes (a model load that takes its time).
+* ``progress_probe_double`` detector: the ``color`` detector that appends a line to
+  ``$FINSTA_TEST_PROBE_DIR/detected-<pid>.txt`` per video, so a test can tell how far a run got.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +75,47 @@ class PixelProbeScorerDouble:
             path.write_text(json.dumps(seen + [sum(len(t.crops) for t in tracks)]))
         return np.array([[1.0 if p == t.label else 0.0 for t in tracks] for p in phrases], np.float32).reshape(
             len(phrases), len(tracks))
+
+
+KILL_SIZE = (96, 64)   # (width, height) of a clip whose worker the poison double kills
+HANG_SIZE = (64, 96)   # ... and of one it never returns from
+
+
+def _size(images) -> tuple[int, int]:
+    return (images[0].shape[1], images[0].shape[0]) if images else (0, 0)
+
+
+@DETECTORS.register("poison_double")
+class PoisonDetectorDouble(ColorDetector):
+    summary = "test double: the color detector that kills its worker or hangs on clips of two odd sizes"
+
+    def detect(self, images):
+        if _size(images) == KILL_SIZE:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if _size(images) == HANG_SIZE:
+            if os.environ.get("FINSTA_TEST_HANG") == "python":
+                while True:
+                    pass
+            time.sleep(3600)
+        return super().detect(images)
+
+
+@DETECTORS.register("slow_setup_double")
+class SlowSetupDetectorDouble(ColorDetector):
+    summary = "test double: a detector whose setup() takes ten minutes"
+
+    def setup(self) -> None:
+        time.sleep(600)
+
+
+@DETECTORS.register("progress_probe_double")
+class ProgressProbeDetectorDouble(ColorDetector):
+    summary = "test double: the color detector that counts the videos it saw in a probe file"
+
+    def detect(self, images):
+        out = super().detect(images)
+        folder = os.environ.get("FINSTA_TEST_PROBE_DIR")
+        if folder:
+            with open(Path(folder) / f"detected-{os.getpid()}.txt", "a") as handle:
+                handle.write("x\n")
+        return out

@@ -101,7 +101,9 @@ def test_every_sample_ends_committed_or_as_a_failure_row(sequential_run, world):
     assert reasons["corrupt_video"] in ("corrupt_video", "not_a_video", "no_video_stream")
     assert reasons["../escape"] == reasons["/etc/escape"] == "unsafe_key"
     assert result.failures_by_reason["duplicate_key"] == 1  # its key is committed (first occurrence kept)
-    assert result.total == GOOD + 5 and result.committed + len(reasons) == result.total - 1
+    assert reasons[ds.keys()[0]] == "duplicate_key"          # and the dropped row is a failure all the same
+    assert result.total == GOOD + 5 and result.committed + len(ds.failures()) == result.total
+    assert result.failed == len(ds.failures()) == sum(result.failures_by_reason.values()) == 5
     assert not (sequential_out.parent / "escape").exists() and not Path("/etc/escape").exists()
 
 
@@ -140,7 +142,7 @@ def test_retry_failed_reprocesses_only_the_failures(world, tmp_path):
     assert result.to_run == 2 and result.skipped_committed == GOOD + 1
     ds = open_dataset(out)
     assert "missing_video" in ds.keys() and len(ds.keys()) == GOOD + 1
-    assert {f.key for f in ds.failures()} == {"corrupt_video", "../escape", "/etc/escape"}
+    assert {f.key for f in ds.failures()} == {"corrupt_video", "../escape", "/etc/escape", ds.keys()[0]}  # + the dup
 
 
 def test_changed_config_is_refused(world, sequential_out):
@@ -184,6 +186,8 @@ def test_two_node_ray_cluster_matches_one_node(world, reference_out, tmp_path):
     try:
         out = tmp_path / "two-nodes"
         run_build(config(world, executor="ray", workers=2, ray_address=cluster.address, pools="each"), out)
+        assert not ray.is_initialized()          # the build disconnected from the cluster it joined
+        ray.init(address=cluster.address, logging_level="ERROR")
         assert len({node["NodeID"] for node in ray.nodes() if node["Alive"]}) == 2
         assert contents(out) == contents(reference_out)
     finally:
@@ -215,3 +219,174 @@ def test_kill_9_of_the_driver_then_rerun_loses_and_duplicates_nothing(world, ref
     keys = [key for shard in manifest["shards"] for key in shard["keys"]]
     assert len(keys) == len(set(keys)) == GOOD
     assert contents(out) == contents(reference_out)
+
+
+# ---------------------------------------------------------------- issue 14/18: signals keep finished work
+import re  # noqa: E402
+
+import tests.pipeline.doubles  # noqa: E402,F401  (registers the named test doubles in this process too)
+
+SIXTEEN = 16
+INTERRUPTED = re.compile(r"^interrupted: (\d+) committed, (\d+) in flight not kept; rerun the same command to "
+                         r"continue$")
+
+
+@pytest.fixture(scope="module")
+def world16(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("w16") / "synthetic", SIXTEEN, seed=5, duration=2.0, fps=4, width=160,
+                    height=120, objects_max=2)
+
+
+def probe_command(world: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root", str(world), "--out",
+            str(out), "--detector", "progress_probe_double", "--set", "detect.batch_frames=1000", "--num-cpus", "2",
+            "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference16(world16, tmp_path_factory) -> Path:
+    """The same build, uninterrupted (sequential: the same stages, in-process)."""
+    out = tmp_path_factory.mktemp("ref16") / "out"
+    cfg = BuildConfig(dataset=DatasetConfig(name="synthetic", data_root=str(world16)))
+    cfg.detect.name, cfg.detect.batch_frames, cfg.run.executor, cfg.run.quiet = "progress_probe_double", 1000, \
+        "sequential", True
+    run_build(cfg, out)
+    return out
+
+
+def start_and_wait(command: list[str], probe: Path, videos: int, timeout_s: float = 400) -> subprocess.Popen:
+    """Start ``command`` and return once its detector has seen ``videos`` videos."""
+    env = {**os.environ, "FINSTA_PLUGINS": "tests.pipeline.doubles", "FINSTA_TEST_PROBE_DIR": str(probe)}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + timeout_s
+    while sum(len(p.read_text().splitlines()) for p in probe.glob("detected-*.txt")) < videos:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the run did not get far enough"
+        time.sleep(0.2)
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["SIGTERM-to-driver", "SIGINT-to-process-group"])
+def test_a_signal_late_in_the_run_commits_every_finished_sample(signum, to_group, world16, reference16, tmp_path):
+    out, probe = tmp_path / "out", tmp_path / "probe"
+    probe.mkdir()
+    proc = start_and_wait(probe_command(world16, out), probe, 12)
+    sent = time.monotonic()
+    (os.killpg if to_group else os.kill)(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 40
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum], stderr
+    match = INTERRUPTED.match(stderr.strip().splitlines()[-1])
+    assert match, stderr
+    committed = int(match.group(1))
+    ds = open_dataset(out)
+    assert len(ds) == committed >= 10 and ds.failures() == [] and verify(out) == []   # a partial shard is a shard
+    assert committed + int(match.group(2)) <= SIXTEEN
+    done = subprocess.run(probe_command(world16, out), cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FINSTA_PLUGINS": "tests.pipeline.doubles"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "stats.json").read_text())["run"]["samples_run"] == SIXTEEN - committed
+    assert contents(out) == contents(reference16) and verify(out) == []
+
+
+@pytest.mark.slow
+def test_kill_9_loses_at_most_the_last_shard_max_seconds_of_finished_work(world16, reference16, tmp_path):
+    out, probe = tmp_path / "out", tmp_path / "probe"
+    probe.mkdir()
+    proc = start_and_wait(probe_command(world16, out, "--set", "write.shard_max_seconds=2"), probe, 6)
+    deadline = time.time() + 120
+    while not (out / "manifest.json").is_file() or not json.loads((out / "manifest.json").read_text())["shards"]:
+        assert time.time() < deadline and proc.poll() is None, "no shard was committed by time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = len(open_dataset(out))
+    assert 1 <= committed < SIXTEEN and verify(out) == []   # committed by age, long before 16 (shard_size)
+    done = subprocess.run(probe_command(world16, out, "--set", "write.shard_max_seconds=2"), cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FINSTA_PLUGINS": "tests.pipeline.doubles"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "stats.json").read_text())["run"]["samples_run"] == SIXTEEN - committed
+    assert contents(out) == contents(reference16)
+
+
+def test_the_open_shard_is_committed_when_it_is_old_enough(world, tmp_path, monkeypatch):
+    """The time bound itself, with a fake clock: a shard younger than shard_max_seconds waits, an older one goes."""
+    import pipeline.build as build
+
+    clock = [1000.0]
+    monkeypatch.setattr(build.time, "monotonic", lambda: clock[0])
+    with build.DatasetWriter(tmp_path / "out", {"test": 1}, {"frame": 1, "detection": 1, "text_node": 1,
+                                                             "caption": 1}) as writer:
+        cfg = config(world)
+        cfg.write.shard_size, cfg.write.shard_max_seconds = 100, 60.0
+        shard = build._OpenShard(writer, cfg.write, build.BuildResult(out=tmp_path / "out"),
+                                 build.Progress(quiet=True))
+        shard.add_failure(build.FailureRecord("a", "decode", "timeout", "slow"))
+        clock[0] += 59.0
+        assert not shard.due()
+        clock[0] += 1.0
+        assert shard.due()
+        shard.commit()
+        assert writer.failed_keys() == {"a"} and not shard.due()
+
+
+@pytest.mark.slow
+def test_sigterm_while_workers_load_their_models_stops_within_seconds(world, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "FINSTA_PLUGINS": "tests.pipeline.doubles"}
+    proc = subprocess.Popen([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
+                             str(world / "manifest.jsonl"), "--out", str(out), "--detector", "slow_setup_double",
+                             "--num-cpus", "2", "--quiet"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (out / "manifest.json").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(20)   # Ray is up and the worker is inside setup() (a ten-minute sleep)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and time.monotonic() - sent < 30, stderr
+    # the three rows failed before any stage (duplicate, two unsafe keys) are committed; nothing else started
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: 3 committed, 0 in flight"), stderr
+
+
+@pytest.mark.slow
+def test_sigterm_while_ray_init_blocks_in_native_code_ends_the_run(tmp_path, world):
+    import socket
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    try:
+        proc = subprocess.Popen([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
+                                 str(world / "manifest.jsonl"), "--out", str(tmp_path / "out"), "--ray-address",
+                                 f"127.0.0.1:{server.getsockname()[1]}", "--set", "run.stop_grace_s=5", "--quiet"],
+                                cwd=REPO, stderr=subprocess.PIPE, text=True)
+        time.sleep(12)  # inside ray.init's connect loop by now
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and time.monotonic() - sent < 20, stderr
+        assert "SIGTERM" in stderr.strip().splitlines()[-1] and "committed" in stderr.strip().splitlines()[-1]
+    finally:
+        server.close()
+
+
+def test_clipped_captions_and_replaced_bytes_are_counted_in_stats(world, tmp_path):
+    from pipeline.report import write_stats
+
+    video = sorted((world / "synthetic" / "videos").iterdir())[0]
+    long_caption = "a red circle moves to the left " * 60          # 1,860 characters; the parser reads 1,000
+    (tmp_path / "m.jsonl").write_bytes(
+        json.dumps({"id": "long", "video": str(video), "captions": [long_caption]}).encode() + b"\n"
+        + b'{"id": "bytes", "video": "' + str(video).encode() + b'", "captions": ["a blue \xff square"]}\n')
+    cfg = BuildConfig(dataset=DatasetConfig(name="manifest", data_root=str(tmp_path / "m.jsonl")))
+    cfg.detect.name, cfg.run.executor, cfg.run.quiet = "color", "sequential", True
+    stats = write_stats(run_build(cfg, tmp_path / "out"))
+    assert stats["counts"]["captions_clipped_for_parsing"] == 1
+    assert stats["dataset"]["invalid_utf8_replaced"] == 1
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["counts"] == stats["counts"]

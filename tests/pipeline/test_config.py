@@ -18,7 +18,7 @@ from stages.catalog import STAGES
 # String options with a fixed set of values: a value other than the default that they accept.
 CHOICES = {"dataset.name": "manifest", "decode.mode": "uniform", "decode.transport": "rgb24", "detect.name": "lite",
            "embed_visual.detection_features": "crop", "parse_captions.name": "stanza", "run.executor": "sequential",
-           "run.pools": "each", "merge_hsg.scorer.name": "minilm", "dataset.split": "val_1"}
+           "run.pools": "each", "merge_hsg.scorer.name": "minilm", "dataset.split": "val_1", "relate.pairs": "all"}
 CONTRADICTS = {"run.retry_failed"}   # true only together with overwrite=false, its default: still fine alone
 
 
@@ -214,3 +214,30 @@ def test_set_key_reaches_nested_backend_options():
     cfg = BuildConfig()
     set_key(cfg, "detect.detectron2.opts", '["MODEL.RPN.NMS_THRESH", 0.6]')
     assert cfg.detect.detectron2.opts == ["MODEL.RPN.NMS_THRESH", 0.6]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "decode.fps=0"], "decode fps must be > 0, got 0.0"),
+    (["--set", "decode.fps=-1"], "decode fps must be > 0, got -1.0"),
+    (["--set", "decode.fps=nan"], "bad value 'nan' for decode.fps"),
+    (["--set", "decode.fps=.inf"], "bad value inf for decode.fps"),
+    (["--set", "decode.timeout_s=-5"], "timeout_s > 0"),
+    (["--set", "decode=5"], "config key 'decode' is a section"),
+    (["--set", "decode.mode=bogus"], "decode mode 'bogus' is not one of fps, uniform, windows"),
+    (["--set", "decode.fps=[1, 2]"], "bad value [1, 2] for decode.fps: expected float"),
+    (["--set", "run.max_sample_retries=-1"], "max_sample_retries must be >= 0"),
+    (["--set", "write.shard_max_seconds=0"], "shard_max_seconds > 0"),
+    (["--config", "CONFIG"], "decode fps must be > 0, got 0.0"),
+    (["--out", "/dev/null/x"], "cannot write the dataset folder /dev/null/x: Not a directory"),
+    (["--out", "/proc/finsta-out"], "cannot write the dataset folder /proc/finsta-out"),
+])
+def test_bad_options_are_one_line_exit_2_from_flags_set_or_config(args, needle, tmp_path, capsys):
+    import cli
+
+    (tmp_path / "bad.yaml").write_text("decode:\n  fps: 0\n")
+    args = [str(tmp_path / "bad.yaml") if a == "CONFIG" else a for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    code = cli.main(["build-sgs", "--dataset", "sample", "--executor", "sequential", "--quiet", *out, *args])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and [line for line in errors if not line.startswith("[finsta]")] == [f"error: {errors[-1][7:]}"]
+    assert needle in errors[-1], errors

@@ -1,13 +1,16 @@
 """The shard store: round trip, atomic commit under kill -9, verify, refusals."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import (CrossLink, Detection, DynamicSceneGraph, FailureRecord, Frame, HolisticSceneGraph,
                              SampleFeatures, TextNode, TextSceneGraph, Track, VideoMeta, VideoSample)
-from schemas.store import DatasetWriter, check_key, open_dataset, verify
+from schemas.store import CorruptShardError, DatasetWriter, check_key, open_dataset, verify
 
 DIMS = {"frame": 8, "detection": 4, "text_node": 3, "caption": 3}
 REPO = Path(__file__).resolve().parents[2]
@@ -123,7 +126,7 @@ WRITER_SCRIPT = textwrap.dedent("""
     if sys.argv[2] == "stall":
         real = store._write_arrow
         def slow(path, table):  # test hook: stall inside the second shard, after its features are written
-            if path.name == "samples.arrow" and len(store._scan_shards(store.Path(sys.argv[1]))) == 1:
+            if path.name == "samples.arrow" and len(list(store.Path(sys.argv[1], "shards").glob("shard-*"))) == 1:
                 print("stalled", flush=True); time.sleep(60)
             real(path, table)
         store._write_arrow = slow
@@ -155,3 +158,250 @@ def test_kill_mid_shard_leaves_no_partial_shard_and_rerun_completes(tmp_path):
     ds = open_dataset(out)
     assert ds.keys() == ["s0", "s1", "s2"] and verify(out) == []
     assert not any(p.name.startswith(".tmp-") for p in (out / "shards").iterdir())
+
+
+# ---------------------------------------------------------------- issue 18: overwrite, lock, integrity
+def test_overwrite_refuses_a_folder_that_is_not_a_finsta_dataset(tmp_path):
+    (tmp_path / "important").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "important" / "thesis.txt").write_text("years of work")
+    with pytest.raises(UserError, match="--overwrite refused: .* is not a finsta dataset .*'important', 'notes.txt'"):
+        DatasetWriter(tmp_path, {}, DIMS, overwrite=True)
+    assert (tmp_path / "important" / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["important", "notes.txt"]
+
+
+def test_overwrite_removes_only_what_finsta_wrote(tmp_path):
+    with DatasetWriter(tmp_path, {"fps": 1}, DIMS) as writer:
+        writer.write_shard([make_sample("a")], [])
+    (tmp_path / "stats.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "shards" / "README").write_text("mine too")
+    with DatasetWriter(tmp_path, {"fps": 2}, DIMS, overwrite=True) as writer:
+        assert writer.committed_keys() == set()
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "shards" / "README").exists()
+    assert not (tmp_path / "shards" / "shard-000000").exists() and not (tmp_path / "stats.json").exists()
+
+
+def test_an_empty_or_new_folder_can_be_overwritten(tmp_path):
+    DatasetWriter(tmp_path / "new", {}, DIMS, overwrite=True).close()
+    (tmp_path / "empty").mkdir()
+    DatasetWriter(tmp_path / "empty", {}, DIMS, overwrite=True).close()
+
+
+@pytest.mark.parametrize("out", ["/dev/null/x", "/proc/finsta-out"])
+def test_an_out_folder_that_cannot_be_created_is_one_user_error(out):
+    with pytest.raises(UserError, match="cannot write the dataset folder"):
+        DatasetWriter(out, {}, DIMS)
+
+
+HOLDER_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+    from schemas.store import DatasetWriter
+    from test_store import DIMS
+    writer = DatasetWriter(sys.argv[1], {{"run": 1}}, DIMS)
+    print("holding", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_crash_releases_the_lock(tmp_path):
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER_SCRIPT.format(repo=str(REPO), tests=str(Path(__file__).parent)))
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "holding"
+        with pytest.raises(UserError, match=rf"being written by another build-sgs \(pid {proc.pid}, started "
+                                            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)"):
+            DatasetWriter(out, {"run": 1}, DIMS)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with DatasetWriter(out, {"run": 1}, DIMS) as writer:   # the kernel released the dead holder's lock
+        assert any(f"stale lock of pid {proc.pid}" in note for note in writer.notes)
+    with DatasetWriter(out, {"run": 1}, DIMS) as writer:   # a clean release leaves no stale record
+        assert writer.notes == []
+
+
+def two_shards(root: Path) -> None:
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        writer.write_shard([make_sample("a", seed=1), make_sample("b", seed=2)], [])
+        writer.write_shard([make_sample("c", seed=3)], [])
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def reopen(root: Path, config: Optional[dict] = None) -> tuple[set, list[str]]:
+    with DatasetWriter(root, config or {"run": 1}, DIMS) as writer:
+        return writer.committed_keys(), writer.notes
+
+
+def test_a_flipped_byte_is_quarantined_on_reopen_so_its_samples_are_redone(tmp_path):
+    two_shards(tmp_path)
+    flip_byte(tmp_path / "shards" / "shard-000000" / "samples.arrow")
+    keys, notes = reopen(tmp_path)
+    assert keys == {"c"}
+    assert len(notes) == 1 and notes[0].startswith("shard-000000: samples.arrow: corrupted (sha256 mismatch); "
+                                                   "moved to quarantine/shard-000000-")
+    [moved] = (tmp_path / "quarantine").iterdir()
+    assert (moved / "QUARANTINED.txt").read_text().startswith("samples.arrow: corrupted")
+    assert verify(tmp_path) == [] and open_dataset(tmp_path).keys() == ["c"]
+
+
+def test_a_missing_zarr_chunk_is_quarantined(tmp_path):
+    two_shards(tmp_path)
+    next((tmp_path / "shards" / "shard-000001" / "features.zarr" / "frame").rglob("c/*/*")).unlink()
+    keys, notes = reopen(tmp_path)
+    assert keys == {"a", "b"} and "features.zarr/frame/c/0/0: missing" in notes[0]
+
+
+def test_an_edited_or_invalid_shard_json_is_quarantined(tmp_path):
+    two_shards(tmp_path)
+    info = tmp_path / "shards" / "shard-000000" / "shard.json"
+    entry = json.loads(info.read_text())
+    entry["keys"] = ["a", "b", "c"]                # an edit that would duplicate rows
+    info.write_text(json.dumps(entry))
+    (tmp_path / "shards" / "shard-000001" / "shard.json").write_text("{not json")
+    keys, notes = reopen(tmp_path)
+    assert keys == set() and len(notes) == 2 and all("does not match _DONE" in note for note in notes)
+
+
+def test_invalid_shard_json_with_a_matching_done_marker_is_quarantined(tmp_path):
+    two_shards(tmp_path)
+    folder = tmp_path / "shards" / "shard-000001"
+    (folder / "shard.json").write_text('{"name": "shard-000001"}')
+    (folder / "_DONE").write_text(hashlib.sha256((folder / "shard.json").read_bytes()).hexdigest())
+    keys, notes = reopen(tmp_path)
+    assert keys == {"a", "b"} and "not a valid shard entry" in notes[0]
+
+
+def test_copied_in_shards_are_quarantined(tmp_path):
+    two_shards(tmp_path / "mine")
+    with DatasetWriter(tmp_path / "other", {"run": 2}, DIMS) as writer:
+        writer.write_shard([make_sample("z")], [])
+        writer.write_shard([make_sample("y")], [])
+    shards = tmp_path / "mine" / "shards"
+    shutil.copytree(tmp_path / "other" / "shards" / "shard-000001", shards / "shard-000001-x")   # not a shard name
+    shutil.rmtree(shards / "shard-000001")
+    shutil.copytree(tmp_path / "other" / "shards" / "shard-000001", shards / "shard-000001")  # foreign, same name
+    shutil.copytree(shards / "shard-000000", shards / "shard-000007")                        # own, renamed copy
+    keys, notes = reopen(tmp_path / "mine")
+    assert keys == {"a", "b"}
+    assert any(n.startswith("shard-000001: built with other options") for n in notes)
+    assert any(n.startswith("shard-000007: shard.json names 'shard-000000'") for n in notes)
+
+
+def test_a_missing_or_truncated_manifest_is_rebuilt_and_the_config_check_kept(tmp_path):
+    two_shards(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(manifest.read_text()[:100])
+    with pytest.raises(UserError, match="rerun the build-sgs command that wrote"):
+        open_dataset(tmp_path)
+    problems = verify(tmp_path)
+    assert len(problems) == 1 and "manifest.json" in problems[0] and "rerun the build-sgs" in problems[0]
+    keys, notes = reopen(tmp_path)
+    assert keys == {"a", "b", "c"} and "unreadable" in notes[0] and verify(tmp_path) == []
+    manifest.unlink()
+    with pytest.raises(UserError, match="built with other options .*run: 1 → 2"):
+        DatasetWriter(tmp_path, {"run": 2}, DIMS)
+    assert reopen(tmp_path)[0] == {"a", "b", "c"} and open_dataset(tmp_path).keys() == ["a", "b", "c"]
+
+
+def test_readers_check_each_file_against_its_sha256(tmp_path):
+    two_shards(tmp_path)
+    flip_byte(tmp_path / "shards" / "shard-000000" / "samples.arrow")
+    ds = open_dataset(tmp_path)
+    assert ds.get("c")[0].key == "c"                      # the intact shard is served
+    with pytest.raises(CorruptShardError, match="shard-000000/samples.arrow does not match its sha256"):
+        ds.get("a")
+    try:                                                  # the documented opt-out reads the bytes as they are
+        open_dataset(tmp_path, verify=False).get("a")
+    except CorruptShardError:
+        pytest.fail("verify=False still checked the digest")
+    except Exception:
+        pass                                              # what the altered bytes decode to
+
+
+def test_readers_refuse_all_zero_features_from_a_missing_chunk(tmp_path):
+    two_shards(tmp_path)
+    next((tmp_path / "shards" / "shard-000000" / "features.zarr" / "frame").rglob("c/*/*")).unlink()
+    with pytest.raises(CorruptShardError, match="is missing"):
+        open_dataset(tmp_path).get("a")
+    assert not open_dataset(tmp_path, verify=False).get("a")[1].frame.any()   # what was served before
+
+
+def test_verify_names_shard_folders_the_manifest_does_not_list(tmp_path):
+    two_shards(tmp_path)
+    shutil.copytree(tmp_path / "shards" / "shard-000001", tmp_path / "shards" / "shard-000002")
+    problems = verify(tmp_path)
+    assert len(problems) == 1 and "shard-000002: shard folder not listed in the manifest (damaged" in problems[0]
+
+
+def test_a_name_taken_on_disk_is_never_reused(tmp_path):
+    two_shards(tmp_path)
+    (tmp_path / "shards" / "shard-000005").write_text("not a shard")
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
+        assert writer.write_shard([make_sample("d")], []) == "shard-000006"
+
+
+def test_duplicate_rows_count_as_failures_although_their_id_committed(tmp_path):
+    with DatasetWriter(tmp_path, {}, DIMS) as writer:
+        writer.write_shard([make_sample("a")], [FailureRecord("a", "dataset", "duplicate_key", "line 3: seen before"),
+                                                FailureRecord("a", "dataset", "duplicate_key", "line 5: seen before"),
+                                                FailureRecord("x", "decode", "timeout", "slow")])
+        writer.write_shard([], [FailureRecord("a", "dataset", "duplicate_key", "line 3: seen before")])  # a rerun
+    failures = open_dataset(tmp_path).failures()
+    assert sorted((f.key, f.error_type) for f in failures) == [("a", "duplicate_key"), ("a", "duplicate_key"),
+                                                              ("x", "timeout")]
+
+
+# ---------------------------------------------------------------- compaction (issue 14: many small shards)
+def small_shards(root: Path) -> None:
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        writer.write_shard([make_sample("a", seed=1)], [FailureRecord("x", "decode", "timeout", "first try")])
+        writer.write_shard([make_sample("b", seed=2)], [FailureRecord("a", "decode", "timeout", "before a committed")])
+        writer.write_shard([make_sample(k, seed=i) for i, k in enumerate("cdef")], [])   # full: stays
+        writer.write_shard([], [FailureRecord("x", "decode", "corrupt_video", "second try")])
+        writer.write_shard([make_sample("g", seed=7)], [FailureRecord("g", "dataset", "duplicate_key", "line 9")])
+
+
+def test_compaction_merges_runs_of_small_shards_and_keeps_every_sample_and_standing_failure(tmp_path):
+    small_shards(tmp_path)
+    before = {key: open_dataset(tmp_path).get(key) for key in open_dataset(tmp_path).keys()}
+    failures_before = sorted((f.key, f.message) for f in open_dataset(tmp_path).failures())
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
+        merged = writer.compact(target_rows=4)
+    ds = open_dataset(tmp_path)
+    assert len(merged) == 2 and len(ds.shard_names()) == 3 and verify(tmp_path) == []
+    assert {key: ds.get(key) for key in ds.keys()}.keys() == before.keys()
+    for key, (sample, features) in before.items():
+        assert ds.get(key)[0] == sample
+        np.testing.assert_array_equal(ds.get(key)[1].frame, features.frame)
+    assert sorted((f.key, f.message) for f in ds.failures()) == failures_before == [("g", "line 9"),
+                                                                                   ("x", "second try")]
+    assert ds.shard_names() == ["shard-000005", "shard-000002", "shard-000006"]   # merged ones in their place
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(ds.shard_names())
+
+
+def test_a_compaction_cut_short_keeps_the_merged_shard_once(tmp_path):
+    small_shards(tmp_path)
+    manifest = (tmp_path / "manifest.json").read_bytes()
+    shards = tmp_path / "shards"
+    kept = {name: shards / name for name in ("shard-000000", "shard-000001")}
+    shutil.copytree(kept["shard-000000"], tmp_path / "s0")
+    shutil.copytree(kept["shard-000001"], tmp_path / "s1")
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
+        writer.compact(target_rows=4)
+    # as if the process died after committing the merged shard, before the manifest swap and the deletes
+    shutil.copytree(tmp_path / "s0", kept["shard-000000"])
+    shutil.copytree(tmp_path / "s1", kept["shard-000001"])
+    (tmp_path / "manifest.json").write_bytes(manifest)
+    keys, notes = reopen(tmp_path)
+    assert keys == set("abcdefg") and notes == []
+    assert not kept["shard-000000"].exists() and verify(tmp_path) == []

@@ -1,8 +1,14 @@
-"""The detect stage: backend output → DSG detections, attributes and features; backend choice and thresholds."""
+"""The detect stage: backend output → DSG detections, attributes and features; backend choice and thresholds;
+every later stage on a video with no detections and on a real clip (skipped without ../shared)."""
+import copy
+import os
+from pathlib import Path
+
 import pytest
 
 from schemas.records import Frame, VideoMeta
-from stages.base import VideoTask
+from stages.base import CaptionInput, VideoTask
+from stages.catalog import STAGES
 from stages.detect import REAL_DATA_BACKEND, DetectConfig, DetectStage
 from tests.stages.test_color_detector import draw, scene
 
@@ -44,3 +50,63 @@ def test_auto_and_unset_threshold_resolve_per_dataset_and_backend():
 def test_missing_frames_fail_the_sample_not_the_stage(stage):
     [task] = stage.process_batch([VideoTask("k", "test", "v", "v.mp4")])
     assert task.failure.error_type == "missing_input"
+
+
+# ---------------------------------------------------------------- every stage after detection, real data default
+SHARED = Path(os.environ.get("FINSTA_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
+BOTTLES = SHARED / "data" / "videos" / "bottle-detection.mp4"
+STAGE_NAMES = [stage.name for stage in STAGES]
+
+
+@pytest.fixture(scope="module")
+def catalog_stages():
+    """Every catalog stage with the real-data defaults (dataset "sample"), set up once."""
+    from pipeline.config import BuildConfig, finalize
+    cfg, _ = finalize(BuildConfig())
+    cfg.decode.max_frames = 4
+    stages = [stage_class(getattr(cfg, stage_class.name)) for stage_class in STAGES]
+    for stage in stages:
+        stage.setup()
+    return stages
+
+
+def run_catalog(stages, video: Path) -> dict:
+    """``stages`` in order on ``video``; per stage, its failure and what the task holds after it."""
+    task = VideoTask("k", "test", "v", str(video), captions=[CaptionInput("A person holds a bottle.", 0.0, 4.0)])
+    outcome = {}
+    for stage in stages:
+        [task] = stage.process_batch([task])
+        outcome[stage.name] = (task.failure, copy.deepcopy(task.dsg), task.detection_features)
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def empty_video_run(catalog_stages, tmp_path_factory):
+    from tests.stages.video_fixtures import make_video
+    video = make_video(tmp_path_factory.mktemp("empty") / "bands.mp4", seconds=4, fps=4, size=(320, 240))
+    return run_catalog(catalog_stages, video)
+
+
+@pytest.fixture(scope="module")
+def real_clip_run(catalog_stages):
+    if not BOTTLES.exists():
+        pytest.skip("../shared clips absent")
+    return run_catalog(catalog_stages, BOTTLES)
+
+
+@pytest.mark.parametrize("name", STAGE_NAMES)
+def test_every_stage_survives_a_video_with_no_detections(empty_video_run, name):
+    failure, dsg, features = empty_video_run[name]
+    assert failure is None
+    if dsg is not None:
+        assert dsg.detections == [] and dsg.relations == [] and dsg.tracks == []
+        assert features.shape == (0, 1280)
+
+
+@pytest.mark.parametrize("name", STAGE_NAMES)
+def test_every_stage_runs_on_a_real_clip(real_clip_run, name):
+    failure, dsg, features = real_clip_run[name]
+    assert failure is None
+    if dsg is not None:
+        assert "bottle" in {d.label for d in dsg.detections}
+        assert features.shape == (len(dsg.detections), 1280)

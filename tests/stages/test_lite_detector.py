@@ -8,8 +8,8 @@ import pytest
 
 from stages.detect import DetectConfig, DetectStage
 from stages.detectors import build_detector
-from stages.detectors.lite import (IMAGENET_MAP, LiteOptions, cam_boxes, class_nms, load_label_groups, roi_average,
-                                   tile_windows)
+from stages.detectors.boxes import class_nms, roi_average, tile_windows
+from stages.detectors.lite import IMAGENET_MAP, LiteOptions, cam_boxes, load_label_groups
 from schemas.errors import UserError
 
 SHARED = Path(os.environ.get("FINSTA_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))

@@ -217,6 +217,19 @@ def test_object_attribute_words_fold_spellings():
     assert object_attribute_words(tsg, 3) == {"red"}
 
 
+def test_a_negated_attribute_is_no_evidence_for_linking(stage):
+    """"the circle is not red": red is not among its words, so the red track gains nothing from colour."""
+    tsg = make_tsg([("circle", ["red"])], 0.0, 10.0)
+    tsg.nodes[1].negated = True
+    assert object_attribute_words(tsg, 0) == set()
+    dsg = make_dsg([(1, "circle", 0, 19, "red"), (2, "circle", 0, 19, "blue")])
+    [link] = run(stage, make_task(dsg, [tsg])).hsgs[0].links
+    assert "color" not in link.method
+    positive = make_tsg([("circle", ["red"])], 0.0, 10.0)
+    [link] = run(stage, make_task(dsg, [positive])).hsgs[0].links
+    assert link.track_id == 1 and "color" in link.method
+
+
 def test_config_mistakes_are_user_errors():
     with pytest.raises(UserError):
         MergeHSGConfig(link_threshold=1.5)

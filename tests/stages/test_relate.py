@@ -4,8 +4,8 @@ import numpy as np
 from schemas.records import Attribute, Detection, DynamicSceneGraph, Frame, Track, VideoMeta
 from stages.base import VideoTask
 from stages.relate import (GEOMETRIC_PREDICATES, RelateStage, RelateConfig, TrackView,
-                              approach_scores, carrying_score, entering_score, leaving_score, merge_attributes,
-                              pair_geometry, passing_score)
+                              approach_scores, carrying_score, entering_score, frame_relations, leaving_score,
+                              merge_attributes, pair_geometry, pair_relations, passing_score, reverse_predicates)
 
 CFG = RelateConfig()
 PERSON = (0.40, 0.20, 0.60, 0.95)
@@ -177,13 +177,18 @@ def test_relate_stage_fills_attributes_relations_and_track_relations():
     assert attrs[("detection", 0, "size")] in {"medium", "large"}
     assert attrs[("track", 1, "motion")] == "moving" and attrs[("track", 1, "speed")] == "slow"
     assert attrs[("track", 3, "motion")] == "still" and ("track", 3, "speed") not in attrs
-    triples = {(dsg.detections[r.subject].label, r.predicate, dsg.detections[r.object].label) for r in dsg.relations}
-    assert ("person", "holding", "cup") in triples
-    assert ("person", "hold", "cup") in triples                   # the language prior's caption predicate
-    assert ("person", "left of", "car") in triples and ("car", "right of", "person") in triples
+    triples = [(r.frame, dsg.detections[r.subject].label, r.predicate, dsg.detections[r.object].label)
+               for r in dsg.relations]
+    # the held cup: holding, and near back (its depth order against the holder says nothing);
+    # the car only once the person is near it, on the last frame
+    assert [t for t in triples if t[2] != "near"] == [(f, "person", "holding", "cup") for f in range(4)] + [
+        (3, "car", "right of", "person")]
+    assert [t for t in triples if t[2] == "near"] == [(f, "cup", "near", "person") for f in range(4)] + [
+        (3, "person", "near", "car")]
     assert all(dsg.detections[r.subject].frame == dsg.detections[r.object].frame == r.frame for r in dsg.relations)
-    temporal = {(r.subject, r.predicate, r.object) for r in dsg.track_relations}
+    temporal = [(r.subject, r.predicate, r.object) for r in dsg.track_relations]
     assert (1, "approaching", 3) in temporal and (1, "carrying", 2) in temporal
+    assert (3, "approaching", 1) not in temporal                 # symmetric: stored once
     assert not any(p == "passing" for _, p, _ in temporal)       # nobody crosses anybody
 
 
@@ -194,7 +199,7 @@ def test_relate_stage_without_prior_or_images():
     stage.process_batch([task])
     assert task.failure is None
     assert not any(a.name == "color" and a.target != 2 for a in task.dsg.attributes)
-    assert "hold" not in {r.predicate for r in task.dsg.relations}
+    assert {r.predicate for r in task.dsg.relations} <= set(GEOMETRIC_PREDICATES)
 
 
 def test_relate_stage_without_dsg_fails_the_task_only():
@@ -214,3 +219,60 @@ def test_one_frame_tracks_neither_enter_nor_leave():
                             tracks=[Track(7, "dog", 2, 2), Track(8, "car", 2, 3)])
     events = {(r.subject, r.predicate) for r in temporal_relations(dsg, CFG, {})}
     assert (8, "entering") in events and not any(s == 7 for s, _ in events)
+
+
+# ---------------------------------------------------------------- which relations are stored
+def _dets(*specs):
+    return [Detection(0, box, label, score) for box, label, score in specs]
+
+
+def test_far_pairs_have_no_relation_and_near_ones_one_predicate_per_ordered_pair():
+    dets = _dets(((0.1, 0.4, 0.2, 0.5), "bottle", 0.9), ((0.22, 0.4, 0.32, 0.5), "bottle", 0.9),
+                 ((0.8, 0.4, 0.9, 0.5), "bottle", 0.9))
+    assert pair_relations(dets, 0, 2, CFG) == []                 # far apart: nothing said
+    rels = pair_relations(dets, 0, 1, CFG)
+    assert [(r.subject, r.predicate, r.object) for r in rels] == [(0, "near", 1), (1, "right of", 0)]
+    # read with their meaning, these say all four facts of the pair
+    said = {(r.subject, r.predicate, r.object) for r in rels} | {
+        (r.object, q, r.subject) for r in rels for q in reverse_predicates(r.predicate)}
+    assert said == {(0, "near", 1), (1, "near", 0), (1, "right of", 0), (0, "left of", 1)}
+
+
+def test_an_interaction_wins_over_proximity_and_direction():
+    table, cup = (0.2, 0.5, 0.8, 0.9), (0.45, 0.38, 0.52, 0.53)
+    rels = pair_relations(_dets((table, "thing", 0.9), (cup, "widget", 0.8)), 0, 1, RelateConfig(use_prior=False))
+    assert [(r.subject, r.predicate, r.object) for r in rels] == [(1, "on", 0), (0, "near", 1)]
+
+
+def test_the_prior_names_the_predicate_where_it_knows_the_labels():
+    from stages.predicate_prior import PredicatePrior
+    prior = PredicatePrior.load()
+    horse, man = (0.3, 0.5, 0.7, 0.9), (0.42, 0.2, 0.58, 0.62)
+    rels = pair_relations(_dets((man, "man", 0.9), (horse, "horse", 0.9)), 0, 1, CFG, prior)
+    assert (0, "ride", 1) in {(r.subject, r.predicate, r.object) for r in rels}
+    # COCO's "dining table" is the table's "table"; a flat or unknown prior leaves geometry
+    person, table = (0.45, 0.1, 0.65, 0.95), (0.5, 0.3, 0.75, 0.8)
+    rels = pair_relations(_dets((person, "person", 0.9), (table, "dining table", 0.8)), 0, 1, CFG, prior)
+    assert rels[0].predicate not in GEOMETRIC_PREDICATES
+    rels = pair_relations(_dets((person, "circle", 0.9), (table, "square", 0.8)), 0, 1, CFG, prior)
+    assert {r.predicate for r in rels} <= set(GEOMETRIC_PREDICATES)
+
+
+def test_a_frame_keeps_its_best_relations_up_to_the_cap():
+    # a row of ten touching boxes: nine near pairs, 18 relations without a cap
+    dets = [Detection(0, (0.05 + 0.09 * k, 0.4, 0.14 + 0.09 * k, 0.5), "bottle", 0.5 + 0.01 * k) for k in range(10)]
+    assert len(frame_relations(dets, list(range(10)), RelateConfig(max_relations_per_frame=100))) == 18
+    capped = frame_relations(dets, list(range(10)), RelateConfig(max_relations_per_frame=5))
+    assert len(capped) == 5
+    assert frame_relations([], [], CFG) == []
+
+
+def test_relate_stage_survives_no_detections_and_one_detection():
+    for detections in ([], [Detection(0, (0.1, 0.1, 0.3, 0.3), "cup", 0.9, 0)]):
+        dsg = DynamicSceneGraph("v", VideoMeta("v.mp4", 2.0, 1.0, 64, 64, "h264"), [Frame(0, 0.0), Frame(1, 1.0)],
+                                detections, tracks=[Track(0, "cup", 0, 0)] if detections else [])
+        task = VideoTask("v", "test", "v", "v.mp4", dsg=dsg, images=[np.zeros((64, 64, 3), np.uint8)] * 2)
+        stage = RelateStage()
+        stage.setup()
+        [task] = stage.process_batch([task])
+        assert task.failure is None and task.dsg.relations == [] and task.dsg.track_relations == []

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
+from schemas.errors import UserError
+from schemas.records import Attribute, Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
 from stages.geometry import iou_matrix
 from stages.track import Tracker, TrackConfig, TrackStage
@@ -125,33 +126,68 @@ def test_birth_death_and_deterministic_ids_in_birth_order():
               Mover((0.1, 0.1, 0.3, 0.4), label="dog", first=0, last=9),
               Mover((0.6, 0.1, 0.8, 0.4), label="cup", first=20, last=29)]  # gap 5 > max_gap
     gt, dets, _ = simulate(movers, 30, seed=6)
-    ids, tracks = Tracker(TrackConfig(max_gap=2)).track(dets)
+    cfg = TrackConfig(max_gap=2, reid_max_gap=0)
+    ids, tracks = Tracker(cfg).track(dets)
     assert [(t.id, t.label, t.first_frame, t.last_frame) for t in tracks] == [
         (0, "dog", 0, 9), (1, "cup", 5, 14), (2, "cup", 20, 29)]
-    assert ids == Tracker(TrackConfig(max_gap=2)).track(dets)[0]
+    assert ids == Tracker(cfg).track(dets)[0]
     assert sorted(set(ids)) == [0, 1, 2]
+    # with re-identification the second cup, standing where the first one stood, is the same track
+    assert [(t.label, t.first_frame, t.last_frame) for t in Tracker(TrackConfig(max_gap=2)).track(dets)[1]] == [
+        ("dog", 0, 9), ("cup", 5, 29)]
+
+
+def test_an_occluded_still_object_is_re_identified_but_not_after_it_moved_or_too_late():
+    table = (0.45, 0.1, 0.65, 0.8)
+    dets = [Detection(f, table, "chair", 0.8) for f in range(5)] + [Detection(f, table, "chair", 0.8)
+                                                                   for f in range(15, 18)]
+    assert Tracker(TrackConfig(max_gap=2, reid_max_gap=12)).track(dets)[0] == [0] * 8
+    assert Tracker(TrackConfig(max_gap=2, reid_max_gap=9)).track(dets)[0] == [0] * 5 + [1] * 3  # gap 10 > 9
+    moved = [Detection(f, (0.05, 0.1, 0.25, 0.8), "chair", 0.8) for f in range(15, 18)]
+    assert Tracker(TrackConfig(max_gap=2)).track(dets[:5] + moved)[0] == [0] * 5 + [1] * 3
+    other = [Detection(f, table, "person", 0.8) for f in range(15, 18)]
+    assert Tracker(TrackConfig(max_gap=2)).track(dets[:5] + other)[0] == [0] * 5 + [1] * 3
 
 
 def test_gap_within_max_gap_continues_the_track():
     dets = [Detection(f, (0.1, 0.1, 0.3, 0.3), "cat", 0.9) for f in (0, 1, 4, 5)]  # missed 2, 3
     assert Tracker(TrackConfig(max_gap=2)).track(dets)[0] == [0, 0, 0, 0]
-    assert Tracker(TrackConfig(max_gap=1)).track(dets)[0] == [0, 0, 1, 1]
+    assert Tracker(TrackConfig(max_gap=1, reid_max_gap=0)).track(dets)[0] == [0, 0, 1, 1]
 
 
-def test_label_mismatch_never_links_unless_allowed():
-    dets = [Detection(0, (0.1, 0.1, 0.3, 0.3), "cat", 0.9), Detection(1, (0.1, 0.1, 0.3, 0.3), "dog", 0.9),
-            Detection(2, (0.1, 0.1, 0.3, 0.3), "cat", 0.9)]
-    ids, tracks = Tracker(TrackConfig(require_same_label=True)).track(dets)
-    assert ids == [0, 1, 0]
-    ids, tracks = Tracker(TrackConfig(require_same_label=False)).track(dets)
-    assert ids == [0, 0, 0] and tracks[0].label == "cat"  # majority label
+def test_a_label_flicker_joins_the_track_which_keeps_its_majority_label():
+    dets = [Detection(0, (0.1, 0.1, 0.3, 0.3), "bottle", 0.9), Detection(1, (0.1, 0.1, 0.3, 0.3), "vase", 0.6),
+            Detection(2, (0.1, 0.1, 0.3, 0.3), "bottle", 0.9)]
+    ids, tracks = Tracker().track(dets)
+    assert ids == [0, 0, 0] and [t.label for t in tracks] == ["bottle"]
+    never = TrackConfig(label_mismatch_weight=0.0, min_track_length=1, reid_max_gap=0)
+    assert Tracker(never).track(dets)[0] == [0, 1, 0]
 
 
-def test_short_tracks_are_dropped_and_ids_stay_dense():
+def test_someone_stepping_in_front_of_a_table_does_not_take_its_track():
+    table, person = (0.45, 0.1, 0.65, 0.8), (0.47, 0.05, 0.69, 0.95)     # IoU ≈ 0.6 < relabel_min_iou
+    dets = [Detection(f, table, "chair", 0.8) for f in range(3)] + [Detection(f, person, "person", 0.99)
+                                                                   for f in range(3, 6)]
+    ids, tracks = Tracker().track(dets)
+    assert ids == [0, 0, 0, 1, 1, 1] and [t.label for t in tracks] == ["chair", "person"]
+
+
+def test_the_majority_label_is_weighted_by_score():
+    dets = [Detection(0, (0.1, 0.1, 0.3, 0.3), "vase", 0.45), Detection(1, (0.1, 0.1, 0.3, 0.3), "vase", 0.45),
+            Detection(2, (0.1, 0.1, 0.3, 0.3), "bottle", 0.95)]
+    assert [t.label for t in Tracker().track(dets)[1]] == ["bottle"]     # 0.95 > 0.45 + 0.45
+    with pytest.raises(UserError):
+        TrackConfig(label_mismatch_weight=1.5)
+
+
+def test_one_frame_flickers_are_dropped_unless_confident_and_ids_stay_dense():
     dets = [Detection(0, (0.7, 0.7, 0.9, 0.9), "bird", 0.5)] + [
-        Detection(f, (0.1, 0.1, 0.3, 0.3), "cat", 0.9) for f in range(4)]
-    ids, tracks = Tracker(TrackConfig(min_track_length=2)).track(dets)
-    assert ids == [-1, 0, 0, 0, 0] and [t.label for t in tracks] == ["cat"]
+        Detection(f, (0.1, 0.1, 0.3, 0.3), "cat", 0.9) for f in range(4)] + [
+        Detection(2, (0.5, 0.0, 0.6, 0.1), "car", 0.95)]
+    ids, tracks = Tracker(TrackConfig(min_track_length=2, keep_short_score=0.7)).track(dets)
+    assert ids == [-1, 0, 0, 0, 0, 1] and [t.label for t in tracks] == ["cat", "car"]
+    ids, tracks = Tracker(TrackConfig(min_track_length=2, keep_short_score=1.1)).track(dets)
+    assert ids == [-1, 0, 0, 0, 0, -1]
 
 
 def test_far_jump_is_a_new_track():
@@ -178,6 +214,36 @@ def test_tracking_stage_sets_track_ids_and_tracks():
         or [(t.label, t.first_frame, t.last_frame) for t in task.dsg.tracks] == [("man", 0, 5), ("cup", 0, 5)]
     for d in task.dsg.detections:
         assert task.dsg.tracks[d.track_id].label == d.label
+
+
+def _task(detections, features=None, attributes=(), frames=6) -> VideoTask:
+    task = VideoTask("k", "test", "v", "v.mp4")
+    task.dsg = DynamicSceneGraph("v", VideoMeta("v.mp4", 6.0, 1.0, 64, 64, "h264", frames),
+                                 [Frame(i, float(i)) for i in range(frames)], list(detections), list(attributes))
+    task.detection_features = features
+    return task
+
+
+def test_the_stage_removes_flickers_with_their_feature_rows_and_attributes_and_relabels():
+    dets = [Detection(f, (0.1, 0.1, 0.3, 0.3), "bottle" if f != 2 else "vase", 0.9) for f in range(4)]
+    dets.insert(1, Detection(0, (0.7, 0.7, 0.9, 0.9), "tie", 0.4))   # a one-frame flicker
+    features = np.arange(5 * 3, dtype=np.float32).reshape(5, 3) + 1
+    attrs = [Attribute("detection", 1, "color", "red", 0.9), Attribute("detection", 4, "color", "blue", 0.8)]
+    [task] = TrackStage().process_batch([_task(dets, features, attrs)])
+    assert task.failure is None
+    assert [(d.frame, d.label, d.track_id) for d in task.dsg.detections] == [(f, "bottle", 0) for f in range(4)]
+    np.testing.assert_array_equal(task.detection_features, features[[0, 2, 3, 4]])
+    assert [(a.target, a.value) for a in task.dsg.attributes] == [(3, "blue")]
+
+
+def test_the_stage_survives_no_detections_and_zero_row_features():
+    for features in (None, np.zeros((0, 1280), np.float32)):
+        [task] = TrackStage().process_batch([_task([], features)])
+        assert task.failure is None and task.dsg.detections == [] and task.dsg.tracks == []
+    # features that do not match the detections are ignored, not a crash
+    dets = [Detection(f, (0.1, 0.1, 0.3, 0.3), "cup", 0.9) for f in range(3)]
+    [task] = TrackStage().process_batch([_task(dets, np.zeros((0, 8), np.float32))])
+    assert task.failure is None and [d.track_id for d in task.dsg.detections] == [0, 0, 0]
 
 
 # ---------------------------------------------------------------- CLEAR-MOT
@@ -225,7 +291,9 @@ _detections = st.lists(st.tuples(st.integers(0, 12), _box, st.sampled_from(["cat
 @given(_detections, st.integers(0, 3), st.integers(1, 3))
 def test_tracker_invariants(raw, max_gap, min_len):
     dets = [Detection(f, box, label, 0.9) for f, box, label in raw]
-    ids, tracks = Tracker(TrackConfig(max_gap=max_gap, min_track_length=min_len)).track(dets)
+    cfg = TrackConfig(max_gap=max_gap, min_track_length=min_len, keep_short_score=1.1, reid_max_gap=0,
+                      label_mismatch_weight=0.0)
+    ids, tracks = Tracker(cfg).track(dets)
     assert len(ids) == len(dets)
     assert [t.id for t in tracks] == list(range(len(tracks)))       # dense, 0..n-1
     births = [min(d.frame for d, i in zip(dets, ids) if i == t.id) for t in tracks]
@@ -235,7 +303,7 @@ def test_tracker_invariants(raw, max_gap, min_len):
         frames = [d.frame for d in members]
         assert len(frames) == len(set(frames)) >= min_len            # one box per frame per track
         assert (t.first_frame, t.last_frame) == (min(frames), max(frames))
-        assert {d.label for d in members} == {t.label}               # labels must match by default
+        assert {d.label for d in members} == {t.label}               # labels never mix at weight 0
         gaps = np.diff(sorted(frames))
         assert (gaps <= max_gap + 1).all()
 

@@ -39,7 +39,7 @@ def test_tasks_in_file_order_with_quirks_fixed_and_counted(tmp_path):
         ("A man opens a door.", 0.0, 4.0), ("He walks in and sits down.", 3.0, 10.0)]
     assert b.video_path == str(tmp_path / "videos" / "bbb.webm")
     assert (b.captions[0].start, b.captions[0].end) == (1.0, 4.0)
-    assert c.failure is not None and c.failure.error_type == "malformed_entry"
+    assert c.failure is not None and c.failure.error_type == "bad_record"
     assert "2 sentences but 1 timestamps" in c.failure.message and c.failure.stage == "dataset"
     stats = ds.stats()
     assert stats["captions_whitespace_stripped"] == 2

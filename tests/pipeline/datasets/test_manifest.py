@@ -34,10 +34,10 @@ def test_jsonl_paths_times_and_bad_lines(tmp_path):
     assert [(x.text, x.start, x.end) for x in a.captions] == [("a man opens the fridge", 0.0, 4.5),
                                                             ("he drinks milk", None, None)]
     assert b.video_path == "/abs/b.mp4"
-    assert bad.failure.error_type == "malformed_line" and "m.jsonl line 3" in bad.failure.message
-    assert c.failure.error_type == "malformed_line" and "line 5" in c.failure.message and "'video'" in c.failure.message
+    assert bad.failure.error_type == "bad_record" and "m.jsonl line 3" in bad.failure.message
+    assert c.failure.error_type == "bad_record" and "line 5" in c.failure.message and "'video'" in c.failure.message
     assert dup.failure.error_type == "duplicate_key" and "line 6" in dup.failure.message
-    assert d.failure.error_type == "malformed_line" and "soon" in d.failure.message
+    assert d.failure.error_type == "bad_record" and "soon" in d.failure.message
     assert escape.failure is None and escape.key == "../x"   # the pipeline, not the dataset, refuses it
     stats = ds.stats()
     assert stats["malformed_entries"] == 3 and stats["duplicate_ids"] == 1 and stats["videos_missing"] == 2
@@ -60,7 +60,7 @@ def test_csv_groups_rows_by_id(tmp_path):
     ds = build_dataset(DatasetConfig("manifest", data_root=str(tmp_path / "m.csv")))
     tasks = list(ds.tasks())
     assert [(t.key, t.failure and t.failure.error_type) for t in tasks] == [
-        ("k1", None), ("k1", "duplicate_key"), ("k2", None), ("k3", "malformed_line")]
+        ("k1", None), ("k1", "duplicate_key"), ("k2", None), ("k3", "bad_record")]
     assert [(c.text, c.start, c.end) for c in tasks[0].captions] == [
         ("a man opens the fridge", 0.0, 4.5), ("he drinks milk", 4.5, 8.0)]
     assert tasks[2].captions[0].start is None
@@ -77,3 +77,81 @@ def test_layout_errors(tmp_path):
     (tmp_path / "m.csv").write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match="lacks the header"):
         build_dataset(DatasetConfig("manifest", data_root=str(tmp_path / "m.csv")))
+
+
+# ---------------------------------------------------------------- issue 18: hostile manifests
+def reasons(path):
+    ds = build_dataset(DatasetConfig("manifest", data_root=str(path)))
+    return [(t.key, t.failure and t.failure.error_type, t.failure and t.failure.message) for t in ds.tasks()], ds.stats()
+
+
+def test_deeply_nested_json_is_a_bad_record_and_the_run_goes_on(tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", [
+        {"id": "a", "video": "a.mp4", "captions": ["one"]},
+        '{"id": "deep", "video": "x.mp4", "captions": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        {"id": "b", "video": "b.mp4", "captions": ["two"]},
+    ])
+    rows, stats = reasons(manifest)
+    assert [(k, r) for k, r, _ in rows] == [("a", None), ("m.jsonl:2", "bad_record"), ("b", None)]
+    assert rows[1][2].startswith("m.jsonl line 2: RecursionError")
+    assert stats["malformed_entries"] == 1
+
+
+def test_every_json_error_is_a_bad_record_with_its_line_and_message(tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", [
+        '{"id": "a", "video": "a.mp4"', "[1, 2]", '{"id": "n", "video": "n.mp4", "captions": [{"text": 5}]}',
+        '{"id": "z", "video": "z.mp4", "captions": ["ok"]}'])
+    rows, _ = reasons(manifest)
+    assert [r for _, r, _ in rows] == ["bad_record"] * 3 + [None]
+    assert rows[0][2].startswith("m.jsonl line 1: JSONDecodeError: Expecting ',' delimiter")
+    assert "line 2: ValueError: expected an object, got list" in rows[1][2]
+    assert "line 3" in rows[2][2] and rows[2][0] == "n"   # the id is known: the failure row carries it
+
+
+def test_a_byte_order_mark_is_utf8_sig_in_jsonl_and_csv(tmp_path):
+    (tmp_path / "m.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "a", "video": "a.mp4", "captions": ["x"]})
+                                       .encode() + b"\n")
+    assert reasons(tmp_path / "m.jsonl")[0] == [("a", None, None)]
+    (tmp_path / "m.csv").write_bytes(b"\xef\xbb\xbfid,video,caption\r\nk1,k1.mp4,a dog runs\r\n")
+    ds = build_dataset(DatasetConfig("manifest", data_root=str(tmp_path / "m.csv")))
+    [task] = list(ds.tasks())
+    assert task.key == "k1" and task.failure is None and task.captions[0].text == "a dog runs"
+
+
+def test_a_huge_csv_field_is_a_bad_record(tmp_path):
+    (tmp_path / "m.csv").write_text("id,video,caption\n"
+                                    f"k1,k1.mp4,\"{'x' * 200_000}\"\n"
+                                    "k2,k2.mp4,a cat\n")
+    rows, _ = reasons(tmp_path / "m.csv")
+    assert [(k, r) for k, r, _ in rows] == [("k2", None), ("m.csv:2", "bad_record")]
+    assert "field larger than field limit" in rows[1][2]
+
+
+def test_an_unterminated_quote_fails_its_own_line_only(tmp_path):
+    (tmp_path / "m.csv").write_text("id,video,caption\n"
+                                    'k1,k1.mp4,"a man opens\n'
+                                    "k2,k2.mp4,a cat\n"
+                                    'k3,k3.mp4,"a dog, running"\n'
+                                    "k4,k4.mp4,a bird, flying\n")
+    rows, _ = reasons(tmp_path / "m.csv")
+    assert [(k, r) for k, r, _ in rows] == [("k2", None), ("k3", None), ("m.csv:2", "bad_record"),
+                                            ("m.csv:5", "bad_record")]
+    assert "m.csv line 2: Error: unexpected end of data" in rows[2][2]
+    assert "4 fields, the header has 3 (an unquoted comma?)" in rows[3][2]
+
+
+def test_invalid_utf8_is_replaced_and_counted(tmp_path):
+    (tmp_path / "m.jsonl").write_bytes(b'{"id": "a", "video": "a.mp4", "captions": ["caf\xe9 \xff"]}\n'
+                                       + '{"id": "b", "video": "b.mp4", "captions": ["\ufffd ok"]}\n'.encode())
+    rows, stats = reasons(tmp_path / "m.jsonl")
+    assert [r for _, r, _ in rows] == [None, None] and stats["invalid_utf8_replaced"] == 2
+
+
+def test_a_line_over_the_limit_is_skipped_without_reading_it_whole(tmp_path):
+    from pipeline.datasets import manifest as module
+
+    text = json.dumps({"id": "big", "video": "v.mp4", "captions": ["x" * 5000]})
+    (tmp_path / "m.jsonl").write_text(text + "\n" + json.dumps({"id": "a", "video": "a.mp4"}) + "\n")
+    with open(tmp_path / "m.jsonl", "rb") as fh:
+        lines = list(module.read_lines(fh, max_bytes=1000))
+    assert [(n, t is None, e) for n, t, e, _ in lines] == [(1, True, "line longer than 1000 bytes"), (2, False, None)]

@@ -39,7 +39,7 @@ def test_negatives_follow_real_captions_with_their_source_index(tmp_path):
         ("the red circle moves right quickly", 1.5, 4.0, 0, "change_relation"),
         ("the red circle moves left slowly", 1.5, 4.0, 0, "change_adverb")]
     assert [c.negative_of for c in second.captions] == [None]
-    assert bad.failure.error_type == "malformed_entry" and "one list per sentence" in bad.failure.message
+    assert bad.failure.error_type == "bad_record" and "one list per sentence" in bad.failure.message
     stats = ds.stats()
     assert (stats["captions"], stats["negatives"], stats["negatives_dropped"]) == (2, 2, 1)
     assert stats["captions_empty_dropped"] == 1 and stats["videos_missing"] == 1

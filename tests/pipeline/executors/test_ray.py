@@ -5,8 +5,12 @@ named test double ``gpu_probe_double`` (tests/pipeline/doubles.py), which report
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,3 +108,225 @@ def test_frames_reach_a_pixel_scorer_in_another_pool(tiny_world, tmp_path, monke
     assert run_build(cfg, tmp_path / "out").committed == 2
     [calls] = [json.loads(p.read_text()) for p in probe.glob("crops-*.json")]
     assert calls and all(count > 0 for count in calls)
+
+
+# ---------------------------------------------------------------- issue 18: bounded samples under Ray
+def mixed_world(root: Path, world: Path, bad: dict[str, Path]) -> Path:
+    """A manifest: the tiny world's two good videos with ``bad`` clips between them (id → path)."""
+    captions = json.loads((world / "captions.json").read_text())
+    good = [{"id": vid, "video": str(world / "videos" / f"{vid}.mp4"), "captions": entry["sentences"]}
+            for vid, entry in sorted(captions.items())]
+    lines = [good[0]] + [{"id": key, "video": str(path), "captions": ["a red circle"]}
+                         for key, path in bad.items()] + good[1:]
+    manifest = root / "mixed.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return manifest
+
+
+def manifest_config(manifest: Path, *assignments: str):
+    return apply_overrides(BuildConfig(), ["dataset.name=manifest", f"dataset.data_root={manifest}",
+                                           "run.quiet=true", "run.num_cpus=2", *assignments])
+
+
+@pytest.mark.slow
+def test_samples_that_kill_or_hang_their_worker_are_retried_then_recorded_and_the_rest_committed(
+        tiny_world, tmp_path, monkeypatch):
+    from tests.pipeline.doubles import HANG_SIZE, KILL_SIZE
+    from tests.stages.video_fixtures import make_video
+
+    monkeypatch.setenv("FINSTA_PLUGINS", DOUBLES)
+    manifest = mixed_world(tmp_path, tiny_world, {
+        "poison": make_video(tmp_path / "poison.mp4", seconds=1.0, fps=4, size=KILL_SIZE),
+        "stuck": make_video(tmp_path / "stuck.mp4", seconds=1.0, fps=4, size=HANG_SIZE)})
+    started = time.monotonic()
+    result = run_build(manifest_config(manifest, "detect.name=poison_double", "run.max_sample_retries=1",
+                                       "run.stage_timeout_s=3"), tmp_path / "out")
+    assert time.monotonic() - started < 300
+    ds = open_dataset(tmp_path / "out")
+    assert sorted(ds.keys()) == sorted(json.loads((tiny_world / "captions.json").read_text()))
+    failures = {f.key: f for f in ds.failures()}
+    assert {k: (f.stage, f.error_type) for k, f in failures.items()} == {"poison": ("detect", "worker_lost"),
+                                                                         "stuck": ("detect", "timeout")}
+    assert failures["poison"].message.startswith("the worker died while running detect on this sample")
+    assert failures["poison"].message.endswith("(2 attempts)") and failures["stuck"].message.endswith("(2 attempts)")
+    assert "budget of 3s" in failures["stuck"].message
+    assert result.failures_by_reason == {"worker_lost": 1, "timeout": 1}
+
+
+@pytest.mark.slow
+def test_an_8192x8192_clip_between_good_clips_is_decoded_within_the_frame_cap(tiny_world, tmp_path):
+    bomb = tmp_path / "bomb.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0x3366aa:s=8192x8192:r=4",
+                    "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(bomb)],
+                   check=True, timeout=300)
+    assert bomb.stat().st_size < 400_000   # a small file that is 200 MB per decoded RGB frame
+    manifest = mixed_world(tmp_path, tiny_world, {"bomb": bomb})
+    result = run_build(manifest_config(manifest, "decode.fps=2", "detect.name=color"), tmp_path / "out")
+    ds = open_dataset(tmp_path / "out")
+    assert {*json.loads((tiny_world / "captions.json").read_text())} <= set(ds.keys())
+    assert "bomb" in ds.keys() or [f.key for f in ds.failures()] == ["bomb"]
+    assert result.sample_counts["videos_downscaled_to_max_pixels"] == 1
+    # 4 frames of 8192×8192 would be 805 MB of RGB; capped at 1920·1080 pixels they are 25 MB
+    assert result.stage_bytes["decode"] < 4 * 1920 * 1080 * 3 + 2 * 8 * 160 * 120 * 3
+
+
+# ---------------------------------------------------------------- issue 18: Ray itself
+@pytest.mark.slow
+def test_the_default_local_ray_is_this_runs_own_with_another_cluster_recorded(tiny_world, tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    ray_tmp = Path(f"/tmp/frt{os.getpid()}")          # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "FINSTA_PLUGINS": DOUBLES, "FINSTA_TEST_PROBE_DIR": str(probe), "RAY_TMPDIR": str(ray_tmp)}
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    started = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
+                              "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"], env=env,
+                             capture_output=True, text=True, timeout=180)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert (ray_tmp / "ray" / "ray_current_cluster").is_file()   # what a bare ray.init() would join
+        other = (ray_tmp / "ray" / "ray_current_cluster").read_text().strip()
+        done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
+                               str(tiny_world), "--out", str(tmp_path / "out"), "--detector", "gpu_probe_double",
+                               "--num-cpus", "2", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        [report] = [json.loads(p.read_text()) for p in probe.glob("gpu-*.json")]
+        status = subprocess.run([sys.executable, "-c", "import ray, json; ray.init(address='auto', "
+                                 "logging_level='ERROR'); print(json.dumps([n['NodeID'] for n in ray.nodes()]))"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert report["node"] not in json.loads(status.stdout.strip().splitlines()[-1]), other
+    finally:
+        kill_ray_under(ray_tmp)   # never `ray stop`: it ends every Ray on the machine, other people's too
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def kill_ray_under(ray_tmp: Path) -> None:
+    """SIGKILL the processes of the Ray that `ray start` put under ``ray_tmp``, and everything below them."""
+    from pipeline.executors.reaper import _descendants
+
+    heads = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and str(ray_tmp) in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                heads.append(int(entry))
+        except OSError:
+            pass
+    victims = set(heads)
+    for pid in heads:
+        victims |= set(_descendants(pid))
+    for pid in victims - {os.getpid()}:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line_within_seconds(tiny_world, tmp_path):
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
+                           str(tiny_world), "--out", str(tmp_path / "out"), "--ray-address", "127.0.0.1:1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: cannot reach a Ray cluster at 127.0.0.1:1: Connection "
+                                                "refused (is `ray start --head` running there?)"]
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_a_ray_address_that_accepts_but_never_answers_ends_at_the_start_timeout(tiny_world, tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)     # accepts connections (the kernel does) and never says a word
+    try:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
+                               str(tiny_world), "--out", str(tmp_path / "out"), "--ray-address",
+                               f"127.0.0.1:{server.getsockname()[1]}", "--set", "run.ray_start_timeout_s=8"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(
+            f"error: could not start or join Ray at 127.0.0.1:{server.getsockname()[1]} within 8s "
+            "(run.ray_start_timeout_s)"), done.stderr
+        assert time.monotonic() - started < 60
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_ray_console_noise_is_filtered_and_a_rerun_with_nothing_to_do_skips_ray(tiny_world, tmp_path):
+    command = [sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root", str(tiny_world),
+               "--out", str(tmp_path / "out"), "--num-cpus", "2", "--quiet"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if not line.startswith("[finsta] ")] == [], done.stderr
+    started = time.monotonic()
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})   # any attempt to reach Ray would fail
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("this run: nothing to do (skipped 2 committed before)"), again.stdout
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_a_driver_side_error_ends_the_run_with_one_line_and_keeps_finished_shards(tiny_world, tmp_path, monkeypatch):
+    import errno
+
+    from schemas.errors import UserError
+    from schemas.store import DatasetWriter
+
+    real, calls = DatasetWriter.write_shard, []
+
+    def disk_full_on_the_second_shard(self, samples, failures):
+        calls.append(len(samples))
+        if len(calls) >= 2:   # the disk stays full
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.root / "shards"))
+        return real(self, samples, failures)
+
+    monkeypatch.setattr(DatasetWriter, "write_shard", disk_full_on_the_second_shard)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"^No space left on device: .*shards; 1 samples committed this "
+                                        r"run; fix it and rerun the same command to continue$"):
+        run_build(tiny_config(tiny_world, "write.shard_size=1", "run.num_cpus=2"), tmp_path / "out")
+    assert time.monotonic() - started < 180
+    import ray
+    assert not ray.is_initialized()
+    assert len(open_dataset(tmp_path / "out")) == 1
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_process_behind(tiny_world, tmp_path):
+    from pipeline.executors.reaper import _descendants, _stat
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    env = {**os.environ, "FINSTA_PLUGINS": DOUBLES, "FINSTA_TEST_PROBE_DIR": str(probe)}
+    proc = subprocess.Popen([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
+                             str(tiny_world), "--out", str(tmp_path / "out"), "--detector", "slow_setup_double",
+                             "--num-cpus", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not any("DashboardAgent" in _cmdline(pid) for pid in _descendants(proc.pid)) or \
+                not any("_PoolWorker" in _cmdline(pid) for pid in _descendants(proc.pid)):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.5)
+        time.sleep(3)       # the watcher has seen the whole tree
+        ray_processes = {pid: started for pid, started in _descendants(proc.pid).items()
+                         if "reaper.py" not in _cmdline(pid)}
+    finally:
+        proc.kill()         # SIGKILL to the driver alone
+        proc.wait()
+    deadline = time.time() + 30
+    while True:
+        alive = {pid for pid, started in ray_processes.items() if (_stat(pid) or (0, -1))[1] == started}
+        if not alive or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert not alive, [_cmdline(pid) for pid in alive]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -193,11 +193,11 @@ def test_real_stages_on_generated_videos_meet_the_targets(world, truth):
     from pipeline.datasets import DatasetConfig, build_dataset
     from stages.decode import DecodeConfig, DecodeStage
     from stages.detect import DetectConfig, DetectStage
-    from stages.relate import RelateStage
+    from stages.relate import RelateConfig, RelateStage
     from stages.track import TrackStage
     tasks = list(build_dataset(DatasetConfig("synthetic", data_root=str(world))).tasks())
     for stage in (DecodeStage(DecodeConfig(fps=8.0)), DetectStage(DetectConfig(name="color")), TrackStage(),
-                  RelateStage()):
+                  RelateStage(RelateConfig().resolved("synthetic"))):
         stage.setup()
         tasks = stage.process_batch(tasks)
     assert [t.failure for t in tasks] == [None] * len(tasks)

@@ -47,3 +47,25 @@ def test_object_less_participle_is_a_state_with_its_adverbs():
     assert to_factual(tsg) == "( pedestrians , is , walking ) , ( pedestrians , is , outside )"
     tsg.nodes[1] = TextNode(1, "relation", "runs", "run", (12, 16))
     assert to_factual(tsg) == "( pedestrians )"
+
+
+def test_negated_facts_are_written_with_not_and_survive_json():
+    """A FACTUAL reader that knows nothing of the flag still cannot take a denied fact for a true one."""
+    tsg = TextSceneGraph("c#0", "the cat does not jump onto the counter and is not black", nodes=[
+        TextNode(0, "object", "cat", "cat", (4, 7)),
+        TextNode(1, "relation", "jump onto", "jump onto", (17, 26), negated=True),
+        TextNode(2, "object", "counter", "counter", (31, 38)),
+        TextNode(3, "attribute", "black", "black", (50, 55), negated=True),
+    ], edges=[TextEdge(0, 1, "subj_pred"), TextEdge(1, 2, "pred_obj"), TextEdge(0, 3, "obj_attr")])
+    assert to_factual(tsg) == "( cat , not jump onto , counter ) , ( cat , is , not black )"
+    assert tsg_from_json(tsg_to_json(tsg)) == tsg
+    assert '"negated": true' in tsg_to_json(tsg)
+
+
+def test_a_negated_state_keeps_not_and_drops_its_adverbs():
+    tsg = TextSceneGraph("c#0", "the woman is not holding anything quickly", nodes=[
+        TextNode(0, "object", "woman", "woman", (4, 9)),
+        TextNode(1, "relation", "holding", "hold", (17, 24), negated=True),
+        TextNode(2, "pred_attribute", "quickly", "quickly", (34, 41)),
+    ], edges=[TextEdge(0, 1, "subj_pred"), TextEdge(1, 2, "pred_adv")])
+    assert to_factual(tsg) == "( woman , is , not holding )"
