@@ -229,7 +229,7 @@ def test_a_negated_predicate_is_no_ptc_positive(tmp_path):
     def ptc(root):
         batch = next(iter(make_loader(ShardStream(root, batch_size=6, seed=0), 0)))
         model = _model(root)
-        _, _, nodes, enc = model._fused(batch)
+        _, _, nodes, enc, _ = model._fused(batch)
         text, video = model._units(nodes, enc, batch)
         track, pair, _ = model.fine.window_units(text.window, video, model.dsg, model._stgd_kernel())
         return float(unit_ptc(text, video, track, pair, batch, 0.05))

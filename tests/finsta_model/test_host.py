@@ -20,6 +20,7 @@ from finsta_model.host_data import host_batches
 from finsta_model.losses import score_distillation
 from finsta_model.train import train
 from schemas.errors import UserError
+from schemas.store import sha256_file
 
 DIMS = {"frame": 6, "frame_patch": 5, "caption": 4, "caption_token": 3}
 TINY = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=2, steps=3, batch_size=4, log_every=1,
@@ -170,6 +171,12 @@ def _strip_scene_graphs(source: Path, target: Path) -> Path:
             writer.write_table(pa.Table.from_pylist(rows, schema=table.schema))
         for array in ("detection", "text_node"):
             shutil.rmtree(shard / "features.zarr" / array)
+    # an intentional edit: the manifest is given the new digests (readers check them) and loses the deleted files
+    manifest = json.loads((target / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        folder = target / "shards" / entry["name"]
+        entry["files"] = {rel: sha256_file(folder / rel) for rel in entry["files"] if (folder / rel).is_file()}
+    (target / "manifest.json").write_text(json.dumps(manifest))
     return target
 
 
