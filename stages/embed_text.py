@@ -152,10 +152,12 @@ def node_texts(tsg: TextSceneGraph, relation_context: bool = False) -> list[str]
 
     A node is its lemma (its label when the lemma is empty): the graph's edges
     already carry the context, and lemmas repeat across captions, so they
-    cache well. With ``relation_context`` a relation node becomes
-    "subject predicate object" from its ``subj_pred``/``pred_obj`` edges.
+    cache well. A negated node ("does not ride") is "not ride": its vector
+    must not be the one of the relation the caption denies. With
+    ``relation_context`` a relation node becomes "subject predicate object"
+    from its ``subj_pred``/``pred_obj`` edges.
     """
-    words = [(node.lemma or node.label).strip() for node in tsg.nodes]
+    words = [("not " if node.negated else "") + (node.lemma or node.label).strip() for node in tsg.nodes]
     if not relation_context:
         return words
     subjects: dict[int, list[int]] = {}

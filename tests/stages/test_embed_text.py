@@ -68,6 +68,14 @@ def test_node_texts_lemmas_and_relation_context():
     assert node_texts(dog_runs(), relation_context=True) == ["dog", "dog run"]   # empty lemma → label
 
 
+def test_a_negated_node_is_embedded_as_what_the_caption_says():
+    """"the man does not ride the horse": the relation's vector is not the one of "ride"."""
+    graph = man_rides_horse()
+    graph.nodes[2].negated = True
+    assert node_texts(graph) == ["man", "tall", "not ride", "horse"]
+    assert node_texts(graph, relation_context=True)[2] == "man not ride horse"
+
+
 def test_stage_rows_follow_the_tsgs(stage):
     task = VideoTask("k", "test", "v", "v.mp4", tsgs=[man_rides_horse(), TextSceneGraph("v#2", ""), dog_runs()])
     [out] = stage.process_batch([task])
