@@ -205,17 +205,29 @@ def train(
 @app.command("eval")
 def evaluate(
     shards: Path = typer.Option(..., help="dataset folder written by build-sgs"),
-    checkpoint: Path = typer.Option(..., help="a checkpoint folder, or a run folder (its latest checkpoint)"),
+    checkpoint: Path = typer.Option(..., help="a checkpoint folder, a run folder (its latest checkpoint), or an "
+                                              "exported host (reads host features only)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     device: str = typer.Option("cpu", help="cpu | cuda"),
 ) -> None:
-    """Text↔video retrieval metrics for a checkpoint, with and without the SG branch."""
+    """Text↔video retrieval metrics for a checkpoint (with and without the SG branch) or an exported host."""
     from finsta_model.evaluate import evaluate as run_eval, format_report
     report = run_eval(shards, checkpoint, device)
     if as_json:
         for warning in report["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(report) if as_json else format_report(report))
+
+
+@app.command("export")
+def export(
+    checkpoint: Path = typer.Option(..., help="a run folder (its latest checkpoint) or a checkpoint folder"),
+    out: Path = typer.Option(..., help="folder for host.safetensors + host.json"),
+) -> None:
+    """Write the post-trained SG-free host of a run (load it with finsta_model.load_host)."""
+    from finsta_model.export import export_host
+    info = export_host(checkpoint, out)
+    print(json.dumps({"out": str(out), "step": info["trained"]["step"], "feature_dims": info["feature_dims"]}))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -1,8 +1,10 @@
 """Training throughput on CPU: graphs/s of the train step vs what the data loader delivers.
 
 Prints one JSON object: ``train_graphs_per_s`` (videos — each a DSG plus its
-caption TSGs — per second through forward + backward + AdamW, batches already
-in memory), ``loader_graphs_per_s`` (the streaming ShardStream + DataLoader,
+caption TSGs, with the host's token and grid-cell features — per second through
+forward + backward + AdamW of the recipe (the TrainConfig defaults, or
+``--config``), batches already in memory), ``host_only_train_graphs_per_s`` (the
+``--no-sg`` baseline: the host alone, same run), ``loader_graphs_per_s`` (the streaming ShardStream + DataLoader,
 reading and collating from the shard store, no cache, measured in the same
 run, per number of worker processes), ``loader_over_train`` (the best of them;
 target ≥ 5) and ``loader_over_train_by_workers``, the same with the in-process
@@ -28,8 +30,8 @@ same run (``in_process_graphs_per_s``), ``--repeats`` times, alternating:
 
     .venv/bin/python bench/bench_train.py --ray-workers 1 2 --steps 60 --repeats 3 [--device cuda]
 
-Without ``--shards`` it uses out/results/sgs-train when present, else writes a
-random dataset with the test fixture's generator.
+Without ``--shards`` it uses out/host/sgs-train (or out/host/sgs-train-11) when present, else writes a
+random dataset with the test fixture's generator (host features included: 3×3 cells a frame).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from finsta_model.config import TrainConfig  # noqa: E402
+from finsta_model.config import TrainConfig, load_config  # noqa: E402
 from finsta_model.data import ShardStream, make_loader  # noqa: E402
 from finsta_model.graphs import collate, encode_sample  # noqa: E402
 from finsta_model.model import FinstaModel  # noqa: E402
@@ -59,7 +61,9 @@ def random_dataset(folder: Path, videos: int = 192, shard_size: int = 32, compac
     spec = importlib.util.spec_from_file_location("fixture", ROOT / "tests" / "finsta_model" / "finsta_samples.py")
     fixture = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixture)
-    fixture.DIMS.update({"frame": 1280, "detection": 32, "text_node": 384, "caption": 384})
+    fixture.DIMS.update({"frame": 1280, "detection": 32, "text_node": 384, "caption": 384, "caption_token": 384,
+                         "frame_patch": 1280})
+    fixture.CELLS = 9
     rng = random.Random(0)
     writer = DatasetWriter(folder, config={"bench": 1}, feature_dims=fixture.DIMS)
     samples = [fixture.make_sample(rng, f"b{i:05d}", n_frames=12, max_objects=4, n_captions=5)
@@ -107,8 +111,8 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
     from finsta_model import distributed
     from finsta_model.train import train
 
-    config = TrainConfig(dim=args.dim, batch_size=args.batch, steps=args.steps,
-                         log_every=max(1, min(5, args.steps // 10)), checkpoint_every=args.steps)
+    config = bench_config(args).replace(steps=args.steps, log_every=max(1, min(5, args.steps // 10)),
+                                        checkpoint_every=args.steps)
     runs: dict[str, list] = {"in_process": [], **{f"ray_{n}": [] for n in args.ray_workers}}
     walls: dict[str, list] = {f"ray_{n}": [] for n in args.ray_workers}
     losses: dict[str, list] = {k: [] for k in runs}    # mean logged total loss of each run
@@ -153,47 +157,24 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
         # same seed, same global batch: the logged loss averaged over the run, relative to in-process
         "mean_loss_vs_in_process": {k: round(v[0] / losses["in_process"][0] - 1, 3) for k, v in losses.items()
                                     if k != "in_process"},
-        "batch": args.batch, "dim": args.dim, "steps": args.steps, "repeats": args.repeats,
+        "batch": args.batch, "dim": config.dim, "steps": args.steps, "repeats": args.repeats,
         "videos": len(open_dataset(shards)), "shards": len(open_dataset(shards).shard_names()),
         "threads_per_worker": config.threads, "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 1),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shards", type=Path)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--dim", type=int, default=TrainConfig.dim)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--ray-workers", type=int, nargs="+", help="measure train --ray-workers N instead")
-    parser.add_argument("--repeats", type=int, default=2, help="with --ray-workers: runs of each, alternating")
-    parser.add_argument("--device", default="cpu", help="with --ray-workers: cpu | cuda (one GPU per worker)")
-    parser.add_argument("--shard-size", type=int, default=32, help="videos per shard of the random dataset")
-    parser.add_argument("--compact", type=int, default=0, help="then compact it to shards of this many videos")
-    args = parser.parse_args()
-    tmp = None
-    shards = args.shards or (ROOT / "out" / "results" / "sgs-train")
-    if not (shards / "manifest.json").is_file():
-        tmp = tempfile.TemporaryDirectory()
-        shards = random_dataset(Path(tmp.name) / "ds", shard_size=args.shard_size, compact=args.compact)
-    if args.ray_workers:
-        print(json.dumps(ray_bench(shards, args)))
-        if tmp is not None:
-            tmp.cleanup()
-        return
-    config = TrainConfig(dim=args.dim, batch_size=args.batch)
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(0)
+def bench_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe (``--config`` or the defaults) at the benchmark's batch size (and ``--dim`` if given)."""
+    return load_config(args.config).replace(batch_size=args.batch, dim=args.dim)
 
-    stream = ShardStream(shards, args.batch, seed=0)
-    batches = [b for _, b in zip(range(args.steps + 1), make_loader(stream))]
-    model = FinstaModel(config, stream.dims)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+
+def step_rate(model: FinstaModel, batches: list, steps: int) -> float:
+    """Graphs/s of forward + backward + AdamW over ``steps`` steps (after one warm-up step)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=model.config.lr)
     done = 0
     start = None
-    for i in range(args.steps + 1):
+    for i in range(steps + 1):
         batch = batches[i % len(batches)]
         if i == 1:  # step 0 warms up allocators
             start, done = time.perf_counter(), 0
@@ -202,7 +183,42 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         done += batch.num_videos
-    train_rate = done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shards", type=Path)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--dim", type=int, help="override the config's dim")
+    parser.add_argument("--config", type=Path, help="a TrainConfig file (default: the defaults, the recipe)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--ray-workers", type=int, nargs="+", help="measure train --ray-workers N instead")
+    parser.add_argument("--repeats", type=int, default=2, help="with --ray-workers: runs of each, alternating")
+    parser.add_argument("--device", default="cpu", help="with --ray-workers: cpu | cuda (one GPU per worker)")
+    parser.add_argument("--shard-size", type=int, default=32, help="videos per shard of the random dataset")
+    parser.add_argument("--compact", type=int, default=0, help="then compact it to shards of this many videos")
+    args = parser.parse_args()
+    tmp = None
+    shards = args.shards or next((p for p in (ROOT / "out" / "host" / "sgs-train", ROOT / "out" / "host" / "sgs-train-11")
+                                  if (p / "manifest.json").is_file()), Path("/nonexistent"))
+    if not (shards / "manifest.json").is_file():
+        tmp = tempfile.TemporaryDirectory()
+        shards = random_dataset(Path(tmp.name) / "ds", shard_size=args.shard_size, compact=args.compact)
+    if args.ray_workers:
+        print(json.dumps(ray_bench(shards, args)))
+        if tmp is not None:
+            tmp.cleanup()
+        return
+    config = bench_config(args)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(0)
+
+    stream = ShardStream(shards, args.batch, seed=0)
+    batches = [b for _, b in zip(range(args.steps + 1), make_loader(stream))]
+    train_rate = step_rate(FinstaModel(config, stream.dims), batches, args.steps)
+    host_rate = step_rate(FinstaModel(config.replace(use_sg=False), stream.dims), batches, args.steps)
 
     loader = {f"workers_{w}": round(loader_rate(shards, args.batch, w), 1) for w in args.workers}
     loader_rate(shards, args.batch, 0, 1 << 30)      # fills the in-process cache of encoded shards
@@ -213,6 +229,7 @@ def main() -> None:
     print(json.dumps({
         "metric": "train graphs/s on CPU vs loader graphs/s (same run)",
         "train_graphs_per_s": round(train_rate, 1),
+        "host_only_train_graphs_per_s": round(host_rate, 1),
         "loader_graphs_per_s": loader,
         "loader_over_train": round(best / train_rate, 2),
         "loader_over_train_by_workers": {k: round(v / train_rate, 2) for k, v in loader.items()},
@@ -225,8 +242,9 @@ def main() -> None:
         "verify_cost_per_epoch_s": round(read_s[True] - read_s[False], 4),
         "shards": len(open_dataset(shards).shard_names()),
         "dataset": str(shards) if tmp is None else "random (test fixture generator)",
-        "videos": len(open_dataset(shards)), "batch": args.batch, "dim": args.dim, "steps": args.steps,
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "videos": len(open_dataset(shards)), "batch": args.batch, "dim": config.dim, "steps": args.steps,
+        "cells_per_frame": int(batches[0].patch_feat.shape[2]), "caption_tokens_max": int(batches[0].tok_feat.shape[1]),
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 1),
     }))
     if tmp is not None:
         tmp.cleanup()

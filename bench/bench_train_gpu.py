@@ -32,6 +32,7 @@ def make_batches(count: int, batch: int, dims: dict[str, int]) -> list:
     samples = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(samples)
     samples.DIMS.update(dims)
+    samples.CELLS = 9          # a 3×3 grid, the embed_visual default
     rng = random.Random(0)
     out = []
     for b in range(count):
@@ -82,13 +83,17 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(TrainConfig.threads)
-    dims = {"frame": 1280, "detection": 32, "text_node": 384, "caption": 384}
+    dims = {"frame": 1280, "detection": 32, "text_node": 384, "caption": 384, "caption_token": 384,
+            "token_span": 3, "frame_patch": 1280}
     torch.manual_seed(0)
     batches = make_batches(args.batches, args.batch, dims)
-    result = {"metric": "Finsta train steps/s (full model: GTrm + R-GTrm + STGD + OSC + PTC + student)",
+    result = {"metric": "Finsta train steps/s (full model: host transformers + GTrm + R-GTrm + STGD + OSC + PTC "
+                        "+ fine score + distillation into the host)",
               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "batch": args.batch, "dim": args.dim,
               "nodes_per_batch": int(sum(b.det_feat.shape[0] for b in batches) / len(batches)),
+              "host_video_tokens": int(batches[0].frame_feat.shape[1] * (1 + batches[0].patch_feat.shape[2])),
+              "host_caption_tokens_max": int(batches[0].tok_feat.shape[1]),
               "edges_per_batch": int(sum(b.edge_src.shape[0] for b in batches) / len(batches))}
     model = FinstaModel(TrainConfig(dim=args.dim), dims).to(device)
     if device.type == "cuda":

@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finsta_model.graphs import MAX_ATTRS, MAX_ORDER, MAX_RELS, CaptionGraph, EncodedSample, word_bucket
+from finsta_model.graphs import (MAX_ATTRS, MAX_ORDER, MAX_RELS, CaptionGraph, EncodedSample, frame_cells,
+                                 phrase_members, phrase_token_pairs, word_bucket)
 from schemas.records import TEXT_EDGE_KINDS, TEXT_NODE_KINDS
 from schemas.store import Dataset
 
@@ -281,7 +282,8 @@ class _ShardColumns:
         n_nodes = len(node_cap)
         m = np.diff(self.node_offsets)
         self.node_kind = np.maximum(_kind_index(nodes["kind"], TEXT_NODE_KINDS), 0)
-        span_start = _ints(nodes["span"].flatten()).reshape(n_nodes, 2)[:, 0]
+        node_span = _ints(nodes["span"].flatten()).reshape(n_nodes, 2)
+        span_start = node_span[:, 0]
         ranked = np.lexsort((np.arange(n_nodes), span_start, node_cap))
         node_order = np.empty(n_nodes, _I64)
         node_order[ranked] = np.arange(n_nodes, dtype=_I64) - self.node_offsets[node_cap[ranked]]
@@ -301,6 +303,30 @@ class _ShardColumns:
         self.tedge_offsets = np.searchsorted(edge_cap[ok], np.arange(n_caps + 1), "left")
 
         self._links(*_rows(hsgs["links"]), cap_sample, m)
+        base = self.node_offsets[edge_cap[ok]]
+        self._phrases(node_cap, node_span, self.tedge_src + base, self.tedge_dst + base, cap_sample)
+
+    def _phrases(self, node_cap: np.ndarray, node_span: np.ndarray, edge_src: np.ndarray, edge_dst: np.ndarray,
+                 cap_sample: np.ndarray) -> None:
+        """Shard-wide token rows per caption and (object/relation node, token of its phrase) pairs."""
+        refs = [f["token_span"] for f in self.features]
+        spans = self.arrays["token_span"]
+        rows = [np.asarray(spans[r["offset"]:r["offset"] + r["count"]], _I64).reshape(-1, 3) for r in refs]
+        rows = np.concatenate(rows) if rows else np.zeros((0, 3), _I64)
+        tok_sample = np.repeat(np.arange(self.n_samples, dtype=_I64), [r["count"] for r in refs])
+        tok_cap = self.cap_offsets[tok_sample] + rows[:, 0] if len(rows) else np.zeros(0, _I64)
+        if len(tok_cap) and (np.any(np.diff(tok_cap) < 0) or rows[:, 0].min() < 0
+                             or np.any(rows[:, 0] >= np.diff(self.cap_offsets)[tok_sample])):
+            raise ValueError("token_span rows are not caption after caption within the shard's captions")
+        self.tok_offsets = np.searchsorted(tok_cap, np.arange(len(cap_sample) + 1), "left")
+        sample_tok = np.concatenate([[0], np.cumsum([r["count"] for r in refs])]).astype(_I64)
+        self.tok_row = self.tok_offsets[:-1] - sample_tok[cap_sample]   # caption's first row in its sample
+        head, member = phrase_members(self.node_kind, edge_src, edge_dst, self.tedge_kind)
+        node, token = phrase_token_pairs(head, node_cap[member], node_span[member], tok_cap, rows[:, 1:])
+        pair_cap = node_cap[node]
+        self.phrase_node = node - self.node_offsets[pair_cap]
+        self.phrase_token = token - self.tok_offsets[pair_cap]
+        self.phrase_offsets = np.searchsorted(pair_cap, np.arange(len(cap_sample) + 1), "left")
 
     def _links(self, links: dict[str, pa.Array], offsets: np.ndarray, cap_sample: np.ndarray, m: np.ndarray) -> None:
         """Per text node, the track of its best-scoring link (the first one on ties)."""
@@ -339,12 +365,14 @@ class _ShardColumns:
                                                       self.cap_offsets))
         node, tedge, link = (a.tolist() for a in (self.node_offsets, self.tedge_offsets, self.link_offsets))
         node_row, negative_of = self.node_row.tolist(), self.negative_of.tolist()
+        tok, tok_row, phrase = self.tok_offsets.tolist(), self.tok_row.tolist(), self.phrase_offsets.tolist()
         for s, key in enumerate(self.keys):
             features = self.dataset.feature_rows(self.features[s], self.arrays)
-            text_node, caption = features["text_node"], features["caption"]
+            text_node, caption, tokens = features["text_node"], features["caption"], features["caption_token"]
             captions = []
             for j, c in enumerate(range(cap[s], cap[s + 1])):
                 n0, n1, t0, t1, row = node[c], node[c + 1], tedge[c], tedge[c + 1], node_row[c]
+                k0, k1 = phrase[c], phrase[c + 1]
                 if c in self.nan_caps:
                     link_node, link_track = self._nan_links(c)
                 else:
@@ -355,11 +383,13 @@ class _ShardColumns:
                     node_order=self.node_order[n0:n1], edge_src=self.tedge_src[t0:t1],
                     edge_dst=self.tedge_dst[t0:t1], edge_kind=self.tedge_kind[t0:t1], link_node=link_node,
                     link_track=link_track, window=self.windows[c], negative_of=negative_of[c],
-                    negative_type=self.negative_type[c]))
+                    negative_type=self.negative_type[c], tokens=tokens[tok_row[c]:tok_row[c] + tok[c + 1] - tok[c]],
+                    phrase_node=self.phrase_node[k0:k1], phrase_token=self.phrase_token[k0:k1]))
             d0, d1, e0, e1 = det[s], det[s + 1], edge[s], edge[s + 1]
             yield EncodedSample(
                 key=key, frame_feat=features["frame"], det_feat=features["detection"],
                 det_box=self.det_box[d0:d1], det_word=self.det_word[d0:d1], det_attr=self.det_attr[d0:d1],
                 det_frame=self.det_frame[d0:d1], det_track=self.det_track[d0:d1], det_prev=self.det_prev[d0:d1],
                 edge_src=self.edge_src[e0:e1] - d0, edge_dst=self.edge_dst[e0:e1] - d0,
-                edge_rel=self.edge_rel[e0:e1], n_tracks=track[s + 1] - track[s], captions=captions)
+                edge_rel=self.edge_rel[e0:e1], n_tracks=track[s + 1] - track[s], captions=captions,
+                frame_patch=frame_cells(features["frame_patch"], int(self.n_frames[s])))

@@ -198,7 +198,7 @@ class _ShardCache:
 
 def _nbytes(sample: EncodedSample) -> int:
     arrays = [v for v in vars(sample).values() if hasattr(v, "nbytes")]
-    arrays += [a for c in sample.captions for a in (c.feat, c.node_feat)]
+    arrays += [a for c in sample.captions for a in (c.feat, c.node_feat, c.tokens) if a is not None]
     return sum(a.nbytes for a in arrays) + 512 * (1 + len(sample.captions))
 
 

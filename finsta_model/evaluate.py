@@ -1,7 +1,7 @@
 """Retrieval evaluation of a checkpoint: ``evaluate(shards, checkpoint)``.
 
 Embeds every video and caption of a dataset (hard negatives included) with
-the Finsta-augmented branch and with the student (no scene graphs), then
+the Finsta-augmented branch and with the host alone (no scene graphs), then
 reports, for each:
 
 * ``t2v`` — each real caption ranks every video; ``v2t`` — each video ranks
@@ -21,10 +21,12 @@ reports, for each:
   fraction of ``(c, n)`` pairs with ``s(c, v) > s(n, v)``, also ``by_type``.
 
 Top-level keys describe the Finsta branch; ``"no_sg"`` holds the same
-metrics for the student (for a host-only checkpoint both are the host).
-``"warnings"`` lists what makes the figures suspect, e.g. evaluated videos that
-are also in the checkpoint's training shards (the checkpoint records their path;
-:func:`training_overlap`).
+metrics for the host (the SG-free model ``export`` ships, with its own score);
+for a host-only checkpoint and for an exported host both are the host. An
+exported host is evaluated from host features only (no scene-graph column is
+read). ``"warnings"`` lists what makes the figures suspect, e.g. evaluated videos
+that are also in the checkpoint's training shards (the checkpoint records their
+path; :func:`training_overlap`).
 
 Example::
 
@@ -42,9 +44,12 @@ import torch
 
 from finsta_model.checkpoint import load_checkpoint
 from finsta_model.data import ShardStream, make_loader
+from finsta_model.host import cat_texts, cat_videos
+from finsta_model.host_data import host_batches
 from finsta_model.model import FinstaModel
 from finsta_model.train import resolve_device
 from schemas.errors import UserError
+from schemas.options import diff, diff_text
 from schemas.store import open_dataset
 
 
@@ -110,18 +115,19 @@ def score_metrics(sim: np.ndarray, cap_video: np.ndarray, neg_of: np.ndarray, ne
 @torch.no_grad()
 def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, batch_size: int,
                   branches: tuple[str, ...], whole_video_windows: bool = False) -> dict[str, Any]:
-    """Pooled embeddings per branch; with a fine-grained model also the ``fine`` score matrix of the
-    fused branch (``fine_grained_weight × fine(c, v)`` for every caption × every video).
-    ``whole_video_windows`` reads the video units over the whole video instead of the caption's window
-    (a diagnostic: how much of the fine-grained score rests on the caption's time stamps)."""
+    """Per branch, the score matrix of every caption against every video: ``"fused"`` = the Finsta score
+    (pooled fused cosine, plus ``fine_grained_weight × fine(c, v)`` with a fine-grained model), ``"host"``
+    = the host's own score (pooled cosine + λ_h · token late interaction).
+    ``whole_video_windows`` reads the fused branch's video units over the whole video instead of the
+    caption's window (a diagnostic: how much of the fine-grained score rests on the caption's time stamps)."""
     stream = ShardStream(shards, batch_size, mode="eval", hard_negatives=True,
                          label_buckets=model.config.label_buckets)
-    out: dict[str, Any] = {b: {"video": [], "text": []} for b in branches}
+    fused = {"video": [], "text": []}
+    host_texts, host_videos = [], []
     cap_video, neg_of, neg_type, keys = [], [], [], []
     text_units, video_units = [], []
     fine = model.uses_fine_grained and "fused" in branches
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+    autocast = _autocast(device)
     for batch in make_loader(stream, 0):
         offset_v, offset_c = len(keys), len(cap_video)
         keys.extend(batch.keys)
@@ -129,28 +135,40 @@ def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, 
         neg_of.extend(torch.where(batch.cap_neg_of >= 0, batch.cap_neg_of + offset_c, -1).tolist())
         neg_type.extend(batch.neg_types)
         batch = batch.to(device)
-        for branch in branches:
-            with autocast:
-                if branch == "fused" and fine:
+        with autocast:
+            if "host" in branches:
+                text, video = model.host_units(batch)
+                host_texts.append(text)
+                host_videos.append(video)
+            if "fused" in branches:
+                if fine:
                     video, text, t_units, v_units = model.retrieval_units(batch)
                     text_units.append(t_units)
                     video_units.append(v_units)
                 else:
-                    video, text = model.embed(batch, branch)
-            out[branch]["video"].append(video.float().cpu().numpy())
-            out[branch]["text"].append(text.float().cpu().numpy())
-    for branch in branches:
-        out[branch] = {k: np.concatenate(v) if v else np.zeros((0, model.config.dim), np.float32)
-                       for k, v in out[branch].items()}
-    result = {"embeddings": out, "cap_video": np.array(cap_video, np.int64), "neg_of": np.array(neg_of, np.int64),
+                    video, text = model.embed(batch, "fused")
+                fused["video"].append(video.float())
+                fused["text"].append(text.float())
+    result = {"scores": {}, "cap_video": np.array(cap_video, np.int64), "neg_of": np.array(neg_of, np.int64),
               "neg_type": neg_type, "keys": keys}
-    if fine:
-        if whole_video_windows:
-            for units in text_units:
-                units.window = torch.stack([torch.zeros_like(units.window[:, 0]),
-                                            torch.full_like(units.window[:, 1], 1 << 30)], dim=1)
-        result["fine"] = fine_score_matrix(model, text_units, video_units, autocast)
+    if "host" in branches and host_texts:
+        with autocast:
+            result["scores"]["host"] = model.host.score(cat_texts(host_texts), cat_videos(host_videos)).float().cpu().numpy()
+    if "fused" in branches and fused["video"]:
+        pooled = (torch.cat(fused["text"]) @ torch.cat(fused["video"]).T).cpu().numpy()
+        if fine:
+            if whole_video_windows:
+                for units in text_units:
+                    units.window = torch.stack([torch.zeros_like(units.window[:, 0]),
+                                                torch.full_like(units.window[:, 1], 1 << 30)], dim=1)
+            pooled = pooled + fine_score_matrix(model, text_units, video_units, autocast)
+        result["scores"]["fused"] = pooled
     return result
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
 
 
 @torch.no_grad()
@@ -184,12 +202,28 @@ def training_overlap(shards: str | Path, train_shards: str | None) -> str | None
             f"checkpoint's training shards ({train_shards}): these are not held-out figures")
 
 
+def check_host(shards: str | Path, trained_on: dict[str, Any] | None, what: str) -> dict[str, int]:
+    """The shards' feature dims, after checking they were made by the host ``what`` was trained on."""
+    manifest = open_dataset(shards).manifest
+    made_by = manifest.get("host")
+    if made_by != trained_on:
+        changes = diff_text(diff(trained_on or {}, made_by or {}))
+        raise UserError(f"{shards} was built with another host than {what} was trained on ({changes}); "
+                        f"evaluate on shards built with the same embed_visual / embed_text settings")
+    return dict(manifest["feature_dims"])
+
+
 def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64,
              whole_video_windows: bool = False) -> dict[str, Any]:
-    """The report described in the module docstring (``whole_video_windows``: see :func:`embed_dataset`)."""
+    """The report described in the module docstring. ``checkpoint``: a run or checkpoint folder, or an
+    exported host (``export``; then only host features are read). ``whole_video_windows``: see
+    :func:`embed_dataset`."""
+    from finsta_model.export import is_exported_host
+    if is_exported_host(checkpoint):
+        return evaluate_host(shards, checkpoint, device, batch_size)
     ckpt = load_checkpoint(checkpoint)
-    dims = dict(open_dataset(shards).manifest["feature_dims"])
     overlap = training_overlap(shards, ckpt.state.get("train_shards"))
+    dims = check_host(shards, ckpt.state.get("host"), f"checkpoint {ckpt.path}")
     if dims != ckpt.dims:
         raise UserError(f"{shards} has feature dims {dims}, the checkpoint was trained on {ckpt.dims}")
     dev = resolve_device(device)
@@ -198,21 +232,59 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
     model = FinstaModel(ckpt.config, dims)
     model.load_state_dict(ckpt.model)
     model.to(dev).eval()
-    branches = ("fused", "student") if ckpt.config.use_sg else ("host",)
+    branches = ("fused", "host") if ckpt.config.use_sg else ("host",)
     data = embed_dataset(model, shards, dev, batch_size, branches, whole_video_windows)
     if not len(data["keys"]) or not (data["neg_of"] < 0).any():
         raise UserError(f"{shards} holds no video with a real caption to evaluate on")
     args = (data["cap_video"], data["neg_of"], data["neg_type"])
-    pooled = data["embeddings"][branches[0]]["text"] @ data["embeddings"][branches[0]]["video"].T
-    main = score_metrics(pooled + data["fine"] if "fine" in data else pooled, *args)
-    student = main if len(branches) == 1 else retrieval_metrics(
-        data["embeddings"]["student"]["video"], data["embeddings"]["student"]["text"], *args)
-    return {**main, "no_sg": student, "branch": branches[0], "uses_sg": ckpt.config.use_sg,
-            "score": "pooled+fine" if "fine" in data else "pooled",
-            "fine_grained_weight": ckpt.config.fine_grained_weight if "fine" in data else 0.0,
-            "fine_window": ("whole video" if whole_video_windows else "caption") if "fine" in data else None,
+    main = score_metrics(data["scores"][branches[0]], *args)
+    host = main if len(branches) == 1 else score_metrics(data["scores"]["host"], *args)
+    fine = model.uses_fine_grained
+    return {**main, "no_sg": host, "branch": branches[0], "uses_sg": ckpt.config.use_sg,
+            "score": ("pooled+fine" if fine else "pooled") if ckpt.config.use_sg else _host_score_name(model.host),
+            "host_score": _host_score_name(model.host),
+            "fine_grained_weight": ckpt.config.fine_grained_weight if fine else 0.0,
+            "fine_window": ("whole video" if whole_video_windows else "caption") if fine else None,
             "checkpoint": str(ckpt.path), "step": ckpt.step, "videos": len(data["keys"]),
             "captions": int((data["neg_of"] < 0).sum()), "hard_negative_captions": int((data["neg_of"] >= 0).sum()),
+            "warnings": [overlap] if overlap else []}
+
+
+def _host_score_name(host) -> str:
+    return "pooled+late" if host.fine_weight else "pooled"
+
+
+@torch.no_grad()
+def evaluate_host(shards: str | Path, path: str | Path, device: str = "cpu", batch_size: int = 64) -> dict[str, Any]:
+    """:func:`evaluate` for an exported host: reads host features only (``finsta_model.host_data``)."""
+    from finsta_model.export import load_host
+    host = load_host(path, str(resolve_device(device)))
+    dims = check_host(shards, host.info.get("host"), f"the exported host {path}")
+    wanted = host.info["feature_dims"]
+    if any(dims.get(k, 0) != v for k, v in wanted.items()):
+        raise UserError(f"{shards} has feature dims {dims}, the exported host reads {wanted}")
+    texts, videos, cap_video, neg_of, neg_type, keys = [], [], [], [], [], []
+    for batch in host_batches(shards, batch_size):
+        offset_v, offset_c = len(keys), len(cap_video)
+        keys.extend(batch.keys)
+        cap_video.extend((batch.cap_video + offset_v).tolist())
+        neg_of.extend(torch.where(batch.cap_neg_of >= 0, batch.cap_neg_of + offset_c, -1).tolist())
+        neg_type.extend(batch.neg_types)
+        batch = batch.to(host.device)
+        texts.append(host.model.text(batch.cap_feat, batch.tok_feat, batch.tok_mask))
+        videos.append(host.model.video(batch.frame_feat, batch.frame_mask, batch.patch_feat))
+    neg_of = np.array(neg_of, np.int64)
+    if not keys or not (neg_of < 0).any():
+        raise UserError(f"{shards} holds no video with a real caption to evaluate on")
+    scores = host.model.score(cat_texts(texts), cat_videos(videos)).float().cpu().numpy()
+    report = score_metrics(scores, np.array(cap_video, np.int64), neg_of, neg_type)
+    trained = host.info.get("trained", {})
+    overlap = training_overlap(shards, trained.get("train_shards"))
+    return {**report, "no_sg": report, "branch": "host", "uses_sg": False, "exported": True,
+            "score": _host_score_name(host.model), "host_score": _host_score_name(host.model),
+            "trained_with_sg": bool(trained.get("config", {}).get("use_sg", False)),
+            "checkpoint": str(path), "step": trained.get("step"), "videos": len(keys),
+            "captions": int((neg_of < 0).sum()), "hard_negative_captions": int((neg_of >= 0).sum()),
             "warnings": [overlap] if overlap else []}
 
 
@@ -222,7 +294,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"warning: {warning}" for warning in report.get("warnings", [])]
     lines += [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
               f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
-    rows = [("", report)] if not report["uses_sg"] else [("finsta ", report), ("no-SG student ", report["no_sg"])]
+    rows = [("", report)] if not report["uses_sg"] else [("finsta ", report), ("host (no SG) ", report["no_sg"])]
     for name, block in rows:
         for label, metrics in (("t2v", block["t2v"]), ("v2t", block["v2t"]),
                                ("hard-neg t2v", block["hard_negatives"]["t2v"]),

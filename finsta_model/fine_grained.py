@@ -238,6 +238,14 @@ class FineGrained(nn.Module):
     def combine(self, text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor,
                 window_unit: torch.Tensor) -> torch.Tensor:
         """:meth:`scores` from units already read by :meth:`window_units` (training reuses them for OSC/PTC)."""
+        best = self.node_scores(text, video, track_unit, pair_unit, window_unit)
+        units = (text.is_object | text.is_relation).float()[..., None]              # [C, U, 1]
+        return (best * units).sum(1) / units.sum(1).clamp_min(1)
+
+    def node_scores(self, text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor,
+                    window_unit: torch.Tensor) -> torch.Tensor:
+        """``[C, U, B]``: each text unit's best cosine among each video's units (0 where none); the fine
+        score is their mean over a caption's object and relation nodes."""
         c, b = len(text), len(video)
         k = video.tracks.shape[1]
         track_valid = video.track_ok[None, None]                                     # [1, 1, B, K]
@@ -250,9 +258,7 @@ class FineGrained(nn.Module):
         best_track = s_track.max(-1).values                                          # [C, U, B]
         best_rel = torch.cat([s_track, s_pair, s_window], dim=-1).max(-1).values
         best = torch.where(text.is_relation[..., None], best_rel, best_track)
-        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
-        units = (text.is_object | text.is_relation).float()[..., None]              # [C, U, 1]
-        return (best * units).sum(1) / units.sum(1).clamp_min(1)
+        return torch.where(torch.isfinite(best), best, torch.zeros_like(best))
 
 
 def _pair_valid(track_ok: torch.Tensor) -> torch.Tensor:
@@ -344,3 +350,127 @@ def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_
         return track_unit.new_zeros((), dtype=torch.float32)
     count = int(two.sum()) + int(one.sum())
     return torch.stack(losses).sum() / count
+
+
+# ------------------------------------------------------------------ teaching the host
+def track_footprints(batch, cells: int, frame_index: torch.Tensor) -> torch.Tensor:
+    """``[B, K, T, P]``: per track and host frame, the share of its box's area inside each of the frame's
+    ``P = G × G`` grid cells (row-major, the cells ``frame_patch`` stores); zero where the track is not
+    seen. ``frame_index`` names the batch frames the host read (see ``HostVideo.frame_index``)."""
+    b, t_batch = batch.frame_mask.shape
+    local, k_max = track_slots(batch)
+    grid = int(round(cells ** 0.5))
+    if grid * grid != cells:
+        raise ValueError(f"{cells} cells a frame is not a square grid")
+    edges = torch.arange(grid + 1, device=batch.det_box.device, dtype=torch.float32) / grid
+    box = batch.det_box.float()
+    ox = (torch.minimum(box[:, 2:3], edges[None, 1:]) - torch.maximum(box[:, 0:1], edges[None, :-1])).clamp_min(0)
+    oy = (torch.minimum(box[:, 3:4], edges[None, 1:]) - torch.maximum(box[:, 1:2], edges[None, :-1])).clamp_min(0)
+    share = (oy[:, :, None] * ox[:, None, :]).reshape(-1, cells)               # [N, P] rows, then columns
+    share = share / share.sum(1, keepdim=True).clamp_min(1e-9)
+    tracked = batch.det_track >= 0
+    k = batch.det_track[tracked]
+    slot = (batch.track_video[k] * k_max + local[k]) * t_batch + batch.det_frame[tracked]
+    grid_all = share.new_zeros((b * k_max * t_batch, cells)).index_add(0, slot, share[tracked])
+    return grid_all.view(b, k_max, t_batch, cells)[:, :, frame_index]
+
+
+def phrase_vectors(host_text, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each batch text node's host phrase vector (normalised sum of the host's token outputs over the node's
+    phrase, ``batch.pt_*``): ``[M, d]``, and ``[M]`` whether the node has phrase tokens."""
+    m = batch.node_kind.shape[0]
+    width = host_text.tokens.shape[1]          # the host may keep fewer tokens than the batch holds
+    flat = host_text.tokens.reshape(-1, host_text.tokens.shape[-1])
+    cap_of, token_of = batch.pt_token // batch.tok_feat.shape[1], batch.pt_token % batch.tok_feat.shape[1]
+    keep = token_of < width
+    total = torch.zeros((m, flat.shape[1]), device=flat.device, dtype=flat.dtype).index_add(
+        0, batch.pt_node[keep], flat[cap_of[keep] * width + token_of[keep]])
+    has = torch.zeros(m, dtype=torch.bool, device=flat.device)
+    has[batch.pt_node[keep]] = True
+    return F.normalize(total, dim=-1), has
+
+
+def node_distillation(teacher: torch.Tensor, host_text, host_video, batch, tau: float,
+                      level_scale: float = 0.2) -> torch.Tensor:
+    """The SG branch's node↔video similarities (``teacher [C, U, B]``: each object/relation node's best
+    unit cosine in each video, :meth:`FineGrained.node_scores`, held fixed) taught to the host's phrases:
+    a phrase's host similarity to a video is its best cosine with the video's tokens. Per node of every
+    caption (hard negatives included): ``KL(teacher ‖ host)`` of the softmax over the batch's videos
+    (temperature ``tau``: which videos hold it), plus the squared difference on its own video, in units of
+    ``level_scale`` (how well it holds there: a swapped or changed predicate scores low on the true video,
+    which is what the host must learn to see). Zero when no node has phrase tokens."""
+    vectors, has = phrase_vectors(host_text, batch)
+    idx, cap, pos, _ = node_slots(batch)
+    keep = has[idx]
+    if not keep.any():
+        return host_text.pooled.new_zeros((), dtype=torch.float32)
+    idx, cap, pos = idx[keep], cap[keep], pos[keep]
+    b, m, d = host_video.tokens.shape
+    host = (vectors[idx] @ host_video.tokens.reshape(b * m, d).T).view(len(idx), b, m).amax(-1).float()
+    target = teacher[cap, pos].detach().float()                                  # [R, B]
+    log_h, log_t = (host / tau).log_softmax(-1), (target / tau).log_softmax(-1)
+    kl = (log_t.exp() * (log_t - log_h)).sum(-1).mean()
+    own = batch.cap_video[cap]
+    rows = torch.arange(len(idx), device=own.device)
+    level = (((host[rows, own] - target[rows, own]) / level_scale) ** 2).mean()
+    return kl + level
+
+
+def phrase_alignment(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor,
+                     host_text, host_video, batch, tau: float) -> torch.Tensor:
+    """The SG branch's node↔unit similarities taught to the host as token↔cell similarities.
+
+    For each object or relation node of a real caption whose phrase has host tokens (``batch.pt_*``): the
+    teacher's softmax (temperature ``tau``, held fixed) over its own video's units read over the caption's
+    window — tracks for an object node, directed track pairs for a relation node — spread over the host's
+    cell tokens through each track's box footprint inside the window (a pair: the mean of its two tracks').
+    The host's phrase vector (the mean of the phrase's token outputs) is trained to distribute its cosine
+    softmax over its video's cell tokens the same way (cross-entropy with that target). Zero when the
+    batch has no such node or the shards carry no cells."""
+    if host_video.cells == 0 or batch.pt_node.numel() == 0:
+        return host_text.pooled.new_zeros((), dtype=torch.float32)
+    cells = host_video.cells
+    node_vec, has = phrase_vectors(host_text, batch)
+    slot_of = _text_slot_of(batch)
+    real = batch.cap_neg_of[batch.node_cap] < 0
+    node = (has & real & (slot_of >= 0)).nonzero().squeeze(1)
+    if node.numel() == 0:
+        return host_text.pooled.new_zeros((), dtype=torch.float32)
+    c = batch.node_cap[node]
+    v = batch.cap_video[c]
+    u = slot_of[node]
+    with torch.no_grad():
+        foot = track_footprints(batch, cells, host_video.frame_index)            # [B, K, T, P]
+        t_host = foot.shape[2]
+        frames = batch.frame_mask.long().sum(1)
+        hi = torch.minimum(batch.cap_window[c, 1], (frames[v] - 1).clamp_min(0))
+        lo = torch.minimum(batch.cap_window[c, 0], hi)
+        index = host_video.frame_index[None]
+        inside = ((index >= lo[:, None]) & (index <= hi[:, None])).float()     # [n, T]
+        own = foot[v] * inside[:, None, :, None]                                # [n, K, T, P]
+        own = own / own.sum((2, 3), keepdim=True).clamp_min(1e-9)
+        k = own.shape[1]
+        ok = video.track_ok[v]                                                  # [n, K]
+        s_track = torch.einsum("nd,nkd->nk", text.align[c, u], track_unit[c, v]).float() / tau
+        q_track = s_track.masked_fill(~ok, float("-inf")).softmax(-1).nan_to_num(0.0)
+        target = torch.einsum("nk,nktp->ntp", q_track, own)
+        relation = text.is_relation[c, u]
+        if relation.any() and k > 1:
+            r = relation.nonzero().squeeze(1)
+            s_pair = torch.einsum("nd,nijd->nij", text.pair[c[r], u[r]], pair_unit[c[r], v[r]]).float() / tau
+            valid = _pair_valid(video.track_ok)[v[r]]
+            q_pair = s_pair.masked_fill(~valid, float("-inf")).flatten(1).softmax(-1).nan_to_num(0.0)
+            q_pair = q_pair.view(-1, k, k)
+            # pair (i, j) covers both tracks' footprints, half each
+            q_one = (q_pair.sum(2) + q_pair.sum(1)) / 2                            # [r, K]
+            target[r] = torch.einsum("nk,nktp->ntp", q_one, own[r])
+        target = target.reshape(len(node), t_host * cells)
+    cell_tokens, cell_mask = host_video.patch_tokens()                          # [B, T, P, d], [B, T, P]
+    vec = node_vec[node]
+    logits = torch.einsum("nd,ntpd->ntp", vec, cell_tokens[v]).float().reshape(len(node), -1) / tau
+    logits = logits.masked_fill(~cell_mask[v].reshape(len(node), -1), float("-inf"))
+    rows = target.sum(1) > 0.5
+    if not rows.any():
+        return host_text.pooled.new_zeros((), dtype=torch.float32)
+    log_p = logits[rows].log_softmax(-1)
+    return -(target[rows] * log_p.masked_fill(target[rows] == 0, 0.0)).sum(1).mean()

@@ -17,7 +17,14 @@ host features are padded (``[B, T, D]`` with a mask). Index conventions:
   perturb (``-1`` for real captions);
 * words (detection labels, attribute values, text lemmas) are hashed into one
   shared table of ``label_buckets`` rows (row 0 = padding), so text and
-  video see the same symbol for "red" or "circle" without a fixed vocabulary.
+  video see the same symbol for "red" or "circle" without a fixed vocabulary;
+* host token and patch features (what the SG-free host reads) are padded:
+  ``tok_feat [C, L, Dt]`` + ``tok_mask``, ``patch_feat [B, T, P, Dp]`` (``P``
+  grid cells per frame, the same for every video of a dataset; 0 when the
+  shards carry none); ``pt_node``/``pt_token`` pair each object/relation text
+  node with the tokens of its phrase (the node's own span, its attributes' for
+  an object, its adverbs' for a relation; ``pt_token = caption · L + token``),
+  which is how training aligns the host's tokens with the SG branch's nodes.
 
 Example::
 
@@ -47,6 +54,38 @@ def word_bucket(word: str, buckets: int) -> int:
     return 1 + zlib.crc32(word.strip().lower().encode()) % (buckets - 1)
 
 
+PHRASE_HEADS = (TEXT_NODE_KINDS.index("object"), TEXT_NODE_KINDS.index("relation"))
+# a phrase = the head node's span plus the spans of these children (edge kind → child side)
+PHRASE_CHILDREN = (TEXT_EDGE_KINDS.index("obj_attr"), TEXT_EDGE_KINDS.index("pred_adv"))
+
+
+def phrase_members(node_kind: np.ndarray, edge_src: np.ndarray, edge_dst: np.ndarray, edge_kind: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(head node, member node) pairs: every object/relation node with itself and with its attribute
+    (``obj_attr``) or adverb (``pred_adv``) children. Indices are whatever the inputs use."""
+    heads = np.flatnonzero(np.isin(node_kind, PHRASE_HEADS)).astype(np.int64)
+    child = np.isin(edge_kind, PHRASE_CHILDREN) & np.isin(edge_src, heads)
+    return (np.concatenate([heads, edge_src[child]]).astype(np.int64),
+            np.concatenate([heads, edge_dst[child]]).astype(np.int64))
+
+
+def phrase_token_pairs(head: np.ndarray, member_cap: np.ndarray, member_span: np.ndarray, tok_cap: np.ndarray,
+                       tok_span: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (head node, token) pair where a token of the same caption overlaps one of the head's member
+    spans (special tokens, span ``(0, 0)``, never do); unique, sorted by head then token. ``tok_cap`` must be
+    sorted (tokens are stored caption after caption). Used shard-wide and per sample alike."""
+    if len(head) == 0 or len(tok_cap) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lo = np.searchsorted(tok_cap, member_cap, "left")
+    count = np.searchsorted(tok_cap, member_cap, "right") - lo
+    which = np.repeat(np.arange(len(head)), count)
+    token = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(np.cumsum(count) - count - lo, count)
+    a, b = tok_span[token, 0], tok_span[token, 1]
+    hit = (b > a) & (a < member_span[which, 1]) & (b > member_span[which, 0])
+    pairs = np.unique(np.stack([head[which[hit]], token[hit]], 1), axis=0).reshape(-1, 2)
+    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+
+
 @dataclass
 class CaptionGraph:
     """One caption's TSG and HSG facts, as arrays."""
@@ -65,6 +104,9 @@ class CaptionGraph:
     window: tuple[int, int]     # sampled-frame window [first, last]
     negative_of: int            # -1 for a real caption
     negative_type: str
+    tokens: np.ndarray = None   # [L, Dt] host token states (None: the shards carry none)
+    phrase_node: np.ndarray = None   # [q] local object/relation node ...
+    phrase_token: np.ndarray = None  # [q] ... and a token of its phrase
 
 
 @dataclass
@@ -85,6 +127,7 @@ class EncodedSample:
     edge_rel: np.ndarray        # [E, MAX_RELS]
     n_tracks: int
     captions: list[CaptionGraph]
+    frame_patch: np.ndarray = None  # [T, P, Dp] host grid cells per frame (P = 0: none)
 
     def real_captions(self) -> list[int]:
         return [i for i, c in enumerate(self.captions) if c.negative_of < 0]
@@ -153,6 +196,9 @@ def encode_sample(sample: VideoSample, features: SampleFeatures, label_buckets: 
     captions = []
     offset = 0
     text_feats = np.asarray(features.text_node)
+    tok_cap = np.asarray(features.token_span)[:, 0].astype(np.int64)
+    tok_span = np.asarray(features.token_span)[:, 1:].astype(np.int64)
+    tok_start = np.searchsorted(tok_cap, np.arange(len(sample.hsgs) + 1))
     for j, hsg in enumerate(sample.hsgs):
         tsg = hsg.tsg
         m = len(tsg.nodes)
@@ -172,12 +218,18 @@ def encode_sample(sample: VideoSample, features: SampleFeatures, label_buckets: 
         first, last = hsg.frame_window
         last = min(max(last, 0), max(n_frames - 1, 0))
         first = min(max(first, 0), last)
+        kinds = np.array([TEXT_NODE_KINDS.index(nd.kind) if nd.kind in TEXT_NODE_KINDS else 0
+                          for nd in tsg.nodes], np.int64).reshape(m)
+        t0, t1 = tok_start[j], tok_start[j + 1]
+        head, member = phrase_members(kinds, *(np.array([e[i] for e in edges], np.int64) for i in range(3)))
+        spans = np.array([nd.span for nd in tsg.nodes], np.int64).reshape(m, 2)
+        phrase_node, phrase_token = phrase_token_pairs(head, np.zeros(len(head), np.int64), spans[member],
+                                                       np.zeros(t1 - t0, np.int64), tok_span[t0:t1])
         captions.append(CaptionGraph(
             text=tsg.text,
             feat=np.asarray(features.caption[j]),
             node_feat=node_feat,
-            node_kind=np.array([TEXT_NODE_KINDS.index(nd.kind) if nd.kind in TEXT_NODE_KINDS else 0
-                                for nd in tsg.nodes], np.int64).reshape(m),
+            node_kind=kinds,
             node_word=np.array([word_bucket(nd.lemma or nd.label, label_buckets) for nd in tsg.nodes],
                                np.int64).reshape(m),
             node_order=np.minimum(np.asarray(order, np.int64), MAX_ORDER).reshape(m),
@@ -189,13 +241,22 @@ def encode_sample(sample: VideoSample, features: SampleFeatures, label_buckets: 
             window=(first, last),
             negative_of=-1 if hsg.negative_of is None else int(hsg.negative_of),
             negative_type=hsg.negative_type or "",
+            tokens=np.asarray(features.caption_token)[t0:t1], phrase_node=phrase_node, phrase_token=phrase_token,
         ))
     return EncodedSample(
         key=sample.key, frame_feat=np.asarray(features.frame), det_feat=np.asarray(features.detection),
         det_box=det_box, det_word=det_word, det_attr=det_attr, det_frame=det_frame, det_track=det_track,
         det_prev=det_prev, edge_src=np.array(src, np.int64), edge_dst=np.array(dst, np.int64),
         edge_rel=np.array(rel, np.int64).reshape(len(rel), MAX_RELS), n_tracks=len(dsg.tracks),
-        captions=captions)
+        captions=captions, frame_patch=frame_cells(np.asarray(features.frame_patch), n_frames))
+
+
+def frame_cells(rows: np.ndarray, n_frames: int) -> np.ndarray:
+    """Stored ``frame_patch`` rows (frame after frame) → ``[T, P, Dp]``."""
+    per_frame = len(rows) // n_frames if n_frames else 0
+    if per_frame * n_frames != len(rows):
+        raise ValueError(f"{len(rows)} frame_patch rows do not split into {n_frames} frames")
+    return rows.reshape(n_frames, per_frame, rows.shape[1])
 
 
 @dataclass
@@ -236,6 +297,12 @@ class GraphBatch:
     tedge_kind: torch.Tensor
     link_node: torch.Tensor     # [L] batch text node
     link_track: torch.Tensor    # [L] batch track
+    # host token / patch features (padded) and the phrase pairs that align them with the TSG nodes
+    patch_feat: torch.Tensor    # [B, T, P, Dp]
+    tok_feat: torch.Tensor      # [C, Lt, Dt]
+    tok_mask: torch.Tensor      # [C, Lt] bool
+    pt_node: torch.Tensor       # [Q] batch text node
+    pt_token: torch.Tensor      # [Q] caption * Lt + token
     origin: tuple[int, int] = (0, 0)  # (logical loader worker, batch index within it): the data position
 
     @property
@@ -267,6 +334,32 @@ def _cat(parts: list[np.ndarray], dtype, width: Optional[int] = None) -> torch.T
     return torch.from_numpy(np.concatenate(parts).astype(np.float32 if dtype == torch.float32 else np.int64))
 
 
+def pad_patches(cells: list[Optional[np.ndarray]], t_max: int, width: int) -> np.ndarray:
+    """Per-video ``[T, P, Dp]`` cells → ``[B, t_max, P, Dp]`` float32 (zeros past a video's end)."""
+    widths = {len(c[0]) for c in cells if c is not None and len(c)}
+    if len(widths) > 1:
+        raise ValueError(f"videos of one batch have different frame_patch grids ({sorted(widths)} cells a frame)")
+    per_frame = widths.pop() if widths else 0
+    out = np.zeros((len(cells), t_max, per_frame, width), np.float32)
+    for v, c in enumerate(cells):
+        if c is not None and len(c) and per_frame:
+            out[v, :len(c)] = c
+    return out
+
+
+def pad_tokens(tokens: list[Optional[np.ndarray]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-caption ``[L, Dt]`` token states → ``[C, L_max, Dt]`` float32 and its ``[C, L_max]`` mask."""
+    lengths = [0 if t is None else len(t) for t in tokens]
+    l_max = max(lengths + [1])
+    feat = np.zeros((len(tokens), l_max, width), np.float32)
+    mask = np.zeros((len(tokens), l_max), bool)
+    for c, (t, n) in enumerate(zip(tokens, lengths)):
+        if n:
+            feat[c, :n] = t
+            mask[c, :n] = True
+    return feat, mask
+
+
 def collate(samples: list[EncodedSample], chosen: list[list[int]], hard_negatives: bool,
             dims: dict[str, int]) -> GraphBatch:
     """One batch from encoded samples.
@@ -285,6 +378,7 @@ def collate(samples: list[EncodedSample], chosen: list[list[int]], hard_negative
     cap_feat, cap_video, cap_neg_of, cap_window, texts, neg_types = [], [], [], [], [], []
     node = {name: [] for name in ("feat", "kind", "word", "order", "cap")}
     tsrc, tdst, tkind, lnode, ltrack = [], [], [], [], []
+    tokens, pt_node, pt_cap, pt_tok = [], [], [], []
     n_det = n_track = n_node = 0
     for v, (s, picks) in enumerate(zip(samples, chosen)):
         t = len(s.frame_feat)
@@ -334,11 +428,18 @@ def collate(samples: list[EncodedSample], chosen: list[list[int]], hard_negative
             if parent < 0:  # links of real captions feed OSC
                 lnode.append(c.link_node + n_node)
                 ltrack.append(c.link_track + n_track)
+            tokens.append(c.tokens)
+            if c.phrase_node is not None:
+                pt_node.append(c.phrase_node + n_node)
+                pt_cap.append(np.full(len(c.phrase_node), ci, np.int64))
+                pt_tok.append(c.phrase_token)
             n_node += m
         n_det += n
         n_track += s.n_tracks
     dd, dt = dims["detection"], dims["text_node"]
     f32, i64 = torch.float32, torch.int64
+    tok_feat, tok_mask = pad_tokens(tokens, dims.get("caption_token", 0))
+    pt_token = _cat(pt_cap, i64) * tok_feat.shape[1] + _cat(pt_tok, i64)
     return GraphBatch(
         keys=[s.key for s in samples], texts=texts, neg_types=neg_types,
         frame_feat=torch.from_numpy(frame_feat), frame_mask=torch.from_numpy(frame_mask),
@@ -354,4 +455,8 @@ def collate(samples: list[EncodedSample], chosen: list[list[int]], hard_negative
         node_word=_cat(node["word"], i64), node_order=_cat(node["order"], i64), node_cap=_cat(node["cap"], i64),
         tedge_src=_cat(tsrc, i64), tedge_dst=_cat(tdst, i64), tedge_kind=_cat(tkind, i64),
         link_node=_cat(lnode, i64), link_track=_cat(ltrack, i64),
+        patch_feat=torch.from_numpy(pad_patches([s.frame_patch for s in samples], t_max,
+                                                dims.get("frame_patch", 0))),
+        tok_feat=torch.from_numpy(tok_feat), tok_mask=torch.from_numpy(tok_mask),
+        pt_node=_cat(pt_node, i64), pt_token=pt_token,
     )

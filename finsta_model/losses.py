@@ -19,6 +19,11 @@ All take L2-normalised embeddings and a temperature ``tau``.
 With the fine-grained score on, OSC and its PTC pair term run on that score's
 units instead: :func:`finsta_model.fine_grained.unit_osc` and
 :func:`finsta_model.fine_grained.unit_ptc`.
+
+The host learns from the SG branch through :func:`distillation` (pooled
+embeddings), :func:`score_distillation` (the Finsta score's rankings) and
+:func:`finsta_model.fine_grained.phrase_alignment` (node↔unit similarities as
+token↔cell targets).
 """
 from __future__ import annotations
 
@@ -95,3 +100,36 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     if student.shape[0] == 0:
         return student.new_zeros(())
     return (1 - F.cosine_similarity(student.float(), teacher.detach().float(), dim=-1)).mean()
+
+
+def _kl_rows(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``KL(softmax(teacher) ‖ softmax(student))`` over each row's valid entries."""
+    rows = valid.sum(-1) > 1
+    if not rows.any():
+        return student.new_zeros((), dtype=torch.float32)
+    student, teacher, valid = student[rows].float(), teacher[rows].float(), valid[rows]
+    log_s = student.masked_fill(~valid, float("-inf")).log_softmax(-1)
+    log_t = teacher.masked_fill(~valid, float("-inf")).log_softmax(-1)
+    kl = (log_t.exp() * (log_t - log_s)).masked_fill(~valid, 0.0).sum(-1)
+    return kl.mean()
+
+
+def score_distillation(student: torch.Tensor, teacher: torch.Tensor, cap_video: torch.Tensor,
+                       cap_neg_of: torch.Tensor, tau: float) -> torch.Tensor:
+    """The host's score matrix ``student [C, B]`` taught the rankings of the Finsta score ``teacher [C, B]``
+    (held fixed): ``KL(teacher ‖ student)`` of the softmax at temperature ``tau`` over the same three sets
+    :func:`video_text_nce` ranks: each real caption over the batch's videos, each video over all captions of
+    the batch, and each real caption against its own perturbations on its true video."""
+    student, teacher = student / tau, teacher.detach() / tau
+    n = len(cap_video)
+    real = cap_neg_of < 0
+    all_videos = torch.ones_like(student, dtype=torch.bool)
+    loss = _kl_rows(student[real], teacher[real], all_videos[real])
+    loss = loss + _kl_rows(student.T, teacher.T, all_videos.T)
+    if (~real).any():
+        index = torch.arange(n, device=student.device)
+        own_s, own_t = student[index, cap_video], teacher[index, cap_video]
+        group = torch.where(real, index, cap_neg_of)
+        members = group[None, :] == index[real][:, None]                          # [R, C]
+        loss = loss + _kl_rows(own_s[None].expand_as(members), own_t[None].expand_as(members), members)
+    return loss

@@ -1,19 +1,28 @@
-"""FinstaModel: host path + SG branch (GTrm, R-GTrm, STGD) + adapters + student, and its losses.
+"""FinstaModel: the host (SG-free, exported) + the SG branch (GTrm, R-GTrm, STGD) + adapters, and its losses.
+
+The **host** (:class:`finsta_model.host.HostModel`) is the model a user
+deploys: host features in (frames, grid cells, sentence vectors, token
+states), embeddings and a late-interaction score out, no scene graphs. Finsta
+post-trains it: the **SG branch** builds the fused embeddings
+``host + adapter(host, SG)`` and the Finsta score ``cos(fused) + λ·fine``
+(the teacher), and the host is trained on its own score with InfoNCE + hard
+negatives and distilled from the teacher (pooled embeddings, score rankings,
+node↔unit → token↔cell similarities). ``export`` ships ``model.host`` alone.
 
 ``embed(batch, branch)`` gives L2-normalised video and caption embeddings:
 
 * ``"fused"`` — host + adapter(SG): the Finsta-augmented embedding;
-* ``"student"`` — the distilled student (host features only, no scene graphs);
-* ``"host"`` — the host path alone.
+* ``"host"`` — the host alone (pooled; its full score is :meth:`host_scores`).
 
-With ``config.use_sg = False`` (the host-only baseline) there is no SG branch
-and every branch is the host.
+With ``config.use_sg = False`` (the host-only baseline) there is no SG branch:
+the same host, trained with the same InfoNCE + hard negatives, nothing else.
 
 Example::
 
     model = FinstaModel(TrainConfig(), dims=dataset.manifest["feature_dims"])
-    loss, parts = model.losses(batch)   # parts: detached scalars {"nce", "osc", "ptc", "distill", "total"}
+    loss, parts = model.losses(batch)   # detached scalars {"nce", "osc", "ptc", "host_nce", "distill", ...}
     video, text = model.embed(batch, "fused")
+    scores = model.host_scores(batch)   # [C, B] the host's own score
 """
 from __future__ import annotations
 
@@ -21,18 +30,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finsta_model.adapter import HostEncoder, SGAdapter, Student
+from finsta_model.adapter import SGAdapter
 from finsta_model.config import TrainConfig
-from finsta_model.fine_grained import FineGrained, TextUnits, VideoUnits, unit_osc, unit_ptc
+from finsta_model.fine_grained import (FineGrained, TextUnits, VideoUnits, node_distillation, phrase_alignment, unit_osc,
+                                       unit_ptc)
 from finsta_model.graphs import GraphBatch
 from finsta_model.gtrm import GTrm
+from finsta_model.host import HostModel, HostText, HostVideo
 from finsta_model.losses import (distillation, object_spatial_contrast, predicate_temporal_contrast,
-                                 video_text_nce)
+                                 score_distillation, video_text_nce)
 from finsta_model.rgtrm import DSGEncoder, DSGEncoding
 from schemas.records import TEXT_NODE_KINDS
 
-BRANCHES = ("fused", "student", "host")
+BRANCHES = ("fused", "host")
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
+
+
+def build_host(config: TrainConfig, dims: dict[str, int]) -> HostModel:
+    """The host of a run with ``config`` on shards with feature ``dims``."""
+    return HostModel(dims, config.dim, config.heads, config.host_layers, config.dropout, config.host_fine_weight)
 
 
 class FinstaModel(nn.Module):
@@ -40,7 +56,7 @@ class FinstaModel(nn.Module):
         super().__init__()
         self.config = config
         d = config.dim
-        self.host = HostEncoder(dims["frame"], dims["caption"], d)
+        self.host = build_host(config, dims)
         if not config.use_sg:
             return
         self.words = nn.Embedding(config.label_buckets, d, padding_idx=0)
@@ -50,31 +66,38 @@ class FinstaModel(nn.Module):
         self.video_adapter = SGAdapter(d, config.dropout)
         self.text_adapter = SGAdapter(d, config.dropout)
         self.node_align = nn.Linear(d, d)
-        self.student = Student(dims["frame"], dims["caption"], d, config.heads, config.dropout)
         if config.fine_grained_weight > 0:
-            self.fine = FineGrained(d, stgd_heads=config.heads if config.use_stgd else 0)
+            # STGD's read-out needs a block between R-GTrm layers (none with one layer)
+            self.fine = FineGrained(d, stgd_heads=config.heads if self._stgd_kernel() is not None else 0)
 
     # ------------------------------------------------------------ embeddings
+    def host_units(self, batch: GraphBatch) -> tuple[HostText, HostVideo]:
+        """The host's caption and video encodings of ``batch`` (host features only)."""
+        return (self.host.text(batch.cap_feat, batch.tok_feat, batch.tok_mask),
+                self.host.video(batch.frame_feat, batch.frame_mask, batch.patch_feat))
+
+    def host_scores(self, batch: GraphBatch) -> torch.Tensor:
+        return self.host.score(*self.host_units(batch))
+
     def embed(self, batch: GraphBatch, branch: str = "fused") -> tuple[torch.Tensor, torch.Tensor]:
         if branch not in BRANCHES:
             raise ValueError(f"branch must be one of {BRANCHES}")
         if not self.config.use_sg or branch == "host":
-            video, text = self.host.video(batch.frame_feat, batch.frame_mask), self.host.text(batch.cap_feat)
-        elif branch == "student":
-            video = self.student.video(batch.frame_feat, batch.frame_mask)
-            text = self.student.text(batch.cap_feat)
+            text, video = self.host_units(batch)
+            video, text = video.pooled, text.pooled
         else:
-            video, text, _, _ = self._fused(batch)
+            video, text, _, _, _ = self._fused(batch)
         return F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
 
-    def _fused(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DSGEncoding]:
-        """Host + SG video and caption embeddings (not normalised), with the GTrm node states and the DSG
-        encoding they came from."""
-        host_v = self.host.video(batch.frame_feat, batch.frame_mask)
-        host_t = self.host.text(batch.cap_feat)
+    def _fused(self, batch: GraphBatch, host: tuple[HostText, HostVideo] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DSGEncoding, tuple[HostText, HostVideo]]:
+        """Host + SG video and caption embeddings (not normalised), with the GTrm node states, the DSG
+        encoding they came from and the host encodings."""
+        host_t, host_v = host or self.host_units(batch)
         nodes, captions = self.gtrm(batch, self.words)
         enc = self.dsg(batch, self.words)
-        return self.video_adapter(host_v, enc.video), self.text_adapter(host_t, captions), nodes, enc
+        return (self.video_adapter(host_v.pooled, enc.video), self.text_adapter(host_t.pooled, captions), nodes, enc,
+                (host_t, host_v))
 
     def _units(self, nodes: torch.Tensor, enc: DSGEncoding, batch: GraphBatch) -> tuple[TextUnits, VideoUnits]:
         return self.fine.text_units(nodes, self.node_align, batch), self.fine.video_units(enc, batch)
@@ -85,7 +108,7 @@ class FinstaModel(nn.Module):
 
     def retrieval_units(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, TextUnits, VideoUnits]:
         """Fused pooled embeddings (as ``embed(batch, "fused")``) and the fine-grained units of the batch."""
-        video, text, nodes, enc = self._fused(batch)
+        video, text, nodes, enc, _ = self._fused(batch)
         return (F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1), *self._units(nodes, enc, batch))
 
     def fine_scores(self, text: TextUnits, video: VideoUnits) -> torch.Tensor:
@@ -97,24 +120,33 @@ class FinstaModel(nn.Module):
         return self.dsg.stgd[0].kernel if self.dsg.stgd is not None and len(self.dsg.stgd) else None
 
     # ------------------------------------------------------------ losses
+    def _host_nce(self, batch: GraphBatch, host_t: HostText, host_v: HostVideo) -> tuple[torch.Tensor, torch.Tensor]:
+        """InfoNCE + hard-negative ranking on the host's own score; returns (loss, the score matrix)."""
+        cfg = self.config
+        video, text = F.normalize(host_v.pooled, dim=-1), F.normalize(host_t.pooled, dim=-1)
+        late = cfg.host_fine_weight * self.host.late(host_t, host_v) if cfg.host_fine_weight else None
+        nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, cfg.temperature, late)
+        scores = text.float() @ video.float().T + (late if late is not None else 0)
+        return nce, scores
+
     def losses(self, batch: GraphBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, tau = self.config, self.config.temperature
+        host_t, host_v = self.host_units(batch)
+        host_nce, host_scores = self._host_nce(batch, host_t, host_v)
         if not cfg.use_sg:
-            host_v = self.host.video(batch.frame_feat, batch.frame_mask)
-            host_t = self.host.text(batch.cap_feat)
-            nce = video_text_nce(F.normalize(host_v, dim=-1), F.normalize(host_t, dim=-1), batch.cap_video,
-                                 batch.cap_neg_of, tau)
-            return nce, {"nce": nce.detach()}
-        video, text, nodes, enc = self._fused(batch)
+            return host_nce, {"nce": host_nce.detach(), "total": host_nce.detach()}   # the host is the model
+        video, text, nodes, enc, _ = self._fused(batch, (host_t, host_v))
         video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
         extra = None
         if self.uses_fine_grained:
             text_units, video_units = self._units(nodes, enc, batch)
             units = self.fine.window_units(text_units.window, video_units, self.dsg, self._stgd_kernel())
-            extra = cfg.fine_grained_weight * self.fine.combine(text_units, video_units, *units)
+            node_scores = self.fine.node_scores(text_units, video_units, *units)
+            unit_mask = (text_units.is_object | text_units.is_relation).float()[..., None]
+            extra = cfg.fine_grained_weight * (node_scores * unit_mask).sum(1) / unit_mask.sum(1).clamp_min(1)
         nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, tau, extra)
-        total = nce
-        parts = {"nce": nce.detach()}
+        total = nce + host_nce
+        parts = {"nce": nce.detach(), "host_nce": host_nce.detach()}
         aligned = F.normalize(self.node_align(nodes), dim=-1)
         if cfg.use_osc:
             if self.uses_fine_grained:
@@ -130,12 +162,26 @@ class FinstaModel(nn.Module):
                 ptc = ptc + unit_ptc(text_units, video_units, units[0], units[1], batch, tau)
             total = total + cfg.ptc_weight * ptc
             parts["ptc"] = ptc.detach()
-        s_video = F.normalize(self.student.video(batch.frame_feat, batch.frame_mask), dim=-1)
-        s_text = F.normalize(self.student.text(batch.cap_feat), dim=-1)
-        distill = distillation(s_video, video) + distillation(s_text, text) \
-            + video_text_nce(s_video, s_text, batch.cap_video, batch.cap_neg_of, tau)
+        # the host learns from the SG branch (the teacher is held fixed for these terms)
+        tau_d = cfg.distill_temperature or tau
+        distill = distillation(F.normalize(host_v.pooled, dim=-1), video) \
+            + distillation(F.normalize(host_t.pooled, dim=-1), text)
         total = total + cfg.distill_weight * distill
         parts["distill"] = distill.detach()
+        if cfg.score_distill_weight:
+            teacher = text.detach() @ video.detach().T + (extra.detach() if extra is not None else 0)
+            score = score_distillation(host_scores, teacher, batch.cap_video, batch.cap_neg_of, tau_d)
+            total = total + cfg.score_distill_weight * score
+            parts["score_distill"] = score.detach()
+        if cfg.node_distill_weight and self.uses_fine_grained:
+            node = node_distillation(node_scores, host_t, host_v, batch, tau_d)
+            total = total + cfg.node_distill_weight * node
+            parts["node_distill"] = node.detach()
+        if cfg.align_distill_weight and self.uses_fine_grained:
+            align = phrase_alignment(text_units, video_units, units[0].detach(), units[1].detach(), host_t, host_v,
+                                     batch, tau)
+            total = total + cfg.align_distill_weight * align
+            parts["align_distill"] = align.detach()
         parts["total"] = total.detach()
         return total, parts
 

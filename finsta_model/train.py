@@ -39,6 +39,7 @@ from torch import nn
 from finsta_model.checkpoint import LATEST, load_checkpoint, rank_state, save_checkpoint
 from finsta_model.config import TrainConfig
 from finsta_model.data import ShardStream, make_loader
+from finsta_model.host_data import cells_per_frame
 from finsta_model.model import FinstaModel
 from schemas.errors import UserError
 from schemas.store import open_dataset
@@ -48,7 +49,9 @@ METRICS = "metrics.jsonl"
 _RESUME_FIXED = ("dim", "heads", "gtrm_layers", "rgtrm_layers", "dropout", "label_buckets", "use_sg", "use_osc",
                  "use_ptc", "use_stgd", "temperature", "osc_weight", "ptc_weight", "distill_weight",
                  "train_hard_negatives", "ptc_shifts", "fine_grained_weight", "batch_size", "lr", "weight_decay",
-                 "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers")
+                 "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers", "host_layers",
+                 "host_fine_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
+                 "distill_temperature")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -272,7 +275,8 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
     checkpoint, a resume whose config, feature dims or number of replicas differ from the run's."""
     config.validate()
     run_dir = Path(run_dir)
-    dims = dict(open_dataset(shards).manifest["feature_dims"])
+    manifest = open_dataset(shards).manifest
+    dims, host = dict(manifest["feature_dims"]), manifest.get("host")
     found = has_checkpoint(run_dir)
     if found and not resume:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
@@ -286,6 +290,9 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
                             f"own settings (see {ckpt.path / 'state.json'}) or start a new --out")
         if ckpt.dims != dims:
             raise UserError(f"--resume on shards with other feature dims ({dims} vs {ckpt.dims})")
+        if ckpt.state.get("host") != host:
+            raise UserError(f"--resume on shards made by another host ({ckpt.state.get('host')} vs {host}); "
+                            f"a run trains on one host's features")
         if ckpt.world_size != world:
             how = "without --ray-workers" if ckpt.world_size == 1 else f"with --ray-workers {ckpt.world_size}"
             raise UserError(f"--resume: {run_dir} was trained by {ckpt.world_size} replica(s); resume it {how} "
@@ -353,7 +360,9 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
         step, epoch, consumed, in_epoch = _restore(ckpt, rank, model, optimizer, scheduler)
     losses = replicas.wrap(_Losses(model))
     local_batch = config.batch_size // replicas.world
-    extra = {"train_shards": str(Path(shards).resolve())}
+    dataset = open_dataset(shards)    # which host made the features travels with every checkpoint (export, eval)
+    extra = {"train_shards": str(Path(shards).resolve()), "host": dataset.manifest.get("host"),
+             "cells_per_frame": cells_per_frame(dataset)}
 
     stop_at = config.steps if max_new_steps is None else min(config.steps, step + max_new_steps)
     metrics = console = None

@@ -49,9 +49,23 @@ SELECT_STAGE = "select"
 WRITE_STAGE = "write"
 
 
+# Where each stored feature array comes from on a finished task.
+FEATURE_SOURCES = {"frame": "frame_features", "detection": "detection_features", "text_node": "text_node_features",
+                   "caption": "caption_features", "caption_token": "caption_token_features",
+                   "token_span": "caption_token_spans", "frame_patch": "frame_patch_features"}
+
+
 def feature_dims(cfg) -> dict[str, int]:
-    dims = {**visual_feature_dims(cfg.embed_visual, build_detector(cfg.detect).feature_dim), **text_feature_dims()}
+    dims = {**visual_feature_dims(cfg.embed_visual, build_detector(cfg.detect).feature_dim),
+            **text_feature_dims(cfg.embed_text)}
     return {name: dims[name] for name in FEATURE_ARRAYS}
+
+
+def host_identity(cfg) -> dict:
+    """Which host models made the features: the identity of the two embed stages' config sections
+    (stored as the manifest's ``host``; ``train`` and ``eval`` refuse to mix hosts)."""
+    identity = cfg.identity()
+    return {"embed_visual": identity["embed_visual"], "embed_text": identity["embed_text"]}
 
 
 def preflight(cfg) -> None:
@@ -131,15 +145,24 @@ def to_sample(task: VideoTask, dims: dict[str, int]) -> tuple[VideoSample, Sampl
     dsg = task.dsg
     if dsg is None:
         raise ValueError("no dynamic scene graph was produced")
+    tokens = task.caption_token_features
     expected = {"frame": len(dsg.frames), "detection": len(dsg.detections),
-                "text_node": sum(len(h.tsg.nodes) for h in task.hsgs), "caption": len(task.hsgs)}
+                "text_node": sum(len(h.tsg.nodes) for h in task.hsgs), "caption": len(task.hsgs),
+                "caption_token": 0 if tokens is None else len(tokens), "token_span": 0 if tokens is None else len(tokens)}
+    patches = task.frame_patch_features
+    if patches is not None and len(dsg.frames) and len(patches) % len(dsg.frames):
+        raise ValueError(f"{len(patches)} frame_patch rows for {len(dsg.frames)} frames")
+    expected["frame_patch"] = 0 if patches is None else len(patches)
     arrays = {}
-    for name, source in (("frame", task.frame_features), ("detection", task.detection_features),
-                         ("text_node", task.text_node_features), ("caption", task.caption_features)):
+    for name in FEATURE_ARRAYS:
+        source = getattr(task, FEATURE_SOURCES[name])
         array = np.zeros((0, dims[name]), np.float32) if source is None else np.asarray(source)
         if array.shape != (expected[name], dims[name]):
             raise ValueError(f"{name} features have shape {array.shape}, expected {(expected[name], dims[name])}")
         arrays[name] = array
+    spans = arrays["token_span"]
+    if len(spans) and (spans[:, 0].min() < 0 or spans[:, 0].max() >= len(task.hsgs)):
+        raise ValueError("token_span names a caption the sample does not have")
     return VideoSample(task.key, task.source, dsg, list(task.hsgs)), SampleFeatures(**arrays)
 
 
@@ -234,7 +257,7 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
         progress.phase("checking stages")
         preflight(cfg)
         progress.phase("listing samples")
-        writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite)
+        writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite, host=host_identity(cfg))
     with writer:
         result.store_notes = list(writer.notes)
         for note in writer.notes:

@@ -252,27 +252,55 @@ class FailureRecord:
 
 
 # ----------------------------------------------------------- features
-FEATURE_ARRAYS = ("frame", "detection", "text_node", "caption")
+# Every dense array a shard holds, in one place: its name, what its rows follow, and its dtype
+# (float16 unless listed in FEATURE_DTYPES). The store, the Arrow ``features`` column, the manifest's
+# ``feature_dims`` and docs/format.md derive from these.
+FEATURE_ARRAYS = ("frame", "detection", "text_node", "caption", "caption_token", "token_span", "frame_patch")
+FEATURE_DTYPES = {"token_span": "int32"}
+# The host features: what an SG-free model (the exported host) reads. Everything else is scene-graph input.
+HOST_FEATURES = ("frame", "caption", "caption_token", "token_span", "frame_patch")
+TOKEN_SPAN_COLUMNS = ("caption", "start", "end")   # token_span's columns: caption row, character span
+# Arrays a producer may leave out (a build without a token/patch host, test doubles), with their width then.
+OPTIONAL_FEATURES = {"caption_token": 0, "token_span": len(TOKEN_SPAN_COLUMNS), "frame_patch": 0}
+
+
+def feature_dtype(name: str) -> str:
+    return FEATURE_DTYPES.get(name, "float16")
 
 
 @dataclass
 class SampleFeatures:
-    """Dense per-sample arrays, stored float16 in the shard's Zarr group.
+    """Dense per-sample arrays, stored in the shard's Zarr group (float16; ``token_span`` int32).
 
     Rows align with records: ``frame[i]`` ↔ ``dsg.frames[i]``;
     ``detection[i]`` ↔ ``dsg.detections[i]``; ``text_node`` holds the nodes of
     every HSG's TSG, caption after caption, in node order; ``caption[j]`` ↔
-    ``hsgs[j]`` (sentence embedding). An array may have zero rows.
+    ``hsgs[j]`` (sentence embedding). Host token and patch features:
+    ``caption_token`` holds the text encoder's last hidden state of every token
+    of every caption, caption after caption; ``token_span[r]`` =
+    ``(caption j, char start, char end)`` of ``caption_token[r]`` in
+    ``hsgs[j].tsg.text`` (``(j, 0, 0)`` for special tokens); ``frame_patch``
+    holds ``G × G`` cells of the visual backbone's final map per frame, frame
+    after frame, cells row-major (``G`` = ``embed_visual.grid``, zero rows when
+    0). An array may have zero rows.
     """
 
     frame: np.ndarray
     detection: np.ndarray
     text_node: np.ndarray
     caption: np.ndarray
+    caption_token: np.ndarray = None
+    token_span: np.ndarray = None
+    frame_patch: np.ndarray = None
+
+    def __post_init__(self):
+        for name, width in OPTIONAL_FEATURES.items():   # left out = no rows
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros((0, width), feature_dtype(name)))
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in FEATURE_ARRAYS}
 
     @staticmethod
     def empty(dims: dict[str, int]) -> "SampleFeatures":
-        return SampleFeatures(**{n: np.zeros((0, dims[n]), np.float16) for n in FEATURE_ARRAYS})
+        return SampleFeatures(**{n: np.zeros((0, dims[n]), feature_dtype(n)) for n in FEATURE_ARRAYS})

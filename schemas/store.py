@@ -9,7 +9,7 @@ Layout of a dataset folder (full column list in docs/format.md)::
       shards/shard-000000/
         samples.arrow               Arrow IPC file, one row per VideoSample
         failures.arrow              Arrow IPC file, one row per FailureRecord
-        features.zarr/              Zarr v3 group: frame, detection, text_node, caption
+        features.zarr/              Zarr v3 group: one array per FEATURE_ARRAYS name (frame, detection, …)
         shard.json                  this shard's keys, row counts, bytes, sha256 per file, config hash
         _DONE                       sha256 of shard.json, written last; a shard without it does not exist
 
@@ -62,7 +62,8 @@ except ImportError:  # not on Windows: the lock falls back to the pid check
 from schemas.arrow import (FAILURES_SCHEMA, records_to_table, samples_schema, table_to_records, from_row)
 from schemas.errors import UserError
 from schemas.options import diff, diff_text
-from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
+from schemas.records import (FEATURE_ARRAYS, OPTIONAL_FEATURES, FailureRecord, SampleFeatures, VideoSample,
+                             feature_dtype)
 from schemas.version import FORMAT_NAME, SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
@@ -391,15 +392,19 @@ class DatasetWriter:
     checks every shard (:func:`check_shard`) and moves a damaged, foreign or
     duplicated one to ``quarantine/`` (``notes`` says which and why), and
     rebuilds the manifest from the shards it keeps. Close it (or use ``with``)
-    to release the lock; a crash releases it too.
+    to release the lock; a crash releases it too. ``host`` names the
+    host models that made the features (the identity of the embed stages'
+    config; stored as the manifest's ``host``, read by ``train``/``eval``).
     """
 
     def __init__(self, root: str | os.PathLike, config: dict[str, Any], feature_dims: dict[str, int],
-                 overwrite: bool = False):
+                 overwrite: bool = False, host: Optional[dict[str, Any]] = None):
         self.root = Path(root)
         self.config = config
         self.config_hash = config_hash(config)
-        self.feature_dims = {name: int(feature_dims[name]) for name in FEATURE_ARRAYS}
+        self.host = host
+        self.feature_dims = {name: int(feature_dims[name] if name in feature_dims else OPTIONAL_FEATURES[name])
+                             for name in FEATURE_ARRAYS}
         self.notes: list[str] = []       # what opening found and did (stale lock, quarantine, rebuilt manifest)
         self.quarantined: list[str] = []
         if overwrite:
@@ -620,16 +625,17 @@ class DatasetWriter:
         group = zarr.open_group(store=str(path), mode="w", zarr_format=3)
         refs: list[dict[str, dict[str, int]]] = [{} for _ in features]
         for name in FEATURE_ARRAYS:
-            dim = self.feature_dims[name]
+            dim, dtype = self.feature_dims[name], feature_dtype(name)
             parts = []
             offset = 0
             for ref, feats in zip(refs, features):
-                array = np.asarray(getattr(feats, name), dtype=np.float16).reshape(-1, dim)
+                array = np.asarray(getattr(feats, name), dtype=dtype)
+                array = array.reshape(len(array) if array.ndim else 0, dim)
                 ref[name] = {"offset": offset, "count": len(array)}
                 offset += len(array)
                 parts.append(array)
-            data = np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)
-            array = group.create_array(name=name, shape=data.shape, dtype="float16",
+            data = np.concatenate(parts) if parts else np.zeros((0, dim), dtype)
+            array = group.create_array(name=name, shape=data.shape, dtype=dtype,
                                        chunks=(max(1, min(len(data), 4096)), max(1, dim)))
             if len(data):
                 array[:] = data
@@ -647,6 +653,7 @@ class DatasetWriter:
             "config": self.config,
             "config_hash": self.config_hash,
             "feature_dims": self.feature_dims,
+            "host": self.host,
             "package_versions": package_versions(),
             "shards": [shard.as_dict() for shard in self.shards],
         }
@@ -696,7 +703,7 @@ class Dataset:
             for key in shard["keys"]:
                 self._key_to_shard[key] = shard["name"]
         self._verified: set[tuple[str, str]] = set()
-        self._cache: OrderedDict[str, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
 
     def keys(self) -> list[str]:
@@ -751,37 +758,43 @@ class Dataset:
             if rel.startswith(prefix):
                 self._checked(shard, rel)
 
-    def shard_columns(self, name: str) -> tuple[pa.Table, dict[str, int], dict[str, Any]]:
+    def shard_columns(self, name: str, features: tuple[str, ...] = FEATURE_ARRAYS
+                      ) -> tuple[pa.Table, dict[str, int], dict[str, Any]]:
         """One shard as columns, for readers that skip the record objects (``finsta_model.columnar``).
 
-        Returns ``(table, rows, arrays)``: the ``samples.arrow`` table, ``{key: row}``, and each
-        feature array (numpy when the shard is small, else the Zarr array) that the rows'
-        ``features`` offsets index. Shards are cached (most recently used first); each file is
-        checked against its sha256 on first read (see the class docstring).
+        Returns ``(table, rows, arrays)``: the ``samples.arrow`` table (memory-mapped: a column
+        that is never touched is never read from disk), ``{key: row}``, and each feature array
+        named in ``features`` (numpy when the shard is small, else the Zarr array) that the rows'
+        ``features`` offsets index; the others are not opened. Shards are cached (most recently
+        used first). Each file read is checked
+        against its sha256 on first read (see the class docstring).
         """
-        if name not in self._cache:
+        cache_key = (name, tuple(features))
+        if cache_key not in self._cache:
             folder = self.root / SHARDS / name
             table = pa.ipc.open_file(pa.memory_map(str(self._checked(name, "samples.arrow")))).read_all()
             rows = {key: i for i, key in enumerate(table.column("key").to_pylist())}
-            self._checked_group(name, "features.zarr/")
+            self._checked(name, "features.zarr/zarr.json")
+            for feature in features:   # only what the caller reads (an exported host reads no SG array)
+                self._checked_group(name, f"features.zarr/{feature}/")
             group = zarr.open_group(store=str(folder / "features.zarr"), mode="r")
             arrays = {}
-            for feature in FEATURE_ARRAYS:
+            for feature in features:
                 array = group[feature]
                 # Small shards are read whole: one read beats a Zarr round trip per sample.
                 arrays[feature] = array[:] if array.nbytes <= _WHOLE_ARRAY_BYTES else array
-            self._cache[name] = (table, rows, arrays)
+            self._cache[cache_key] = (table, rows, arrays)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        self._cache.move_to_end(name)
-        return self._cache[name]
+        self._cache.move_to_end(cache_key)
+        return self._cache[cache_key]
 
     def feature_rows(self, refs: dict[str, dict[str, int]], arrays: dict[str, Any]) -> dict[str, np.ndarray]:
-        """One sample's rows of each feature array (``refs``: its ``features`` column value; ``arrays``:
-        from :meth:`shard_columns`), copied, so a sample kept around never pins its whole shard."""
+        """One sample's rows of each feature array in ``arrays`` (``refs``: its ``features`` column value;
+        ``arrays``: from :meth:`shard_columns`), copied, so a sample kept around never pins its whole shard."""
         return {name: np.array(arrays[name][refs[name]["offset"]:refs[name]["offset"] + refs[name]["count"]])
-                if refs[name]["count"] else np.zeros((0, self.feature_dims[name]), np.float16)
-                for name in FEATURE_ARRAYS}
+                if refs[name]["count"] else np.zeros((0, self.feature_dims[name]), feature_dtype(name))
+                for name in arrays}
 
     def _sample(self, record: dict[str, Any], arrays: dict[str, Any]) -> tuple[VideoSample, SampleFeatures]:
         return from_row(VideoSample, record), SampleFeatures(**self.feature_rows(record["features"], arrays))

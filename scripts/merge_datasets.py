@@ -1,4 +1,4 @@
-"""Concatenate finsta datasets (same feature dims) into a new one, shard by shard.
+"""Concatenate finsta datasets (same feature dims, same host) into a new one, shard by shard.
 
     .venv/bin/python scripts/merge_datasets.py OUT SRC [SRC ...]
 
@@ -19,13 +19,18 @@ def main() -> None:
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     out, sources = sys.argv[1], sys.argv[2:]
-    dims = open_dataset(sources[0]).manifest["feature_dims"]
-    writer = DatasetWriter(out, config={"merged": sources}, feature_dims=dims, overwrite=True)
+    first = open_dataset(sources[0]).manifest
+    dims, host = first["feature_dims"], first.get("host")
+    for source in sources[1:]:   # one host model per dataset: training refuses a mix of hosts' features
+        manifest = open_dataset(source).manifest
+        if manifest["feature_dims"] != dims:
+            sys.exit(f"{source} has feature dims {manifest['feature_dims']}, {sources[0]} has {dims}")
+        if manifest.get("host") != host:
+            sys.exit(f"{source} was made by host {manifest.get('host')}, {sources[0]} by {host}: not merged")
+    writer = DatasetWriter(out, config={"merged": sources}, feature_dims=dims, overwrite=True, host=host)
     seen: set[str] = set()
     for source in sources:
         dataset = open_dataset(source)
-        if dataset.manifest["feature_dims"] != dims:
-            sys.exit(f"{source} has feature dims {dataset.manifest['feature_dims']}, {sources[0]} has {dims}")
         for name in dataset.shard_names():
             samples = list(dataset.iter_shard(name))
             clash = seen & {s.key for s, _ in samples}

@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# Reproduce docs/results.md: the §6 experiment of issue 7 on the synthetic world.
-#   make-synthetic (train / validation / held-out test seeds) → build-sgs → train (5 variants × 3 seeds) → eval
-# Usage: scripts/reproduce_results.sh [WORK_DIR]   (default: out/results; ~2.5 h on 2 CPU cores)
+# Reproduce docs/results.md: the exported SG-free host (Finsta-post-trained) vs the same host trained alone.
+#   make-synthetic (train / validation / held-out test seeds) → build-sgs → train (5 variants × seeds)
+#   → export each run's host → eval the exported host (host features only) and the run (Finsta teacher)
+# Usage: scripts/reproduce_results.sh [WORK_DIR]   (default: out/host)
 # Environment: TRAIN_SEEDS ("11 14 15": one synthetic world per seed, merged into sgs-train),
 #              TRAIN_VIDEOS (300 per training world), VAL_VIDEOS (60), TEST_VIDEOS (100), STEPS (900),
-#              SEEDS ("0 1 2"), STAGE (all|data|train|eval), JOBS (parallel trainings, 1)
-# Model/optimiser settings: scripts/results_config.json (chosen on the validation world, never on the test one).
+#              SEEDS ("0 1 2"), VARIANTS (baseline full no-osc no-ptc no-stgd), STAGE (all|data|train|eval),
+#              JOBS (parallel trainings, 1), TRAIN_SET (sgs-train), CONFIG (a TrainConfig file; default: none,
+#              i.e. the TrainConfig defaults, which are this recipe; chosen on the validation world only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-WORK=${1:-out/results}
+WORK=${1:-out/host}
 TRAIN_SEEDS=${TRAIN_SEEDS:-"11 14 15"}
 TRAIN_VIDEOS=${TRAIN_VIDEOS:-300}
 VAL_VIDEOS=${VAL_VIDEOS:-60}
 TEST_VIDEOS=${TEST_VIDEOS:-100}
 STEPS=${STEPS:-900}
 JOBS=${JOBS:-1}
-CONFIG=${CONFIG:-scripts/results_config.json}
 SEEDS=${SEEDS:-"0 1 2"}
 STAGE=${STAGE:-all}
+TRAIN_SET=${TRAIN_SET:-sgs-train}
+VARIANTS=${VARIANTS:-"baseline full no-osc no-ptc no-stgd"}
+config=(); [[ -n ${CONFIG:-} ]] && config=(--config "$CONFIG")
 mkdir -p "$WORK"
 
 if [[ $STAGE == all || $STAGE == data ]]; then
@@ -38,12 +42,15 @@ if [[ $STAGE == all || $STAGE == data ]]; then
   fi
 fi
 
-variants=("baseline:--no-sg" "full:" "no-osc:--no-osc" "no-ptc:--no-ptc" "no-stgd:--no-stgd")
+flags_of() {
+  case $1 in baseline) echo --no-sg ;; full) echo "" ;; no-osc) echo --no-osc ;; no-ptc) echo --no-ptc ;;
+    no-stgd) echo --no-stgd ;; *) echo "unknown variant $1" >&2; exit 2 ;; esac
+}
+
 if [[ $STAGE == all || $STAGE == train ]]; then
   mkdir -p "$WORK/runs"
   for seed in $SEEDS; do
-    for v in "${variants[@]}"; do
-      name=${v%%:*}; flags=${v#*:}
+    for name in $VARIANTS; do
       run="$WORK/runs/$name-seed$seed"
       if [[ -f $run/checkpoints/latest && $(cat "$run/checkpoints/latest") == step-$(printf %07d "$STEPS") ]]; then
         continue
@@ -51,20 +58,23 @@ if [[ $STAGE == all || $STAGE == train ]]; then
       resume=""; [[ -f $run/checkpoints/latest ]] && resume="--resume"
       while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n; done
       # shellcheck disable=SC2086
-      $PY cli.py train --shards "$WORK/sgs-train" --out "$run" --config "$CONFIG" --steps "$STEPS" --seed "$seed" \
-        $flags $resume > "$WORK/runs/$name-seed$seed.log" 2>&1 &
+      /usr/bin/time -v $PY cli.py train --shards "$WORK/$TRAIN_SET" --out "$run" "${config[@]}" --steps "$STEPS" \
+        --seed "$seed" $(flags_of "$name") $resume > "$WORK/runs/$name-seed$seed.log" 2>&1 &
     done
   done
   wait
 fi
 
 if [[ $STAGE == all || $STAGE == eval ]]; then
-  for split in val test; do
-    for seed in $SEEDS; do
-      for v in "${variants[@]}"; do
-        name=${v%%:*}
-        $PY cli.py eval --shards "$WORK/sgs-$split" --checkpoint "$WORK/runs/$name-seed$seed" --json \
-          > "$WORK/runs/$name-seed$seed/eval-$split.json"
+  for seed in $SEEDS; do
+    for name in $VARIANTS; do
+      run="$WORK/runs/$name-seed$seed"
+      $PY cli.py export --checkpoint "$run" --out "$run/host" > /dev/null
+      for split in val test; do
+        # the exported host, from host features only (the headline) …
+        $PY cli.py eval --shards "$WORK/sgs-$split" --checkpoint "$run/host" --json > "$run/eval-host-$split.json"
+        # … and the run itself (the Finsta teacher's score, and the host inside it: must equal the above)
+        $PY cli.py eval --shards "$WORK/sgs-$split" --checkpoint "$run" --json > "$run/eval-$split.json"
       done
     done
   done

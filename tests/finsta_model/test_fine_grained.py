@@ -155,19 +155,22 @@ def test_fine_grained_model_trains_and_gets_gradients(small_dataset):
 
 def test_eval_matrix_matches_the_batch_scores_and_keeps_the_report_shape(small_dataset, tmp_path):
     model = _model(small_dataset)
-    data = embed_dataset(model, small_dataset, torch.device("cpu"), 64, ("fused", "student"))
-    fine = data["fine"]
+    data = embed_dataset(model, small_dataset, torch.device("cpu"), 64, ("fused", "host"))
+    fused, host = data["scores"]["fused"], data["scores"]["host"]
     n_caps, n_videos = len(data["cap_video"]), len(data["keys"])
-    assert fine.shape == (n_caps, n_videos)
-    # one batch with every video: the matrix equals the scores of that single batch
+    assert fused.shape == host.shape == (n_caps, n_videos)
+    # one batch with every video: the matrices equal the scores of that single batch
     batch = _first_batch(small_dataset, size=64)
     with torch.no_grad():
-        _, _, text, video = model.retrieval_units(batch)
-        whole = model.fine_scores(text, video).numpy()
-    np.testing.assert_allclose(fine, whole, rtol=1e-5, atol=1e-6)
-    # smaller eval batches (videos split over batches, captions in chunks) give the same matrix
-    small = embed_dataset(model, small_dataset, torch.device("cpu"), 5, ("fused",))
-    np.testing.assert_allclose(small["fine"], fine, rtol=1e-5, atol=1e-6)
+        video_vec, text_vec, text, video = model.retrieval_units(batch)
+        whole = (text_vec @ video_vec.T + model.fine_scores(text, video)).numpy()
+        whole_host = model.host_scores(batch).numpy()
+    np.testing.assert_allclose(fused, whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host, whole_host, rtol=1e-5, atol=1e-5)
+    # smaller eval batches (videos split over batches, captions in chunks) give the same matrices
+    small = embed_dataset(model, small_dataset, torch.device("cpu"), 5, ("fused", "host"))
+    np.testing.assert_allclose(small["scores"]["fused"], fused, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(small["scores"]["host"], host, rtol=1e-5, atol=1e-5)
 
     run = tmp_path / "run"
     train(small_dataset, run, CONFIG.replace(steps=2, batch_size=4, log_every=1, checkpoint_every=2,
@@ -186,7 +189,7 @@ def test_eval_matrix_matches_the_batch_scores_and_keeps_the_report_shape(small_d
 def test_osc_and_ptc_each_train_the_fine_units_they_are_defined_on(small_dataset):
     batch = next(iter(make_loader(ShardStream(small_dataset, batch_size=6, seed=0), 0)))
     model = _model(small_dataset).train()
-    _, _, nodes, enc = model._fused(batch)
+    _, _, nodes, enc, _ = model._fused(batch)
     text, video = model._units(nodes, enc, batch)
     track, pair, _ = model.fine.window_units(text.window, video, model.dsg, model._stgd_kernel())
 
@@ -226,7 +229,7 @@ def test_a_negated_predicate_is_no_ptc_positive(tmp_path):
     def ptc(root):
         batch = next(iter(make_loader(ShardStream(root, batch_size=6, seed=0), 0)))
         model = _model(root)
-        _, _, nodes, enc = model._fused(batch)
+        _, _, nodes, enc, _ = model._fused(batch)
         text, video = model._units(nodes, enc, batch)
         track, pair, _ = model.fine.window_units(text.window, video, model.dsg, model._stgd_kernel())
         return float(unit_ptc(text, video, track, pair, batch, 0.05))
@@ -267,3 +270,19 @@ def test_unit_ptc_and_osc_take_the_linked_directed_pair_and_tracks_as_positives(
     assert right < 0.01 and reversed_links > 5                 # (1 → 0) is a negative, not the positive
     assert unit_osc(text, video, track, _one_caption_batch(0, 1), tau=0.1) < 0.01
     assert unit_osc(text, video, track, _one_caption_batch(1, 0), tau=0.1) > 5
+
+
+def test_track_footprints_share_each_box_over_the_grid_cells():
+    from types import SimpleNamespace
+
+    from finsta_model.fine_grained import track_footprints
+    # video 0: track 0 fills the top-left cell of a 2×2 grid on frame 0; on frame 1 it straddles the two top cells
+    batch = SimpleNamespace(
+        frame_mask=torch.ones(1, 2, dtype=torch.bool), track_video=torch.tensor([0]), num_videos=1,
+        det_box=torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.0, 0.75, 0.5]]), det_track=torch.tensor([0, 0]),
+        det_frame=torch.tensor([0, 1]))
+    foot = track_footprints(batch, 4, torch.arange(2))
+    assert foot.shape == (1, 1, 2, 4)
+    assert torch.allclose(foot[0, 0, 0], torch.tensor([1.0, 0, 0, 0]))
+    assert torch.allclose(foot[0, 0, 1], torch.tensor([0.5, 0.5, 0, 0]))
+    assert torch.allclose(track_footprints(batch, 4, torch.tensor([1]))[0, 0, 0], foot[0, 0, 1])

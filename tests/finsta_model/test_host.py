@@ -1,0 +1,203 @@
+"""The host (SG-free model): its score, padding, export / load_host, and an exported host's eval that never
+reads a scene-graph column; the distillation terms that teach it."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from finsta_model import load_host
+from finsta_model.config import TrainConfig
+from finsta_model.evaluate import evaluate
+from finsta_model.export import export_host
+from finsta_model.host import HostModel, HostText, HostVideo, cat_texts, cat_videos
+from finsta_model.host_data import host_batches
+from finsta_model.losses import score_distillation
+from finsta_model.train import train
+from schemas.errors import UserError
+from schemas.store import sha256_file
+
+DIMS = {"frame": 6, "frame_patch": 5, "caption": 4, "caption_token": 3}
+TINY = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=2, steps=3, batch_size=4, log_every=1,
+                   checkpoint_every=3, shuffle_buffer=6, warmup_steps=1, fine_grained_weight=1.0)
+
+
+def _host(**changes) -> HostModel:
+    torch.manual_seed(0)
+    return HostModel(DIMS, **{"dim": 8, "heads": 2, "layers": 1, "dropout": 0.0, "fine_weight": 1.0, **changes}).eval()
+
+
+def test_late_interaction_by_hand():
+    e = torch.eye(3)
+    text = HostText(pooled=torch.zeros(1, 3), tokens=torch.stack([e[0], e[1]])[None], mask=torch.tensor([[True, True]]))
+    video = HostVideo(pooled=torch.zeros(2, 3), tokens=torch.stack([torch.stack([e[0], e[2]]),
+                                                                    torch.stack([e[1], e[1]])]),
+                      mask=torch.ones(2, 2, dtype=torch.bool), cells=0, frame_index=torch.arange(2))
+    # caption tokens (x, y): video 0 has x (1) but not y (0) → 0.5; video 1 has y only → 0.5
+    assert torch.allclose(_host().late(text, video), torch.tensor([[0.5, 0.5]]))
+    text.mask[0, 1] = False                                             # only x counts now
+    assert torch.allclose(_host().late(text, video), torch.tensor([[1.0, 0.0]]))
+
+
+def test_scores_do_not_depend_on_padding_or_batching():
+    host = _host()
+    g = torch.Generator().manual_seed(1)
+    frames, patches = torch.randn(2, 5, 6, generator=g), torch.randn(2, 5, 4, 5, generator=g)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    tokens, tmask = torch.randn(3, 7, 3, generator=g), torch.ones(3, 7, dtype=torch.bool)
+    tmask[1, 4:] = False
+    captions = torch.randn(3, 4, generator=g)
+    with torch.no_grad():
+        both = host.score(host.text(captions, tokens, tmask), host.video(frames, mask, patches))
+        alone = host.score(host.text(captions[1:2], tokens[1:2, :4], tmask[1:2, :4]),
+                           host.video(frames[1:, :2], mask[1:, :2], patches[1:, :2]))
+        garbage = tokens.clone()
+        garbage[1, 4:] = 99.0                                           # padding content must not matter
+        again = host.score(host.text(captions, garbage, tmask), host.video(frames, mask, patches))
+        joined = host.score(cat_texts([host.text(captions[:1], tokens[:1], tmask[:1]),
+                                       host.text(captions[1:2], tokens[1:2, :4], tmask[1:2, :4]),
+                                       host.text(captions[2:], tokens[2:], tmask[2:])]),
+                            cat_videos([host.video(frames[:1], mask[:1], patches[:1]),
+                                        host.video(frames[1:, :2], mask[1:, :2], patches[1:, :2])]))
+    assert torch.allclose(both[1, 1], alone[0, 0], atol=1e-5)
+    assert torch.allclose(both, again, atol=1e-5) and torch.allclose(both, joined, atol=1e-5)
+    pooled_only = _host(fine_weight=0.0)
+    with torch.no_grad():
+        t, v = pooled_only.text(captions, tokens, tmask), pooled_only.video(frames, mask, patches)
+        cos = torch.nn.functional.normalize(t.pooled, dim=-1) @ torch.nn.functional.normalize(v.pooled, dim=-1).T
+        assert torch.allclose(pooled_only.score(t, v), cos, atol=1e-6)
+
+
+def test_long_videos_are_read_at_evenly_spaced_frames():
+    host = _host(max_frames=4)
+    video = host.video(torch.randn(1, 10, 6), torch.ones(1, 10, dtype=torch.bool), torch.randn(1, 10, 4, 5))
+    assert video.frame_index.tolist() == [0, 3, 6, 9] and video.tokens.shape[1] == 4 * 5
+
+
+def test_score_distillation_is_zero_only_when_the_rankings_agree():
+    teacher = torch.tensor([[1.0, 0.2, 0.1], [0.3, 0.9, 0.0], [0.8, 0.1, 0.1]])   # caption 2 perturbs 0
+    cap_video, neg_of = torch.tensor([0, 1, 0]), torch.tensor([-1, -1, 0])
+    assert score_distillation(teacher.clone(), teacher, cap_video, neg_of, 0.1) < 1e-6
+    student = teacher.clone().requires_grad_(True)
+    swapped = teacher.clone()
+    swapped[[0, 2], 0] = swapped[[2, 0], 0]                   # the perturbation now wins on the true video
+    loss = score_distillation(student * 0 + swapped, teacher, cap_video, neg_of, 0.1)
+    assert loss > 0.5
+    score_distillation(student, teacher + 1.0, cap_video, neg_of, 0.1).backward()   # a shift changes nothing
+    assert student.grad.abs().max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def trained(small_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("host")
+    run = root / "run"
+    train(small_dataset, run, TINY, progress=False)
+    export_host(run, root / "exported")
+    return run, root / "exported"
+
+
+def test_losses_teach_the_host_from_every_term(small_dataset):
+    from finsta_model.data import ShardStream, make_loader
+    from finsta_model.model import FinstaModel
+    stream = ShardStream(small_dataset, batch_size=6, seed=0)
+    batch = next(iter(make_loader(stream, 0)))
+    model = FinstaModel(TINY.replace(dropout=0.0), stream.dims).train()
+    _, parts = model.losses(batch)
+    assert {"nce", "host_nce", "osc", "ptc", "distill", "score_distill", "align_distill"} <= set(parts)
+    for term in ("score_distill", "align_distill"):
+        zero = {k: 0.0 for k in ("distill_weight", "score_distill_weight", "align_distill_weight",
+                                 "osc_weight", "ptc_weight")}
+        only = FinstaModel(TINY.replace(dropout=0.0, **{**zero, f"{term}_weight": 1.0}), stream.dims)
+        only.load_state_dict(model.state_dict())
+        host_only = FinstaModel(TINY.replace(dropout=0.0, **zero), stream.dims)
+        host_only.load_state_dict(model.state_dict())
+        only.losses(batch)[0].backward()
+        host_only.losses(batch)[0].backward()
+        # same weights, no dropout: the difference of the gradients is the term's own gradient
+        term_grad = {name: p.grad - dict(host_only.named_parameters())[name].grad
+                     for name, p in only.named_parameters() if p.grad is not None}
+        host_inputs = [g for name, g in term_grad.items() if name.startswith(("host.token_in", "host.patch_in"))]
+        assert host_inputs and all(g.abs().sum() > 0 for g in host_inputs), term
+        teacher = [g for name, g in term_grad.items() if name.startswith(("gtrm", "dsg", "fine", "video_adapter"))]
+        assert teacher and all(g.abs().max() < 1e-7 for g in teacher), f"{term} must not move the teacher"
+
+
+def test_export_load_host_and_sg_free_eval_agree_with_the_run(trained, small_dataset):
+    run, exported = trained
+    info = json.loads((exported / "host.json").read_text())
+    assert info["format"] == "finsta-host" and info["feature_dims"] == {
+        "frame": 24, "frame_patch": 24, "caption": 12, "caption_token": 12}
+    assert info["cells_per_frame"] == 4 and info["trained"]["step"] == 3
+    assert set(p.name for p in exported.iterdir()) == {"host.json", "host.safetensors"}
+    in_run = evaluate(small_dataset, run)["no_sg"]
+    alone = evaluate(small_dataset, exported)
+    assert alone["exported"] and not alone["uses_sg"] and alone["trained_with_sg"]
+    for key in ("t2v", "v2t", "hard_negatives"):
+        assert alone[key] == in_run[key]
+    # the documented API: embed host features of "new" videos and captions and score them
+    host = load_host(exported)
+    batch = next(host_batches(small_dataset, 24))
+    tokens = [batch.tok_feat[c, batch.tok_mask[c]].numpy() for c in range(len(batch.cap_feat))]
+    frames = [batch.frame_feat[v, batch.frame_mask[v]].numpy() for v in range(len(batch.keys))]
+    cells = [batch.patch_feat[v, batch.frame_mask[v]].reshape(-1, 24).numpy() for v in range(len(batch.keys))]
+    scores = host.score(host.embed_captions(batch.cap_feat.numpy(), tokens), host.embed_videos(frames, cells))
+    with torch.no_grad():
+        direct = host.model.score(host.model.text(batch.cap_feat, batch.tok_feat, batch.tok_mask),
+                                  host.model.video(batch.frame_feat, batch.frame_mask, batch.patch_feat))
+    np.testing.assert_allclose(scores, direct.numpy(), atol=1e-5)
+    vectors = host.video_vectors(host.embed_videos(frames, cells))
+    assert vectors.shape == (24, 16) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def _strip_scene_graphs(source: Path, target: Path) -> Path:
+    """A copy of a dataset with every scene-graph list emptied and the SG-only Zarr arrays deleted."""
+    shutil.copytree(source, target)
+    for shard in (target / "shards").glob("shard-*"):
+        table = pa.ipc.open_file(pa.memory_map(str(shard / "samples.arrow"))).read_all()
+        rows = table.to_pylist()
+        for row in rows:
+            for key in ("frames", "detections", "attributes", "relations", "tracks", "track_relations"):
+                row["dsg"][key] = []
+            for hsg in row["hsgs"]:
+                hsg["tsg"].update(nodes=[], edges=[], text="")
+                hsg.update(links=[], frame_window=[0, 0])
+        with pa.OSFile(str(shard / "samples.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(pa.Table.from_pylist(rows, schema=table.schema))
+        for array in ("detection", "text_node"):
+            shutil.rmtree(shard / "features.zarr" / array)
+    # an intentional edit: the manifest is given the new digests (readers check them) and loses the deleted files
+    manifest = json.loads((target / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        folder = target / "shards" / entry["name"]
+        entry["files"] = {rel: sha256_file(folder / rel) for rel in entry["files"] if (folder / rel).is_file()}
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_exported_host_reads_no_scene_graph_column(trained, small_dataset, tmp_path):
+    _, exported = trained
+    stripped = _strip_scene_graphs(small_dataset, tmp_path / "no-sg")
+    a, b = evaluate(small_dataset, exported), evaluate(stripped, exported)
+    assert {k: a[k] for k in ("t2v", "v2t", "hard_negatives")} == {k: b[k] for k in ("t2v", "v2t", "hard_negatives")}
+
+
+def test_a_mix_of_hosts_is_refused(trained, small_dataset, tmp_path):
+    run, exported = trained
+    other = tmp_path / "other"
+    shutil.copytree(small_dataset, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["host"] = {"embed_visual": {"name": "clip"}, "embed_text": {"name": "clip"}}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    for target in (exported, run):
+        with pytest.raises(UserError, match="another host"):
+            evaluate(other, target)
+    with pytest.raises(UserError, match="another host"):
+        train(other, run, TINY.replace(steps=5), resume=True, progress=False)
+    with pytest.raises(UserError, match="no exported host"):
+        load_host(tmp_path)
