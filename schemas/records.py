@@ -303,4 +303,6 @@ class SampleFeatures:
 
     @staticmethod
     def empty(dims: dict[str, int]) -> "SampleFeatures":
-        return SampleFeatures(**{n: np.zeros((0, dims[n]), feature_dtype(n)) for n in FEATURE_ARRAYS})
+        """Zero rows of every array; an optional array missing from ``dims`` gets its default width."""
+        return SampleFeatures(**{n: np.zeros((0, dims.get(n, OPTIONAL_FEATURES.get(n, 0))), feature_dtype(n))
+                                 for n in FEATURE_ARRAYS})
