@@ -221,7 +221,8 @@ class Progress:
         return (self.frames - self.frames_at_first) / span if span > 0 else None
 
     def eta_seconds(self) -> Optional[float]:
-        """Seconds left at the measured rate, counting down between results; 0 when done."""
+        """Seconds left at the measured rate, counting down between results; 0 when done; None when
+        unknown (before two results, or the last sample running longer than the others took)."""
         remaining = self.total - self.done
         if remaining <= 0:
             return 0.0
@@ -230,6 +231,8 @@ class Progress:
             return None
         per_sample = 1.0 / rate
         waited = self.clock() - self.last_result
+        if remaining == 1 and waited >= per_sample:
+            return None   # the last sample is taking longer than the others did: unknown, not 0:00
         return max(remaining * per_sample - waited, (remaining - 1) * per_sample)
 
     def elapsed(self) -> float:

@@ -194,7 +194,7 @@ def test_quiet_prints_phases_shards_and_a_status_line_every_interval():
         "[finsta] starting Ray, workers and models: 0:30 so far",
         "[finsta] starting Ray, workers and models: 1:00 so far",
         "[finsta] first result after 70.0 s",
-        "[finsta] 3/4 samples (75%), 0 failed, 1:40 elapsed, ETA 0:00, 0.10 samples/s, 2.4 frames/s",
+        "[finsta] 3/4 samples (75%), 0 failed, 1:40 elapsed, ETA –, 0.10 samples/s, 2.4 frames/s",
         "[finsta] committed shard-000000: 4 samples, 0 failures (4/4 done)",
         "[finsta] finished 4/4 samples (100%), 0 failed, 1:40 elapsed, 0.10 samples/s, 2.4 frames/s",
     ]
