@@ -8,18 +8,8 @@ matters (one node for "a cat … the cat").
 import numpy as np
 import pytest
 
-from stages.captions import ParseCaptionsConfig, build_caption_parser, build_tsg, to_factual
-
-
-@pytest.fixture(scope="module")
-def parser():
-    p = build_caption_parser(ParseCaptionsConfig(name="spacy"))
-    p.setup()
-    return p
-
-
-def graph(parser, text):
-    return build_tsg(parser.parse([text])[0], "c#0")
+from stages.captions import build_tsg, to_factual
+from tests.stages.captions.spacy_graphs import graph
 
 
 def relations(tsg) -> list[tuple[int, str, int]]:

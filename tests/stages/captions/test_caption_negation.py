@@ -1,18 +1,8 @@
 """Negation through the spaCy backend: a denied fact is flagged, never asserted; negative quantifiers name nothing."""
 import pytest
 
-from stages.captions import ParseCaptionsConfig, build_caption_parser, build_tsg, to_factual
-
-
-@pytest.fixture(scope="module")
-def parser():
-    p = build_caption_parser(ParseCaptionsConfig(name="spacy"))
-    p.setup()
-    return p
-
-
-def graph(parser, text):
-    return build_tsg(parser.parse([text])[0], "c#0")
+from stages.captions import to_factual
+from tests.stages.captions.spacy_graphs import graph
 
 
 def facts(tsg) -> set[tuple[str, str, str, bool]]:

@@ -1,19 +1,9 @@
 """Caption → TSG rules through the spaCy backend (the default, installed here)."""
 import pytest
 
-from stages.captions import ParseCaptionsConfig, build_caption_parser, build_tsg, to_factual
+from stages.captions import build_tsg, to_factual
 from stages.captions.depparse import ParsedDoc, Token
-
-
-@pytest.fixture(scope="module")
-def parser():
-    p = build_caption_parser(ParseCaptionsConfig(name="spacy"))
-    p.setup()
-    return p
-
-
-def graph(parser, text):
-    return build_tsg(parser.parse([text])[0], "c#0")
+from tests.stages.captions.spacy_graphs import graph
 
 
 def segments(parser, text):
