@@ -47,12 +47,14 @@ from stages.detectors import build_detector  # noqa: E402
 SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
 
 
-def default_video(workdir: str) -> str:
+def default_video(workdir: str, seconds: int = 30) -> str:
+    """The ../shared bottle clip (40 s) when there, else a ``seconds``-long 640×360 test card in ``workdir``."""
     clip = SHARED_VIDEOS / "bottle-detection.mp4"
     if clip.exists():
         return str(clip)
     path = os.path.join(workdir, "bench.mp4")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=30",
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size=640x360:rate=25:duration={seconds}",
                     "-pix_fmt", "yuv420p", path], check=True, timeout=120)
     return path
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,23 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import BuildConfig, apply_overrides, finalize  # noqa: E402
-from pipeline.executors.ray import run_on_ray  # noqa: E402
+from pipeline.executors import make_executor  # noqa: E402
 from pipeline.plan import Pool  # noqa: E402
+from pipeline.stop import StopSignals  # noqa: E402
 from stages.base import VideoTask  # noqa: E402
 from stages.decode import DecodeConfig, decode_video  # noqa: E402
 from stages.detect import DetectStage  # noqa: E402
 
-SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
-
-
-def default_video(workdir: str) -> str:
-    clip = SHARED_VIDEOS / "bottle-detection.mp4"
-    if clip.exists():
-        return str(clip)
-    path = os.path.join(workdir, "bench.mp4")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=40",
-                    "-pix_fmt", "yuv420p", path], check=True, timeout=120)
-    return path
+from bench_detect import default_video  # noqa: E402  (bench/ is this script's folder)
 
 
 class GpuSampler:
@@ -96,7 +86,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        video = args.video or default_video(workdir)
+        video = args.video or default_video(workdir, seconds=40)
         meta, frames, images = decode_video(video, DecodeConfig(fps=1.0, short_side=320, max_frames=args.frames))
     backend = args.backend or ("detectron2" if _importable("detectron2") else "lite")
     cfg, _ = finalize(apply_overrides(BuildConfig(), [
@@ -116,16 +106,22 @@ def main() -> None:
         bare_s = time.perf_counter() - started
     del stage   # free the device for the actor
 
-    pool = Pool(name="detect", stage_names=["detect"], sections=[cfg.detect], resources=DetectStage(cfg.detect).resources,
-                batch_size=1, workers=1, drop_images_after="detect", images_leave=False)
-    with GpuSampler() as pool_gpu:
-        stream = run_on_ray([pool], tasks, cfg)
-        first = next(stream)   # Ray, actor start and the first video: not timed
-        if first.failure is not None:
-            raise SystemExit(f"detect stage failed in the pool: {first.failure}")
-        started = time.perf_counter()
-        done = sum(1 for task in stream if task.failure is None)
-        pool_s = time.perf_counter() - started
+    detect = DetectStage(cfg.detect)
+    pool = Pool(name="detect", stage_names=["detect"], sections=[cfg.detect], resources=detect.resources,
+                batch_size=1, workers=1, drop_images_after="detect", images_leave=False,
+                time_budgets=[detect.time_budget_s(cfg.run.stage_timeout_s)])
+    with GpuSampler() as pool_gpu, StopSignals() as stop:
+        executor = make_executor(cfg, [pool], stop)
+        try:
+            stream = (task for task in executor.run(tasks) if task is not None)   # None: the executor's heartbeat
+            first = next(stream)   # Ray, actor start and the first video: not timed
+            if first.failure is not None:
+                raise SystemExit(f"detect stage failed in the pool: {first.failure}")
+            started = time.perf_counter()
+            done = sum(1 for task in stream if task.failure is None)
+            pool_s = time.perf_counter() - started
+        finally:
+            executor.close()
     bare_fps = args.videos * len(images) / bare_s
     pool_fps = done * len(images) / pool_s
     print(json.dumps({
