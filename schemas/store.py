@@ -766,8 +766,8 @@ class Dataset:
         that is never touched is never read from disk), ``{key: row}``, and each feature array
         named in ``features`` (numpy when the shard is small, else the Zarr array) that the rows'
         ``features`` offsets index; the others are not opened. Shards are cached (most recently
-        used first). Each file read is checked
-        against its sha256 on first read (see the class docstring).
+        used first). Each file read is checked against its sha256 on first read (see the class
+        docstring).
         """
         cache_key = (name, tuple(features))
         if cache_key not in self._cache:
@@ -775,11 +775,10 @@ class Dataset:
             table = pa.ipc.open_file(pa.memory_map(str(self._checked(name, "samples.arrow")))).read_all()
             rows = {key: i for i, key in enumerate(table.column("key").to_pylist())}
             self._checked(name, "features.zarr/zarr.json")
-            for feature in features:   # only what the caller reads (an exported host reads no SG array)
-                self._checked_group(name, f"features.zarr/{feature}/")
             group = zarr.open_group(store=str(folder / "features.zarr"), mode="r")
             arrays = {}
-            for feature in features:
+            for feature in features:   # only what the caller reads is checked (an exported host reads no SG array)
+                self._checked_group(name, f"features.zarr/{feature}/")
                 array = group[feature]
                 # Small shards are read whole: one read beats a Zarr round trip per sample.
                 arrays[feature] = array[:] if array.nbytes <= _WHOLE_ARRAY_BYTES else array
