@@ -181,6 +181,8 @@ def train(
     no_ptc: bool = typer.Option(False, "--no-ptc", help="ablation: no predicate-centred temporal contrast"),
     no_stgd: bool = typer.Option(False, "--no-stgd", help="ablation: no Gaussian differential block"),
     no_sg: bool = typer.Option(False, "--no-sg", help="host-only baseline: no scene-graph branch"),
+    init_host: Optional[Path] = typer.Option(None, help="post-train this exported host (`export --out DIR`) "
+                                             "instead of starting the host from scratch"),
     checkpoint_every: Optional[int] = typer.Option(None, min=1, help="checkpoint every N steps"),
     workers: Optional[int] = typer.Option(None, min=0, help="data-loader worker processes (default: config)"),
     ray_workers: Optional[int] = typer.Option(None, min=1, help="train on N Ray Train workers (DDP; the global "
@@ -195,7 +197,7 @@ def train(
     from finsta_model.train import train_command
     try:
         summary = train_command(shards, out, config, steps, resume, seed, device, no_osc, no_ptc, no_stgd, no_sg,
-                                checkpoint_every, workers, ray_workers, ray_address, max_failures)
+                                checkpoint_every, workers, ray_workers, ray_address, max_failures, init_host)
     except TrainingFailed as error:   # a Ray worker failed more often than --max-failures: one line, exit 1
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1)

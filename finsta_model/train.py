@@ -51,7 +51,7 @@ _RESUME_FIXED = ("dim", "heads", "gtrm_layers", "rgtrm_layers", "dropout", "labe
                  "train_hard_negatives", "ptc_shifts", "fine_grained_weight", "batch_size", "lr", "weight_decay",
                  "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers", "host_layers",
                  "host_fine_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
-                 "distill_temperature")
+                 "distill_temperature", "init_host")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -297,6 +297,8 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
             how = "without --ray-workers" if ckpt.world_size == 1 else f"with --ray-workers {ckpt.world_size}"
             raise UserError(f"--resume: {run_dir} was trained by {ckpt.world_size} replica(s); resume it {how} "
                             f"(the data split and RNG states are per replica)")
+    elif config.init_host:
+        init_host_weights(config, dims, host)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.as_dict(), indent=1))
     return dims
@@ -332,6 +334,28 @@ def _metrics_line(step: int, epoch: int, lr: float, parts: dict[str, torch.Tenso
             "graphs_per_s": round(videos / max(seconds, 1e-9), 2)}
 
 
+def init_host_weights(config: TrainConfig, dims: dict[str, int], host: Optional[dict]) -> dict[str, torch.Tensor]:
+    """The host weights of the exported host ``config.init_host`` (post-training an existing host), after
+    checking it fits this run. Refuses (one line) a host made from other backbones' features (``host``: the
+    shards' identity), of other feature dims or of other sizes than this config's."""
+    from finsta_model.export import load_host
+    from finsta_model.model import build_host
+
+    path = config.init_host
+    exported = load_host(path)
+    if exported.info.get("host") != host:
+        raise UserError(f"--init-host {path} was trained on another host's features ({exported.info.get('host')} "
+                        f"vs these shards' {host})")
+    wanted = {k: int(dims.get(k, 0)) for k in exported.dims}
+    if exported.dims != wanted:
+        raise UserError(f"--init-host {path} reads feature dims {exported.dims}, these shards have {wanted}")
+    sizes = build_host(config, dims).arguments()
+    if exported.model.arguments() != sizes:
+        raise UserError(f"--init-host {path} is a host of other sizes ({exported.model.arguments()}) than this "
+                        f"config's ({sizes}); train with its sizes")
+    return exported.model.state_dict()
+
+
 def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims: dict[str, int],
              replicas: Replicas, max_new_steps: Optional[int] = None,
              log: Optional[Callable[[int, int], TrainLog]] = None,
@@ -358,6 +382,8 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
     step, epoch, consumed, in_epoch = 0, 0, [0] * workers, 0
     if ckpt is not None:
         step, epoch, consumed, in_epoch = _restore(ckpt, rank, model, optimizer, scheduler)
+    elif config.init_host:
+        model.host.load_state_dict(init_host_weights(config, dims, open_dataset(shards).manifest.get("host")))
     losses = replicas.wrap(_Losses(model))
     local_batch = config.batch_size // replicas.world
     dataset = open_dataset(shards)    # which host made the features travels with every checkpoint (export, eval)
@@ -455,7 +481,7 @@ def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, s
                   no_ptc: bool = False, no_stgd: bool = False, no_sg: bool = False,
                   checkpoint_every: Optional[int] = None, num_workers: Optional[int] = None,
                   ray_workers: Optional[int] = None, ray_address: Optional[str] = None,
-                  max_failures: int = 2) -> dict[str, Any]:
+                  max_failures: int = 2, init_host: Optional[Path] = None) -> dict[str, Any]:
     """What ``python cli.py train`` does: build the config (file → flags), then :func:`train`, or
     :func:`finsta_model.distributed.train_distributed` with ``ray_workers``.
 
@@ -475,7 +501,7 @@ def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, s
     switches = {"use_osc": False if no_osc else None, "use_ptc": False if no_ptc else None,
                 "use_stgd": False if no_stgd else None, "use_sg": False if no_sg else None}
     config = config.replace(steps=steps, seed=seed, checkpoint_every=checkpoint_every, num_workers=num_workers,
-                            **switches)
+                            init_host=None if init_host is None else str(Path(init_host).resolve()), **switches)
     config.validate()
     if ray_workers is not None:
         from finsta_model.distributed import train_distributed

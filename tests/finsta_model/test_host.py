@@ -201,3 +201,17 @@ def test_a_mix_of_hosts_is_refused(trained, small_dataset, tmp_path):
         train(other, run, TINY.replace(steps=5), resume=True, progress=False)
     with pytest.raises(UserError, match="no exported host"):
         load_host(tmp_path)
+
+
+def test_init_host_post_trains_an_exported_host(trained, small_dataset, tmp_path):
+    _, exported = trained
+    # lr 0: the post-trained run's host must still be the exported one, weight for weight
+    still = tmp_path / "still"
+    train(small_dataset, still, TINY.replace(init_host=str(exported), lr=0.0), progress=False)
+    export_host(still, tmp_path / "still-host")
+    before, after = load_host(exported).model.state_dict(), load_host(tmp_path / "still-host").model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(UserError, match="other sizes"):
+        train(small_dataset, tmp_path / "wider", TINY.replace(init_host=str(exported), dim=32), progress=False)
+    with pytest.raises(UserError, match="no exported host"):
+        train(small_dataset, tmp_path / "none", TINY.replace(init_host=str(tmp_path)), progress=False)
