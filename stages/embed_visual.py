@@ -51,7 +51,11 @@ class EmbedVisualConfig:
     ``name``: the visual host (``efficientnet_lite0`` | ``clip``); ``weights``:
     the ``efficientnet_lite0`` state-dict ``.pth`` ("" = the bundled one);
     ``grid``: frame cells per side stored as ``frame_patch`` (0 = none; at most
-    the backbone's map side, 7 for both default models); ``threads``: torch
+    the backbone's map side, 7 for both default models); ``cell_block``: the
+    backbone depth the cells are read at (-1 = the final map, the pooled
+    vector's; ``k ≥ 0`` = the output of ``efficientnet_lite0``'s MBConv block
+    ``k``, e.g. 5: 80 channels at stride 16, a 14×14 map at 224 px, which reads
+    an object's colour where the final map does not, docs/results.md); ``threads``: torch
     intra-op threads (0 = leave torch's default); ``batch_size``: images per
     forward pass; ``crop_margin``: each crop is widened by this fraction of its
     box on every side, for context; ``detection_features``: one of
@@ -62,6 +66,7 @@ class EmbedVisualConfig:
     name: str = "efficientnet_lite0"
     weights: str = ""
     grid: int = 3
+    cell_block: int = -1
     device: str = runtime("cpu")
     threads: int = runtime(1)
     gpus: float = runtime(0.5)
@@ -79,6 +84,9 @@ class EmbedVisualConfig:
             raise UserError("visual embedding: batch_size ≥ 1, image_size ≥ 32 and crop_margin ≥ 0 are required")
         if not 0 <= self.grid <= 16:
             raise UserError(f"embed_visual.grid must be within [0, 16] cells per side, got {self.grid}")
+        if self.cell_block < -1:
+            raise UserError(f"embed_visual.cell_block must be -1 (the final map) or a block index ≥ 0, "
+                            f"got {self.cell_block}")
 
 
 def detection_feature_source(cfg: EmbedVisualConfig, detector_feature_dim: int) -> str:

