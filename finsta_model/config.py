@@ -53,7 +53,7 @@ class TrainConfig:
     node_distill_weight: float = 1.0    # host's phrase↔video similarities → the SG branch's node↔video ones
     distill_temperature: float = 0.25   # softmax temperature of the score / node distillation (0 = temperature)
     # post-training: an exported host (`export --out DIR`) whose weights start the host ("" = from scratch);
-    # its sizes must be this config's (dim, heads, host_layers, host_fine_weight) and the shards' feature dims
+    # its sizes must be this config's (dim, heads, host_layers, host_fine_weight, dropout), its features the shards'
     init_host: str = ""
     train_hard_negatives: bool = True   # perturbed captions as extra text negatives (for every variant alike)
     ptc_shifts: tuple[float, ...] = (-1.0, -0.5, 0.5, 1.0)  # shifted windows, in window lengths

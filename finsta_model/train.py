@@ -380,13 +380,13 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     workers = max(1, config.num_workers)
     step, epoch, consumed, in_epoch = 0, 0, [0] * workers, 0
+    dataset = open_dataset(shards)    # which host made the features travels with every checkpoint (export, eval)
     if ckpt is not None:
         step, epoch, consumed, in_epoch = _restore(ckpt, rank, model, optimizer, scheduler)
     elif config.init_host:
-        model.host.load_state_dict(init_host_weights(config, dims, open_dataset(shards).manifest.get("host")))
+        model.host.load_state_dict(init_host_weights(config, dims, dataset.manifest.get("host")))
     losses = replicas.wrap(_Losses(model))
     local_batch = config.batch_size // replicas.world
-    dataset = open_dataset(shards)    # which host made the features travels with every checkpoint (export, eval)
     extra = {"train_shards": str(Path(shards).resolve()), "host": dataset.manifest.get("host"),
              "cells_per_frame": cells_per_frame(dataset)}
 

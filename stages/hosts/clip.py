@@ -131,7 +131,7 @@ class ClipVisual:
 
     @classmethod
     def feature_dims(cls, cfg) -> dict[str, int]:
-        if getattr(cfg, "cell_block", -1) != -1:
+        if cfg.cell_block != -1:
             raise UserError(f"embed_visual.cell_block={cfg.cell_block} is an efficientnet_lite0 option; the clip "
                             f"host's cells are its last layer's patch tokens (leave cell_block at -1)")
         width, side = clip_dims(cfg.clip)

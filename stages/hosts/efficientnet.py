@@ -104,7 +104,7 @@ class EfficientNetVisual:
     @classmethod
     def feature_dims(cls, cfg) -> dict[str, int]:
         """Widths of the pooled vector and the cells, and the side of the map the cells are pooled from."""
-        block = getattr(cfg, "cell_block", -1)
+        block = cfg.cell_block
         if block < 0:
             return {"frame": EFFICIENTNET_DIM, "patch": EFFICIENTNET_DIM, "map": max(1, cfg.image_size // 32)}
         if block >= len(BLOCK_CHANNELS):
