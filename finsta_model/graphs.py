@@ -328,16 +328,16 @@ class GraphBatch:
         return GraphBatch(**pinned)
 
 
+def copy_into(out: np.ndarray, values: np.ndarray) -> None:
+    """``out[...] = values`` through torch: numpy's float16 → float32 cast is ~8× slower, and the stored
+    features are float16 (padding the host's cells with numpy was a third of the loader's time)."""
+    torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(values)))
+
+
 def _cat(parts: list[np.ndarray], dtype, width: Optional[int] = None) -> torch.Tensor:
     if not parts:
         return torch.zeros((0,) if width is None else (0, width), dtype=dtype)
-    return torch.from_numpy(np.concatenate(parts).astype(np.float32 if dtype == torch.float32 else np.int64))
-
-
-def _copy_into(out: np.ndarray, values: np.ndarray) -> None:
-    """``out[...] = values`` through torch: numpy's float16 → float32 cast is ~8× slower, and the host's
-    cells and token states are stored as float16 (it was a third of the loader's time)."""
-    torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(values)))
+    return torch.from_numpy(np.concatenate(parts)).to(torch.float32 if dtype == torch.float32 else torch.int64)
 
 
 def pad_patches(cells: list[Optional[np.ndarray]], t_max: int, width: int) -> np.ndarray:
@@ -349,7 +349,7 @@ def pad_patches(cells: list[Optional[np.ndarray]], t_max: int, width: int) -> np
     out = np.zeros((len(cells), t_max, per_frame, width), np.float32)
     for v, c in enumerate(cells):
         if c is not None and len(c) and per_frame:
-            _copy_into(out[v, :len(c)], c)
+            copy_into(out[v, :len(c)], c)
     return out
 
 
@@ -361,7 +361,7 @@ def pad_tokens(tokens: list[Optional[np.ndarray]], width: int) -> tuple[np.ndarr
     mask = np.zeros((len(tokens), l_max), bool)
     for c, (t, n) in enumerate(zip(tokens, lengths)):
         if n:
-            _copy_into(feat[c, :n], t)
+            copy_into(feat[c, :n], t)
             mask[c, :n] = True
     return feat, mask
 
@@ -388,7 +388,7 @@ def collate(samples: list[EncodedSample], chosen: list[list[int]], hard_negative
     n_det = n_track = n_node = 0
     for v, (s, picks) in enumerate(zip(samples, chosen)):
         t = len(s.frame_feat)
-        frame_feat[v, :t] = s.frame_feat
+        copy_into(frame_feat[v, :t], s.frame_feat)
         frame_mask[v, :t] = True
         n = len(s.det_feat)
         det["feat"].append(s.det_feat)

@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from finsta_model.graphs import pad_patches, pad_tokens
+from finsta_model.graphs import copy_into, pad_patches, pad_tokens
 from schemas.records import HOST_FEATURES
 from schemas.store import Dataset, open_dataset
 
@@ -87,7 +87,7 @@ def host_collate(samples: list[HostSample], dims: dict[str, int]) -> HostBatch:
     mask = np.zeros((len(samples), t_max), bool)
     cap_video, neg_of, tokens, types, caption = [], [], [], [], []
     for v, s in enumerate(samples):
-        frame[v, :len(s.frame)] = s.frame
+        copy_into(frame[v, :len(s.frame)], s.frame)
         mask[v, :len(s.frame)] = True
         base = len(cap_video)
         for j in range(len(s.caption)):
