@@ -104,12 +104,10 @@ class EfficientNetVisual:
     @classmethod
     def feature_dims(cls, cfg) -> dict[str, int]:
         """Widths of the pooled vector and the cells, and the side of the map the cells are pooled from."""
-        block = cfg.cell_block
-        if block < 0:
-            return {"frame": EFFICIENTNET_DIM, "patch": EFFICIENTNET_DIM, "map": max(1, cfg.image_size // 32)}
+        block = cfg.cell_block   # -1: the final map, at the last block's stride (the head is a 1×1 conv)
         if block >= len(BLOCK_CHANNELS):
             raise UserError(f"embed_visual.cell_block={block}: efficientnet_lite0 has blocks 0–{len(BLOCK_CHANNELS) - 1}")
-        return {"frame": EFFICIENTNET_DIM, "patch": BLOCK_CHANNELS[block],
+        return {"frame": EFFICIENTNET_DIM, "patch": EFFICIENTNET_DIM if block < 0 else BLOCK_CHANNELS[block],
                 "map": max(1, cfg.image_size // BLOCK_STRIDES[block])}
 
     @classmethod
