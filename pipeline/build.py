@@ -32,7 +32,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from pipeline.config import finalize
-from pipeline.datasets.base import build_dataset
+from pipeline.datasets.base import MISSING_FILE, build_dataset
 from pipeline.executors import make_executor
 from pipeline.plan import build_stages, plan_pools, stage_names
 from pipeline.progress import Progress
@@ -90,6 +90,8 @@ class BuildResult:
     skipped_committed: int = 0
     skipped_failed: int = 0
     to_run: int = 0
+    missing: int = 0                  # of the failure rows this run: local videos not there (MISSING_FILE)
+    failed_early: int = 0             # failure rows this run made before any stage (missing, bad entries, keys)
     failures_by_reason: Counter = field(default_factory=Counter)
     stage_seconds: Counter = field(default_factory=Counter)
     stage_frames: Counter = field(default_factory=Counter)
@@ -102,6 +104,12 @@ class BuildResult:
     in_flight: int = 0                # started and not finished when the run stopped
     sample_counts: Counter = field(default_factory=Counter)   # what stages counted (task.counts)
     store_notes: list = field(default_factory=list)            # what opening OUT found (quarantine, stale lock)
+
+    @property
+    def all_failed(self) -> bool:
+        """This run handled samples and every one of them failed (the CLI exits 1)."""
+        handled = self.to_run + self.failed_early
+        return handled > 0 and sum(self.failures_by_reason.values()) >= handled
 
 
 # ------------------------------------------------------------------ selection
@@ -133,9 +141,10 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
                                          task.video_path)
         if task.failure is not None:
             failures.append(task.failure)
+            result.missing += task.failure.error_type == MISSING_FILE
         else:
             to_run.append(task)
-    result.to_run = len(to_run)
+    result.to_run, result.failed_early = len(to_run), len(failures)
     return to_run, failures
 
 
@@ -173,13 +182,17 @@ class _OpenShard:
     A shard is committed when it holds ``write.shard_size`` rows or when its
     oldest row has waited ``write.shard_max_seconds`` (so a kill -9 loses at
     most about that much finished work), and whatever is left at the end or
-    on a stop.
+    on a stop. Failure rows made before any stage (``add_early``: missing
+    files, bad entries) ride along with the first shard and count toward no
+    size or age, so they never fill shards of their own; made again by the
+    listing, they are cheap to lose.
     """
 
     def __init__(self, writer: DatasetWriter, cfg, result: BuildResult, progress: Progress):
         self.writer, self.cfg, self.result, self.progress = writer, cfg, result, progress
         self.samples: list[tuple[VideoSample, SampleFeatures]] = []
         self.failures: list[FailureRecord] = []
+        self.early: list[FailureRecord] = []
         self.opened: Optional[float] = None
 
     def add(self, task: VideoTask, dims: dict[str, int]) -> None:
@@ -202,18 +215,23 @@ class _OpenShard:
         self.result.failures_by_reason[failure.error_type] += 1
         self.opened = self.opened or time.monotonic()
 
+    def add_early(self, failures: list[FailureRecord]) -> None:
+        self.early = list(failures)
+        self.result.failures_by_reason.update(f.error_type for f in failures)
+
     def due(self) -> bool:
         rows = len(self.samples) + len(self.failures)
         return rows >= self.cfg.shard_size or (rows > 0 and time.monotonic() - self.opened >= self.cfg.shard_max_seconds)
 
     def commit(self) -> None:
-        if not (self.samples or self.failures):
+        failures = self.early + self.failures
+        if not (self.samples or failures):
             return
-        name = self.writer.write_shard(self.samples, self.failures)
+        name = self.writer.write_shard(self.samples, failures)
         self.result.shards_written += 1
-        self.result.committed_this_run += len(self.samples) + len(self.failures)
-        self.progress.shard_committed(len(self.samples), len(self.failures), name)
-        self.samples, self.failures, self.opened = [], [], None
+        self.result.committed_this_run += len(self.samples) + len(failures)
+        self.progress.shard_committed(len(self.samples), len(failures), name)
+        self.samples, self.failures, self.early, self.opened = [], [], [], None
 
 
 def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResult:
@@ -282,11 +300,9 @@ def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failure
                started: float) -> None:
     """The executor's finished tasks into shards; on a stop, every finished one is committed first.
     ``started``: when the build began (``first_result_seconds`` counts from there)."""
-    progress.start(total=len(tasks) + len(early_failures), stages=stage_names(cfg))
+    progress.start(total=len(tasks), stages=stage_names(cfg), failed_early=len(early_failures))
     shard = _OpenShard(writer, cfg.write, result, progress)
-    for failure in early_failures:
-        shard.add_failure(failure)
-        progress.advance(None, failed=True)
+    shard.add_early(early_failures)
     executor = make_executor(cfg, plan_pools(cfg), stop) if tasks else None
     stop.hard_exit_note = lambda: f"{result.committed_this_run} committed; rerun the same command to continue"
     if executor is not None:

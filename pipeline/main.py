@@ -73,7 +73,7 @@ def build_command(options: dict[str, Any]) -> int:
         else:
             Console(stderr=False).print(summary_table(stats))
     print("\n".join(summary_lines(stats, out)))
-    return 1 if cfg.run.strict and result.failures_by_reason else 0
+    return 1 if result.all_failed or (cfg.run.strict and result.failures_by_reason) else 0
 
 
 def inspect_command(out: Path, list_keys: bool, as_json: bool, failures: bool, key: Optional[str],

@@ -6,7 +6,7 @@ The driver (pipeline/build.py) calls, in this order::
     progress.phase("checking stages")           # steps before the first sample, shown as they happen
     progress.start(total=16, stages=["decode", ...])
     progress.phase("starting Ray, workers and models")
-    progress.advance(task, failed=False)        # once per sample, finished or failed (task None: failed early)
+    progress.advance(task, failed=False)        # once per sample that ran, finished or failed
     progress.shard_committed(16, 0, "shard-000000")
     progress.log("a line the user must read")   # kept on screen, above the display
     progress.finish()                           # idempotent; call it in a ``finally``
@@ -125,15 +125,19 @@ class Progress:
                 self._print(text)
             self._begin()
 
-    def start(self, total: int, stages: list[str]) -> None:
-        """``total`` samples will pass (or fail) through ``stages``; shows the bar."""
+    def start(self, total: int, stages: list[str], failed_early: int = 0) -> None:
+        """``total`` samples will pass (or fail) through ``stages``; shows the bar. ``failed_early``
+        rows (missing files, bad entries) never run: said once, kept out of the bar and the rates."""
         with self._lock:
             self.total, self.stages, self.started = total, list(stages), True
+            early = f"{failed_early} failed before running (missing files, bad entries)" if failed_early else ""
             if self.quiet:
                 before = f" ({', '.join(f'{text} {_seconds(self.clock() - began)}' for text, began in self._spans())})" \
                     if self.phases else ""
-                self._print(f"running {total} samples through {', '.join(stages)}{before}")
+                self._print(f"running {total} samples through {', '.join(stages)}{before}" + (f"; {early}" if early else ""))
             self._begin()
+            if early and not self.quiet:
+                self.log(early)
 
     def advance(self, task: Optional[VideoTask], failed: bool) -> None:
         """One sample finished (``failed`` or not); ``task`` None: it failed before running."""

@@ -124,7 +124,9 @@ def stage_time_line(stats: dict) -> str:
 
 def plan_text(cfg, result: BuildResult) -> str:
     lines = [f"dataset {cfg.dataset.name}: {result.total} samples; {result.skipped_committed} already committed, "
-             f"{result.skipped_failed} recorded failures skipped, {result.to_run} to run"
+             f"{result.skipped_failed} recorded failures skipped, {result.to_run} to run, {result.missing} missing"
+             + (f", {result.failed_early - result.missing} other failure rows (bad entries, keys)"
+                if result.failed_early > result.missing else "")
              + (" (retrying recorded failures only)" if cfg.run.retry_failed else ""),
              f"output {result.out} in shards of {cfg.write.shard_size}; executor {cfg.run.executor}"
              + (f" at {cfg.run.ray_address}" if cfg.run.ray_address else "")

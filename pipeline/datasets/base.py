@@ -16,8 +16,12 @@ Rules every dataset follows:
 * A missing or malformed data root raises :class:`UserError` from the
   constructor, with one message that shows the expected layout.
 * Keys are the dataset's own ids, unmodified; the pipeline refuses unsafe ones.
-* A missing video still yields a task (``video_path`` where the file should
-  be), counted in ``videos_missing``; the pipeline records the failure.
+* A missing local video still yields a task (``video_path`` where the file
+  should be), counted in ``videos_missing``, whose ``failure`` is already set
+  (``missing_file``): the listing stats each local file, so a missing one
+  never reaches a worker (a URL is checked by ``decode``).
+* ``limit`` counts tasks that can run: failure rows met on the way (missing
+  files, bad entries) come along without counting.
 * A bad entry (malformed line, duplicate id) yields a task whose ``failure``
   is already set (stage ``"dataset"``), so it ends as a failure row.
 * Caption quirks are normalised and counted in :meth:`Dataset.stats`, never
@@ -54,6 +58,8 @@ STAT_KEYS = (
 )
 # The failure reason of an entry the dataset cannot read (a malformed line, a bad JSON entry).
 BAD_RECORD = "bad_record"
+# The failure reason of a local video that is not there (the same name decode gives it).
+MISSING_FILE = "missing_file"
 
 
 @dataclass
@@ -93,7 +99,8 @@ class Dataset(ABC):
         """One line: the files this dataset expects."""
 
     def tasks(self) -> Iterator[VideoTask]:
-        """Tasks in a deterministic order, at most ``cfg.limit`` of them.
+        """Tasks in a deterministic order, at most ``cfg.limit`` of them that can run
+        (failure rows met before the limit is reached come along, uncounted).
 
         Counters restart on each call, so after a full pass :meth:`stats`
         describes exactly the tasks yielded.
@@ -102,10 +109,12 @@ class Dataset(ABC):
         limit = self.cfg.limit
         if limit is not None and limit <= 0:
             return
-        for n, task in enumerate(self._iter_tasks(), 1):
+        runnable = 0
+        for task in self._iter_tasks():
             self._stats["videos"] += 1
             yield task
-            if limit is not None and n >= limit:
+            runnable += task.failure is None
+            if limit is not None and runnable >= limit:
                 return
 
     def stats(self) -> dict[str, int]:
@@ -142,14 +151,21 @@ class Dataset(ABC):
 
     def make_task(self, key: str, video_id: str, video_path: Path | str,
                   captions: list[CaptionInput]) -> VideoTask:
-        """A live task; counts its captions and whether its video exists."""
+        """A live task; counts its captions, and fails it (``missing_file``) when its local video
+        is not there: one stat here saves a worker, and a shard, per missing file."""
         path = str(video_path)
-        if not os.path.isfile(path):
-            self._stats["videos_missing"] += 1
         self._stats["captions"] += sum(c.negative_of is None for c in captions)
         self._stats["negatives"] += sum(c.negative_of is not None for c in captions)
-        return VideoTask(key=key, source=self.name, video_id=video_id, video_path=path,
-                         captions=captions)
+        task = VideoTask(key=key, source=self.name, video_id=video_id, video_path=path, captions=captions)
+        if is_local(path) and not os.path.exists(path):
+            self._stats["videos_missing"] += 1
+            task.failure = FailureRecord(key, DATASET_STAGE, MISSING_FILE, f"no such file: {path}", path)
+        return task
+
+
+def is_local(path: str) -> bool:
+    """A path on this machine's file system (not an ``s3://``, ``https://``... URL)."""
+    return "://" not in path
 
 
 def build_dataset(cfg: DatasetConfig) -> Dataset:

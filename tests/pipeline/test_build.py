@@ -166,6 +166,29 @@ def test_dry_run_writes_nothing(world, tmp_path):
     assert not (tmp_path / "dry").exists()
 
 
+def test_missing_videos_ride_along_with_samples_and_show_in_the_plan(world, sequential_out, tmp_path):
+    shards = open_dataset(sequential_out).manifest["shards"]
+    holding = [shard for shard in shards if "missing_video" in shard["failed_keys"]]
+    assert len(holding) == 1 and holding[0]["keys"]   # in a shard with samples, not one of its own
+    done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
+                           str(world / "manifest.jsonl"), "--out", str(tmp_path / "dry"), "--dry-run"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and f"{GOOD + 1} to run, 1 missing" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_run_where_every_sample_failed_exits_1_without_starting_ray(tmp_path):
+    lines = [{"id": f"gone{i}", "video": f"gone{i}.mp4", "captions": [{"text": "a red circle"}]} for i in range(3)]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
+                           str(tmp_path / "m.jsonl"), "--out", str(out), "--detector", "color", "--quiet",
+                           "--set", "write.shard_size=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "starting Ray" not in done.stderr and "3 failed (missing_file 3)" in done.stdout
+    shards = open_dataset(out).manifest["shards"]
+    assert len(shards) == 1 and shards[0]["failure_rows"] == 3   # one shard, whatever the shard size
+
+
 @pytest.mark.slow
 def test_ray_with_two_workers_matches_sequential(world, reference_out, tmp_path):
     out = tmp_path / "ray"

@@ -129,6 +129,21 @@ def test_the_bar_shows_rates_from_the_first_result_and_an_eta_that_counts_down()
     progress.finish()
 
 
+def test_samples_that_failed_before_running_are_said_once_and_kept_out_of_the_bar_and_rates():
+    clock = FakeClock()
+    log = io.StringIO()
+    progress = Progress(quiet=True, clock=clock, background=False, stream=log)
+    progress.start(4, STAGES, failed_early=2885)
+    assert "running 4 samples through decode" in log.getvalue()
+    assert "; 2885 failed before running (missing files, bad entries)" in log.getvalue()
+    progress.advance(task(), failed=False)
+    clock.advance(10)
+    progress.advance(task(), failed=False)
+    assert progress.status_line().startswith("2/4 samples (50%), 0 failed")
+    assert progress.rate() == pytest.approx(0.1) and progress.eta_seconds() == pytest.approx(20.0)
+    progress.finish()
+
+
 @pytest.mark.parametrize("width", [80, 120, 200])
 def test_no_line_of_the_display_wraps(width):
     clock = FakeClock()
@@ -248,9 +263,9 @@ class RecordingProgress(Progress):
         self.calls.append(("phase", text))
         super().phase(text)
 
-    def start(self, total, stages):
+    def start(self, total, stages, failed_early=0):
         self.calls.append(("start", total))
-        super().start(total, stages)
+        super().start(total, stages, failed_early)
 
     def advance(self, task, failed):
         self.calls.append(("advance", failed))

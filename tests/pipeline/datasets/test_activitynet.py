@@ -49,12 +49,12 @@ def test_tasks_in_file_order_with_quirks_fixed_and_counted(tmp_path):
     assert stats["malformed_entries"] == 1 and stats["videos"] == 3 and stats["captions"] == 3
 
 
-def test_missing_video_still_yields_a_task_and_is_counted(tmp_path):
+def test_missing_video_yields_a_missing_file_failure_and_is_counted(tmp_path):
     root = make_root(tmp_path)
     (root / "videos" / "v_aaa.mp4").unlink()
     ds = build_dataset(DatasetConfig("activitynet", data_root=str(root)))
     task = next(ds.tasks())
-    assert task.failure is None and task.video_path == str(root / "videos" / "v_aaa.mp4")
+    assert task.failure.error_type == "missing_file" and task.video_path == str(root / "videos" / "v_aaa.mp4")
     assert ds.stats()["videos_missing"] == 1
 
 

@@ -83,10 +83,26 @@ def test_mapping_files(tmp_path):
 def test_limit_and_stats_shape(tmp_path):
     lines = [f'{{"id": "s{i}", "video": "s{i}.mp4", "captions": ["a man walks"]}}' for i in range(5)]
     (tmp_path / "m.jsonl").write_text("\n".join(lines))
+    for i in range(5):
+        (tmp_path / f"s{i}.mp4").write_bytes(b"x")
     ds = build_dataset(DatasetConfig("manifest", data_root=str(tmp_path / "m.jsonl"), limit=2))
     assert [t.key for t in ds.tasks()] == ["s0", "s1"]
     stats = ds.stats()
     assert set(stats) == set(STAT_KEYS)
-    assert stats["videos"] == 2 and stats["captions"] == 2 and stats["videos_missing"] == 2
+    assert stats["videos"] == 2 and stats["captions"] == 2 and stats["videos_missing"] == 0
     assert [t.key for t in ds.tasks()] == ["s0", "s1"]        # a second pass restarts the counters
     assert ds.stats()["videos"] == 2
+
+
+def test_a_missing_local_video_fails_in_the_listing_and_limit_counts_only_runnable_samples(tmp_path):
+    lines = [f'{{"id": "s{i}", "video": "s{i}.mp4", "captions": ["a man walks"]}}' for i in range(6)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines))
+    for i in (1, 2, 4, 5):
+        (tmp_path / f"s{i}.mp4").write_bytes(b"x")
+    ds = build_dataset(DatasetConfig("manifest", data_root=str(tmp_path / "m.jsonl"), limit=3))
+    tasks = list(ds.tasks())
+    # s0 and s3 are missing: failure rows that come along; s1, s2 and s4 can run and make the limit of 3
+    assert [(t.key, t.failure and t.failure.error_type) for t in tasks] == [
+        ("s0", "missing_file"), ("s1", None), ("s2", None), ("s3", "missing_file"), ("s4", None)]
+    assert tasks[0].failure.stage == "dataset" and tasks[0].failure.message == f"no such file: {tmp_path / 's0.mp4'}"
+    assert ds.stats()["videos_missing"] == 2 and ds.stats()["videos"] == 5
