@@ -11,14 +11,18 @@ reports, for each:
   ``c`` of video ``v`` with perturbations ``N(c)`` (swapped subject/object,
   reversed event order, changed relation or adverb), the **t2v** rank is
 
-      1 + #{v' ≠ v : s(c, v') > s(c, v)} + #{n ∈ N(c) : s(n, v) ≥ s(c, v)}
+      1 + #{v' ≠ v : s(c, v') ≥ s(c, v)} + #{n ∈ N(c) : s(n, v) ≥ s(c, v)}
 
   i.e. text→video retrieval in which the true pair must also beat every
   perturbed caption paired with the true video (each video's gallery entry is
-  contested by the query's hard negatives; ties count against the model).
+  contested by the query's hard negatives).
   Only captions with at least one negative are queries. **v2t**: each video
   ranks all real captions plus all hard negatives. **pair_accuracy**: the
   fraction of ``(c, n)`` pairs with ``s(c, v) > s(n, v)``, also ``by_type``.
+
+Every rank is pessimistic: an exact tie with the true item, and a NaN score on
+either side, count as beating it (a model that outputs constants or NaN ranks
+last, never first), and a pair whose score is NaN is a loss.
 
 Top-level keys describe the Finsta branch; ``"no_sg"`` holds the same
 metrics for the host (the SG-free model ``export`` ships, with its own score);
@@ -68,21 +72,30 @@ def retrieval_metrics(video: np.ndarray, text: np.ndarray, cap_video: np.ndarray
     return score_metrics(text @ video.T, cap_video, neg_of, neg_type)
 
 
+def beats(scores: np.ndarray, reference: np.ndarray | float) -> np.ndarray:
+    """Which ``scores`` rank at or above ``reference``: ties and NaN on either side count against the
+    reference (the pessimistic rank of the module docstring)."""
+    return (scores >= reference) | np.isnan(scores) | np.isnan(reference)
+
+
 def score_metrics(sim: np.ndarray, cap_video: np.ndarray, neg_of: np.ndarray, neg_type: list[str]
                   ) -> dict[str, Any]:
     """All metrics of the module docstring from a score matrix ``sim [captions, videos]``."""
     real = np.flatnonzero(neg_of < 0)
     n_text = sim.shape[0]
     own = sim[np.arange(n_text), cap_video]                       # s(caption, its video)
-    t2v = 1 + (sim[real] > own[real, None]).sum(1)
+    others = np.ones(sim.shape, bool)                              # every (caption, video) but its own
+    others[np.arange(n_text), cap_video] = False
+    beaten = (beats(sim, own[:, None]) & others).sum(1)           # other videos at or above the own one
+    t2v = 1 + beaten[real]
     v2t_ranks = []
     video_caps = defaultdict(list)
     for c in real:
         video_caps[cap_video[c]].append(c)
     for v, caps in video_caps.items():
-        scores = sim[real, v]
-        best = sim[caps, v].max()
-        v2t_ranks.append(1 + int((scores > best).sum()))
+        rivals = np.setdiff1d(real, caps)
+        best = sim[caps, v].max()                                  # NaN if any own caption scores NaN
+        v2t_ranks.append(1 + int(beats(sim[rivals, v], best).sum()))
     result: dict[str, Any] = {"t2v": rank_metrics(t2v), "v2t": rank_metrics(np.array(v2t_ranks))}
 
     negatives = defaultdict(list)
@@ -91,19 +104,18 @@ def score_metrics(sim: np.ndarray, cap_video: np.ndarray, neg_of: np.ndarray, ne
     hn_t2v, wins, by_type = [], [], defaultdict(list)
     for c, negs in negatives.items():
         v = cap_video[c]
-        beaten_by_videos = int((sim[c] > own[c]).sum())
-        beaten_by_negatives = int((sim[negs, v] >= own[c]).sum())
-        hn_t2v.append(1 + beaten_by_videos + beaten_by_negatives)
+        beaten_by_negatives = int(beats(sim[negs, v], own[c]).sum())
+        hn_t2v.append(1 + int(beaten[c]) + beaten_by_negatives)
         for n in negs:
-            win = bool(own[c] > sim[n, v])
+            win = bool(own[c] > sim[n, v])                         # False when either is NaN
             wins.append(win)
             by_type[neg_type[n] or "unknown"].append(win)
     hn_v2t = []
     all_texts = np.arange(n_text)
     for v, caps in video_caps.items():
         best = sim[caps, v].max()
-        others = np.setdiff1d(all_texts, caps)
-        hn_v2t.append(1 + int((sim[others, v] >= best).sum()))
+        rivals = np.setdiff1d(all_texts, caps)
+        hn_v2t.append(1 + int(beats(sim[rivals, v], best).sum()))
     result["hard_negatives"] = {
         "t2v": rank_metrics(np.array(hn_t2v)), "v2t": rank_metrics(np.array(hn_v2t)),
         "pair_accuracy": round(100 * float(np.mean(wins)), 2) if wins else float("nan"),

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from finsta_samples import DIMS, make_sample
 
 from finsta_model.config import TrainConfig
@@ -33,3 +35,30 @@ def test_eval_warns_on_videos_the_checkpoint_trained_on(small_dataset, tmp_path)
                            "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("warning: 24 of the 24") and json.loads(done.stdout)["warnings"]
+
+
+# ------------------------------------------------------------------ ranks: ties and NaN count against the model
+def _metrics(sim):
+    from finsta_model.evaluate import score_metrics
+    sim = np.asarray(sim, np.float32)
+    neg_of = np.array([-1, -1, -1, 0])            # caption 3 is a hard negative of caption 0
+    return score_metrics(sim, np.array([0, 1, 2, 0]), neg_of, ["", "", "", "swap"])
+
+
+def test_nan_scores_rank_last_not_first():
+    report = _metrics(float("nan") * np.ones((4, 3)))
+    for block in (report, report["hard_negatives"]):
+        for direction in ("t2v", "v2t"):
+            assert block[direction]["R@1"] == 0.0, (direction, block[direction])
+    assert report["hard_negatives"]["pair_accuracy"] == 0.0
+
+
+def test_exact_ties_count_against_the_model():
+    report = _metrics(np.zeros((4, 3)))            # every score equal: no caption finds its video first
+    assert report["t2v"]["R@1"] == 0.0 and report["t2v"]["MnR"] == 3.0
+    assert report["v2t"]["R@1"] == 0.0 and report["hard_negatives"]["t2v"]["MnR"] == 4.0
+    good = np.eye(4, 3)                            # the own video strictly best: rank 1 everywhere
+    good[3, 0] = 0.5
+    clean = _metrics(good)
+    assert clean["t2v"]["R@1"] == 100.0 and clean["v2t"]["R@1"] == 100.0
+    assert clean["hard_negatives"]["t2v"]["R@1"] == 100.0 and clean["hard_negatives"]["pair_accuracy"] == 100.0
