@@ -20,7 +20,9 @@ replica; each other rank's data position and python/numpy RNG states are in
 keys), so :meth:`Checkpoint.restore_rng` and :meth:`Checkpoint.position` take a rank.
 
 Reading is bounded and confined: ``latest`` must name a ``step-N`` folder next to it
-(never a path), ``state.json`` and ``latest`` have size limits, and the tensors of
+(never a path), no symbolic link is followed (``checkpoints``, ``step-N`` or a file in it),
+``state.json`` and ``latest`` have size limits, weights and optimiser moments must be
+finite, a malformed RNG state is refused, and the tensors of
 ``model.safetensors`` must have exactly the shapes the checkpoint's config and dims
 build (checked on the file header against a model built on the ``meta`` device, so a
 forged config cannot make a reader allocate more than the file holds); anything else
@@ -35,7 +37,9 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
+import pickle
 import random
 import re
 import shutil
@@ -83,11 +87,31 @@ class Checkpoint:
                         f"{self.world_size} replica(s)); resume with the run's own --ray-workers")
 
     def optimizer_state(self) -> dict[str, Any]:
-        return torch.load(self.path / "optimizer.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(_inside(self.path, "optimizer.pt"), map_location="cpu", weights_only=True)
+            moments = {f"{p}.{k}": v for p, entry in state["state"].items() for k, v in entry.items()
+                       if isinstance(v, torch.Tensor)}
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as error:
+            raise UserError(f"checkpoint {self.path}: optimizer.pt is unreadable: {error}".replace("\n", " ")) from None
+        bad = nonfinite_tensors(moments)
+        if bad:
+            raise UserError(f"checkpoint {self.path}: optimizer.pt holds NaN or infinite values ({len(bad)} tensor(s), "
+                            f"e.g. {bad[0]}); resume from an earlier checkpoint")
+        return state
 
     def restore_rng(self, rank: int = 0) -> None:
-        """Set this process's torch, CUDA, python and numpy generators to replica ``rank``'s states."""
-        rng = load_file(str(self.path / "rng.safetensors"))
+        """Set this process's torch, CUDA, python and numpy generators to replica ``rank``'s states
+        (a malformed state is refused in one line)."""
+        try:
+            self._restore_rng(rank)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError, RuntimeError,
+                SafetensorError) as error:
+            raise UserError(f"checkpoint {self.path}: its RNG state (state.json \"rng\", rng.safetensors) is "
+                            f"malformed ({type(error).__name__}: {error}); it was not written by `python cli.py "
+                            f"train`".replace("\n", " ")) from None
+
+    def _restore_rng(self, rank: int) -> None:
+        rng = load_file(_inside(self.path, "rng.safetensors"))
         prefix = "" if rank == 0 else f"rank{rank}."
         torch.set_rng_state(rng[f"{prefix}torch_cpu"])
         if torch.cuda.is_available():
@@ -98,6 +122,20 @@ class Checkpoint:
         random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
         np.random.set_state((state["numpy"][0], np.array(state["numpy"][1], dtype=np.uint32),
                              *state["numpy"][2:]))
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding NaN or ±inf (checked wherever weights enter)."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def check_finite_loss(loss: torch.Tensor, step: int, run_dir: Path) -> None:
+    """Stop a run whose loss is NaN or infinite before it steps the optimiser or writes a checkpoint
+    of poisoned weights (one line; the last checkpoint, if any, stays the latest)."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise UserError(f"step {step}: the training loss is {value}; stopped before writing it into a checkpoint "
+                        f"of {run_dir} (lower --lr, check the shards' features, or resume from the last checkpoint)")
 
 
 def _rng_json() -> dict[str, Any]:
@@ -119,7 +157,12 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
                     extra: dict[str, Any] | None = None, ranks: list[dict[str, Any]] | None = None) -> Path:
     """Write checkpoint ``step`` atomically and point ``latest`` at it.
 
-    ``ranks``: :func:`rank_state` of replicas 1..N-1 of a data-parallel run (this process is rank 0)."""
+    ``ranks``: :func:`rank_state` of replicas 1..N-1 of a data-parallel run (this process is rank 0).
+    Weights that are no longer finite are refused (one line) before anything is written."""
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        raise UserError(f"step {step}: the weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. {bad[0]}); "
+                        f"stopped without checkpointing them (lower --lr, or resume from the last checkpoint)")
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
@@ -154,8 +197,17 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     return final
 
 
+def _inside(folder: Path, name: str) -> str:
+    """``folder/name`` for reading, refusing a symbolic link (a checkpoint never writes one, and one would
+    make a reader open files outside the run)."""
+    path = folder / name
+    if path.is_symlink():
+        raise UserError(f"{path} is a symbolic link; a checkpoint holds its own files (copy the target in its place)")
+    return str(path)
+
+
 def _read_bounded(path: Path, limit: int) -> str:
-    with open(path, "rb") as handle:
+    with open(_inside(path.parent, path.name), "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise UserError(f"{path} is larger than a finsta checkpoint writes ({limit} bytes at most); "
@@ -170,6 +222,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     is refused, so a run folder never makes a reader open files outside it."""
     path = Path(path)
     for candidate in (path, path / "checkpoints"):
+        if candidate != path and candidate.is_symlink():
+            _inside(path, "checkpoints")
         if (candidate / "state.json").is_file():
             return candidate
         if (candidate / LATEST).is_file():
@@ -177,6 +231,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
             if not STEP_NAME.fullmatch(name):
                 raise UserError(f"{candidate / LATEST} must name a step-NNNNNNN folder beside it, not "
                                 f"{name[:80]!r}; point it at one of {candidate}/step-* or pass that folder")
+            _inside(candidate, name)
             return candidate / name
     raise UserError(f"no checkpoint at {path}: pass a checkpoint folder (RUN_DIR/checkpoints/step-N) "
                     f"or a run folder written by `python cli.py train`")
@@ -188,7 +243,7 @@ def _check_shapes(folder: Path, config: TrainConfig, dims: dict[str, int]) -> No
 
     with torch.device("meta"):   # shapes only: nothing is allocated, whatever the config says
         expected = {k: tuple(v.shape) for k, v in FinstaModel(config, dims).state_dict().items()}
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+    with safe_open(_inside(folder, "model.safetensors"), framework="pt") as weights:
         found = {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}
     if found != expected:
         wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
@@ -205,8 +260,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if any(v < 1 for v in dims.values()):
             raise ValueError(f"feature dims must be positive, not {dims}")
         _check_shapes(folder, config, dims)
-        weights = load_file(str(folder / "model.safetensors"))
+        weights = load_file(_inside(folder, "model.safetensors"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as error:
         raise UserError(f"checkpoint {folder} is unreadable: {error}".replace("\n", " ")) from None
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise UserError(f"checkpoint {folder}: model.safetensors holds NaN or infinite weights ({len(bad)} tensor(s), "
+                        f"e.g. {bad[0]}); use an earlier checkpoint")
     return Checkpoint(path=folder, step=int(state["step"]), config=config, dims=dims, model=weights,
                       state=state)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from finsta_model.checkpoint import LATEST, load_checkpoint, rank_state, save_checkpoint
+from finsta_model.checkpoint import LATEST, check_finite_loss, load_checkpoint, rank_state, save_checkpoint
 from finsta_model.config import TrainConfig
 from finsta_model.data import ShardStream, make_loader
 from finsta_model.host_data import cells_per_frame
@@ -424,6 +424,7 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
                 batch = batch.to(dev)
                 with autocast:
                     loss, parts = losses(batch)
+                check_finite_loss(loss, step + 1, run_dir)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:

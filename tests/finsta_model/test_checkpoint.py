@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from finsta_model import checkpoint as checkpoint_module
 from finsta_model.checkpoint import load_checkpoint, resolve_checkpoint
@@ -96,3 +97,63 @@ def test_a_fresh_run_drops_metrics_of_a_crash_before_its_first_checkpoint(small_
     train(small_dataset, run, TINY, progress=False)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+# ------------------------------------------------------------------ issue 26: finite numbers, symlinks, RNG state
+def _copy(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    return run, run / "checkpoints" / "step-0000003"
+
+
+def test_nan_weights_in_a_checkpoint_are_refused(trained, tmp_path):
+    run, step = _copy(trained, tmp_path)
+    weights = load_file(str(step / "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name][...] = float("nan")
+    save_file(weights, str(step / "model.safetensors"))
+    with pytest.raises(UserError, match="NaN or infinite weights") as error:
+        load_checkpoint(run)
+    assert name in _one_line(error)
+
+
+def test_a_symlinked_step_folder_is_not_followed_out_of_the_run(trained, tmp_path):
+    run, step = _copy(trained, tmp_path)
+    outside = tmp_path / "outside"
+    step.rename(outside)
+    step.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UserError, match="symbolic link") as error:
+        load_checkpoint(run)
+    _one_line(error)
+    step.unlink()
+    outside.rename(step)
+    (step / "model.safetensors").rename(tmp_path / "weights")
+    (step / "model.safetensors").symlink_to(tmp_path / "weights")
+    with pytest.raises(UserError, match="symbolic link"):
+        load_checkpoint(run)
+
+
+@pytest.mark.parametrize("rng", [None, 7, {"python": [3, "x", None]}, {"python": [3, [1] * 5, None],
+                                                                       "numpy": ["MT19937", [1], 0, 0, 0.0]}])
+def test_a_malformed_rng_state_is_refused_in_one_line(trained, tmp_path, rng):
+    run, step = _copy(trained, tmp_path)
+    state = json.loads((step / "state.json").read_text())
+    state["rng"] = rng
+    (step / "state.json").write_text(json.dumps(state))
+    with pytest.raises(UserError, match="RNG state") as error:
+        load_checkpoint(run).restore_rng()
+    _one_line(error)
+
+
+def test_a_non_finite_loss_stops_train_and_resume_before_any_checkpoint_of_it(small_dataset, tmp_path):
+    run = tmp_path / "run"
+    # lr 1e30 overflows the weights within a step or two: the loss (or the weights) stop being finite
+    config = TINY.replace(steps=40, checkpoint_every=1, lr=1e30, warmup_steps=0)
+    for resume in (False, True):
+        if resume and not (run / "checkpoints" / "latest").exists():
+            break       # it stopped before its first checkpoint: nothing to resume
+        with pytest.raises(UserError, match="(training loss is|weights hold) (nan|inf|NaN)") as error:
+            train(small_dataset, run, config, resume=resume, progress=False)
+        _one_line(error)
+        for folder in (run / "checkpoints").glob("step-*"):    # every checkpoint left is finite and loads
+            load_checkpoint(folder)
