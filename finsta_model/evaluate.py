@@ -307,12 +307,17 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
               f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
     rows = [("", report)] if not report["uses_sg"] else [("finsta ", report), ("host (no SG) ", report["no_sg"])]
+    negatives = report["hard_negative_captions"] > 0
     for name, block in rows:
-        for label, metrics in (("t2v", block["t2v"]), ("v2t", block["v2t"]),
-                               ("hard-neg t2v", block["hard_negatives"]["t2v"]),
-                               ("hard-neg v2t", block["hard_negatives"]["v2t"])):
+        tables = [("t2v", block["t2v"]), ("v2t", block["v2t"])]
+        if negatives:
+            tables += [("hard-neg t2v", block["hard_negatives"]["t2v"]), ("hard-neg v2t", block["hard_negatives"]["v2t"])]
+        for label, metrics in tables:
             lines.append(f"{name + label:28}{metrics['R@1']:>8.2f}{metrics['R@5']:>8.2f}{metrics['R@10']:>8.2f}"
                          f"{metrics['MdR']:>8.1f}{metrics['MnR']:>9.2f}")
-        lines.append(f"{name + 'hard-neg pair accuracy':28}{block['hard_negatives']['pair_accuracy']:>8.2f}  "
-                     + ", ".join(f"{k} {v:.1f}" for k, v in block["hard_negatives"]["by_type"].items()))
+        if negatives:
+            lines.append(f"{name + 'hard-neg pair accuracy':28}{block['hard_negatives']['pair_accuracy']:>8.2f}  "
+                         + ", ".join(f"{k} {v:.1f}" for k, v in block["hard_negatives"]["by_type"].items()))
+        else:   # 0.00 and nan would read as results
+            lines.append(f"{name + 'hard-neg':28}no hard negatives (built with parse_captions.hard_negatives=0?)")
     return "\n".join(lines)

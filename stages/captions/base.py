@@ -35,7 +35,10 @@ class ParseCaptionsConfig:
     longer captions are cut there before parsing (a caption is a sentence or
     two; 10k characters of text would cost the parser seconds for nothing);
     ``add_article``: parse noun-first fragments as "the …" (see :func:`prepare`);
-    ``learned``: the ``learned`` backend's own section (:class:`LearnedOptions`).
+    ``learned``: the ``learned`` backend's own section (:class:`LearnedOptions`);
+    ``hard_negatives``: up to this many hard negatives made for each real caption
+    of a sample that brings none of its own (:mod:`stages.captions.negatives`;
+    0 = none).
     """
 
     name: str = "spacy"
@@ -47,6 +50,7 @@ class ParseCaptionsConfig:
     use_gpu: bool = runtime(False)
     tasks_per_batch: int = runtime(8)   # samples whose captions go through the parser together
     learned: LearnedOptions = field(default_factory=LearnedOptions)
+    hard_negatives: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.learned, dict):

@@ -62,3 +62,17 @@ def test_exact_ties_count_against_the_model():
     clean = _metrics(good)
     assert clean["t2v"]["R@1"] == 100.0 and clean["v2t"]["R@1"] == 100.0
     assert clean["hard_negatives"]["t2v"]["R@1"] == 100.0 and clean["hard_negatives"]["pair_accuracy"] == 100.0
+
+
+def test_a_dataset_without_hard_negatives_says_so_instead_of_zeros_and_nan():
+    metrics = {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.5, "MnR": 1.5}
+    empty = {"R@1": 0.0, "R@5": 0.0, "R@10": 0.0, "MdR": float("nan"), "MnR": float("nan")}
+    report = {"checkpoint": "run", "step": 2, "videos": 2, "captions": 2, "hard_negative_captions": 0,
+              "uses_sg": False, "t2v": metrics, "v2t": metrics,
+              "hard_negatives": {"t2v": empty, "v2t": empty, "pair_accuracy": float("nan"), "by_type": {}}}
+    text = format_report(report)
+    assert "no hard negatives" in text and "nan" not in text and "hard-neg t2v" not in text
+    report["hard_negative_captions"] = 1
+    report["hard_negatives"] = {"t2v": metrics, "v2t": metrics, "pair_accuracy": 100.0,
+                                "by_type": {"change_attribute": 100.0}}
+    assert "hard-neg pair accuracy" in format_report(report) and "no hard negatives" not in format_report(report)

@@ -10,7 +10,7 @@ from stages.captions.depparse import ParsedDoc
 
 @pytest.fixture(scope="module")
 def stage():
-    s = ParseCaptionsStage(ParseCaptionsConfig(name="spacy"))
+    s = ParseCaptionsStage(ParseCaptionsConfig(name="spacy", hard_negatives=0))   # negatives: test_negatives
     s.setup()
     return s
 
@@ -125,3 +125,25 @@ def test_tasks_that_already_failed_are_skipped(stage):
 def test_unknown_backend_is_a_user_error():
     with pytest.raises(UserError, match="unknown caption parser"):
         build_caption_parser(ParseCaptionsConfig(name="nope"))
+
+
+def test_real_captions_get_hard_negatives_after_them_like_the_synthetic_ones():
+    stage = ParseCaptionsStage(ParseCaptionsConfig(name="spacy", hard_negatives=2))
+    stage.setup()
+    [done] = stage.process_batch([task("v1", "A young woman is riding a brown horse.", "Two men are talking.")])
+    real = [c for c in done.captions if c.negative_of is None]
+    negatives = [c for c in done.captions if c.negative_of is not None]
+    assert [c.text for c in real] == ["A young woman is riding a brown horse.", "Two men are talking."]
+    assert done.captions[:2] == real and len(negatives) == done.counts["hard_negatives_made"] >= 2
+    assert {c.negative_type for c in negatives} <= {"swap_subject_object", "change_relation", "change_attribute"}
+    for c in negatives:
+        assert (c.start, c.end) == (real[c.negative_of].start, real[c.negative_of].end)
+    assert [t.caption_id for t in done.tsgs] == [f"v1#{i}" for i in range(len(done.captions))]
+    assert [t.text for t in done.tsgs] == [c.text for c in done.captions]
+    for tsg in done.tsgs:
+        check_valid(tsg)
+    # a sample bringing its own negatives (the synthetic world) keeps them and gets no more
+    own = task("v2", "a red circle moves left")
+    own.captions.append(CaptionInput("a red circle moves right", 0.0, 1.5, negative_of=0, negative_type="change_relation"))
+    [kept] = stage.process_batch([own])
+    assert len(kept.captions) == len(kept.tsgs) == 2 and "hard_negatives_made" not in kept.counts
