@@ -6,7 +6,8 @@
 * ``DIR/host.json`` — ``format`` ("finsta-host"), ``version``, the module's ``arguments``, the
   ``feature_dims`` it reads (``frame``, ``frame_patch``, ``caption``, ``caption_token``), ``cells_per_frame``,
   the ``host`` identity of the backbones that made its training features (the shards' manifest ``host``),
-  and ``trained`` (source checkpoint, step, and the run's training config).
+  ``trained`` (source checkpoint, step, and the run's training config) and ``weights_sha256`` (of
+  ``host.safetensors``).
 
 :func:`load_host` reads it back; the result embeds host features of new videos and captions and scores
 them, with no scene graph anywhere. The features come from the same host backbones the shards were
@@ -22,6 +23,8 @@ built with (``stages.hosts``; ``host.json`` names them), e.g.::
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,18 +32,27 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from finsta_model.checkpoint import load_checkpoint
+from finsta_model.checkpoint import load_checkpoint, nonfinite_tensors
 from finsta_model.graphs import pad_patches, pad_tokens
 from finsta_model.host import HostModel, HostText, HostVideo
 from schemas.errors import UserError
+from schemas.store import sha256_file
 
 FORMAT = "finsta-host"
 VERSION = 1
 WEIGHTS = "host.safetensors"
 INFO = "host.json"
 HOST_DIMS = ("frame", "frame_patch", "caption", "caption_token")
+# What a host.json may ask a reader to build: far above any trained host (dim 64, 2 layers, 64 frames), far
+# below what would exhaust a machine before the weights file is checked against it.
+SIZE_BOUNDS = {"dim": (1, 1 << 14), "heads": (1, 1 << 8), "layers": (1, 64), "max_frames": (1, 1 << 16),
+               "max_tokens": (1, 1 << 16), "max_cells": (1, 1 << 16)}
+RATES = {"dropout": (0.0, 1.0), "fine_weight": (0.0, math.inf)}
+MAX_FEATURE_DIM = 1 << 16
+MAX_INFO_BYTES = 16 << 20     # host.json: sizes, the host identity and the training config (a few KB)
 
 
 def is_exported_host(path: str | Path) -> bool:
@@ -66,6 +78,7 @@ def export_host(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
             "trained": {"checkpoint": str(ckpt.path), "step": ckpt.step, "train_shards": ckpt.state.get("train_shards"),
                         "config": ckpt.config.as_dict()}}
     save_file({k: v.contiguous() for k, v in host.state_dict().items()}, str(out / WEIGHTS))
+    info["weights_sha256"] = sha256_file(out / WEIGHTS)     # load_host refuses a truncated or flipped copy
     (out / INFO).write_text(json.dumps(info, indent=1))
     return info
 
@@ -121,20 +134,94 @@ class ExportedHost:
 
 
 def load_host(path: str | Path, device: str = "cpu") -> ExportedHost:
-    """The exported host in ``path`` (written by ``export``), ready to embed host features."""
+    """The exported host in ``path`` (written by ``export``), ready to embed host features.
+
+    Validated before anything is allocated (each problem one line, a :class:`UserError`): no symbolic link
+    is followed; ``host.json`` is bounded, of this format, its sizes integers within :data:`SIZE_BOUNDS`;
+    ``host.safetensors`` matches the ``weights_sha256`` export recorded (a truncated or bit-flipped file),
+    its header holds exactly the tensors and shapes those sizes build (checked against a model on the
+    ``meta`` device, so forged sizes never make a reader allocate more than the file holds), and every
+    weight is finite."""
     path = Path(path)
     if not is_exported_host(path):
         raise UserError(f"{path} holds no exported host ({INFO} missing); write one with "
                         f"`python cli.py export --checkpoint RUN --out {path}`")
+    info = _read_info(path)
+    dims, arguments = _sizes(path, info)
+    weights_path = _own_file(path, WEIGHTS)
+    recorded = info.get("weights_sha256")
     try:
-        info = json.loads((path / INFO).read_text())
-        weights = load_file(str(path / WEIGHTS))
-    except (OSError, ValueError) as error:
-        raise UserError(f"exported host {path} is unreadable: {error}") from None
-    if info.get("format") != FORMAT or info.get("version") != VERSION:
-        raise UserError(f"{path / INFO} is format {info.get('format')!r} version {info.get('version')}; this finsta "
-                        f"reads {FORMAT!r} version {VERSION}")
-    model = HostModel(info["feature_dims"], **info["arguments"])
+        if recorded is not None and sha256_file(Path(weights_path)) != recorded:
+            raise ValueError(f"{WEIGHTS} is not the file export wrote (its sha256 differs from {INFO}'s): "
+                             f"truncated or corrupted; export it again")
+        with torch.device("meta"):    # shapes only: nothing is allocated, whatever host.json says
+            expected = {k: tuple(v.shape) for k, v in HostModel(dims, **arguments).state_dict().items()}
+        with safe_open(weights_path, framework="pt") as handle:
+            found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+            raise ValueError(f"{WEIGHTS} does not hold the tensors {INFO}'s sizes build ({len(wrong)} differ, "
+                             f"e.g. {wrong[0]})")
+        weights = load_file(weights_path)
+    except (OSError, ValueError, SafetensorError) as error:
+        raise UserError(f"exported host {path} is unreadable: {error}".replace("\n", " ")) from None
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise UserError(f"exported host {path}: {WEIGHTS} holds NaN or infinite weights ({len(bad)} tensor(s), "
+                        f"e.g. {bad[0]}); export a finite checkpoint again")
+    model = HostModel(dims, **arguments)
     model.load_state_dict(weights, strict=True)
     dev = torch.device(device)
     return ExportedHost(model=model.to(dev).eval(), info=info, device=dev)
+
+
+def _own_file(folder: Path, name: str) -> str:
+    """``folder/name``, refusing a symbolic link (export never writes one)."""
+    target = folder / name
+    if target.is_symlink():
+        raise UserError(f"exported host {folder}: {name} is a symbolic link; an exported host holds its own files")
+    return str(target)
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(_own_file(path, INFO), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_INFO_BYTES + 1)
+        if len(data) > MAX_INFO_BYTES:
+            raise ValueError(f"{INFO} is larger than export writes ({MAX_INFO_BYTES} bytes at most)")
+        info = json.loads(data)
+    except (OSError, ValueError) as error:
+        raise UserError(f"exported host {path} is unreadable: {error}".replace("\n", " ")) from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION:
+        found = (info.get("format"), info.get("version")) if isinstance(info, dict) else (type(info).__name__, None)
+        raise UserError(f"{path / INFO} is format {found[0]!r} version {found[1]}; this finsta "
+                        f"reads {FORMAT!r} version {VERSION}")
+    return info
+
+
+def _sizes(path: Path, info: dict[str, Any]) -> tuple[dict[str, int], dict[str, Any]]:
+    """``feature_dims`` and the module ``arguments`` of host.json, each checked against :data:`SIZE_BOUNDS`."""
+    dims, arguments = info.get("feature_dims"), info.get("arguments")
+    problem = None
+    if not isinstance(dims, dict) or set(dims) != set(HOST_DIMS):
+        problem = f"feature_dims must name exactly {', '.join(HOST_DIMS)}"
+    elif not isinstance(arguments, dict) or set(arguments) != set(SIZE_BOUNDS) | set(RATES):
+        problem = f"arguments must name exactly {', '.join(sorted(set(SIZE_BOUNDS) | set(RATES)))}"
+    else:
+        checks = [(f"feature_dims.{k}", v, (1 if k in ("frame", "caption") else 0, MAX_FEATURE_DIM))
+                  for k, v in dims.items()]
+        checks += [(f"arguments.{k}", arguments[k], bounds) for k, bounds in SIZE_BOUNDS.items()]
+        for name, value, (low, high) in checks:
+            if type(value) is not int or not low <= value <= high:
+                problem = f"{name} must be an integer from {low} to {high}, not {value!r}"
+                break
+        for name, (low, high) in RATES.items():
+            value = arguments[name]
+            if problem is None and (type(value) not in (int, float) or not low <= value < high):
+                problem = f"arguments.{name} must be a number from {low} to below {high}, not {value!r}"
+        if problem is None and arguments["dim"] % arguments["heads"]:
+            problem = f"arguments.dim ({arguments['dim']}) must be divisible by arguments.heads ({arguments['heads']})"
+    if problem:
+        raise UserError(f"{path / INFO}: {problem}; it was not written by `python cli.py export`")
+    return dict(dims), dict(arguments)
