@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finsta_model.graphs import (MAX_ATTRS, MAX_ORDER, MAX_RELS, CaptionGraph, EncodedSample, frame_cells,
-                                 phrase_members, phrase_token_pairs, word_bucket)
+from finsta_model.graphs import (MAX_ATTRS, MAX_ORDER, MAX_RELS, CaptionGraph, EncodedSample, check_finite,
+                                 frame_cells, phrase_members, phrase_token_pairs, word_bucket)
 from schemas.records import TEXT_EDGE_KINDS, TEXT_NODE_KINDS
 from schemas.store import Dataset
 
@@ -39,7 +39,7 @@ def encode_shard(dataset: Dataset, shard: str, label_buckets: int) -> Iterator[E
     # (small arrays whole, large ones sliced per sample).
     table, _, arrays = dataset.shard_columns(shard)
     for batch in table.combine_chunks().to_batches():  # one batch unless a column outgrows 32-bit offsets
-        yield from _ShardColumns(batch, dataset, arrays, label_buckets).samples()
+        yield from _ShardColumns(batch, dataset, arrays, label_buckets, shard).samples()
 
 
 # ------------------------------------------------------------------ helpers
@@ -129,7 +129,9 @@ def _kind_index(strings: pa.Array, kinds: tuple[str, ...]) -> np.ndarray:
 class _ShardColumns:
     """Every fact of one shard as flat arrays; :meth:`samples` cuts them per sample."""
 
-    def __init__(self, table: pa.RecordBatch, dataset: Dataset, arrays: dict[str, Any], label_buckets: int):
+    def __init__(self, table: pa.RecordBatch, dataset: Dataset, arrays: dict[str, Any], label_buckets: int,
+                 shard: str = ""):
+        self.shard = shard
         self.dataset, self.arrays, self.buckets = dataset, arrays, label_buckets
         self.keys = table.column("key").to_pylist()
         self.n_samples = len(self.keys)
@@ -367,7 +369,7 @@ class _ShardColumns:
         node_row, negative_of = self.node_row.tolist(), self.negative_of.tolist()
         tok, tok_row, phrase = self.tok_offsets.tolist(), self.tok_row.tolist(), self.phrase_offsets.tolist()
         for s, key in enumerate(self.keys):
-            features = self.dataset.feature_rows(self.features[s], self.arrays)
+            features = check_finite(self.dataset.feature_rows(self.features[s], self.arrays), key, self.shard)
             text_node, caption, tokens = features["text_node"], features["caption"], features["caption_token"]
             captions = []
             for j, c in enumerate(range(cap[s], cap[s + 1])):

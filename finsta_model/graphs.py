@@ -41,6 +41,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from schemas.errors import UserError
 from schemas.records import TEXT_EDGE_KINDS, TEXT_NODE_KINDS, SampleFeatures, VideoSample
 
 MAX_ATTRS = 4       # hashed attributes kept per detection
@@ -326,6 +327,17 @@ class GraphBatch:
             value = getattr(self, f.name)
             pinned[f.name] = value.pin_memory() if isinstance(value, torch.Tensor) else value
         return GraphBatch(**pinned)
+
+
+def check_finite(features: dict[str, np.ndarray], key: str, shard: str) -> dict[str, np.ndarray]:
+    """``features`` (one sample's rows of each feature array), after checking every value is finite: a NaN
+    or infinite feature would train NaN weights and evaluate as ties (build-sgs never writes one since
+    schema 4; a shard of an older build may hold one). One line naming the sample otherwise."""
+    for name, rows in features.items():
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise UserError(f"shard {shard}, sample {key!r}: its {name} features hold NaN or infinite values; "
+                            f"rebuild it (a build of this finsta records such a sample as failed)")
+    return features
 
 
 def copy_into(out: np.ndarray, values: np.ndarray) -> None:

@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from finsta_model.graphs import copy_into, pad_patches, pad_tokens
+from finsta_model.graphs import check_finite, copy_into, pad_patches, pad_tokens
 from schemas.records import HOST_FEATURES
 from schemas.store import Dataset, open_dataset
 
@@ -67,7 +67,7 @@ def host_samples(dataset: Dataset, shard: str) -> Iterator[HostSample]:
     negative_type = captions.field("negative_type").fill_null("").to_pylist()
     offsets = hsgs.offsets.to_numpy()
     for s, key in enumerate(keys):
-        rows = dataset.feature_rows(refs[s], arrays)
+        rows = check_finite(dataset.feature_rows(refs[s], arrays), key, shard)
         n_frames, n_caps = len(rows["frame"]), int(offsets[s + 1] - offsets[s])
         per_frame = len(rows["frame_patch"]) // n_frames if n_frames else 0
         cap = rows["token_span"][:, 0].astype(np.int64)

@@ -150,7 +150,8 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
 
 # ------------------------------------------------------------------ conversion
 def to_sample(task: VideoTask, dims: dict[str, int]) -> tuple[VideoSample, SampleFeatures]:
-    """A finished task as stored records; raises ValueError when rows do not align."""
+    """A finished task as stored records; raises ValueError when rows do not align or a feature is not
+    finite (the sample becomes an ``invalid_output`` failure row)."""
     dsg = task.dsg
     if dsg is None:
         raise ValueError("no dynamic scene graph was produced")
@@ -168,6 +169,8 @@ def to_sample(task: VideoTask, dims: dict[str, int]) -> tuple[VideoSample, Sampl
         array = np.zeros((0, dims[name]), np.float32) if source is None else np.asarray(source)
         if array.shape != (expected[name], dims[name]):
             raise ValueError(f"{name} features have shape {array.shape}, expected {(expected[name], dims[name])}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():   # NaN would train NaN, rank as ties
+            raise ValueError(f"{name} features hold {int((~np.isfinite(array)).sum())} NaN or infinite value(s)")
         arrays[name] = array
     spans = arrays["token_span"]
     if len(spans) and (spans[:, 0].min() < 0 or spans[:, 0].max() >= len(task.hsgs)):

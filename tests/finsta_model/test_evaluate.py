@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from finsta_samples import DIMS, make_sample
 
 from finsta_model.config import TrainConfig
 from finsta_model.evaluate import evaluate, format_report
 from finsta_model.train import train
+from schemas.errors import UserError
 from schemas.store import DatasetWriter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +78,19 @@ def test_a_dataset_without_hard_negatives_says_so_instead_of_zeros_and_nan():
     report["hard_negatives"] = {"t2v": metrics, "v2t": metrics, "pair_accuracy": 100.0,
                                 "by_type": {"change_attribute": 100.0}}
     assert "hard-neg pair accuracy" in format_report(report) and "no hard negatives" not in format_report(report)
+
+
+def test_nan_features_in_shards_are_refused_by_train_and_eval_in_one_line(small_dataset, tmp_path):
+    rng = random.Random(5)
+    writer = DatasetWriter(tmp_path / "nan", config={"test": 5}, feature_dims=DIMS)
+    samples = [make_sample(rng, f"v{i}") for i in range(6)]
+    samples[3][1].frame[0, 0] = float("nan")          # what an older build could store
+    writer.write_shard(samples, failures=[])
+    run = tmp_path / "run"
+    train(small_dataset, run, TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=1, steps=1, batch_size=4,
+                                          shuffle_buffer=6, warmup_steps=1), progress=False)
+    for attempt in (lambda: evaluate(tmp_path / "nan", run),
+                    lambda: train(tmp_path / "nan", tmp_path / "run2", TrainConfig(steps=2, batch_size=6), progress=False)):
+        with pytest.raises(UserError, match="sample 'v3': its frame features hold NaN") as error:
+            attempt()
+        assert "\n" not in str(error.value)

@@ -413,3 +413,21 @@ def test_clipped_captions_and_replaced_bytes_are_counted_in_stats(world, tmp_pat
     assert stats["counts"]["captions_clipped_for_parsing"] == 1
     assert stats["dataset"]["invalid_utf8_replaced"] == 1
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["counts"] == stats["counts"]
+
+
+def test_a_sample_with_non_finite_features_becomes_a_failure_not_a_stored_nan():
+    import numpy as np
+
+    from pipeline.build import FEATURE_SOURCES, to_sample
+    from schemas.records import DynamicSceneGraph, Frame, VideoMeta
+    from stages.base import VideoTask
+
+    dims = {name: 4 for name in FEATURE_SOURCES}
+    task = VideoTask(key="v", source="test", video_id="v", video_path="v.mp4")
+    task.dsg = DynamicSceneGraph("v", VideoMeta("v.mp4", 1.0, 1.0, 8, 8, "h264"), frames=[Frame(0, 0.0), Frame(1, 0.5)])
+    task.frame_features = np.zeros((2, 4), np.float32)
+    to_sample(task, dims)                                   # finite: stored
+    for bad in (float("nan"), float("inf")):
+        task.frame_features[1, 2] = bad
+        with pytest.raises(ValueError, match="frame features hold 1 NaN or infinite"):
+            to_sample(task, dims)
