@@ -38,12 +38,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def build_sgs(
     dataset: Optional[str] = typer.Option(None, help="activitynet | msrvtt | manifest | synthetic | sample "
                                           "[default: sample]"),
-    data_root: Optional[Path] = typer.Option(None, help="dataset folder (manifest: the .jsonl/.csv file)"),
+    data_root: Optional[str] = typer.Option(None, help="dataset folder (manifest: the .jsonl/.csv file); a path "
+                                            "or an s3:// gs:// https:// URL"),
     out: Optional[Path] = typer.Option(None, help="output dataset folder [default: out/DATASET]"),
     split: Optional[str] = typer.Option(None, help="activitynet split: train | val_1 | val_2 [default: train]"),
-    captions: Optional[Path] = typer.Option(None, help="captions file, overriding the dataset's layout"),
-    videos: Optional[Path] = typer.Option(None, help="videos folder, overriding the dataset's layout"),
-    mapping: Optional[Path] = typer.Option(None, help="id → video path file (JSON or CSV)"),
+    captions: Optional[str] = typer.Option(None, help="captions file (path or URL), overriding the dataset's layout"),
+    videos: Optional[str] = typer.Option(None, help="videos folder (path or URL), overriding the dataset's layout"),
+    mapping: Optional[str] = typer.Option(None, help="id → video path file (JSON or CSV; path or URL)"),
     detector: Optional[str] = typer.Option(None, help=detector_help()),
     config: Optional[Path] = typer.Option(None, help="JSON/YAML file of options, nested like --show-config prints"),
     set_: list[str] = typer.Option([], "--set", help="set one option, e.g. --set decode.fps=2 or "

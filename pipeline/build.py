@@ -39,6 +39,8 @@ from pipeline.progress import Progress
 from pipeline.stop import Interrupted, StopRun, StopSignals
 from schemas.errors import UserError
 from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
+from schemas.storage import is_url
+from schemas.storage import preflight as storage_preflight
 from schemas.store import DUPLICATE_KEY, DatasetWriter, check_key, open_dataset
 from stages.base import VideoTask
 from stages.detectors.base import build_detector
@@ -78,6 +80,18 @@ def preflight(cfg) -> None:
     if cfg.run.executor == "ray" and cfg.run.ray_address:
         from pipeline.executors.ray import check_ray_address
         check_ray_address(cfg.run.ray_address)
+
+
+def check_url_access(tasks: list[VideoTask]) -> None:
+    """Read one byte of the first URL video, so missing or wrong credentials stop the run here, in
+    one line, before Ray starts (every worker reads with the same standard credentials)."""
+    url = next((task.video_path for task in tasks if is_url(task.video_path)), None)
+    if url is None:
+        return
+    try:
+        storage_preflight(url)
+    except (PermissionError, ConnectionError) as error:
+        raise UserError(f"cannot read the input videos: {error}") from None
 
 
 # ------------------------------------------------------------------ result
@@ -287,6 +301,7 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
             tasks, early_failures = select_tasks(dataset.tasks(), writer.committed_keys(), writer.failed_keys(),
                                                  cfg.run.retry_failed, result)
         result.dataset_stats = dataset.stats()
+        check_url_access(tasks)
         if tasks or early_failures:
             _run_tasks(cfg, writer, tasks, early_failures, dims, progress, stop, result, started)
             before = len(writer.shards)

@@ -43,7 +43,12 @@ container signature), ``no_video_stream`` (e.g. audio only), ``corrupt_video``
 (a known container ffprobe cannot open, decoder/demuxer errors such as a
 truncated file, a non-zero ffmpeg exit, or no frames), ``empty_window`` (all
 windows lie past the end), ``unknown_duration`` (uniform mode without a
-duration) and ``timeout``. Errors found while streaming are raised at the end
+duration), ``network_error`` (a URL input unreachable after retries) and ``timeout``.
+A URL input (``s3://``, ``gs://``, ``http(s)://``, see :mod:`schemas.storage`) is
+checked first (a missing object is ``missing_file`` naming the URL, no or wrong
+credentials ``unreadable``); ffmpeg reads http(s) and presigned s3 URLs itself
+with range requests, so a large object is never downloaded whole; messages
+never hold a signature. Errors found while streaming are raised at the end
 of iteration, after the frames already yielded: consume the whole iterator
 before trusting the frames (:func:`decode_video` does).
 
@@ -63,6 +68,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Optional, Sequence
@@ -78,6 +84,7 @@ except ImportError:  # not on Windows
 from schemas.errors import SampleError, UserError
 from schemas.options import runtime
 from schemas.records import Frame, VideoMeta
+from schemas.storage import is_url, media_source, redact
 from stages.base import Resources, Stage, VideoTask
 
 MODES = ("fps", "uniform", "windows")
@@ -374,6 +381,8 @@ def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
     plan = _plan(info, cfg, windows)
     width, height = frame_size(info, cfg)
     input_kwargs = {"threads": cfg.threads} if cfg.threads else {}
+    if url.startswith(("http://", "https://")):   # a dropped connection resumes at its byte offset
+        input_kwargs.update(reconnect=1, reconnect_on_network_error=1, reconnect_delay_max=8)
     stream = ffmpeg.input(url, **input_kwargs)[str(info.stream_index)]
     stream = stream.filter("select", _select_expr(plan, info.meta.fps))
     if (width, height) != (info.meta.width, info.meta.height):
@@ -612,14 +621,44 @@ def _tail(text: str, limit: int = 400) -> str:
 
 def decode_video(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]] = None
                  ) -> tuple[VideoMeta, list[Frame], list[np.ndarray]]:
-    """Probe and decode all sampled frames of ``path`` (only the sampled ones stay in memory)."""
-    info = probe_info(path, cfg.timeout_s)
+    """Probe and decode all sampled frames of ``path`` (only the sampled ones stay in memory).
+
+    ``path`` may be a URL (module docstring).
+    """
     frames: list[Frame] = []
     images: list[np.ndarray] = []
-    for frame, image in iter_frames(path, cfg, windows, info=info):
-        frames.append(frame)
-        images.append(image)
+    with opened_input(path, cfg) as source:
+        info = probe_info(source, cfg.timeout_s)
+        for frame, image in iter_frames(source, cfg, windows, info=info):
+            frames.append(frame)
+            images.append(image)
+    info.meta.path = path   # the URL the user gave, never a presigned one
     return info.meta, frames, images
+
+
+@contextmanager
+def opened_input(path: str, cfg: DecodeConfig) -> Iterator[str]:
+    """What ffmpeg opens for ``path`` (itself, a presigned URL made here, or a spool removed on exit).
+
+    Storage errors become :class:`SampleError`; any SampleError raised inside names ``path``, never
+    the presigned URL.
+    """
+    if not is_url(path):
+        yield path
+        return
+    with ExitStack() as stack:
+        try:   # the presigned URL must outlive probe and decode, each bounded by timeout_s
+            source = stack.enter_context(media_source(path, expires_s=cfg.timeout_s * 2 + 60))
+        except FileNotFoundError as error:
+            raise SampleError("missing_file", str(error)) from None
+        except PermissionError as error:
+            raise SampleError("unreadable", str(error)) from None
+        except ConnectionError as error:
+            raise SampleError("network_error", str(error)) from None
+        try:
+            yield source
+        except SampleError as error:
+            raise SampleError(error.reason, redact(error.message.replace(source, path))) from None
 
 
 class DecodeStage(Stage):

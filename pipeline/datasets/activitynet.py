@@ -25,6 +25,7 @@ from typing import Iterator, Optional
 
 from pipeline.datasets.base import (BAD_RECORD, DATASETS, Dataset, DatasetConfig, VideoIndex, as_time,
                                     load_mapping, normalise_captions)
+from schemas.storage import location
 from stages.base import VideoTask
 
 
@@ -47,8 +48,8 @@ class ActivityNetCaptions(Dataset):
     def __init__(self, cfg: DatasetConfig):
         super().__init__(cfg)
         root = self.checked_root()
-        self.captions_file = Path(cfg.captions) if cfg.captions else root / "captions" / f"{cfg.split}.json"
-        self.videos_dir = Path(cfg.videos) if cfg.videos else root / "videos"
+        self.captions_file = location(cfg.captions) if cfg.captions else root / "captions" / f"{cfg.split}.json"
+        self.videos_dir = location(cfg.videos) if cfg.videos else root / "videos"
         if not self.captions_file.is_file():
             raise self.layout_error(f"captions file {self.captions_file} not found")
         if not self.videos_dir.is_dir():

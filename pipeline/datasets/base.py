@@ -39,6 +39,7 @@ from typing import Iterable, Iterator, Optional
 
 from schemas.errors import UserError
 from schemas.options import runtime
+from schemas.storage import is_url, list_names, location
 from schemas.records import FailureRecord
 from stages.base import CaptionInput, VideoTask
 from stages.registry import Registry
@@ -110,25 +111,28 @@ class Dataset(ABC):
         if limit is not None and limit <= 0:
             return
         runnable = 0
-        for task in self._iter_tasks():
-            self._stats["videos"] += 1
-            yield task
-            runnable += task.failure is None
-            if limit is not None and runnable >= limit:
-                return
+        try:
+            for task in self._iter_tasks():
+                self._stats["videos"] += 1
+                yield task
+                runnable += task.failure is None
+                if limit is not None and runnable >= limit:
+                    return
+        except (PermissionError, ConnectionError) as error:   # credentials, the network (after retries)
+            raise UserError(f"{self.name}: {error}") from None
 
     def stats(self) -> dict[str, int]:
         """Normalisation counters of the last :meth:`tasks` pass (complete once exhausted)."""
         return dict(self._stats)
 
     # ---------------------------------------------------------------- helpers
-    def checked_root(self) -> Optional[Path]:
+    def checked_root(self) -> Optional[Path]:   # a UrlPath for s3://, gs://, http(s):// roots
         """``cfg.data_root`` as a folder, or None when ``captions`` and ``videos`` replace it.
 
         Raises the layout error when neither is usable.
         """
         cfg = self.cfg
-        root = Path(cfg.data_root) if cfg.data_root else None
+        root = location(cfg.data_root) if cfg.data_root else None
         if root is None and not (cfg.captions and cfg.videos):
             raise self.layout_error("no data root given")
         if root is not None and not root.is_dir() and not (cfg.captions and cfg.videos):
@@ -164,14 +168,17 @@ class Dataset(ABC):
 
 
 def is_local(path: str) -> bool:
-    """A path on this machine's file system (not an ``s3://``, ``https://``... URL)."""
-    return "://" not in path
+    """A path on this machine's file system (not an ``s3://``, ``gs://``, ``https://`` URL)."""
+    return not is_url(path)
 
 
 def build_dataset(cfg: DatasetConfig) -> Dataset:
     """Instantiate the dataset named by ``cfg.name`` (importing the package registers all)."""
     import pipeline.datasets  # noqa: F401  (registers every dataset)
-    return DATASETS.get(cfg.name)(cfg)
+    try:
+        return DATASETS.get(cfg.name)(cfg)
+    except (PermissionError, ConnectionError) as error:   # a URL data root: credentials, the network
+        raise UserError(f"{cfg.name}: {error}") from None
 
 
 # ------------------------------------------------------------ normalisation
@@ -254,7 +261,10 @@ class VideoIndex:
         self.strip_prefix = strip_prefix
         self._by_stem: dict[str, str] = {}
         rank = {ext: i for i, ext in enumerate(VIDEO_EXTENSIONS)}
-        names = sorted(e.name for e in os.scandir(folder) if e.is_file()) if folder.is_dir() else []
+        if is_url(folder):
+            names = sorted(list_names(str(folder)))
+        else:
+            names = sorted(e.name for e in os.scandir(folder) if e.is_file()) if folder.is_dir() else []
         for name in names:
             stem, ext = os.path.splitext(name)
             if ext.lower() not in rank:
@@ -282,7 +292,7 @@ def load_mapping(path: Optional[str]) -> dict[str, str]:
         return {}
     import csv
     import json
-    file = Path(path)
+    file = location(path)
     if not file.is_file():
         raise UserError(f"mapping file {path} not found; expected a JSON {{id: path}} or a CSV id,path")
     try:
@@ -291,7 +301,7 @@ def load_mapping(path: Optional[str]) -> dict[str, str]:
             if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
                 raise ValueError("not an object of id → path strings")
             return {str(k): v for k, v in data.items()}
-        with file.open(newline="", encoding="utf-8") as fh:
+        with file.open("r", newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.reader(fh) if r]
         if rows and [c.strip().lower() for c in rows[0][:2]] == ["id", "path"]:
             rows = rows[1:]

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
 from pipeline.datasets.base import BAD_RECORD, DATASETS, Dataset, DatasetConfig, as_time, normalise_captions
+from schemas.storage import is_url, location
 from stages.base import VideoTask
 
 MAX_LINE_BYTES = 16 << 20   # a manifest line is one sample's captions: kilobytes, not megabytes
@@ -50,13 +51,13 @@ class Manifest(Dataset):
         file = cfg.data_root or cfg.captions
         if not file:
             raise self.layout_error("no manifest given")
-        self.file = Path(file)
+        self.file = location(file)
         if not self.file.is_file():
             raise self.layout_error(f"manifest {self.file} not found" +
                                     (" (it is a folder)" if self.file.is_dir() else ""))
         if self.file.suffix.lower() not in (".jsonl", ".csv", ".json"):
             raise self.layout_error(f"manifest {self.file} is neither .jsonl nor .csv")
-        self.base = Path(cfg.videos) if cfg.videos else self.file.parent
+        self.base = location(cfg.videos) if cfg.videos else self.file.parent
         if self.file.suffix.lower() == ".csv":
             with self.file.open("rb") as fh:
                 first = next((text for _, text, _, _ in read_lines(fh) if text and text.strip()), "")
@@ -89,6 +90,8 @@ class Manifest(Dataset):
                 yield self.make_task(key, key, self._resolve(video), captions)
 
     def _resolve(self, video: str) -> str:
+        if is_url(video):
+            return video
         path = Path(video).expanduser()
         return str(path if path.is_absolute() else self.base / path)
 

@@ -26,6 +26,7 @@ from typing import Iterator, Optional
 
 from pipeline.datasets.base import (DATASETS, Dataset, DatasetConfig, VideoIndex, load_mapping,
                                     normalise_captions)
+from schemas.storage import location
 from stages.base import VideoTask
 
 _JSON_NAMES = ("MSRVTT_data.json", "annotation/MSRVTT_data.json")
@@ -40,11 +41,11 @@ class MSRVTT(Dataset):
     def __init__(self, cfg: DatasetConfig):
         super().__init__(cfg)
         root = self.checked_root()
-        self.captions_file = Path(cfg.captions) if cfg.captions else _first_file(root, _JSON_NAMES + _CSV_NAMES)
+        self.captions_file = location(cfg.captions) if cfg.captions else _first_file(root, _JSON_NAMES + _CSV_NAMES)
         if self.captions_file is None or not self.captions_file.is_file():
             raise self.layout_error(f"no annotation file in {cfg.captions or root}")
         if cfg.videos:
-            self.videos_dir = Path(cfg.videos)
+            self.videos_dir = location(cfg.videos)
         else:
             self.videos_dir = next((d for d in (root / "videos" / "all", root / "videos") if d.is_dir()),
                                    root / "videos")

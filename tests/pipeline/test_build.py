@@ -431,3 +431,45 @@ def test_a_sample_with_non_finite_features_becomes_a_failure_not_a_stored_nan():
         task.frame_features[1, 2] = bad
         with pytest.raises(ValueError, match="frame features hold 1 NaN or infinite"):
             to_sample(task, dims)
+
+
+# ------------------------------------------------------------------ inputs on S3 (moto's server on 127.0.0.1)
+from tests.storage_servers import TEST_KEY_ID, make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+
+
+@pytest.mark.slow
+def test_a_manifest_of_s3_videos_on_s3_builds_the_same_features_as_local(world, sequential_out, s3_env,
+                                                                        tmp_path):
+    lines = [json.loads(line) for line in (world / "manifest.jsonl").read_text().splitlines()]
+    files = {line["video"]: world / line["video"] for line in lines if (world / line["video"]).is_file()}
+    for line in lines:   # absolute s3:// URLs and paths relative to the manifest's own s3:// folder, mixed
+        if line["video"].startswith("synthetic/") and line["id"] < lines[1]["id"]:
+            line["video"] = f"s3://inputs/data/{line['video']}"
+    files["data/m.jsonl"] = "\n".join(json.dumps(line) for line in lines).encode()
+    make_bucket(s3_env, "inputs", {(k if k.startswith("data/") else f"data/{k}"): v for k, v in files.items()})
+    cfg = config(world)
+    cfg.dataset.data_root = "s3://inputs/data/m.jsonl"
+    run_build(cfg, tmp_path / "out")
+    got, want = contents(tmp_path / "out"), contents(sequential_out)
+    assert sorted(got) == sorted(want)
+    assert all(got[key][1] == want[key][1] for key in want)
+    rows = {row.key: row for row in open_dataset(tmp_path / "out").failures()}
+    assert rows["missing_video"].error_type == "missing_file"
+    assert "s3://inputs/data/synthetic/videos/nope.mp4" in rows["missing_video"].message
+    assert TEST_KEY_ID not in (tmp_path / "out").joinpath("manifest.json").read_text()
+
+
+def test_no_credentials_for_s3_inputs_is_one_line_and_exit_2_before_workers_start(world, s3_env, tmp_path):
+    make_bucket(s3_env, "private", {"m.jsonl": b'{"id": "a", "video": "a.mp4", "captions": ["x"]}\n'})
+    local = tmp_path / "m.jsonl"   # a local manifest of s3:// videos: the preflight reads the first video
+    local.write_text('{"id": "a", "video": "s3://private/a.mp4", "captions": ["x"]}\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    for data_root, url in (("s3://private/m.jsonl", "s3://private/m.jsonl"), (str(local), "s3://private/a.mp4")):
+        done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
+                               data_root, "--out", str(tmp_path / "out"), "--executor", "ray",
+                               "--detector", "color", "--quiet"], cwd=REPO, capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error:") and f"no AWS credentials for {url}" in last
+        assert "Traceback" not in done.stderr and "Ray" not in done.stderr

@@ -319,3 +319,38 @@ def test_real_clips_probe_and_decode(path):
         assert frame.index == round(frame.timestamp * meta.fps)
         assert abs(frame.timestamp - 2 * round(frame.timestamp / 2)) <= 0.5 / meta.fps + 1e-6
     assert images[0].shape[0] == 128 and images[0].std() > 5  # real picture content
+
+
+# ------------------------------------------------------------------ URL inputs (real servers on 127.0.0.1)
+from tests.storage_servers import http_server, make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+
+
+def test_s3_and_https_inputs_decode_like_the_local_file(clips, s3_env, http_server):
+    local = clips[".mp4"]   # moov after mdat: ffmpeg must seek, i.e. range-read the object
+    cfg = DecodeConfig(fps=5)
+    want_meta, want_frames, want_images = decode_video(str(local), cfg)
+    bucket = make_bucket(s3_env, "videos", {"clips/a.mp4": local})
+    base, folder = http_server
+    (folder / "a.mp4").write_bytes(local.read_bytes())
+    for url in (f"{bucket}/clips/a.mp4", f"{base}/a.mp4"):
+        meta, frames, images = decode_video(url, cfg)
+        assert meta.path == url and (meta.width, meta.height) == (want_meta.width, want_meta.height)
+        assert [f.timestamp for f in frames] == [f.timestamp for f in want_frames]
+        assert all(np.array_equal(a, b) for a, b in zip(images, want_images)) and len(images) == len(want_images)
+
+
+def test_missing_s3_and_https_objects_are_missing_file_rows_naming_the_url(s3_env, http_server):
+    make_bucket(s3_env, "holes")
+    base, _ = http_server
+    for url in ("s3://holes/none.mp4", "s3://no-such-bucket/a.mp4", f"{base}/none.mp4"):
+        with pytest.raises(SampleError) as error:
+            decode_video(url, DecodeConfig())
+        assert error.value.reason == "missing_file" and url in error.value.message
+        assert "Signature" not in error.value.message and "finsta-test" not in error.value.message
+
+
+def test_a_failing_s3_decode_names_the_s3_url_not_the_presigned_one(s3_env):
+    bucket = make_bucket(s3_env, "junk", {"x.mp4": b"not a video at all"})
+    with pytest.raises(SampleError) as error:
+        decode_video(f"{bucket}/x.mp4", DecodeConfig())
+    assert "s3://junk/x.mp4" in error.value.message and "X-Amz" not in error.value.message

@@ -127,3 +127,29 @@ def test_real_val_2(tmp_path):
         for c in task.captions:
             assert c.text == c.text.strip() and "  " not in c.text
             assert 0 <= c.start <= c.end
+
+
+# ------------------------------------------------------------------ on S3 and HTTP (real servers on 127.0.0.1)
+from tests.storage_servers import http_server, make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+
+
+def test_a_data_root_on_s3_lists_its_videos_like_a_folder(s3_env, tmp_path):
+    root = make_root(tmp_path)
+    files = {f"anet/{p.relative_to(root)}": p for p in root.rglob("*") if p.is_file()}
+    bucket = make_bucket(s3_env, "anet", files)
+    local = [(t.key, t.video_path, t.captions) for t in build_dataset(
+        DatasetConfig("activitynet", data_root=str(root))).tasks()]
+    remote = [(t.key, t.video_path, t.captions) for t in build_dataset(
+        DatasetConfig("activitynet", data_root=f"{bucket}/anet/")).tasks()]
+    assert remote == [(k, v.replace(str(root), f"{bucket}/anet"), c) for k, v, c in local]
+    with pytest.raises(UserError, match="data root s3://anet/nothing is not a folder"):
+        build_dataset(DatasetConfig("activitynet", data_root=f"{bucket}/nothing"))
+
+
+def test_captions_by_https_and_videos_on_s3(s3_env, http_server, tmp_path):
+    base, folder = http_server
+    (folder / "train.json").write_text(json.dumps(ENTRIES))
+    bucket = make_bucket(s3_env, "anet-videos", {"v/v_aaa.mp4": b"x"})
+    tasks = list(build_dataset(DatasetConfig("activitynet", captions=f"{base}/train.json",
+                                             videos=f"{bucket}/v")).tasks())
+    assert [t.video_path for t in tasks[:2]] == [f"{bucket}/v/v_aaa.mp4", f"{bucket}/v/v_bbb.mp4"]

@@ -1,0 +1,378 @@
+"""Inputs by URL: ``s3://bucket/key``, ``gs://bucket/key``, ``https://host/path`` or a local path.
+
+One place knows how to reach each kind of location; datasets and the decode stage
+go through it. :func:`location` turns a string into a ``pathlib.Path`` (local) or
+a :class:`UrlPath` with the same small API (``/``, ``name``, ``suffix``,
+``parent``, ``is_file``, ``is_dir``, ``open``, ``read_text``), so a dataset
+reads a manifest or a captions file the same way wherever it lives.
+
+Credentials come from the standard places only, read where the object is read
+(on the worker for videos), never passed around: S3 through boto3's chain
+(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
+``AWS_PROFILE``, ``~/.aws/credentials`` and ``~/.aws/config``, instance roles),
+with ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for MinIO, other
+S3-compatible stores or a local test server; GCS through pyarrow's
+``GcsFileSystem`` (``GOOGLE_APPLICATION_CREDENTIALS`` or the machine's default
+account). A task carries only the plain URL; a presigned URL (which is a
+credential) is made in the worker right before ffmpeg opens it and never
+leaves that process except on ffmpeg's command line. Every message that could
+hold one goes through :func:`redact`.
+
+Errors are the standard ones, with messages naming only the URL:
+``FileNotFoundError`` (no such object), ``PermissionError`` (no or wrong
+credentials, access denied) and ``ConnectionError`` (the network, after
+retries with backoff: botocore's standard retry mode for S3, :func:`_retry` for
+HTTP).
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator, Optional, Union
+
+URL_SCHEMES = ("s3", "gs", "http", "https")
+RETRIES = 5                      # attempts for one request before it is a ConnectionError
+BACKOFF_S = 0.25                 # first wait between attempts; doubles each time, at most 8 s
+SPOOL_MAX_BYTES_DEFAULT = 8 << 30   # gs:// videos are spooled to a local file at most this big
+_SIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+
+
+def is_url(path: object) -> bool:
+    """Is ``path`` a URL this module reads (``s3://``, ``gs://``, ``http(s)://``)?"""
+    return isinstance(path, (str, UrlPath)) and str(path).split("://", 1)[0].lower() in URL_SCHEMES \
+        and "://" in str(path)
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, bucket or host, key or path)`` of a URL (no leading ``/`` on the key)."""
+    scheme, rest = str(url).split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return scheme.lower(), bucket, key
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL query string replaced: a presigned URL's signature is a credential."""
+    return _SIGNED_QUERY.sub(r"\1?<signature removed>", text)
+
+
+def location(path: Union[str, os.PathLike, "UrlPath"]) -> Union[Path, "UrlPath"]:
+    """A ``Path`` for a local path, a :class:`UrlPath` for a URL."""
+    if isinstance(path, UrlPath):
+        return path
+    return UrlPath(str(path)) if is_url(str(path)) else Path(path)
+
+
+class UrlPath:
+    """The part of ``pathlib.Path``'s API the datasets use, for an object-store or HTTP URL.
+
+    An object store has no folders: ``is_dir`` is true when any key starts with
+    ``<key>/`` (HTTP cannot list, so an HTTP "folder" is assumed to exist).
+    """
+
+    def __init__(self, url: str):
+        scheme, bucket, key = split_url(url)
+        self.scheme, self.bucket = scheme, bucket
+        self.key = str(PurePosixPath("/" + key))[1:] if key else ""   # drops "./" and doubled "/"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}"
+
+    __repr__ = __str__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UrlPath) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __truediv__(self, part: Union[str, os.PathLike]) -> "UrlPath":
+        return UrlPath(f"{self.scheme}://{self.bucket}/{self.key}/{os.fspath(part)}".replace(
+            f"{self.bucket}//", f"{self.bucket}/"))
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.key).name
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.key).suffix
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.key).stem
+
+    @property
+    def parent(self) -> "UrlPath":
+        return UrlPath(f"{self.scheme}://{self.bucket}/{PurePosixPath(self.key).parent}".rstrip("."))
+
+    def expanduser(self) -> "UrlPath":
+        return self
+
+    def is_absolute(self) -> bool:
+        return True
+
+    def is_file(self) -> bool:
+        try:
+            return object_size(str(self)) is not None
+        except FileNotFoundError:
+            return False
+
+    def is_dir(self) -> bool:
+        return is_folder(str(self))
+
+    def open(self, mode: str = "r", newline: Optional[str] = None, encoding: Optional[str] = None):
+        if mode not in ("r", "rb"):
+            raise ValueError(f"{self} can only be opened for reading")
+        stream = open_read(str(self))
+        return stream if mode == "rb" else io.TextIOWrapper(stream, encoding=encoding or "utf-8", newline=newline)
+
+    def read_bytes(self) -> bytes:
+        with self.open("rb") as fh:
+            return fh.read()
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+
+# ------------------------------------------------------------------ S3
+@lru_cache(maxsize=1)
+def _s3():
+    """One boto3 S3 client per process: standard credential chain, AWS_ENDPOINT_URL honoured by boto3."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise PermissionError("s3:// needs boto3: pip install boto3") from None
+    session = boto3.session.Session()
+    config = Config(retries={"max_attempts": RETRIES, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+                    signature_version="s3v4")
+    return session.client("s3", region_name=session.region_name or "us-east-1", config=config)
+
+
+def _s3_error(error: Exception, url: str) -> OSError:
+    """A botocore error as FileNotFoundError / PermissionError / ConnectionError naming only ``url``."""
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+    if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+        return PermissionError(f"no AWS credentials for {url} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                               "AWS_PROFILE, or ~/.aws/credentials)")
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            return FileNotFoundError(f"no such object: {url}")
+        if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                                            "ExpiredToken", "InvalidToken", "403"):
+            return PermissionError(f"access denied to {url} ({code}: check the AWS credentials and "
+                                   "AWS_ENDPOINT_URL)")
+        return ConnectionError(f"S3 error on {url}: {code or status}")
+    return ConnectionError(f"cannot reach S3 for {url}: {type(error).__name__}")
+
+
+def _s3_call(url: str, method: str, **kwargs):
+    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        return getattr(_s3(), method)(**kwargs)
+    except (BotoCoreError, ClientError) as error:
+        raise _s3_error(error, url) from None
+
+
+def presign(url: str, expires_s: float) -> str:
+    """An ``https://`` (or endpoint) URL ffmpeg can read with range requests; a credential: never log it."""
+    _, bucket, key = split_url(url)
+    return _s3_call(url, "generate_presigned_url", ClientMethod="get_object",
+                    Params={"Bucket": bucket, "Key": key}, ExpiresIn=max(60, int(expires_s)))
+
+
+# ------------------------------------------------------------------ GCS
+@lru_cache(maxsize=1)
+def _gcs():
+    import pyarrow.fs
+    return pyarrow.fs.GcsFileSystem()   # GOOGLE_APPLICATION_CREDENTIALS or the default account
+
+
+def _gcs_call(url: str, fn):
+    try:
+        return fn(_gcs())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such object: {url}") from None
+    except OSError as error:
+        text = str(error).lower()
+        if "permission" in text or "403" in text or "401" in text or "credential" in text:
+            raise PermissionError(f"access denied to {url} (check GOOGLE_APPLICATION_CREDENTIALS)") from None
+        raise ConnectionError(f"cannot reach GCS for {url}") from None
+
+
+# ------------------------------------------------------------------ HTTP
+def _retry(url: str, fn):
+    """``fn()`` with up to RETRIES attempts and exponential backoff on network errors and 5xx/429."""
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except urllib.error.HTTPError as error:
+            if error.code == 404 or error.code == 410:
+                raise FileNotFoundError(f"no such object: {url}") from None
+            if error.code in (401, 403):
+                raise PermissionError(f"access denied to {url} (HTTP {error.code})") from None
+            if error.code < 500 and error.code != 429:
+                raise ConnectionError(f"HTTP {error.code} on {url}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
+            pass
+        if attempt + 1 < RETRIES:
+            time.sleep(min(8.0, BACKOFF_S * 2 ** attempt))
+    raise ConnectionError(f"cannot reach {url} after {RETRIES} attempts")
+
+
+def _http_open(url: str, method: str = "GET"):
+    return _retry(redact(url), lambda: urllib.request.urlopen(urllib.request.Request(url, method=method),
+                                                               timeout=60))
+
+
+# ------------------------------------------------------------------ operations
+def object_size(url: str) -> Optional[int]:
+    """The object's size in bytes (None when the server does not say); raises FileNotFoundError if absent."""
+    scheme, bucket, key = split_url(url)
+    if scheme == "s3":
+        return int(_s3_call(url, "head_object", Bucket=bucket, Key=key)["ContentLength"])
+    if scheme == "gs":
+        import pyarrow.fs
+        info = _gcs_call(url, lambda fs: fs.get_file_info(f"{bucket}/{key}"))
+        if info.type != pyarrow.fs.FileType.File:
+            raise FileNotFoundError(f"no such object: {url}")
+        return info.size
+    with _http_open(url, "HEAD") as response:
+        length = response.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else None
+
+
+def open_read(url: str) -> BinaryIO:
+    """A buffered binary stream of the object, read as it is consumed (never fetched whole first)."""
+    scheme, bucket, key = split_url(url)
+    if scheme == "s3":
+        body = _s3_call(url, "get_object", Bucket=bucket, Key=key)["Body"]
+        return io.BufferedReader(_RawReader(body, url), 1 << 20)
+    if scheme == "gs":
+        stream = _gcs_call(url, lambda fs: fs.open_input_stream(f"{bucket}/{key}"))
+        return io.BufferedReader(_RawReader(stream, url), 1 << 20)
+    return io.BufferedReader(_RawReader(_http_open(url), url), 1 << 20)
+
+
+class _RawReader(io.RawIOBase):
+    """Adapts anything with ``read(n)`` to a raw stream (so ``BufferedReader.readline`` works)."""
+
+    def __init__(self, source, url: str):
+        self.source, self.url = source, url
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            data = self.source.read(len(buffer))
+        except Exception as error:   # a dropped connection mid-object
+            raise ConnectionError(f"reading {self.url} failed: {type(error).__name__}") from None
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self.source.close()
+        finally:
+            super().close()
+
+
+def list_names(folder: str, limit: Optional[int] = None) -> list[str]:
+    """Names of the objects directly under ``folder`` (a "folder" is a key prefix ending in ``/``)."""
+    scheme, bucket, key = split_url(folder)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    if scheme == "s3":
+        names: list[str] = []
+        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            for page in pages:
+                names += [item["Key"][len(prefix):] for item in page.get("Contents", [])]
+                if limit is not None and len(names) >= limit:
+                    return names[:limit]
+        except (BotoCoreError, ClientError) as error:
+            raise _s3_error(error, folder) from None
+        return names
+    if scheme == "gs":
+        import pyarrow.fs
+        selector = pyarrow.fs.FileSelector(f"{bucket}/{prefix}", allow_not_found=True)
+        infos = _gcs_call(folder, lambda fs: fs.get_file_info(selector))
+        names = [info.base_name for info in infos if info.type == pyarrow.fs.FileType.File]
+        return names[:limit] if limit is not None else names
+    return []   # HTTP cannot list: videos are found by <id>.mp4 or a --mapping file
+
+
+def is_folder(url: str) -> bool:
+    """Does any object's key start with ``<key>/``? (HTTP cannot list: assumed true.)"""
+    scheme, bucket, key = split_url(url)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    if scheme == "s3":
+        return bool(_s3_call(url, "list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+    if scheme == "gs":
+        import pyarrow.fs
+        info = _gcs_call(url, lambda fs: fs.get_file_info(f"{bucket}/{prefix}".rstrip("/")))
+        return info.type == pyarrow.fs.FileType.Directory
+    return True
+
+
+@contextmanager
+def media_source(path: str, expires_s: float) -> Iterator[str]:
+    """What ffmpeg should open for ``path``: the path itself (local, http(s)), a presigned URL (s3),
+    or a bounded local spool of the object (gs), removed on exit.
+
+    Checks the object exists first, so a missing one is a FileNotFoundError naming the URL.
+    """
+    if not is_url(path):
+        yield path
+        return
+    scheme = split_url(path)[0]
+    size = object_size(path)
+    if scheme == "s3":
+        yield presign(path, expires_s)
+    elif scheme == "gs":
+        with _spool(path, size) as local:
+            yield local
+    else:
+        yield path
+
+
+@contextmanager
+def _spool(url: str, size: Optional[int]) -> Iterator[str]:
+    """Copy the object into a temporary file (refusing one over FINSTA_SPOOL_MAX_BYTES); always removed."""
+    limit = int(os.environ.get("FINSTA_SPOOL_MAX_BYTES", SPOOL_MAX_BYTES_DEFAULT))
+    if size is not None and size > limit:
+        raise ConnectionError(f"{url} is {size} bytes, over FINSTA_SPOOL_MAX_BYTES={limit}")
+    suffix = PurePosixPath(split_url(url)[2]).suffix
+    with tempfile.NamedTemporaryFile(prefix="finsta-spool-", suffix=suffix) as local:
+        with open_read(url) as stream:
+            shutil.copyfileobj(stream, local, 1 << 20)
+        local.flush()
+        yield local.name
+
+
+def preflight(url: str) -> None:
+    """Read one byte of ``url`` (the first input), so wrong credentials stop the run before workers start.
+
+    A missing object is fine here (it becomes that sample's failure row);
+    PermissionError and ConnectionError propagate.
+    """
+    scheme, bucket, key = split_url(url)
+    try:
+        if scheme == "s3":
+            _s3_call(url, "get_object", Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
+        else:
+            object_size(url)
+    except FileNotFoundError:
+        pass

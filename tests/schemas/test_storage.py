@@ -1,0 +1,70 @@
+"""schemas.storage against real servers on 127.0.0.1 (moto's S3 server, a stdlib HTTP range server)."""
+import pytest
+
+from schemas import storage
+from tests.storage_servers import http_server, make_bucket, s3_env, s3_server  # noqa: F401  (fixtures)
+
+
+def test_url_paths_join_and_name_like_pathlib():
+    root = storage.location("s3://bucket/data/")
+    assert str(root / "captions" / "val.json") == "s3://bucket/data/captions/val.json"
+    assert str((root / "./clips/a.mp4").parent) == "s3://bucket/data/clips"
+    assert (root / "a.mp4").name == "a.mp4" and (root / "a.jsonl").suffix == ".jsonl"
+    assert storage.location("clips/a.mp4").__class__.__name__.endswith("Path")
+    assert not storage.is_url("clips/a.mp4") and storage.is_url("gs://b/k") and storage.is_url("HTTPS://h/p")
+
+
+def test_redact_removes_signatures():
+    text = "cannot open http://h:1/b/k.mp4?X-Amz-Signature=abc&X-Amz-Credential=KEY: 403"
+    assert storage.redact(text) == "cannot open http://h:1/b/k.mp4?<signature removed> 403"
+
+
+def test_s3_read_list_stat_missing(s3_env, tmp_path):
+    bucket = make_bucket(s3_env, "reads", {"data/a.jsonl": b'{"id": 1}\nline two\n', "data/v/x.mp4": b"12345"})
+    path = storage.location(f"{bucket}/data/a.jsonl")
+    assert path.is_file() and path.read_text().splitlines() == ['{"id": 1}', "line two"]
+    with path.open("rb") as fh:
+        assert fh.readline() == b'{"id": 1}\n'
+    assert storage.list_names(f"{bucket}/data") == ["a.jsonl"]
+    assert storage.list_names(f"{bucket}/data/v/") == ["x.mp4"]
+    assert storage.location(f"{bucket}/data/v").is_dir() and not storage.location(f"{bucket}/nothing").is_dir()
+    assert storage.object_size(f"{bucket}/data/v/x.mp4") == 5
+    with pytest.raises(FileNotFoundError, match="no such object: s3://reads/data/none.mp4"):
+        storage.object_size(f"{bucket}/data/none.mp4")
+    assert not storage.location(f"{bucket}/data/none.mp4").is_file()
+    storage.preflight(f"{bucket}/data/none.mp4")   # credentials work: a missing object is that sample's row
+
+
+def test_s3_presigned_url_is_made_in_process_and_readable(s3_env):
+    import urllib.request
+    bucket = make_bucket(s3_env, "signed", {"v.mp4": b"video bytes"})
+    with storage.media_source(f"{bucket}/v.mp4", expires_s=120) as url:
+        assert "X-Amz-Signature" in url
+        assert urllib.request.urlopen(url, timeout=30).read() == b"video bytes"
+    with pytest.raises(FileNotFoundError):
+        with storage.media_source(f"{bucket}/gone.mp4", expires_s=120):
+            pass
+
+
+def test_no_credentials_is_a_permission_error_without_secrets(s3_env, monkeypatch):
+    make_bucket(s3_env, "locked", {"v.mp4": b"x"})
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    storage._s3.cache_clear()
+    with pytest.raises(PermissionError, match="no AWS credentials for s3://locked/v.mp4") as error:
+        storage.preflight("s3://locked/v.mp4")
+    assert "secret" not in str(error.value).lower().replace("aws_secret_access_key", "")
+
+
+def test_http_read_missing_and_retry(http_server, monkeypatch):
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    base, folder = http_server
+    (folder / "m.jsonl").write_bytes(b"a\nb\n")
+    assert storage.location(f"{base}/m.jsonl").read_text() == "a\nb\n"
+    assert storage.object_size(f"{base}/m.jsonl") == 4
+    with pytest.raises(FileNotFoundError, match=f"no such object: {base}/none.mp4"):
+        storage.object_size(f"{base}/none.mp4")
+    # two 503s, then the file: retried with backoff, not a failure
+    assert storage.location(f"{base}/flaky/2/m.jsonl").read_text() == "a\nb\n"
+    with pytest.raises(ConnectionError, match="after 5 attempts"):
+        storage.object_size(f"{base}/flaky/9/m.jsonl")

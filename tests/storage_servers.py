@@ -1,0 +1,160 @@
+"""Real servers on 127.0.0.1 for the URL-input tests: an S3 API (moto's standalone server, as s3fs's own
+tests use) and an HTTP server with range requests (what ffmpeg needs to seek in an mp4).
+
+Both are real servers reached over sockets by the real clients (boto3, urllib, ffmpeg): nothing is
+mocked. The S3 fixture skips the test when moto is not installed or its server does not come up.
+Each fixture kills what it started.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+# The credentials the test server accepts (moto accepts any); placeholders, not secrets.
+TEST_KEY_ID, TEST_SECRET = "finsta-test-key", "finsta-test-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """``(endpoint URL)`` of a moto S3 server in its own process; killed at the end of the session."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    pytest.importorskip("boto3")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        # Wait for the port to accept; the only bound is the server process itself dying (load-safe).
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"moto server exited with {proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """Point boto3 at the test server through the standard variables only; a fresh client per test."""
+    from schemas import storage
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    storage._s3.cache_clear()
+    yield s3_server
+    storage._s3.cache_clear()
+
+
+def make_bucket(endpoint: str, name: str, files: dict[str, bytes | Path] = {}) -> str:
+    """Create ``name`` on the server and upload ``files`` (key → bytes or a local file); returns s3://name."""
+    import boto3
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=TEST_KEY_ID, aws_secret_access_key=TEST_SECRET)
+    client.create_bucket(Bucket=name)
+    for key, body in files.items():
+        client.put_object(Bucket=name, Key=key, Body=body.read_bytes() if isinstance(body, Path) else body)
+    return f"s3://{name}"
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Static files with ``Range: bytes=a-b`` (206) support; ``/flaky/N/...`` fails N times with 503 first."""
+
+    failures: dict[str, int] = {}
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def send_head(self):
+        flaky = re.match(r"/flaky/(\d+)(/.*)", self.path)
+        if flaky:
+            left = self.failures.setdefault(self.path, int(flaky.group(1)))
+            if left > 0:
+                self.failures[self.path] = left - 1
+                self.send_error(503)
+                return None
+            self.path = flaky.group(2)
+        match = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range", ""))
+        path = self.translate_path(self.path)
+        if not match or not os.path.isfile(path):
+            return super().send_head()
+        size = os.path.getsize(path)
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+        if start >= size:
+            self.send_error(416)
+            return None
+        handle = open(path, "rb")
+        handle.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        self._remaining = end - start + 1
+        return _Limited(handle, end - start + 1)
+
+    def end_headers(self) -> None:
+        self.send_header("Accept-Ranges", "bytes")
+        super().end_headers()
+
+
+class _Limited:
+    """A file handle that stops after ``n`` bytes (copyfile reads to EOF)."""
+
+    def __init__(self, handle, n: int):
+        self.handle, self.left = handle, n
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        data = self.handle.read(size)
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """``(base URL, folder)``: an HTTP range server on 127.0.0.1 serving ``folder``; shut down after the test."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = lambda *args, **kwargs: _RangeHandler(*args, directory=str(folder), **kwargs)  # noqa: E731
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    _RangeHandler.failures = {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
