@@ -29,15 +29,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """``(endpoint URL)`` of a moto S3 server in its own process; killed at the end of the session."""
+def _moto(extra_env: dict[str, str]):
+    """Run moto's S3 server in its own process until the generator is closed; yields its endpoint."""
     pytest.importorskip("moto.server", reason="moto[server] is not installed")
     pytest.importorskip("boto3")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **extra_env})
     try:
         # Wait for the port to accept; the only bound is the server process itself dying (load-safe).
         while True:
@@ -48,10 +46,22 @@ def s3_server():
                 break
             except OSError:
                 time.sleep(0.1)
-        yield endpoint
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The endpoint URL of a moto S3 server accepting any credentials; killed at the end of the session."""
+    yield from _moto({})
+
+
+@pytest.fixture(scope="session")
+def s3_server_checking_keys():
+    """A moto S3 server that checks credentials (IAM on, no users): any access key is refused with 403."""
+    yield from _moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 import pytest
 
 from schemas import storage
-from tests.storage_servers import http_server, make_bucket, s3_env, s3_server  # noqa: F401  (fixtures)
+from tests.storage_servers import (TEST_SECRET, http_server, make_bucket, s3_env, s3_server,  # noqa: F401
+                                   s3_server_checking_keys)
 
 
 def test_url_paths_join_and_name_like_pathlib():
@@ -54,6 +55,14 @@ def test_no_credentials_is_a_permission_error_without_secrets(s3_env, monkeypatc
     with pytest.raises(PermissionError, match="no AWS credentials for s3://locked/v.mp4") as error:
         storage.preflight("s3://locked/v.mp4")
     assert "secret" not in str(error.value).lower().replace("aws_secret_access_key", "")
+
+
+def test_wrong_credentials_are_a_permission_error_without_secrets(s3_env, s3_server_checking_keys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server_checking_keys)
+    storage._s3.cache_clear()
+    with pytest.raises(PermissionError, match=r"access denied to s3://b/k.mp4 \(InvalidAccessKeyId") as error:
+        storage.preflight("s3://b/k.mp4")
+    assert TEST_SECRET not in str(error.value)
 
 
 def test_http_read_missing_and_retry(http_server, monkeypatch):

@@ -61,3 +61,17 @@ def test_layout_errors(tmp_path):
     (tmp_path / "videos").mkdir()
     with pytest.raises(UserError, match="MSRVTT_data.json is malformed"):
         build_dataset(DatasetConfig("msrvtt", data_root=str(tmp_path)))
+
+
+# ------------------------------------------------------------------ over HTTP (a real server on 127.0.0.1)
+from tests.storage_servers import http_server  # noqa: E402,F401  (fixture)
+
+
+def test_a_data_root_over_https_reads_captions_and_names_videos_by_id(http_server):
+    base, folder = http_server
+    make_root(folder)   # HTTP cannot list: videos/all is assumed and videos are <id>.mp4
+    ds = build_dataset(DatasetConfig("msrvtt", data_root=f"{base}/", split="all"))
+    assert [(t.key, t.video_path) for t in ds.tasks()] == [
+        (f"video{n}", f"{base}/videos/all/video{n}.mp4") for n in range(3)]
+    with pytest.raises(UserError, match=f"no annotation file in {base}/nothing"):
+        build_dataset(DatasetConfig("msrvtt", data_root=f"{base}/nothing"))
