@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
@@ -210,7 +211,7 @@ class WriterLock:
 
     def acquire(self) -> Optional[dict]:
         """Take the lock; returns the stale holder's record, if one was left behind."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path)
         try:
             previous = _read_holder(fd)
             if fcntl is not None:
@@ -256,6 +257,24 @@ class WriterLock:
             who += f" on {holder['host']}"
         return UserError(f"{self.path.parent} is being written by another build-sgs ({who}, started "
                          f"{holder.get('started', '?')}); wait for it to finish or use another --out")
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open (or create) the lock file without following a symlink: the lock is truncated and rewritten,
+    so it must be our own regular file, never a link to someone else's file (issue 26 item 2)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link; finsta writes its lock there: remove the link "
+                            "(the file it points to is left alone) and rerun") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise UserError(f"{path} is not finsta's lock file (a {'hard link' if stat.S_ISREG(st.st_mode) else 'special file'}); "
+                        "remove it and rerun")
+    return fd
 
 
 def _read_holder(fd: int) -> Optional[dict]:

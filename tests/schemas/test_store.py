@@ -405,3 +405,16 @@ def test_a_compaction_cut_short_keeps_the_merged_shard_once(tmp_path):
     keys, notes = reopen(tmp_path)
     assert keys == set("abcdefg") and notes == []
     assert not kept["shard-000000"].exists() and verify(tmp_path) == []
+
+
+# ---------------------------------------------------------------- issue 26 item 2: the lock file is ours only
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_linked_lock_file_is_refused_and_the_file_it_names_is_left_alone(tmp_path, link):
+    victim = tmp_path / "thesis.txt"
+    victim.write_text("years of work")
+    out = tmp_path / "ds"
+    out.mkdir()
+    (os.symlink if link == "symlink" else os.link)(victim, out / ".finsta.lock")
+    with pytest.raises(UserError, match=r"\.finsta\.lock is (a symbolic link|not finsta's lock file)"):
+        DatasetWriter(out, {}, DIMS)
+    assert victim.read_text() == "years of work"
