@@ -354,3 +354,14 @@ def test_a_failing_s3_decode_names_the_s3_url_not_the_presigned_one(s3_env):
     with pytest.raises(SampleError) as error:
         decode_video(f"{bucket}/x.mp4", DecodeConfig())
     assert "s3://junk/x.mp4" in error.value.message and "X-Amz" not in error.value.message
+
+
+def test_an_unreachable_url_is_retried_then_a_network_error_row(http_server, clips, monkeypatch):
+    from schemas import storage
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    base, folder = http_server
+    (folder / "a.mp4").write_bytes(clips[".mp4"].read_bytes())
+    assert len(decode_video(f"{base}/flaky/2/a.mp4", DecodeConfig(fps=5))[1]) > 0   # two 503s, then read
+    with pytest.raises(SampleError) as error:
+        decode_video(f"{base}/flaky/99/a.mp4", DecodeConfig(fps=5))
+    assert error.value.reason == "network_error" and f"{base}/flaky/99/a.mp4" in error.value.message
