@@ -80,6 +80,7 @@ _WRITTEN_TEMP = re.compile(r"^\.(manifest|stats)\.json\.tmp-\d+$")
 _SHARD_NAME = re.compile(r"^shard-(\d{6,})$")
 _REQUIRED_FILES = ("samples.arrow", "failures.arrow", "features.zarr/zarr.json")
 DUPLICATE_KEY = "duplicate_key"
+BAD_RECORD = "bad_record"           # a dataset entry (a manifest line) that cannot be read; counted per line
 _WHOLE_ARRAY_BYTES = 64 << 20
 _KEY_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-#=+@]{0,199}$")
 _PACKAGES = ("finsta", "pyarrow", "zarr", "numpy", "torch", "ray", "spacy", "stanza", "opencv-python-headless",
@@ -739,22 +740,35 @@ class Dataset:
         return {key for shard in self.manifest["shards"] for key in shard["failed_keys"]} - set(self._key_to_shard)
 
     def failures(self) -> list[FailureRecord]:
-        """Every failure that stands: the latest failure of each key that never committed, and each
-        ``duplicate_key`` row (a dropped repeat of an id whose first occurrence may have committed).
+        """Every failure that stands: the latest failure of each key that never committed, each
+        ``duplicate_key`` row (a dropped repeat of an id whose first occurrence may have committed), and
+        each ``bad_record`` line of a key that never committed (its message names the line: 200 malformed
+        lines that share an id are 200 failures, however often they are rerun).
 
         This is the one list every count of failures is taken from (stats.json, the final line,
         ``inspect --failures``).
         """
         latest: dict[tuple[str, str], FailureRecord] = {}
+        bad_lines: dict[str, set[tuple[str, str]]] = {}   # key → its bad_record entries in ``latest``
         for name in self.shard_names():
             path = self._checked(name, "failures.arrow")
             table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
             for record in table_to_records(table, FailureRecord):
+                key = record.key
                 if record.error_type == DUPLICATE_KEY:
-                    latest[(record.key, DUPLICATE_KEY + record.message)] = record
-                elif record.key not in self._key_to_shard:
-                    latest.pop((record.key, ""), None)   # the latest one goes last, in time order
-                    latest[(record.key, "")] = record
+                    latest[(key, DUPLICATE_KEY + record.message)] = record
+                elif key in self._key_to_shard:
+                    continue
+                elif record.error_type == BAD_RECORD:    # one per line; replaces a stage failure of the key
+                    latest.pop((key, ""), None)
+                    entry = (key, BAD_RECORD + record.message)
+                    latest[entry] = record
+                    bad_lines.setdefault(key, set()).add(entry)
+                else:                                    # the latest one goes last, in time order
+                    for entry in bad_lines.pop(key, ()):
+                        latest.pop(entry, None)
+                    latest.pop((key, ""), None)
+                    latest[(key, "")] = record
         return list(latest.values())
 
     def _checked(self, shard: str, rel: str) -> Path:

@@ -41,6 +41,7 @@ from schemas.errors import UserError
 from schemas.options import runtime
 from schemas.storage import is_url, list_names, location
 from schemas.records import FailureRecord
+from schemas.store import BAD_RECORD  # noqa: F401  (re-exported: the datasets name their bad lines with it)
 from stages.base import CaptionInput, VideoTask
 from stages.registry import Registry
 
@@ -57,8 +58,8 @@ STAT_KEYS = (
     "segments_invalid_swapped", "segments_partial_time_dropped",
     "videos_missing", "duplicate_ids", "malformed_entries", "invalid_utf8_replaced",
 )
-# The failure reason of an entry the dataset cannot read (a malformed line, a bad JSON entry).
-BAD_RECORD = "bad_record"
+# BAD_RECORD (schemas.store): the failure reason of an entry the dataset cannot read (a malformed line, a bad
+# JSON entry); the store counts it per line.
 # The failure reason of a local video that is not there (the same name decode gives it).
 MISSING_FILE = "missing_file"
 

@@ -433,6 +433,22 @@ def test_a_sample_with_non_finite_features_becomes_a_failure_not_a_stored_nan():
             to_sample(task, dims)
 
 
+def test_failures_are_counted_per_line_even_when_one_id_repeats_on_many_bad_lines(tmp_path):
+    lines = [json.dumps({"id": "same", "video": 5, "captions": []}) for _ in range(200)]    # 200 malformed lines
+    lines += [json.dumps({"id": f"gone{i}", "video": f"gone{i}.mp4", "captions": [{"text": "a red circle"}]})
+              for i in range(3)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines))
+    out = tmp_path / "out"
+    for attempt in range(2):   # the first run, then a rerun that skips what is recorded: 203 both times
+        done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
+                               str(tmp_path / "m.jsonl"), "--out", str(out), "--detector", "color", "--quiet"],
+                              cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == (1 if attempt == 0 else 0), done.stderr    # the rerun has nothing to do
+        assert "0 committed, 203 failed (bad_record 200, missing_file 3)" in done.stdout, done.stdout
+        assert json.loads((out / "stats.json").read_text())["failed"] == 203
+    assert len(open_dataset(out).failures()) == 203
+
+
 # ------------------------------------------------------------------ inputs on S3 (moto's server on 127.0.0.1)
 from tests.storage_servers import TEST_KEY_ID, make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
 
