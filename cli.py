@@ -40,7 +40,7 @@ def build_sgs(
                                           "[default: sample]"),
     data_root: Optional[str] = typer.Option(None, help="dataset folder (manifest: the .jsonl/.csv file); a path "
                                             "or an s3:// gs:// https:// URL"),
-    out: Optional[Path] = typer.Option(None, help="output dataset folder [default: out/DATASET]"),
+    out: Optional[str] = typer.Option(None, help="output dataset folder, local [default: out/DATASET]"),
     split: Optional[str] = typer.Option(None, help="activitynet split: train | val_1 | val_2 [default: train]"),
     captions: Optional[str] = typer.Option(None, help="captions file (path or URL), overriding the dataset's layout"),
     videos: Optional[str] = typer.Option(None, help="videos folder (path or URL), overriding the dataset's layout"),
