@@ -118,6 +118,7 @@ class BuildResult:
     in_flight: int = 0                # started and not finished when the run stopped
     sample_counts: Counter = field(default_factory=Counter)   # what stages counted (task.counts)
     store_notes: list = field(default_factory=list)            # what opening OUT found (quarantine, stale lock)
+    cluster: dict = field(default_factory=dict)                # the executor's report(): nodes lost, pools' busy share
 
     @property
     def all_failed(self) -> bool:
@@ -332,6 +333,8 @@ def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failure
                 if result.first_result_seconds is None:
                     result.first_result_seconds = time.perf_counter() - started
                 shard.add(task, dims)
+            while executor.notes:        # the cluster changed (a node lost or joined)
+                progress.log(executor.notes.pop(0))
             if shard.due():
                 shard.commit()
             if stop.signum is not None:
@@ -339,6 +342,7 @@ def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failure
         completed = stop.signum is None
     finally:
         result.in_flight = executor.in_flight if executor else 0
+        result.cluster = executor.report() if executor else {}
         try:
             shard.commit()
         finally:

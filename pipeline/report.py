@@ -44,6 +44,7 @@ def stats_dict(result: BuildResult) -> dict:
         "dataset": result.dataset_stats,
         "counts": dict(sorted(result.sample_counts.items())),   # what stages counted per sample (clipping, caps)
         "store": result.store_notes,                           # quarantined shards, rebuilt manifest, stale lock
+        "cluster": result.cluster,                             # Ray: nodes lost/joined, each pool's busy share
         "run": {
             "samples_total": result.total,
             "samples_run": result.to_run,

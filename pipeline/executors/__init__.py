@@ -14,6 +14,8 @@ The contract every executor keeps (what :mod:`pipeline.build` relies on)::
     for item in executor.run(tasks):                  # finished tasks, in completion order
         if item is None: ...                          # a heartbeat: at least one a second when idle
     executor.in_flight                                # tasks started and not handed back
+    executor.notes                                    # lines for the user (a Ray node lost or joined), drained
+    executor.report()                                 # stats.json's "cluster": nodes lost/joined, pools' busy share
     executor.close()                                  # stops every worker; safe to call twice
 
 * every task comes back exactly once, finished or with ``task.failure`` set;

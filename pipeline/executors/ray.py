@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import signal
 import socket
@@ -60,6 +61,8 @@ REPO = Path(__file__).resolve().parents[2]
 FORWARDED = (PLUGINS_VARIABLE, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 DEPTH = 2            # batches queued per actor: one running, one waiting, so an actor never idles on the driver
 TICK_S = 1.0         # the longest the driver waits without looking at signals, deadlines and the clock
+NODES_CHECK_S = 1.0  # how often the driver reads Ray's node table (a node lost, a node joined)
+MAX_START_DEATHS = 3  # replacements of one pool in a row that may die while starting before the run stops
 SLACK_S = 5.0        # added to every deadline: the driver's own latency, argument transfer
 
 
@@ -78,9 +81,11 @@ class _PoolWorker:
         except Exception as error:  # a bug in a stage's setup: one line too, with its file:line
             self.error = f"a stage of pool {pool.name} failed to start: {internal_error(error).message}"
 
-    def ready(self) -> str:
-        """"" when every stage is set up, else the one-line error."""
-        return self.error
+    def ready(self) -> tuple[str, str]:
+        """("" when every stage is set up, else the one-line error; the Ray node this actor runs on)."""
+        import ray
+
+        return self.error, ray.get_runtime_context().get_node_id()
 
     def run_stage(self, batch_id: int, index: int, *parts: list[VideoTask]) -> Any:
         """Stage ``index`` on batch ``batch_id`` (``parts`` given with index 0: the batch's tasks, in parts).
@@ -140,6 +145,8 @@ class _Slot:
     created: float
     calls: deque = field(default_factory=deque)
     head_started: float = 0.0
+    node: str = ""                # the Ray node it runs on, once ready
+    ready_at: float = 0.0         # since when it takes batches (its pool's busy share counts from here)
 
     def batches(self) -> list[_Batch]:
         return list({id(c.batch): c.batch for c in self.calls}.values())
@@ -159,6 +166,15 @@ class RayExecutor:
         self._ids = itertools.count()
         self._actor_class = None
         self._options: list[dict] = []
+        self.running = False                      # past start-up: a worker's death is charged, not fatal
+        self.start_deaths: Counter = Counter()    # per pool: replacements in a row that died while starting
+        self.notes: list[str] = []                # lines for the user (nodes lost/joined); pipeline.build drains it
+        self.nodes: dict[str, str] = {}           # alive Ray node id -> its address
+        self.nodes_lost: list[str] = []
+        self.nodes_joined: list[str] = []
+        self._nodes_checked = 0.0
+        self.busy_s: Counter = Counter()          # per pool: seconds its actors spent on calls
+        self.actor_s: Counter = Counter()         # per pool: seconds its actors were ready (retired ones)
 
     # ------------------------------------------------------------ start
     def _start(self) -> None:
@@ -169,6 +185,7 @@ class RayExecutor:
             self.reaper = reaper.start()   # a kill -9 of this process must not leave Ray's agents behind
         cluster = ray.cluster_resources()
         gpus = cluster.get("GPU", 0.0)
+        self._check_nodes(first=True)
         for pool in self.pools:
             if pool.on_gpu and gpus < pool.resources.gpus:
                 raise UserError(f"pool {pool.name} asks for {pool.resources.gpus:g} GPU per worker (a stage's "
@@ -176,15 +193,16 @@ class RayExecutor:
                                 "cluster with GPUs")
         # Every actor of every pool is alive at once; shrink CPU requests that would not fit
         # the cluster rather than wait forever for them.
-        wanted = sum(pool.resources.cpus * pool.actors(gpus) for pool in self.pools)
+        wanted = sum(pool.resources.cpus * self._target(index) for index, pool in enumerate(self.pools))
         scale = min(1.0, cluster.get("CPU", wanted) / wanted) if wanted else 1.0
         self._actor_class = ray.remote(_PoolWorker)
         self._options = [dict(num_cpus=pool.resources.cpus * scale, num_gpus=pool.resources.gpus or 0,
                               max_restarts=0, max_task_retries=0) for pool in self.pools]
         for index, pool in enumerate(self.pools):
-            for _ in range(pool.actors(gpus)):
+            for _ in range(self._target(index)):
                 self.slots.append(self._new_slot(index))
         self._wait_ready()
+        self.running = True
 
     def _new_slot(self, pool: int) -> _Slot:
         handle = self._actor_class.options(**self._options[pool]).remote(self.pools[pool])
@@ -213,13 +231,19 @@ class RayExecutor:
                 continue
             if slot.ready_ref in done:
                 try:
-                    error = ray.get(slot.ready_ref)
+                    error, slot.node = ray.get(slot.ready_ref)
                 except ray.exceptions.RayError as failure:
                     error = f"a worker of pool {self.pools[slot.pool].name} died while starting: " + \
                             _one_line(failure)
+                    if self.running:   # a replacement (OOM killer, its node lost): replaced like any worker
+                        self._restart(slot, error)
+                        continue
                 if error:
                     raise UserError(error)
-                slot.ready_ref, slot.head_started = None, now
+                slot.ready_ref, slot.head_started, slot.ready_at = None, now, now
+                self.start_deaths[slot.pool] = 0
+            elif self.running and self._serving(slot.pool):
+                continue   # waits for room (a node lost, or to join): the pool goes on with its other actors
             elif now - slot.created > self.cfg.run.worker_start_timeout_s:
                 raise UserError(f"a worker of pool {self.pools[slot.pool].name} did not start within "
                                 f"{self.cfg.run.worker_start_timeout_s:g}s (not enough free CPUs/GPUs/memory in the "
@@ -254,11 +278,16 @@ class RayExecutor:
             room -= 1
 
     def _capacity(self, pool: int) -> int:
-        return sum(1 for s in self.slots if s.pool == pool) * DEPTH * max(1, self.pools[pool].batch_size)
+        return max(1, self._serving(pool)) * DEPTH * max(1, self.pools[pool].batch_size)
+
+    def _serving(self, pool: int) -> int:
+        """The pool's started actors."""
+        return sum(1 for s in self.slots if s.pool == pool and s.ready_ref is None)
 
     def _dispatch(self) -> None:
         for slot in self.slots:
-            while len(slot.batches()) < DEPTH and self.pending[slot.pool]:
+            # Only to a started actor: one still starting may wait for room for as long as the cluster has none.
+            while slot.ready_ref is None and len(slot.batches()) < DEPTH and self.pending[slot.pool]:
                 nxt = slot.pool + 1
                 if nxt < len(self.pools) and sum(len(p.origin) for p in self.pending[nxt]) >= self._capacity(nxt):
                     break   # the next pool is full: hold this one's output where it is
@@ -305,6 +334,8 @@ class RayExecutor:
         if any(slot.ready_ref is not None for slot in self.slots):
             self._collect_ready()   # a replacement worker: ready, or past worker_start_timeout_s
         out += self._enforce_deadlines()
+        if time.monotonic() - self._nodes_checked >= NODES_CHECK_S:
+            out += self._check_nodes()
         return out
 
     def _wait_s(self) -> float:
@@ -330,7 +361,9 @@ class RayExecutor:
         if status:
             raise UserError(status)
         slot.calls.popleft()
-        slot.head_started = time.monotonic()
+        now = time.monotonic()
+        self.busy_s[slot.pool] += now - slot.head_started
+        slot.head_started = now
         if call.tasks_ref is None:
             return []
         if call.batch.pool + 1 < len(self.pools):
@@ -361,17 +394,86 @@ class RayExecutor:
         """The head call's worker died or hung: replace it, charge the head batch, requeue the others."""
         import ray
 
-        head, *others = slot.batches()
-        stage = slot.calls[0].stage
+        batches = slot.batches()
+        stage = slot.calls[0].stage if slot.calls else 0
         slot.calls.clear()
-        with contextlib.suppress(Exception):
-            ray.kill(slot.handle, no_restart=True)
-        self.slots[self.slots.index(slot)] = self._new_slot(slot.pool)
-        if self.stop.signum is not None:   # workers die with the stop (a signal to the process group): no charge
-            return []
+        self._replace(slot)
+        if self.stop.signum is not None or not batches:   # workers die with the stop (a signal to the process
+            return []                                       # group): no charge
+        head, *others = batches
         for batch in reversed(others):
             self.pending[batch.pool].extendleft(reversed(batch.parts))
         return self._charge(head, stage, reason, message)
+
+    def _replace(self, slot: _Slot) -> None:
+        """Stop ``slot``'s actor and start another in its place (it takes batches once started)."""
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.kill(slot.handle, no_restart=True)
+        if slot.ready_at:
+            self.actor_s[slot.pool] += time.monotonic() - slot.ready_at
+        self.slots[self.slots.index(slot)] = self._new_slot(slot.pool)
+
+    def _restart(self, slot: _Slot, error: str) -> None:
+        """A replacement died while starting: it held no batch (see _dispatch), so start another,
+        unless the pool's replacements keep dying (a stage that cannot start on this cluster)."""
+        self.start_deaths[slot.pool] += 1
+        if self.start_deaths[slot.pool] > MAX_START_DEATHS:
+            raise UserError(f"{error} ({MAX_START_DEATHS + 1} replacement workers in a row died while starting)")
+        self._replace(slot)
+
+    # ------------------------------------------------------------ the cluster: nodes lost and joined
+    def _target(self, pool: int) -> int:
+        """Actors for ``pool``: ``workers``, or for a GPU pool with ``workers == 0`` what each alive node's
+        GPUs hold (a node with 3 GPUs and one with 1: four one-GPU actors, never one on a node without)."""
+        import ray
+
+        spec = self.pools[pool]
+        if spec.workers or not spec.on_gpu:
+            return spec.actors(0.0)
+        per_node = [node.get("Resources", {}).get("GPU", 0.0) for node in ray.nodes() if node.get("Alive")]
+        return max(1, sum(math.floor(gpus / spec.resources.gpus + 1e-9) for gpus in per_node))
+
+    def _check_nodes(self, first: bool = False) -> list[VideoTask]:
+        """Ray's view of the nodes: a node gone or dead is lost (its actors' samples go to the other
+        nodes at once, whatever their calls still say); a node that joined may let a GPU pool grow."""
+        import ray
+
+        self._nodes_checked = time.monotonic()
+        alive = {node["NodeID"]: node.get("NodeManagerAddress", "?") for node in ray.nodes() if node.get("Alive")}
+        out: list[VideoTask] = []
+        if not first:
+            for node, address in self.nodes.items():
+                if node not in alive:
+                    self.nodes_lost.append(node)
+                    self.notes.append(f"Ray node {node[:12]} ({address}) was lost; its samples are retried on the "
+                                      "other nodes")
+                    for slot in [s for s in self.slots if s.node == node]:
+                        out += self._lost(slot, WORKER_LOST, f"the worker's Ray node {node[:12]} ({address}) "
+                                          "was lost while it held this sample")
+            joined = [node for node in alive if node not in self.nodes]
+            for node in joined:
+                self.nodes_joined.append(node)
+                self.notes.append(f"Ray node {node[:12]} ({alive[node]}) joined")
+            if joined:
+                for index in range(len(self.pools)):
+                    for _ in range(self._target(index) - sum(1 for s in self.slots if s.pool == index)):
+                        self.slots.append(self._new_slot(index))
+        self.nodes = alive
+        return out
+
+    def report(self) -> dict:
+        """What stats.json says about the cluster: nodes lost and joined, each pool's actors and busy share
+        (the share of its actors' time spent on calls: the busiest pool is the pipeline's bottleneck)."""
+        now = time.monotonic()
+        pools = {}
+        for index, pool in enumerate(self.pools):
+            alive = self.actor_s[index] + sum(now - s.ready_at for s in self.slots if s.pool == index and s.ready_at)
+            pools[pool.name] = {"actors": sum(1 for s in self.slots if s.pool == index),
+                                "busy_share": round(self.busy_s[index] / alive, 4) if alive else None}
+        return {"nodes": len(self.nodes), "nodes_lost": len(self.nodes_lost), "nodes_joined": len(self.nodes_joined),
+                "pools": pools}
 
     def _charge(self, batch: _Batch, stage: int, reason: str, message: str) -> list[VideoTask]:
         """Retry the batch's samples from the first pool, alone; fail those out of retries."""

@@ -78,6 +78,7 @@ class SequentialExecutor:
     def __init__(self, pools: list[Pool], cfg: Any, stop: Any):
         self.pools, self.cfg, self.stop = pools, cfg, stop
         self.in_flight = 0
+        self.notes: list[str] = []   # nothing to tell: one process, no cluster
         self.worker: Optional[_Worker] = None
         self.done: queue.Queue = queue.Queue()
         self._raised: Optional[tuple] = None
@@ -131,6 +132,9 @@ class SequentialExecutor:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.worker.ident),
                                                        ctypes.py_object(StageTimeout))
         return None
+
+    def report(self) -> dict:
+        return {}
 
     def close(self) -> None:
         if self.worker is not None:

@@ -12,6 +12,10 @@ whose weights are missing inside a worker. Never what a user runs; registered th
   its own process (as the OOM killer does to a worker) and on one of :data:`HANG_SIZE` it never returns
   (a native sleep, or a Python loop when ``FINSTA_TEST_HANG=python``).
 * ``slow_setup_double`` detector: ``setup()`` sleeps ten minutes (a model load that takes its time).
+* ``setup_killer_double`` detector: ``poison_double`` whose second ``setup()`` in a run (counted in
+  ``$FINSTA_TEST_PROBE_DIR``) SIGKILLs its process, as the OOM killer takes a replacement worker too.
+* ``cluster_probe_double`` detector: ``gpu_probe_double`` that appends its Ray node id to
+  ``$FINSTA_TEST_PROBE_DIR/detected-<pid>.txt`` per video and waits while ``$FINSTA_TEST_PROBE_DIR/hold`` exists.
 * ``progress_probe_double`` detector: the ``color`` detector that appends a line to
   ``$FINSTA_TEST_PROBE_DIR/detected-<pid>.txt`` per video, so a test can tell how far a run got.
 """
@@ -119,3 +123,37 @@ class ProgressProbeDetectorDouble(ColorDetector):
             with open(Path(folder) / f"detected-{os.getpid()}.txt", "a") as handle:
                 handle.write("x\n")
         return out
+
+
+@DETECTORS.register("setup_killer_double")
+class SetupKillerDetectorDouble(PoisonDetectorDouble):
+    summary = "test double: the poison double whose second setup() in a run SIGKILLs its process"
+
+    def setup(self) -> None:
+        super().setup()
+        folder = Path(os.environ["FINSTA_TEST_PROBE_DIR"])
+        count = 1
+        while True:   # the how-manieth start this is, across processes: one file per start, created exclusively
+            try:
+                os.close(os.open(folder / f"setup-{count}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                count += 1
+        if count == 2:   # the OOM killer takes the replacement too, while it starts
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@DETECTORS.register("cluster_probe_double")
+class ClusterProbeDetectorDouble(GpuProbeDetectorDouble):
+    summary = "test double: reports its node and GPUs, logs each video to its node, waits while a hold file exists"
+
+    def detect(self, images):
+        import ray
+
+        folder = Path(os.environ["FINSTA_TEST_PROBE_DIR"])
+        with open(folder / f"detected-{os.getpid()}.txt", "a") as handle:
+            handle.write(ray.get_runtime_context().get_node_id() + "\n")
+        waited = time.monotonic()
+        while (folder / "hold").exists() and time.monotonic() - waited < 600:   # the test moves nodes meanwhile
+            time.sleep(0.05)
+        return super().detect(images)

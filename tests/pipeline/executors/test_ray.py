@@ -6,6 +6,7 @@ named test double ``gpu_probe_double`` (tests/pipeline/doubles.py), which report
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -25,6 +26,22 @@ from schemas.store import open_dataset
 
 REPO = Path(__file__).resolve().parents[3]
 DOUBLES = "tests.pipeline.doubles"
+QUIET_START_S = 1.5   # a fresh Python importing Ray and the pipeline, on a quiet 2-core machine
+
+
+@functools.cache
+def pace() -> float:
+    """How much slower than quiet this machine is now (never below 1): a fresh Python importing Ray and
+    the pipeline, timed, over :data:`QUIET_START_S`. Measured once, at the first deadline asked for."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import ray, pipeline.build"], cwd=REPO, check=True, timeout=3600)
+    return max(1.0, (time.monotonic() - started) / QUIET_START_S)
+
+
+def slow(seconds: float) -> float:
+    """A deadline: what ``seconds`` on a quiet machine is at this machine's measured pace (every deadline
+    in this file: a run under load ~30 takes proportionally longer, and must still pass)."""
+    return seconds * pace()
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +88,12 @@ def test_a_stage_that_cannot_start_in_a_worker_is_one_line_exit_2(tiny_world, tm
     started = time.monotonic()
     done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
                            str(tiny_world), "--out", str(out), "--detector", "broken_setup_double", "--num-cpus", "2"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+                          cwd=REPO, capture_output=True, text=True, timeout=slow(300), env=env)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert errors == ["error: stage detect cannot start: weights /models/missing.pth not found on this node: "
                       "fix --set detect.weights=PATH"], done.stderr
-    assert time.monotonic() - started < 120
+    assert time.monotonic() - started < slow(120)
     assert open_dataset(out).failures() == [] and len(open_dataset(out)) == 0   # no sample marked failed
 
 
@@ -90,11 +107,11 @@ def test_preflight_refuses_a_missing_package_before_ray_starts(tiny_world, tmp_p
     started = time.monotonic()
     done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
                            str(tiny_world), "--out", str(tmp_path / "out"), "--detector", "detectron2"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=slow(120))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: stage detect cannot start: the detectron2 "
                                                            "detector needs detectron2")
-    assert len(done.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 30
+    assert len(done.stderr.strip().splitlines()) == 1 and time.monotonic() - started < slow(30)
 
 
 def test_frames_reach_a_pixel_scorer_in_another_pool(tiny_world, tmp_path, monkeypatch):
@@ -138,10 +155,11 @@ def test_samples_that_kill_or_hang_their_worker_are_retried_then_recorded_and_th
     manifest = mixed_world(tmp_path, tiny_world, {
         "poison": make_video(tmp_path / "poison.mp4", seconds=1.0, fps=4, size=KILL_SIZE),
         "stuck": make_video(tmp_path / "stuck.mp4", seconds=1.0, fps=4, size=HANG_SIZE)})
+    budget = round(slow(3))   # a good sample's stages, at this machine's pace, stay well within it
     started = time.monotonic()
     result = run_build(manifest_config(manifest, "detect.name=poison_double", "run.max_sample_retries=1",
-                                       "run.stage_timeout_s=3"), tmp_path / "out")
-    assert time.monotonic() - started < 300
+                                       f"run.stage_timeout_s={budget}"), tmp_path / "out")
+    assert time.monotonic() - started < slow(300)
     ds = open_dataset(tmp_path / "out")
     assert sorted(ds.keys()) == sorted(json.loads((tiny_world / "captions.json").read_text()))
     failures = {f.key: f for f in ds.failures()}
@@ -153,8 +171,33 @@ def test_samples_that_kill_or_hang_their_worker_are_retried_then_recorded_and_th
                                                                          "stuck": ("detect", "timeout")}
     assert failures["poison"].message.startswith(f"the worker died while running {poison_stage} on this sample")
     assert failures["poison"].message.endswith("(2 attempts)") and failures["stuck"].message.endswith("(2 attempts)")
-    assert "budget of 3s" in failures["stuck"].message
+    assert f"budget of {budget}s" in failures["stuck"].message
     assert result.failures_by_reason == {"worker_lost": 1, "timeout": 1}
+
+
+@pytest.mark.slow
+def test_a_replacement_worker_that_dies_while_starting_is_replaced_and_the_run_goes_on(tiny_world, tmp_path,
+                                                                                       monkeypatch):
+    """Issue 26 item 4: the OOM killer takes a worker (the poison clip) and then its replacement while it
+    starts; the replacement held no sample, so another starts, the poison clip is charged its two attempts
+    and every good clip is committed (before: exit 2, "died while starting")."""
+    from tests.pipeline.doubles import KILL_SIZE
+    from tests.stages.video_fixtures import make_video
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    monkeypatch.setenv("FINSTA_PLUGINS", DOUBLES)
+    monkeypatch.setenv("FINSTA_TEST_PROBE_DIR", str(probe))
+    manifest = mixed_world(tmp_path, tiny_world, {
+        "poison": make_video(tmp_path / "poison.mp4", seconds=1.0, fps=4, size=KILL_SIZE)})
+    result = run_build(manifest_config(manifest, "detect.name=setup_killer_double", "run.max_sample_retries=1"),
+                       tmp_path / "out")
+    assert sorted(p.name for p in probe.glob("setup-*")) == ["setup-1", "setup-2", "setup-3", "setup-4"]
+    ds = open_dataset(tmp_path / "out")
+    assert sorted(ds.keys()) == sorted(json.loads((tiny_world / "captions.json").read_text()))
+    [failure] = ds.failures()
+    assert (failure.key, failure.error_type) == ("poison", "worker_lost")
+    assert failure.message.endswith("(2 attempts)")
 
 
 @pytest.mark.slow
@@ -162,7 +205,7 @@ def test_an_8192x8192_clip_between_good_clips_is_decoded_within_the_frame_cap(ti
     bomb = tmp_path / "bomb.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0x3366aa:s=8192x8192:r=4",
                     "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(bomb)],
-                   check=True, timeout=300)
+                   check=True, timeout=slow(300))
     assert bomb.stat().st_size < 400_000   # a small file that is 200 MB per decoded RGB frame
     manifest = mixed_world(tmp_path, tiny_world, {"bomb": bomb})
     result = run_build(manifest_config(manifest, "decode.fps=2", "detect.name=color"), tmp_path / "out")
@@ -186,7 +229,7 @@ def test_the_default_local_ray_is_this_runs_own_with_another_cluster_recorded(ti
         port = free.getsockname()[1]
     started = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
                               "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"], env=env,
-                             capture_output=True, text=True, timeout=180)
+                             capture_output=True, text=True, timeout=slow(180))
     try:
         assert started.returncode == 0, started.stderr
         assert (ray_tmp / "ray" / "ray_current_cluster").is_file()   # what a bare ray.init() would join
@@ -194,12 +237,12 @@ def test_the_default_local_ray_is_this_runs_own_with_another_cluster_recorded(ti
         done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
                                str(tiny_world), "--out", str(tmp_path / "out"), "--detector", "gpu_probe_double",
                                "--num-cpus", "2", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=slow(300))
         assert done.returncode == 0, done.stderr
         [report] = [json.loads(p.read_text()) for p in probe.glob("gpu-*.json")]
         status = subprocess.run([sys.executable, "-c", "import ray, json; ray.init(address='auto', "
                                  "logging_level='ERROR'); print(json.dumps([n['NodeID'] for n in ray.nodes()]))"],
-                                env=env, capture_output=True, text=True, timeout=120)
+                                env=env, capture_output=True, text=True, timeout=slow(120))
         assert report["node"] not in json.loads(status.stdout.strip().splitlines()[-1]), other
     finally:
         kill_ray_under(ray_tmp)   # never `ray stop`: it ends every Ray on the machine, other people's too
@@ -229,11 +272,11 @@ def test_a_ray_address_that_does_not_answer_is_one_line_within_seconds(tiny_worl
     started = time.monotonic()
     done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
                            str(tiny_world), "--out", str(tmp_path / "out"), "--ray-address", "127.0.0.1:1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=slow(120))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["error: cannot reach a Ray cluster at 127.0.0.1:1: Connection "
                                                 "refused (is `ray start --head` running there?)"]
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < slow(30)
 
 
 @pytest.mark.slow
@@ -246,12 +289,12 @@ def test_a_ray_address_that_accepts_but_never_answers_ends_at_the_start_timeout(
         done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
                                str(tiny_world), "--out", str(tmp_path / "out"), "--ray-address",
                                f"127.0.0.1:{server.getsockname()[1]}", "--set", "run.ray_start_timeout_s=8"],
-                              cwd=REPO, capture_output=True, text=True, timeout=120)
+                              cwd=REPO, capture_output=True, text=True, timeout=slow(120))
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(
             f"error: could not start or join Ray at 127.0.0.1:{server.getsockname()[1]} within 8s "
             "(run.ray_start_timeout_s)"), done.stderr
-        assert time.monotonic() - started < 60
+        assert time.monotonic() - started < slow(60)
     finally:
         server.close()
 
@@ -260,15 +303,15 @@ def test_a_ray_address_that_accepts_but_never_answers_ends_at_the_start_timeout(
 def test_ray_console_noise_is_filtered_and_a_rerun_with_nothing_to_do_skips_ray(tiny_world, tmp_path):
     command = [sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root", str(tiny_world),
                "--out", str(tmp_path / "out"), "--num-cpus", "2", "--quiet"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=slow(300))
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stderr.splitlines() if not line.startswith("[finsta] ")] == [], done.stderr
     started = time.monotonic()
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=slow(300),
                            env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})   # any attempt to reach Ray would fail
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("this run: nothing to do (skipped 2 committed before)"), again.stdout
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < slow(30)
 
 
 @pytest.mark.slow
@@ -291,7 +334,7 @@ def test_a_driver_side_error_ends_the_run_with_one_line_and_keeps_finished_shard
     with pytest.raises(UserError, match=r"^No space left on device: .*shards; 1 samples committed this "
                                         r"run; fix it and rerun the same command to continue$"):
         run_build(tiny_config(tiny_world, "write.shard_size=1", "run.num_cpus=2"), tmp_path / "out")
-    assert time.monotonic() - started < 180
+    assert time.monotonic() - started < slow(180)
     import ray
     assert not ray.is_initialized()
     assert len(open_dataset(tmp_path / "out")) == 1
@@ -309,18 +352,18 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tiny_world, tmp_path):
                              "--num-cpus", "2", "--quiet"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 240
+        deadline = time.time() + slow(240)
         while not any("DashboardAgent" in _cmdline(pid) for pid in _descendants(proc.pid)) or \
                 not any("_PoolWorker" in _cmdline(pid) for pid in _descendants(proc.pid)):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.5)
-        time.sleep(3)       # the watcher has seen the whole tree
+        time.sleep(slow(3))   # the watcher has seen the whole tree
         ray_processes = {pid: started for pid, started in _descendants(proc.pid).items()
                          if "reaper.py" not in _cmdline(pid)}
     finally:
         proc.kill()         # SIGKILL to the driver alone
         proc.wait()
-    deadline = time.time() + 30
+    deadline = time.time() + slow(30)
     while True:
         alive = {pid for pid, started in ray_processes.items() if (_stat(pid) or (0, -1))[1] == started}
         if not alive or time.time() > deadline:
