@@ -489,3 +489,41 @@ def test_no_credentials_for_s3_inputs_is_one_line_and_exit_2_before_workers_star
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("error:") and f"no AWS credentials for {url}" in last
         assert "Traceback" not in done.stderr and "Ray" not in done.stderr
+
+
+def _manifest_of(world: Path, video_of) -> bytes:
+    """The synthetic world's samples as manifest lines, each video named by ``video_of(local path)``."""
+    from pipeline.datasets import build_dataset
+    lines = [{"id": t.key, "video": video_of(Path(t.video_path)),
+              "captions": [{"text": c.text, "start": c.start, "end": c.end} for c in t.captions
+                           if c.negative_of is None]}
+             for t in build_dataset(DatasetConfig(name="synthetic", data_root=str(world))).tasks()]
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_on_s3_inputs_then_rerun_ends_like_an_uninterrupted_local_run(world16, s3_env, tmp_path):
+    local = tmp_path / "local.jsonl"
+    local.write_bytes(_manifest_of(world16, str))
+    videos = {f"v/{p.name}": p for p in (world16 / "videos").iterdir()}
+    make_bucket(s3_env, "w16", {**videos, "m.jsonl": _manifest_of(world16, lambda p: f"s3://w16/v/{p.name}")})
+    cfg = BuildConfig(dataset=DatasetConfig(name="manifest", data_root=str(local)))
+    cfg.detect.name, cfg.detect.batch_frames, cfg.run.executor, cfg.run.quiet = "progress_probe_double", 1000, \
+        "sequential", True
+    run_build(cfg, tmp_path / "reference")
+    command = [sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root", "s3://w16/m.jsonl",
+               "--out", str(tmp_path / "out"), "--detector", "progress_probe_double", "--set",
+               "detect.batch_frames=1000", "--num-cpus", "2", "--quiet"]
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    proc = start_and_wait(command, probe, 8)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert 1 <= len(open_dataset(tmp_path / "out")) < SIXTEEN
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FINSTA_PLUGINS": "tests.pipeline.doubles"})
+    assert done.returncode == 0, done.stderr
+    got, want = contents(tmp_path / "out"), contents(tmp_path / "reference")
+    assert sorted(got) == sorted(want) and len(want) == SIXTEEN
+    assert all(got[key][1] == want[key][1] for key in want) and verify(tmp_path / "out") == []
