@@ -77,3 +77,15 @@ def test_http_read_missing_and_retry(http_server, monkeypatch):
     assert storage.location(f"{base}/flaky/2/m.jsonl").read_text() == "a\nb\n"
     with pytest.raises(ConnectionError, match="after 5 attempts"):
         storage.object_size(f"{base}/flaky/9/m.jsonl")
+
+
+def test_an_unreachable_s3_endpoint_is_retried_then_a_connection_error(s3_env, monkeypatch):
+    import socket
+    with socket.socket() as sock:   # a port nothing listens on: every attempt is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    storage._s3.cache_clear()
+    with pytest.raises(ConnectionError, match="cannot reach S3 for s3://b/k.mp4") as error:
+        storage.object_size("s3://b/k.mp4")
+    assert "finsta-test" not in str(error.value)
