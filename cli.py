@@ -176,6 +176,7 @@ def train(
     config: Optional[Path] = typer.Option(None, help="JSON/YAML file of finsta_model.config.TrainConfig fields"),
     steps: Optional[int] = typer.Option(None, min=1, help="total optimisation steps (default: config)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its latest checkpoint"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="remove the run in --out and start over"),
     seed: Optional[int] = typer.Option(None, help="random seed (default: config)"),
     device: str = typer.Option("cpu", help="cpu | cuda (bf16 autocast on cuda)"),
     no_osc: bool = typer.Option(False, "--no-osc", help="ablation: no object-centred spatial contrast"),
@@ -195,13 +196,17 @@ def train(
 ) -> None:
     """Train the Finsta alignment modules from shards."""
     from finsta_model.distributed import TrainingFailed
-    from finsta_model.train import train_command
+    from finsta_model.train import TrainingInterrupted, train_command
     try:
         summary = train_command(shards, out, config, steps, resume, seed, device, no_osc, no_ptc, no_stgd, no_sg,
-                                checkpoint_every, workers, ray_workers, ray_address, max_failures, init_host)
+                                checkpoint_every, workers, ray_workers, ray_address, max_failures, init_host,
+                                overwrite=overwrite)
     except TrainingFailed as error:   # a Ray worker failed more often than --max-failures: one line, exit 1
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1)
+    except TrainingInterrupted as stopped:   # Ctrl-C / SIGTERM: the step is checkpointed; say how to resume
+        print(stopped.line(shards), file=sys.stderr)
+        raise typer.Exit(stopped.exit_code)
     print(json.dumps(summary))
 
 

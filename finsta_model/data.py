@@ -217,4 +217,12 @@ def make_loader(stream: ShardStream, num_workers: int = 0, pin_memory: bool = Fa
     # torch RNG instead would shift the dropout masks of a resumed run.
     return DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=_identity,
                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
-                      generator=torch.Generator().manual_seed(stream.seed))
+                      generator=torch.Generator().manual_seed(stream.seed),
+                      worker_init_fn=_ignore_sigint if num_workers else None)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group: a loader worker leaves it to ``train``,
+    which checkpoints the step in progress and then stops the workers itself."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -22,11 +22,15 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -45,6 +49,8 @@ from schemas.errors import UserError
 from schemas.store import open_dataset
 
 METRICS = "metrics.jsonl"
+# What a run folder holds: ``--overwrite`` removes these and nothing else.
+RUN_FILES = ("config.json", METRICS, "checkpoints")
 # changing these between a run and its resume would change what the run computes
 _RESUME_FIXED = ("dim", "heads", "gtrm_layers", "rgtrm_layers", "dropout", "label_buckets", "use_sg", "use_osc",
                  "use_ptc", "use_stgd", "temperature", "osc_weight", "ptc_weight", "distill_weight",
@@ -199,7 +205,7 @@ class TrainLog:
         self.clock = clock
         self.started = clock()
         self.anchored = not anchor_on_first
-        self.last = ""
+        self.last = ""        # the rate of the latest metrics line, shown after the loss
         self.bar = None
         if terminal if terminal is not None else self.stream.isatty():
             from rich.console import Console
@@ -220,16 +226,22 @@ class TrainLog:
                 f"{parts} · lr {line['lr']:.2e} · {line['graphs_per_s']:.1f} graphs/s · "
                 f"ETA {_duration(self.eta(line['step']))}")
 
-    def step(self, step: int) -> None:
+    def step(self, step: int, loss: Optional[float] = None) -> None:
+        """The bar at ``step``, with that step's loss (the metrics lines average over ``log_every``)."""
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=self.last)
+            if loss is not None:
+                self.loss = loss
+            info = " · ".join(filter(None, [f"loss {self.loss:.3f}" if self.loss is not None else "", self.last]))
+            self.bar.update(self.task, completed=step, info=info, refresh=True)
+
+    loss: Optional[float] = None
 
     def record(self, line: dict[str, Any]) -> None:
         if not self.anchored:
             self.start, self.started, self.anchored = line["step"], self.clock(), True
         if self.bar is not None:
-            self.last = f"loss {line.get('total', line.get('nce', 0.0)):.3f} · {line['graphs_per_s']:.1f} graphs/s"
-            self.step(line["step"])
+            self.last = f"{line['graphs_per_s']:.1f} graphs/s"
+            self.step(line["step"], line.get("total", line.get("nce")))
         else:
             print(self.format(line), file=self.stream, flush=True)
 
@@ -267,19 +279,42 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (Path(run_dir) / "checkpoints" / LATEST).is_file()
 
 
+def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Without ``resume`` a run starts in an empty (or new) folder; ``overwrite`` first removes a run's own
+    files (:data:`RUN_FILES`), never anything else. Refuses in one line."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other: continue the run, or start it over")
+    if resume or not run_dir.is_dir():
+        return
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if not entries:
+        return
+    others = [name for name in entries if name not in RUN_FILES]
+    if not overwrite:
+        what = "a run" if has_checkpoint(run_dir) else f"files ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''})"
+        raise UserError(f"{run_dir} already holds {what}; pass --resume to continue it, --overwrite to start over, "
+                        "or choose another --out")
+    if others:
+        raise UserError(f"--overwrite: {run_dir} holds files that are not a run's ({', '.join(others[:3])}); "
+                        "choose another --out")
+    for name in entries:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool,
-                world: int = 1) -> dict[str, int]:
+                world: int = 1, overwrite: bool = False) -> dict[str, int]:
     """The checks and files before any step (in the driver): returns the shards' feature dims.
 
-    Refuses (one line): a run folder that holds a run without ``resume``, ``resume`` without a
-    checkpoint, a resume whose config, feature dims or number of replicas differ from the run's."""
+    Refuses (one line): a non-empty run folder without ``resume`` (``overwrite`` starts it over),
+    ``resume`` without a checkpoint, a resume whose config, feature dims or number of replicas differ
+    from the run's."""
     config.validate()
     run_dir = Path(run_dir)
     manifest = open_dataset(shards).manifest
     dims, host = dict(manifest["feature_dims"]), manifest.get("host")
+    check_run_folder(run_dir, resume, overwrite)
     found = has_checkpoint(run_dir)
-    if found and not resume:
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and not found:
         raise UserError(f"--resume: {run_dir} holds no checkpoint to resume from")
     if resume:
@@ -305,13 +340,57 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
 
 
 def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool = False,
-          device: str = "cpu", progress: bool = True, max_new_steps: Optional[int] = None) -> dict[str, Any]:
+          device: str = "cpu", progress: bool = True, max_new_steps: Optional[int] = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Train (or resume) a run in this process; returns a summary dict. ``max_new_steps`` stops early
-    (tests, crash drills); ``progress=False`` prints nothing."""
-    dims = prepare_run(shards, run_dir, config, resume)
+    (tests, crash drills); ``progress=False`` prints nothing. SIGINT/SIGTERM end the step in progress,
+    write its checkpoint and raise :class:`TrainingInterrupted` (a second signal ends at once)."""
+    dims = prepare_run(shards, run_dir, config, resume, overwrite=overwrite)
     replicas = Replicas(device=resolve_device(device))
-    return run_loop(shards, run_dir, config, dims, replicas, max_new_steps=max_new_steps,
-                    log=(lambda total, start: TrainLog(total, start)) if progress else None)
+    with stop_signals() as stop:
+        return run_loop(shards, run_dir, config, dims, replicas, max_new_steps=max_new_steps,
+                        log=(lambda total, start: TrainLog(total, start)) if progress else None,
+                        stop=stop)
+
+
+class TrainingInterrupted(Exception):
+    """A signal stopped ``train`` after the step in progress; ``checkpoint`` holds that step.
+    :meth:`line` says how to go on; ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path, run_dir: Path):
+        super().__init__(f"interrupted at step {step}")
+        self.signum, self.step, self.checkpoint, self.run_dir = signum, step, checkpoint, run_dir
+        self.exit_code = 130 if signum == signal.SIGINT else 143
+
+    def line(self, shards: str | Path) -> str:
+        name = signal.Signals(self.signum).name
+        return (f"interrupted ({name}): step {self.step} saved in {self.checkpoint}; resume with "
+                f"python cli.py train --shards {shards} --out {self.run_dir} --resume")
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[Callable[[], Optional[int]]]:
+    """SIGINT/SIGTERM as a flag the step loop reads after each step (``stop()`` → the signal or None);
+    the first signal restores the default handlers, so a second one ends the process at once. Outside
+    the main thread (a Ray Train worker) signals stay as they are and ``stop()`` is always None."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        caught.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield lambda: caught[0] if caught else None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # ------------------------------------------------------------------ the loop (every replica)
@@ -359,14 +438,17 @@ def init_host_weights(config: TrainConfig, dims: dict[str, int], host: Optional[
 def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims: dict[str, int],
              replicas: Replicas, max_new_steps: Optional[int] = None,
              log: Optional[Callable[[int, int], TrainLog]] = None,
-             after_step: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
+             after_step: Optional[Callable[[int], None]] = None,
+             stop: Optional[Callable[[], Optional[int]]] = None) -> dict[str, Any]:
     """The training steps of one replica, from ``run_dir``'s latest checkpoint when there is one.
 
     Each replica streams its own shards (``ShardStream(rank, world)``) in batches of
     ``batch_size / world``, so a step's global batch is ``batch_size`` whatever the world size. Rank 0
     writes ``metrics.jsonl`` (values averaged over the replicas) and the checkpoints (every rank's data
     position and RNG states gathered into them). ``log(total, start)`` makes the console log (rank 0);
-    ``after_step(step)`` is called after each step's checkpoint, on every rank.
+    ``after_step(step)`` is called after each step's checkpoint, on every rank. ``stop()`` (in one
+    process only: :func:`stop_signals`) names a signal to stop on: that step is checkpointed, then
+    :class:`TrainingInterrupted` is raised.
     """
     run_dir, dev, rank = Path(run_dir), replicas.device, replicas.rank
     if dev.type == "cpu" and config.threads > 0:
@@ -435,7 +517,8 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
                 videos += batch.num_videos
                 window_videos += batch.num_videos
                 if console is not None:
-                    console.step(step)
+                    console.step(step, float(loss.detach()))
+                signum = stop() if stop is not None else None
                 if step % config.log_every == 0 or step == stop_at:
                     now = time.perf_counter()
                     line = _metrics_line(step, epoch, scheduler.get_last_lr()[0], parts, replicas.total(window_videos),
@@ -446,11 +529,13 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
                         metrics.flush()
                     if console is not None:
                         console.record(line)
-                if step % config.checkpoint_every == 0 or step == stop_at:
+                if step % config.checkpoint_every == 0 or step == stop_at or signum is not None:
                     states = replicas.gather(rank_state(position()))
                     if rank == 0:
                         last_path = save_checkpoint(run_dir, step, model, optimizer, scheduler, position(), config,
                                                     dims, extra=extra, ranks=states[1:])
+                if signum is not None:
+                    raise TrainingInterrupted(signum, step, last_path, run_dir)
                 if after_step is not None:
                     after_step(step)
                 if step >= stop_at:
@@ -482,7 +567,7 @@ def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, s
                   no_ptc: bool = False, no_stgd: bool = False, no_sg: bool = False,
                   checkpoint_every: Optional[int] = None, num_workers: Optional[int] = None,
                   ray_workers: Optional[int] = None, ray_address: Optional[str] = None,
-                  max_failures: int = 2, init_host: Optional[Path] = None) -> dict[str, Any]:
+                  max_failures: int = 2, init_host: Optional[Path] = None, overwrite: bool = False) -> dict[str, Any]:
     """What ``python cli.py train`` does: build the config (file → flags), then :func:`train`, or
     :func:`finsta_model.distributed.train_distributed` with ``ray_workers``.
 
@@ -506,6 +591,7 @@ def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, s
     config.validate()
     if ray_workers is not None:
         from finsta_model.distributed import train_distributed
+        check_run_folder(Path(out), resume, overwrite)
         return train_distributed(shards, out, config, ray_workers, resume=resume, device=device,
                                  address=ray_address, max_failures=max_failures)
-    return train(shards, out, config, resume=resume, device=device)
+    return train(shards, out, config, resume=resume, device=device, overwrite=overwrite)

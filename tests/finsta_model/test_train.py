@@ -82,6 +82,45 @@ def test_user_mistakes_are_user_errors(small_dataset, tmp_path):
     assert load_config(good) == TrainConfig(dim=32, ptc_shifts=(0.5,))
 
 
+def test_a_non_empty_run_folder_is_refused_without_resume_and_overwrite_starts_over(small_dataset, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')   # what a run stopped before its first checkpoint leaves
+    with pytest.raises(UserError, match=r"already holds files \(metrics.jsonl\); pass --resume to continue it, "
+                                        r"--overwrite to start over"):
+        train(small_dataset, run, TINY.replace(steps=2), progress=False)
+    train(small_dataset, run, TINY.replace(steps=2), progress=False, overwrite=True)
+    assert [step for step, _, _ in _losses(run)] == [1, 2]   # started over: the old line is gone
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        train(small_dataset, run, TINY.replace(steps=2), progress=False)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files that are not a run's \(notes.txt\)"):
+        train(small_dataset, run, TINY.replace(steps=2), progress=False, overwrite=True)
+    assert (run / "notes.txt").read_text() == "mine" and (run / "checkpoints").is_dir()
+    with pytest.raises(UserError, match="contradict"):
+        train(small_dataset, run, TINY.replace(steps=2), progress=False, resume=True, overwrite=True)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_checkpoints_the_step_in_progress_and_says_how_to_resume(signum, small_dataset, tmp_path):
+    import signal
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"dim": 16, "heads": 2, "gtrm_layers": 1, "batch_size": 4, "log_every": 1,
+                               "checkpoint_every": 1000}))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "cli.py", "train", "--shards", str(small_dataset), "--out", str(run),
+                             "--config", str(cfg), "--steps", "100000"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()          # the first step is done: progress, not a clock, says when to signal
+    assert first.startswith("train step 1/"), first
+    proc.send_signal(getattr(signal, signum))
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=300) == (130 if signum == "SIGINT" else 143), rest
+    last = rest.strip().splitlines()[-1]
+    step = load_checkpoint(run).step
+    assert step >= 1 and last == (f"interrupted ({signum}): step {step} saved in {run / 'checkpoints' / f'step-{step:07d}'}; "
+                                  f"resume with python cli.py train --shards {small_dataset} --out {run} --resume")
+
+
 def test_retrieval_metrics_by_hand():
     video = np.eye(4, dtype=np.float32)
     text = np.concatenate([np.eye(4), np.eye(4)[:1], 0.5 * np.eye(4)[1:2]]).astype(np.float32)
@@ -146,12 +185,14 @@ def test_train_log_draws_a_bar_on_a_terminal():
     from finsta_model.train import TrainLog
     stream = io.StringIO()
     log = TrainLog(total=8, start=0, stream=stream, terminal=True)
-    for step in range(1, 9):
+    log.step(1, 3.25)                      # each step's loss, before any metrics line
+    assert "loss 3.250" in stream.getvalue()
+    for step in range(2, 9):
         log.step(step)
     log.record({"step": 8, "lr": 1e-3, "total": 2.5, "graphs_per_s": 40.0})
     log.close()
     screen = stream.getvalue()
-    assert "8/8" in screen and "loss 2.500" in screen and "train step" not in screen
+    assert "8/8" in screen and "loss 2.500 · 40.0 graphs/s" in screen and "train step" not in screen
 
 
 def test_cli_train_logs_loss_lines_when_not_on_a_terminal(small_dataset, tmp_path):
