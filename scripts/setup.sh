@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up finsta on a fresh Debian/Ubuntu machine: ffmpeg (Debian package) when missing,
-# a virtual environment in .venv at the repository root, pinned Python packages.
+# a virtual environment in .venv at the repository root, pinned Python packages, and finsta itself
+# (editable: `import finsta_model` from your own code, and the `finsta` command).
 #
 #   bash scripts/setup.sh            # idempotent: a second run only checks
 #
@@ -34,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.finsta-installed
-want=$(cat requirements.in constraints.txt | sha256sum | cut -c1-16)
+want=$(cat requirements.in constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: .venv is up to date"
   exit 0
@@ -49,5 +50,7 @@ else
   .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.in)"
   .venv/bin/python -m pip install -q -r requirements.in -c constraints.txt
 fi
+# the project itself, editable: `import finsta_model` works from any folder and `finsta` = `python cli.py`
+.venv/bin/python -m pip install -q --no-deps -e . -c constraints.txt
 echo "$want" > "$stamp"
 echo "setup: done (.venv ready; ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3))"

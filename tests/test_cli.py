@@ -1,6 +1,8 @@
 """The CLI: every command has --help; user mistakes are one line on stderr with exit code 2."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +43,27 @@ def test_user_mistakes_are_one_line_exit_2(args, needle):
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_installed_finsta_command_is_cli_py(tmp_path):
+    """What scripts/setup.sh installs: the project's wheel holds cli.py and a `finsta` console command;
+    installed (here into a folder, offline) it runs from any folder as `python cli.py` does."""
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"   # a copy: building writes build/ and *.egg-info next to the sources
+    shutil.copytree(repo, source, ignore=shutil.ignore_patterns(".venv", ".git", "out", "build", "*.egg-info",
+                                                                "__pycache__", "tests"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
+                            "-w", str(tmp_path / "wheel")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "wheel").glob("finsta-*.whl")
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                                str(tmp_path / "site"), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    mine = subprocess.run([str(tmp_path / "site" / "bin" / "finsta"), "--help"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    theirs = subprocess.run([sys.executable, str(repo / "cli.py"), "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert mine.returncode == theirs.returncode == 0, mine.stderr
+    assert mine.stdout.replace("finsta", "cli.py") == theirs.stdout.replace("finsta", "cli.py")
