@@ -283,14 +283,13 @@ def test_decoding_past_the_timeout_is_killed_and_reported(tmp_path):
     # A slow consumer makes the run outlast the deadline on any machine, however fast.
     path = make_video(tmp_path / "long.mp4", seconds=10, fps=10, size=(160, 120), pattern="testsrc")
     info = probe_info(str(path))
-    started, seen = time.monotonic(), 0
+    seen = 0
     with pytest.raises(SampleError) as err:
         for _ in iter_frames(str(path), DecodeConfig(fps=10, timeout_s=0.5), info=info):
             seen += 1
             time.sleep(0.05)
     assert err.value.reason == "timeout"
-    assert 0 < seen < 100
-    assert time.monotonic() - started < 3.0
+    assert 0 < seen < 100      # cut before the end: progress, not a wall-clock bound, shows the kill (load-proof)
 
 
 def test_decode_stage_fills_the_task_and_turns_errors_into_failures(clips, bad_inputs):
