@@ -24,7 +24,13 @@ a stop must be clean at any moment. So the driver talks to its actors itself:
   boundary only when a later pool reads them (``Pool.images_leave``).
 * Finished tasks come back in completion order; input order is kept within
   a worker. A GPU pool's actors request ``resources.gpus`` each and there are
-  as many as the cluster's GPUs hold (or ``run.gpu_workers``).
+  as many as the alive nodes' GPUs hold, counted per node (or ``run.gpu_workers``).
+* Only a started actor takes batches: a replacement that dies while starting
+  held nothing and is replaced again. Every ``NODES_CHECK_S`` the driver checks
+  the head (its GCS port; lost: one line) and Ray's node table: a lost node's
+  actors are handled as dead workers at once, a node that joins lets a GPU
+  pool grow. ``report()`` is stats.json's ``cluster`` (nodes lost/joined, each
+  pool's busy share); ``notes`` are the lines the build prints about nodes.
 
 Example::
 
@@ -62,6 +68,7 @@ FORWARDED = (PLUGINS_VARIABLE, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 DEPTH = 2            # batches queued per actor: one running, one waiting, so an actor never idles on the driver
 TICK_S = 1.0         # the longest the driver waits without looking at signals, deadlines and the clock
 NODES_CHECK_S = 1.0  # how often the driver reads Ray's node table (a node lost, a node joined)
+HEAD_CHECK_S = 2.0   # how long the head's GCS port may take to accept a connection
 MAX_START_DEATHS = 3  # replacements of one pool in a row that may die while starting before the run stops
 SLACK_S = 5.0        # added to every deadline: the driver's own latency, argument transfer
 
@@ -173,6 +180,7 @@ class RayExecutor:
         self.nodes_lost: list[str] = []
         self.nodes_joined: list[str] = []
         self._nodes_checked = 0.0
+        self.head_lost = False
         self.busy_s: Counter = Counter()          # per pool: seconds its actors spent on calls
         self.actor_s: Counter = Counter()         # per pool: seconds its actors were ready (retired ones)
 
@@ -441,6 +449,7 @@ class RayExecutor:
         import ray
 
         self._nodes_checked = time.monotonic()
+        self._check_head()
         alive = {node["NodeID"]: node.get("NodeManagerAddress", "?") for node in ray.nodes() if node.get("Alive")}
         out: list[VideoTask] = []
         if not first:
@@ -462,6 +471,21 @@ class RayExecutor:
                         self.slots.append(self._new_slot(index))
         self.nodes = alive
         return out
+
+    def _check_head(self) -> None:
+        """The head node (Ray's GCS) still answers, else one line now: without it Ray's own calls block
+        for a minute and then end this process from one of Ray's threads."""
+        import ray
+
+        address = ray.get_runtime_context().gcs_address
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=HEAD_CHECK_S):
+                return
+        except OSError as error:
+            self.head_lost = True
+            raise UserError(f"lost the Ray head node at {address} ({error.strerror or error}); every finished "
+                            "sample is committed: restart the cluster and rerun the same command to continue") from None
 
     def report(self) -> dict:
         """What stats.json says about the cluster: nodes lost and joined, each pool's actors and busy share
@@ -499,7 +523,7 @@ class RayExecutor:
             import ray
         except ImportError:
             return
-        if not ray.is_initialized():
+        if not ray.is_initialized() or self.head_lost:   # without the head, Ray's calls block: leave it all
             return
         for slot in self.slots:
             with contextlib.suppress(Exception):

@@ -157,3 +157,35 @@ def test_gpu_pools_are_sized_per_node_and_grow_onto_a_gpu_node_that_joins_mid_ru
     assert report["nodes_joined"] == 1 and f"Ray node {joined.node_id[:12]}" in err, err
     [gpu_pool] = [pool for name, pool in report["pools"].items() if "detect" in name]
     assert gpu_pool["actors"] == 3 and 0 < gpu_pool["busy_share"] <= 1
+
+
+def test_losing_the_head_node_ends_the_run_with_one_line_and_the_rerun_resumes(cluster, world, probe, tmp_path):
+    """Last in the file: it takes the cluster's head away. Three samples committed by a first run, the rest
+    held when the head goes; the run ends in one line (exit 2), and a rerun on another Ray skips the three."""
+    clean(probe)
+    out = tmp_path / "out"
+    first = build(world, out, cluster, probe, "dataset.limit=3")
+    finish(first, probe)
+    clean(probe)
+    (probe / "hold").touch()
+    proc = build(world, out, cluster, probe)
+    try:
+        wait_for(lambda: detected_on(probe) or proc.poll() is not None, "no sample reached the detector", slow(300))
+        cluster.remove_node(cluster.head_node, allow_graceful=False)
+        lost = time.monotonic()
+        _, err = proc.communicate(timeout=slow(600))
+    finally:
+        (probe / "hold").unlink(missing_ok=True)
+    assert proc.returncode == 2, err
+    assert time.monotonic() - lost < slow(30)      # not Ray's minute of reconnecting
+    assert [line for line in err.splitlines() if not line.startswith("[finsta] ")] == [
+        line for line in err.splitlines() if line.startswith("error: lost the Ray head node at ")], err
+    assert len(open_dataset(out)) == 3
+    again = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root", str(world),
+                            "--out", str(out), "--num-cpus", "2", "--quiet", "--detector", "cluster_probe_double",
+                            "--set", "run.stage_timeout_s=3600"], cwd=REPO, capture_output=True, text=True,
+                           timeout=slow(600), env={**os.environ, "FINSTA_PLUGINS": DOUBLES,
+                                                   "FINSTA_TEST_PROBE_DIR": str(probe)})
+    assert again.returncode == 0, again.stderr
+    assert "skipped 3 committed before" in again.stdout, again.stdout
+    assert len(open_dataset(out)) == VIDEOS
