@@ -37,3 +37,8 @@ def test_examples_read_a_sample_with_pyarrow_zarr_and_duckdb(tmp_path):
         assert result.returncode == 0, result.stderr
     first = subprocess.run([sys.executable, "-c", blocks[0]], cwd=tmp_path, capture_output=True, text=True)
     assert first.stdout.splitlines() == ["v_demo 3 ['a red circle']", "(3, 8) float16"]
+
+
+def test_the_title_names_the_schema_version_the_code_writes():
+    from schemas.version import SCHEMA_VERSION
+    assert FORMAT.splitlines()[0] == f"# The finsta on-disk format (schema version {SCHEMA_VERSION})"

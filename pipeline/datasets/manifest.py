@@ -7,7 +7,8 @@ JSON Lines, one sample per line (``start``/``end`` optional, seconds;
      "captions": [{"text": "a man opens the fridge", "start": 0.0, "end": 4.5}]}
 
 or CSV with a header, one caption per row, rows grouped by ``id`` (in order
-of first appearance)::
+of first appearance); the caption column is ``caption`` or, as in JSONL,
+``text``::
 
     id,video,caption,start,end
     kitchen-01,clips/kitchen-01.mp4,a man opens the fridge,0.0,4.5
@@ -40,6 +41,7 @@ from schemas.storage import is_url, location
 from stages.base import VideoTask
 
 MAX_LINE_BYTES = 16 << 20   # a manifest line is one sample's captions: kilobytes, not megabytes
+CAPTION_COLUMNS = ("caption", "text")   # a CSV's caption column: its own name, or JSONL's
 
 
 @DATASETS.register("manifest")
@@ -65,13 +67,15 @@ class Manifest(Dataset):
                 header = _csv_row(first)
             except csv.Error:
                 header = []
-            if not {"id", "video", "caption"} <= {h.strip() for h in header}:
-                raise self.layout_error(f"{self.file} lacks the header id,video,caption[,start,end]")
+            names = {h.strip() for h in header}
+            if not ({"id", "video"} <= names and names & set(CAPTION_COLUMNS)):
+                raise self.layout_error(f"{self.file} lacks the header id,video,caption[,start,end] "
+                                        "(or text instead of caption)")
 
     def describe_layout(self) -> str:
         return ('--data-root FILE.jsonl with one {"id": ..., "video": path (absolute or relative to the file), '
                 '"captions": [{"text": ..., "start": s, "end": s}]} per line, or FILE.csv with columns '
-                "id,video,caption[,start,end]")
+                "id,video,caption[,start,end] (caption or text)")
 
     def _iter_tasks(self) -> Iterator[VideoTask]:
         rows = self._csv_samples() if self.file.suffix.lower() == ".csv" else self._jsonl_samples()
@@ -145,7 +149,7 @@ class Manifest(Dataset):
                 if (row.get("video") or "").strip() != group[1]:
                     group[4].append(number)
                     continue
-                group[2].append((row.get("caption"), as_time(row.get("start")), as_time(row.get("end"))))
+                group[2].append((_caption(row), as_time(row.get("start")), as_time(row.get("end"))))
             except ValueError as value_error:
                 group[3] = f"line {number}: {value_error}"
         for key, (line, video, raw, error, conflicts) in groups.items():
@@ -194,10 +198,15 @@ def _csv_fields(text: str, names: list[str]) -> dict[str, str]:
     if len(values) > len(names):
         raise ValueError(f"{len(values)} fields, the header has {len(names)} (an unquoted comma?)")
     row = dict(zip(names, values))
-    missing = [name for name in ("id", "video", "caption") if name not in row]
+    missing = [name for name in ("id", "video") if name not in row]
+    missing += [] if any(name in row for name in CAPTION_COLUMNS) else ["caption"]
     if missing:
         raise ValueError(f"{len(values)} fields, no {', '.join(missing)}")
     return row
+
+
+def _caption(row: dict[str, str]) -> Optional[str]:
+    return next((row[name] for name in CAPTION_COLUMNS if name in row), None)
 
 
 def _message(error: BaseException) -> str:

@@ -74,6 +74,16 @@ def test_csv_groups_rows_by_id(tmp_path):
     assert "line 6" in tasks[3].failure.message
 
 
+def test_a_csv_names_its_caption_column_caption_or_text_as_jsonl_does(tmp_path):
+    (tmp_path / "m.csv").write_text("id,video,text,start,end\nk1,k1.mp4,a man opens the fridge,0.0,4.5\n")
+    [task] = build_dataset(DatasetConfig("manifest", data_root=str(tmp_path / "m.csv"))).tasks()
+    assert parsed(task) is None and [(c.text, c.start, c.end) for c in task.captions] == [
+        ("a man opens the fridge", 0.0, 4.5)]
+    (tmp_path / "bad.csv").write_text("id,video,words\nk1,k1.mp4,a man\n")
+    with pytest.raises(UserError, match=r"lacks the header id,video,caption\[,start,end\] \(or text instead"):
+        build_dataset(DatasetConfig("manifest", data_root=str(tmp_path / "bad.csv")))
+
+
 def test_layout_errors(tmp_path):
     for path, problem in [(tmp_path / "none.jsonl", "not found"), (tmp_path, "it is a folder")]:
         with pytest.raises(UserError, match=problem + r".*expected --data-root FILE.jsonl"):
