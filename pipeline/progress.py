@@ -251,11 +251,13 @@ class Progress:
             return line + (f", {format_duration(self.elapsed())} elapsed" if began - self.created >= 1 else "")
         return ", ".join(self._figures())
 
-    def _figures(self) -> list[str]:
+    def _figures(self, compact: bool = False) -> list[str]:
+        """The bar's figures; ``compact`` (a narrow terminal) drops the word "samples" after the count
+        and the elapsed time, so the rates still fit in 80 columns."""
         share = f" ({self.done / self.total:.0%})" if self.total else ""
         rate, frame_rate, eta = self.rate(), self.frame_rate(), self.eta_seconds()
-        figures = [f"{self.done}/{self.total} samples{share}", f"{self.failed} failed",
-                   f"{format_duration(self.elapsed())} elapsed"]
+        figures = [f"{self.done}/{self.total}{'' if compact else ' samples'}{share}", f"{self.failed} failed"]
+        figures += [] if compact else [f"{format_duration(self.elapsed())} elapsed"]
         if self.done < self.total:   # before the rates: a narrow terminal cuts those first
             figures.append(f"ETA {format_duration(eta)}" if eta is not None else "ETA –")
         figures.append(f"{rate:.2f} samples/s" if rate is not None else "– samples/s")
@@ -306,6 +308,9 @@ class Progress:
     def _bar_line(self, width: int) -> Text:
         figures = "  " + " · ".join(self._figures())
         bar_width = max(10, min(BAR_WIDTH, width - FIGURES_WIDTH))  # fixed per width: no jitter
+        if bar_width + len(figures) > width:   # narrow: compact figures, and the bar gets what is left
+            figures = "  " + " · ".join(self._figures(compact=True))
+            bar_width = max(0, min(10, width - len(figures)))
         filled = round(bar_width * self.done / self.total) if self.total else 0
         line = Text("━" * filled, style="green")
         line.append("─" * (bar_width - filled), style="grey50")

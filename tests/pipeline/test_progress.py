@@ -160,8 +160,22 @@ def test_no_line_of_the_display_wraps(width):
     progress.shard_committed(3, 3, "shard-000000")
     lines = shown(progress, width)
     assert len(lines) == 3 and all(len(line) < width for line in lines), lines
+    assert "samples/s" in lines[1] and "frames/s" in lines[1], lines[1]   # the rates survive 80 columns
     assert "…" not in lines[2] and lines[2].endswith("· 1 shard committed (3 samples)")   # whole stages only
     assert width < 200 or "more" not in lines[2]
+    progress.finish()
+
+
+def test_at_80_columns_the_bar_keeps_its_rates():
+    clock = FakeClock()
+    console, _ = terminal(80)
+    progress = Progress(console=console, clock=clock, background=False)
+    progress.start(16, STAGES)
+    for i in range(7):
+        clock.advance(3)
+        progress.advance(task(), failed=i == 2)
+    bar = shown(progress, 80)[0]
+    assert bar.startswith("━") and bar.endswith("7/16 (44%) · 1 failed · ETA 0:27 · 0.33 samples/s · 8.0 frames/s")
     progress.finish()
 
 
