@@ -302,6 +302,7 @@ def finalize(cfg: Any) -> tuple[Any, list[str]]:
     _validate(cfg, "")
     cfg.detect = cfg.detect.resolved(cfg.dataset.name)
     cfg.relate = cfg.relate.resolved(cfg.dataset.name)
+    cfg.segment_shots = cfg.segment_shots.resolved(cfg.dataset.name)
     warnings = []
     if cfg.detect.name == "color" and cfg.dataset.name != "synthetic":
         warnings.append(f"detect.name=color is the synthetic world's shape detector; on {cfg.dataset.name} "

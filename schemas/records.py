@@ -183,8 +183,19 @@ class TrackRelation:
 
 
 @dataclass
+class Shot:
+    """A span of the video between two cuts: native frame numbers ``first_index``..``last_index``
+    (inclusive, as ``Frame.index``) and those frames' times ``start``/``end`` (seconds)."""
+
+    first_index: int
+    last_index: int
+    start: float
+    end: float
+
+
+@dataclass
 class DynamicSceneGraph:
-    """The DSG of one video."""
+    """The DSG of one video. ``shots`` cover the video back to back (empty: not segmented)."""
 
     video_id: str
     meta: VideoMeta
@@ -194,6 +205,12 @@ class DynamicSceneGraph:
     relations: list[Relation] = field(default_factory=list)
     tracks: list[Track] = field(default_factory=list)
     track_relations: list[TrackRelation] = field(default_factory=list)
+    shots: list[Shot] = field(default_factory=list)
+
+    def frame_shots(self) -> list[int]:
+        """The shot of each sampled frame (its position in ``shots``; all 0 without shots)."""
+        firsts = [shot.first_index for shot in self.shots[1:]]
+        return [int(np.searchsorted(firsts, frame.index, side="right")) for frame in self.frames]
 
 
 # ----------------------------------------------------------------- HSG

@@ -15,7 +15,7 @@ test ``tests/stages/test_<name>.py``, and one line here.
 
 Example::
 
-    [stage.name for stage in STAGES]   # ['decode', 'detect', 'track', ...]
+    [stage.name for stage in STAGES]   # ['decode', 'detect', 'segment_shots', 'track', ...]
     stage_class("track").config_class  # TrackConfig
 """
 from __future__ import annotations
@@ -29,12 +29,14 @@ from stages.embed_visual import EmbedVisualStage
 from stages.merge_hsg import MergeHSGStage
 from stages.parse_captions import ParseCaptionsStage
 from stages.relate import RelateStage
+from stages.segment_shots import SegmentShotsStage
 from stages.track import TrackStage
 
 STAGES: tuple[type[Stage], ...] = (
     DecodeStage,          # video file → sampled frames
     DetectStage,          # frames → boxes, labels, RoI features
-    TrackStage,           # boxes → tracks
+    SegmentShotsStage,    # video → shots (cuts), low-res stream
+    TrackStage,           # boxes → tracks, never across a cut
     RelateStage,          # tracks → attributes, relations           (DSG complete)
     EmbedVisualStage,     # frames, boxes → host video features
     ParseCaptionsStage,   # captions → TSGs

@@ -10,6 +10,9 @@ duration). A caption's ``[start, end]`` is clamped to ``[0, duration]``
 (``start > end`` is swapped; a missing ``start`` is 0, a missing ``end`` is
 the video's end) and the window is every frame whose cover it touches, so it
 is never empty. Untimed captions (neither time given) get the whole video.
+**Shots**: a window that reaches across a cut into a shot for less than
+``min_shot_overlap_s`` of the caption's interval (an annotator's sloppy
+boundary) loses that shot's frames, unless nothing would remain.
 A caption that starts after the video ended clamps to the end: its window
 is the last frame. A video with no sampled frame is a ``no_frames`` failure.
 
@@ -113,6 +116,7 @@ class MergeHSGConfig:
     max_links_per_object: int = 1
     count_aware: bool = True
     require_time_overlap: bool = True
+    min_shot_overlap_s: float = 0.5
 
     def __post_init__(self):
         if isinstance(self.scorer, dict):
@@ -192,6 +196,19 @@ def caption_frame_window(frames: list[Frame], duration: float, start: Optional[f
     """The HSG frame window of a caption ``[start, end]`` (seconds or None) over ``frames``."""
     timeline = Timeline(frames, duration)
     return timeline.window(timeline.caption_interval(start, end))
+
+
+def trim_to_shots(window: tuple[int, int], interval: Optional[tuple[float, float]],
+                  dsg: DynamicSceneGraph, min_overlap_s: float) -> tuple[int, int]:
+    """``window`` without the frames of shots the caption's interval enters for less than
+    ``min_overlap_s`` seconds (never emptied; untimed captions and unsegmented videos unchanged)."""
+    if interval is None or len(dsg.shots) < 2:
+        return window
+    shot_of = dsg.frame_shots()
+    inside = [f for f in range(window[0], window[1] + 1)
+              if min(interval[1], dsg.shots[shot_of[f]].end) - max(interval[0], dsg.shots[shot_of[f]].start)
+              >= min(min_overlap_s, interval[1] - interval[0])]
+    return (inside[0], inside[-1]) if inside else window
 
 
 # ------------------------------------------------------------------ attributes
@@ -378,7 +395,8 @@ class MergeHSGStage(Stage):
                 label_sims, best_known = sims[rows], best[rows]
             links = link_objects(tsg, tracks, label_sims, best_known, interval, vocab, self.cfg,
                                  self.scorer.name)
-            hsgs.append(HolisticSceneGraph(tsg, links, timeline.window(interval),
+            window = trim_to_shots(timeline.window(interval), interval, dsg, self.cfg.min_shot_overlap_s)
+            hsgs.append(HolisticSceneGraph(tsg, links, window,
                                            caption.negative_of if caption else None,
                                            caption.negative_type if caption else None))
         task.hsgs = hsgs

@@ -386,16 +386,19 @@ def _border_distance(b: Box) -> float:
     return min(b[0], b[1], 1.0 - b[2], 1.0 - b[3])
 
 
-def entering_score(track: TrackView, cfg: RelateConfig) -> float:
+def entering_score(track: TrackView, cfg: RelateConfig, shot_firsts: frozenset = frozenset({0})) -> float:
+    """Near a border on its first frame, unless that frame starts a shot (there from the start)."""
     first = track.frames[0]
-    if first == 0:
+    if first == 0 or first in shot_firsts:
         return 0.0
     return _clip(1.0 - _border_distance(track.boxes[first]) / cfg.edge_margin)
 
 
-def leaving_score(track: TrackView, last_frame: int, cfg: RelateConfig) -> float:
+def leaving_score(track: TrackView, last_frame: int, cfg: RelateConfig,
+                  shot_lasts: frozenset = frozenset()) -> float:
+    """Near a border on its last frame, unless that frame ends the video or a shot."""
     last = track.frames[-1]
-    if last >= last_frame:
+    if last >= last_frame or last in shot_lasts:
         return 0.0
     return _clip(1.0 - _border_distance(track.boxes[last]) / cfg.edge_margin)
 
@@ -460,13 +463,17 @@ def temporal_relations(dsg: DynamicSceneGraph, cfg: RelateConfig,
                        speeds: dict[int, Optional[float]]) -> list[TrackRelation]:
     views = track_views(dsg)
     last_frame = len(dsg.frames) - 1
+    shot_of = dsg.frame_shots()   # tracks never cross a cut (track stage), so pairs share one shot
+    firsts = frozenset(f for f in range(len(shot_of)) if f == 0 or shot_of[f] != shot_of[f - 1])
+    lasts = frozenset(f - 1 for f in firsts if f > 0)
     moving = {tid: (s is not None and s >= cfg.attributes.moving_speed) for tid, s in speeds.items()}
     out: list[TrackRelation] = []
     for tid, view in sorted(views.items()):
         frames = view.frames
         if len(frames) < cfg.min_track_frames:
             continue
-        for name, score in (("entering", entering_score(view, cfg)), ("leaving", leaving_score(view, last_frame, cfg))):
+        for name, score in (("entering", entering_score(view, cfg, firsts)),
+                            ("leaving", leaving_score(view, last_frame, cfg, lasts))):
             if score >= cfg.min_score:
                 out.append(TrackRelation(tid, -1, name, frames[0], frames[-1], score))
     for a_id, a in sorted(views.items()):

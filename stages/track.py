@@ -28,6 +28,9 @@ Online tracking-by-detection, one sampled frame at a time:
    features, has cosine ≥ ``reid_min_cosine`` — an object occluded by someone
    standing in front of it, or put back where it stood, stays one track.
    Remaining detections start tracks (birth).
+5. Shots: when the sampled frame lies in another shot than the previous one
+   (``frame_shots``, from :mod:`stages.segment_shots`), every track ends: the
+   tracker never links across a cut.
 
 A track's label is its majority label, votes weighted by detection score (ties:
 the label seen first). Tracks with fewer than ``min_track_length`` detections
@@ -128,12 +131,13 @@ class Tracker:
     def __init__(self, cfg: Optional[TrackConfig] = None):
         self.cfg = cfg or TrackConfig()
 
-    def track(self, detections: Sequence[Detection], features: Optional[np.ndarray] = None
-              ) -> tuple[list[int], list[Track]]:
+    def track(self, detections: Sequence[Detection], features: Optional[np.ndarray] = None,
+              frame_shots: Optional[Sequence[int]] = None) -> tuple[list[int], list[Track]]:
         """Track ids per detection (``-1`` = dropped) and the tracks, numbered by birth.
 
         ``features`` (optional) has one row per detection; rows are L2-normalised
-        here. No detections (or features with zero rows) give ``([], [])``.
+        here. ``frame_shots`` (optional): the shot of each sampled frame; no track
+        continues into another shot. No detections give ``([], [])``.
         """
         cfg = self.cfg
         feats = None
@@ -148,7 +152,11 @@ class Tracker:
         live: list[_TrackState] = []
         dormant: list[_TrackState] = []
         finished: list[_TrackState] = []
+        shot = None
         for frame in sorted(by_frame):
+            if frame_shots is not None and frame_shots[frame] != shot:
+                shot = frame_shots[frame]
+                finished, live, dormant = finished + live + dormant, [], []   # a cut ends every track
             dormant += [t for t in live if frame - t.frame - 1 > cfg.max_gap]
             live = [t for t in live if frame - t.frame - 1 <= cfg.max_gap]
             finished += [t for t in dormant if frame - t.frame - 1 > cfg.reid_max_gap]
@@ -246,7 +254,8 @@ class TrackStage(Stage):
     ``task.dsg.tracks`` and removes dropped detections (one-frame flickers) with their
     feature rows and detection attributes.
 
-    Uses ``task.detection_features`` for the cosine term when present.
+    Uses ``task.detection_features`` for the cosine term when present, and
+    ``task.dsg.shots`` (segment_shots) so that no track spans a cut.
     """
 
     name = "track"
@@ -260,7 +269,8 @@ class TrackStage(Stage):
         self.tracker = Tracker(self.cfg)
 
     def process_one(self, task: VideoTask) -> VideoTask:
-        ids, tracks = self.tracker.track(task.dsg.detections, task.detection_features)
+        ids, tracks = self.tracker.track(task.dsg.detections, task.detection_features,
+                                         task.dsg.frame_shots() if task.dsg.shots else None)
         for detection, track_id in zip(task.dsg.detections, ids):
             detection.track_id = track_id
             if track_id >= 0:

@@ -96,7 +96,7 @@ def _detection_name(dsg: DynamicSceneGraph, index: int) -> str:
 
 
 def _dsg_lines(dsg: DynamicSceneGraph) -> list[str]:
-    lines = [_counts_line(dsg, _plural(len(dsg.frames), "sampled frame"))]
+    lines = [_counts_line(dsg, _plural(len(dsg.frames), "sampled frame")), shots_line(dsg)]
     if dsg.frames:
         stamps = " ".join(f"{f.timestamp:.2f}" for f in dsg.frames[:24])
         more = f" … (+{len(dsg.frames) - 24})" if len(dsg.frames) > 24 else ""
@@ -138,6 +138,15 @@ def _counts_line(dsg: DynamicSceneGraph, frames: str) -> str:
     return (f"DSG    {frames}, {_plural(len(dsg.detections), 'detection')}, "
             f"{_plural(len(dsg.tracks), 'track')}, {_plural(len(dsg.relations), 'relation')}, "
             f"{_plural(len(dsg.track_relations), 'track relation')}, {_plural(len(dsg.attributes), 'attribute')}")
+
+
+def shots_line(dsg: DynamicSceneGraph, most: int = 12) -> str:
+    """``  shots  3: frames 0-59 (0.00-2.36 s) | 60-109 ...`` (native frame numbers)."""
+    if not dsg.shots:
+        return "  shots  not segmented"
+    shown = " | ".join(f"{s.first_index}-{s.last_index} ({s.start:.2f}-{s.end:.2f} s)" for s in dsg.shots[:most])
+    more = f" | +{len(dsg.shots) - most} more" if len(dsg.shots) > most else ""
+    return f"  shots  {len(dsg.shots)}: native frames {shown}{more}"
 
 
 def track_attributes(dsg: DynamicSceneGraph) -> dict[int, list[str]]:
@@ -182,7 +191,7 @@ def top_relations(dsg: DynamicSceneGraph) -> tuple[list[tuple[str, str, str, lis
 
 def _dsg_summary(dsg: DynamicSceneGraph) -> list[str]:
     span = f" ({dsg.frames[0].timestamp:.2f}-{dsg.frames[-1].timestamp:.2f} s)" if dsg.frames else ""
-    lines = [_counts_line(dsg, _plural(len(dsg.frames), "sampled frame") + span)]
+    lines = [_counts_line(dsg, _plural(len(dsg.frames), "sampled frame") + span), shots_line(dsg)]
     per_track = Counter(d.track_id for d in dsg.detections)
     attrs = track_attributes(dsg)
     if dsg.tracks:

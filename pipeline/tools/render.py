@@ -171,7 +171,8 @@ def title_text(sample: VideoSample) -> str:
     negatives = sum(h.negative_of is not None for h in sample.hsgs)
     return (f"{sample.key}  ({sample.source})  {meta.duration:.2f} s  {meta.width}x{meta.height}  ·  "
             f"{_plural(len(dsg.frames), 'sampled frame')}, {_plural(len(dsg.detections), 'detection')}, "
-            f"{_plural(len(dsg.tracks), 'track')}, {_plural(len(dsg.relations), 'relation')}  ·  "
+            f"{_plural(len(dsg.tracks), 'track')}, {_plural(len(dsg.relations), 'relation')}, "
+            f"{_plural(len(dsg.shots), 'shot')}  ·  "
             f"{_plural(len(sample.hsgs) - negatives, 'caption')}, {_plural(negatives, 'negative')}")
 
 
@@ -207,6 +208,7 @@ def render_png(sample: VideoSample, out_png: str | Path, max_frames: int = MAX_F
     if not picked:
         draw.text((MARGIN, strip_top), "no sampled frames", fill=MUTED, font=fonts["text"])
     per_frame = Counter(d.frame for d in dsg.detections)
+    shot_of = dsg.frame_shots()
     for slot, frame_index in enumerate(picked):
         x = MARGIN + slot * (THUMB_WIDTH + GAP)
         frame = dsg.frames[frame_index]
@@ -214,8 +216,9 @@ def render_png(sample: VideoSample, out_png: str | Path, max_frames: int = MAX_F
             _placeholder(THUMB_WIDTH, thumb_h, fonts["text"])
         _draw_frame_graph(thumb, dsg, frame_index, fonts)
         image.paste(thumb, (x, strip_top))
+        shot = f"shot {shot_of[frame_index] + 1}/{len(dsg.shots)}  " if dsg.shots else ""
         draw.text((x, strip_top + thumb_h + 4), f"#{frame_index}  {frame.timestamp:.2f} s  (frame {frame.index})  "
-                  f"{_plural(per_frame.get(frame_index, 0), 'detection')}", fill=MUTED, font=fonts["small"])
+                  f"{shot}{_plural(per_frame.get(frame_index, 0), 'detection')}", fill=MUTED, font=fonts["small"])
     if picked:
         note = _fit(draw, frames_note(sample, max_frames), fonts["small"], width - 2 * MARGIN)
         draw.text((MARGIN, strip_top + thumb_h + 20), note, fill=MUTED, font=fonts["small"])

@@ -18,7 +18,8 @@ from stages.catalog import STAGES
 # String options with a fixed set of values: a value other than the default that they accept.
 CHOICES = {"dataset.name": "manifest", "decode.mode": "uniform", "decode.transport": "rgb24", "detect.name": "lite",
            "embed_visual.detection_features": "crop", "parse_captions.name": "stanza", "run.executor": "sequential",
-           "run.pools": "each", "merge_hsg.scorer.name": "minilm", "dataset.split": "val_1", "relate.pairs": "all"}
+           "run.pools": "each", "merge_hsg.scorer.name": "minilm", "dataset.split": "val_1", "relate.pairs": "all",
+           "segment_shots.method": "scene_score"}
 CONTRADICTS = {"run.retry_failed"}   # true only together with overwrite=false, its default: still fine alone
 
 

@@ -22,7 +22,7 @@ def test_cpu_only_is_one_pool_of_every_stage_in_catalog_order():
 def test_a_cuda_detector_gets_its_own_gpu_pool_and_frames_follow_it():
     decode, detect, rest = pools_of("detect.device=cuda", "detect.gpus=0.5", "run.workers=3")
     assert (decode.stage_names, detect.stage_names) == (["decode"], ["detect"])
-    assert rest.stage_names[0] == "track" and rest.stage_names[-1] == "embed_text"
+    assert rest.stage_names[0] == "segment_shots" and rest.stage_names[-1] == "embed_text"
     assert detect.resources.gpus == 0.5 and decode.resources.gpus == rest.resources.gpus == 0
     assert detect.workers == 0 and detect.actors(cluster_gpus=2) == 4   # 0 = as many as the GPUs hold
     assert decode.workers == rest.workers == 3

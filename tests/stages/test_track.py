@@ -320,3 +320,12 @@ def test_mot_metrics_of_ground_truth_against_itself_is_perfect(frames):
     assert m["id_switches"] == 0 and m["misses"] == 0 and m["false_positives"] == 0
     if m["num_gt"]:
         assert m["mota"] == 1.0
+
+
+def test_no_track_spans_a_cut():
+    """The same box on both sides of a cut (a new shot framed alike) starts a new track."""
+    detections = [Detection(f, (0.4, 0.4, 0.6, 0.6), "person", 0.9) for f in range(6)]
+    ids, tracks = Tracker().track(detections)
+    assert len(tracks) == 1
+    ids, tracks = Tracker().track(detections, frame_shots=[0, 0, 0, 1, 1, 1])
+    assert ids == [0, 0, 0, 1, 1, 1] and [(t.first_frame, t.last_frame) for t in tracks] == [(0, 2), (3, 5)]
