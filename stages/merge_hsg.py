@@ -263,31 +263,100 @@ def object_attribute_words(tsg: TextSceneGraph, node_id: int) -> set[str]:
 # ------------------------------------------------------------------ linking
 @dataclass
 class TrackFacts:
-    """What the linker knows about one track, gathered once per video."""
+    """What the linker knows about one track, gathered once per video; ``boxes`` by sampled frame."""
 
     track: Track
     span: tuple[float, float]
     attributes: dict[str, str]
+    boxes: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+
+    def position(self, window: Optional[tuple[int, int]] = None) -> Optional[tuple[float, float, float]]:
+        """Mean box centre ``(x, y)`` and mean bottom edge over the frames in ``window`` (all frames
+        when it holds none of them); None for a track without boxes."""
+        boxes = [b for f, b in self.boxes.items() if window is None or window[0] <= f <= window[1]] or \
+            list(self.boxes.values())
+        if not boxes:
+            return None
+        array = np.asarray(boxes, np.float64)
+        return (float((array[:, 0] + array[:, 2]).mean() / 2), float((array[:, 1] + array[:, 3]).mean() / 2),
+                float(array[:, 3].mean()))
 
 
 def gather_tracks(dsg: DynamicSceneGraph, timeline: Timeline, names: tuple[str, ...]) -> list[TrackFacts]:
-    """The video's tracks sorted by id, with lifespans and agreement attributes."""
+    """The video's tracks sorted by id, with lifespans, agreement attributes and boxes."""
     per_name = {name: track_attributes(dsg, name) for name in names}
+    boxes: dict[int, dict[int, tuple]] = {}
+    for det in dsg.detections:
+        if det.track_id >= 0:
+            boxes.setdefault(det.track_id, {}).setdefault(det.frame, tuple(det.box))
     return [TrackFacts(track, timeline.span(track.first_frame, track.last_frame),
-                       {name: per_name[name][track.id] for name in names if track.id in per_name[name]})
+                       {name: per_name[name][track.id] for name in names if track.id in per_name[name]},
+                       boxes.get(track.id, {}))
             for track in sorted(dsg.tracks, key=lambda t: t.id)]
+
+
+# ------------------------------------------------------------------ spatial words
+# word → canonical spatial reference ("the left bottle", "the bottle on the left", "the one in front")
+SPATIAL_WORDS = {"left": "left", "leftmost": "left", "right": "right", "rightmost": "right",
+                 "middle": "middle", "center": "middle", "centre": "middle", "central": "middle",
+                 "top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom",
+                 "front": "front", "foreground": "front", "back": "back", "rear": "back", "background": "back",
+                 "first": "first", "second": "second", "third": "third", "last": "last", "other": "other"}
+_SPATIAL_PREPOSITIONS = ("on", "in", "at", "to")   # "the one on the left", "in the middle", "in front"
+
+
+def spatial_reference(tsg: TextSceneGraph, node_id: int) -> Optional[str]:
+    """The spatial word that picks object ``node_id`` among its kind: in its own phrase ("left
+    bottle"), among its attributes, or as ``on/in/at the <word>`` after it ("the one on the left");
+    None when there is none."""
+    node = tsg.nodes[node_id]
+    words = normalize_label(node.label).split()[:-1] + sorted(object_attribute_words(tsg, node_id))
+    for edge in tsg.edges:
+        if edge.kind == "subj_pred" and edge.src == node_id and tsg.nodes[edge.dst].lemma in _SPATIAL_PREPOSITIONS:
+            words += [normalize_label(tsg.nodes[e.dst].lemma) for e in tsg.edges
+                      if e.kind == "pred_obj" and e.src == edge.dst]
+    return next((SPATIAL_WORDS[w] for w in words if w in SPATIAL_WORDS), None)
+
+
+def pick_by_position(reference: str, candidates: list[TrackFacts], window: Optional[tuple[int, int]],
+                     taken: set[int]) -> Optional[int]:
+    """The track id among ``candidates`` (two or more of one kind) that ``reference`` names by its
+    position in the caption's frame ``window``: left/right/top/bottom by the mean box centre, middle
+    the median by x, front/back by the bottom edge (nearer the camera is lower), first/second/third/last
+    by first appearance then x, other: the first not already linked by this caption (``taken``)."""
+    placed = [(facts, facts.position(window)) for facts in candidates]
+    placed = [(facts, pos) for facts, pos in placed if pos is not None]
+    if len(placed) < 2:
+        return None
+    by_x = sorted(placed, key=lambda p: (p[1][0], p[0].track.id))
+    order = {"left": by_x, "right": by_x[::-1], "middle": [by_x[(len(by_x) - 1) // 2]],
+             "top": sorted(placed, key=lambda p: p[1][1]), "bottom": sorted(placed, key=lambda p: -p[1][1]),
+             "front": sorted(placed, key=lambda p: -p[1][2]), "back": sorted(placed, key=lambda p: p[1][2])}
+    if reference in order:
+        return order[reference][0][0].track.id
+    by_time = sorted(placed, key=lambda p: (p[0].track.first_frame, p[1][0], p[0].track.id))
+    ordinal = {"first": 0, "second": 1, "third": 2, "last": len(by_time) - 1}
+    if reference in ordinal:
+        return by_time[ordinal[reference]][0].track.id if ordinal[reference] < len(by_time) else None
+    rest = [p for p in by_time if p[0].track.id not in taken]
+    return rest[0][0].track.id if reference == "other" and rest and len(rest) < len(by_time) else None
 
 
 def link_objects(tsg: TextSceneGraph, tracks: list[TrackFacts], label_sims: np.ndarray, best_known: np.ndarray,
                  interval: Optional[tuple[float, float]], vocab: dict[str, set[str]], cfg: MergeHSGConfig,
-                 scorer_name: str) -> list[CrossLink]:
+                 scorer_name: str, window: Optional[tuple[int, int]] = None) -> list[CrossLink]:
     """Links of ``tsg``'s object nodes.
+
+    An object named by a spatial word ("the left bottle", "the one on the right", "the second
+    car") with several candidate tracks of one label keeps only the track that word picks by
+    position in the caption's frame ``window`` (:func:`pick_by_position`; method ``+spatial``).
 
     ``label_sims[k, t]`` is object ``k``'s similarity to ``tracks[t]`` and
     ``best_known[k]`` its best similarity to any known label; ``vocab[name]``
     the words that count as values of attribute ``name``.
     """
     links: list[CrossLink] = []
+    by_id = {facts.track.id: facts for facts in tracks}
     for k, node in enumerate(tsg.objects()):
         words = object_attribute_words(tsg, node.id)
         wanted = {name: words & vocab[name] for name in cfg.attribute_names}
@@ -315,6 +384,12 @@ def link_objects(tsg: TextSceneGraph, tracks: list[TrackFacts], label_sims: np.n
             if score >= cfg.link_threshold:
                 scored.append((score, facts.track.id, "+".join(method)))
         limit = max(cfg.max_links_per_object, node.count if cfg.count_aware else 1)
+        reference = spatial_reference(tsg, node.id) if limit == 1 and len(scored) > 1 else None
+        if reference is not None:
+            same_kind = [by_id[t] for _, t, _ in scored if by_id[t].track.label == by_id[max(scored)[1]].track.label]
+            chosen = pick_by_position(reference, same_kind, window, {link.track_id for link in links})
+            if chosen is not None:
+                scored = [(score, t, method + "+spatial") for score, t, method in scored if t == chosen]
         for score, track_id, method in sorted(scored, key=lambda s: (-s[0], s[1]))[:limit]:
             links.append(CrossLink(node.id, track_id, round(score, 6), method))
     return links
@@ -393,9 +468,9 @@ class MergeHSGStage(Stage):
                 label_sims, best_known = np.zeros((len(objects), len(tracks)), np.float32), np.zeros(len(objects))
             else:
                 label_sims, best_known = sims[rows], best[rows]
-            links = link_objects(tsg, tracks, label_sims, best_known, interval, vocab, self.cfg,
-                                 self.scorer.name)
             window = trim_to_shots(timeline.window(interval), interval, dsg, self.cfg.min_shot_overlap_s)
+            links = link_objects(tsg, tracks, label_sims, best_known, interval, vocab, self.cfg,
+                                 self.scorer.name, window)
             hsgs.append(HolisticSceneGraph(tsg, links, window,
                                            caption.negative_of if caption else None,
                                            caption.negative_type if caption else None))

@@ -255,3 +255,40 @@ def test_known_labels_stop_a_phrase_linking_a_different_known_kind(stage):
     loose.scorer = stage.scorer
     links = linked(run(loose, make_task(copy.deepcopy(dsg), [copy.deepcopy(tsg)])).hsgs[0])
     assert links == {0: [1], 2: [1], 3: [2]}   # "circle" and "room" fall onto the square
+
+
+def three_bottles() -> DynamicSceneGraph:
+    """Bottles T0 (middle, seen first), T1 (right, lower: nearer the camera), T2 (left, seen last)."""
+    dsg = make_dsg([(0, "bottle", 0, 9, None), (1, "bottle", 2, 9, None), (2, "bottle", 4, 9, None)], n_frames=10)
+    places = {0: (0.45, 0.3, 0.55, 0.5), 1: (0.75, 0.4, 0.85, 0.7), 2: (0.1, 0.3, 0.2, 0.5)}
+    for det in dsg.detections:
+        det.box = places[det.track_id]
+    return dsg
+
+
+@pytest.mark.parametrize("phrase, attrs, expected", [
+    ("left bottle", [], 2), ("bottle", ["right"], 1), ("middle bottle", [], 0), ("bottle", ["front"], 1),
+    ("bottle", ["back"], 0), ("second bottle", [], 1), ("bottle", ["last"], 2), ("bottle", [], 0)])
+def test_spatial_words_pick_among_same_class_tracks(stage, phrase, attrs, expected):
+    out = run(stage, make_task(three_bottles(), [make_tsg([(phrase, attrs)])]))
+    assert linked(out.hsgs[0]) == {0: [expected]}
+
+
+def test_the_one_on_the_left_and_the_other(stage):
+    tsg = TextSceneGraph("vid#0", "a bottle on the left and the other bottle")
+    tsg.nodes = [TextNode(0, "object", "bottle", "bottle", (2, 8)), TextNode(1, "relation", "on", "on", (9, 11)),
+                 TextNode(2, "object", "left", "left", (16, 20)), TextNode(3, "object", "other bottle", "other bottle",
+                                                                        (29, 41))]
+    tsg.edges = [TextEdge(0, 1, "subj_pred"), TextEdge(1, 2, "pred_obj")]
+    links = linked(run(stage, make_task(three_bottles(), [tsg])).hsgs[0])
+    assert links[0] == [2] and links[3] == [0]     # "other": the first bottle seen that is not the left one
+
+
+def test_spatial_words_use_positions_inside_the_caption_window(stage):
+    dsg = three_bottles()
+    for det in dsg.detections:     # T0 moves to the far left after frame 7
+        if det.track_id == 0 and det.frame >= 8:
+            det.box = (0.0, 0.3, 0.05, 0.5)
+    early = run(stage, make_task(copy.deepcopy(dsg), [make_tsg([("left bottle", [])], start=2.0, end=3.4)]))
+    late = run(stage, make_task(dsg, [make_tsg([("left bottle", [])], start=4.0, end=4.9)]))
+    assert linked(early.hsgs[0]) == {0: [2]} and linked(late.hsgs[0]) == {0: [0]}
