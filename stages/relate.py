@@ -22,6 +22,11 @@ in front of overlapping boxes (≥ ``occlusion_min`` of the     clip(0.5 + overl
             the horizon, the box whose bottom edge is lower
             is nearer the camera
 behind      mirror of *in front of*                           same with Δ bottom = y2_o − y2_s
+riding      subject a person, object in ``ridden_labels``;     share of the narrower box's width that
+            the person's bottom edge inside the object's box  overlaps the other
+            (from 10% of its height to 15% below it), centre
+            above the object's centre
+sitting on  the same rule for an object in ``seat_labels``    same
 holding     subject is a person (``person_labels``), object   share of the object inside the person ×
             small (area ≤ ``small_ratio`` × person's), mostly (1 − area ratio / small_ratio) ^ 0.25, 0 when
             inside the person's box, not in the bottom 15%    the object's centre is in the bottom 15%
@@ -59,7 +64,7 @@ pair gets **at most one** predicate, the first of
 1. the caption predicate the FREQ prior (:class:`stages.predicate_prior.PredicatePrior`)
    picks when it knows the label pair (``ride``, ``sit at``, ``hold``…; the rule
    is in that module's docstring);
-2. an interaction (``holding``, then ``on``, ``in front of``, ``behind``);
+2. an interaction (``riding``, ``sitting on``, ``holding``, then ``on``, ``in front of``, ``behind``);
 3. ``near``;
 4. the directional predicate of the dominant axis.
 
@@ -113,6 +118,8 @@ class RelateConfig:
     near_scale: float = 0.5
     occlusion_min: float = 0.1
     small_ratio: float = 0.25
+    ridden_labels: tuple[str, ...] = ("bicycle", "motorcycle", "horse", "elephant", "skateboard", "surfboard")
+    seat_labels: tuple[str, ...] = ("chair", "couch", "bench", "bed", "toilet", "sofa", "stool")
     person_labels: tuple[str, ...] = ("person", "man", "woman", "boy", "girl", "child", "people", "player",
                                       "skier", "surfer", "rider", "lady", "guy", "kid")
     # Parts of a person sit inside its box too, but are never "held".
@@ -235,12 +242,37 @@ def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig)
     return _clip(inside * (1.0 - ratio / cfg.small_ratio) ** 0.25)
 
 
+def _mounted(s: Box, o: Box) -> float:
+    """How well person box ``s`` sits over ``o``: the person's bottom edge inside ``o``'s box (down to a
+    little below it), centre above ``o``'s centre; the share of ``o``'s width the person covers."""
+    (ws, hs), (wo, ho) = _size(s), _size(o)
+    if ws <= 0 or wo <= 0 or ho <= 0 or _centre(s)[1] >= _centre(o)[1]:
+        return 0.0
+    if not o[1] + 0.1 * ho <= s[3] <= o[3] + 0.15 * ho:
+        return 0.0
+    return _clip(max(0.0, min(s[2], o[2]) - max(s[0], o[0])) / min(ws, wo))
+
+
+def score_riding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
+    """A person over a bicycle/horse/… (``ridden_labels``): bottom edge inside it, overlapping it."""
+    if s_label not in cfg.person_labels or o_label not in cfg.ridden_labels:
+        return 0.0
+    return _mounted(s, o)
+
+
+def score_sitting_on(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
+    """A person over a chair/couch/… (``seat_labels``): bottom edge inside it, overlapping it."""
+    if s_label not in cfg.person_labels or o_label not in cfg.seat_labels:
+        return 0.0
+    return _mounted(s, o)
+
+
 ScoreFn = Callable[[Box, Box, str, str, RelateConfig], float]
 # The per-frame predicate table: name → score function (rules in the module docstring).
 GEOMETRIC_PREDICATES: dict[str, ScoreFn] = {
     "left of": score_left_of, "right of": score_right_of, "above": score_above, "below": score_below,
     "on": score_on, "near": score_near, "in front of": score_in_front_of, "behind": score_behind,
-    "holding": score_holding,
+    "holding": score_holding, "riding": score_riding, "sitting on": score_sitting_on,
 }
 
 
@@ -255,7 +287,7 @@ INVERSE_PREDICATES = {"left of": "right of", "right of": "left of", "above": "be
                       "in front of": "behind", "behind": "in front of"}
 # Per ordered pair, the first group with a predicate wins (most informative first): what the
 # subject does with the object (contact, occlusion), then proximity, then direction.
-INTERACTION_PREDICATES = ("holding", "on", "in front of", "behind")
+INTERACTION_PREDICATES = ("riding", "sitting on", "holding", "on", "in front of", "behind")
 DIRECTIONAL_PREDICATES = ("left of", "right of", "above", "below")
 
 
@@ -263,6 +295,8 @@ DIRECTIONAL_PREDICATES = ("left of", "right of", "above", "below")
 # object against its holder's box, or of a cup against the table it stands on, means nothing;
 # "cup on table" says "table below cup".
 CONTACT_IMPLIES = {"holding": frozenset({"in front of", "behind"}),
+                   "riding": frozenset({"below", "in front of", "behind"}),
+                   "sitting on": frozenset({"below", "in front of", "behind"}),
                    "on": frozenset({"below", "in front of", "behind"})}
 
 
@@ -289,7 +323,7 @@ def ranked_predicates(s: Detection, o: Detection, scores: dict[str, float], cfg:
     1. the FREQ prior's caption predicate, when the prior knows this label pair,
        the geometry supports it and its probability is ≥ ``prior_min_prob``
        (``ride``, ``sit at``, ``hold``…);
-    2. interactions, in this order: ``holding``, ``on``, ``in front of``, ``behind``
+    2. interactions, in this order: ``riding``, ``sitting on``, ``holding``, ``on``, ``in front of``, ``behind``
        (a held cup is also "behind" the person's box, but holding says more);
     3. ``near``;
     4. the one directional predicate of the dominant axis (centre offset
@@ -316,14 +350,15 @@ def ranked_predicates(s: Detection, o: Detection, scores: dict[str, float], cfg:
 
 
 def _priority(predicate: str) -> int:
-    """0 for a caption predicate of the prior, then holding < on < in front of = behind < near < direction."""
+    """0 for a caption predicate of the prior, then riding < sitting on < holding < on < in front of =
+    behind < near < direction."""
     if predicate in ("in front of", "behind"):
-        return 3
+        return 1 + INTERACTION_PREDICATES.index("in front of")
     if predicate in INTERACTION_PREDICATES:
         return 1 + INTERACTION_PREDICATES.index(predicate)
     if predicate == "near":
-        return 4
-    return 5 if predicate in DIRECTIONAL_PREDICATES else 0
+        return 1 + len(INTERACTION_PREDICATES)
+    return 2 + len(INTERACTION_PREDICATES) if predicate in DIRECTIONAL_PREDICATES else 0
 
 
 def pair_relations(detections: list[Detection], i: int, j: int, cfg: RelateConfig, prior=None) -> list[Relation]:

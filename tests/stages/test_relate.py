@@ -1,5 +1,6 @@
 """Each geometric and temporal predicate on constructed boxes; the relate stage end to end."""
 import numpy as np
+import pytest
 
 from schemas.records import Attribute, Detection, DynamicSceneGraph, Frame, Track, VideoMeta
 from stages.base import VideoTask
@@ -17,7 +18,7 @@ def kept(s, o, s_label="thing", o_label="thing"):
 
 def test_the_table_lists_every_documented_predicate():
     assert set(GEOMETRIC_PREDICATES) == {"left of", "right of", "above", "below", "on", "near", "in front of",
-                                         "behind", "holding"}
+                                         "behind", "holding", "riding", "sitting on"}
 
 
 def test_left_and_right_of():
@@ -276,3 +277,16 @@ def test_relate_stage_survives_no_detections_and_one_detection():
         stage.setup()
         [task] = stage.process_batch([task])
         assert task.failure is None and task.dsg.relations == [] and task.dsg.track_relations == []
+
+
+@pytest.mark.parametrize("label, predicate", [("bicycle", "riding"), ("horse", "riding"), ("chair", "sitting on")])
+def test_a_person_over_a_bicycle_or_chair_rides_or_sits_on_it(label, predicate):
+    person, under = (0.40, 0.20, 0.60, 0.70), (0.35, 0.45, 0.65, 0.80)
+    geometry = pair_geometry(person, under, "person", label, CFG)
+    assert geometry[predicate] >= 0.9
+    beside = pair_geometry((0.05, 0.20, 0.30, 0.95), under, "person", label, CFG)   # standing next to it
+    assert beside[predicate] == 0.0
+    assert pair_geometry(under, person, label, "person", CFG)[predicate] == 0.0
+    dets = [Detection(0, person, "person", 0.9), Detection(0, under, label, 0.9)]
+    stored = [(r.subject, r.predicate) for r in pair_relations(dets, 0, 1, RelateConfig(use_prior=False))]
+    assert stored[0] == (0, predicate) and (1, "below") not in stored      # "below" is implied by it
