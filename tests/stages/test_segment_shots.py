@@ -63,7 +63,8 @@ def test_config_checks_and_auto():
     with pytest.raises(UserError, match="threshold"):
         SegmentShotsConfig(threshold=1.5)
     assert SegmentShotsConfig().resolved("synthetic").method == "none"
-    assert SegmentShotsConfig().resolved("activitynet").method == "transnetv2"
+    assert SegmentShotsConfig().resolved("activitynet").method == "scene_score"
+    assert SegmentShotsConfig(device="cuda").resolved("activitynet").method == "transnetv2"
 
 
 def test_none_gives_one_shot():
