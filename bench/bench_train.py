@@ -117,6 +117,7 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
     walls: dict[str, list] = {f"ray_{n}": [] for n in args.ray_workers}
     losses: dict[str, list] = {k: [] for k in runs}    # mean logged total loss of each run
     cpu_ms: dict[str, list] = {k: [] for k in runs}    # CPU time of all replicas' processes per graph
+    gather_share: dict[str, list] = {f"ray_{n}": [] for n in args.ray_workers}   # all-gather's share of the loop
 
     def mean_loss(run: Path) -> float:
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -139,6 +140,7 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
                     cpu_ms[f"ray_{n}"].append(1000 * summary["cpu_seconds"]
                                               / (summary["graphs_per_s"] * summary["seconds"]))
                     losses[f"ray_{n}"].append(mean_loss(Path(scratch) / f"ray{n}-{repeat}"))
+                    gather_share[f"ray_{n}"].append(summary["gather_seconds"] / max(summary["seconds"], 1e-9))
     reference = max(runs["in_process"])
     return {
         "metric": "train graphs/s: Ray Train data-parallel ("
@@ -154,7 +156,11 @@ def ray_bench(shards: Path, args: argparse.Namespace) -> dict:
         "cpu_ms_per_graph": {k: [round(x, 2) for x in v] for k, v in cpu_ms.items()},
         "free_core_speedup_bound": {k: round(int(k.split("_")[1]) * min(cpu_ms["in_process"]) / min(v), 2)
                                     for k, v in cpu_ms.items() if k != "in_process"},
-        # same seed, same global batch: the logged loss averaged over the run, relative to in-process
+        # wall time of the forward all-gathers of the global batch and encodings over the loop's time (their
+        # backward, an all-to-all of the encodings' gradients, is not in it)
+        "gather_share_of_loop": {k: [round(x, 3) for x in v] for k, v in gather_share.items()},
+        # same seed, same global batch: the logged loss averaged over the run, relative to in-process (the
+        # replicas' data order differs from one process's, so runs see other batches)
         "mean_loss_vs_in_process": {k: round(v[0] / losses["in_process"][0] - 1, 3) for k, v in losses.items()
                                     if k != "in_process"},
         "batch": args.batch, "dim": config.dim, "steps": args.steps, "repeats": args.repeats,

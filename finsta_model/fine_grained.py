@@ -356,7 +356,8 @@ def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_
 def track_footprints(batch, cells: int, frame_index: torch.Tensor) -> torch.Tensor:
     """``[B, K, T, P]``: per track and host frame, the share of its box's area inside each of the frame's
     ``P = G × G`` grid cells (row-major, the cells ``frame_patch`` stores); zero where the track is not
-    seen. ``frame_index`` names the batch frames the host read (see ``HostVideo.frame_index``)."""
+    seen. ``frame_index`` names the batch frames the host read (see ``HostVideo.frame_index``): ``[T]``, or
+    ``[B, T]`` per video with -1 for padding."""
     b, t_batch = batch.frame_mask.shape
     local, k_max = track_slots(batch)
     grid = int(round(cells ** 0.5))
@@ -372,7 +373,12 @@ def track_footprints(batch, cells: int, frame_index: torch.Tensor) -> torch.Tens
     k = batch.det_track[tracked]
     slot = (batch.track_video[k] * k_max + local[k]) * t_batch + batch.det_frame[tracked]
     grid_all = share.new_zeros((b * k_max * t_batch, cells)).index_add(0, slot, share[tracked])
-    return grid_all.view(b, k_max, t_batch, cells)[:, :, frame_index]
+    grid_all = grid_all.view(b, k_max, t_batch, cells)
+    if frame_index.dim() == 1:
+        return grid_all[:, :, frame_index]
+    # per video (gathered replicas, finsta_model.gather): -1 pads, and reads no footprint
+    index = frame_index.clamp_min(0)[:, None, :, None].expand(b, k_max, -1, cells)
+    return grid_all.gather(2, index) * (frame_index >= 0)[:, None, :, None]
 
 
 def phrase_vectors(host_text, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -445,7 +451,8 @@ def phrase_alignment(text: TextUnits, video: VideoUnits, track_unit: torch.Tenso
         frames = batch.frame_mask.long().sum(1)
         hi = torch.minimum(batch.cap_window[c, 1], (frames[v] - 1).clamp_min(0))
         lo = torch.minimum(batch.cap_window[c, 0], hi)
-        index = host_video.frame_index[None]
+        index = host_video.frame_index
+        index = index[None] if index.dim() == 1 else index[v]                   # -1 (padding): never inside
         inside = ((index >= lo[:, None]) & (index <= hi[:, None])).float()     # [n, T]
         own = foot[v] * inside[:, None, :, None]                                # [n, K, T, P]
         own = own / own.sum((2, 3), keepdim=True).clamp_min(1e-9)

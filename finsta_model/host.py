@@ -69,7 +69,8 @@ class HostVideo:
                                 # positions repeat token 0, so a max over a video's tokens needs no mask
     mask: torch.Tensor          # [B, T·(1+P)] bool
     cells: int                  # P grid cells per frame
-    frame_index: torch.Tensor   # [T] the batch frames these tokens read (all, unless past max_frames)
+    frame_index: torch.Tensor   # [T] the batch frames these tokens read (all, unless past max_frames);
+                                # [B, T] per video (-1: padding) when gathered over replicas
 
     def __len__(self) -> int:
         return int(self.pooled.shape[0])

@@ -26,6 +26,9 @@ Example::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,8 +45,46 @@ from finsta_model.losses import (distillation, object_spatial_contrast, predicat
 from finsta_model.rgtrm import DSGEncoder, DSGEncoding
 from schemas.records import TEXT_NODE_KINDS
 
+if TYPE_CHECKING:
+    from finsta_model.gather import Gather
+
 BRANCHES = ("fused", "host")
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
+
+
+@dataclass
+class Encodings:
+    """:meth:`FinstaModel.encode`'s output: per video, caption, text node, detection or track of a batch."""
+
+    host_text: HostText
+    host_video: HostVideo
+    video: Optional[torch.Tensor] = None     # [B, d] fused
+    text: Optional[torch.Tensor] = None      # [C, d] fused
+    nodes: Optional[torch.Tensor] = None     # [M, d] GTrm node states
+    dsg: Optional[DSGEncoding] = None
+
+    def gathered(self, gather: "Gather") -> "Encodings":
+        """Every replica's encodings in rank order, with gradient (rows of :func:`merge_batches`' order)."""
+        rows = gather.rows
+        t, v = self.host_text, self.host_video
+        host_text = HostText(pooled=rows(t.pooled), tokens=rows(t.tokens), mask=rows(t.mask))
+        # the host's video tokens are [B, T·(1 + cells), d]: pad whole frames, and padding repeats the
+        # video's first token (HostModel.video: a max over tokens then needs no mask)
+        per_frame = 1 + v.cells
+        b = len(v)
+        tokens = rows(v.tokens.reshape(b, -1, per_frame, v.tokens.shape[-1])).flatten(1, 2)
+        mask = rows(v.mask.reshape(b, -1, per_frame)).flatten(1, 2)
+        # the batch frames each video's tokens read, per video ([B, T'], -1 = padding): the replicas'
+        # batches may have sub-sampled videos past the host's max_frames differently
+        index = v.frame_index[None].expand(b, -1) if v.frame_index.dim() == 1 else v.frame_index
+        host_video = HostVideo(pooled=rows(v.pooled), tokens=torch.where(mask[..., None], tokens, tokens[:, :1]),
+                               mask=mask, cells=v.cells, frame_index=rows(index + 1) - 1)
+        if self.video is None:
+            return Encodings(host_text, host_video)
+        d = self.dsg
+        dsg = DSGEncoding(nodes=rows(d.nodes), frames=rows(d.frames), memory=rows(d.memory), video=rows(d.video),
+                          tracks=rows(d.tracks))
+        return Encodings(host_text, host_video, rows(self.video), rows(self.text), rows(self.nodes), dsg)
 
 
 def build_host(config: TrainConfig, dims: dict[str, int]) -> HostModel:
@@ -129,13 +170,33 @@ class FinstaModel(nn.Module):
         scores = text.float() @ video.float().T + (late if late is not None else 0)
         return nce, scores
 
-    def losses(self, batch: GraphBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def encode(self, batch: GraphBatch) -> "Encodings":
+        """What the losses read of ``batch`` that parameters compute: the host's encodings and, with the SG
+        branch, the fused embeddings (not normalised), GTrm node states and the DSG encoding."""
+        host = self.host_units(batch)
+        if not self.config.use_sg:
+            return Encodings(*host)
+        video, text, nodes, enc, _ = self._fused(batch, host)
+        return Encodings(*host, video=video, text=text, nodes=nodes, dsg=enc)
+
+    def losses(self, batch: GraphBatch, gather: "Gather | None" = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of ``batch`` and its detached parts. With ``gather`` (a data-parallel
+        replica) the loss is that of every replica's batch together: this replica encodes its own batch,
+        the losses run on the gathered batch and encodings (:mod:`finsta_model.gather`)."""
+        encodings = self.encode(batch)
+        if gather is not None:
+            batch, encodings = gather.batch(batch), encodings.gathered(gather)
+        return self.objective(batch, encodings)
+
+    def objective(self, batch: GraphBatch, encodings: "Encodings") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of ``batch`` from its :meth:`encode` output (see the module docstring)."""
         cfg, tau = self.config, self.config.temperature
-        host_t, host_v = self.host_units(batch)
+        host_t, host_v = encodings.host_text, encodings.host_video
         host_nce, host_scores = self._host_nce(batch, host_t, host_v)
         if not cfg.use_sg:
             return host_nce, {"nce": host_nce.detach(), "total": host_nce.detach()}   # the host is the model
-        video, text, nodes, enc, _ = self._fused(batch, (host_t, host_v))
+        video, text, nodes, enc = encodings.video, encodings.text, encodings.nodes, encodings.dsg
         video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
         extra = None
         if self.uses_fine_grained:

@@ -43,6 +43,7 @@ from torch import nn
 from finsta_model.checkpoint import LATEST, check_finite_loss, load_checkpoint, rank_state, save_checkpoint
 from finsta_model.config import TrainConfig
 from finsta_model.data import ShardStream, make_loader
+from finsta_model.gather import Gather
 from finsta_model.host_data import cells_per_frame
 from finsta_model.model import FinstaModel
 from schemas.errors import UserError
@@ -102,6 +103,11 @@ class Replicas:
     def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")):
         self.rank, self.world, self.device = rank, world, device
 
+    def global_batch(self) -> Optional[Gather]:
+        """The collectives that give every replica the whole step's batch (global negatives); None when
+        alone. A collective call: every rank makes it, once."""
+        return Gather() if self.world > 1 else None
+
     def wrap(self, module: nn.Module) -> nn.Module:
         """The module whose backward averages gradients over the replicas (DDP); itself when alone."""
         if self.world == 1:
@@ -151,12 +157,12 @@ def replica_seed(seed: int, rank: int) -> int:
 class _Losses(nn.Module):
     """``model.losses`` as a forward pass, so DistributedDataParallel sees the step."""
 
-    def __init__(self, model: FinstaModel):
+    def __init__(self, model: FinstaModel, gather: Optional[Gather] = None):
         super().__init__()
-        self.model = model
+        self.model, self.gather = model, gather
 
     def forward(self, batch):
-        return self.model.losses(batch)
+        return self.model.losses(batch, self.gather)
 
 
 def _lockstep(batches: Iterable, replicas: Replicas) -> Iterator:
@@ -467,7 +473,8 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
         step, epoch, consumed, in_epoch = _restore(ckpt, rank, model, optimizer, scheduler)
     elif config.init_host:
         model.host.load_state_dict(init_host_weights(config, dims, dataset.manifest.get("host")))
-    losses = replicas.wrap(_Losses(model))
+    gather = replicas.global_batch()
+    losses = replicas.wrap(_Losses(model, gather))
     local_batch = config.batch_size // replicas.world
     extra = {"train_shards": str(Path(shards).resolve()), "host": dataset.manifest.get("host"),
              "cells_per_frame": cells_per_frame(dataset)}
@@ -559,7 +566,9 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
     return {"run_dir": str(run_dir), "steps": step, "epoch": epoch,
             "checkpoint": str(last_path) if last_path else None,
             "graphs_per_s": round(videos / max(elapsed, 1e-9), 2), "seconds": round(elapsed, 1),
-            "cpu_seconds": round(cpu, 2)}
+            "cpu_seconds": round(cpu, 2),
+            # wall time of the forward all-gathers (global negatives), mean over the replicas
+            "gather_seconds": round(replicas.mean({"g": gather.seconds if gather else 0.0})["g"], 2)}
 
 
 def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, steps: Optional[int] = None,
