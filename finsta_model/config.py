@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import UserError
+from schemas.options import identity, runtime
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a run. Sizes are small on purpose: the model is
+    """Everything that defines a run. A field changes the result unless declared ``runtime(...)``
+    (:mod:`schemas.options`): a resume keeps every other field (``steps`` aside). Sizes are small on purpose: the model is
     trained from precomputed host features on CPU in minutes. The defaults are
     the recipe of docs/results.md (chosen on the validation world): ``train``
     without ``--config`` reproduces its headline; ``--no-sg`` its baseline."""
@@ -61,7 +63,7 @@ class TrainConfig:
     # DSG track / directed track-pair / window units (finsta_model/fine_grained.py); 0 = pooled only
     fine_grained_weight: float = 2.0
     # optimisation
-    steps: int = 900
+    steps: int = 900                # changes the result, but a resume may change it: it extends the run
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -71,17 +73,22 @@ class TrainConfig:
     # data
     shuffle_buffer: int = 256
     num_workers: int = 0
-    threads: int = 1                # torch CPU threads; 1 is fastest for these small graphs on a busy
+    threads: int = runtime(1)       # torch CPU threads; 1 is fastest for these small graphs on a busy
                                     # machine (2 threads on 2 loaded cores measured 8x slower); 0 = torch default
-    cache_mb: int = 1024            # keep encoded shards in memory between epochs (0 = stream only)
-    checkpoint_every: int = 100
-    log_every: int = 10
+    cache_mb: int = runtime(1024)   # keep encoded shards in memory between epochs (0 = stream only)
+    checkpoint_every: int = runtime(100)
+    log_every: int = runtime(10)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change what a run computes (all but those declared ``runtime``: threads,
+        cache, how often to log and checkpoint; see schemas/options.py)."""
+        return identity(self)
 
     @staticmethod
     def from_dict(values: dict[str, Any]) -> "TrainConfig":

@@ -47,18 +47,21 @@ from finsta_model.gather import Gather
 from finsta_model.host_data import cells_per_frame
 from finsta_model.model import FinstaModel
 from schemas.errors import UserError
+from schemas.options import diff
 from schemas.store import open_dataset
 
 METRICS = "metrics.jsonl"
 # What a run folder holds: ``--overwrite`` removes these and nothing else.
 RUN_FILES = ("config.json", METRICS, "checkpoints")
-# changing these between a run and its resume would change what the run computes
-_RESUME_FIXED = ("dim", "heads", "gtrm_layers", "rgtrm_layers", "dropout", "label_buckets", "use_sg", "use_osc",
-                 "use_ptc", "use_stgd", "temperature", "osc_weight", "ptc_weight", "distill_weight",
-                 "train_hard_negatives", "ptc_shifts", "fine_grained_weight", "batch_size", "lr", "weight_decay",
-                 "warmup_steps", "grad_clip", "seed", "shuffle_buffer", "num_workers", "host_layers",
-                 "host_fine_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
-                 "distill_temperature", "init_host")
+# the one result-changing field a resume may change: a larger ``steps`` extends the run (its cosine schedule
+# is then that of the longer run from the checkpoint on)
+RESUME_MAY_CHANGE = ("steps",)
+
+
+def resume_changes(run: TrainConfig, new: TrainConfig) -> list[str]:
+    """The fields whose change between a run's config and its resume's would change what the run computes:
+    every field not declared ``runtime`` (finsta_model/config.py), ``steps`` aside."""
+    return [key for key, _, _ in diff(run.identity(), new.identity()) if key not in RESUME_MAY_CHANGE]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -325,7 +328,7 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
         raise UserError(f"--resume: {run_dir} holds no checkpoint to resume from")
     if resume:
         ckpt = load_checkpoint(run_dir)
-        changed = [k for k in _RESUME_FIXED if getattr(ckpt.config, k) != getattr(config, k)]
+        changed = resume_changes(ckpt.config, config)
         if changed:
             raise UserError(f"--resume with a different config ({', '.join(changed)}); resume with the run's "
                             f"own settings (see {ckpt.path / 'state.json'}) or start a new --out")
