@@ -3,7 +3,8 @@
 A config field is an *output* field unless declared with :func:`runtime`:
 threads, devices, batch sizes, where Ray runs. The identity of a build (what
 the manifest stores and hashes, what a rerun must match) and the keys a
-training resume must keep are both derived from that one declaration, so a
+training resume must keep (``finsta_model.config.TrainConfig.identity``, checked by
+``finsta_model.train.resume_changes``) are both derived from that one declaration, so a
 new option is hashed by default and only a deliberate ``runtime(...)`` takes
 it out.
 
