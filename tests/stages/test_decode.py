@@ -280,14 +280,21 @@ def test_fifo_is_unreadable_and_does_not_block(tmp_path):
 
 
 def test_decoding_past_the_timeout_is_killed_and_reported(tmp_path):
-    # A slow consumer makes the run outlast the deadline on any machine, however fast.
+    # A slow consumer makes the run outlast the deadline on any machine, however fast or loaded: the deadline
+    # is four times the first frame's measured arrival, and the consumer takes twice the deadline over the
+    # 100 frames, so the kill lands mid-stream.
     path = make_video(tmp_path / "long.mp4", seconds=10, fps=10, size=(160, 120), pattern="testsrc")
     info = probe_info(str(path))
+    started = time.monotonic()
+    frames = iter_frames(str(path), DecodeConfig(fps=10), info=info)
+    next(frames)
+    timeout_s = max(0.5, 4 * (time.monotonic() - started))
+    frames.close()
     seen = 0
     with pytest.raises(SampleError) as err:
-        for _ in iter_frames(str(path), DecodeConfig(fps=10, timeout_s=0.5), info=info):
+        for _ in iter_frames(str(path), DecodeConfig(fps=10, timeout_s=timeout_s), info=info):
             seen += 1
-            time.sleep(0.05)
+            time.sleep(2 * timeout_s / 100)
     assert err.value.reason == "timeout"
     assert 0 < seen < 100      # cut before the end: progress, not a wall-clock bound, shows the kill (load-proof)
 
