@@ -212,6 +212,7 @@ class _OpenShard:
         self.failures: list[FailureRecord] = []
         self.early: list[FailureRecord] = []
         self.opened: Optional[float] = None
+        self.bytes = 0   # feature bytes of the samples waiting (write.shard_max_bytes)
 
     def add(self, task: VideoTask, dims: dict[str, int]) -> None:
         for table, source in ((self.result.stage_seconds, task.stage_seconds),
@@ -221,6 +222,7 @@ class _OpenShard:
         if task.failure is None:
             try:
                 self.samples.append(to_sample(task, dims))
+                self.bytes += sum(np.asarray(getattr(self.samples[-1][1], name)).nbytes for name in FEATURE_ARRAYS)
             except ValueError as error:
                 task.failure = FailureRecord(task.key, WRITE_STAGE, "invalid_output", str(error), task.video_path)
         if task.failure is not None:
@@ -239,7 +241,7 @@ class _OpenShard:
 
     def due(self) -> bool:
         rows = len(self.samples) + len(self.failures)
-        return rows >= self.cfg.shard_size or (rows > 0 and time.monotonic() - self.opened >= self.cfg.shard_max_seconds)
+        return rows >= self.cfg.shard_size or self.bytes >= self.cfg.shard_max_bytes or (rows > 0 and time.monotonic() - self.opened >= self.cfg.shard_max_seconds)
 
     def commit(self) -> None:
         failures = self.early + self.failures
@@ -249,7 +251,9 @@ class _OpenShard:
         self.result.shards_written += 1
         self.result.committed_this_run += len(self.samples) + len(failures)
         self.progress.shard_committed(len(self.samples), len(failures), name)
-        self.samples, self.failures, self.early, self.opened = [], [], [], None
+        self.samples, self.failures, self.early, self.opened, self.bytes = [], [], [], None, 0
+        # merge the small shards time-based commits leave during the run, not only at its end
+        self.writer.compact(self.cfg.shard_size, min_run=self.cfg.compact_every)
 
 
 def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResult:

@@ -43,16 +43,23 @@ POOLS = ("auto", "one", "each")
 
 @dataclass
 class WriteOptions:
-    """``shard_size``: samples (and failure rows) per shard; a shard is committed when it
-    holds that many, or when it has been open ``shard_max_seconds`` (bounds what a
-    kill -9 can lose), or at the end of the run. Neither changes what a sample holds."""
+    """``shard_size``: samples (and failure rows) per shard; ``shard_max_bytes``: a shard's
+    feature bytes (whichever comes first); a shard is committed when it reaches either,
+    or when it has been open ``shard_max_seconds`` (bounds what a kill -9 can lose), or at
+    the end of the run. The small shards time-based commits leave are merged during the
+    run once ``compact_every`` of them wait, and all of them at its end (issue 23: shards
+    sized for clusters, ~10k samples or ~1 GB like webdataset). None changes what a sample holds."""
 
-    shard_size: int = 16
+    shard_size: int = 10000
+    shard_max_bytes: int = 1 << 30
     shard_max_seconds: float = 60.0
+    compact_every: int = 64
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1 or not self.shard_max_seconds > 0:
-            raise ValueError("shard_size must be >= 1 and shard_max_seconds > 0")
+        if self.shard_size < 1 or self.shard_max_bytes < 1 or not self.shard_max_seconds > 0 \
+                or self.compact_every < 2:
+            raise ValueError("shard_size and shard_max_bytes must be >= 1, shard_max_seconds > 0, "
+                             "compact_every >= 2")
 
 
 @dataclass

@@ -71,6 +71,7 @@ MANIFEST = "manifest.json"
 SHARDS = "shards"
 DONE = "_DONE"
 SHARD_INFO = "shard.json"
+MERGED_PREFIX = ".merged-"   # a compaction's merged shard, committed but hidden until its old shards are gone
 LOCK = ".finsta.lock"
 QUARANTINE = "quarantine"
 STATS = "stats.json"
@@ -82,6 +83,9 @@ _REQUIRED_FILES = ("samples.arrow", "failures.arrow", "features.zarr/zarr.json")
 DUPLICATE_KEY = "duplicate_key"
 BAD_RECORD = "bad_record"           # a dataset entry (a manifest line) that cannot be read; counted per line
 _WHOLE_ARRAY_BYTES = 64 << 20
+# Version 3 shard folders are version 4 shard folders without per-file sizes; a version-3 manifest's
+# shard list is ignored (shards/ is the truth) and the next writer rewrites manifest.json as version 4.
+READABLE_VERSIONS = (3, SCHEMA_VERSION)
 _KEY_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-#=+@]{0,199}$")
 _PACKAGES = ("finsta", "pyarrow", "zarr", "numpy", "torch", "ray", "spacy", "stanza", "opencv-python-headless",
              "sentence-transformers")
@@ -142,6 +146,29 @@ def _write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+# The store's file I/O seam: everything that lists, reads, publishes or removes goes through these few
+# functions (and _write_atomic above), so another file system (object storage) can stand in for them.
+# The commit rule needs no rename: a shard's files, then shard.json, then _DONE last.
+def fs_read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def fs_list(folder: Path) -> list[Path]:
+    return list(folder.iterdir())
+
+
+def fs_exists(path: Path) -> bool:
+    return path.exists()
+
+
+def fs_remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def fs_remove_tree(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _write_arrow(path: Path, table: pa.Table) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
@@ -168,6 +195,7 @@ class ShardInfo:
     files: dict[str, str]  # relative path → sha256
     config_hash: Optional[str] = None   # None: written before shards carried it
     replaces: list[str] = field(default_factory=list)   # shards this one merged (compaction)
+    sizes: dict[str, int] = field(default_factory=dict)  # relative path → bytes (empty: written by version 3)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -182,7 +210,8 @@ class ShardInfo:
         if not (isinstance(info.name, str) and isinstance(info.files, dict) and isinstance(info.keys, list)
                 and isinstance(info.failed_keys, list) and all(isinstance(k, str) for k in info.keys)
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in info.files.items())
-                and isinstance(info.replaces, list) and all(isinstance(r, str) for r in info.replaces)):
+                and isinstance(info.replaces, list) and all(isinstance(r, str) for r in info.replaces)
+                and isinstance(info.sizes, dict) and all(isinstance(v, int) for v in info.sizes.values())):
             raise ValueError("fields of the wrong type")
         return info
 
@@ -348,7 +377,7 @@ def remove_dataset(root: Path) -> None:
     shards = root / SHARDS
     if shards.is_dir():
         for entry in shards.iterdir():
-            if _SHARD_NAME.match(entry.name) or entry.name.startswith(".tmp-"):
+            if _SHARD_NAME.match(entry.name) or entry.name.startswith((".tmp-", MERGED_PREFIX)):
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         if not any(shards.iterdir()):
             shards.rmdir()
@@ -366,11 +395,14 @@ def _make_root(root: Path) -> None:
 
 
 # ---------------------------------------------------------------- checking a shard
-def check_shard(folder: Path) -> tuple[Optional[str], Optional[ShardInfo], dict]:
+def check_shard(folder: Path, full: bool = False, files: bool = True
+                ) -> tuple[Optional[str], Optional[ShardInfo], dict]:
     """``(problem, info, config)`` for one shard folder: problem is None when it is intact.
 
     Intact means: ``_DONE`` holds the sha256 of ``shard.json``; ``shard.json`` is a well-formed entry
-    naming this folder; every listed file exists inside the folder with its sha256.
+    naming this folder; every listed file exists inside the folder with its recorded size (``files``),
+    and with its sha256 when ``full`` (``verify``; a writer's resume checks metadata only, readers
+    hash each file on first read).
     """
     try:
         raw = (folder / SHARD_INFO).read_bytes()
@@ -384,7 +416,7 @@ def check_shard(folder: Path) -> tuple[Optional[str], Optional[ShardInfo], dict]
         info = ShardInfo.from_dict(data)
     except (ValueError, TypeError) as error:
         return f"{SHARD_INFO} is not a valid shard entry ({error})", None, {}
-    if info.name != folder.name:
+    if folder.name not in (info.name, MERGED_PREFIX + info.name):
         return f"{SHARD_INFO} names {info.name!r}, not this folder (copied from elsewhere?)", None, {}
     for rel in _REQUIRED_FILES:
         if rel not in info.files:
@@ -393,11 +425,64 @@ def check_shard(folder: Path) -> tuple[Optional[str], Optional[ShardInfo], dict]
         path = folder / rel
         if rel.startswith("/") or ".." in Path(rel).parts:
             return f"{SHARD_INFO} lists a path outside the shard ({rel!r})", None, {}
-        if not path.is_file():
+        if not files:
+            continue
+        try:
+            size = path.stat().st_size if path.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
             return f"{rel}: missing", None, {}
-        if sha256_file(path) != digest:
+        if rel in info.sizes and info.sizes[rel] != size:
+            return f"{rel}: truncated or altered ({size} bytes, {SHARD_INFO} says {info.sizes[rel]})", None, {}
+        if full and sha256_file(path) != digest:
             return f"{rel}: corrupted (sha256 mismatch)", None, {}
     return None, info, data.get("config", {}) if isinstance(data.get("config"), dict) else {}
+
+
+def _shard_order(folder: Path) -> str:
+    return folder.name[len(MERGED_PREFIX):] if folder.name.startswith(MERGED_PREFIX) else folder.name
+
+
+@dataclass
+class _Scan:
+    """What ``shards/`` holds, from metadata only (:func:`_scan_shards`)."""
+
+    intact: list[tuple[Path, ShardInfo, dict]] = field(default_factory=list)   # committed, in name order
+    damaged: list[tuple[Path, str]] = field(default_factory=list)              # committed but failing its check
+    superseded: list[Path] = field(default_factory=list)   # old shards a committed merged shard replaces
+    debris: list[Path] = field(default_factory=list)       # interrupted commits: never read, removed by a writer
+
+
+def _scan_shards(shards: Path, files: bool = True, full: bool = False) -> _Scan:
+    """Every shard folder: committed (``_DONE`` present) ones checked by :func:`check_shard` (metadata, no
+    data hashes), the rest debris. A committed merged shard (``replaces``) supersedes its old shards in
+    whatever state a kill left them, so they are neither served nor quarantined."""
+    scan = _Scan()
+    if not shards.is_dir():
+        return scan
+    entries = sorted(fs_list(shards), key=_shard_order)
+    for entry in entries:
+        shard_like = _SHARD_NAME.match(_shard_order(entry))
+        if entry.name.startswith(".tmp-") or (shard_like and entry.is_dir() and not (entry / DONE).exists()):
+            scan.debris.append(entry)
+        elif shard_like and entry.is_dir():
+            problem, info, config = check_shard(entry, full=full, files=files)
+            scan.damaged.append((entry, problem)) if problem else scan.intact.append((entry, info, config))
+    replaced = {old for _, info, _ in scan.intact for old in info.replaces}
+    scan.superseded = [entry for entry in entries if entry.name in replaced]
+    scan.intact = [item for item in scan.intact if item[0].name not in replaced]
+    scan.damaged = [item for item in scan.damaged if item[0].name not in replaced]
+    scan.debris = [entry for entry in scan.debris if entry.name not in replaced]
+    return scan
+
+
+def _remove_shard(folder: Path) -> None:
+    """Uncommit first (``_DONE`` goes), then delete: a kill halfway leaves debris, never a damaged shard."""
+    fs_remove(folder / DONE)
+    _fsync_dir(folder)
+    fs_remove_tree(folder)
+
 
 
 # ---------------------------------------------------------------- writing
@@ -418,8 +503,9 @@ class DatasetWriter:
     """
 
     def __init__(self, root: str | os.PathLike, config: dict[str, Any], feature_dims: dict[str, int],
-                 overwrite: bool = False, host: Optional[dict[str, Any]] = None):
+                 overwrite: bool = False, host: Optional[dict[str, Any]] = None, check_data: bool = False):
         self.root = Path(root)
+        self.check_data = check_data   # also hash every file of every shard on open (slow: reads all the data)
         self.config = config
         self.config_hash = config_hash(config)
         self.host = host
@@ -440,10 +526,9 @@ class DatasetWriter:
                 remove_dataset(self.root)
                 (self.root / SHARDS).mkdir(exist_ok=True)
             old = self._read_old_manifest()
-            self._remove_debris()
             self.shards = self._adopt_shards(old)
             self.created = old.get("created") if old else _now()
-            self._write_manifest()
+            self._write_manifest()   # once per open: commits never rewrite a dataset-wide file
         except BaseException:
             self.lock.release()
             raise
@@ -485,36 +570,34 @@ class DatasetWriter:
         raise UserError(f"{self.root} was built with other options ({diff_text(changes)}); rerun with the old "
                         f"values to continue, --overwrite to start over, or use another --out")
 
-    def _remove_debris(self) -> None:
-        for entry in (self.root / SHARDS).iterdir():
-            if entry.name.startswith(".tmp-") or (_SHARD_NAME.match(entry.name) and entry.is_dir()
-                                                  and not (entry / DONE).exists()):
-                shutil.rmtree(entry, ignore_errors=True)
-
     def _adopt_shards(self, old: Optional[dict[str, Any]]) -> list[ShardInfo]:
-        """Every intact shard of this config, in name order; the rest quarantined (see the class docstring)."""
+        """Every intact shard of this config, in name order; the rest quarantined (see the class docstring).
+
+        Reads metadata only (``_DONE``, ``shard.json``, file sizes): the data's hashes are checked by
+        readers on first read and by ``verify``."""
+        scan = _scan_shards(self.root / SHARDS, full=self.check_data)
+        for folder in scan.debris:
+            fs_remove_tree(folder)
+        for folder in scan.superseded:   # a compaction cut short: its merged shard holds these rows
+            _remove_shard(folder)
         checked = []
-        for folder in sorted((self.root / SHARDS).iterdir()):
-            if not (_SHARD_NAME.match(folder.name) and folder.is_dir()):
-                continue
-            problem, info, config = check_shard(folder)
-            if problem:
-                self._quarantine(folder, problem)
-            else:
-                checked.append((folder, info, config))
+        for folder, info, config in scan.intact:
+            if folder.name.startswith(MERGED_PREFIX):   # its old shards are gone now: publish it
+                final = folder.with_name(info.name)
+                os.rename(folder, final)
+                _fsync_dir(final.parent)
+                folder = final
+            checked.append((folder, info, config))
+        for folder, problem in scan.damaged:
+            self._quarantine(folder, problem)
         if old is None and checked and all(info.config_hash != self.config_hash for _, info, _ in checked):
             # No manifest vouches for these shards and none was built with this config:
             # the folder is another build's, exactly as if its manifest said so.
             first = next(((info, config) for _, info, config in checked if info.config_hash is not None), None)
             if first is not None:
                 self._refuse_config(first[1])
-        merged = {old: info.name for _, info, _ in checked for old in info.replaces}
-        for folder, info, config in list(checked):
-            if info.name in merged:   # a compaction cut short: its merged shard holds these rows
-                shutil.rmtree(folder, ignore_errors=True)
-                checked.remove((folder, info, config))
         adopted, seen = [], set()
-        for folder, info, _ in checked:
+        for folder, info, _ in checked:   # key uniqueness: a set of every key, built once per open
             if info.config_hash is None and old is None:
                 self._quarantine(folder, "written without a config hash and no manifest vouches for it")
             elif info.config_hash is not None and info.config_hash != self.config_hash:
@@ -536,6 +619,7 @@ class DatasetWriter:
         while target.exists():
             target, n = target_dir / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}-{n}", n + 1
         os.rename(folder, target)
+        fs_remove(target / DONE)   # a quarantined shard is not committed anywhere
         (target / "QUARANTINED.txt").write_text(problem + "\n")
         _fsync_dir(folder.parent)
         line = f"{folder.name}: {problem}; moved to {QUARANTINE}/{target.name}, its samples will be redone"
@@ -551,7 +635,7 @@ class DatasetWriter:
 
     # -- committing
     def _next_name(self) -> str:
-        taken = [int(m.group(1)) for p in (self.root / SHARDS).iterdir() if (m := _SHARD_NAME.match(p.name))]
+        taken = [int(m.group(1)) for p in fs_list(self.root / SHARDS) if (m := _SHARD_NAME.match(_shard_order(p)))]
         taken += [int(s.name.split("-")[1]) for s in self.shards]
         return f"shard-{max(taken) + 1 if taken else 0:06d}"
 
@@ -565,34 +649,40 @@ class DatasetWriter:
         name = self._next_name()
         tmp = self.root / SHARDS / f".tmp-{name}-{os.getpid()}"
         try:
-            shutil.rmtree(tmp, ignore_errors=True)
+            fs_remove_tree(tmp)
             tmp.mkdir()
             files, info = self._write_files(tmp, name, samples, failures, replaces or [])
-            final = self.root / SHARDS / name
+            # A merged shard is committed hidden: until its old shards are gone, a plain reader of
+            # shards/*/samples.arrow must not see its rows twice (issue 26 item 10).
+            final = self.root / SHARDS / ((MERGED_PREFIX if replaces else "") + name)
             os.rename(tmp, final)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            fs_remove_tree(tmp)
             raise
         _fsync_dir(final.parent)
         _write_atomic(final / DONE, sha256_file(final / SHARD_INFO).encode())
-        if replaces:   # the merged shard takes the place of the first one it replaces
-            at = next(i for i, shard in enumerate(self.shards) if shard.name == replaces[0])
-            self.shards = self.shards[:at] + [info] + [s for s in self.shards[at:] if s.name not in replaces]
+        if replaces:
+            for old in replaces:
+                _remove_shard(self.root / SHARDS / old)
+            os.rename(final, final.with_name(name))
+            _fsync_dir(final.parent)
+            self.shards = [s for s in self.shards if s.name not in replaces] + [info]
         else:
             self.shards.append(info)
-        self._write_manifest()
-        for old in replaces or []:
-            shutil.rmtree(self.root / SHARDS / old, ignore_errors=True)
         return name
 
-    def compact(self, target_rows: int) -> list[str]:
+    def compact(self, target_rows: int, min_run: int = 2) -> list[str]:
         """Merge runs of consecutive small shards (fewer than ``target_rows`` rows each) into shards of
         about ``target_rows``, so that many small shards (time-based commits, interrupted runs) do not
         slow readers down. Returns the new shards' names.
 
-        Crash-safe: the merged shard is committed (listing the shards it ``replaces``) before the
-        manifest swaps them and before they are deleted; a writer that finds both keeps the merged
-        one. Failure rows that no reader would count any more (their key committed, or failed again
+        ``min_run``: a run that stays below ``target_rows`` is merged only when it holds at least that
+        many shards (the build merges in the background with a large ``min_run``, everything at the end).
+
+        Crash-safe: the merged shard is committed hidden (``.merged-NAME``, listing the shards it
+        ``replaces``), then each old shard is uncommitted and removed, then the merged one is renamed
+        into place; readers and a reopening writer that find a committed merged shard ignore (and the
+        writer removes) its old shards in whatever state they are. Failure rows that no reader would count any more (their key committed, or failed again
         in a later shard) are dropped, so a merged shard never changes which failure stands.
         """
         groups, run = [], []
@@ -603,10 +693,10 @@ class DatasetWriter:
             run.append(shard)
             if sum(s.rows + s.failure_rows for s in run) >= target_rows:
                 groups, run = groups + [run], []
-        groups += [run] if len(run) > 1 else []
+        groups += [run] if len(run) >= max(2, min_run) else []
         written = []
         for group in groups:
-            reader = Dataset(self.root, self._manifest(), verify=True)
+            reader = Dataset(self.root, self._manifest(), self.shards, verify=True)
             samples = [item for shard in group for item in reader.iter_shard(shard.name)]
             failures = [f for shard in group for f in self._standing_failures(reader, shard)]
             written.append(self.write_shard(samples, failures, replaces=[shard.name for shard in group]))
@@ -633,8 +723,9 @@ class DatasetWriter:
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
             files[path.relative_to(tmp).as_posix()] = sha256_file(path)
+        sizes = {rel: (tmp / rel).stat().st_size for rel in files}
         info = ShardInfo(name, [s.key for s, _ in samples], [f.key for f in failures], len(samples), len(failures),
-                         sum((tmp / rel).stat().st_size for rel in files), files, self.config_hash, replaces)
+                         sum(sizes.values()), files, self.config_hash, replaces, sizes)
         _write_atomic(tmp / SHARD_INFO, json.dumps({**info.as_dict(), "config": self.config}, indent=1,
                                                    default=str).encode())
         for folder in sorted({p.parent for p in _files_of(tmp)}, key=lambda p: -len(p.parts)):
@@ -675,7 +766,6 @@ class DatasetWriter:
             "feature_dims": self.feature_dims,
             "host": self.host,
             "package_versions": package_versions(),
-            "shards": [shard.as_dict() for shard in self.shards],
         }
 
 
@@ -694,7 +784,7 @@ def _check_version(manifest: dict[str, Any], root: Path) -> None:
     if manifest.get("format") != FORMAT_NAME:
         raise UserError(f"{root} is not a finsta dataset (manifest format {manifest.get('format')!r})")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UserError(f"{root} was written with schema version {version}; this finsta reads version "
                         f"{SCHEMA_VERSION}: rebuild it with `build-sgs --overwrite` (or use the finsta release "
                         f"that wrote it)")
@@ -711,17 +801,21 @@ class Dataset:
     skips it for data you have just verified yourself.
     """
 
-    def __init__(self, root: Path, manifest: dict[str, Any], cache_shards: int = 4, verify: bool = True):
+    def __init__(self, root: Path, manifest: dict[str, Any], shards: list[ShardInfo], cache_shards: int = 4,
+                 verify: bool = True, folders: Optional[dict[str, str]] = None, skipped: Optional[list[str]] = None):
         self.root = root
-        self.manifest = manifest
+        self.shards = shards
+        # the header, plus the shard entries as version 3 listed them (``inspect`` counts them)
+        self.manifest = {**manifest, "shards": [shard.as_dict() for shard in shards]}
         self.verify = verify
+        self.skipped = skipped or []   # committed shards not served (damaged, other config, repeated keys)
         self.feature_dims: dict[str, int] = manifest["feature_dims"]
-        self._key_to_shard: dict[str, str] = {}
+        self._folders = folders or {}  # shard name → folder name, where they differ (a merged shard not yet renamed)
+        self._key_to_shard: dict[str, str] = {}   # the key index: key → shard (rows: per shard, on first read)
         self._files: dict[str, dict[str, str]] = {}
-        for shard in manifest["shards"]:
-            self._files[shard["name"]] = shard["files"]
-            for key in shard["keys"]:
-                self._key_to_shard[key] = shard["name"]
+        for shard in shards:
+            self._files[shard.name] = shard.files
+            self._key_to_shard.update(dict.fromkeys(shard.keys, shard.name))
         self._verified: set[tuple[str, str]] = set()
         self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
@@ -733,11 +827,11 @@ class Dataset:
         return len(self._key_to_shard)
 
     def shard_names(self) -> list[str]:
-        return [shard["name"] for shard in self.manifest["shards"]]
+        return [shard.name for shard in self.shards]
 
     def failed_keys(self) -> set[str]:
         """Keys recorded as failed and never committed since (from the manifest alone)."""
-        return {key for shard in self.manifest["shards"] for key in shard["failed_keys"]} - set(self._key_to_shard)
+        return {key for shard in self.shards for key in shard.failed_keys} - set(self._key_to_shard)
 
     def failures(self) -> list[FailureRecord]:
         """Every failure that stands: the latest failure of each key that never committed, each
@@ -773,18 +867,22 @@ class Dataset:
 
     def _checked(self, shard: str, rel: str) -> Path:
         """The path of ``rel`` in ``shard``, its sha256 checked once when ``verify`` is on."""
-        path = self.root / SHARDS / shard / rel
+        path = self._folder(shard) / rel
         if self.verify and (shard, rel) not in self._verified:
             expected = self._files.get(shard, {}).get(rel)
             if not path.is_file():
-                raise CorruptShardError(f"{path} is missing; rerun build-sgs on {self.root} to redo the shard's "
-                                        "samples (`verify` lists every problem)")
+                raise CorruptShardError(f"{path} is missing; move its shard folder out of {self.root / SHARDS} and "
+                                        "rerun build-sgs to redo the shard's samples (`verify` lists every problem)")
             if expected is None or sha256_file(path) != expected:
                 raise CorruptShardError(f"{path} does not match its sha256 in the manifest (corrupted): not "
-                                        f"serving it; rerun build-sgs on {self.root} to quarantine and redo the "
-                                        "shard's samples (`verify` lists every problem)")
+                                        f"serving it; move its shard folder out of {self.root / SHARDS} and rerun "
+                                        "build-sgs to redo the shard's samples (`verify` lists every problem)")
             self._verified.add((shard, rel))
         return path
+
+    def _folder(self, shard: str) -> Path:
+        folder = self.root / SHARDS / self._folders.get(shard, shard)
+        return folder if folder.exists() else self.root / SHARDS / shard   # renamed into place since opening
 
     def _checked_group(self, shard: str, prefix: str) -> None:
         for rel in sorted(self._files.get(shard, {})):
@@ -804,7 +902,7 @@ class Dataset:
         """
         cache_key = (name, tuple(features))
         if cache_key not in self._cache:
-            folder = self.root / SHARDS / name
+            folder = self._folder(name)
             table = pa.ipc.open_file(pa.memory_map(str(self._checked(name, "samples.arrow")))).read_all()
             rows = {key: i for i, key in enumerate(table.column("key").to_pylist())}
             self._checked(name, "features.zarr/zarr.json")
@@ -850,83 +948,71 @@ class Dataset:
 def open_dataset(root: str | os.PathLike, verify: bool = True) -> Dataset:
     """Open a dataset folder for reading; ``verify=False`` skips the per-file sha256 check (see :class:`Dataset`).
 
-    Raises :class:`UserError` when the folder or its manifest is missing or
-    unreadable, or was written by another ``SCHEMA_VERSION``.
+    Reads ``manifest.json`` (the header) and each committed shard's ``shard.json`` (checked against its
+    ``_DONE``), never the data. Committed shards that cannot be served (damaged metadata, another
+    config, keys another shard holds) are left out and named in ``Dataset.skipped``; the next
+    ``build-sgs`` quarantines them. Raises :class:`UserError` when the folder or its manifest is
+    missing or unreadable, or was written by a ``SCHEMA_VERSION`` this finsta does not read.
     """
     root = Path(root)
     if not (root / MANIFEST).is_file():
         raise UserError(f"{root} is not a finsta dataset (no {MANIFEST}); build one with `python cli.py build-sgs`")
     manifest = _read_manifest(root / MANIFEST)
     _check_version(manifest, root)
-    return Dataset(root, manifest, verify=verify)
+    scan = _scan_shards(root / SHARDS, files=False)
+    shards, folders, seen = [], {}, set()
+    skipped = [f"{folder.name}: {problem}" for folder, problem in scan.damaged]
+    for folder, info, _ in scan.intact:
+        if info.config_hash is not None and info.config_hash != manifest.get("config_hash"):
+            skipped.append(f"{folder.name}: built with other options (config hash {info.config_hash})")
+        elif not seen.isdisjoint(info.keys):
+            skipped.append(f"{folder.name}: holds samples already committed in another shard")
+        else:
+            seen.update(info.keys)
+            shards.append(info)
+            if folder.name != info.name:
+                folders[info.name] = folder.name
+    return Dataset(root, manifest, shards, verify=verify, folders=folders, skipped=skipped)
 
 
 def verify(root: str | os.PathLike) -> list[str]:
     """Every problem found, as readable lines; an empty list means intact.
 
-    Checks each shard the manifest lists (its done-marker, ``shard.json``
-    against it and against the manifest entry, every file's sha256, files
-    present but not listed), and names shard folders the manifest does not
-    list. An unreadable manifest is one problem; the shards are still checked.
+    Checks the manifest (readable, a version this finsta reads) and every committed shard folder (its
+    done-marker, ``shard.json`` against it, every file's size and sha256, files present but not listed,
+    another config, keys held by two shards). Debris of interrupted commits and the old shards of a
+    compaction cut short are not problems: nothing reads them and the next writer removes them.
     """
     root = Path(root)
     if not (root / MANIFEST).is_file() and not (root / SHARDS).is_dir():
         raise UserError(f"{root} is not a finsta dataset (no {MANIFEST})")
-    problems = []
+    problems, manifest = [], None
     try:
         manifest = _read_manifest(root / MANIFEST)
+        if manifest.get("schema_version") not in READABLE_VERSIONS:
+            problems.append(f"{root / MANIFEST}: schema version {manifest.get('schema_version')}, "
+                            f"this finsta reads {SCHEMA_VERSION}")
     except UserError as error:   # each shard is still checked against its own shard.json
         problems.append(f"{root / MANIFEST}: {error}")
-        for folder in sorted((root / SHARDS).glob("shard-*")):
-            problem = check_shard(folder)[0]
-            if problem:
-                problems.append(f"{folder}: {problem}")
-        return problems
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        problems.append(f"{root / MANIFEST}: schema version {manifest.get('schema_version')}, "
-                        f"this finsta reads {SCHEMA_VERSION}")
-    listed_names = set()
-    for shard in manifest.get("shards", []):
-        listed_names.add(shard["name"])
-        problems += _verify_listed(root / SHARDS / shard["name"], shard)
+    scan = _scan_shards(root / SHARDS)
+    problems += [f"{folder}: {problem}" for folder, problem in scan.damaged]
+    seen: set[str] = set()
+    for folder, info, _ in scan.intact:
+        problem = check_shard(folder, full=True)[0]
+        if problem:
+            problems.append(f"{folder / problem.split(':')[0]}: {problem.split(': ', 1)[-1]}"
+                            if ": " in problem else f"{folder}: {problem}")
+        listed = set(info.files) | {SHARD_INFO, DONE}
+        problems += [f"{path}: unexpected file" for path in _files_of(folder)
+                     if path.relative_to(folder).as_posix() not in listed]
+        if manifest and info.config_hash not in (None, manifest.get("config_hash")):
+            problems.append(f"{folder}: built with other options than {MANIFEST} says; rerun build-sgs to "
+                            "quarantine it")
+        if not seen.isdisjoint(info.keys):
+            problems.append(f"{folder}: holds samples another shard holds; rerun build-sgs to quarantine it")
+        seen.update(info.keys)
     if (root / SHARDS).is_dir():
-        for folder in sorted((root / SHARDS).iterdir()):
-            if folder.name in listed_names:
-                continue
-            if _SHARD_NAME.match(folder.name):
-                problem, _, _ = check_shard(folder)
-                state = f"damaged: {problem}" if problem else "intact"
-                problems.append(f"{folder}: shard folder not listed in the manifest ({state}); rerun build-sgs "
-                                "to adopt or quarantine it")
-            elif not folder.name.startswith(".tmp-"):   # debris of an interrupted commit: never read
-                problems.append(f"{folder}: unexpected entry in {SHARDS}/")
-    return problems
-
-
-def _verify_listed(folder: Path, shard: dict[str, Any]) -> list[str]:
-    problems = []
-    if not (folder / DONE).is_file():
-        problems.append(f"{folder / DONE}: missing (shard not committed)")
-    listed = set(shard["files"]) | {SHARD_INFO, DONE}
-    for rel, digest in sorted(shard["files"].items()):
-        path = folder / rel
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-        elif sha256_file(path) != digest:
-            problems.append(f"{path}: corrupted (sha256 mismatch)")
-    if folder.is_dir():
-        for path in _files_of(folder):
-            if path.relative_to(folder).as_posix() not in listed:
-                problems.append(f"{path}: unexpected file")
-    info = folder / SHARD_INFO
-    if info.is_file() and (folder / DONE).is_file():
-        if (folder / DONE).read_text().strip() != sha256_file(info):
-            problems.append(f"{info}: corrupted (does not match {DONE})")
-        else:
-            try:
-                entry = {k: v for k, v in json.loads(info.read_text()).items() if k != "config"}
-            except ValueError:
-                entry = None
-            if entry is not None and {k: entry.get(k) for k in shard} != shard:
-                problems.append(f"{info}: differs from its entry in the manifest")
+        known = {p for p, _, _ in scan.intact} | {p for p, _ in scan.damaged} | set(scan.debris) | set(scan.superseded)
+        problems += [f"{entry}: unexpected entry in {SHARDS}/" for entry in sorted(fs_list(root / SHARDS))
+                     if entry not in known]
     return problems

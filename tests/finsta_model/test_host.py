@@ -171,12 +171,15 @@ def _strip_scene_graphs(source: Path, target: Path) -> Path:
             writer.write_table(pa.Table.from_pylist(rows, schema=table.schema))
         for array in ("detection", "text_node"):
             shutil.rmtree(shard / "features.zarr" / array)
-    # an intentional edit: the manifest is given the new digests (readers check them) and loses the deleted files
-    manifest = json.loads((target / "manifest.json").read_text())
-    for entry in manifest["shards"]:
-        folder = target / "shards" / entry["name"]
-        entry["files"] = {rel: sha256_file(folder / rel) for rel in entry["files"] if (folder / rel).is_file()}
-    (target / "manifest.json").write_text(json.dumps(manifest))
+    # an intentional edit: each shard.json is given the new digests and sizes (readers check them) and loses
+    # the deleted files; its _DONE is re-sealed
+    for folder in (target / "shards").glob("shard-*"):
+        entry = json.loads((folder / "shard.json").read_text())
+        kept = [rel for rel in entry["files"] if (folder / rel).is_file()]
+        entry["files"] = {rel: sha256_file(folder / rel) for rel in kept}
+        entry["sizes"] = {rel: (folder / rel).stat().st_size for rel in kept}
+        (folder / "shard.json").write_text(json.dumps(entry))
+        (folder / "_DONE").write_text(sha256_file(folder / "shard.json"))
     return target
 
 

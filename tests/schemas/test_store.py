@@ -1,6 +1,7 @@
 """The shard store: round trip, atomic commit under kill -9, verify, refusals."""
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -52,9 +53,49 @@ def test_round_trip_and_random_access(tmp_path):
     assert [s.key for s, _ in ds.iter_samples()] == ["a", "b", "c"]
     assert [f.key for f in ds.failures()] == ["bad"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["shards"][0]["keys"] == ["a", "b"] and manifest["shards"][0]["rows"] == 2
     assert manifest["config"] == {"detector": "color"} and "pyarrow" in manifest["package_versions"]
-    assert all(len(digest) == 64 for digest in manifest["shards"][0]["files"].values())
+    assert "shards" not in manifest   # version 4: the keys live in each shard's shard.json only
+    info = json.loads((tmp_path / "shards" / "shard-000000" / "shard.json").read_text())
+    assert info["keys"] == ["a", "b"] and info["rows"] == 2
+    assert all(len(digest) == 64 for digest in info["files"].values())
+    assert info["sizes"]["samples.arrow"] == (tmp_path / "shards" / "shard-000000" / "samples.arrow").stat().st_size
+
+
+def test_a_commit_writes_nothing_outside_its_shard(tmp_path):
+    """Commit cost independent of the dataset's size: no dataset-wide file is rewritten per commit."""
+    writer = DatasetWriter(tmp_path, {}, DIMS)
+    writer.write_shard([make_sample("a")], [])
+    outside = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.name != "shards"}
+    writer.write_shard([make_sample("b")], [])
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.name != "shards"} == outside
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000", "shard-000001"]
+
+
+def test_resume_reads_metadata_not_data_and_a_truncated_file_is_still_quarantined(tmp_path, monkeypatch):
+    import schemas.store as store
+    two_shards(tmp_path)
+    victim = tmp_path / "shards" / "shard-000000" / "samples.arrow"
+    victim.write_bytes(victim.read_bytes()[:-8])
+    hashed = []
+    monkeypatch.setattr(store, "sha256_file", lambda path: hashed.append(path) or "0" * 64)
+    keys, notes = reopen(tmp_path)
+    assert hashed == [] and keys == {"c"} and "samples.arrow: truncated or altered" in notes[0]
+
+
+def test_a_version_3_dataset_opens_and_its_next_writer_upgrades_the_header(tmp_path):
+    two_shards(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["schema_version"] = 3
+    manifest["shards"] = [{"name": "shard-000000", "keys": ["stale"]}]   # version 3 listed shards: ignored
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    for folder in (tmp_path / "shards").iterdir():   # version 3 shard.json: no sizes
+        info = json.loads((folder / "shard.json").read_text())
+        del info["sizes"]
+        (folder / "shard.json").write_text(json.dumps(info))
+        (folder / "_DONE").write_text(hashlib.sha256((folder / "shard.json").read_bytes()).hexdigest())
+    assert open_dataset(tmp_path).keys() == ["a", "b", "c"] and verify(tmp_path) == []
+    assert reopen(tmp_path)[0] == {"a", "b", "c"}
+    assert json.loads((tmp_path / "manifest.json").read_text())["schema_version"] == 4
 
 
 def test_failure_superseded_by_later_commit(tmp_path):
@@ -245,7 +286,10 @@ def reopen(root: Path, config: Optional[dict] = None) -> tuple[set, list[str]]:
 def test_a_flipped_byte_is_quarantined_on_reopen_so_its_samples_are_redone(tmp_path):
     two_shards(tmp_path)
     flip_byte(tmp_path / "shards" / "shard-000000" / "samples.arrow")
-    keys, notes = reopen(tmp_path)
+    assert reopen(tmp_path)[0] == {"a", "b", "c"}   # a resume reads metadata only: same size, not seen
+    assert "samples.arrow: corrupted" in verify(tmp_path)[0]
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS, check_data=True) as writer:
+        keys, notes = writer.committed_keys(), writer.notes
     assert keys == {"c"}
     assert len(notes) == 1 and notes[0].startswith("shard-000000: samples.arrow: corrupted (sha256 mismatch); "
                                                    "moved to quarantine/shard-000000-")
@@ -336,11 +380,13 @@ def test_readers_refuse_all_zero_features_from_a_missing_chunk(tmp_path):
     assert not open_dataset(tmp_path, verify=False).get("a")[1].frame.any()   # what was served before
 
 
-def test_verify_names_shard_folders_the_manifest_does_not_list(tmp_path):
+def test_verify_names_a_copied_shard_folder_and_readers_skip_it(tmp_path):
     two_shards(tmp_path)
     shutil.copytree(tmp_path / "shards" / "shard-000001", tmp_path / "shards" / "shard-000002")
     problems = verify(tmp_path)
-    assert len(problems) == 1 and "shard-000002: shard folder not listed in the manifest (damaged" in problems[0]
+    assert len(problems) == 1 and "shard-000002: shard.json names 'shard-000001', not this folder" in problems[0]
+    ds = open_dataset(tmp_path)
+    assert ds.keys() == ["a", "b", "c"] and ds.skipped[0].startswith("shard-000002: shard.json names")
 
 
 def test_a_name_taken_on_disk_is_never_reused(tmp_path):
@@ -385,23 +431,23 @@ def test_compaction_merges_runs_of_small_shards_and_keeps_every_sample_and_stand
         np.testing.assert_array_equal(ds.get(key)[1].frame, features.frame)
     assert sorted((f.key, f.message) for f in ds.failures()) == failures_before == [("g", "line 9"),
                                                                                    ("x", "second try")]
-    assert ds.shard_names() == ["shard-000005", "shard-000002", "shard-000006"]   # merged ones in their place
+    assert ds.shard_names() == ["shard-000002", "shard-000005", "shard-000006"]   # name order
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(ds.shard_names())
 
 
 def test_a_compaction_cut_short_keeps_the_merged_shard_once(tmp_path):
     small_shards(tmp_path)
-    manifest = (tmp_path / "manifest.json").read_bytes()
     shards = tmp_path / "shards"
     kept = {name: shards / name for name in ("shard-000000", "shard-000001")}
     shutil.copytree(kept["shard-000000"], tmp_path / "s0")
     shutil.copytree(kept["shard-000001"], tmp_path / "s1")
     with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
         writer.compact(target_rows=4)
-    # as if the process died after committing the merged shard, before the manifest swap and the deletes
+    # as if the process died after committing the merged shard, before the deletes and its rename
     shutil.copytree(tmp_path / "s0", kept["shard-000000"])
     shutil.copytree(tmp_path / "s1", kept["shard-000001"])
-    (tmp_path / "manifest.json").write_bytes(manifest)
+    os.rename(shards / "shard-000005", shards / ".merged-shard-000005")
+    assert sorted(open_dataset(tmp_path).keys()) == list("abcdefg")   # readers see each row once meanwhile
     keys, notes = reopen(tmp_path)
     assert keys == set("abcdefg") and notes == []
     assert not kept["shard-000000"].exists() and verify(tmp_path) == []
@@ -418,3 +464,37 @@ def test_a_linked_lock_file_is_refused_and_the_file_it_names_is_left_alone(tmp_p
     with pytest.raises(UserError, match=r"\.finsta\.lock is (a symbolic link|not finsta's lock file)"):
         DatasetWriter(out, {}, DIMS)
     assert victim.read_text() == "years of work"
+
+
+# ---------------------------------------------------------------- issue 26 item 10: compaction's window
+def test_a_plain_reader_never_sees_a_row_twice_during_compaction(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import schemas.store as store
+    small_shards(tmp_path)
+    seen_during = []
+    real = store._remove_shard
+
+    def plain_read_then_remove(folder):   # what pandas/pyarrow users glob, at every step of the swap
+        keys = [k for path in sorted(glob.glob(str(tmp_path / "shards/*/samples.arrow")))
+                for k in pa.ipc.open_file(pa.memory_map(str(path))).read_all().column("key").to_pylist()]
+        seen_during.append(keys)
+        real(folder)
+
+    monkeypatch.setattr(store, "_remove_shard", plain_read_then_remove)
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
+        writer.compact(target_rows=4)
+    assert seen_during and all(len(keys) == len(set(keys)) for keys in seen_during)
+
+
+def test_a_kill_while_removing_merged_shards_is_no_quarantine(tmp_path):
+    small_shards(tmp_path)
+    shards = tmp_path / "shards"
+    shutil.copytree(shards / "shard-000000", tmp_path / "s0")
+    with DatasetWriter(tmp_path, {"run": 1}, DIMS) as writer:
+        writer.compact(target_rows=4)
+    # as if the kill landed halfway through deleting shard-000000 (shard.json gone, _DONE still there)
+    shutil.copytree(tmp_path / "s0", shards / "shard-000000")
+    (shards / "shard-000000" / "shard.json").unlink()
+    keys, notes = reopen(tmp_path)
+    assert keys == set("abcdefg") and notes == [] and not (tmp_path / "quarantine").exists()
+    assert not (shards / "shard-000000").exists() and verify(tmp_path) == []
