@@ -208,7 +208,7 @@ class ShardInfo:
         names = {f.name for f in fields(cls)}
         info = cls(**{k: v for k, v in data.items() if k in names})
         if not (isinstance(info.name, str) and isinstance(info.files, dict) and isinstance(info.keys, list)
-                and isinstance(info.failed_keys, list) and all(isinstance(k, str) for k in info.keys)
+                and isinstance(info.failed_keys, list) and set(map(type, info.keys)) <= {str}
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in info.files.items())
                 and isinstance(info.replaces, list) and all(isinstance(r, str) for r in info.replaces)
                 and isinstance(info.sizes, dict) and all(isinstance(v, int) for v in info.sizes.values())):
@@ -698,12 +698,12 @@ class DatasetWriter:
         for group in groups:
             reader = Dataset(self.root, self._manifest(), self.shards, verify=True)
             samples = [item for shard in group for item in reader.iter_shard(shard.name)]
-            failures = [f for shard in group for f in self._standing_failures(reader, shard)]
+            committed = self.committed_keys()   # once per group: a set of every key
+            failures = [f for shard in group for f in self._standing_failures(reader, shard, committed)]
             written.append(self.write_shard(samples, failures, replaces=[shard.name for shard in group]))
         return written
 
-    def _standing_failures(self, reader: "Dataset", shard: ShardInfo) -> list[FailureRecord]:
-        committed = self.committed_keys()
+    def _standing_failures(self, reader: "Dataset", shard: ShardInfo, committed: set[str]) -> list[FailureRecord]:
         later = {key for s in self.shards[self.shards.index(shard) + 1:] for key in s.failed_keys}
         table = pa.ipc.open_file(pa.memory_map(str(reader._checked(shard.name, "failures.arrow")))).read_all()
         return [f for f in table_to_records(table, FailureRecord)
@@ -802,7 +802,8 @@ class Dataset:
     """
 
     def __init__(self, root: Path, manifest: dict[str, Any], shards: list[ShardInfo], cache_shards: int = 4,
-                 verify: bool = True, folders: Optional[dict[str, str]] = None, skipped: Optional[list[str]] = None):
+                 verify: bool = True, folders: Optional[dict[str, str]] = None, skipped: Optional[list[str]] = None,
+                 index: Optional[dict[str, str]] = None):
         self.root = root
         self.shards = shards
         # the header, plus the shard entries as version 3 listed them (``inspect`` counts them)
@@ -811,11 +812,10 @@ class Dataset:
         self.skipped = skipped or []   # committed shards not served (damaged, other config, repeated keys)
         self.feature_dims: dict[str, int] = manifest["feature_dims"]
         self._folders = folders or {}  # shard name → folder name, where they differ (a merged shard not yet renamed)
-        self._key_to_shard: dict[str, str] = {}   # the key index: key → shard (rows: per shard, on first read)
-        self._files: dict[str, dict[str, str]] = {}
-        for shard in shards:
-            self._files[shard.name] = shard.files
-            self._key_to_shard.update(dict.fromkeys(shard.keys, shard.name))
+        # the key index: key → shard (key → row: per shard, on its first read)
+        self._key_to_shard: dict[str, str] = index if index is not None else {
+            key: shard.name for shard in shards for key in shard.keys}
+        self._files: dict[str, dict[str, str]] = {shard.name: shard.files for shard in shards}
         self._verified: set[tuple[str, str]] = set()
         self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
@@ -960,19 +960,19 @@ def open_dataset(root: str | os.PathLike, verify: bool = True) -> Dataset:
     manifest = _read_manifest(root / MANIFEST)
     _check_version(manifest, root)
     scan = _scan_shards(root / SHARDS, files=False)
-    shards, folders, seen = [], {}, set()
+    shards, folders, index = [], {}, {}
     skipped = [f"{folder.name}: {problem}" for folder, problem in scan.damaged]
     for folder, info, _ in scan.intact:
         if info.config_hash is not None and info.config_hash != manifest.get("config_hash"):
             skipped.append(f"{folder.name}: built with other options (config hash {info.config_hash})")
-        elif not seen.isdisjoint(info.keys):
+        elif not index.keys().isdisjoint(info.keys):
             skipped.append(f"{folder.name}: holds samples already committed in another shard")
         else:
-            seen.update(info.keys)
+            index.update(dict.fromkeys(info.keys, info.name))
             shards.append(info)
             if folder.name != info.name:
                 folders[info.name] = folder.name
-    return Dataset(root, manifest, shards, verify=verify, folders=folders, skipped=skipped)
+    return Dataset(root, manifest, shards, verify=verify, folders=folders, skipped=skipped, index=index)
 
 
 def verify(root: str | os.PathLike) -> list[str]:
