@@ -19,6 +19,19 @@ first finished sample to the last.
 Usage::
 
     python bench/bench_pipeline.py [--videos 200] [--rss-videos 50,500]
+    python bench/bench_pipeline.py --real [--repeats 3]
+
+``--real``: the three ../shared clips (``$FINSTA_SHARED``, default ../shared)
+through ``build-sgs --dataset manifest`` with the defaults, sequential executor
+(no Ray start-up; model loads are counted in ``first_result_s`` and left out of
+the steady figures), once per ``ssd`` engine, interleaved, ``--repeats`` times:
+``opencv`` (OpenCV DNN, the detector before issue 28) and ``openvino`` (the
+default). Per engine: videos/hour and frames/s (steady: after the first
+result), CPU-seconds per sampled frame (this child and its ffmpeg children,
+whole run), per-stage shares, and the bare detector (``detect()`` in the stage's
+batches, same frames, same engine, its own process) in frames/s and frames per
+CPU-second; ``pipeline_vs_bare_detector`` = pipeline steady frames/s ÷ bare
+detector frames/s (target ≥ 0.85), also from CPU time.
 """
 from __future__ import annotations
 
@@ -45,7 +58,91 @@ def child(argv: list[str]) -> None:
     out = Path(argv[argv.index("--out") + 1])
     run = json.loads((out / "stats.json").read_text())["run"]
     print(json.dumps({"code": code, "wall_s": time.perf_counter() - started, "driver_peak_rss_mib": peak_kib / 1024,
-                      "first_result_s": run["first_result_seconds"], "samples": run["samples_run"]}))
+                      "first_result_s": run["first_result_seconds"], "samples": run["samples_run"],
+                      "cpu_s": child_cpu_seconds()}))
+
+
+def child_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (ffmpeg decoders)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def bare_detector(clips: list[str], engine: str) -> None:
+    """The default detector alone on the clips' default-decoded frames, in the stage's batches (JSON line)."""
+    from stages.decode import DecodeConfig, decode_video
+    from stages.detect import DetectConfig
+    from stages.detectors import build_detector
+
+    images = [image for clip in clips for image in decode_video(clip, DecodeConfig())[2]]
+    cfg = DetectConfig().resolved("manifest")
+    cfg.ssd.engine = engine
+    detector = build_detector(cfg)
+    detector.setup()
+    detector.detect(images[:cfg.batch_frames])     # warm-up (OpenVINO compiles per input size)
+    started, cpu = time.perf_counter(), time.process_time()
+    for first in range(0, len(images), cfg.batch_frames):
+        detector.detect(images[first:first + cfg.batch_frames])
+    print(json.dumps({"frames": len(images), "wall_s": time.perf_counter() - started,
+                      "cpu_s": time.process_time() - cpu}))
+
+
+def real_videos(repeats: int) -> None:
+    """The ../shared clips through build-sgs with each ssd engine, and the bare detector (see module doc)."""
+    import os
+    shared = Path(os.environ.get("FINSTA_SHARED", REPO / ".." / "shared")) / "data" / "videos"
+    clips = sorted(str(p) for p in shared.glob("*.mp4"))
+    if not clips:
+        raise SystemExit(f"no clips in {shared}: set FINSTA_SHARED")
+    work = Path(tempfile.mkdtemp(prefix="finsta-bench-real-"))
+    try:
+        manifest = work / "clips.jsonl"
+        manifest.write_text("".join(json.dumps({"id": Path(c).stem, "video": c, "captions": [
+            {"text": f"objects seen in {Path(c).stem.replace('-', ' ')}", "start": 0.0, "end": 5.0}]}) + "\n"
+            for c in clips))
+        runs: dict[str, list] = {"opencv": [], "openvino": []}
+        bare: dict[str, list] = {"opencv": [], "openvino": []}
+        for repeat in range(repeats):
+            for engine in (("opencv", "openvino") if repeat % 2 == 0 else ("openvino", "opencv")):
+                out = work / f"out-{engine}"
+                result = run(["build-sgs", "--dataset", "manifest", "--data-root", str(manifest), "--out", str(out),
+                              "--quiet", "--executor", "sequential", "--overwrite",
+                              "--set", f"detect.ssd.engine={engine}"])
+                result["stats"] = json.loads((out / "stats.json").read_text())
+                result["load"] = os.getloadavg()[0]
+                runs[engine].append(result)
+                bare[engine].append(run([engine, *clips], mode="--bare"))
+        print(json.dumps({"benchmark": "build_sgs_real_videos", "clips": [Path(c).name for c in clips],
+                          "repeats": repeats, **{engine: summarise(runs[engine], bare[engine]) for engine in runs},
+                          "load_average_during": [round(r["load"], 2) for rs in runs.values() for r in rs]}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def summarise(runs: list[dict], bare: list[dict]) -> dict:
+    """Ranges over repeats of one engine's pipeline and bare-detector figures."""
+    def span(values: list[float], digits: int = 2) -> list[float]:
+        return [round(min(values), digits), round(max(values), digits)]
+
+    frames = runs[0]["stats"]["stages"]["decode"]["frames"]
+    steady_fps = [frames / steady_seconds(r) for r in runs]
+    bare_fps = [b["frames"] / b["wall_s"] for b in bare]
+    bare_cpu = [b["frames"] / b["cpu_s"] for b in bare]
+    return {
+        "videos": runs[0]["samples"], "sampled_frames": frames,
+        "wall_s": span([r["wall_s"] for r in runs]), "first_result_s": span([r["first_result_s"] for r in runs]),
+        "videos_per_hour_steady": span([r["samples"] * 3600 / steady_seconds(r) for r in runs], 0),
+        "frames_per_s_steady": span(steady_fps), "frames_per_s_total": span([frames / r["wall_s"] for r in runs]),
+        "cpu_s_per_sampled_frame": span([r["cpu_s"] / frames for r in runs], 3),
+        "stage_share": {name: span([r["stats"]["stages"][name]["share"] for r in runs], 3)
+                        for name in runs[0]["stats"]["stages"]},
+        "stage_seconds": {name: span([r["stats"]["stages"][name]["seconds"] for r in runs], 2)
+                          for name in runs[0]["stats"]["stages"]},
+        "bare_detector_frames_per_s": span(bare_fps), "bare_detector_frames_per_cpu_s": span(bare_cpu),
+        "pipeline_vs_bare_detector": span([p / b for p, b in zip(steady_fps, bare_fps)], 3),
+        "pipeline_vs_bare_detector_cpu": span([(frames / r["cpu_s"]) / b for r, b in zip(runs, bare_cpu)], 3),
+        "target_pipeline_vs_bare": 0.85,
+    }
 
 
 def steady_seconds(run: dict) -> float:
@@ -53,8 +150,8 @@ def steady_seconds(run: dict) -> float:
     return run["wall_s"] - run["first_result_s"]
 
 
-def run(args: list[str], pin_one_core: bool = False) -> dict:
-    command = [sys.executable, __file__, "--child", *args]
+def run(args: list[str], pin_one_core: bool = False, mode: str = "--child") -> dict:
+    command = [sys.executable, __file__, mode, *args]
     if pin_one_core:
         command = ["taskset", "-c", "0", *command]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
@@ -73,7 +170,12 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--rss-videos", default="50,500")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--real", action="store_true", help="the ../shared clips, per ssd engine (module doc)")
+    parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args()
+    if options.real:
+        real_videos(options.repeats)
+        return
     from pipeline.synthetic.generate import generate
 
     work = Path(tempfile.mkdtemp(prefix="finsta-bench-"))
@@ -120,5 +222,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--bare":
+        bare_detector(sys.argv[3:], sys.argv[2])
     else:
         main()
