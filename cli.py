@@ -195,12 +195,23 @@ def train(
                                      "after a worker failure before giving up"),
 ) -> None:
     """Train the Finsta alignment modules from shards."""
-    from finsta_model.distributed import TrainingFailed
-    from finsta_model.train import TrainingInterrupted, train_command
+    from finsta_model.config import run_config
+    from finsta_model.distributed import TrainingFailed, train_distributed
+    from finsta_model.train import TrainingInterrupted, check_run_folder
+    from finsta_model.train import train as train_here
+    if ray_workers is None and ray_address is not None:
+        raise UserError("--ray-address needs --ray-workers N (the number of training workers on that cluster)")
+    run = run_config(out, resume, config, steps=steps, seed=seed, checkpoint_every=checkpoint_every,
+                     num_workers=workers, init_host=None if init_host is None else str(init_host.resolve()),
+                     **{name: False for name, off in (("use_osc", no_osc), ("use_ptc", no_ptc),
+                                                      ("use_stgd", no_stgd), ("use_sg", no_sg)) if off})
     try:
-        summary = train_command(shards, out, config, steps, resume, seed, device, no_osc, no_ptc, no_stgd, no_sg,
-                                checkpoint_every, workers, ray_workers, ray_address, max_failures, init_host,
-                                overwrite=overwrite)
+        if ray_workers is None:
+            summary = train_here(shards, out, run, resume=resume, device=device, overwrite=overwrite)
+        else:
+            check_run_folder(out, resume, overwrite)
+            summary = train_distributed(shards, out, run, ray_workers, resume=resume, device=device,
+                                        address=ray_address, max_failures=max_failures)
     except TrainingFailed as error:   # a Ray worker failed more often than --max-failures: one line, exit 1
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1)

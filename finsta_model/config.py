@@ -143,3 +143,18 @@ def load_config(path: str | Path | None) -> TrainConfig:
     if not isinstance(values, dict):
         raise UserError(f"{path} must hold a mapping of TrainConfig fields")
     return TrainConfig.from_dict(values)
+
+
+def run_config(out: str | Path, resume: bool = False, config_file: str | Path | None = None,
+               **overrides: Any) -> TrainConfig:
+    """The config of a run: ``config_file`` (or the defaults), or with ``resume`` and no file the run's own
+    ``out/config.json``, so ``train --out RUN --resume [--steps N]`` continues (or extends) a run with its
+    settings; then ``overrides`` (TrainConfig fields; None keeps the base's value)."""
+    stored = Path(out) / "config.json"
+    if config_file is None and resume and stored.is_file():
+        config = TrainConfig.from_dict(json.loads(stored.read_text()))
+    else:
+        config = load_config(config_file)
+    config = config.replace(**overrides)
+    config.validate()
+    return config

@@ -268,7 +268,7 @@ class _Follow(threading.Thread):
 
 
 # ------------------------------------------------------------------ entry point
-def train_distributed(shards: str | Path, run_dir: str | Path, config: TrainConfig, workers: int,
+def train_distributed(shards: str | Path, run_dir: str | Path, config: TrainConfig, workers: int, *,
                       resume: bool = False, device: str = "cpu", address: Optional[str] = None,
                       max_failures: int = 2, progress: bool = True, max_new_steps: Optional[int] = None,
                       crash_drill: Optional[dict[str, Any]] = None) -> dict[str, Any]:

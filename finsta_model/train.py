@@ -320,6 +320,8 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
     from the run's."""
     config.validate()
     run_dir = Path(run_dir)
+    if not Path(shards).exists():
+        raise UserError(f"--shards {shards} does not exist; build it with `python cli.py build-sgs --out {shards}`")
     manifest = open_dataset(shards).manifest
     dims, host = dict(manifest["feature_dims"]), manifest.get("host")
     check_run_folder(run_dir, resume, overwrite)
@@ -348,12 +350,14 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
     return dims
 
 
-def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool = False,
+def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
           device: str = "cpu", progress: bool = True, max_new_steps: Optional[int] = None,
           overwrite: bool = False) -> dict[str, Any]:
     """Train (or resume) a run in this process; returns a summary dict. ``max_new_steps`` stops early
     (tests, crash drills); ``progress=False`` prints nothing. SIGINT/SIGTERM end the step in progress,
-    write its checkpoint and raise :class:`TrainingInterrupted` (a second signal ends at once)."""
+    write its checkpoint and raise :class:`TrainingInterrupted` (a second signal ends at once). ``config``
+    is the whole run's definition (:func:`finsta_model.config.run_config` builds it as ``python cli.py
+    train`` does); on Ray workers: :func:`finsta_model.distributed.train_distributed`."""
     dims = prepare_run(shards, run_dir, config, resume, overwrite=overwrite)
     replicas = Replicas(device=resolve_device(device))
     with stop_signals() as stop:
@@ -573,37 +577,3 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
             # wall time of the forward all-gathers (global negatives), mean over the replicas
             "gather_seconds": round(replicas.mean({"g": gather.seconds if gather else 0.0})["g"], 2)}
 
-
-def train_command(shards: Path, out: Path, config_file: Optional[Path] = None, steps: Optional[int] = None,
-                  resume: bool = False, seed: Optional[int] = None, device: str = "cpu", no_osc: bool = False,
-                  no_ptc: bool = False, no_stgd: bool = False, no_sg: bool = False,
-                  checkpoint_every: Optional[int] = None, num_workers: Optional[int] = None,
-                  ray_workers: Optional[int] = None, ray_address: Optional[str] = None,
-                  max_failures: int = 2, init_host: Optional[Path] = None, overwrite: bool = False) -> dict[str, Any]:
-    """What ``python cli.py train`` does: build the config (file → flags), then :func:`train`, or
-    :func:`finsta_model.distributed.train_distributed` with ``ray_workers``.
-
-    With ``resume`` and no ``config_file`` the run's own ``config.json`` is the base, so
-    ``train --out RUN --resume [--steps N]`` continues (or extends) a run with its settings.
-    """
-    from finsta_model.config import load_config
-    if not Path(shards).exists():
-        raise UserError(f"--shards {shards} does not exist; build it with `python cli.py build-sgs --out {shards}`")
-    if ray_workers is None and ray_address is not None:
-        raise UserError("--ray-address needs --ray-workers N (the number of training workers on that cluster)")
-    stored = Path(out) / "config.json"
-    if config_file is None and resume and stored.is_file():
-        config = TrainConfig.from_dict(json.loads(stored.read_text()))
-    else:
-        config = load_config(config_file)
-    switches = {"use_osc": False if no_osc else None, "use_ptc": False if no_ptc else None,
-                "use_stgd": False if no_stgd else None, "use_sg": False if no_sg else None}
-    config = config.replace(steps=steps, seed=seed, checkpoint_every=checkpoint_every, num_workers=num_workers,
-                            init_host=None if init_host is None else str(Path(init_host).resolve()), **switches)
-    config.validate()
-    if ray_workers is not None:
-        from finsta_model.distributed import train_distributed
-        check_run_folder(Path(out), resume, overwrite)
-        return train_distributed(shards, out, config, ray_workers, resume=resume, device=device,
-                                 address=ray_address, max_failures=max_failures)
-    return train(shards, out, config, resume=resume, device=device, overwrite=overwrite)
