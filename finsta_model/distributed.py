@@ -21,9 +21,9 @@ checkpoint. Each failure is printed as one line; when the restarts are used up,
 :class:`TrainingFailed` says which worker failed and how to continue. Ray's own
 storage (run state, no checkpoints) is ``RUN/ray-train/``.
 
-Without ``address`` the run starts its own local Ray instance (``address="local"``:
-never another process's cluster) and stops it at the end; with one it joins that
-cluster, whose nodes must see ``--shards`` and ``--out`` at the same paths (a shared
+Ray starts as for ``build-sgs`` (:mod:`schemas.ray_runtime`): without ``address``
+the run starts its own local Ray instance (``address="local"``: never another
+process's cluster) and stops it at the end; with one it joins that cluster, whose nodes must see ``--shards`` and ``--out`` at the same paths (a shared
 filesystem) and have this repository at the same path (it travels as PYTHONPATH).
 
 Example::
@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import sys
 import threading
 import time
@@ -51,12 +50,12 @@ from finsta_model.checkpoint import LATEST
 from finsta_model.config import TrainConfig
 from finsta_model.train import METRICS, Replicas, TrainLog, has_checkpoint, prepare_run, read_metrics, run_loop
 from schemas.errors import UserError
+from schemas.ray_runtime import ray_session
 from schemas.store import open_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 RAY_STORAGE = "ray-train"
 FAILURES = "failures.jsonl"
-CONNECT_TIMEOUT_S = 15.0
+RAY_START_TIMEOUT_S = 120.0   # bounds the start only under a stop handler (build-sgs's); Ray's own limits apply
 
 
 class TrainingFailed(Exception):
@@ -171,53 +170,17 @@ def check_layout(shards: str | Path, config: TrainConfig, workers: int, device: 
                         f"build the dataset with smaller shards (--set write.shard_size=...)")
 
 
-def _probe(address: str) -> None:
-    """Fail in seconds, not minutes, when nothing listens at a ``host:port`` Ray address."""
-    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
-    if match is None:
-        return   # "auto" and other forms: left to Ray
-    try:
-        socket.create_connection((match.group(1), int(match.group(2))), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        raise UserError(f"cannot reach Ray at --ray-address {address}: {error}; start the cluster "
-                        f"(`ray start --head`) or drop --ray-address to train on a local Ray") from None
-
-
 @contextlib.contextmanager
 def _ray(address: Optional[str]) -> Iterator[None]:
-    """Join ``address``, or start (and at the end stop) this run's own local Ray instance."""
+    """Join ``address``, or start (and at the end stop) this run's own local Ray instance: the start-up
+    ``build-sgs`` uses too (:mod:`schemas.ray_runtime`: address check, environment, reaper, one line for
+    any failure)."""
     try:
-        import ray
         import ray.train.torch  # noqa: F401
     except ImportError:
         raise UserError("--ray-workers needs Ray (ray.train ships with it): pip install -r requirements.in") from None
-    if ray.is_initialized():   # a caller's Ray (tests, notebooks): use it as it is
+    with ray_session(address, timeout_s=RAY_START_TIMEOUT_S, needs="--ray-workers"):
         yield
-        return
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    kwargs = dict(logging_level="ERROR", log_to_driver=False, configure_logging=True)
-    if address:
-        _probe(address)
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
-    try:
-        if address:
-            ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **kwargs)
-        else:
-            # a local Ray inherits this environment: its workers import finsta_model from this checkout
-            os.environ.update(PYTHONPATH=pythonpath, RAY_USAGE_STATS_ENABLED=saved["RAY_USAGE_STATS_ENABLED"] or "0")
-            ray.init(address="local", include_dashboard=False, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        raise UserError(f"cannot start or join Ray at {address or 'a local instance'}: {error}".replace("\n", " "))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _check_resources(workers: int, device: str, address: Optional[str]) -> None:

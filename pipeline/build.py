@@ -78,8 +78,8 @@ def preflight(cfg) -> None:
         except UserError as error:
             raise UserError(f"stage {stage.name} cannot start: {error}") from None
     if cfg.run.executor == "ray" and cfg.run.ray_address:
-        from pipeline.executors.ray import check_ray_address
-        check_ray_address(cfg.run.ray_address)
+        from schemas.ray_runtime import check_address
+        check_address(cfg.run.ray_address)
 
 
 def check_url_access(tasks: list[VideoTask]) -> None:

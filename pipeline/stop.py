@@ -3,9 +3,11 @@
 :class:`StopSignals` owns both signals for the duration of a build:
 
 * While the driver waits on something it can leave at once (listing the
-  dataset, starting or joining Ray, workers loading models) it runs inside
+  dataset, workers loading models) it runs inside
   :meth:`StopSignals.interruptible`: a signal raises :class:`StopRun` there
-  and then, nothing being finished yet.
+  and then, nothing being finished yet. Starting or joining Ray blocks in
+  native code for seconds: it runs inside :meth:`StopSignals.starting`,
+  where the watcher ends the process at once with one line.
 * While samples run, a signal only sets :attr:`StopSignals.signum`; the
   driver's loop sees it within a second (executors wake up at least once a
   second), commits every finished sample and raises :class:`Interrupted`.
@@ -95,6 +97,8 @@ class StopSignals:
         self._lock = threading.Lock()
         self._closed = False
         self._active = False
+        self._starting: Optional[str] = None
+        self._exiting = threading.Lock()
 
     # -- lifetime
     def __enter__(self) -> "StopSignals":
@@ -138,6 +142,28 @@ class StopSignals:
             yield
         finally:
             self._depth -= 1
+        self.check()
+
+    @contextlib.contextmanager
+    def starting(self, line: str) -> Iterator[None]:
+        """A start-up that a signal ends at once: the watcher prints ``SIGNAME line`` (and the
+        :attr:`hard_exit_note`) and ends the process
+        (``ray.init`` blocks in native code for seconds, where neither a handler nor an exception reaches
+        it; nothing has run yet, and the reaper armed before it ends Ray's processes)."""
+        self.check()
+        self._starting = line
+        try:
+            yield
+        except BaseException as error:
+            # a library's own handler (ray.init installs one for SIGTERM: sys.exit(signum)) got the signal
+            # first and raised: end the process here as the watcher would, before anything shuts down politely
+            if self.signum is None and isinstance(error, SystemExit) and error.code in SIGNALS:
+                self.signum = error.code
+            if self.signum is not None:
+                self._hard_exit(f"{signal.Signals(self.signum).name} {line}", EXIT_CODES.get(self.signum, 1))
+            raise
+        finally:
+            self._starting = None
         self.check()
 
     def check(self) -> None:
@@ -198,6 +224,9 @@ class StopSignals:
                         if self.signum is None:
                             self.signum = byte
                         first_at = first_at or time.monotonic()
+                        if self._starting is not None:
+                            self._hard_exit(f"{signal.Signals(self.signum).name} {self._starting}",
+                                            EXIT_CODES.get(self.signum, 1))
                 if seen >= 2:
                     self._hard_exit(f"second {signal.Signals(self.signum).name}: stopping now",
                                     EXIT_CODES.get(self.signum, 1))
@@ -213,6 +242,9 @@ class StopSignals:
     def _hard_exit(self, message: str, code: int, prefix: str = "") -> None:
         if self._closed:
             return
+        if not self._exiting.acquire(blocking=False):   # the other thread is ending the process: one line
+            while True:
+                time.sleep(1)
         try:
             note = self.hard_exit_note()
         except Exception:  # the note is best effort; the exit is not

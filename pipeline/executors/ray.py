@@ -46,25 +46,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
-import signal
-import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from pipeline.executors import TIMEOUT, WORKER_LOST, failed_copy, reaper, run_stage, setup_stages
+from pipeline.executors import TIMEOUT, WORKER_LOST, failed_copy, run_stage, setup_stages
 from pipeline.plan import Pool
-from pipeline.stop import StopRun
 from schemas.errors import UserError
+from schemas.ray_runtime import RaySession, start_ray
 from stages.base import VideoTask, internal_error
 from stages.registry import PLUGINS_VARIABLE
 
-REPO = Path(__file__).resolve().parents[2]
-# Variables a cluster's workers get from the driver (a local Ray inherits the whole environment).
-FORWARDED = (PLUGINS_VARIABLE, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 DEPTH = 2            # batches queued per actor: one running, one waiting, so an actor never idles on the driver
 TICK_S = 1.0         # the longest the driver waits without looking at signals, deadlines and the clock
 NODES_CHECK_S = 1.0  # how often the driver reads Ray's node table (a node lost, a node joined)
@@ -168,8 +161,7 @@ class RayExecutor:
         self.pending: list[deque] = [deque() for _ in pools]
         self.attempts: Counter = Counter()
         self.in_flight = 0
-        self.started_ray = False
-        self.reaper = None
+        self.session: Optional[RaySession] = None
         self._ids = itertools.count()
         self._actor_class = None
         self._options: list[dict] = []
@@ -188,9 +180,11 @@ class RayExecutor:
     def _start(self) -> None:
         import ray
 
-        self.started_ray = init_ray(self.cfg, self.stop)
-        if self.started_ray and not self.cfg.run.ray_address:
-            self.reaper = reaper.start()   # a kill -9 of this process must not leave Ray's agents behind
+        # the start-up build-sgs and train share (schemas/ray_runtime.py): address check, environment, the
+        # reaper armed before ray.init, one line for any failure, a signal meanwhile stops at once
+        self.session = start_ray(self.cfg.run.ray_address, timeout_s=self.cfg.run.ray_start_timeout_s,
+                                 num_cpus=self.cfg.run.num_cpus, forward=(PLUGINS_VARIABLE,), stop=self.stop,
+                                 needs="run.executor=ray")
         cluster = ray.cluster_resources()
         gpus = cluster.get("GPU", 0.0)
         self._check_nodes(first=True)
@@ -529,9 +523,8 @@ class RayExecutor:
             with contextlib.suppress(Exception):
                 ray.kill(slot.handle, no_restart=True)
         self.slots = []
-        if self.started_ray:
-            ray.shutdown()
-            reaper.stop(self.reaper)
+        if self.session is not None:
+            self.session.close()
 
 
 def _lost_message(stage: str, error: BaseException) -> str:
@@ -542,94 +535,3 @@ def _lost_message(stage: str, error: BaseException) -> str:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
-
-
-# ------------------------------------------------------------ Ray itself
-def init_ray(cfg: Any, stop: Any) -> bool:
-    """Join ``cfg.run.ray_address``, or start this run's own local Ray (never another process's).
-
-    Returns whether this call started (or joined) Ray. Bounded: an address that does not
-    answer is one line at once (a TCP check first), and the whole start or join ends the
-    process with one line after ``run.ray_start_timeout_s`` (Ray's connect loop blocks in
-    native code, out of reach of signals). A signal meanwhile stops the build.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = cfg.run.ray_address
-    where = address or "a local Ray instance"
-    if address:
-        check_ray_address(address)
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    # Workers' output stays in Ray's session log (/tmp/ray/session_*/logs): the console
-    # shows finsta's progress and one line per problem, not Ray's.
-    kwargs = dict(logging_level="ERROR", log_to_driver=False, configure_logging=True)
-    try:
-        _init(ray, cfg, stop, address, where, pythonpath, kwargs)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            ray.shutdown()   # a start cut short (a signal, a timeout) must not leave its processes running
-        raise
-    finally:
-        stop.reinstall()
-    return True
-
-
-def _init(ray: Any, cfg: Any, stop: Any, address: Optional[str], where: str, pythonpath: str, kwargs: dict) -> None:
-    try:
-        with stop.interruptible(), stop.deadline(cfg.run.ray_start_timeout_s, (
-                f"could not start or join Ray at {where} within {cfg.run.ray_start_timeout_s:g}s "
-                "(run.ray_start_timeout_s)")):
-            if address:
-                env = {"PYTHONPATH": pythonpath, **{n: os.environ[n] for n in FORWARDED if n in os.environ}}
-                ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
-            else:
-                # A local Ray inherits this process's environment, so workers find our packages
-                # without a runtime_env. address="local" always starts a new instance, even when
-                # another is recorded in Ray's temp folder (a `ray start` or a test cluster).
-                with _environment(PYTHONPATH=pythonpath, RAY_USAGE_STATS_ENABLED=os.environ.get(
-                        "RAY_USAGE_STATS_ENABLED", "0")):
-                    ray.init(address="local", num_cpus=cfg.run.num_cpus or None, include_dashboard=False, **kwargs)
-    except SystemExit as exit_:   # ray.init's own SIGTERM handler, while it ran
-        raise StopRun(stop.signum or signal.SIGTERM) from exit_
-    except SystemError:           # our StopRun, raised inside one of Ray's native calls
-        if stop.signum is None:
-            raise
-        raise StopRun(stop.signum) from None
-    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as error:
-        raise UserError(f"cannot start or join Ray at {where}: {error}".replace("\n", " ")) from None
-
-
-def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
-    """One line now, instead of Ray's connect retries, when nothing listens at ``host:port``
-    (``auto`` and ``ray://`` addresses are left to ``ray.init`` and its time limit)."""
-    if address in ("auto", "local") or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        port_number = int(port)
-    except ValueError:
-        raise UserError(f"--ray-address {address!r}: write HOST:PORT (e.g. 10.0.0.5:6379), auto, or leave it "
-                        "out for a local Ray") from None
-    try:
-        with socket.create_connection((host or "127.0.0.1", port_number), timeout=timeout_s):
-            pass
-    except OSError as error:
-        raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error} (is `ray start "
-                        "--head` running there?)") from None
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of the block (what ``ray.init`` hands its processes)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

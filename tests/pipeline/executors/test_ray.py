@@ -251,7 +251,7 @@ def test_the_default_local_ray_is_this_runs_own_with_another_cluster_recorded(ti
 
 def kill_ray_under(ray_tmp: Path) -> None:
     """SIGKILL the processes of the Ray that `ray start` put under ``ray_tmp``, and everything below them."""
-    from pipeline.executors.reaper import _descendants
+    from schemas.reaper import _descendants
 
     heads = []
     for entry in os.listdir("/proc"):
@@ -342,7 +342,7 @@ def test_a_driver_side_error_ends_the_run_with_one_line_and_keeps_finished_shard
 
 @pytest.mark.slow
 def test_a_killed_driver_leaves_no_ray_process_behind(tiny_world, tmp_path):
-    from pipeline.executors.reaper import _descendants, _stat
+    from schemas.reaper import _descendants, _stat
 
     probe = tmp_path / "probe"
     probe.mkdir()

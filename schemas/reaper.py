@@ -3,15 +3,16 @@
 Ray ties its head processes to the driver that started them, but the agents
 the raylet starts (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) outlive a
 ``kill -9`` of the driver by a minute or more. This tiny watcher, started by
-:func:`pipeline.executors.ray.init_ray` next to a local Ray (its own session,
-standard library only), notes the driver's descendants every second while the
+:func:`schemas.ray_runtime.start_ray` just before it starts a local Ray (its own
+session, standard library only; armed before ``ray.init``, since a kill during
+``ray.init`` leaves the agents too), notes the driver's descendants every second while the
 driver lives; once the driver is gone it kills those still alive (each checked
 by its start time, so a reused pid is never hit) and exits. After a clean run
 the driver stops it first (:func:`stop`). Linux only (it reads ``/proc``).
 
-Usage (what ``init_ray`` runs)::
+Usage (what ``start_ray`` runs)::
 
-    python pipeline/executors/reaper.py DRIVER_PID
+    python schemas/reaper.py DRIVER_PID
 """
 from __future__ import annotations
 
