@@ -20,6 +20,7 @@ from typing import Protocol
 
 from schemas.options import runtime
 from stages.captions.depparse import ParsedDoc, Token
+from stages.captions.text import clip
 from stages.captions.learned import LearnedOptions
 from stages.registry import CAPTION_PARSERS
 
@@ -76,14 +77,6 @@ def caption_parser_class(name: str) -> type:
 def build_caption_parser(cfg: ParseCaptionsConfig) -> CaptionParser:
     """Instantiate the backend named by ``cfg.name``."""
     return caption_parser_class(cfg.name)(cfg)
-
-
-def clip(text: str, max_chars: int) -> str:
-    """``text`` cut to at most ``max_chars`` characters, at a space when one is near."""
-    if len(text) <= max_chars:
-        return text
-    cut = text.rfind(" ", 0, max_chars)
-    return text[:cut if cut > max_chars // 2 else max_chars]
 
 
 # Words after which a caption already reads as a sentence: no article is added.

@@ -40,13 +40,14 @@ import numpy as np
 from schemas.errors import UserError
 from schemas.options import runtime
 from schemas.records import TextEdge, TextNode, TextSceneGraph
+from stages.captions.text import clip
 from stages.registry import CAPTION_PARSERS
 
 if TYPE_CHECKING:   # a cycle at run time (below)
     from stages.captions.base import ParseCaptionsConfig
 
 # stages.captions.base imports LearnedOptions from here for its config section, so this module
-# reads base's ParseCaptionsConfig and clip only inside functions.
+# names base's ParseCaptionsConfig only for type checking.
 
 ROLES = ("OBJ", "ATTR", "PRED")
 TAGS = ("O",) + tuple(f"{p}-{r}" for r in ROLES for p in "BI")
@@ -394,8 +395,6 @@ class LearnedCaptionParser:
     def parse_graphs(self, texts: list[str], caption_ids: list[str], starts=None, ends=None) -> list[TextSceneGraph]:
         """One TSG per text, in order (``starts``/``ends``: seconds or None per caption)."""
         import torch
-
-        from stages.captions.base import clip
 
         starts = starts or [None] * len(texts)
         ends = ends or [None] * len(texts)

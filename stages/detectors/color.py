@@ -59,11 +59,8 @@ class ColorDetector:
     default_score_threshold = 0.5
     summary = "the synthetic world's flat coloured shapes"
 
-    def __init__(self, cfg: "DetectConfig | None" = None):
-        if cfg is None:
-            from stages.detect import DetectConfig
-            cfg = DetectConfig(name="color")
-        self.cfg = cfg.resolved()
+    def __init__(self, cfg: "DetectConfig"):
+        self.cfg = cfg.resolved()   # no default built here: stages.detect imports this package (no cycle)
 
     def setup(self) -> None:
         """Nothing to load."""

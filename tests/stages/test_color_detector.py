@@ -8,6 +8,8 @@ from stages.detectors import build_detector
 from stages.detectors.color import FEATURE_DIM, ColorDetector, classify_shape
 from stages.registry import DETECTORS
 
+COLOR = DetectConfig(name="color")
+
 RGB = {"red": (220, 30, 30), "orange": (245, 135, 20), "yellow": (235, 215, 25), "green": (30, 170, 50),
        "blue": (35, 70, 225), "purple": (145, 45, 195)}
 
@@ -49,7 +51,7 @@ def test_registered_and_built_by_name():
 def test_every_shape_colour_and_size(shape, color, size):
     img = scene()
     truth = draw(img, shape, color, 150, 110, size)
-    found = ColorDetector().detect([img])[0]
+    found = ColorDetector(COLOR).detect([img])[0]
     assert found.labels == [shape]
     assert found.attributes == [{"color": color, "shape": shape, "size": "large" if size > 36 else "small"}]
     assert iou(found.boxes[0], truth) > 0.85
@@ -63,7 +65,7 @@ def test_several_objects_on_a_textured_background():
     img = np.clip(img.astype(int) - 12 + stripes[..., None], 0, 255).astype(np.uint8)
     boxes = [draw(img, "circle", "red", 60, 60, 30), draw(img, "square", "blue", 200, 70, 48),
              draw(img, "triangle", "yellow", 120, 180, 40), draw(img, "circle", "purple", 270, 190, 28)]
-    found = ColorDetector().detect([img])[0]
+    found = ColorDetector(COLOR).detect([img])[0]
     assert len(found) == 4
     for truth in boxes:
         assert max(iou(truth, b) for b in found.boxes) > 0.85
@@ -75,7 +77,7 @@ def test_same_colour_objects_apart_are_separate_and_noise_is_ignored():
     draw(img, "square", "green", 60, 60, 30)
     draw(img, "square", "green", 220, 160, 30)
     img[5:7, 300:302] = RGB["red"]                     # a speck, below the minimum area
-    found = ColorDetector().detect([img])[0]
+    found = ColorDetector(COLOR).detect([img])[0]
     assert found.labels == ["square", "square"]
 
 
@@ -83,7 +85,7 @@ def test_empty_and_grey_frames_give_no_detections_with_the_right_shapes():
     rng = np.random.default_rng(0)
     grey = np.repeat(rng.integers(0, 255, (240, 320, 1), dtype=np.uint8), 3, axis=2)
     for img in (scene(), grey):
-        found = ColorDetector().detect([img])[0]
+        found = ColorDetector(COLOR).detect([img])[0]
         assert len(found) == 0
         assert found.boxes.shape == (0, 4) and found.features.shape == (0, FEATURE_DIM) and found.scores.shape == (0,)
 
@@ -100,7 +102,7 @@ def test_survives_h264_compression(tmp_path):
     raw = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
                           "rgb24", "-"], capture_output=True, check=True, timeout=60).stdout
     decoded = np.frombuffer(raw, np.uint8).reshape(240, 320, 3)
-    found = ColorDetector().detect([decoded])[0]
+    found = ColorDetector(COLOR).detect([decoded])[0]
     assert sorted(zip(found.labels, [a["color"] for a in found.attributes])) == [("circle", "green"), ("triangle", "orange")]
     tri = found.labels.index("triangle")
     assert iou(found.boxes[tri], truth) > 0.75
@@ -117,7 +119,7 @@ def test_features_are_stable_for_one_object_and_separate_colours():
     def feature(color, cx, cy):
         img = scene()
         draw(img, "circle", color, cx, cy, 30)
-        return ColorDetector().detect([img])[0].features[0]
+        return ColorDetector(COLOR).detect([img])[0].features[0]
 
     def cos(a, b):
         return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
