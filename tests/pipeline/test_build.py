@@ -373,13 +373,26 @@ def test_sigterm_while_workers_load_their_models_stops_within_seconds(world, tmp
     while not (out / "manifest.json").exists():
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    time.sleep(20)   # Ray is up and the worker is inside setup() (a ten-minute sleep)
+    # Ray is up and a worker is inside setup() (a ten-minute sleep): its actor process exists (a signal while
+    # Ray itself starts ends the run at once instead, before anything is committed)
+    from schemas.reaper import _descendants
+
+    def cmdline(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+    while not any("_PoolWorker" in cmdline(pid) for pid in _descendants(proc.pid)):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(2)    # inside setup()
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143 and time.monotonic() - sent < 30, stderr
-    # the three rows failed before any stage (duplicate, two unsafe keys) are committed; nothing else started
-    assert stderr.strip().splitlines()[-1].startswith("interrupted: 3 committed, 0 in flight"), stderr
+    # the four rows failed before any stage (duplicate, two unsafe keys, a missing file) are committed; nothing
+    # else started
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: 4 committed, 0 in flight"), stderr
 
 
 @pytest.mark.slow
