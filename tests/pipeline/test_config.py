@@ -19,7 +19,7 @@ from stages.catalog import STAGES
 CHOICES = {"dataset.name": "manifest", "decode.mode": "uniform", "decode.transport": "rgb24", "detect.name": "lite",
            "embed_visual.detection_features": "crop", "parse_captions.name": "stanza", "run.executor": "sequential",
            "run.pools": "each", "merge_hsg.scorer.name": "minilm", "dataset.split": "val_1", "relate.pairs": "all",
-           "segment_shots.method": "transnetv2"}
+           "segment_shots.method": "transnetv2", "detect.ssd.engine": "opencv", "detect.ssd.precision": "bf16"}
 CONTRADICTS = {"run.retry_failed"}   # true only together with overwrite=false, its default: still fine alone
 
 
