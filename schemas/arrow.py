@@ -114,7 +114,7 @@ def _decoder(hint: Any) -> Callable[[Any], Any]:
         hints = _hints(hint)
         names = [f.name for f in dataclasses.fields(hint)]
         decoders = [_decoder(hints[name]) for name in names]
-        values = operator.itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+        values = _values_or_defaults(hint, names)
         if all(d is _identity for d in decoders):
             return lambda row: hint(*values(row))
         return lambda row: hint(*[decode(v) for decode, v in zip(decoders, values(row))])
@@ -126,6 +126,31 @@ def _decoder(hint: Any) -> Callable[[Any], Any]:
         decode = _decoder(args[0])
         return tuple if decode is _identity else (lambda v: tuple(decode(x) for x in v))
     return _identity
+
+
+def _values_or_defaults(cls: type, names: list[str]) -> Callable[[dict[str, Any]], tuple]:
+    """``row``'s values of ``names``; a field missing from the row takes its declared default.
+
+    Rows written by an earlier schema version lack the fields added since (version 3 DSGs have no
+    ``shots``): they read as those fields' defaults. The plain item lookup stays the fast path.
+    """
+    get = operator.itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+
+    def default(name: str) -> Any:
+        f = fields[name]
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        raise KeyError(name)   # a field without a default is required in every version
+
+    def values(row: dict[str, Any]) -> tuple:
+        try:
+            return get(row)
+        except KeyError:
+            return tuple(row[name] if name in row else default(name) for name in names)
+    return values
 
 
 def to_row(record: Any) -> dict[str, Any]:

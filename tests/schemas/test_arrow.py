@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import records
-from schemas.arrow import _hints, _optional_inner, record_schema, records_to_table, table_to_records
+from schemas.arrow import _hints, _optional_inner, from_row, record_schema, records_to_table, table_to_records, to_row
 
 RECORD_TYPES = [obj for obj in vars(records).values()
                 if dataclasses.is_dataclass(obj) and obj is not records.SampleFeatures]
@@ -69,3 +69,15 @@ def test_schema_follows_type_hints():
     assert schema.field("track_id").type == pa.int64()
     assert record_schema(records.TextSceneGraph).field("start").nullable
     assert not record_schema(records.TextSceneGraph).field("text").nullable
+
+
+def test_a_row_of_an_earlier_version_reads_missing_fields_as_their_defaults():
+    dsg = records.DynamicSceneGraph("v", records.VideoMeta("v.mp4", 2.0, 25.0, 64, 48, "h264"),
+                                    shots=[records.Shot(0, 49, 0.0, 1.96)])
+    row = to_row(dsg)
+    assert from_row(records.DynamicSceneGraph, row) == dsg
+    del row["shots"]   # a version-3 DSG: no shots column
+    assert from_row(records.DynamicSceneGraph, row).shots == []
+    del row["meta"]    # a field without a default stays required
+    with pytest.raises(KeyError, match="meta"):
+        from_row(records.DynamicSceneGraph, row)

@@ -82,18 +82,33 @@ def test_resume_reads_metadata_not_data_and_a_truncated_file_is_still_quarantine
     assert hashed == [] and keys == {"c"} and "samples.arrow: truncated or altered" in notes[0]
 
 
+def drop_dsg_shots(path: Path) -> None:
+    """Rewrite a shard's samples.arrow as version 3 wrote it: DSGs without ``shots``."""
+    import pyarrow as pa
+    table = pa.ipc.open_file(pa.py_buffer(path.read_bytes())).read_all()
+    dsg = table.column("dsg").combine_chunks()
+    kept = [i for i, f in enumerate(dsg.type) if f.name != "shots"]
+    old = pa.StructArray.from_arrays([dsg.field(i) for i in kept], fields=[dsg.type.field(i) for i in kept])
+    table = table.set_column(table.schema.get_field_index("dsg"), "dsg", old)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
 def test_a_version_3_dataset_opens_and_its_next_writer_upgrades_the_header(tmp_path):
     two_shards(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["schema_version"] = 3
     manifest["shards"] = [{"name": "shard-000000", "keys": ["stale"]}]   # version 3 listed shards: ignored
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    for folder in (tmp_path / "shards").iterdir():   # version 3 shard.json: no sizes
+    for folder in (tmp_path / "shards").iterdir():   # version 3 shard.json: no sizes; rows: no dsg.shots
         info = json.loads((folder / "shard.json").read_text())
         del info["sizes"]
+        drop_dsg_shots(folder / "samples.arrow")
+        info["files"]["samples.arrow"] = hashlib.sha256((folder / "samples.arrow").read_bytes()).hexdigest()
         (folder / "shard.json").write_text(json.dumps(info))
         (folder / "_DONE").write_text(hashlib.sha256((folder / "shard.json").read_bytes()).hexdigest())
     assert open_dataset(tmp_path).keys() == ["a", "b", "c"] and verify(tmp_path) == []
+    assert open_dataset(tmp_path).get("a")[0].dsg.shots == []   # read as "not segmented"
     assert reopen(tmp_path)[0] == {"a", "b", "c"}
     assert json.loads((tmp_path / "manifest.json").read_text())["schema_version"] == 4
 
