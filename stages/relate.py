@@ -245,7 +245,7 @@ def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig)
 def _mounted(s: Box, o: Box) -> float:
     """How well person box ``s`` sits over ``o``: the person's bottom edge inside ``o``'s box (down to a
     little below it), centre above ``o``'s centre; the share of ``o``'s width the person covers."""
-    (ws, hs), (wo, ho) = _size(s), _size(o)
+    ws, (wo, ho) = _size(s)[0], _size(o)
     if ws <= 0 or wo <= 0 or ho <= 0 or _centre(s)[1] >= _centre(o)[1]:
         return 0.0
     if not o[1] + 0.1 * ho <= s[3] <= o[3] + 0.15 * ho:

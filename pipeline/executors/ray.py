@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -394,8 +395,6 @@ class RayExecutor:
     # ------------------------------------------------------------ losing a worker
     def _lost(self, slot: _Slot, reason: str, message: str) -> list[VideoTask]:
         """The head call's worker died or hung: replace it, charge the head batch, requeue the others."""
-        import ray
-
         batches = slot.batches()
         stage = slot.calls[0].stage if slot.calls else 0
         slot.calls.clear()

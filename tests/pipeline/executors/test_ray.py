@@ -190,8 +190,8 @@ def test_a_replacement_worker_that_dies_while_starting_is_replaced_and_the_run_g
     monkeypatch.setenv("FINSTA_TEST_PROBE_DIR", str(probe))
     manifest = mixed_world(tmp_path, tiny_world, {
         "poison": make_video(tmp_path / "poison.mp4", seconds=1.0, fps=4, size=KILL_SIZE)})
-    result = run_build(manifest_config(manifest, "detect.name=setup_killer_double", "run.max_sample_retries=1"),
-                       tmp_path / "out")
+    run_build(manifest_config(manifest, "detect.name=setup_killer_double", "run.max_sample_retries=1"),
+              tmp_path / "out")
     assert sorted(p.name for p in probe.glob("setup-*")) == ["setup-1", "setup-2", "setup-3", "setup-4"]
     ds = open_dataset(tmp_path / "out")
     assert sorted(ds.keys()) == sorted(json.loads((tiny_world / "captions.json").read_text()))
