@@ -94,7 +94,8 @@ def test_a_fresh_run_drops_metrics_of_a_crash_before_its_first_checkpoint(small_
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"step": 1, "total": 99.0}\n{"step": 2, "tot')
-    train(small_dataset, run, TINY, progress=False)
+    # a folder that holds a run's files is refused without --resume (test_train.py); --overwrite starts over
+    train(small_dataset, run, TINY, progress=False, overwrite=True)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 
