@@ -93,7 +93,7 @@ def test_the_stage_runs_the_learned_backend_end_to_end(tmp_path):
     weights = tmp_path / "tiny.safetensors"
     save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, str(weights))
 
-    stage = ParseCaptionsStage(ParseCaptionsConfig(name="learned", learned=LearnedOptions(weights=str(weights))))
+    stage = ParseCaptionsStage(ParseCaptionsConfig(name="learned", hard_negatives=0, learned=LearnedOptions(weights=str(weights))))
     stage.preflight()
     stage.setup()
     task = VideoTask("v1", "test", "v1", "v1.mp4", captions=[CaptionInput(c, 1.0, 2.0) for c in captions] +
