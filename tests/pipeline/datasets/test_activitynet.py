@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.datasets import DatasetConfig, build_dataset
+from pipeline.datasets.base import MISSING_FILE
 from schemas.errors import UserError
 
 SHARED = Path(os.environ.get("FINSTA_SHARED") or Path(__file__).resolve().parents[3] / ".." / "shared")
@@ -115,7 +116,8 @@ def test_real_val_2(tmp_path):
     tasks = list(ds.tasks())
     stats = ds.stats()
     print(json.dumps(stats))
-    assert len(tasks) == 4885 and all(t.failure is None for t in tasks)
+    # no video is in tmp_path: each task is failed up front as a missing file (one stat, no worker)
+    assert len(tasks) == 4885 and all(t.failure and t.failure.error_type == MISSING_FILE for t in tasks)
     assert sum(len(t.captions) for t in tasks) == 17031 == stats["captions"]
     assert tasks[0].key == "v_uqiMw7tQ1Cc"
     assert stats["captions_whitespace_stripped"] == 11511   # 11,483 with stray ends, 28 more inside only
