@@ -2,7 +2,7 @@
 
 Flow (docs/architecture.md)::
 
-    dataset.tasks() ─ select (resume, retry, key safety, duplicates)
+    dataset.tasks() ─ select (resume, changed inputs, retry, key safety, duplicates)
       → preflight: every stage checks its packages and files, in this process, before any worker starts
       → executor (pipeline/executors/): the pools of pipeline/plan.py, stage after stage in catalog order
             decode → detect → track → relate → embed_visual → parse_captions → merge_hsg → embed_text
@@ -103,6 +103,7 @@ class BuildResult:
     failed: int = 0
     skipped_committed: int = 0
     skipped_failed: int = 0
+    changed: int = 0                  # samples run again because their input fingerprint changed
     to_run: int = 0
     missing: int = 0                  # of the failure rows this run: local videos not there (MISSING_FILE)
     failed_early: int = 0             # failure rows this run made before any stage (missing, bad entries, keys)
@@ -129,22 +130,30 @@ class BuildResult:
 
 # ------------------------------------------------------------------ selection
 def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[str], retry_failed: bool,
-                 result: BuildResult) -> tuple[list[VideoTask], list[FailureRecord]]:
+                 result: BuildResult, stored: Optional[dict[str, str]] = None
+                 ) -> tuple[list[VideoTask], list[FailureRecord], dict[str, str]]:
     """Split the dataset into tasks to run and immediate failure rows.
 
     Committed keys are skipped; recorded failures are skipped unless
-    ``retry_failed``, which runs *only* them. Unsafe and duplicate keys and
-    tasks the dataset already failed become failure rows (once).
+    ``retry_failed``, which runs *only* them; a key whose input fingerprint
+    differs from the one ``stored`` with its row (key → fingerprint) is run
+    either way (``result.changed``). Unsafe and duplicate keys and tasks the
+    dataset already failed become failure rows (once). Returns the tasks to
+    run, the failure rows, and the fingerprint of every key selected.
     """
-    to_run, failures, seen = [], [], Counter()
+    to_run, failures, seen, fingerprints = [], [], Counter(), {}
+    stored = stored or {}
     for task in tasks:
         result.total += 1
-        if task.key in committed:
+        changed = (not seen[task.key] and bool(task.fingerprint) and
+                   stored.get(task.key, task.fingerprint) != task.fingerprint)
+        if task.key in committed and not changed:
             result.skipped_committed += 1
             continue
-        if retry_failed != (task.key in failed):
+        if not changed and retry_failed != (task.key in failed):
             result.skipped_failed += task.key in failed
             continue
+        result.changed += changed
         seen[task.key] += 1
         if task.failure is not None:   # the dataset's own verdict (bad_record, duplicate_key) stands
             pass
@@ -154,13 +163,14 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
             task.failure = FailureRecord(task.key, SELECT_STAGE, DUPLICATE_KEY,
                                          f"occurrence {seen[task.key]} of this id in the dataset; the first was kept",
                                          task.video_path)
+        fingerprints.setdefault(task.key, task.fingerprint)
         if task.failure is not None:
             failures.append(task.failure)
             result.missing += task.failure.error_type == MISSING_FILE
         else:
             to_run.append(task)
     result.to_run, result.failed_early = len(to_run), len(failures)
-    return to_run, failures
+    return to_run, failures, fingerprints
 
 
 # ------------------------------------------------------------------ conversion
@@ -206,8 +216,10 @@ class _OpenShard:
     listing, they are cheap to lose.
     """
 
-    def __init__(self, writer: DatasetWriter, cfg, result: BuildResult, progress: Progress):
+    def __init__(self, writer: DatasetWriter, cfg, result: BuildResult, progress: Progress,
+                 fingerprints: Optional[dict[str, str]] = None):
         self.writer, self.cfg, self.result, self.progress = writer, cfg, result, progress
+        self.fingerprints = fingerprints or {}   # key → input fingerprint, stored with the key's rows
         self.samples: list[tuple[VideoSample, SampleFeatures]] = []
         self.failures: list[FailureRecord] = []
         self.early: list[FailureRecord] = []
@@ -247,7 +259,7 @@ class _OpenShard:
         failures = self.early + self.failures
         if not (self.samples or failures):
             return
-        name = self.writer.write_shard(self.samples, failures)
+        name = self.writer.write_shard(self.samples, failures, fingerprints=self.fingerprints)
         self.result.shards_written += 1
         self.result.committed_this_run += len(self.samples) + len(failures)
         self.progress.shard_committed(len(self.samples), len(failures), name)
@@ -290,8 +302,8 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
         dataset = build_dataset(cfg.dataset)
         dims = feature_dims(cfg)
         if cfg.run.dry_run:
-            committed, failed = _existing_status(out, cfg)
-            select_tasks(dataset.tasks(), committed, failed, cfg.run.retry_failed, result)
+            committed, failed, stored = _existing_status(out, cfg)
+            select_tasks(dataset.tasks(), committed, failed, cfg.run.retry_failed, result, stored)
             result.dataset_stats = dataset.stats()
             return
         progress.phase("checking stages")
@@ -303,12 +315,18 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
         for note in writer.notes:
             progress.log(note)
         with stop.interruptible():
-            tasks, early_failures = select_tasks(dataset.tasks(), writer.committed_keys(), writer.failed_keys(),
-                                                 cfg.run.retry_failed, result)
+            committed = writer.committed_keys()
+            tasks, early_failures, fingerprints = select_tasks(
+                dataset.tasks(), committed, writer.failed_keys(), cfg.run.retry_failed, result, writer.fingerprints())
         result.dataset_stats = dataset.stats()
         check_url_access(tasks)
+        changed = committed & fingerprints.keys()   # committed before from other inputs: the old rows go
+        if changed:
+            writer.drop_samples(changed)
+            progress.log(f"{len(changed)} committed samples changed since (captions, times or video file): "
+                         "redoing them")
         if tasks or early_failures:
-            _run_tasks(cfg, writer, tasks, early_failures, dims, progress, stop, result, started)
+            _run_tasks(cfg, writer, tasks, early_failures, fingerprints, dims, progress, stop, result, started)
             before = len(writer.shards)
             merged = writer.compact(cfg.write.shard_size)   # small shards (time-based, interrupted) slow readers
             if merged:
@@ -319,12 +337,13 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
 
 
 def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failures: list[FailureRecord],
-               dims: dict[str, int], progress: Progress, stop: StopSignals, result: BuildResult,
-               started: float) -> None:
+               fingerprints: dict[str, str], dims: dict[str, int], progress: Progress, stop: StopSignals,
+               result: BuildResult, started: float) -> None:
     """The executor's finished tasks into shards; on a stop, every finished one is committed first.
-    ``started``: when the build began (``first_result_seconds`` counts from there)."""
+    ``fingerprints``: key → input fingerprint, stored with each row; ``started``: when the build began
+    (``first_result_seconds`` counts from there)."""
     progress.start(total=len(tasks), stages=stage_names(cfg), failed_early=len(early_failures))
-    shard = _OpenShard(writer, cfg.write, result, progress)
+    shard = _OpenShard(writer, cfg.write, result, progress, fingerprints)
     shard.add_early(early_failures)
     executor = make_executor(cfg, plan_pools(cfg), stop) if tasks else None
     stop.hard_exit_note = lambda: f"{result.committed_this_run} committed; rerun the same command to continue"
@@ -358,8 +377,9 @@ def _run_tasks(cfg, writer: DatasetWriter, tasks: list[VideoTask], early_failure
         raise Interrupted(stop.signum, result.committed_this_run, result.in_flight)
 
 
-def _existing_status(out: Path, cfg) -> tuple[set[str], set[str]]:
+def _existing_status(out: Path, cfg) -> tuple[set[str], set[str], dict[str, str]]:
+    """Committed keys, failed keys and stored fingerprints of ``out``, read only (the dry run)."""
     if not (out / "manifest.json").exists() or cfg.run.overwrite:
-        return set(), set()
+        return set(), set(), {}
     dataset = open_dataset(out)
-    return set(dataset.keys()), dataset.failed_keys()
+    return set(dataset.keys()), dataset.failed_keys(), dataset.fingerprints()

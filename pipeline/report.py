@@ -50,6 +50,7 @@ def stats_dict(result: BuildResult) -> dict:
             "samples_run": result.to_run,
             "skipped_committed": result.skipped_committed,
             "skipped_failed": result.skipped_failed,
+            "changed": result.changed,
             "failures_by_reason": dict(sorted(result.failures_by_reason.items())),
             "shards_written": result.shards_written,
             "wall_seconds": round(result.wall_seconds, 3),
@@ -105,7 +106,8 @@ def summary_lines(stats: dict, out) -> list[str]:
         reasons = f" ({_reasons(run['failures_by_reason'])})" if run_failed else ""
         startup = "" if run["first_result_seconds"] is None else \
             f" ({run['first_result_seconds']:.1f} s to the first result)"
-        first = f"this run: {handled} samples, {run_failed} failed{reasons}, {run['wall_seconds']:.1f} s{startup}"
+        changed = f" ({run['changed']} changed since their last run)" if run.get("changed") else ""
+        first = f"this run: {handled} samples{changed}, {run_failed} failed{reasons}, {run['wall_seconds']:.1f} s{startup}"
         first += f"; skipped {' and '.join(skipped)}" if skipped else ""
     else:
         first = "this run: nothing to do" + (f" (skipped {' and '.join(skipped)})" if skipped else "")
@@ -126,6 +128,7 @@ def stage_time_line(stats: dict) -> str:
 def plan_text(cfg, result: BuildResult) -> str:
     lines = [f"dataset {cfg.dataset.name}: {result.total} samples; {result.skipped_committed} already committed, "
              f"{result.skipped_failed} recorded failures skipped, {result.to_run} to run, {result.missing} missing"
+             + (f", {result.changed} changed since (redone)" if result.changed else "")
              + (f", {result.failed_early - result.missing} other failure rows (bad entries, keys)"
                 if result.failed_early > result.missing else "")
              + (" (retrying recorded failures only)" if cfg.run.retry_failed else ""),

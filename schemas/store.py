@@ -196,6 +196,10 @@ class ShardInfo:
     config_hash: Optional[str] = None   # None: written before shards carried it
     replaces: list[str] = field(default_factory=list)   # shards this one merged (compaction)
     sizes: dict[str, int] = field(default_factory=dict)  # relative path → bytes (empty: written by version 3)
+    # Each row's input fingerprint (pipeline.datasets.base.input_fingerprint), parallel to ``keys`` and to
+    # ``failed_keys``: a rerun redoes a sample whose input changed since. "" or absent: not known.
+    fingerprints: list[str] = field(default_factory=list)
+    failure_fingerprints: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -211,7 +215,9 @@ class ShardInfo:
                 and isinstance(info.failed_keys, list) and set(map(type, info.keys)) <= {str}
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in info.files.items())
                 and isinstance(info.replaces, list) and all(isinstance(r, str) for r in info.replaces)
-                and isinstance(info.sizes, dict) and all(isinstance(v, int) for v in info.sizes.values())):
+                and isinstance(info.sizes, dict) and all(isinstance(v, int) for v in info.sizes.values())
+                and all(isinstance(fps, list) and set(map(type, fps)) <= {str}
+                        for fps in (info.fingerprints, info.failure_fingerprints))):
             raise ValueError("fields of the wrong type")
         return info
 
@@ -477,6 +483,14 @@ def _scan_shards(shards: Path, files: bool = True, full: bool = False) -> _Scan:
     return scan
 
 
+def fingerprints_of(shards: list[ShardInfo]) -> dict[str, str]:
+    """Key → the input fingerprint its standing row was made from (a committed row's, else its latest
+    failure's); keys written without one are left out."""
+    latest = {key: fp for shard in shards for key, fp in zip(shard.failed_keys, shard.failure_fingerprints) if fp}
+    latest.update((key, fp) for shard in shards for key, fp in zip(shard.keys, shard.fingerprints) if fp)
+    return latest
+
+
 def _remove_shard(folder: Path) -> None:
     """Uncommit first (``_DONE`` goes), then delete: a kill halfway leaves debris, never a damaged shard."""
     fs_remove(folder / DONE)
@@ -633,6 +647,9 @@ class DatasetWriter:
     def failed_keys(self) -> set[str]:
         return {key for shard in self.shards for key in shard.failed_keys} - self.committed_keys()
 
+    def fingerprints(self) -> dict[str, str]:
+        return fingerprints_of(self.shards)
+
     # -- committing
     def _next_name(self) -> str:
         taken = [int(m.group(1)) for p in fs_list(self.root / SHARDS) if (m := _SHARD_NAME.match(_shard_order(p)))]
@@ -640,8 +657,10 @@ class DatasetWriter:
         return f"shard-{max(taken) + 1 if taken else 0:06d}"
 
     def write_shard(self, samples: list[tuple[VideoSample, SampleFeatures]],
-                    failures: list[FailureRecord], replaces: Optional[list[str]] = None) -> str:
-        """Commit one shard atomically and return its name (``replaces``: see :meth:`compact`)."""
+                    failures: list[FailureRecord], replaces: Optional[list[str]] = None,
+                    fingerprints: Optional[dict[str, str]] = None) -> str:
+        """Commit one shard atomically and return its name (``replaces``: see :meth:`compact`;
+        ``fingerprints``: key → input fingerprint, stored for the rows it names)."""
         for sample, _ in samples:
             problem = check_key(sample.key)
             if problem:
@@ -651,7 +670,7 @@ class DatasetWriter:
         try:
             fs_remove_tree(tmp)
             tmp.mkdir()
-            files, info = self._write_files(tmp, name, samples, failures, replaces or [])
+            files, info = self._write_files(tmp, name, samples, failures, replaces or [], fingerprints or {})
             # A merged shard is committed hidden: until its old shards are gone, a plain reader of
             # shards/*/samples.arrow must not see its rows twice (issue 26 item 10).
             final = self.root / SHARDS / ((MERGED_PREFIX if replaces else "") + name)
@@ -700,8 +719,26 @@ class DatasetWriter:
             samples = [item for shard in group for item in reader.iter_shard(shard.name)]
             committed = self.committed_keys()   # once per group: a set of every key
             failures = [f for shard in group for f in self._standing_failures(reader, shard, committed)]
-            written.append(self.write_shard(samples, failures, replaces=[shard.name for shard in group]))
+            written.append(self.write_shard(samples, failures, replaces=[shard.name for shard in group],
+                                            fingerprints=self.fingerprints()))
         return written
+
+    def drop_samples(self, keys: set[str]) -> int:
+        """Remove the committed rows of ``keys`` (inputs that changed: the rerun redoes them). Each shard
+        holding one is rewritten without it, committed like :meth:`compact`'s merged shards (a crash
+        leaves the old shard or the new one); a shard left empty is removed. Returns the rows removed."""
+        removed = 0
+        for shard in [s for s in self.shards if not keys.isdisjoint(s.keys)]:
+            reader = Dataset(self.root, self._manifest(), self.shards, verify=True)
+            samples = [item for item in reader.iter_shard(shard.name) if item[0].key not in keys]
+            failures = self._standing_failures(reader, shard, self.committed_keys() - keys)
+            removed += shard.rows - len(samples)
+            if samples or failures:
+                self.write_shard(samples, failures, replaces=[shard.name], fingerprints=self.fingerprints())
+            else:
+                _remove_shard(self.root / SHARDS / shard.name)
+                self.shards.remove(shard)
+        return removed
 
     def _standing_failures(self, reader: "Dataset", shard: ShardInfo, committed: set[str]) -> list[FailureRecord]:
         later = {key for s in self.shards[self.shards.index(shard) + 1:] for key in s.failed_keys}
@@ -710,7 +747,8 @@ class DatasetWriter:
                 if f.error_type == DUPLICATE_KEY or (f.key not in committed and f.key not in later)]
 
     def _write_files(self, tmp: Path, name: str, samples: list[tuple[VideoSample, SampleFeatures]],
-                     failures: list[FailureRecord], replaces: list[str]) -> tuple[dict[str, str], ShardInfo]:
+                     failures: list[FailureRecord], replaces: list[str],
+                     fingerprints: dict[str, str]) -> tuple[dict[str, str], ShardInfo]:
         refs = self._write_features(tmp / "features.zarr", [features for _, features in samples])
         table = records_to_table([s for s, _ in samples], VideoSample,
                                  {"features": (samples_schema(FEATURE_ARRAYS).field("features"), refs)}) \
@@ -724,8 +762,10 @@ class DatasetWriter:
                 os.fsync(handle.fileno())
             files[path.relative_to(tmp).as_posix()] = sha256_file(path)
         sizes = {rel: (tmp / rel).stat().st_size for rel in files}
-        info = ShardInfo(name, [s.key for s, _ in samples], [f.key for f in failures], len(samples), len(failures),
-                         sum(sizes.values()), files, self.config_hash, replaces, sizes)
+        keys, failed_keys = [s.key for s, _ in samples], [f.key for f in failures]
+        info = ShardInfo(name, keys, failed_keys, len(samples), len(failures), sum(sizes.values()), files,
+                         self.config_hash, replaces, sizes, [fingerprints.get(key, "") for key in keys],
+                         [fingerprints.get(key, "") for key in failed_keys])
         _write_atomic(tmp / SHARD_INFO, json.dumps({**info.as_dict(), "config": self.config}, indent=1,
                                                    default=str).encode())
         for folder in sorted({p.parent for p in _files_of(tmp)}, key=lambda p: -len(p.parts)):
@@ -832,6 +872,10 @@ class Dataset:
     def failed_keys(self) -> set[str]:
         """Keys recorded as failed and never committed since (from the manifest alone)."""
         return {key for shard in self.shards for key in shard.failed_keys} - set(self._key_to_shard)
+
+    def fingerprints(self) -> dict[str, str]:
+        """Key → input fingerprint of its standing row (see :func:`fingerprints_of`)."""
+        return fingerprints_of(self.shards)
 
     def failures(self) -> list[FailureRecord]:
         """Every failure that stands: the latest failure of each key that never committed, each

@@ -111,6 +111,7 @@ class VideoTask:
     stage_frames: dict[str, int] = field(default_factory=dict)
     stage_bytes: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)   # per-sample events a stage counts (summed in stats.json)
+    fingerprint: str = ""   # the dataset's input fingerprint (captions, times, video file); the driver stores it
 
     def fail(self, stage: str, error: BaseException) -> None:
         """Record ``error`` as this sample's failure at ``stage`` (not a SampleError: ``internal_error``)."""

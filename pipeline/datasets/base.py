@@ -20,6 +20,9 @@ Rules every dataset follows:
   should be), counted in ``videos_missing``, whose ``failure`` is already set
   (``missing_file``): the listing stats each local file, so a missing one
   never reaches a worker (a URL is checked by ``decode``).
+* Each task carries its input fingerprint (:func:`input_fingerprint`: captions,
+  times, the video's size and mtime), stored with its row: a rerun redoes the
+  samples whose inputs changed and skips the rest.
 * ``limit`` counts tasks that can run: failure rows met on the way (missing
   files, bad entries) come along without counting.
 * A bad entry (malformed line, duplicate id) yields a task whose ``failure``
@@ -29,6 +32,8 @@ Rules every dataset follows:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from abc import ABC, abstractmethod
@@ -162,10 +167,25 @@ class Dataset(ABC):
         self._stats["captions"] += sum(c.negative_of is None for c in captions)
         self._stats["negatives"] += sum(c.negative_of is not None for c in captions)
         task = VideoTask(key=key, source=self.name, video_id=video_id, video_path=path, captions=captions)
-        if is_local(path) and not os.path.exists(path):
-            self._stats["videos_missing"] += 1
-            task.failure = FailureRecord(key, DATASET_STAGE, MISSING_FILE, f"no such file: {path}", path)
+        video: object = path
+        if is_local(path):
+            try:
+                status = os.stat(path)
+                video = [status.st_size, status.st_mtime_ns]
+            except OSError:   # as os.path.exists: not there, or not reachable
+                video = MISSING_FILE
+                self._stats["videos_missing"] += 1
+                task.failure = FailureRecord(key, DATASET_STAGE, MISSING_FILE, f"no such file: {path}", path)
+        task.fingerprint = input_fingerprint(captions, video)
         return task
+
+
+def input_fingerprint(captions: list[CaptionInput], video: object) -> str:
+    """What a sample was made from, as 16 hex digits: its captions (text, times, negatives) and its video
+    (a local file's size and mtime, ``missing_file``, or a URL as written: a URL is not read at listing
+    time). The store keeps it with each row; a rerun redoes a sample whose fingerprint changed."""
+    data = [[c.text, c.start, c.end, c.negative_of, c.negative_type] for c in captions]
+    return hashlib.sha256(json.dumps([data, video]).encode()).hexdigest()[:16]
 
 
 def is_local(path: str) -> bool:
@@ -292,7 +312,6 @@ def load_mapping(path: Optional[str]) -> dict[str, str]:
     if not path:
         return {}
     import csv
-    import json
     file = location(path)
     if not file.is_file():
         raise UserError(f"mapping file {path} not found; expected a JSON {{id: path}} or a CSV id,path")

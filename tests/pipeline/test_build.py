@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.build import run_build
-from pipeline.config import BuildConfig
+from pipeline.report import plan_text
+from pipeline.config import BuildConfig, finalize
 from pipeline.datasets.base import DatasetConfig
 from pipeline.synthetic.generate import generate
 from schemas.store import open_dataset, verify
@@ -128,9 +130,9 @@ def test_rerun_skips_committed_and_recorded_failures(world, sequential_out):
     assert sorted(p.name for p in (sequential_out / "shards").iterdir()) == before
 
 
-def test_retry_failed_reprocesses_only_the_failures(world, tmp_path):
+def test_retry_failed_reprocesses_only_the_failures(world, sequential_out, tmp_path):
     out = tmp_path / "out"
-    run_build(config(world), out)
+    shutil.copytree(sequential_out, out, ignore=shutil.ignore_patterns(".finsta.lock"))
     missing = world / "synthetic" / "videos" / "nope.mp4"
     missing.write_bytes((world / "synthetic" / "videos" / sorted(
         os.listdir(world / "synthetic" / "videos"))[0]).read_bytes())
@@ -549,3 +551,35 @@ def test_sigterm_mid_run_on_s3_inputs_then_rerun_ends_like_an_uninterrupted_loca
     got, want = contents(tmp_path / "out"), contents(tmp_path / "reference")
     assert sorted(got) == sorted(want) and len(want) == SIXTEEN
     assert all(got[key][1] == want[key][1] for key in want) and verify(tmp_path / "out") == []
+
+
+def test_a_sample_whose_input_changed_is_redone_and_the_rest_skipped(world, sequential_out, tmp_path):
+    """Input fingerprints: an edited caption, a touched video and a missing video added since are redone
+    (old rows replaced), the rest skipped, and the dry run counts them first. The world's files are put
+    back afterwards (the module's other tests read them)."""
+    out = tmp_path / "out"
+    shutil.copytree(sequential_out, out, ignore=shutil.ignore_patterns(".finsta.lock"))
+    manifest = world / "manifest.jsonl"
+    original = manifest.read_text()
+    lines = [json.loads(line) for line in original.splitlines()]
+    edited, touched = lines[0], world / lines[1]["video"]
+    edited["captions"] = [{"text": "a green triangle"}]
+    mtime = os.stat(touched).st_mtime_ns
+    added = world / "synthetic" / "videos" / "nope.mp4"
+    try:
+        manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        os.utime(touched, ns=(mtime, mtime + 10**9))
+        shutil.copy(world / lines[2]["video"], added)
+        planned = run_build(config(world, dry_run=True), out)
+        assert (planned.changed, planned.to_run) == (3, 3)
+        assert "3 changed since (redone)" in plan_text(finalize(config(world, dry_run=True))[0], planned)
+        again = run_build(config(world), out)
+        assert (again.changed, again.to_run, again.committed) == (3, 3, GOOD + 1)
+        assert again.skipped_committed == GOOD - 2 + 1   # + the duplicate of a committed id
+        ds = open_dataset(out)
+        assert ds.get(edited["id"])[0].hsgs[0].tsg.text == "a green triangle" and verify(out) == []
+        assert "missing_video" in ds.keys() and run_build(config(world), out).to_run == 0
+    finally:
+        manifest.write_text(original)
+        os.utime(touched, ns=(mtime, mtime))
+        added.unlink(missing_ok=True)

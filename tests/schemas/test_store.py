@@ -513,3 +513,26 @@ def test_a_kill_while_removing_merged_shards_is_no_quarantine(tmp_path):
     keys, notes = reopen(tmp_path)
     assert keys == set("abcdefg") and notes == [] and not (tmp_path / "quarantine").exists()
     assert not (shards / "shard-000000").exists() and verify(tmp_path) == []
+
+
+def test_fingerprints_are_stored_per_row_survive_compaction_and_changed_rows_can_be_dropped(tmp_path):
+    with DatasetWriter(tmp_path, {}, DIMS) as writer:
+        writer.write_shard([make_sample("a"), make_sample("b")], [FailureRecord("f", "decode", "corrupt_video", "x")],
+                           fingerprints={"a": "fa", "b": "fb", "f": "ff"})
+        writer.write_shard([make_sample("c")], [], fingerprints={"c": "fc"})
+        writer.write_shard([make_sample("d")], [])   # written without fingerprints: not known
+        info = json.loads((tmp_path / "shards" / "shard-000000" / "shard.json").read_text())
+        assert info["fingerprints"] == ["fa", "fb"] and info["failure_fingerprints"] == ["ff"]
+        writer.compact(target_rows=10)
+    with DatasetWriter(tmp_path, {}, DIMS) as writer:
+        assert len(writer.shards) == 1 and writer.fingerprints() == {"a": "fa", "b": "fb", "c": "fc", "f": "ff"}
+        kept = open_dataset(tmp_path).get("b")
+        assert writer.drop_samples({"a", "c"}) == 2
+    ds = open_dataset(tmp_path)
+    assert sorted(ds.keys()) == ["b", "d"] and ds.fingerprints() == {"b": "fb", "f": "ff"}
+    assert ds.get("b")[0] == kept[0] and [f.key for f in ds.failures()] == ["f"] and verify(tmp_path) == []
+    with DatasetWriter(tmp_path, {}, DIMS) as writer:   # a shard holding only dropped rows goes whole
+        alone = writer.write_shard([make_sample("e")], [], fingerprints={"e": "fe"})
+        assert writer.drop_samples({"b", "d", "e"}) == 3
+        assert len(writer.shards) == 1 and not writer.committed_keys() and alone not in os.listdir(tmp_path / "shards")
+    assert [f.key for f in open_dataset(tmp_path).failures()] == ["f"] and verify(tmp_path) == []
