@@ -11,7 +11,15 @@ Per clip it prints one JSON object:
   ``plausible``; ``track_precision``: the same over tracks;
 * ``tracks_per_object``: tracks ÷ the truth's ``visible_objects``;
 * relations per frame and per detection, the most predicates on one ordered pair;
-* ``detect_frames_per_s``: the detect stage's own frames/s (wall, this process).
+* ``detect_frames_per_s``: the detect stage's own frames/s (wall, this process);
+* ``facts_seen``: share of the truth's ``facts`` (what a person sees happen) that the DSG
+  states with the right labels; ``facts_seen_up_to_label`` also accepts the labels the
+  detector gives those objects (``misread``); each missed fact is listed with its cause:
+  ``label`` (stated up to the label), ``detector`` (an object of the fact is no track,
+  even misread) or ``relations`` (both are tracks; no relation, track relation or
+  attribute says it).
+
+The last line is the facts summed over the clips.
 
     .venv/bin/python scripts/report_detections.py --videos ../shared/data/videos
     .venv/bin/python scripts/report_detections.py --videos ../shared/data/videos --set detect.name=lite
@@ -31,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import BuildConfig, apply_overrides, finalize  # noqa: E402
 from schemas.records import DynamicSceneGraph  # noqa: E402
+from stages.relate import reverse_predicates  # noqa: E402
 from stages.base import VideoTask  # noqa: E402
 from stages.decode import DecodeStage  # noqa: E402
 from stages.detect import DetectStage  # noqa: E402
@@ -61,7 +70,52 @@ def clip_figures(dsg: DynamicSceneGraph, truth: dict) -> dict:
         "max_predicates_per_ordered_pair": max(per_pair.values(), default=0),
         "predicates": dict(Counter(r.predicate for r in dsg.relations).most_common(6)),
         "track_relations": len(dsg.track_relations),
+        "track_predicates": dict(Counter(r.predicate for r in dsg.track_relations).most_common()),
+        **fact_figures(dsg, truth),
     }
+
+
+def dsg_statements(dsg: DynamicSceneGraph) -> set[tuple]:
+    """What ``dsg`` says, by labels: ``(subject, predicate, object)`` of every per-frame relation (and of its
+    reverse reading), ``(subject, predicate, None)`` of unary track relations, ``(track, "name=value", None)``."""
+    label = {t.id: t.label for t in dsg.tracks}
+    name = {i: label.get(d.track_id, d.label) for i, d in enumerate(dsg.detections)}
+    out: set[tuple] = set()
+    for r in dsg.relations:
+        out.add((name[r.subject], r.predicate, name[r.object]))
+        out |= {(name[r.object], p, name[r.subject]) for p in reverse_predicates(r.predicate)}
+    for r in dsg.track_relations:
+        obj = label.get(r.object) if r.object >= 0 else None
+        out.add((label.get(r.subject), r.predicate, obj))
+        out |= {(obj, p, label.get(r.subject)) for p in reverse_predicates(r.predicate)}
+    out |= {(label.get(a.target), f"{a.name}={a.value}", None) for a in dsg.attributes if a.target_kind == "track"}
+    return out
+
+
+def fact_figures(dsg: DynamicSceneGraph, truth: dict) -> dict:
+    """``facts_seen`` (right labels), ``facts_seen_up_to_label`` (``misread`` labels too) and each missed fact
+    with its cause."""
+    said, tracks = dsg_statements(dsg), {t.label for t in dsg.tracks}
+    misread = truth.get("misread", {})
+
+    def stated(fact: dict, aliases: dict) -> bool:
+        subjects = {fact["subject"], *aliases.get(fact["subject"], [])}
+        objects = {fact["object"], *aliases.get(fact["object"], [])} if "object" in fact else {None}
+        predicates = [fact["attribute"]] if "attribute" in fact else fact["predicates"]
+        return any((s, p, o) in said for s in subjects for p in predicates for o in objects)
+
+    facts = truth.get("facts", [])
+    seen = [stated(f, {}) for f in facts]
+    loose = [stated(f, misread) for f in facts]
+    def cause(fact: dict, up_to_label: bool) -> str:
+        if up_to_label:
+            return "label"
+        labels = [{lab, *misread.get(lab, [])} for lab in (fact["subject"], fact.get("object", fact["subject"]))]
+        return "detector" if any(not (options & tracks) for options in labels) else "relations"
+
+    missed = {f["fact"]: cause(f, ok_loose) for f, ok, ok_loose in zip(facts, seen, loose) if not ok}
+    return {"facts": len(facts), "facts_seen": sum(seen), "facts_seen_up_to_label": sum(loose),
+            "facts_missed": missed}
 
 
 def run_stages(video: Path, cfg) -> tuple[DynamicSceneGraph, float]:
@@ -104,7 +158,11 @@ def main() -> None:
             dsg, fps = run_stages(args.videos / name, cfg)
             report[name] = {"detector": cfg.detect.name, "detect_frames_per_s": round(fps, 2),
                             **clip_figures(dsg, truth[name])}
+    total = {key: sum(clip[key] for clip in report.values())
+             for key in ("facts", "facts_seen", "facts_seen_up_to_label")}
     print(json.dumps(report, indent=1))
+    print(json.dumps({**total, "facts_seen_share": round(total["facts_seen"] / max(total["facts"], 1), 3),
+                      "up_to_label_share": round(total["facts_seen_up_to_label"] / max(total["facts"], 1), 3)}))
 
 
 if __name__ == "__main__":

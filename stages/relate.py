@@ -30,18 +30,31 @@ sitting on  the same rule for an object in ``seat_labels``    same
 holding     subject is a person (``person_labels``), object   share of the object inside the person ×
             small (area ≤ ``small_ratio`` × person's), mostly (1 − area ratio / small_ratio) ^ 0.25, 0 when
             inside the person's box, not in the bottom 15%    the object's centre is in the bottom 15%
-            (feet), not a body part (``body_part_labels``)
+            (feet), not a body part (``body_part_labels``);
+            or grasped from above: the person's box (often    or the share of the object's width under
+            only an arm on real video) comes down from above  the person's box, whichever is higher
+            the object and ends in its top ``grasp_band``,
+            the object no larger than that box, not one of
+            ``unheld_labels`` (tables, cars…)
 =========== ================================================= ================================================
 
 Per-track predicates (:class:`schemas.records.TrackRelation`), over the
-sampled frames both tracks share (unary ones have ``object == -1``):
+sampled frames both tracks share (unary ones have ``object == -1``). A still
+track (``motion=still``) persists between its detections: on a frame of its span
+it was not detected on, it keeps the box of its detection before (an object
+hidden by the person standing at it is still there).
 
 =========== ================================================= ================================================
 predicate   rule                                              score
 =========== ================================================= ================================================
-approaching centre distance falls by ≥ ``approach_min``       clip(2 · fall / first distance): halving it → 1
-            (ends averaged over two frames)
-moving away centre distance grows by ≥ ``approach_min``       clip(2 · growth / last distance)
+approaching centre distance falls by ≥ ``approach_min`` from  clip(2 · fall / first distance): halving it → 1
+            the start to the closest point (distances
+            averaged over two frames); spans start → closest
+moving away centre distance grows by ≥ ``approach_min`` from  clip(2 · growth / last distance)
+            the closest point to the end; spans closest → end
+in front of a still track is not detected while the subject's mean share of the still box covered
+            box covers ≥ ``hidden_min`` of its kept box, on
+            ≥ ``min_track_frames`` frames; spans those frames
 passing     the sign of cx_s − cx_o flips while the subject   clip(1 − closest gap / (near_scale · diagonal))
             moves (the subject goes by the object)
 entering    born after the first sampled frame with its first 1 − border distance / ``edge_margin``
@@ -49,8 +62,12 @@ entering    born after the first sampled frame with its first 1 − border dista
             ≥ ``min_track_frames`` frames)
 leaving     dies before the last sampled frame with its last  same, on the last box
             box touching the frame border (unary)
-carrying    subject *holding* object on ≥ half the shared     share of shared frames with *holding*
-            frames while the subject track is *moving*
+carrying    subject *holding* object on ≥ half the shared     share of shared frames with *holding*, or of
+            frames while the subject track is *moving*, or    steps moving together, the higher
+            the object moving with the person on ≥ half the
+            steps between shared frames (near at both ends,
+            displacement within ``together_tolerance`` of
+            the person's), not an ``unheld_labels`` object
 =========== ================================================= ================================================
 
 ``approaching`` and ``moving away`` depend only on the pair's distance, so they
@@ -118,16 +135,23 @@ class RelateConfig:
     near_scale: float = 0.5
     occlusion_min: float = 0.1
     small_ratio: float = 0.25
+    grasp_band: float = 0.35             # a hand from above ends in this top share of a held object's box
     ridden_labels: tuple[str, ...] = ("bicycle", "motorcycle", "horse", "elephant", "skateboard", "surfboard")
     seat_labels: tuple[str, ...] = ("chair", "couch", "bench", "bed", "toilet", "sofa", "stool")
     person_labels: tuple[str, ...] = ("person", "man", "woman", "boy", "girl", "child", "people", "player",
                                       "skier", "surfer", "rider", "lady", "guy", "kid")
+    # Too big or fixed to be held: a person behind them often ends at their top edge, like a hand.
+    unheld_labels: tuple[str, ...] = ("dining table", "table", "desk", "counter", "bed", "couch", "sofa", "bench",
+                                      "car", "truck", "bus", "train", "boat", "airplane", "refrigerator", "oven",
+                                      "sink", "toilet", "tv", "door", "wall", "fence")
     # Parts of a person sit inside its box too, but are never "held".
     body_part_labels: tuple[str, ...] = ("face", "head", "hand", "arm", "leg", "ear", "eye", "hair", "mouth",
                                          "neck", "nose", "finger", "foot", "body", "tail", "wing")
     max_detections_per_frame: int = 20   # the highest-scoring ones take part in pairs
     max_relations_per_frame: int = 12    # the highest-scoring relations of a frame are kept
     approach_min: float = 0.1
+    together_tolerance: float = 0.5      # moving with a person: its step within this share of the person's step
+    hidden_min: float = 0.5              # share of a still object's box another box covers while it is unseen
     edge_margin: float = 0.05
     min_track_frames: int = 2            # shorter tracks (one-frame blips) have no entering/leaving
     use_prior: bool = True
@@ -231,15 +255,32 @@ def score_behind(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) 
 
 
 def score_holding(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
+    """The object in the person's hand: small and inside the person's box, or grasped from above."""
     if s_label not in cfg.person_labels or o_label in cfg.person_labels or o_label in cfg.body_part_labels:
         return 0.0
+    if box_area(o) <= 0:
+        return 0.0
+    return max(_held_inside(s, o, cfg), _grasped(s, o, o_label, cfg))
+
+
+def _held_inside(s: Box, o: Box, cfg: RelateConfig) -> float:
     ratio = box_area(o) / max(box_area(s), 1e-9)
-    if ratio > cfg.small_ratio or box_area(o) <= 0:
+    if ratio > cfg.small_ratio:
         return 0.0
     inside = _intersection(s, o) / box_area(o)
     if _centre(o)[1] > s[3] - 0.15 * _size(s)[1]:  # at the feet: standing by it, not holding it
         return 0.0
     return _clip(inside * (1.0 - ratio / cfg.small_ratio) ** 0.25)
+
+
+def _grasped(s: Box, o: Box, o_label: str, cfg: RelateConfig) -> float:
+    """A hand reaching down onto the object: on real video the detector often sees only an arm, a box that
+    comes from above the object and ends on its top (``grasp_band`` of its height), no larger than the
+    box; the share of the object's width under it."""
+    wo, ho = _size(o)
+    if o_label in cfg.unheld_labels or box_area(o) > box_area(s) or s[1] >= o[1] or not o[1] <= s[3] <= o[1] + cfg.grasp_band * ho:
+        return 0.0
+    return _clip(max(0.0, min(s[2], o[2]) - max(s[0], o[0])) / max(wo, 1e-9))
 
 
 def _mounted(s: Box, o: Box) -> float:
@@ -282,7 +323,10 @@ def pair_geometry(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig)
 
 
 # Which predicates say the same thing of a pair read the other way round (stored once).
-SYMMETRIC_PREDICATES = frozenset({"near", "next to", "beside", "close to"})
+# The per-track predicates (the module's second table); unary ones have object -1.
+TRACK_PREDICATES = ("approaching", "moving away", "in front of", "passing", "entering", "leaving", "carrying")
+# approaching / moving away are track predicates of the pair's distance (stored once, subject = lower id).
+SYMMETRIC_PREDICATES = frozenset({"near", "next to", "beside", "close to", "approaching", "moving away"})
 INVERSE_PREDICATES = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
                       "in front of": "behind", "behind": "in front of"}
 # Per ordered pair, the first group with a predicate wins (most informative first): what the
@@ -416,6 +460,14 @@ class TrackView:
     def frames(self) -> list[int]:
         return sorted(self.boxes)
 
+    @property
+    def first(self) -> int:
+        return min(self.boxes)
+
+    @property
+    def last(self) -> int:
+        return max(self.boxes)
+
 
 def _border_distance(b: Box) -> float:
     return min(b[0], b[1], 1.0 - b[2], 1.0 - b[3])
@@ -442,17 +494,27 @@ def _distances(a: TrackView, b: TrackView, shared: list[int]) -> np.ndarray:
     return np.array([np.hypot(*(np.subtract(_centre(a.boxes[f]), _centre(b.boxes[f])))) for f in shared])
 
 
-def approach_scores(a: TrackView, b: TrackView, cfg: RelateConfig) -> dict[str, float]:
-    """``approaching`` / ``moving away`` scores over the shared frames (ends averaged over two frames)."""
+def approach_events(a: TrackView, b: TrackView, cfg: RelateConfig) -> dict[str, tuple[float, int, int]]:
+    """``approaching`` / ``moving away`` → (score, first frame, last frame) over the shared frames.
+
+    The pair's distance, averaged over two frames, falls from the start to its closest point
+    (approaching: start → closest) and grows from there to the end (moving away: closest → end); a person
+    who walks to a table and away again does both. Only changes ≥ ``approach_min`` count.
+    """
     shared = sorted(a.boxes.keys() & b.boxes.keys())
     if len(shared) < 2:
-        return {"approaching": 0.0, "moving away": 0.0}
+        return {}
     d = _distances(a, b, shared)
     k = 2 if len(d) >= 4 else 1
-    first, last = float(d[:k].mean()), float(d[-k:].mean())
-    change = last - first
-    return {"approaching": _clip(-2 * change / max(first, 1e-6)) if -change >= cfg.approach_min else 0.0,
-            "moving away": _clip(2 * change / max(last, 1e-6)) if change >= cfg.approach_min else 0.0}
+    smooth = np.convolve(d, np.ones(k) / k, mode="valid")       # smooth[i] = mean of d[i:i + k]
+    m = int(np.argmin(smooth))
+    first, closest, last = float(smooth[0]), float(smooth[m]), float(smooth[-1])
+    out = {}
+    if first - closest >= cfg.approach_min:
+        out["approaching"] = (_clip(2 * (first - closest) / max(first, 1e-6)), shared[0], shared[m + k - 1])
+    if last - closest >= cfg.approach_min:
+        out["moving away"] = (_clip(2 * (last - closest) / max(last, 1e-6)), shared[m], shared[-1])
+    return out
 
 
 def passing_score(a: TrackView, b: TrackView, moving: bool, cfg: RelateConfig) -> float:
@@ -469,12 +531,32 @@ def passing_score(a: TrackView, b: TrackView, moving: bool, cfg: RelateConfig) -
 
 
 def carrying_score(a: TrackView, b: TrackView, moving: bool, cfg: RelateConfig) -> float:
+    """Share of the shared frames on which the moving person ``a`` holds ``b``, or of the steps between
+    them on which ``b`` moves with ``a`` (:func:`moves_with`), whichever is higher; 0 under a half."""
     shared = sorted(a.boxes.keys() & b.boxes.keys())
     if not shared or not moving:
         return 0.0
     held = sum(score_holding(a.boxes[f], b.boxes[f], a.label, b.label, cfg) >= cfg.min_score for f in shared)
-    share = held / len(shared)
+    share = max(held / len(shared), moves_with(a, b, shared, cfg))
     return share if share >= 0.5 else 0.0
+
+
+def moves_with(a: TrackView, b: TrackView, shared: list[int], cfg: RelateConfig) -> float:
+    """Motion together: the share of steps between consecutive shared frames on which object ``b``, touching
+    or near person ``a`` at both ends, moves as ``a`` does (its centre's displacement within
+    ``together_tolerance`` × ``a``'s of ``a``'s displacement). A bag swinging at a walker's side is
+    carried though it sticks out of the walker's box."""
+    if (a.label not in cfg.person_labels or b.label in cfg.person_labels or b.label in cfg.body_part_labels
+            or b.label in cfg.unheld_labels or len(shared) < 2):
+        return 0.0
+    together = 0
+    for f, g in zip(shared, shared[1:]):
+        step_a = np.subtract(_centre(a.boxes[g]), _centre(a.boxes[f]))
+        step_b = np.subtract(_centre(b.boxes[g]), _centre(b.boxes[f]))
+        moved = np.hypot(*step_a)
+        close = all(score_near(a.boxes[h], b.boxes[h], a.label, b.label, cfg) >= cfg.min_score for h in (f, g))
+        together += bool(close and moved > 0 and np.hypot(*(step_b - step_a)) <= cfg.together_tolerance * moved)
+    return together / (len(shared) - 1)
 
 
 def track_views(dsg: DynamicSceneGraph) -> dict[int, TrackView]:
@@ -494,8 +576,37 @@ def track_speed(view: TrackView, times: list[float]) -> Optional[float]:
     return centre_speed([view.boxes[f] for f in frames], [times[f] for f in frames])
 
 
+def persisting(view: TrackView, all_frames: range) -> TrackView:
+    """A still track between its detections: each sampled frame of its span it was not detected on gets the
+    box of the detection before it (a table hidden by the person standing at it is still there)."""
+    boxes, box = {}, None
+    for f in all_frames:
+        if view.first <= f <= view.last:
+            box = view.boxes.get(f, box)
+            boxes[f] = box
+    return TrackView(view.id, view.label, boxes)
+
+
+def hiding_score(a: TrackView, still: TrackView, kept: TrackView, cfg: RelateConfig) -> tuple[float, list[int]]:
+    """``a`` in front of a still track: on the frames the still track was not detected (``kept`` holds its
+    box there), ``a``'s box covers at least ``hidden_min`` of that box. (mean cover, those frames)."""
+    frames, covers = [], []
+    for f in sorted(a.boxes.keys() & kept.boxes.keys() - still.boxes.keys()):
+        box = kept.boxes[f]
+        cover = _intersection(a.boxes[f], box) / max(box_area(box), 1e-9)
+        if cover >= cfg.hidden_min:
+            frames.append(f)
+            covers.append(cover)
+    if len(frames) < cfg.min_track_frames:
+        return 0.0, []
+    return float(np.mean(covers)), frames
+
+
 def temporal_relations(dsg: DynamicSceneGraph, cfg: RelateConfig,
                        speeds: dict[int, Optional[float]]) -> list[TrackRelation]:
+    """Unary events of each track, then the pair events (module table). A still track persists between its
+    detections (:func:`persisting`) for approaching / moving away / passing and for ``in front of`` (what
+    hides it); carrying needs both detected."""
     views = track_views(dsg)
     last_frame = len(dsg.frames) - 1
     shot_of = dsg.frame_shots()   # tracks never cross a cut (track stage), so pairs share one shot
@@ -511,19 +622,27 @@ def temporal_relations(dsg: DynamicSceneGraph, cfg: RelateConfig,
                             ("leaving", leaving_score(view, last_frame, cfg, lasts))):
             if score >= cfg.min_score:
                 out.append(TrackRelation(tid, -1, name, frames[0], frames[-1], score))
-    for a_id, a in sorted(views.items()):
-        for b_id, b in sorted(views.items()):
+    kept = {tid: persisting(view, range(len(dsg.frames)))
+            if speeds.get(tid) is not None and not moving[tid] and len(view.boxes) >= cfg.min_track_frames else view
+            for tid, view in views.items()}
+    for a_id, a in sorted(kept.items()):
+        for b_id, b in sorted(kept.items()):
             if a_id == b_id:
                 continue
+            if b is not views[b_id]:
+                score, hidden = hiding_score(views[a_id], views[b_id], b, cfg)
+                if score >= cfg.min_score:
+                    out.append(TrackRelation(a_id, b_id, "in front of", hidden[0], hidden[-1], score))
             shared = sorted(a.boxes.keys() & b.boxes.keys())
             if len(shared) < 2:
                 continue
             # approaching / moving away depend on the pair's distance only: symmetric, stored once
-            scores = approach_scores(a, b, cfg) if a_id < b_id else {}
-            scores["passing"] = passing_score(a, b, moving.get(a_id, False), cfg)
-            scores["carrying"] = carrying_score(a, b, moving.get(a_id, False), cfg)
-            out += [TrackRelation(a_id, b_id, name, shared[0], shared[-1], score)
-                    for name, score in scores.items() if score >= cfg.min_score]
+            events = approach_events(a, b, cfg) if a_id < b_id else {}
+            events["passing"] = (passing_score(a, b, moving.get(a_id, False), cfg), shared[0], shared[-1])
+            events["carrying"] = (carrying_score(views[a_id], views[b_id], moving.get(a_id, False), cfg),
+                                  shared[0], shared[-1])
+            out += [TrackRelation(a_id, b_id, name, first, last, score)
+                    for name, (score, first, last) in events.items() if score >= cfg.min_score]
     return out
 
 
