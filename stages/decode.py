@@ -627,7 +627,7 @@ def decode_video(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window
     """
     frames: list[Frame] = []
     images: list[np.ndarray] = []
-    with opened_input(path, cfg) as source:
+    with opened_input(path, cfg.timeout_s) as source:
         info = probe_info(source, cfg.timeout_s)
         for frame, image in iter_frames(source, cfg, windows, info=info):
             frames.append(frame)
@@ -637,8 +637,9 @@ def decode_video(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window
 
 
 @contextmanager
-def opened_input(path: str, cfg: DecodeConfig) -> Iterator[str]:
-    """What ffmpeg opens for ``path`` (itself, a presigned URL made here, or a spool removed on exit).
+def opened_input(path: str, timeout_s: float) -> Iterator[str]:
+    """What ffmpeg opens for ``path`` (itself, a presigned URL made here, or a spool removed on exit);
+    ``timeout_s`` bounds each ffmpeg run inside (a presigned URL outlives two of them).
 
     Storage errors become :class:`SampleError`; any SampleError raised inside names ``path``, never
     the presigned URL.
@@ -648,7 +649,7 @@ def opened_input(path: str, cfg: DecodeConfig) -> Iterator[str]:
         return
     with ExitStack() as stack:
         try:   # the presigned URL must outlive probe and decode, each bounded by timeout_s
-            source = stack.enter_context(media_source(path, expires_s=cfg.timeout_s * 2 + 60))
+            source = stack.enter_context(media_source(path, expires_s=timeout_s * 2 + 60))
         except FileNotFoundError as error:
             raise SampleError("missing_file", str(error)) from None
         except PermissionError as error:

@@ -51,7 +51,7 @@ from schemas.errors import SampleError, UserError
 from schemas.options import runtime
 from schemas.records import Shot
 from stages.base import Resources, Stage, VideoTask, is_cuda
-from stages.decode import probe_info
+from stages.decode import opened_input, probe_info
 
 AUTO = "auto"
 METHODS = (AUTO, "transnetv2", "scene_score", "none")
@@ -232,7 +232,8 @@ class SegmentShotsStage(Stage):
             count = meta.num_frames if meta.num_frames > 0 else (task.frames[-1].index + 1 if task.frames else 1)
             task.dsg.shots = shots_from_cuts([], count, meta.fps, 0.0)
             return task
-        frames, fps, start = decode_small(task.video_path, self.cfg.timeout_s)
+        with opened_input(task.video_path, self.cfg.timeout_s) as source:   # a URL: presigned/spooled here
+            frames, fps, start = decode_small(source, self.cfg.timeout_s)
         if method == "transnetv2":
             cuts = cuts_from_scores(transnetv2_scores(self.model, frames), self.cfg.threshold, first_of_new=False)
         else:

