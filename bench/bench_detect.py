@@ -1,7 +1,7 @@
 """Detector stage throughput vs the bare backend; prints ONE JSON object.
 
     .venv/bin/python bench/bench_detect.py [--detector ssd] [--video PATH] [--frames 16] [--batch 8]
-                                           [--repeats 5] [--threads 2]
+                                           [--repeats 5] [--threads 2] [--precision f32|bf16]
 
 Frames are decoded once with :func:`stages.decode.decode_video` (1 fps, native
 size, as ``build-sgs`` decodes by default) from ``--video`` (default: a
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--detector", default="ssd", help="a backend name (its threads option is set)")
+    parser.add_argument("--precision", default="f32", choices=("f32", "bf16"), help="ssd's OpenVINO precision")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         video = args.video or default_video(workdir)
@@ -79,6 +80,8 @@ def main() -> None:
     cfg = DetectConfig(name=args.detector, batch_frames=args.batch)
     if hasattr(getattr(cfg, args.detector, None), "threads"):
         getattr(cfg, args.detector).threads = args.threads
+    if args.detector == "ssd":
+        cfg.ssd.precision = args.precision
     detector = build_detector(cfg)
     detector.setup()
     stage = DetectStage(cfg)

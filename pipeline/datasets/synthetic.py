@@ -33,16 +33,12 @@ from typing import Iterator, Optional
 from pipeline.datasets.activitynet import _read_entry
 from pipeline.datasets.base import (BAD_RECORD, DATASETS, Dataset, DatasetConfig, VideoIndex, count_overlapping,
                                     normalise_captions, normalise_text)
+from schemas.cache import cache_dir
 from schemas.errors import UserError
 from stages.base import CaptionInput, VideoTask
 
 # The world generated when no data root is given (small: seconds to make).
 DEFAULT_WORLD = {"num_videos": 8, "seed": 0, "duration": 4.0}
-
-
-def cache_dir() -> Path:
-    """Where generated data is kept: ``$FINSTA_CACHE`` or ``~/.cache/finsta``."""
-    return Path(os.environ.get("FINSTA_CACHE") or Path.home() / ".cache" / "finsta")
 
 
 def generated_world(params: dict, name: str = "synthetic-default") -> Path:

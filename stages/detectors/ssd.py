@@ -11,7 +11,8 @@ locates the package without running its ``__init__`` (that one imports
 
 Two engines run the same graph (``detect.ssd.engine``): ``openvino`` (default;
 :mod:`stages.detectors.ssd_openvino`: the frozen graph read by OpenVINO, all
-frames of a batch in one call, fp32; about 2× the frames per CPU-second, 3×
+frames of a batch in one call, fp32, the big class heads as Winograd, one
+single-threaded stream per thread; about 2.3× the frames per CPU-second, 3.5×
 with ``precision="bf16"``) and ``opencv`` (OpenCV DNN over the text graph, the reference the
 OpenVINO engine is tested equal to). One pass per batch of same-size views:
 
@@ -95,12 +96,12 @@ class SSDOptions:
     nms_iou: float = 0.5               # per-label NMS across views
     cross_label_iou: float = 0.7       # one object, two labels: keep the better-scoring one
     min_box_area: float = 0.0005       # boxes smaller than this (normalised area) are dropped
-    threads: int = runtime(0)          # inference threads; 0 = the engine's default
+    threads: int = runtime(0)          # inference threads: OpenVINO single-threaded streams (0 = one per CPU), OpenCV (0 = its default)
     # "openvino": batched OpenVINO forward (stages/detectors/ssd_openvino.py); "opencv": OpenCV DNN, the reference
     # it is tested equal to (boxes IoU >= 0.99, scores within 0.01), so the choice does not change what is written.
     engine: str = runtime("openvino")
     # OpenVINO's compute precision: "f32" (equal to OpenCV DNN) or "bf16" (where the CPU has bf16 instructions,
-    # else f32): ~1.8x the frames per CPU-second, but not the default because it changes what is found: on the
+    # else f32): ~1.4x the frames per CPU-second, but not the default because it changes what is found: on the
     # ../shared clips one frame of 211 gains a "frisbee" at 0.554 (f32: under 0.5), docs/architecture.md.
     precision: str = "f32"
 

