@@ -96,7 +96,8 @@ class SSDOptions:
     nms_iou: float = 0.5               # per-label NMS across views
     cross_label_iou: float = 0.7       # one object, two labels: keep the better-scoring one
     min_box_area: float = 0.0005       # boxes smaller than this (normalised area) are dropped
-    threads: int = runtime(0)          # inference threads: OpenVINO single-threaded streams (0 = one per CPU), OpenCV (0 = its default)
+    # Inference threads: OpenVINO runs that many single-threaded streams (0 = one per CPU); OpenCV (0 = its default).
+    threads: int = runtime(0)
     # "openvino": batched OpenVINO forward (stages/detectors/ssd_openvino.py); "opencv": OpenCV DNN, the reference
     # it is tested equal to (boxes IoU >= 0.99, scores within 0.01), so the choice does not change what is written.
     engine: str = runtime("openvino")

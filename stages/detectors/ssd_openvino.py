@@ -1,4 +1,4 @@
-"""The ``ssd`` detector's OpenVINO engine: the same frozen graph, batched, ~2.3× the frames per CPU-second of OpenCV DNN.
+"""The ``ssd`` detector's OpenVINO engine: the same frozen graph, batched, ~2.3× OpenCV DNN's frames per CPU-second.
 
 OpenVINO's TensorFlow frontend reads ``frozen_inference_graph.pb`` directly. The
 graph is cut to the part that is plain convolution work (what OpenCV's text
