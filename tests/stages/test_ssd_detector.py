@@ -157,3 +157,12 @@ def test_the_real_clip_truth_names_coco_classes_for_every_shared_clip():
         assert clip["visible_objects"] >= len(clip["present"]) and clip["seen"]
         if SHARED.exists():
             assert (SHARED / "data" / "videos" / name).is_file()
+
+
+def test_the_embedded_sample_clips_show_what_their_readme_says(ssd):
+    """pipeline/sample_data/README.md: the bottles on the table, the man at the table (the first picture
+    a new user gets from the sample job)."""
+    from pipeline.datasets.sample import SAMPLE_DATA
+    bottles, person = ssd.detect([_frame_at(SAMPLE_DATA / "bottles.mp4", 0.5), _frame_at(SAMPLE_DATA / "person.mp4", 6.0)])
+    assert list(bottles.labels).count("bottle") >= 2
+    assert list(person.labels).count("person") == 1

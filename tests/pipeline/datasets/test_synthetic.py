@@ -1,13 +1,11 @@
-"""The synthetic world reader (negatives after real captions) and the embedded sample."""
+"""The synthetic world reader (negatives after real captions, a default world generated once)."""
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from pipeline.datasets import DatasetConfig, build_dataset
 from pipeline.datasets import synthetic
-from pipeline.datasets.sample import SAMPLE_DATA
 from schemas.errors import UserError
 
 CAPTIONS = {
@@ -56,35 +54,6 @@ def _generator_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def test_vendored_clip_is_small_attributed_and_captioned():
-    clip = SAMPLE_DATA / "bottles.mp4"
-    assert clip.stat().st_size <= 1_000_000
-    readme = (SAMPLE_DATA / "README.md").read_text()
-    assert "Sample video from the Intel IoT devkit sample-videos collection, licensed CC BY 4.0." in readme
-    assert (SAMPLE_DATA / "LICENSE").read_text().startswith("Attribution 4.0 International")
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-                            str(clip)], capture_output=True, text=True, timeout=30, check=True)
-    duration = float(probe.stdout)
-    entry = json.loads((SAMPLE_DATA / "captions.json").read_text())["intel-bottles"]
-    assert abs(entry["duration"] - duration) < 0.1
-    assert all(0 <= s < e <= duration + 1e-6 for s, e in entry["timestamps"])
-
-
-@pytest.mark.skipif(not _generator_available(), reason="pipeline.synthetic.generate not written yet")
-def test_sample_yields_the_vendored_clip_then_generated_clips(tmp_path, monkeypatch):
-    monkeypatch.setenv("FINSTA_CACHE", str(tmp_path))
-    ds = build_dataset(DatasetConfig("sample"))
-    tasks = list(ds.tasks())
-    assert tasks[0].key == "intel-bottles" and Path(tasks[0].video_path).is_file()
-    assert len(tasks[0].captions) == 5 and tasks[0].captions[1].start == 0.9
-    assert len(tasks) == 5 and all(t.source == "sample" and Path(t.video_path).is_file() for t in tasks)
-    assert any(c.negative_of is not None for t in tasks[1:] for c in t.captions)
-    assert ds.stats()["videos_missing"] == 0
-    again = build_dataset(DatasetConfig("sample"))   # cached: same folder, same tasks
-    assert [(t.key, t.video_path, t.captions) for t in again.tasks()] == [
-        (t.key, t.video_path, t.captions) for t in tasks]
 
 
 @pytest.mark.skipif(not _generator_available(), reason="pipeline.synthetic.generate not written yet")
