@@ -5,7 +5,10 @@ no video work) a dataset of N samples is made, then a fresh process measures on 
 
 * ``commit_ms``: ``DatasetWriter.write_shard`` of 100 new samples, ``--commits`` times, alternating with the
   same commit into an empty dataset in the same process (the *start* of a run, the reference):
-  ``commit_end_over_start`` = median(at N) / median(empty), by wall time and by CPU time;
+  ``commit_end_over_start`` = median(at N) / median(empty), by wall time and by CPU time; ``commit_bytes``:
+  what each commit wrote (its shard folder: data + shard.json + _DONE; no dataset-wide file is rewritten);
+* ``compact_ms``: then ``compact`` merges those small shards into one (the merge a build runs every
+  ``write.compact_every`` commits), at N and in the empty dataset (``compact_cpu_end_over_start``);
 * ``resume_s``: ``DatasetWriter(root, ...)`` on the N-sample dataset (lock, debris, every shard's metadata
   checked, key uniqueness);
 * ``reader_open_s``: ``open_dataset(root)``; ``lookup_ms``: ``Dataset.get(key)`` of random keys (first read of
@@ -95,14 +98,22 @@ def measure(root: Path, n: int, commits: int) -> dict:
         writer = DatasetWriter(root, CONFIG, DIMS)
         resume_s, resume_cpu_s = time.perf_counter() - t, time.process_time() - c
         fresh = DatasetWriter(empty, CONFIG, DIMS)
-        at_n, at_0 = {"wall": [], "cpu": []}, {"wall": [], "cpu": []}
+        at_n, at_0 = {"wall": [], "cpu": [], "bytes": []}, {"wall": [], "cpu": [], "bytes": []}
         for i in range(commits):
             for target, times, prefix in ((fresh, at_0, "e"), (writer, at_n, "n")):
                 batch = [tiny(f"{prefix}{i:05d}x{j:04d}") for j in range(COMMIT_ROWS)]
                 t, c = time.perf_counter(), time.process_time()
-                target.write_shard(batch, [])
+                name = target.write_shard(batch, [])
                 times["wall"].append(1000 * (time.perf_counter() - t))
                 times["cpu"].append(1000 * (time.process_time() - c))
+                times["bytes"].append(sum(p.stat().st_size for p in (target.root / SHARDS / name).rglob("*")
+                                          if p.is_file()))
+        compact = {}
+        for target, label in ((fresh, "at_start"), (writer, "at_n")):   # the in-run merge of small shards
+            t, c = time.perf_counter(), time.process_time()
+            target.compact(COMMIT_ROWS * commits, min_run=2)
+            compact[f"compact_ms_{label}"] = 1000 * (time.perf_counter() - t)
+            compact[f"compact_cpu_ms_{label}"] = 1000 * (time.process_time() - c)
         writer.close()
         fresh.close()
         t, c = time.perf_counter(), time.process_time()
@@ -122,6 +133,8 @@ def measure(root: Path, n: int, commits: int) -> dict:
                 "commit_cpu_ms_at_n": median(at_n["cpu"]), "commit_cpu_ms_at_start": median(at_0["cpu"]),
                 "commit_end_over_start": median(at_n["wall"]) / median(at_0["wall"]),
                 "commit_cpu_end_over_start": median(at_n["cpu"]) / median(at_0["cpu"]),
+                "commit_bytes_at_n": median(at_n["bytes"]), "commit_bytes_at_start": median(at_0["bytes"]),
+                **compact, "compact_cpu_end_over_start": compact["compact_cpu_ms_at_n"] / compact["compact_cpu_ms_at_start"],
                 "reader_open_s": open_s, "reader_open_cpu_s": open_cpu_s, "lookup_ms": lookup_ms, "files": files, "files_per_sample": files / n,
                 "metadata_bytes_per_sample": meta / n,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -163,7 +176,7 @@ def main() -> None:
     pairs = [(a, b) for a in runs for b in runs if a["run"] == b["run"] and a["n"] == top and b["n"] == base]
     report["vs_%d" % base] = {
         key: [round(a[key] / b[key], 3) for a, b in pairs]
-        for key in ("commit_ms_at_n", "commit_cpu_ms_at_n", "resume_s", "resume_cpu_s", "reader_open_s",
+        for key in ("commit_ms_at_n", "commit_cpu_ms_at_n", "commit_bytes_at_n", "compact_cpu_ms_at_n", "resume_s", "resume_cpu_s", "reader_open_s",
                     "reader_open_cpu_s", "lookup_ms")}
     report["projection_10M"] = {key: [round(r[key] * 10_000_000 / r["n"], 2) for r in runs if r["n"] == top]
                                 for key in ("resume_s", "resume_cpu_s", "reader_open_s", "reader_open_cpu_s",

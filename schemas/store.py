@@ -46,6 +46,7 @@ import socket
 import stat
 import time
 from collections import OrderedDict
+from itertools import repeat
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -623,6 +624,7 @@ class DatasetWriter:
             else:
                 seen |= set(info.keys)
                 adopted.append(info)
+        self._committed = seen   # kept up to date by write_shard: a commit never rebuilds a set of every key
         return adopted
 
     def _quarantine(self, folder: Path, problem: str) -> None:
@@ -642,10 +644,10 @@ class DatasetWriter:
 
     # -- state
     def committed_keys(self) -> set[str]:
-        return {key for shard in self.shards for key in shard.keys}
+        return set(self._committed)
 
     def failed_keys(self) -> set[str]:
-        return {key for shard in self.shards for key in shard.failed_keys} - self.committed_keys()
+        return {key for shard in self.shards for key in shard.failed_keys} - self._committed
 
     def fingerprints(self) -> dict[str, str]:
         return fingerprints_of(self.shards)
@@ -688,6 +690,7 @@ class DatasetWriter:
             self.shards = [s for s in self.shards if s.name not in replaces] + [info]
         else:
             self.shards.append(info)
+            self._committed.update(info.keys)
         return name
 
     def compact(self, target_rows: int, min_run: int = 2) -> list[str]:
@@ -715,12 +718,13 @@ class DatasetWriter:
         groups += [run] if len(run) >= max(2, min_run) else []
         written = []
         for group in groups:
-            reader = Dataset(self.root, self._manifest(), self.shards, verify=True)
+            # a reader of the group's shards only: its key index costs the group, not the dataset
+            reader = Dataset(self.root, {"feature_dims": self.feature_dims}, group, verify=True)
             samples = [item for shard in group for item in reader.iter_shard(shard.name)]
-            committed = self.committed_keys()   # once per group: a set of every key
-            failures = [f for shard in group for f in self._standing_failures(reader, shard, committed)]
+            failures = [f for shard in group for f in self._standing_failures(reader, shard, self._committed)]
+            # each row keeps the fingerprint it was stored with: the group's own, not a map of every key
             written.append(self.write_shard(samples, failures, replaces=[shard.name for shard in group],
-                                            fingerprints=self.fingerprints()))
+                                            fingerprints=fingerprints_of(group)))
         return written
 
     def drop_samples(self, keys: set[str]) -> int:
@@ -871,7 +875,7 @@ class Dataset:
 
     def failed_keys(self) -> set[str]:
         """Keys recorded as failed and never committed since (from the manifest alone)."""
-        return {key for shard in self.shards for key in shard.failed_keys} - set(self._key_to_shard)
+        return {key for shard in self.shards for key in shard.failed_keys if key not in self._key_to_shard}
 
     def fingerprints(self) -> dict[str, str]:
         """Key → input fingerprint of its standing row (see :func:`fingerprints_of`)."""
@@ -1009,14 +1013,29 @@ def open_dataset(root: str | os.PathLike, verify: bool = True) -> Dataset:
     for folder, info, _ in scan.intact:
         if info.config_hash is not None and info.config_hash != manifest.get("config_hash"):
             skipped.append(f"{folder.name}: built with other options (config hash {info.config_hash})")
-        elif not index.keys().isdisjoint(info.keys):
+        elif not _add_keys(index, info):
             skipped.append(f"{folder.name}: holds samples already committed in another shard")
         else:
-            index.update(dict.fromkeys(info.keys, info.name))
             shards.append(info)
             if folder.name != info.name:
                 folders[info.name] = folder.name
     return Dataset(root, manifest, shards, verify=verify, folders=folders, skipped=skipped, index=index)
+
+
+def _add_keys(index: dict[str, str], info: ShardInfo) -> bool:
+    """Add ``info``'s keys to ``index`` (key → shard name) unless one is there already (or repeats).
+
+    One dict insert per key: at a million keys the index is most of ``open_dataset``'s time (a
+    separate membership test first doubled it, bench/bench_store.py). A repeat, which only a shard
+    copied in by hand can bring, is undone by removing the keys this shard added."""
+    before = len(index)
+    index.update(zip(info.keys, repeat(info.name)))
+    if len(index) == before + len(info.keys):
+        return True
+    for key in info.keys:
+        if index.get(key) is info.name:
+            del index[key]
+    return False
 
 
 def verify(root: str | os.PathLike) -> list[str]:
