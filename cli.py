@@ -58,6 +58,9 @@ def build_sgs(
     num_cpus: Optional[int] = typer.Option(None, min=0, help="CPUs of the local Ray instance [default: 0 = all]"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="reprocess only samples recorded as failed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="delete the finsta dataset in OUT and start over"),
+    check_data: bool = typer.Option(False, "--check-data", help="before continuing in OUT, hash every file of "
+                                    "every committed shard (reads all of it, like verify): a damaged shard is "
+                                    "quarantined and its samples redone"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and counts, write nothing"),
     strict: bool = typer.Option(False, "--strict", help="exit 1 when any sample failed"),
     quiet: bool = typer.Option(False, "--quiet", help="plain log lines instead of the live display"),
@@ -69,6 +72,7 @@ def build_sgs(
                               videos=videos, mapping=mapping, detector=detector, config=config, overrides=set_,
                               show_config=show_config, limit=limit, ray_address=ray_address, executor=executor,
                               workers=workers, num_cpus=num_cpus, retry_failed=retry_failed, overwrite=overwrite,
+                              check_data=check_data,
                               dry_run=dry_run, strict=strict, quiet=quiet))
     raise typer.Exit(code)
 

@@ -309,7 +309,8 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
         progress.phase("checking stages")
         preflight(cfg)
         progress.phase("listing samples")
-        writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite, host=host_identity(cfg))
+        writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite, host=host_identity(cfg),
+                               check_data=cfg.run.check_data)
     with writer:
         result.store_notes = list(writer.notes)
         for note in writer.notes:

@@ -75,6 +75,9 @@ class RunOptions:
     hold). ``num_cpus``: CPUs of the local Ray instance (0 = all).
     ``status_interval``: seconds between the status lines of ``quiet`` mode
     (and of a run whose stderr is not a terminal, e.g. a batch job's log).
+    ``check_data``: before resuming, hash every file of every committed shard
+    (reads all the data, like ``verify``) so a shard whose bytes changed but
+    not their size is quarantined too (a resume otherwise reads metadata only).
 
     Bounds (docs: README "Reliability"): ``stage_timeout_s``: seconds one
     sample may spend in one stage (decode: its own ``decode.timeout_s``)
@@ -100,6 +103,7 @@ class RunOptions:
     strict: bool = False
     retry_failed: bool = False
     overwrite: bool = False
+    check_data: bool = False
     stage_timeout_s: float = 600.0
     max_sample_retries: int = 1
     ray_start_timeout_s: float = 120.0

@@ -20,7 +20,7 @@ FLAG_KEYS: dict[str, str] = {
     "limit": "dataset.limit", "detector": "detect.name", "ray_address": "run.ray_address",
     "executor": "run.executor", "workers": "run.workers", "num_cpus": "run.num_cpus",
     "retry_failed": "run.retry_failed", "overwrite": "run.overwrite", "dry_run": "run.dry_run",
-    "strict": "run.strict", "quiet": "run.quiet",
+    "strict": "run.strict", "quiet": "run.quiet", "check_data": "run.check_data",
 }
 
 

@@ -46,7 +46,6 @@ import socket
 import stat
 import time
 from collections import OrderedDict
-from itertools import repeat
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -835,6 +834,70 @@ def _check_version(manifest: dict[str, Any], root: Path) -> None:
 
 
 # ---------------------------------------------------------------- reading
+class KeyIndex:
+    """Which shard holds a key: every key's 64-bit hash, sorted, with its shard and row in that shard's
+    ``keys`` list (16 bytes a key, no dict of strings), looked up by binary search.
+
+    Built once per :func:`open_dataset` from the ``shard.json`` key lists (at a million keys a dict
+    cost more than everything else ``open_dataset`` does, bench/bench_store.py). Python's ``hash``
+    is per process, so the index is never stored or pickled: :class:`Dataset` rebuilds it.
+
+    Example::
+
+        index, repeating = KeyIndex.build(shards)   # shards whose keys an earlier shard holds are left out
+        index.find("v_abc")                          # → "shard-000003", or None
+    """
+
+    def __init__(self, shards: list[ShardInfo], hashes: np.ndarray, codes: np.ndarray, rows: np.ndarray):
+        self.shards, self.hashes, self.codes, self.rows = shards, hashes, codes, rows
+
+    @classmethod
+    def build(cls, shards: list[ShardInfo]) -> tuple["KeyIndex", list[ShardInfo]]:
+        """The index of ``shards`` (in their order), and those left out: a shard holding a key that an
+        earlier kept shard (or itself) already holds."""
+        hashes = np.concatenate([np.fromiter(map(hash, s.keys), np.int64, len(s.keys)) for s in shards]
+                                or [np.zeros(0, np.int64)])
+        codes = np.repeat(np.arange(len(shards), dtype=np.int32), [len(s.keys) for s in shards])
+        rows = np.concatenate([np.arange(len(s.keys), dtype=np.int32) for s in shards] or [np.zeros(0, np.int32)])
+        order = np.argsort(hashes, kind="stable")   # stable: an equal hash keeps shard order
+        hashes, codes, rows = hashes[order], codes[order], rows[order]
+        same = np.flatnonzero(hashes[1:] == hashes[:-1])
+        repeats: dict[int, set[int]] = {}   # shard → earlier shards holding one of its keys (a rare path)
+        for i in same:
+            for j in range(i, -1, -1):   # every earlier entry of this hash run
+                if hashes[j] != hashes[i + 1]:
+                    break
+                if shards[codes[j]].keys[rows[j]] == shards[codes[i + 1]].keys[rows[i + 1]]:
+                    repeats.setdefault(int(codes[i + 1]), set()).add(int(codes[j]))
+        dropped: set[int] = set()
+        for code in sorted(repeats):
+            if repeats[code] - dropped:
+                dropped.add(code)
+        if dropped:
+            keep = ~np.isin(codes, sorted(dropped))
+            renumber = np.cumsum([c not in dropped for c in range(len(shards))], dtype=np.int32) - 1
+            hashes, codes, rows = hashes[keep], renumber[codes[keep]], rows[keep]
+        kept = [s for c, s in enumerate(shards) if c not in dropped]
+        return cls(kept, hashes, codes, rows), [shards[c] for c in sorted(dropped)]
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def find(self, key: str) -> Optional[str]:
+        """The name of the shard holding ``key``, or None."""
+        h = hash(key)
+        i = int(np.searchsorted(self.hashes, h))
+        while i < len(self.hashes) and self.hashes[i] == h:
+            shard = self.shards[self.codes[i]]
+            if shard.keys[self.rows[i]] == key:
+                return shard.name
+            i += 1
+        return None
+
+    def __contains__(self, key: str) -> bool:
+        return self.find(key) is not None
+
+
 class Dataset:
     """Read access to a dataset folder; see :func:`open_dataset`.
 
@@ -847,7 +910,7 @@ class Dataset:
 
     def __init__(self, root: Path, manifest: dict[str, Any], shards: list[ShardInfo], cache_shards: int = 4,
                  verify: bool = True, folders: Optional[dict[str, str]] = None, skipped: Optional[list[str]] = None,
-                 index: Optional[dict[str, str]] = None):
+                 index: Optional[KeyIndex] = None):
         self.root = root
         self.shards = shards
         # the header, plus the shard entries as version 3 listed them (``inspect`` counts them)
@@ -856,26 +919,35 @@ class Dataset:
         self.skipped = skipped or []   # committed shards not served (damaged, other config, repeated keys)
         self.feature_dims: dict[str, int] = manifest["feature_dims"]
         self._folders = folders or {}  # shard name → folder name, where they differ (a merged shard not yet renamed)
-        # the key index: key → shard (key → row: per shard, on its first read)
-        self._key_to_shard: dict[str, str] = index if index is not None else {
-            key: shard.name for shard in shards for key in shard.keys}
+        # the key index: key → shard (key → row: per shard, on its first read); ``shards`` hold distinct keys
+        self._index = index if index is not None else KeyIndex.build(shards)[0]
         self._files: dict[str, dict[str, str]] = {shard.name: shard.files for shard in shards}
         self._verified: set[tuple[str, str]] = set()
         self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
 
     def keys(self) -> list[str]:
-        return list(self._key_to_shard)
+        return [key for shard in self.shards for key in shard.keys]
 
     def __len__(self) -> int:
-        return len(self._key_to_shard)
+        return len(self._index)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_index": None, "_cache": OrderedDict()}   # hashes are per process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._index = KeyIndex.build(self.shards)[0]
 
     def shard_names(self) -> list[str]:
         return [shard.name for shard in self.shards]
 
     def failed_keys(self) -> set[str]:
         """Keys recorded as failed and never committed since (from the manifest alone)."""
-        return {key for shard in self.shards for key in shard.failed_keys if key not in self._key_to_shard}
+        return {key for shard in self.shards for key in shard.failed_keys if key not in self._index}
 
     def fingerprints(self) -> dict[str, str]:
         """Key → input fingerprint of its standing row (see :func:`fingerprints_of`)."""
@@ -899,7 +971,7 @@ class Dataset:
                 key = record.key
                 if record.error_type == DUPLICATE_KEY:
                     latest[(key, DUPLICATE_KEY + record.message)] = record
-                elif key in self._key_to_shard:
+                elif key in self._index:
                     continue
                 elif record.error_type == BAD_RECORD:    # one per line; replaces a stage failure of the key
                     latest.pop((key, ""), None)
@@ -979,7 +1051,10 @@ class Dataset:
 
     def get(self, key: str) -> tuple[VideoSample, SampleFeatures]:
         """The sample and its features; KeyError when ``key`` is not committed."""
-        table, rows, arrays = self.shard_columns(self._key_to_shard[key])
+        shard = self._index.find(key)
+        if shard is None:
+            raise KeyError(key)
+        table, rows, arrays = self.shard_columns(shard)
         return self._sample(table.slice(rows[key], 1).to_pylist()[0], arrays)
 
     def iter_shard(self, name: str) -> Iterator[tuple[VideoSample, SampleFeatures]]:
@@ -1008,34 +1083,19 @@ def open_dataset(root: str | os.PathLike, verify: bool = True) -> Dataset:
     manifest = _read_manifest(root / MANIFEST)
     _check_version(manifest, root)
     scan = _scan_shards(root / SHARDS, files=False)
-    shards, folders, index = [], {}, {}
+    candidates, folders = [], {}
     skipped = [f"{folder.name}: {problem}" for folder, problem in scan.damaged]
     for folder, info, _ in scan.intact:
         if info.config_hash is not None and info.config_hash != manifest.get("config_hash"):
             skipped.append(f"{folder.name}: built with other options (config hash {info.config_hash})")
-        elif not _add_keys(index, info):
-            skipped.append(f"{folder.name}: holds samples already committed in another shard")
         else:
-            shards.append(info)
+            candidates.append(info)
             if folder.name != info.name:
                 folders[info.name] = folder.name
-    return Dataset(root, manifest, shards, verify=verify, folders=folders, skipped=skipped, index=index)
-
-
-def _add_keys(index: dict[str, str], info: ShardInfo) -> bool:
-    """Add ``info``'s keys to ``index`` (key → shard name) unless one is there already (or repeats).
-
-    One dict insert per key: at a million keys the index is most of ``open_dataset``'s time (a
-    separate membership test first doubled it, bench/bench_store.py). A repeat, which only a shard
-    copied in by hand can bring, is undone by removing the keys this shard added."""
-    before = len(index)
-    index.update(zip(info.keys, repeat(info.name)))
-    if len(index) == before + len(info.keys):
-        return True
-    for key in info.keys:
-        if index.get(key) is info.name:
-            del index[key]
-    return False
+    index, repeating = KeyIndex.build(candidates)
+    skipped += [f"{folders.get(info.name, info.name)}: holds samples already committed in another shard"
+                for info in repeating]
+    return Dataset(root, manifest, index.shards, verify=verify, folders=folders, skipped=skipped, index=index)
 
 
 def verify(root: str | os.PathLike) -> list[str]:

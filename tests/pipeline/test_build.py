@@ -147,6 +147,21 @@ def test_retry_failed_reprocesses_only_the_failures(world, sequential_out, tmp_p
     assert {f.key for f in ds.failures()} == {"corrupt_video", "../escape", "/etc/escape", ds.keys()[0]}  # + the dup
 
 
+def test_check_data_quarantines_a_bit_flipped_shard_and_redoes_its_samples(world, sequential_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(sequential_out, out)
+    shard = next(p for p in sorted((out / "shards").iterdir()) if json.loads((p / "shard.json").read_text())["keys"])
+    lost = json.loads((shard / "shard.json").read_text())["keys"]
+    data = bytearray((shard / "samples.arrow").read_bytes())
+    data[len(data) // 2] ^= 0xFF   # same size: only a hash sees it
+    (shard / "samples.arrow").write_bytes(bytes(data))   # (a plain resume does not read it: test_store.py)
+    result = run_build(config(world, check_data=True), out)
+    assert [note.split(";")[0] for note in result.store_notes[:1]] == [f"{shard.name}: samples.arrow: corrupted "
+                                                                       "(sha256 mismatch)"]
+    assert result.to_run >= len(lost) and verify(out) == []
+    assert contents(out) == contents(sequential_out)
+
+
 def test_changed_config_is_refused(world, sequential_out):
     result = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
                              str(world / "manifest.jsonl"), "--out", str(sequential_out), "--executor",
@@ -366,6 +381,58 @@ def test_the_open_shard_is_committed_when_it_is_old_enough(world, tmp_path, monk
         assert shard.due()
         shard.commit()
         assert writer.failed_keys() == {"a"} and not shard.due()
+
+
+DIMS = {"frame": 8, "detection": 4, "text_node": 4, "caption": 4}
+
+
+def finished_task(key: str, frames: int, dim: int):
+    """A task as the last stage leaves it: ``frames`` frames with their features, nothing else."""
+    import numpy as np
+
+    from schemas.records import DynamicSceneGraph, Frame, VideoMeta
+    from stages.base import VideoTask
+
+    meta = VideoMeta(f"/videos/{key}.mp4", 4.0, 25.0, 320, 240, "h264", 100)
+    dsg = DynamicSceneGraph(key, meta, [Frame(i, i / 25) for i in range(frames)])
+    return VideoTask(key, "test", key, meta.path, dsg=dsg, frame_features=np.ones((frames, dim), np.float32))
+
+
+def open_shard(writer, tmp_path, world, **write):
+    import pipeline.build as build
+
+    cfg = config(world)
+    for key, value in write.items():
+        setattr(cfg.write, key, value)
+    return build._OpenShard(writer, cfg.write, build.BuildResult(out=tmp_path), build.Progress(quiet=True))
+
+
+def test_the_open_shard_is_committed_when_its_features_reach_shard_max_bytes(world, tmp_path):
+    from schemas.store import DatasetWriter
+
+    with DatasetWriter(tmp_path / "out", {"test": 1}, DIMS) as writer:
+        shard = open_shard(writer, tmp_path, world, shard_size=100, shard_max_bytes=3 * 4 * 8 * 4 - 1)
+        for i in range(3):   # 4 frames × 8 float32 = 128 bytes a sample
+            assert not shard.due()
+            shard.add(finished_task(f"k{i}", 4, 8), writer.feature_dims)
+        assert shard.due()   # 384 bytes ≥ 383, 3 rows < 100
+        shard.commit()
+        assert [(s.rows, s.keys) for s in writer.shards] == [(3, ["k0", "k1", "k2"])] and not shard.due()
+
+
+def test_small_shards_are_merged_during_the_run_once_compact_every_of_them_wait(world, tmp_path):
+    from schemas.store import DatasetWriter
+
+    with DatasetWriter(tmp_path / "out", {"test": 1}, DIMS) as writer:
+        shard = open_shard(writer, tmp_path, world, shard_size=10, compact_every=3)
+        for i in range(3):   # three time-based commits of one sample each
+            shard.add(finished_task(f"k{i}", 1, 8), writer.feature_dims)
+            shard.commit()
+            assert len(writer.shards) == (i + 1 if i < 2 else 1)
+        assert writer.shards[0].rows == 3 and writer.shards[0].replaces == ["shard-000000", "shard-000001",
+                                                                             "shard-000002"]
+    assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == ["shard-000003"]
+    assert open_dataset(tmp_path / "out").keys() == ["k0", "k1", "k2"] and verify(tmp_path / "out") == []
 
 
 @pytest.mark.slow

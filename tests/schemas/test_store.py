@@ -5,6 +5,7 @@ import glob
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import (CrossLink, Detection, DynamicSceneGraph, FailureRecord, Frame, HolisticSceneGraph,
                              SampleFeatures, TextNode, TextSceneGraph, Track, VideoMeta, VideoSample)
-from schemas.store import CorruptShardError, DatasetWriter, check_key, open_dataset, verify
+from schemas.store import (CorruptShardError, DatasetWriter, KeyIndex, ShardInfo, check_key, open_dataset,
+                           verify)
 
 DIMS = {"frame": 8, "detection": 4, "text_node": 3, "caption": 3}
 REPO = Path(__file__).resolve().parents[2]
@@ -402,6 +404,36 @@ def test_verify_names_a_copied_shard_folder_and_readers_skip_it(tmp_path):
     assert len(problems) == 1 and "shard-000002: shard.json names 'shard-000001', not this folder" in problems[0]
     ds = open_dataset(tmp_path)
     assert ds.keys() == ["a", "b", "c"] and ds.skipped[0].startswith("shard-000002: shard.json names")
+
+
+def shard_entry(name: str, keys: list[str]) -> ShardInfo:
+    return ShardInfo(name, keys, [], len(keys), 0, 0, {})
+
+
+def test_the_key_index_finds_every_key_and_leaves_out_shards_repeating_a_kept_shards_keys():
+    shards = [shard_entry("s0", ["a", "b"]), shard_entry("s1", ["c", "a"]), shard_entry("s2", ["c", "d"]),
+              shard_entry("s3", ["e", "e"]), shard_entry("s4", []), shard_entry("s5", ["f"])]
+    index, repeating = KeyIndex.build(shards)
+    # s1 repeats s0's "a"; s2 holds only s1's "c" (s1 is out, so s2 stays); s3 repeats its own key
+    assert [s.name for s in repeating] == ["s1", "s3"] and [s.name for s in index.shards] == ["s0", "s2", "s4", "s5"]
+    assert {key: index.find(key) for key in "abcdef"} == {"a": "s0", "b": "s0", "c": "s2", "d": "s2", "e": None,
+                                                         "f": "s5"}
+    assert len(index) == 5 and "zz" not in index and len(KeyIndex.build([])[0]) == 0
+
+
+def test_readers_leave_out_a_shard_repeating_committed_samples_and_a_pickled_reader_finds_keys(tmp_path):
+    two_shards(tmp_path)
+    with DatasetWriter(tmp_path / "other", {"run": 1}, DIMS) as writer:   # same config, same key "c"
+        for keys in (["x"], ["y"], ["c", "d"]):
+            writer.write_shard([make_sample(key) for key in keys], [])
+    shutil.copytree(tmp_path / "other" / "shards" / "shard-000002", tmp_path / "shards" / "shard-000002")
+    ds = open_dataset(tmp_path)
+    assert ds.keys() == ["a", "b", "c"] and len(ds) == 3 and "c" in ds and "d" not in ds
+    assert ds.skipped == ["shard-000002: holds samples already committed in another shard"]
+    again = pickle.loads(pickle.dumps(ds))
+    assert again.get("c")[0].key == "c" and again.keys() == ds.keys()
+    with pytest.raises(KeyError):
+        ds.get("d")
 
 
 def test_a_name_taken_on_disk_is_never_reused(tmp_path):
