@@ -731,13 +731,14 @@ class DatasetWriter:
         holding one is rewritten without it, committed like :meth:`compact`'s merged shards (a crash
         leaves the old shard or the new one); a shard left empty is removed. Returns the rows removed."""
         removed = 0
+        self._committed -= keys   # from here on they are to be redone (a kill midway: the reopen recounts)
         for shard in [s for s in self.shards if not keys.isdisjoint(s.keys)]:
-            reader = Dataset(self.root, self._manifest(), self.shards, verify=True)
+            reader = Dataset(self.root, {"feature_dims": self.feature_dims}, [shard], verify=True)
             samples = [item for item in reader.iter_shard(shard.name) if item[0].key not in keys]
-            failures = self._standing_failures(reader, shard, self.committed_keys() - keys)
+            failures = self._standing_failures(reader, shard, self._committed)
             removed += shard.rows - len(samples)
             if samples or failures:
-                self.write_shard(samples, failures, replaces=[shard.name], fingerprints=self.fingerprints())
+                self.write_shard(samples, failures, replaces=[shard.name], fingerprints=fingerprints_of([shard]))
             else:
                 _remove_shard(self.root / SHARDS / shard.name)
                 self.shards.remove(shard)
