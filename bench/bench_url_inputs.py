@@ -1,6 +1,6 @@
 """build-sgs throughput with the sample's videos read from an S3 server vs the same videos as local files.
 
-The sample's videos (pipeline/sample_data's real clip and its synthetic clips) and their captions are
+The sample's videos (pipeline/sample_data's two real clips) and their captions are
 written as two manifests: one of local paths, one on a local S3 server (moto's standalone server on
 127.0.0.1, the test server) listing ``s3://`` URLs. Each round builds both, alternating which goes
 first, with the sequential executor (one process: no Ray start-up noise), and reports wall time,

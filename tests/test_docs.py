@@ -1,5 +1,6 @@
 """The docs stay true: every python snippet of README.md and docs/*.md runs verbatim in a test here (or is
-marked ``<!-- not run: why -->`` right above it), docs/format.md's column table matches the schemas."""
+marked ``<!-- not run: why -->`` right above it), every documented command line names real commands and
+options, docs/format.md's column table matches the schemas."""
 from __future__ import annotations
 
 import random
@@ -140,3 +141,27 @@ def test_the_exported_host_snippet_embeds_a_real_clip_end_to_end(exported_host, 
     assert features["frame"].shape == (9, dims["frame"]) and features["frame_patch"].shape == (81, dims["frame_patch"])
     assert features["caption"].shape == (1, dims["caption"])
     assert 0 < len(features["caption_token"][0]) <= embed.text_cfg.max_tokens
+
+
+def test_every_documented_command_line_names_a_real_command_and_its_options():
+    """Shell lines are not run (they need the user's data: DIR, OUT, …), but each ``cli.py``/``finsta``
+    command in a fenced block of README.md and docs/*.md, and each row of README's command table, must
+    name a command of cli.py and only options it has; the table lists every command once."""
+    import typer.main
+
+    import cli
+    commands = typer.main.get_command(cli.app).commands
+    lines = [(doc, line) for doc in DOCS for block in re.findall(r"```\w*\n(.*?)```", (REPO / doc).read_text(), re.S)
+             for line in block.replace("\\\n", " ").splitlines()]
+    used = [(doc, m.group(1), m.group(2)) for doc, line in lines
+            for m in re.finditer(r"(?:cli\.py|\bfinsta) ([a-z][a-z-]*)([^&|;#]*)", line)]
+    readme = (REPO / "README.md").read_text()
+    rows = readme.split("| command | what it does |")[1].split("\n\n")[0]   # README's command table
+    table = re.findall(r"^\| `([a-z][a-z-]*) ?([^`]*)`", rows, re.M)
+    assert sorted(name for name, _ in table) == sorted(commands)
+    problems = []
+    for doc, name, rest in used + [("README.md table", name, rest) for name, rest in table]:
+        options = {o for p in commands[name].params for o in p.opts + p.secondary_opts} if name in commands else set()
+        problems += [f"{doc}: {name} {flag}" for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest)
+                     if flag not in options] + ([f"{doc}: no command {name}"] if name not in commands else [])
+    assert len(used) > 30 and problems == []
