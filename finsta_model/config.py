@@ -36,6 +36,8 @@ class TrainConfig:
     heads: int = 4
     host_layers: int = 2            # transformer layers of the host's video and text encoders
     host_fine_weight: float = 1.0   # λ_h: host score = pooled cosine + λ_h × token late interaction (0 = pooled)
+    host_slots: int = 0             # object slots of the host (learned queries over its video tokens; they join the
+                                    # late interaction's max); 0 = none. The same with --no-sg (same architecture)
     gtrm_layers: int = 2            # GTrm layers over the TSG
     rgtrm_layers: int = 2           # R-GTrm layers over the DSG; STGD sits between consecutive ones
     dropout: float = 0.3
@@ -54,6 +56,10 @@ class TrainConfig:
     align_distill_weight: float = 0.5   # host's token↔cell similarities → the SG branch's node↔unit ones
     node_distill_weight: float = 1.0    # host's phrase↔video similarities → the SG branch's node↔video ones
     distill_temperature: float = 0.25   # softmax temperature of the score / node distillation (0 = temperature)
+    # representation distillation (losses.representation_distillation): the host's video embedding, frame
+    # tokens and object slots (host_slots > 0) each pick their own DSG video / frame / track embedding among
+    # the batch's (contrastive, teacher held fixed; slots Hungarian-matched to their video's tracks); 0 = off
+    rep_distill_weight: float = 0.0
     # post-training: an exported host (`export --out DIR`) whose weights start the host ("" = from scratch);
     # its sizes must be this config's (dim, heads, host_layers, host_fine_weight, dropout), its features the shards'
     init_host: str = ""
@@ -112,7 +118,8 @@ class TrainConfig:
         if self.batch_size < 2:
             raise UserError("batch_size must be ≥ 2: contrastive losses need negatives")
         for name in ("fine_grained_weight", "host_fine_weight", "distill_weight", "score_distill_weight",
-                     "align_distill_weight", "node_distill_weight", "distill_temperature"):
+                     "align_distill_weight", "node_distill_weight", "distill_temperature", "rep_distill_weight",
+                     "host_slots"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be ≥ 0 (got {getattr(self, name)})")
         if self.host_layers < 1:

@@ -49,7 +49,7 @@ HOST_DIMS = ("frame", "frame_patch", "caption", "caption_token")
 # What a host.json may ask a reader to build: far above any trained host (dim 64, 2 layers, 64 frames), far
 # below what would exhaust a machine before the weights file is checked against it.
 SIZE_BOUNDS = {"dim": (1, 1 << 14), "heads": (1, 1 << 8), "layers": (1, 64), "max_frames": (1, 1 << 16),
-               "max_tokens": (1, 1 << 16), "max_cells": (1, 1 << 16)}
+               "max_tokens": (1, 1 << 16), "max_cells": (1, 1 << 16), "slots": (0, 1 << 10)}
 RATES = {"dropout": (0.0, 1.0), "fine_weight": (0.0, math.inf)}
 MAX_FEATURE_DIM = 1 << 16
 MAX_INFO_BYTES = 16 << 20     # host.json: sizes, the host identity and the training config (a few KB)
@@ -203,6 +203,8 @@ def _read_info(path: Path) -> dict[str, Any]:
 def _sizes(path: Path, info: dict[str, Any]) -> tuple[dict[str, int], dict[str, Any]]:
     """``feature_dims`` and the module ``arguments`` of host.json, each checked against :data:`SIZE_BOUNDS`."""
     dims, arguments = info.get("feature_dims"), info.get("arguments")
+    if isinstance(arguments, dict):
+        arguments = {"slots": 0, **arguments}     # hosts exported before object slots existed have none
     problem = None
     if not isinstance(dims, dict) or set(dims) != set(HOST_DIMS):
         problem = f"feature_dims must name exactly {', '.join(HOST_DIMS)}"

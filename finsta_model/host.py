@@ -21,6 +21,13 @@ user deploys (CLIP4Clip / X-CLIP-like):
 
   over the caption's tokens ``t_i`` and the video's tokens ``u_j`` (their own
   linear heads, L2-normalised). ``λ_h = 0`` is the pooled cosine alone.
+* **object slots** (``slots = S > 0``, off by default): ``S`` learned queries
+  attend over the video encoder's outputs (one cross-attention layer + FFN)
+  and give ``S`` slot vectors per video; their normalised heads join the
+  video's tokens in the late interaction's max (a caption word may match an
+  object slot as the fine-grained score's nodes match tracks). Training
+  teaches them the SG branch's track embeddings (docs/model.md,
+  "Representation distillation"); the host still reads host features only.
 
 Videos longer than ``max_frames`` are read at ``max_frames`` evenly spaced
 frames; captions' tokens past ``max_tokens`` are dropped. The host-only
@@ -37,7 +44,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +78,8 @@ class HostVideo:
     cells: int                  # P grid cells per frame
     frame_index: torch.Tensor   # [T] the batch frames these tokens read (all, unless past max_frames);
                                 # [B, T] per video (-1: padding) when gathered over replicas
+    slots: Optional[torch.Tensor] = None        # [B, S, d] normalised slot tokens (a host with slots)
+    slot_states: Optional[torch.Tensor] = None  # [B, S, d] the slots before their head (what training distils)
 
     def __len__(self) -> int:
         return int(self.pooled.shape[0])
@@ -109,6 +118,32 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
+class SlotReadout(nn.Module):
+    """``S`` learned queries attending over a video's tokens: ``q += Attn(q, LN x)``, ``q += FFN(LN q)``."""
+
+    def __init__(self, slots: int, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.queries = nn.Parameter(torch.randn(slots, dim) * dim ** -0.5)
+        self.norm_x, self.norm_q, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x [B, N, d]``, ``mask [B, N]`` → ``[B, S, d]``."""
+        b, n, d = x.shape
+        s, h = self.queries.shape[0], self.heads
+        q = self.q(self.norm_q(self.queries)).view(s, h, d // h).transpose(0, 1)            # [h, S, dh]
+        k, v = self.kv(self.norm_x(x)).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)      # [B, h, N, dh]
+        logits = (q[None] @ k.transpose(-1, -2)) * (d // h) ** -0.5                          # [B, h, S, N]
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        attn = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, s, d)
+        slots = self.queries[None] + self.drop(self.out(attn))
+        return slots + self.drop(self.ffn(self.norm_ffn(slots)))
+
+
 class Encoder(nn.Module):
     def __init__(self, dim: int, heads: int, layers: int, dropout: float):
         super().__init__()
@@ -135,8 +170,9 @@ class HostModel(nn.Module):
 
     def __init__(self, dims: dict[str, int], dim: int, heads: int, layers: int, dropout: float,
                  fine_weight: float, max_frames: int = MAX_FRAMES, max_tokens: int = MAX_TOKENS,
-                 max_cells: int = MAX_CELLS):
+                 max_cells: int = MAX_CELLS, slots: int = 0):
         super().__init__()
+        self.slots = slots
         self.fine_weight, self.max_frames, self.max_tokens = float(fine_weight), max_frames, max_tokens
         self.max_cells = max_cells
         self.frame_in = _project(dims["frame"], dim)
@@ -146,6 +182,9 @@ class HostModel(nn.Module):
         self.video_encoder = _encoder(dim, heads, layers, dropout)
         self.video_out = nn.Linear(dim, dim)
         self.video_token_out = nn.Linear(dim, dim)
+        if slots:
+            self.slot_readout = SlotReadout(slots, dim, heads, dropout)
+            self.slot_token_out = nn.Linear(dim, dim)
         self.caption_in = _project(dims["caption"], dim)
         self.token_in = _project(dims["caption_token"], dim) if dims.get("caption_token") else None
         self.token_position = nn.Embedding(1 + max_tokens, dim)
@@ -178,7 +217,10 @@ class HostModel(nn.Module):
         tokens = F.normalize(self.video_token_out(h), dim=-1)
         # padding repeats the video's first token, so a max over tokens needs no mask (token 0 is always real)
         tokens = torch.where(token_mask[..., None], tokens, tokens[:, :1])
-        return HostVideo(pooled=pooled, tokens=tokens, mask=token_mask, cells=cells, frame_index=keep)
+        slot_states = self.slot_readout(h, token_mask) if self.slots else None
+        slots = F.normalize(self.slot_token_out(slot_states), dim=-1) if self.slots else None
+        return HostVideo(pooled=pooled, tokens=tokens, mask=token_mask, cells=cells, frame_index=keep,
+                         slots=slots, slot_states=slot_states)
 
     def text(self, captions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> HostText:
         """``captions [C, Dc]``, ``tokens [C, L, Dt]``, ``mask [C, L]`` → :class:`HostText`."""
@@ -197,16 +239,17 @@ class HostModel(nn.Module):
 
     # ------------------------------------------------------------ scores
     def late(self, text: HostText, video: HostVideo) -> torch.Tensor:
-        """``[C, B]``: mean over each caption's tokens of the best cosine with the video's tokens (0 for a
-        caption without tokens)."""
+        """``[C, B]``: mean over each caption's tokens of the best cosine with the video's tokens and object
+        slots (0 for a caption without tokens)."""
         if text.tokens.shape[1] == 0:
             return text.pooled.new_zeros((len(text), len(video)))
         c, n, d = text.tokens.shape
-        b, m, _ = video.tokens.shape
+        units = video.tokens if video.slots is None else torch.cat([video.tokens, video.slots.to(video.tokens.dtype)], 1)
+        b, m, _ = units.shape
         # only real caption tokens (padding is ~half of a padded batch), one GEMM [R, d] × [d, B·N];
         # video padding repeats a real token, so the max needs no mask
         rows = text.mask.nonzero()
-        sim = text.tokens[rows[:, 0], rows[:, 1]] @ video.tokens.reshape(b * m, d).T         # [R, B·N]
+        sim = text.tokens[rows[:, 0], rows[:, 1]] @ units.reshape(b * m, d).T         # [R, B·N]
         best = sim.view(len(rows), b, m).amax(-1).float()                                   # [R, B]
         total = best.new_zeros((c, b)).index_add(0, rows[:, 0], best)
         return total / text.mask.sum(1, keepdim=True).clamp_min(1).float()
@@ -229,7 +272,7 @@ class HostModel(nn.Module):
         return {"dim": self.video_out.in_features, "heads": layer.heads,
                 "layers": len(self.video_encoder.layers), "dropout": layer.drop.p,
                 "fine_weight": self.fine_weight, "max_frames": self.max_frames, "max_tokens": self.max_tokens,
-                "max_cells": self.max_cells}
+                "max_cells": self.max_cells, "slots": self.slots}
 
 
 def _pad_cat(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
@@ -258,5 +301,8 @@ def cat_videos(parts: list[HostVideo]) -> HostVideo:
     # padding repeats each video's first token, as HostModel.video does (so max needs no mask)
     tokens = torch.cat([torch.cat([p.tokens, p.tokens[:, :1].expand(-1, width - p.tokens.shape[1], -1)], 1)
                         for p in parts])
+    slots = None if parts[0].slots is None else torch.cat([p.slots for p in parts])
+    states = None if parts[0].slot_states is None else torch.cat([p.slot_states for p in parts])
     return HostVideo(pooled=torch.cat([p.pooled for p in parts]), tokens=tokens,
-                     mask=_pad_cat([p.mask for p in parts], 1), cells=cells.pop(), frame_index=longest.frame_index)
+                     mask=_pad_cat([p.mask for p in parts], 1), cells=cells.pop(), frame_index=longest.frame_index,
+                     slots=slots, slot_states=states)

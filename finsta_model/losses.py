@@ -23,12 +23,16 @@ units instead: :func:`finsta_model.fine_grained.unit_osc` and
 The host learns from the SG branch through :func:`distillation` (pooled
 embeddings), :func:`score_distillation` (the Finsta score's rankings) and
 :func:`finsta_model.fine_grained.phrase_alignment` (node↔unit similarities as
-token↔cell targets).
+token↔cell targets), and :func:`representation_distillation` (what the DSG
+encoder produces — video, frame and track embeddings — as targets of the
+host's video embedding, frame tokens and object slots).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 
 
 def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None
@@ -132,4 +136,56 @@ def score_distillation(student: torch.Tensor, teacher: torch.Tensor, cap_video: 
         group = torch.where(real, index, cap_neg_of)
         members = group[None, :] == index[real][:, None]                          # [R, C]
         loss = loss + _kl_rows(own_s[None].expand_as(members), own_t[None].expand_as(members), members)
+    return loss
+
+
+def contrastive_distillation(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """Each student row ``[N, d]`` picks its own teacher row among all ``N`` teacher rows (InfoNCE, the
+    teacher held fixed; both normalised here). Zero with fewer than two rows."""
+    if student.shape[0] < 2:
+        return student.new_zeros((), dtype=torch.float32)
+    logits = F.normalize(student.float(), dim=-1) @ F.normalize(teacher.detach().float(), dim=-1).T / tau
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+def match_slots(slots: torch.Tensor, tracks: torch.Tensor, track_video: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hungarian matching of each video's slots ``[B, S, d]`` to its tracks (``tracks [K, d]``, video
+    ``track_video [K]``) on cosine similarity: the matched ``(video·S + slot, track)`` indices. A video with
+    more tracks than slots leaves its least similar tracks unmatched."""
+    with torch.no_grad():
+        sim = (F.normalize(slots.float(), dim=-1).flatten(0, 1) @ F.normalize(tracks.float(), dim=-1).T).cpu().numpy()
+    s, video = slots.shape[1], track_video.cpu().numpy()
+    slot_rows, track_rows = [], []
+    for v in np.unique(video):
+        mine = np.flatnonzero(video == v)
+        rows, cols = linear_sum_assignment(-sim[v * s:(v + 1) * s, mine])
+        slot_rows.append(v * s + rows)
+        track_rows.append(mine[cols])
+    if not slot_rows:
+        empty = torch.zeros(0, dtype=torch.long, device=slots.device)
+        return empty, empty
+    return (torch.from_numpy(np.concatenate(slot_rows)).to(slots.device),
+            torch.from_numpy(np.concatenate(track_rows)).to(slots.device))
+
+
+def representation_distillation(video: torch.Tensor, teacher_video: torch.Tensor, frames: torch.Tensor,
+                                teacher_frames: torch.Tensor, slots: torch.Tensor | None, tracks: torch.Tensor,
+                                track_video: torch.Tensor, tau: float) -> torch.Tensor:
+    """The host taught what the SG branch's DSG encoder produces, not its scores (teacher held fixed):
+
+    * each host video embedding ``[B, d]`` picks its video's DSG embedding among the batch's;
+    * each host frame token ``[F, d]`` (real frames) its frame's DSG frame embedding among all frames of
+      the batch (the same video's other frames included: where the objects are, moment by moment);
+    * with object slots ``[B, S, d]``: the slots of each video are Hungarian-matched to its DSG tracks
+      (cosine), and each matched slot picks its track among every track of the batch (OSC's negatives).
+
+    The three terms are summed; a term without rows is zero."""
+    loss = contrastive_distillation(video, teacher_video, tau) + contrastive_distillation(frames, teacher_frames, tau)
+    if slots is not None and tracks.shape[0] > 1:
+        slot_rows, track_rows = match_slots(slots, tracks, track_video)
+        if len(slot_rows):
+            logits = F.normalize(slots.flatten(0, 1)[slot_rows].float(), dim=-1) \
+                @ F.normalize(tracks.detach().float(), dim=-1).T / tau
+            loss = loss + F.cross_entropy(logits, track_rows)
     return loss

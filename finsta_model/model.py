@@ -41,7 +41,7 @@ from finsta_model.graphs import GraphBatch
 from finsta_model.gtrm import GTrm
 from finsta_model.host import HostModel, HostText, HostVideo
 from finsta_model.losses import (distillation, object_spatial_contrast, predicate_temporal_contrast,
-                                 score_distillation, video_text_nce)
+                                 representation_distillation, score_distillation, video_text_nce)
 from finsta_model.rgtrm import DSGEncoder, DSGEncoding
 from schemas.records import TEXT_NODE_KINDS
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from finsta_model.gather import Gather
 
 BRANCHES = ("fused", "host")
+REP_TARGETS = ("video", "frame", "slot")     # what representation distillation teaches the host
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
 
 
@@ -77,8 +78,11 @@ class Encodings:
         # the batch frames each video's tokens read, per video ([B, T'], -1 = padding): the replicas'
         # batches may have sub-sampled videos past the host's max_frames differently
         index = v.frame_index[None].expand(b, -1) if v.frame_index.dim() == 1 else v.frame_index
+        slots = None if v.slots is None else rows(v.slots)
+        states = None if v.slot_states is None else rows(v.slot_states)
         host_video = HostVideo(pooled=rows(v.pooled), tokens=torch.where(mask[..., None], tokens, tokens[:, :1]),
-                               mask=mask, cells=v.cells, frame_index=rows(index + 1) - 1)
+                               mask=mask, cells=v.cells, frame_index=rows(index + 1) - 1, slots=slots,
+                               slot_states=states)
         if self.video is None:
             return Encodings(host_text, host_video)
         d = self.dsg
@@ -89,7 +93,8 @@ class Encodings:
 
 def build_host(config: TrainConfig, dims: dict[str, int]) -> HostModel:
     """The host of a run with ``config`` on shards with feature ``dims``."""
-    return HostModel(dims, config.dim, config.heads, config.host_layers, config.dropout, config.host_fine_weight)
+    return HostModel(dims, config.dim, config.heads, config.host_layers, config.dropout, config.host_fine_weight,
+                     slots=config.host_slots)
 
 
 class FinstaModel(nn.Module):
@@ -107,6 +112,10 @@ class FinstaModel(nn.Module):
         self.video_adapter = SGAdapter(d, config.dropout)
         self.text_adapter = SGAdapter(d, config.dropout)
         self.node_align = nn.Linear(d, d)
+        if config.rep_distill_weight > 0:
+            # heads from the host's video embedding, frame tokens and slots to the DSG's read-outs (training only:
+            # export ships the host, not these)
+            self.rep_heads = nn.ModuleDict({name: nn.Linear(d, d) for name in REP_TARGETS})
         if config.fine_grained_weight > 0:
             # STGD's read-out needs a block between R-GTrm layers (none with one layer)
             self.fine = FineGrained(d, stgd_heads=config.heads if self._stgd_kernel() is not None else 0)
@@ -243,8 +252,28 @@ class FinstaModel(nn.Module):
                                      batch, tau)
             total = total + cfg.align_distill_weight * align
             parts["align_distill"] = align.detach()
+        if cfg.rep_distill_weight:
+            rep = self._rep_distill(batch, host_v, enc)
+            total = total + cfg.rep_distill_weight * rep
+            parts["rep_distill"] = rep.detach()
         parts["total"] = total.detach()
         return total, parts
+
+    def _rep_distill(self, batch: GraphBatch, host_v: HostVideo, enc: DSGEncoding) -> torch.Tensor:
+        """The host's video embedding, frame tokens and slots vs the DSG's video, frame and track embeddings
+        (:func:`representation_distillation`); the teacher is held fixed."""
+        heads, tau = self.rep_heads, self.config.temperature
+        b = len(host_v)
+        frame_tokens = host_v.tokens.view(b, -1, 1 + host_v.cells, host_v.tokens.shape[-1])[:, :, 0]   # [B, T, d]
+        index = host_v.frame_index
+        index = index[None].expand(b, -1) if index.dim() == 1 else index                  # [B, T], -1 = padding
+        seen = index >= 0
+        frame_ok = seen & batch.frame_mask.gather(1, index.clamp_min(0))
+        teacher_frames = enc.frames.gather(1, index.clamp_min(0)[..., None].expand(-1, -1, enc.frames.shape[-1]))
+        slots = None if host_v.slot_states is None else heads["slot"](host_v.slot_states)
+        return representation_distillation(
+            heads["video"](host_v.pooled), enc.video, heads["frame"](frame_tokens)[frame_ok],
+            teacher_frames[frame_ok], slots, enc.tracks, batch.track_video, tau)
 
     def _ptc(self, batch: GraphBatch, aligned: torch.Tensor, enc: DSGEncoding) -> torch.Tensor:
         """Predicate nodes of real captions vs true / shifted / other-video windows."""

@@ -218,3 +218,56 @@ def test_init_host_post_trains_an_exported_host(trained, small_dataset, tmp_path
         train(small_dataset, tmp_path / "wider", TINY.replace(init_host=str(exported), dim=32), progress=False)
     with pytest.raises(UserError, match="no exported host"):
         train(small_dataset, tmp_path / "none", TINY.replace(init_host=str(tmp_path)), progress=False)
+
+
+def test_object_slots_join_the_late_interaction():
+    e = torch.eye(3)
+    text = HostText(pooled=torch.zeros(1, 3), tokens=torch.stack([e[0], e[1]])[None], mask=torch.tensor([[True, True]]))
+    video = HostVideo(pooled=torch.zeros(1, 3), tokens=e[0][None, None], mask=torch.ones(1, 1, dtype=torch.bool),
+                      cells=0, frame_index=torch.arange(1), slots=e[1][None, None])
+    assert torch.allclose(_host().late(text, video), torch.tensor([[1.0]]))         # x from a token, y from a slot
+    host = _host(slots=2)
+    out = host.video(torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool), torch.randn(2, 3, 4, 5))
+    assert out.slots.shape == out.slot_states.shape == (2, 2, 8)
+    assert cat_videos([out, out]).slots.shape == (4, 2, 8)
+
+
+def test_representation_distillation_moves_the_host_never_the_teacher(small_dataset):
+    from finsta_model.data import ShardStream, make_loader
+    from finsta_model.model import FinstaModel
+    stream = ShardStream(small_dataset, batch_size=6, seed=0)
+    batch = next(iter(make_loader(stream, 0)))
+    zero = {k: 0.0 for k in ("distill_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
+                             "osc_weight", "ptc_weight")}
+    config = TINY.replace(dropout=0.0, host_slots=2, **zero)
+    only = FinstaModel(config.replace(rep_distill_weight=1.0), stream.dims)
+    torch.manual_seed(0)
+    without = FinstaModel(config, stream.dims)
+    without.load_state_dict(only.state_dict(), strict=False)      # the rep heads exist only with the term
+    loss, parts = only.losses(batch)
+    assert parts["rep_distill"] > 0
+    loss.backward()
+    without.losses(batch)[0].backward()
+    term = {name: p.grad - dict(without.named_parameters())[name].grad for name, p in only.named_parameters()
+            if p.grad is not None and name in dict(without.named_parameters())}
+    assert all(term[name].abs().sum() > 0 for name in ("host.slot_readout.queries", "host.patch_in.1.weight",
+                                                        "host.frame_in.1.weight"))
+    teacher = [g for name, g in term.items() if name.startswith(("gtrm", "dsg", "fine", "video_adapter"))]
+    assert teacher and all(g.abs().max() < 1e-7 for g in teacher)
+
+
+def test_a_host_with_slots_trains_exports_and_evaluates_the_same(trained, small_dataset, tmp_path):
+    run = tmp_path / "run"
+    train(small_dataset, run, TINY.replace(host_slots=2, rep_distill_weight=1.0), progress=False)
+    export_host(run, tmp_path / "host")
+    info = json.loads((tmp_path / "host" / "host.json").read_text())
+    assert info["arguments"]["slots"] == 2
+    in_run, alone = evaluate(small_dataset, run)["no_sg"], evaluate(small_dataset, tmp_path / "host")
+    assert {k: alone[k] for k in ("t2v", "hard_negatives")} == {k: in_run[k] for k in ("t2v", "hard_negatives")}
+    # a host exported before slots existed (no "slots" in host.json) loads as a host without slots
+    old = tmp_path / "old"
+    shutil.copytree(trained[1], old)
+    info = json.loads((old / "host.json").read_text())
+    del info["arguments"]["slots"]
+    (old / "host.json").write_text(json.dumps(info))
+    assert load_host(old).model.slots == 0

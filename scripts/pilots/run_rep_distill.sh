@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 31 pilots: representation distillation (scripts/pilots/rep_distill.json) vs its same-architecture
+# baseline (scripts/pilots/slots.json --no-sg: the host with the same object slots, trained alone), 300
+# training videos (world 11), 300 steps, seeds 0 1 2; the exported host evaluated on the validation world
+# (seed 12) (and on its own training videos with EVAL_TRAIN=1). One training at a time, niced (2 shared cores).
+# Usage: scripts/pilots/run_rep_distill.sh WORK   (WORK holds sgs-train-11 and sgs-val, built as in docs/results.md)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+WORK=$1
+STEPS=${STEPS:-300}
+SEEDS=${SEEDS:-"0 1 2"}
+VARIANTS=${VARIANTS:-"baseline rep"}
+mkdir -p "$WORK/runs"
+for seed in $SEEDS; do
+  for name in $VARIANTS; do
+    run="$WORK/runs/$name-seed$seed"
+    [[ -f $run/eval-host-val.json ]] && continue
+    case $name in
+      baseline) flags=(--config scripts/pilots/slots.json --no-sg) ;;
+      rep) flags=(--config scripts/pilots/rep_distill.json) ;;
+      finsta) flags=(--config scripts/pilots/slots.json) ;;
+      *) echo "unknown variant $name" >&2; exit 2 ;;
+    esac
+    /usr/bin/time -v nice -n 10 $PY cli.py train --shards "$WORK/sgs-train-11" --out "$run" --steps "$STEPS" \
+      --seed "$seed" "${flags[@]}" --overwrite > "$WORK/runs/$name-seed$seed.log" 2>&1
+    nice -n 10 $PY cli.py export --checkpoint "$run" --out "$run/host" > /dev/null
+    if [[ -n ${EVAL_TRAIN:-} ]]; then
+      nice -n 10 $PY cli.py eval --shards "$WORK/sgs-train-11" --checkpoint "$run/host" --json > "$run/eval-host-train.json"
+    fi
+    nice -n 10 $PY cli.py eval --shards "$WORK/sgs-val" --checkpoint "$run" --json > "$run/eval-val.json"
+    nice -n 10 $PY cli.py eval --shards "$WORK/sgs-val" --checkpoint "$run/host" --json > "$run/eval-host-val.json"
+  done
+done
