@@ -60,6 +60,10 @@ class TrainConfig:
     # tokens and object slots (host_slots > 0) each pick their own DSG video / frame / track embedding among
     # the batch's (contrastive, teacher held fixed; slots Hungarian-matched to their video's tracks); 0 = off
     rep_distill_weight: float = 0.0
+    # video-side SG-free score (needs host_slots > 0): s(c, v) = host pooled cosine + fine_grained_weight ×
+    # mean over c's TSG object/relation nodes of the best cosine with v's host slots; InfoNCE on it with this
+    # weight (the caption's TSG units held fixed: the teacher is not moved), and `eval` reports it; 0 = off
+    video_side_weight: float = 0.0
     # post-training: an exported host (`export --out DIR`) whose weights start the host ("" = from scratch);
     # its sizes must be this config's (dim, heads, host_layers, host_fine_weight, dropout), its features the shards'
     init_host: str = ""
@@ -119,9 +123,11 @@ class TrainConfig:
             raise UserError("batch_size must be ≥ 2: contrastive losses need negatives")
         for name in ("fine_grained_weight", "host_fine_weight", "distill_weight", "score_distill_weight",
                      "align_distill_weight", "node_distill_weight", "distill_temperature", "rep_distill_weight",
-                     "host_slots"):
+                     "host_slots", "video_side_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be ≥ 0 (got {getattr(self, name)})")
+        if self.video_side_weight and not self.host_slots:
+            raise UserError("video_side_weight needs host_slots > 0: the video side of that score is the host's slots")
         if self.host_layers < 1:
             raise UserError(f"host_layers must be ≥ 1 (got {self.host_layers})")
         if self.num_workers < 0:

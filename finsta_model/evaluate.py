@@ -166,6 +166,12 @@ def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, 
     if "host" in branches and host_texts:
         with autocast:
             result["scores"]["host"] = model.host.score(cat_texts(host_texts), cat_videos(host_videos)).float().cpu().numpy()
+    if "video_side" in branches and text_units:
+        with autocast:
+            videos = cat_videos(host_videos)
+            result["scores"]["video_side"] = torch.cat([
+                model.video_side_scores(units, text, videos) for units, text in zip(text_units, host_texts)
+            ]).float().cpu().numpy()
     if "fused" in branches and fused["video"]:
         pooled = (torch.cat(fused["text"]) @ torch.cat(fused["video"]).T).cpu().numpy()
         if fine:
@@ -245,14 +251,17 @@ def evaluate(shards: str | Path, checkpoint: str | Path, device: str = "cpu", ba
     model.load_state_dict(ckpt.model)
     model.to(dev).eval()
     branches = ("fused", "host") if ckpt.config.use_sg else ("host",)
+    if model.uses_video_side:
+        branches += ("video_side",)
     data = embed_dataset(model, shards, dev, batch_size, branches, whole_video_windows)
     if not len(data["keys"]) or not (data["neg_of"] < 0).any():
         raise UserError(f"{shards} holds no video with a real caption to evaluate on")
     args = (data["cap_video"], data["neg_of"], data["neg_type"])
     main = score_metrics(data["scores"][branches[0]], *args)
     host = main if len(branches) == 1 else score_metrics(data["scores"]["host"], *args)
+    side = {"video_side": score_metrics(data["scores"]["video_side"], *args)} if "video_side" in branches else {}
     fine = model.uses_fine_grained
-    return {**main, "no_sg": host, "branch": branches[0], "uses_sg": ckpt.config.use_sg,
+    return {**main, "no_sg": host, **side, "branch": branches[0], "uses_sg": ckpt.config.use_sg,
             "score": ("pooled+fine" if fine else "pooled") if ckpt.config.use_sg else _host_score_name(model.host),
             "host_score": _host_score_name(model.host),
             "fine_grained_weight": ckpt.config.fine_grained_weight if fine else 0.0,
@@ -307,6 +316,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"checkpoint {report['checkpoint']} (step {report['step']}); {report['videos']} videos, "
               f"{report['captions']} captions, {report['hard_negative_captions']} hard negatives", head]
     rows = [("", report)] if not report["uses_sg"] else [("finsta ", report), ("host (no SG) ", report["no_sg"])]
+    if "video_side" in report:
+        rows.append(("video-side (no DSG) ", report["video_side"]))
     negatives = report["hard_negative_captions"] > 0
     for name, block in rows:
         tables = [("t2v", block["t2v"]), ("v2t", block["v2t"])]

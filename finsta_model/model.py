@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from finsta_model.gather import Gather
 
 BRANCHES = ("fused", "host")
-REP_TARGETS = ("video", "frame", "slot")     # what representation distillation teaches the host
+REP_TARGETS = ("video", "frame", "slot")
+SCORE_ROWS = 64     # captions per block of the video-side score     # what representation distillation teaches the host
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
 
 
@@ -112,7 +113,7 @@ class FinstaModel(nn.Module):
         self.video_adapter = SGAdapter(d, config.dropout)
         self.text_adapter = SGAdapter(d, config.dropout)
         self.node_align = nn.Linear(d, d)
-        if config.rep_distill_weight > 0:
+        if config.rep_distill_weight > 0 or config.video_side_weight > 0:
             # heads from the host's video embedding, frame tokens and slots to the DSG's read-outs (training only:
             # export ships the host, not these)
             self.rep_heads = nn.ModuleDict({name: nn.Linear(d, d) for name in REP_TARGETS})
@@ -165,6 +166,26 @@ class FinstaModel(nn.Module):
         """``fine_grained_weight × fine(c, v)`` for every caption of ``text`` and video of ``video``: ``[C, B]``,
         to be added to the pooled cosine."""
         return self.config.fine_grained_weight * self.fine.scores(text, video, self.dsg, self._stgd_kernel())
+
+    @property
+    def uses_video_side(self) -> bool:
+        return self.uses_fine_grained and self.config.video_side_weight > 0
+
+    def video_side_scores(self, text: TextUnits, host_t: HostText, host_v: HostVideo) -> torch.Tensor:
+        """``[C, B]`` video-side SG-free scores: the host's pooled cosine + ``fine_grained_weight`` × the mean
+        over each caption's TSG object/relation units (``text``) of their best cosine with the video's host
+        slots (through the slot head of the representation distillation). No scene graph of the video is read."""
+        slots = F.normalize(self.rep_heads["slot"](host_v.slot_states).float(), dim=-1)          # [B, S, d]
+        video = F.normalize(host_v.pooled.float(), dim=-1)
+        rows = []
+        for lo in range(0, max(len(text), 1), SCORE_ROWS):
+            part = text.slice(lo, lo + SCORE_ROWS)
+            best = torch.einsum("cud,bsd->cubs", part.align.float(), slots).amax(-1)           # [C, U, B]
+            units = (part.is_object | part.is_relation).float()[..., None]
+            fine = (best * units).sum(1) / units.sum(1).clamp_min(1)
+            pooled = F.normalize(host_t.pooled[lo:lo + SCORE_ROWS].float(), dim=-1) @ video.T
+            rows.append(pooled + self.config.fine_grained_weight * fine)
+        return torch.cat(rows) if rows else video.new_zeros((0, len(video)))
 
     def _stgd_kernel(self):
         return self.dsg.stgd[0].kernel if self.dsg.stgd is not None and len(self.dsg.stgd) else None
@@ -256,6 +277,14 @@ class FinstaModel(nn.Module):
             rep = self._rep_distill(batch, host_v, enc)
             total = total + cfg.rep_distill_weight * rep
             parts["rep_distill"] = rep.detach()
+        if self.uses_video_side:
+            fixed = TextUnits(**{**vars(text_units), "align": text_units.align.detach()})   # the teacher stays
+            scores = self.video_side_scores(fixed, host_t, host_v)
+            pooled = F.normalize(host_t.pooled.float(), dim=-1) @ F.normalize(host_v.pooled.float(), dim=-1).T
+            side = video_text_nce(F.normalize(host_v.pooled, dim=-1), F.normalize(host_t.pooled, dim=-1),
+                                  batch.cap_video, batch.cap_neg_of, tau, scores - pooled)
+            total = total + cfg.video_side_weight * side
+            parts["video_side"] = side.detach()
         parts["total"] = total.detach()
         return total, parts
 

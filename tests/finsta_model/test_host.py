@@ -13,7 +13,7 @@ import torch
 
 from finsta_model import load_host
 from finsta_model.config import TrainConfig
-from finsta_model.evaluate import evaluate
+from finsta_model.evaluate import evaluate, format_report
 from finsta_model.export import export_host
 from finsta_model.host import HostModel, HostText, HostVideo, cat_texts, cat_videos
 from finsta_model.host_data import host_batches
@@ -232,7 +232,7 @@ def test_object_slots_join_the_late_interaction():
     assert cat_videos([out, out]).slots.shape == (4, 2, 8)
 
 
-def test_representation_distillation_moves_the_host_never_the_teacher(small_dataset):
+def test_representation_distillation_and_the_video_side_score_move_the_host_never_the_teacher(small_dataset):
     from finsta_model.data import ShardStream, make_loader
     from finsta_model.model import FinstaModel
     stream = ShardStream(small_dataset, batch_size=6, seed=0)
@@ -240,30 +240,34 @@ def test_representation_distillation_moves_the_host_never_the_teacher(small_data
     zero = {k: 0.0 for k in ("distill_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
                              "osc_weight", "ptc_weight")}
     config = TINY.replace(dropout=0.0, host_slots=2, **zero)
-    only = FinstaModel(config.replace(rep_distill_weight=1.0), stream.dims)
-    torch.manual_seed(0)
-    without = FinstaModel(config, stream.dims)
-    without.load_state_dict(only.state_dict(), strict=False)      # the rep heads exist only with the term
-    loss, parts = only.losses(batch)
-    assert parts["rep_distill"] > 0
-    loss.backward()
-    without.losses(batch)[0].backward()
-    term = {name: p.grad - dict(without.named_parameters())[name].grad for name, p in only.named_parameters()
-            if p.grad is not None and name in dict(without.named_parameters())}
-    assert all(term[name].abs().sum() > 0 for name in ("host.slot_readout.queries", "host.patch_in.1.weight",
-                                                        "host.frame_in.1.weight"))
-    teacher = [g for name, g in term.items() if name.startswith(("gtrm", "dsg", "fine", "video_adapter"))]
-    assert teacher and all(g.abs().max() < 1e-7 for g in teacher)
+    for term, part in (("rep_distill_weight", "rep_distill"), ("video_side_weight", "video_side")):
+        only = FinstaModel(config.replace(**{term: 1.0}), stream.dims)
+        without = FinstaModel(config, stream.dims)
+        without.load_state_dict(only.state_dict(), strict=False)      # the rep heads exist only with the term
+        loss, parts = only.losses(batch)
+        assert parts[part] > 0
+        loss.backward()
+        without.losses(batch)[0].backward()
+        others = dict(without.named_parameters())
+        grad = {name: p.grad - (others[name].grad if others[name].grad is not None else 0)
+                for name, p in only.named_parameters() if p.grad is not None and name in others}
+        assert all(grad[name].abs().sum() > 0 for name in ("host.patch_in.1.weight", "host.frame_in.1.weight")), term
+        assert only.rep_heads["slot"].weight.grad.abs().sum() > 0, term
+        teacher = [g for name, g in grad.items() if name.startswith(("gtrm", "dsg", "fine", "video_adapter", "node_align"))]
+        assert teacher and all(g.abs().max() < 1e-7 for g in teacher), f"{term} must not move the teacher"
 
 
 def test_a_host_with_slots_trains_exports_and_evaluates_the_same(trained, small_dataset, tmp_path):
     run = tmp_path / "run"
-    train(small_dataset, run, TINY.replace(host_slots=2, rep_distill_weight=1.0), progress=False)
+    train(small_dataset, run, TINY.replace(host_slots=2, rep_distill_weight=1.0, video_side_weight=1.0), progress=False)
     export_host(run, tmp_path / "host")
     info = json.loads((tmp_path / "host" / "host.json").read_text())
     assert info["arguments"]["slots"] == 2
-    in_run, alone = evaluate(small_dataset, run)["no_sg"], evaluate(small_dataset, tmp_path / "host")
+    report = evaluate(small_dataset, run)
+    in_run, alone = report["no_sg"], evaluate(small_dataset, tmp_path / "host")
     assert {k: alone[k] for k in ("t2v", "hard_negatives")} == {k: in_run[k] for k in ("t2v", "hard_negatives")}
+    # the video-side SG-free score (captions' TSGs against the host's slots) is reported beside the others
+    assert report["video_side"]["t2v"] != in_run["t2v"] and "video-side (no DSG) hard-neg t2v" in format_report(report)
     # a host exported before slots existed (no "slots" in host.json) loads as a host without slots
     old = tmp_path / "old"
     shutil.copytree(trained[1], old)
