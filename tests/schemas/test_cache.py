@@ -13,5 +13,5 @@ def test_the_cache_folder_is_the_environment_variable_else_home(monkeypatch, tmp
 
 def test_sample_data_and_converted_models_share_it():
     from pipeline.datasets import synthetic
-    from stages.detectors import ssd_openvino
-    assert synthetic.cache_dir is ssd_openvino.cache_dir is cache.cache_dir
+    from stages import openvino_runtime
+    assert synthetic.cache_dir is openvino_runtime.cache_dir is cache.cache_dir
