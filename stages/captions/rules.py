@@ -782,7 +782,7 @@ class _Builder:
             self.relation(agents, [v], subjects, lemma=lemma, verb=v, negated=denied)  # "surrounded by grass"
         if not subjects:
             return
-        particles = [p for p in self.kids(v, "prt") if p > v]
+        particles = sorted([p for p in self.kids(v, "prt") if p > v] + self.adverbial_prepositions(v))
         verb_words = [v] + particles
         verb_lemma = " ".join([lemma] + [self.low(p) for p in particles])
         idiom = self.idiom_words(v, lemma)
@@ -924,6 +924,15 @@ class _Builder:
                 if any(self.low(k) in ("it", "them") for k in self.kids(p, "pobj")):
                     return True
         return False
+
+    def adverbial_prepositions(self, v: int) -> list[int]:
+        """A preposition that ends an object-less main clause with nothing of its own ("a car drives by"):
+        a particle of the verb, not a stranded one waiting for a fronted object ("the table the plates are
+        on": a relative clause, or two subjects)."""
+        if self.t[v].label not in ("ROOT", "root", "conj") or len(self.kids(v, "nsubj", "nsubjpass")) > 1 \
+                or self.kids(v, "dobj"):   # "has a helmet on": the verb has its object
+            return []
+        return [p for p in self.kids(v, "prep") if p > v and not self.kids(p) and self.is_stranded(p)]
 
     def is_stranded(self, p: int) -> bool:
         """A preposition with nothing after it but punctuation ("the table the plates are on")."""
@@ -1102,7 +1111,9 @@ def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
     * it is the apposition of a noun with a relative clause, after a comma
       ("A person, who is not smiling, waves at the camera");
     * it is the object of a clause opener ("… before the blue circle vanishes");
-    * it is the subject of "left", which is then the direction ("slides left").
+    * it is the subject of "left", which is then the direction ("slides left");
+    * it is a bare conjunct ("and") of a 3rd-person verb or of that verb's direct object, and takes
+      that verb's subject ("grabs the handle and positions himself", "brushes her hair and smiles").
     """
     toks = list(doc.tokens)
     fixed = ParsedDoc(doc.text, toks)
@@ -1120,7 +1131,7 @@ def repair_verb_forms(doc: ParsedDoc, lex: dict) -> ParsedDoc:
                 and toks[t.head].head != t.head:
             _make_verb(toks, fixed, i, t.lemma, "advcl", toks[t.head].head, None)  # "before the triangle vanishes"
         elif t.pos in NOUN_POS and t.tag in ("NNS", "NNPS"):
-            reading = _verb_reading(toks, fixed, i, lex)
+            reading = _verb_reading(toks, fixed, i, lex) or _coordinated_verb(toks, fixed, i, lex)
             if reading is not None:
                 _make_verb(toks, fixed, i, *reading)
     _repair_attachments(toks, fixed)
@@ -1155,6 +1166,30 @@ def _verb_reading(toks: list, doc: ParsedDoc, i: int, lex: dict) -> Optional[tup
     else:
         return None
     return None if subject is None or lemma is None else (lemma, label, governor, subject)
+
+
+def _coordinated_verb(toks: list, doc: ParsedDoc, i: int, lex: dict) -> Optional[tuple[str, str, int, None]]:
+    """(lemma, "conj", verb, None) when plural noun ``i`` is a verb coordinated with a 3rd-person verb
+    (see :func:`repair_verb_forms`): a bare conjunct (no article, possessive, number or adjective) of that
+    verb or of its direct object, after an "and"/"or"/"then"; a pronoun the parser hung on the object
+    after it ("positions himself") becomes its object."""
+    t, head = toks[i], toks[toks[i].head]
+    lemma = _verb_form_lemma(t.text.lower(), lex["verbs"], lex["plural_objects"])
+    if lemma is None or t.label != "conj":
+        return None
+    verb = head if head.pos in VERB_POS else toks[head.head] if head.label == "dobj" else None
+    if verb is None or verb.tag != "VBZ" or any(
+            toks[k].label in ("det", "poss", "nummod", "amod", "compound") for k in doc.children(i)):
+        return None
+    if not any(toks[k].label == "cc" and head.i < k < i for k in doc.children(head.i)):
+        return None
+    after = i + 1
+    if after < len(toks) and toks[after].pos == "PRON" and toks[after].head == head.i \
+            and toks[after].label in ("appos", "dobj", "conj"):
+        pronoun = toks[after] = copy(toks[after])
+        pronoun.head, pronoun.label = i, "dobj"
+        doc.invalidate()
+    return lemma, "conj", verb.i, None
 
 
 def _repair_attachments(toks: list, doc: ParsedDoc) -> None:

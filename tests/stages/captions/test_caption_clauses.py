@@ -133,6 +133,22 @@ def test_synthetic_sentences_keep_their_verbs(parser, caption, expected):
     assert not {"vanishes", "halt", "moves", "slides", "waves"} & {n.label for n in tsg.objects()}
 
 
+@pytest.mark.parametrize("caption, expected", [
+    ("A girl brushes her hair and smiles.", {("girl", "brush", "hair"), ("girl", "smile", "-")}),
+    ("He grabs the rope and pulls.", {("man", "grab", "rope"), ("man", "pull", "-")}),
+    ("A man talks on a phone in a car.", {("man", "talk on", "phone"), ("man", "talk in", "car")}),
+    ("A car drives by.", {("car", "drive by", "-")}),
+])
+def test_real_caption_verbs_are_never_objects(parser, caption, expected):
+    """The small tagger reads "… her hair and smiles" as a second object "smiles": a bare "-s" conjunct of a
+    3rd-person verb or its object is a verb with that verb's subject (issue 27, verbs read as objects)."""
+    tsg = graph(parser, caption)
+    assert facts(tsg) == expected
+    assert not {"smiles", "pulls", "talks", "drives"} & {n.label for n in tsg.objects()}
+    if caption.startswith("A girl"):   # a plural object stays one: "cups and plates"
+        assert {"cups", "plates"} <= {n.label for n in graph(parser, "The woman holds cups and plates.").objects()}
+
+
 def test_verbs_of_a_region_fragment_stay_nouns(parser):
     """What the verb repairs must not touch: FACTUAL-style noun phrases."""
     for text, noun in (("green leaves on the tree .", "leaves"), ("power lines above the train", "power lines"),
