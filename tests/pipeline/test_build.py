@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.build import run_build
-from pipeline.report import plan_text
+from pipeline.report import plan_text, stats_dict, summary_lines
 from pipeline.config import BuildConfig, finalize
 from pipeline.datasets.base import DatasetConfig
 from pipeline.synthetic.generate import generate
@@ -643,6 +643,7 @@ def test_a_sample_whose_input_changed_is_redone_and_the_rest_skipped(world, sequ
         again = run_build(config(world), out)
         assert (again.changed, again.to_run, again.committed) == (3, 3, GOOD + 1)
         assert again.skipped_committed == GOOD - 2 + 1   # + the duplicate of a committed id
+        assert "(3 changed since their last run)" in summary_lines(stats_dict(again), out)[0]
         ds = open_dataset(out)
         assert ds.get(edited["id"])[0].hsgs[0].tsg.text == "a green triangle" and verify(out) == []
         assert "missing_video" in ds.keys() and run_build(config(world), out).to_run == 0
