@@ -836,12 +836,15 @@ def _check_version(manifest: dict[str, Any], root: Path) -> None:
 
 # ---------------------------------------------------------------- reading
 class KeyIndex:
-    """Which shard holds a key: every key's 64-bit hash, sorted, with its shard and row in that shard's
-    ``keys`` list (16 bytes a key, no dict of strings), looked up by binary search.
+    """Which shard holds a key, in 8 bytes a key: one sorted ``uint64`` array whose entries pack the top
+    36 bits of the key's hash with its position (28 bits) in the shards' ``keys`` lists laid end to end;
+    a lookup is a binary search on the hash bits, confirmed by comparing the key itself.
 
-    Built once per :func:`open_dataset` from the ``shard.json`` key lists (at a million keys a dict
-    cost more than everything else ``open_dataset`` does, bench/bench_store.py). Python's ``hash``
-    is per process, so the index is never stored or pickled: :class:`Dataset` rebuilds it.
+    Built once per :func:`open_dataset` from the ``shard.json`` key lists (at a million keys a dict of
+    them cost more than everything else ``open_dataset`` does, and a sort of packed integers is the
+    cheapest way found to both index and find repeated keys, bench/bench_store.py). Python's ``hash``
+    is per process, so the index is never stored or pickled: :class:`Dataset` rebuilds it. Holds up to
+    2**28 (268M) keys.
 
     Example::
 
@@ -849,49 +852,61 @@ class KeyIndex:
         index.find("v_abc")                          # → "shard-000003", or None
     """
 
-    def __init__(self, shards: list[ShardInfo], hashes: np.ndarray, codes: np.ndarray, rows: np.ndarray):
-        self.shards, self.hashes, self.codes, self.rows = shards, hashes, codes, rows
+    POSITION_BITS = 28
+    _POSITION = (1 << POSITION_BITS) - 1
+
+    def __init__(self, shards: list[ShardInfo], packed: np.ndarray, offsets: np.ndarray):
+        self.shards, self.packed, self.offsets = shards, packed, offsets
 
     @classmethod
     def build(cls, shards: list[ShardInfo]) -> tuple["KeyIndex", list[ShardInfo]]:
         """The index of ``shards`` (in their order), and those left out: a shard holding a key that an
         earlier kept shard (or itself) already holds."""
+        offsets = np.cumsum([0] + [len(s.keys) for s in shards], dtype=np.int64)
+        if offsets[-1] > cls._POSITION:
+            raise ValueError(f"{offsets[-1]} keys: the key index holds at most {cls._POSITION}")
         hashes = np.concatenate([np.fromiter(map(hash, s.keys), np.int64, len(s.keys)) for s in shards]
-                                or [np.zeros(0, np.int64)])
-        codes = np.repeat(np.arange(len(shards), dtype=np.int32), [len(s.keys) for s in shards])
-        rows = np.concatenate([np.arange(len(s.keys), dtype=np.int32) for s in shards] or [np.zeros(0, np.int32)])
-        order = np.argsort(hashes, kind="stable")   # stable: an equal hash keeps shard order
-        hashes, codes, rows = hashes[order], codes[order], rows[order]
-        same = np.flatnonzero(hashes[1:] == hashes[:-1])
+                                or [np.zeros(0, np.int64)]).view(np.uint64)
+        packed = (hashes >> np.uint64(cls.POSITION_BITS) << np.uint64(cls.POSITION_BITS)) \
+            | np.arange(len(hashes), dtype=np.uint64)
+        packed.sort()   # equal hash bits: in position order, so an earlier shard comes first
+        index = cls(shards, packed, offsets)
+        prefix = packed >> np.uint64(cls.POSITION_BITS)
         repeats: dict[int, set[int]] = {}   # shard → earlier shards holding one of its keys (a rare path)
-        for i in same:
-            for j in range(i, -1, -1):   # every earlier entry of this hash run
-                if hashes[j] != hashes[i + 1]:
+        for i in np.flatnonzero(prefix[1:] == prefix[:-1]) + 1:
+            code, key = index._entry(int(packed[i]))
+            for j in range(i - 1, -1, -1):   # every earlier entry with these hash bits
+                if prefix[j] != prefix[i]:
                     break
-                if shards[codes[j]].keys[rows[j]] == shards[codes[i + 1]].keys[rows[i + 1]]:
-                    repeats.setdefault(int(codes[i + 1]), set()).add(int(codes[j]))
+                other, other_key = index._entry(int(packed[j]))
+                if other_key == key:
+                    repeats.setdefault(code, set()).add(other)
         dropped: set[int] = set()
         for code in sorted(repeats):
             if repeats[code] - dropped:
                 dropped.add(code)
-        if dropped:
-            keep = ~np.isin(codes, sorted(dropped))
-            renumber = np.cumsum([c not in dropped for c in range(len(shards))], dtype=np.int32) - 1
-            hashes, codes, rows = hashes[keep], renumber[codes[keep]], rows[keep]
-        kept = [s for c, s in enumerate(shards) if c not in dropped]
-        return cls(kept, hashes, codes, rows), [shards[c] for c in sorted(dropped)]
+        if not dropped:
+            return index, []
+        kept = cls.build([s for c, s in enumerate(shards) if c not in dropped])[0]
+        return kept, [shards[c] for c in sorted(dropped)]
+
+    def _entry(self, value: int) -> tuple[int, str]:
+        """(shard number, key) of one packed entry."""
+        position = value & self._POSITION
+        code = int(np.searchsorted(self.offsets, position, side="right")) - 1
+        return code, self.shards[code].keys[position - int(self.offsets[code])]
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(self.packed)
 
     def find(self, key: str) -> Optional[str]:
         """The name of the shard holding ``key``, or None."""
-        h = hash(key)
-        i = int(np.searchsorted(self.hashes, h))
-        while i < len(self.hashes) and self.hashes[i] == h:
-            shard = self.shards[self.codes[i]]
-            if shard.keys[self.rows[i]] == key:
-                return shard.name
+        bits = (hash(key) & 0xFFFFFFFFFFFFFFFF) >> self.POSITION_BITS
+        i = int(np.searchsorted(self.packed, np.uint64(bits << self.POSITION_BITS)))
+        while i < len(self.packed) and int(self.packed[i]) >> self.POSITION_BITS == bits:
+            code, found = self._entry(int(self.packed[i]))
+            if found == key:
+                return self.shards[code].name
             i += 1
         return None
 

@@ -421,6 +421,16 @@ def test_the_key_index_finds_every_key_and_leaves_out_shards_repeating_a_kept_sh
     assert len(index) == 5 and "zz" not in index and len(KeyIndex.build([])[0]) == 0
 
 
+def test_the_key_index_tells_keys_apart_when_their_hash_bits_collide(monkeypatch):
+    monkeypatch.setattr(KeyIndex, "POSITION_BITS", 60)   # 4 bits of hash left: 16 values for 200 keys
+    monkeypatch.setattr(KeyIndex, "_POSITION", (1 << 60) - 1)
+    shards = [shard_entry(f"s{i}", [f"k{i}-{j}" for j in range(100)]) for i in range(2)]
+    index, repeating = KeyIndex.build(shards + [shard_entry("s2", ["k0-7"])])
+    assert [s.name for s in repeating] == ["s2"] and len(index) == 200
+    assert all(index.find(f"k{i}-{j}") == f"s{i}" for i in range(2) for j in range(100))
+    assert index.find("k2-0") is None
+
+
 def test_readers_leave_out_a_shard_repeating_committed_samples_and_a_pickled_reader_finds_keys(tmp_path):
     two_shards(tmp_path)
     with DatasetWriter(tmp_path / "other", {"run": 1}, DIMS) as writer:   # same config, same key "c"
