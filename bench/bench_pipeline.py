@@ -25,9 +25,9 @@ Usage::
 through ``build-sgs --dataset manifest`` with the defaults, sequential executor
 (no Ray start-up; model loads are counted in ``first_result_s`` and left out of
 the steady figures), once per ``ssd`` engine, interleaved, ``--repeats`` times:
-``opencv`` (OpenCV DNN, the detector before issue 28) and ``openvino`` (the
-default). Per engine: videos/hour and frames/s (steady: after the first
-result), CPU-seconds per sampled frame (this child and its ffmpeg children,
+``opencv`` (OpenCV DNN and the torch EfficientNet-Lite0 embed: the engines
+before issue 28) and ``openvino`` (the defaults: OpenVINO for both). Per
+engine: videos/hour and frames/s (steady: after the first result), CPU-seconds per sampled frame (this child and its ffmpeg children,
 whole run), per-stage shares, and the bare detector (``detect()`` in the stage's
 batches, same frames, same engine, its own process) in frames/s and frames per
 CPU-second; ``pipeline_vs_bare_detector`` = pipeline steady frames/s ÷ bare
@@ -47,6 +47,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# --real: "before" = the engines before issue 28 (OpenCV DNN, torch embed); "after" = the defaults (OpenVINO both).
+EMBED_ENGINE = {"opencv": "torch", "openvino": "openvino"}
 
 
 def child(argv: list[str]) -> None:
@@ -107,7 +109,8 @@ def real_videos(repeats: int) -> None:
                 out = work / f"out-{engine}"
                 result = run(["build-sgs", "--dataset", "manifest", "--data-root", str(manifest), "--out", str(out),
                               "--quiet", "--executor", "sequential", "--overwrite",
-                              "--set", f"detect.ssd.engine={engine}"])
+                              "--set", f"detect.ssd.engine={engine}",
+                              "--set", f"embed_visual.engine={EMBED_ENGINE[engine]}"])
                 result["stats"] = json.loads((out / "stats.json").read_text())
                 result["load"] = os.getloadavg()[0]
                 runs[engine].append(result)

