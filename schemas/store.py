@@ -3,7 +3,7 @@
 Layout of a dataset folder (full column list in docs/format.md)::
 
     OUT/
-      manifest.json                 dataset index (rebuilt from the intact shards when missing or unreadable)
+      manifest.json                 the header (format, version, config, feature dims, host); no shard list
       .finsta.lock                  the writer's lock: pid, host and start time of the run that holds it
       quarantine/                   shards that failed their check, moved aside (their samples are redone)
       shards/shard-000000/
@@ -15,17 +15,18 @@ Layout of a dataset folder (full column list in docs/format.md)::
 
 Commit protocol: everything is written into ``shards/.tmp-<name>-<pid>``, each
 file fsynced, the folder renamed to its final name, the parent fsynced, then
-``_DONE`` is written (temp name + fsync + rename) and the manifest rewritten
-the same way. A crash at any point leaves either a complete shard or nothing
-that a reader sees; :class:`DatasetWriter` removes the debris on open.
+``_DONE`` is written (temp name + fsync + rename). No dataset-wide file is
+rewritten: the shard folders are the index (:class:`KeyIndex` in memory). A
+crash at any point leaves either a complete shard or nothing that a reader
+sees; :class:`DatasetWriter` removes the debris on open.
 
 Integrity: one writer at a time (:class:`WriterLock`, an OS lock that a crash
-releases); the writer checks every shard it adopts (``_DONE`` against
-``shard.json``, every file against its sha256, the config hash, keys seen in
-another shard) and quarantines what does not match; readers check a file's
-sha256 the first time they read it (``open_dataset(..., verify=False)`` skips
-that); ``verify`` checks everything, including shard folders the manifest
-does not list.
+releases); the writer checks the metadata of every shard it adopts (``_DONE``
+against ``shard.json``, every file's size, the config hash, keys seen in
+another shard; every file's sha256 too with ``check_data=True``) and
+quarantines what does not match; readers check a file's sha256 the first time
+they read it (``open_dataset(..., verify=False)`` skips that); ``verify``
+checks everything.
 
 Example::
 
