@@ -97,7 +97,8 @@ def decode_small(path: str, timeout_s: float = 300.0) -> tuple[np.ndarray, float
     stream's start offset (s). Raises :class:`SampleError`."""
     info = probe_info(path, timeout_s)
     url = path if "://" in path else "file:" + str(Path(path).resolve())
-    args = ["ffmpeg", "-nostdin", "-v", "error", "-i", url, "-map", f"0:{info.stream_index}",
+    # no deblocking: it costs a tenth of the decode and changes a 48x27 frame by ~1 level in 255
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-skip_loop_filter", "all", "-i", url, "-map", f"0:{info.stream_index}",
             "-an", "-sn", "-fps_mode", "passthrough", "-s", f"{WIDTH}x{HEIGHT}",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     try:
