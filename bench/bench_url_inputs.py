@@ -1,12 +1,14 @@
-"""build-sgs throughput with the sample's videos read from an S3 server vs the same videos as local files.
+"""build-sgs throughput with the sample's videos read from an S3 server (and the dataset written there
+too) vs the same videos as local files into a local folder.
 
 The sample's videos (pipeline/sample_data's two real clips) and their captions are
 written as two manifests: one of local paths, one on a local S3 server (moto's standalone server on
 127.0.0.1, the test server) listing ``s3://`` URLs. Each round builds both, alternating which goes
-first, with the sequential executor (one process: no Ray start-up noise), and reports wall time,
+first (a third build reads from S3 and writes ``--out s3://``), with the sequential executor (one process: no Ray start-up noise), and reports wall time,
 CPU time of the build process, the wall time after the first result (models loaded) and the load
 average. The figure is ``ratio = local wall / s3 wall`` (throughput from S3 relative to local,
-target >= 0.9) per round, and its range over the rounds; ``cpu_ratio`` (local CPU s / S3 CPU s of the
+target >= 0.9) per round, and its range over the rounds (``s3_out_ratio``: the same with the output
+on S3 too); ``cpu_ratio`` (local CPU s / S3 CPU s of the
 build process, the server's own CPU not counted) is the load-independent view of the same.
 
 Usage::
@@ -67,7 +69,7 @@ def write_manifests(work: Path, endpoint: str) -> tuple[Path, str, int]:
     return local, "s3://bench/m.jsonl", len(tasks)
 
 
-def build(data_root: str, out: Path, env: dict) -> dict:
+def build(data_root: str, out, env: dict) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root", data_root,
@@ -77,7 +79,8 @@ def build(data_root: str, out: Path, env: dict) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"build of {data_root} failed: {done.stderr[-2000:]}")
-    run = json.loads((out / "stats.json").read_text())["run"]
+    from schemas.storage import location
+    run = json.loads(location(f"{out}/stats.json").read_text())["run"]
     return {"wall_s": round(wall, 2), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
             "after_first_result_s": round(wall - run["first_result_seconds"], 2), "samples": run["samples_run"],
             "load_1min": os.getloadavg()[0]}
@@ -97,11 +100,13 @@ def main() -> None:
             local, s3, count = write_manifests(work, endpoint)
             rounds = []
             for n in range(args.rounds):
-                order = [("local", str(local)), ("s3", s3)]
+                order = [("local", str(local), work / f"out-local-{n}"), ("s3", s3, work / f"out-s3-{n}"),
+                         ("s3_out", s3, f"s3://bench/out-{n}")]
                 result = {}
-                for name, root in (order if n % 2 == 0 else order[::-1]):
-                    result[name] = build(root, work / f"out-{name}-{n}", env)
+                for name, root, out in (order if n % 2 == 0 else order[::-1]):
+                    result[name] = build(root, out, env)
                 result["ratio"] = round(result["local"]["wall_s"] / result["s3"]["wall_s"], 3)
+                result["s3_out_ratio"] = round(result["local"]["wall_s"] / result["s3_out"]["wall_s"], 3)
                 result["cpu_ratio"] = round(result["local"]["cpu_s"] / result["s3"]["cpu_s"], 3)
                 result["ratio_after_first_result"] = round(
                     result["local"]["after_first_result_s"] / result["s3"]["after_first_result_s"], 3)
@@ -111,9 +116,12 @@ def main() -> None:
         server.kill()
         server.wait()
     ratios = [r["ratio"] for r in rounds]
+    out_ratios = [r["s3_out_ratio"] for r in rounds]
     steady = [r["ratio_after_first_result"] for r in rounds]
     print(json.dumps({"videos": count, "executor": "sequential",
                       "throughput_ratio_s3_vs_local": {"min": min(ratios), "max": max(ratios), "each": ratios},
+                      "throughput_ratio_s3_in_and_out_vs_local": {"min": min(out_ratios), "max": max(out_ratios),
+                                                                  "each": out_ratios},
                       "ratio_after_first_result": {"min": min(steady), "max": max(steady), "each": steady},
                       "cpu_ratio_s3_vs_local": [r["cpu_ratio"] for r in rounds],
                       "target": 0.9, "rounds": rounds}, indent=1))

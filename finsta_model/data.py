@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from finsta_model.columnar import encode_shard
 from finsta_model.graphs import EncodedSample, GraphBatch, collate
+from schemas.storage import location, resolved
 from schemas.store import open_dataset
 
 
@@ -58,7 +59,7 @@ class ShardStream(IterableDataset):
             raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not in a group of {world}")
-        self.root = Path(root)
+        self.root = location(root)   # a Path, or a UrlPath for an s3:// dataset
         dataset = open_dataset(self.root)
         self.dims = dict(dataset.manifest["feature_dims"])
         self.shards = dataset.shard_names()
@@ -92,7 +93,7 @@ class ShardStream(IterableDataset):
     def _samples(self, shards: list[str]) -> Iterator[EncodedSample]:
         dataset = None  # opened per worker: no shared file handles across processes
         for name in shards:
-            cache_key = (str(self.root.resolve()), name, self.label_buckets)
+            cache_key = (resolved(self.root), name, self.label_buckets)
             encoded_shard = _CACHE.get(cache_key)
             if encoded_shard is None:
                 dataset = dataset or open_dataset(self.root)

@@ -51,6 +51,7 @@ from finsta_model.config import TrainConfig
 from finsta_model.train import METRICS, Replicas, TrainLog, has_checkpoint, prepare_run, read_metrics, run_loop
 from schemas.errors import UserError
 from schemas.ray_runtime import ray_session
+from schemas.storage import resolved
 from schemas.store import open_dataset
 
 RAY_STORAGE = "ray-train"
@@ -248,7 +249,7 @@ def train_distributed(shards: str | Path, run_dir: str | Path, config: TrainConf
     failures = run_dir / RAY_STORAGE / FAILURES
     failures.unlink(missing_ok=True)
     start_step = int(_last_checkpoint(run_dir).split("-")[1]) if has_checkpoint(run_dir) else 0
-    params = {"shards": str(Path(shards).resolve()), "run_dir": str(run_dir), "config": config.as_dict(),
+    params = {"shards": resolved(shards), "run_dir": str(run_dir), "config": config.as_dict(),
               "dims": dims, "device": device, "max_new_steps": max_new_steps, "crash_drill": crash_drill}
     with _ray(address):
         from ray.train import FailureConfig, RunConfig, ScalingConfig

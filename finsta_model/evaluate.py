@@ -54,6 +54,7 @@ from finsta_model.model import FinstaModel
 from finsta_model.train import resolve_device
 from schemas.errors import UserError
 from schemas.options import diff, diff_text
+from schemas.storage import location
 from schemas.store import open_dataset
 
 
@@ -206,7 +207,7 @@ def fine_score_matrix(model: FinstaModel, text_units: list, video_units: list, a
 def training_overlap(shards: str | Path, train_shards: str | None) -> str | None:
     """A warning when the evaluated dataset shares sample keys with the training shards a checkpoint
     records (``state.json["train_shards"]``); ``None`` when it shares none or those shards are gone."""
-    if not train_shards or not (Path(train_shards) / "manifest.json").is_file():
+    if not train_shards or not (location(train_shards) / "manifest.json").is_file():
         return None
     try:
         trained = set(open_dataset(train_shards).keys())

@@ -48,6 +48,7 @@ from finsta_model.host_data import cells_per_frame
 from finsta_model.model import FinstaModel
 from schemas.errors import UserError
 from schemas.options import diff
+from schemas.storage import location, resolved
 from schemas.store import open_dataset
 
 METRICS = "metrics.jsonl"
@@ -320,7 +321,7 @@ def prepare_run(shards: str | Path, run_dir: str | Path, config: TrainConfig, re
     from the run's."""
     config.validate()
     run_dir = Path(run_dir)
-    if not Path(shards).exists():
+    if not location(shards).exists():
         raise UserError(f"--shards {shards} does not exist; build it with `python cli.py build-sgs --out {shards}`")
     manifest = open_dataset(shards).manifest
     dims, host = dict(manifest["feature_dims"]), manifest.get("host")
@@ -483,7 +484,7 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
     gather = replicas.global_batch()
     losses = replicas.wrap(_Losses(model, gather))
     local_batch = config.batch_size // replicas.world
-    extra = {"train_shards": str(Path(shards).resolve()), "host": dataset.manifest.get("host"),
+    extra = {"train_shards": resolved(shards), "host": dataset.manifest.get("host"),
              "cells_per_frame": cells_per_frame(dataset)}
 
     stop_at = config.steps if max_new_steps is None else min(config.steps, step + max_new_steps)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from pipeline.config import (BuildConfig, apply_overrides, finalize, load_config, print_warnings, set_key,
                              show_config)
 from schemas.errors import UserError
-from schemas.storage import is_url
+from schemas.storage import is_url, location
 from schemas.store import open_dataset
 
 
@@ -35,10 +35,10 @@ def make_config(options: dict[str, Any]) -> tuple[Any, Path, list[str]]:
         if value is not None and value is not False:
             set_key(cfg, key, str(value) if isinstance(value, Path) else value)
     cfg, more = finalize(cfg)
-    if options.get("out") and is_url(str(options["out"])):
-        raise UserError(f"--out {options['out']}: writing a dataset to object storage is not supported in this "
-                        "release; build into a local folder, then copy it (e.g. aws s3 sync OUT URL)")
-    out = Path(options["out"]) if options.get("out") else Path("out") / cfg.dataset.name
+    if options.get("out") and is_url(str(options["out"])) and not str(options["out"]).startswith("s3://"):
+        raise UserError(f"--out {options['out']}: finsta writes datasets to a local folder or s3://bucket/prefix; "
+                        "build into one of those, then copy it")
+    out = location(options["out"]) if options.get("out") else Path("out") / cfg.dataset.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
     return cfg, out, warnings + more

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from pathlib import Path
 
 from rich.table import Table
 
 from pipeline.build import BuildResult
 from pipeline.plan import plan_pools
 from schemas.records import FailureRecord
+from schemas.storage import is_url, location
 from schemas.store import open_dataset
 
 
@@ -67,6 +67,9 @@ def stats_dict(result: BuildResult) -> dict:
 def write_stats(result: BuildResult) -> dict:
     stats = stats_dict(result)
     path = result.out / "stats.json"
+    if is_url(path):   # s3://: one PUT replaces the object whole
+        path.write_bytes(json.dumps(stats, indent=1).encode())
+        return stats
     tmp = path.with_name(f".stats.json.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(stats, indent=1))
     os.replace(tmp, path)
@@ -113,7 +116,7 @@ def summary_lines(stats: dict, out) -> list[str]:
         first = "this run: nothing to do" + (f" (skipped {' and '.join(skipped)})" if skipped else "")
     reasons = f" ({_reasons(stats['failures_by_reason'])})" if stats["failed"] else ""
     lines = [first, f"wrote {out}: {stats['committed']} committed, {stats['failed']} failed{reasons}; "
-                    f"counts in {Path(out) / 'stats.json'}"]
+                    f"counts in {location(out) / 'stats.json'}"]
     if stats["failed"]:
         lines.append(f"list the failures: python cli.py inspect {out} --failures")
     return lines

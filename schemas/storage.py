@@ -64,6 +64,11 @@ def redact(text: str) -> str:
     return _SIGNED_QUERY.sub(r"\1?<signature removed>", text)
 
 
+def resolved(path: Union[str, os.PathLike, "UrlPath"]) -> str:
+    """An absolute local path, or the URL as it is: what names a dataset wherever it is read from."""
+    return str(path) if is_url(str(path)) else str(Path(path).resolve())
+
+
 def location(path: Union[str, os.PathLike, "UrlPath"]) -> Union[Path, "UrlPath"]:
     """A ``Path`` for a local path, a :class:`UrlPath` for a URL."""
     if isinstance(path, UrlPath):
@@ -141,6 +146,36 @@ class UrlPath:
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
+
+    # -- what the shard store (schemas/store.py) uses on an s3:// output
+    def __lt__(self, other: "UrlPath") -> bool:
+        return str(self) < str(other)
+
+    def with_name(self, name: str) -> "UrlPath":
+        return self.parent / name
+
+    def relative_to(self, other: "UrlPath") -> PurePosixPath:
+        return PurePosixPath(self.key).relative_to(other.key)
+
+    def exists(self) -> bool:
+        return self.is_file() or self.is_dir()
+
+    def iterdir(self) -> Iterator["UrlPath"]:
+        """The objects and "folders" (key prefixes) directly under this one."""
+        for name in list_names(str(self), folders=True):
+            yield self / name.rstrip("/")
+
+    def write_bytes(self, data: bytes) -> None:
+        put_bytes(str(self), data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        put_bytes(str(self), text.encode(encoding))
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        remove_object(str(self))   # S3 deletes of an absent key succeed
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        pass   # an object store has no folders: a key's prefix exists once an object is put under it
 
 
 # ------------------------------------------------------------------ S3
@@ -289,8 +324,9 @@ class _RawReader(io.RawIOBase):
             super().close()
 
 
-def list_names(folder: str, limit: Optional[int] = None) -> list[str]:
-    """Names of the objects directly under ``folder`` (a "folder" is a key prefix ending in ``/``)."""
+def list_names(folder: str, limit: Optional[int] = None, folders: bool = False) -> list[str]:
+    """Names of the objects directly under ``folder`` (a "folder" is a key prefix ending in ``/``);
+    ``folders``: the names of the "folders" under it too, each ending in ``/`` (s3 only)."""
     scheme, bucket, key = split_url(folder)
     prefix = key.rstrip("/") + "/" if key.strip("/") else ""
     if scheme == "s3":
@@ -300,6 +336,8 @@ def list_names(folder: str, limit: Optional[int] = None) -> list[str]:
         try:
             for page in pages:
                 names += [item["Key"][len(prefix):] for item in page.get("Contents", [])]
+                if folders:
+                    names += [item["Prefix"][len(prefix):] for item in page.get("CommonPrefixes", [])]
                 if limit is not None and len(names) >= limit:
                     return names[:limit]
         except (BotoCoreError, ClientError) as error:
@@ -376,3 +414,180 @@ def preflight(url: str) -> None:
             object_size(url)
     except FileNotFoundError:
         pass
+
+
+# ------------------------------------------------------------------ writing (s3:// outputs only)
+# An object store has no rename and no folders: a PUT replaces one whole object atomically, and a
+# "folder" is a key prefix. The shard store commits by order instead of by rename (schemas/store.py).
+def _writable(url: str) -> tuple[str, str]:
+    scheme, bucket, key = split_url(url)
+    if scheme != "s3":
+        raise PermissionError(f"{url}: finsta writes datasets to local folders and s3:// only")
+    return bucket, key
+
+
+def put_bytes(url: str, data: bytes, if_none_match: bool = False, if_match: Optional[str] = None) -> str:
+    """Write one object whole; returns its ETag. ``if_none_match``: only if no such object exists
+    (else FileExistsError); ``if_match``: only if its ETag is still that (else FileExistsError)."""
+    bucket, key = _writable(url)
+    conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match} if if_match else {}
+    from botocore.exceptions import ClientError
+    try:
+        return _s3().put_object(Bucket=bucket, Key=key, Body=data, **conditions)["ETag"]
+    except ClientError as error:
+        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412) and conditions:
+            raise FileExistsError(f"{url} was written by someone else") from None
+        raise _s3_error(error, url) from None
+    except Exception as error:   # botocore's network errors
+        raise _s3_error(error, url) from None
+
+
+def upload_file(local: Union[str, os.PathLike], url: str) -> None:
+    """Copy a local file to ``url`` (multipart for big files: boto3's transfer manager)."""
+    bucket, key = _writable(url)
+    try:
+        _s3().upload_file(os.fspath(local), bucket, key)
+    except Exception as error:
+        raise _s3_error(error, url) from None
+
+
+def download_file(url: str, local: Union[str, os.PathLike]) -> None:
+    """Copy the object at ``url`` to a local file (written under a temporary name, then renamed)."""
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    part = local.with_name(f".{local.name}.part-{os.getpid()}")
+    try:
+        with open_read(url) as stream, open(part, "wb") as sink:
+            shutil.copyfileobj(stream, sink, 1 << 20)
+        os.replace(part, local)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def remove_object(url: str, if_match: Optional[str] = None) -> None:
+    """Delete one object (deleting an absent one is not an error)."""
+    bucket, key = _writable(url)
+    _s3_call(url, "delete_object", Bucket=bucket, Key=key, **({"IfMatch": if_match} if if_match else {}))
+
+
+def copy_object(source: str, target: str) -> None:
+    """Server-side copy (the bytes never pass through this machine)."""
+    _, bucket, key = split_url(source)
+    target_bucket, target_key = _writable(target)
+    _s3_call(target, "copy_object", Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key})
+
+
+def list_tree(folder: str) -> dict[str, int]:
+    """Every object under ``folder``, at any depth: ``{path relative to folder: bytes}``."""
+    _, bucket, key = split_url(folder)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    from botocore.exceptions import BotoCoreError, ClientError
+    found: dict[str, int] = {}
+    try:
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.update({item["Key"][len(prefix):]: int(item["Size"]) for item in page.get("Contents", [])})
+    except (BotoCoreError, ClientError) as error:
+        raise _s3_error(error, folder) from None
+    return found
+
+
+def remove_tree(folder: str, first: tuple[str, ...] = ()) -> None:
+    """Delete every object under ``folder``; the relative paths in ``first`` go first, in that order."""
+    names = list_tree(folder)
+    for rel in [r for r in first if r in names] + sorted(r for r in names if r not in first):
+        remove_object(f"{str(folder).rstrip('/')}/{rel}")
+
+
+class ObjectLock:
+    """One writer per s3:// dataset: a lease held in one object, taken by a conditional create.
+
+    ``acquire`` puts the lock object only if none exists (S3 ``If-None-Match: *``); a thread renews
+    the lease every ``lease_s / 3`` by rewriting it only if it is still ours (``If-Match`` on its
+    ETag). A lock whose lease ran out (its writer died: kill -9, lost node) is taken over with
+    ``If-Match`` on the stale ETag, so of two runs taking over at once exactly one wins. What is
+    guaranteed: two live writers never both hold it, as long as a writer's renewals reach S3 within
+    ``lease_s``; a writer that could not renew in time (``lost``) stops committing (``check``).
+    A crashed run blocks the dataset for at most ``lease_s``.
+    """
+
+    LEASE_S = 60.0
+
+    def __init__(self, url: "UrlPath", lease_s: Optional[float] = None):
+        self.path = url
+        self.lease_s = float(lease_s or os.environ.get("FINSTA_S3_LOCK_LEASE_S", self.LEASE_S))
+        self.etag: Optional[str] = None
+        self.lost: Optional[str] = None
+        self._stop = None
+
+    def _holder(self) -> bytes:
+        import json
+        import socket
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime(
+            "%Y-%m-%d %H:%M:%S"), "expires": time.time() + self.lease_s}).encode()
+
+    def acquire(self) -> Optional[dict]:
+        """Take the lock; returns the stale holder's record when one was taken over. Raises
+        PermissionError (``held by``, holder) when a live run holds it."""
+        import json
+        stale = None
+        try:
+            self.etag = put_bytes(str(self.path), self._holder(), if_none_match=True)
+        except FileExistsError:
+            bucket, key = _writable(str(self.path))
+            answer = _s3_call(str(self.path), "get_object", Bucket=bucket, Key=key)
+            try:
+                stale = json.loads(answer["Body"].read())
+            except ValueError:
+                stale = {}
+            if not isinstance(stale, dict) or float(stale.get("expires", 0)) > time.time():
+                raise LockHeld(stale if isinstance(stale, dict) else {}) from None
+            try:
+                self.etag = put_bytes(str(self.path), self._holder(), if_match=answer["ETag"])
+            except FileExistsError:   # another run took it over first
+                raise LockHeld({}) from None
+        self._start_renewing()
+        return stale
+
+    def _start_renewing(self) -> None:
+        import threading
+        self._stop = threading.Event()
+        thread = threading.Thread(target=self._renew, args=(self._stop,), name="finsta-s3-lock", daemon=True)
+        thread.start()
+
+    def _renew(self, stop) -> None:
+        deadline = time.time() + self.lease_s
+        while not stop.wait(self.lease_s / 3):
+            try:
+                self.etag = put_bytes(str(self.path), self._holder(), if_match=self.etag)
+                deadline = time.time() + self.lease_s
+            except FileExistsError:
+                self.lost = f"another run took over the lock {self.path}"
+                return
+            except OSError:
+                if time.time() > deadline:
+                    self.lost = f"could not renew the lock {self.path} within {self.lease_s:g} s"
+                    return
+
+    def check(self) -> None:
+        """Raise PermissionError when the lease was lost (a commit now could race another writer)."""
+        if self.lost:
+            raise PermissionError(self.lost)
+
+    def release(self) -> None:
+        if self._stop is None:
+            return
+        self._stop.set()
+        self._stop = None
+        if not self.lost:
+            try:
+                remove_object(str(self.path), if_match=self.etag)
+            except OSError:
+                pass   # the lease runs out by itself
+
+
+class LockHeld(PermissionError):
+    """The dataset's lock is held by a live run; ``holder`` is its record (pid, host, started)."""
+
+    def __init__(self, holder: dict):
+        super().__init__(f"held by {holder}")
+        self.holder = holder

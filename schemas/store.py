@@ -45,7 +45,9 @@ import re
 import shutil
 import socket
 import stat
+import tempfile
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from importlib import metadata
@@ -64,6 +66,8 @@ except ImportError:  # not on Windows: the lock falls back to the pid check
 from schemas.arrow import (FAILURES_SCHEMA, records_to_table, samples_schema, table_to_records, from_row)
 from schemas.errors import UserError
 from schemas.options import diff, diff_text
+from schemas import storage
+from schemas.storage import UrlPath, location
 from schemas.records import (FEATURE_ARRAYS, OPTIONAL_FEATURES, FailureRecord, SampleFeatures, VideoSample,
                              feature_dtype)
 from schemas.version import FORMAT_NAME, SCHEMA_VERSION
@@ -111,9 +115,9 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path | UrlPath) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -129,7 +133,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path | UrlPath) -> None:
+    if isinstance(path, UrlPath):   # an object is durable once its PUT returns; there are no folders
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -137,7 +143,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path | UrlPath, data: bytes) -> None:
+    if isinstance(path, UrlPath):   # a PUT replaces the whole object at once
+        path.write_bytes(data)
+        return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as handle:
         handle.write(data)
@@ -150,6 +159,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # The store's file I/O seam: everything that lists, reads, publishes or removes goes through these few
 # functions (and _write_atomic above), so another file system (object storage) can stand in for them.
 # The commit rule needs no rename: a shard's files, then shard.json, then _DONE last.
+# On an s3:// dataset the paths are schemas.storage.UrlPath objects (the same small API as Path); shard
+# files are written into a local temporary folder and uploaded in commit order (_commit_folder), and a
+# reader copies the files it reads into a local cache (Dataset._local_copy).
 def fs_read(path: Path) -> bytes:
     return path.read_bytes()
 
@@ -166,8 +178,53 @@ def fs_remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def fs_remove_tree(folder: Path) -> None:
+def fs_remove_tree(folder: Path | UrlPath) -> None:
+    if isinstance(folder, UrlPath):
+        storage.remove_tree(str(folder), first=(DONE,))   # uncommitted first
+        return
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def fs_sizes(folder: Path | UrlPath, rels: list[str]) -> dict[str, Optional[int]]:
+    """The size in bytes of each of ``rels`` inside ``folder`` (None: missing); one listing on S3."""
+    if isinstance(folder, UrlPath):
+        listed = storage.list_tree(str(folder))
+        return {rel: listed.get(rel) for rel in rels}
+    sizes: dict[str, Optional[int]] = {}
+    for rel in rels:
+        try:
+            sizes[rel] = (folder / rel).stat().st_size if (folder / rel).is_file() else None
+        except OSError:
+            sizes[rel] = None
+    return sizes
+
+
+def _move_tree(source: Path | UrlPath, target: Path | UrlPath) -> None:
+    """Move a shard folder. Locally a rename; on S3 a server-side copy of every object (shard.json, then
+    _DONE last, so the copy is committed only when whole), then the source is removed (_DONE first)."""
+    if not isinstance(source, UrlPath):
+        os.rename(source, target)
+        _fsync_dir(Path(target).parent)
+        return
+    rels = sorted(storage.list_tree(str(source)), key=lambda rel: (rel == DONE, rel == SHARD_INFO, rel))
+    for rel in rels:
+        storage.copy_object(str(source / rel), str(target / rel))
+    fs_remove_tree(source)
+
+
+def _commit_folder(tmp: Path, final: Path | UrlPath) -> None:
+    """Publish a shard written in ``tmp`` as ``final`` and commit it (``_DONE`` last). Locally: rename,
+    then ``_DONE``. On S3: upload every file, then ``shard.json``, then ``_DONE``; ``tmp`` is removed."""
+    done = sha256_file(tmp / SHARD_INFO).encode()
+    if isinstance(final, UrlPath):
+        for path in sorted(_files_of(tmp), key=lambda p: (p.name == SHARD_INFO, str(p))):
+            storage.upload_file(path, str(final / path.relative_to(tmp).as_posix()))
+        _write_atomic(final / DONE, done)
+        shutil.rmtree(tmp.parent, ignore_errors=True)   # the local staging folder
+        return
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    _write_atomic(final / DONE, done)
 
 
 def _write_arrow(path: Path, table: pa.Table) -> None:
@@ -175,7 +232,9 @@ def _write_arrow(path: Path, table: pa.Table) -> None:
         writer.write_table(table)
 
 
-def _files_of(folder: Path) -> list[Path]:
+def _files_of(folder: Path | UrlPath) -> list[Path | UrlPath]:
+    if isinstance(folder, UrlPath):
+        return [folder / rel for rel in sorted(storage.list_tree(str(folder)))]
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
@@ -296,6 +355,29 @@ class WriterLock:
                          f"{holder.get('started', '?')}); wait for it to finish or use another --out")
 
 
+class ObjectWriterLock(storage.ObjectLock):
+    """:class:`WriterLock` for an s3:// dataset: a lease in ``OUT/.finsta.lock`` taken by a conditional
+    create (:class:`schemas.storage.ObjectLock` says what it guarantees)."""
+
+    def __init__(self, root: UrlPath):
+        super().__init__(root / LOCK)
+
+    def acquire(self) -> Optional[dict]:
+        try:
+            return super().acquire()
+        except storage.LockHeld as held:
+            refusal = WriterLock._refusal(self, held.holder)
+            expires = held.holder.get("expires")
+            if isinstance(expires, (int, float)):   # a run that died holds it until its lease runs out
+                refusal = UserError(f"{refusal} (if that run is gone, its lock expires at "
+                                    f"{time.strftime('%H:%M:%S', time.localtime(expires))})")
+            raise refusal from None
+
+
+def _lock_for(root: Path | UrlPath) -> WriterLock | ObjectWriterLock:
+    return ObjectWriterLock(root) if isinstance(root, UrlPath) else WriterLock(root)
+
+
 def _open_lock_file(path: Path) -> int:
     """Open (or create) the lock file without following a symlink: the lock is truncated and rewritten,
     so it must be our own regular file, never a link to someone else's file (issue 26 item 2)."""
@@ -380,13 +462,13 @@ def remove_dataset(root: Path) -> None:
     for entry in root.iterdir():
         if _WRITTEN_TEMP.match(entry.name):
             entry.unlink(missing_ok=True)
-    shutil.rmtree(root / QUARANTINE, ignore_errors=True)
+    fs_remove_tree(root / QUARANTINE)
     shards = root / SHARDS
     if shards.is_dir():
         for entry in shards.iterdir():
             if _SHARD_NAME.match(entry.name) or entry.name.startswith((".tmp-", MERGED_PREFIX)):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        if not any(shards.iterdir()):
+                fs_remove_tree(entry) if entry.is_dir() else fs_remove(entry)
+        if isinstance(shards, Path) and not any(shards.iterdir()):
             shards.rmdir()
 
 
@@ -415,7 +497,7 @@ def check_shard(folder: Path, full: bool = False, files: bool = True
         raw = (folder / SHARD_INFO).read_bytes()
         done = (folder / DONE).read_text().strip()
     except OSError as error:
-        return f"{error.filename and Path(error.filename).name}: {error.strerror}", None, {}
+        return (f"{Path(error.filename).name}: {error.strerror}" if error.filename else str(error)), None, {}
     if hashlib.sha256(raw).hexdigest() != done:
         return f"{SHARD_INFO} does not match {DONE} (edited or damaged)", None, {}
     try:
@@ -428,16 +510,15 @@ def check_shard(folder: Path, full: bool = False, files: bool = True
     for rel in _REQUIRED_FILES:
         if rel not in info.files:
             return f"{SHARD_INFO} does not list {rel}", None, {}
-    for rel, digest in sorted(info.files.items()):
-        path = folder / rel
+    for rel in info.files:
         if rel.startswith("/") or ".." in Path(rel).parts:
             return f"{SHARD_INFO} lists a path outside the shard ({rel!r})", None, {}
+    on_disk = fs_sizes(folder, sorted(info.files)) if files else {}
+    for rel, digest in sorted(info.files.items()):
+        path = folder / rel
         if not files:
             continue
-        try:
-            size = path.stat().st_size if path.is_file() else None
-        except OSError:
-            size = None
+        size = on_disk[rel]
         if size is None:
             return f"{rel}: missing", None, {}
         if rel in info.sizes and info.sizes[rel] != size:
@@ -477,6 +558,8 @@ def _scan_shards(shards: Path, files: bool = True, full: bool = False) -> _Scan:
             problem, info, config = check_shard(entry, full=full, files=files)
             scan.damaged.append((entry, problem)) if problem else scan.intact.append((entry, info, config))
     replaced = {old for _, info, _ in scan.intact for old in info.replaces}
+    # a merged shard whose copy under its final name is committed too (S3 has no rename: _move_tree)
+    replaced |= {MERGED_PREFIX + info.name for folder, info, _ in scan.intact if folder.name == info.name}
     scan.superseded = [entry for entry in entries if entry.name in replaced]
     scan.intact = [item for item in scan.intact if item[0].name not in replaced]
     scan.damaged = [item for item in scan.damaged if item[0].name not in replaced]
@@ -519,7 +602,7 @@ class DatasetWriter:
 
     def __init__(self, root: str | os.PathLike, config: dict[str, Any], feature_dims: dict[str, int],
                  overwrite: bool = False, host: Optional[dict[str, Any]] = None, check_data: bool = False):
-        self.root = Path(root)
+        self.root = location(root)   # a Path, or a UrlPath for s3://
         self.check_data = check_data   # also hash every file of every shard on open (slow: reads all the data)
         self.config = config
         self.config_hash = config_hash(config)
@@ -531,7 +614,7 @@ class DatasetWriter:
         if overwrite:
             check_overwrite(self.root)
         _make_root(self.root)
-        self.lock = WriterLock(self.root)
+        self.lock = _lock_for(self.root)
         stale = self.lock.acquire()
         try:
             if stale:
@@ -599,8 +682,7 @@ class DatasetWriter:
         for folder, info, config in scan.intact:
             if folder.name.startswith(MERGED_PREFIX):   # its old shards are gone now: publish it
                 final = folder.with_name(info.name)
-                os.rename(folder, final)
-                _fsync_dir(final.parent)
+                _move_tree(folder, final)
                 folder = final
             checked.append((folder, info, config))
         for folder, problem in scan.damaged:
@@ -634,9 +716,9 @@ class DatasetWriter:
         n = 1
         while target.exists():
             target, n = target_dir / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}-{n}", n + 1
-        os.rename(folder, target)
+        _move_tree(folder, target)
         fs_remove(target / DONE)   # a quarantined shard is not committed anywhere
-        (target / "QUARANTINED.txt").write_text(problem + "\n")
+        _write_atomic(target / "QUARANTINED.txt", (problem + "\n").encode())
         _fsync_dir(folder.parent)
         line = f"{folder.name}: {problem}; moved to {QUARANTINE}/{target.name}, its samples will be redone"
         self.quarantined.append(line)
@@ -668,25 +750,26 @@ class DatasetWriter:
             if problem:
                 raise ValueError(problem)
         name = self._next_name()
-        tmp = self.root / SHARDS / f".tmp-{name}-{os.getpid()}"
+        if isinstance(self.root, UrlPath):   # written here, then uploaded in commit order (_commit_folder)
+            self.lock.check()
+            tmp = Path(tempfile.mkdtemp(prefix="finsta-shard-")) / name
+        else:
+            tmp = self.root / SHARDS / f".tmp-{name}-{os.getpid()}"
+        # A merged shard is committed hidden: until its old shards are gone, a plain reader of
+        # shards/*/samples.arrow must not see its rows twice (issue 26 item 10).
+        final = self.root / SHARDS / ((MERGED_PREFIX if replaces else "") + name)
         try:
             fs_remove_tree(tmp)
             tmp.mkdir()
             files, info = self._write_files(tmp, name, samples, failures, replaces or [], fingerprints or {})
-            # A merged shard is committed hidden: until its old shards are gone, a plain reader of
-            # shards/*/samples.arrow must not see its rows twice (issue 26 item 10).
-            final = self.root / SHARDS / ((MERGED_PREFIX if replaces else "") + name)
-            os.rename(tmp, final)
+            _commit_folder(tmp, final)
         except BaseException:
-            fs_remove_tree(tmp)
+            fs_remove_tree(tmp if isinstance(self.root, Path) else tmp.parent)
             raise
-        _fsync_dir(final.parent)
-        _write_atomic(final / DONE, sha256_file(final / SHARD_INFO).encode())
         if replaces:
             for old in replaces:
                 _remove_shard(self.root / SHARDS / old)
-            os.rename(final, final.with_name(name))
-            _fsync_dir(final.parent)
+            _move_tree(final, final.with_name(name))
             self.shards = [s for s in self.shards if s.name not in replaces] + [info]
         else:
             self.shards.append(info)
@@ -942,6 +1025,12 @@ class Dataset:
         self._verified: set[tuple[str, str]] = set()
         self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
+        # An s3:// dataset: each file read is first copied here (Arrow memory-maps and Zarr opens local
+        # files), once per reader; the folder goes when the reader does.
+        self._local: Optional[Path] = None
+        if isinstance(root, UrlPath):
+            self._local = Path(tempfile.mkdtemp(prefix="finsta-read-"))
+            weakref.finalize(self, shutil.rmtree, self._local, True)
 
     def keys(self) -> list[str]:
         return [key for shard in self.shards for key in shard.keys]
@@ -1003,8 +1092,10 @@ class Dataset:
         return list(latest.values())
 
     def _checked(self, shard: str, rel: str) -> Path:
-        """The path of ``rel`` in ``shard``, its sha256 checked once when ``verify`` is on."""
+        """The (local) path of ``rel`` in ``shard``, its sha256 checked once when ``verify`` is on."""
         path = self._folder(shard) / rel
+        if self._local is not None:
+            path = self._local_copy(shard, rel)
         if self.verify and (shard, rel) not in self._verified:
             expected = self._files.get(shard, {}).get(rel)
             if not path.is_file():
@@ -1018,8 +1109,25 @@ class Dataset:
         return path
 
     def _folder(self, shard: str) -> Path:
+        """The shard's folder: local (a local copy of it for an s3:// dataset)."""
+        if self._local is not None:
+            return self._local / shard
         folder = self.root / SHARDS / self._folders.get(shard, shard)
         return folder if folder.exists() else self.root / SHARDS / shard   # renamed into place since opening
+
+    def _local_copy(self, shard: str, rel: str) -> Path:
+        """``rel`` of an s3:// dataset's ``shard``, copied into the local cache on first use."""
+        local = self._local / shard / rel
+        if not local.is_file():
+            folder = self.root / SHARDS / self._folders.get(shard, shard)
+            try:
+                storage.download_file(str(folder / rel), local)
+            except FileNotFoundError:   # a merged shard copied into place since opening (_move_tree)
+                try:
+                    storage.download_file(str(self.root / SHARDS / shard / rel), local)
+                except FileNotFoundError:
+                    pass   # _checked reports it missing
+        return local
 
     def _checked_group(self, shard: str, prefix: str) -> None:
         for rel in sorted(self._files.get(shard, {})):
@@ -1094,7 +1202,7 @@ def open_dataset(root: str | os.PathLike, verify: bool = True) -> Dataset:
     ``build-sgs`` quarantines them. Raises :class:`UserError` when the folder or its manifest is
     missing or unreadable, or was written by a ``SCHEMA_VERSION`` this finsta does not read.
     """
-    root = Path(root)
+    root = location(root)
     if not (root / MANIFEST).is_file():
         raise UserError(f"{root} is not a finsta dataset (no {MANIFEST}); build one with `python cli.py build-sgs`")
     manifest = _read_manifest(root / MANIFEST)
@@ -1123,7 +1231,7 @@ def verify(root: str | os.PathLike) -> list[str]:
     another config, keys held by two shards). Debris of interrupted commits and the old shards of a
     compaction cut short are not problems: nothing reads them and the next writer removes them.
     """
-    root = Path(root)
+    root = location(root)
     if not (root / MANIFEST).is_file() and not (root / SHARDS).is_dir():
         raise UserError(f"{root} is not a finsta dataset (no {MANIFEST})")
     problems, manifest = [], None

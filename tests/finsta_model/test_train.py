@@ -205,3 +205,20 @@ def test_cli_train_logs_loss_lines_when_not_on_a_terminal(small_dataset, tmp_pat
     lines = done.stderr.splitlines()
     assert [line.split(" · ")[0] for line in lines] == ["train step 2/4", "train step 4/4"]
     assert all("graphs/s" in line and "ETA" in line and "lr" in line for line in lines)
+
+
+# ------------------------------------------------------------------ shards on S3 (moto's server on 127.0.0.1)
+from tests.storage_servers import make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+
+
+def test_train_and_eval_read_an_s3_dataset_exactly_like_the_local_one(small_dataset, s3_env, tmp_path):
+    files = {f"ds/{p.relative_to(small_dataset).as_posix()}": p for p in small_dataset.rglob("*") if p.is_file()}
+    url = make_bucket(s3_env, "shards", files) + "/ds"
+    config = TrainConfig(**{**TINY.as_dict(), "steps": 2})
+    train(small_dataset, tmp_path / "local", config, progress=False)
+    train(url, tmp_path / "s3", config, progress=False)
+    assert _losses(tmp_path / "s3") == _losses(tmp_path / "local")
+    got, want = evaluate(url, tmp_path / "s3"), evaluate(small_dataset, tmp_path / "local")
+    assert "training shards (s3://shards/ds)" in got["warnings"][0]   # the run recorded the URL, eval read it
+    same = lambda report: {k: v for k, v in report.items() if k not in ("warnings", "checkpoint")}  # noqa: E731
+    assert same(got) == same(want)

@@ -541,7 +541,8 @@ def test_failures_are_counted_per_line_even_when_one_id_repeats_on_many_bad_line
 
 
 # ------------------------------------------------------------------ inputs on S3 (moto's server on 127.0.0.1)
-from tests.storage_servers import TEST_KEY_ID, make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+from schemas.storage import list_tree, location  # noqa: E402
+from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, make_bucket, s3_env, s3_server  # noqa: E402,F401
 
 
 @pytest.mark.slow
@@ -566,14 +567,17 @@ def test_a_manifest_of_s3_videos_on_s3_builds_the_same_features_as_local(world, 
     assert TEST_KEY_ID not in (tmp_path / "out").joinpath("manifest.json").read_text()
 
 
-def test_no_credentials_for_s3_inputs_is_one_line_and_exit_2_before_workers_start(world, s3_env, tmp_path):
+def test_no_credentials_for_s3_inputs_or_output_is_one_line_and_exit_2_before_workers_start(world, s3_env, tmp_path):
     make_bucket(s3_env, "private", {"m.jsonl": b'{"id": "a", "video": "a.mp4", "captions": ["x"]}\n'})
     local = tmp_path / "m.jsonl"   # a local manifest of s3:// videos: the preflight reads the first video
     local.write_text('{"id": "a", "video": "s3://private/a.mp4", "captions": ["x"]}\n')
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    for data_root, url in (("s3://private/m.jsonl", "s3://private/m.jsonl"), (str(local), "s3://private/a.mp4")):
+    out = str(tmp_path / "out")
+    for data_root, out, url in (("s3://private/m.jsonl", out, "s3://private/m.jsonl"),
+                                (str(local), out, "s3://private/a.mp4"),
+                                (str(local), "s3://private/out", "s3://private/out/.write-test-")):   # --out
         done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
-                               data_root, "--out", str(tmp_path / "out"), "--executor", "ray",
+                               data_root, "--out", out, "--executor", "ray",
                                "--detector", "color", "--quiet"], cwd=REPO, capture_output=True, text=True,
                               env=env, timeout=600)
         assert done.returncode == 2, done.stderr
@@ -593,7 +597,8 @@ def _manifest_of(world: Path, video_of) -> bytes:
 
 
 @pytest.mark.slow
-def test_sigterm_mid_run_on_s3_inputs_then_rerun_ends_like_an_uninterrupted_local_run(world16, s3_env, tmp_path):
+def test_an_s3_build_into_s3_stopped_by_sigterm_then_rerun_ends_like_an_uninterrupted_local_run(world16, s3_env,
+                                                                                                   tmp_path):
     local = tmp_path / "local.jsonl"
     local.write_bytes(_manifest_of(world16, str))
     videos = {f"v/{p.name}": p for p in (world16 / "videos").iterdir()}
@@ -602,22 +607,31 @@ def test_sigterm_mid_run_on_s3_inputs_then_rerun_ends_like_an_uninterrupted_loca
     cfg.detect.name, cfg.detect.batch_frames, cfg.run.executor, cfg.run.quiet = "progress_probe_double", 1000, \
         "sequential", True
     run_build(cfg, tmp_path / "reference")
+    out = "s3://w16/out"
     command = [sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root", "s3://w16/m.jsonl",
-               "--out", str(tmp_path / "out"), "--detector", "progress_probe_double", "--set",
-               "detect.batch_frames=1000", "--num-cpus", "2", "--quiet"]
+               "--out", out, "--detector", "progress_probe_double", "--set", "detect.batch_frames=1000",
+               "--num-cpus", "2", "--quiet"]
     probe = tmp_path / "probe"
     probe.mkdir()
     proc = start_and_wait(command, probe, 8)
     os.kill(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
-    assert 1 <= len(open_dataset(tmp_path / "out")) < SIXTEEN
+    committed = len(open_dataset(out))
+    assert 1 <= committed < SIXTEEN and verify(out) == []
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "FINSTA_PLUGINS": "tests.pipeline.doubles"})
     assert done.returncode == 0, done.stderr
-    got, want = contents(tmp_path / "out"), contents(tmp_path / "reference")
-    assert sorted(got) == sorted(want) and len(want) == SIXTEEN
-    assert all(got[key][1] == want[key][1] for key in want) and verify(tmp_path / "out") == []
+    got, want = contents(out), contents(tmp_path / "reference")
+    assert sorted(got) == sorted(want) and len(want) == SIXTEEN   # every sample exactly once (keys are unique)
+    assert all(got[key][1] == want[key][1] for key in want) and verify(out) == []
+    checked = subprocess.run([sys.executable, "cli.py", "verify", out], cwd=REPO, capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.strip() == f"ok: {out} verified", checked.stderr
+    stats = json.loads(location(f"{out}/stats.json").read_text())
+    assert stats["run"]["samples_run"] == SIXTEEN - committed and stats["committed"] == SIXTEEN
+    written = b"".join(location(f"{out}/{rel}").read_bytes() for rel in list_tree(out))   # credentials: nowhere
+    assert TEST_KEY_ID.encode() not in written and TEST_SECRET.encode() not in written
+
 
 
 def test_a_sample_whose_input_changed_is_redone_and_the_rest_skipped(world, sequential_out, tmp_path):

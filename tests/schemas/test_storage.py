@@ -89,3 +89,27 @@ def test_an_unreachable_s3_endpoint_is_retried_then_a_connection_error(s3_env, m
     with pytest.raises(ConnectionError, match="cannot reach S3 for s3://b/k.mp4") as error:
         storage.object_size("s3://b/k.mp4")
     assert "finsta-test" not in str(error.value)
+
+
+def test_the_s3_lock_is_a_conditional_create_renewed_while_held_and_lost_when_taken(s3_env):
+    import json
+    import time
+    bucket = make_bucket(s3_env, "locks")
+    lock = storage.ObjectLock(storage.location(f"{bucket}/ds/.lock"), lease_s=1.5)
+    assert lock.acquire() is None
+    with pytest.raises(storage.LockHeld) as held:
+        storage.ObjectLock(storage.location(f"{bucket}/ds/.lock")).acquire()
+    assert held.value.holder["expires"] > time.time()
+    first = lock.etag
+    give_up = time.time() + 120   # the thread renews every 0.5 s; this only bounds a hung test
+    while lock.etag == first:     # renewed: a new ETag, a later expiry
+        assert time.time() < give_up and lock.lost is None
+        time.sleep(0.05)
+    storage.put_bytes(f"{bucket}/ds/.lock", json.dumps({"pid": 2, "expires": time.time() + 600}).encode())
+    while lock.lost is None:      # another run took it: the next renewal sees a changed ETag
+        assert time.time() < give_up
+        time.sleep(0.05)
+    with pytest.raises(PermissionError, match="another run took over"):
+        lock.check()
+    lock.release()
+    assert json.loads(storage.location(f"{bucket}/ds/.lock").read_text())["pid"] == 2   # theirs is left alone

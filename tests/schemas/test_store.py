@@ -578,3 +578,60 @@ def test_fingerprints_are_stored_per_row_survive_compaction_and_changed_rows_can
         assert writer.drop_samples({"b", "d", "e"}) == 3
         assert len(writer.shards) == 1 and not writer.committed_keys() and alone not in os.listdir(tmp_path / "shards")
     assert [f.key for f in open_dataset(tmp_path).failures()] == ["f"] and verify(tmp_path) == []
+
+
+# ---------------------------------------------------------------- an s3:// dataset (moto's S3 server on 127.0.0.1)
+from schemas import storage  # noqa: E402
+from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, make_bucket, s3_env, s3_server  # noqa: E402,F401
+
+
+def test_an_s3_dataset_round_trips_compacts_verifies_and_stores_no_credentials(s3_env):
+    root = make_bucket(s3_env, "store") + "/ds"
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        writer.write_shard([make_sample("a", seed=1), make_sample("b", n_det=0, seed=2)],
+                           [FailureRecord("x", "decode", "timeout", "first try")])
+        writer.write_shard([make_sample("c", seed=3)], [])
+        with pytest.raises(UserError, match="being written by another build-sgs .*expires at"):
+            DatasetWriter(root, {"run": 1}, DIMS)     # the lock: a conditional create on S3
+        assert writer.compact(target_rows=10) == ["shard-000002"]
+    ds = open_dataset(root)
+    assert ds.keys() == ["a", "b", "c"] and ds.shard_names() == ["shard-000002"] and verify(root) == []
+    assert ds.get("b")[0] == make_sample("b", n_det=0, seed=2)[0] and [f.key for f in ds.failures()] == ["x"]
+    np.testing.assert_array_equal(ds.get("a")[1].frame, make_sample("a", seed=1)[1].frame.astype(np.float16))
+    names = storage.list_tree(root)
+    assert sorted({rel.split("/")[1] for rel in names if rel.startswith("shards/")}) == ["shard-000002"]
+    assert ".finsta.lock" not in names   # released
+    written = b"".join(storage.location(f"{root}/{rel}").read_bytes() for rel in names)
+    assert TEST_KEY_ID.encode() not in written and TEST_SECRET.encode() not in written
+    with pytest.raises(UserError, match="built with other options"):
+        DatasetWriter(root, {"run": 2}, DIMS)
+    storage.put_bytes(f"{root}/notes.txt", b"the user's own file")
+    DatasetWriter(root, {"run": 2}, DIMS, overwrite=True).close()
+    assert len(open_dataset(root)) == 0 and sorted(storage.list_tree(root)) == ["manifest.json", "notes.txt"]
+
+
+def test_an_s3_writer_removes_debris_publishes_a_merged_shard_and_takes_over_an_expired_lock(s3_env):
+    root = make_bucket(s3_env, "debris") + "/ds"
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        writer.write_shard([make_sample("a", seed=1)], [])
+        writer.write_shard([make_sample("b", seed=2)], [])
+    storage.put_bytes(f"{root}/shards/shard-000009/samples.arrow", b"partial")   # a kill mid-upload: no _DONE
+    old = f"{root}/shards/shard-000001"
+    for rel in storage.list_tree(old):
+        storage.copy_object(f"{old}/{rel}", f"{root}-saved/{rel}")
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        [name] = writer.compact(target_rows=10)   # replaces shard-000000 and shard-000001
+    # as if killed after the merged shard's commit and one old shard's removal, before its copy into place
+    final = f"{root}/shards/{name}"
+    for rel in storage.list_tree(final):
+        storage.copy_object(f"{final}/{rel}", f"{root}/shards/.merged-{name}/{rel}")
+    storage.remove_tree(final, first=("_DONE",))
+    for rel in storage.list_tree(f"{root}-saved"):
+        storage.copy_object(f"{root}-saved/{rel}", f"{old}/{rel}")
+    assert sorted(open_dataset(root).keys()) == ["a", "b"]   # readers see each row once meanwhile
+    # the writer that did it died: its lock object is left behind, its lease run out
+    storage.put_bytes(f"{root}/.finsta.lock", json.dumps({"pid": 1, "host": "gone", "expires": 0}).encode())
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        assert writer.committed_keys() == {"a", "b"} and "stale lock of pid 1" in writer.notes[0]
+    assert {rel.split("/")[0] for rel in storage.list_tree(f"{root}/shards")} == {name}
+    assert verify(root) == [] and sorted(open_dataset(root).keys()) == ["a", "b"]
