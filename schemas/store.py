@@ -1025,11 +1025,15 @@ class Dataset:
         self._verified: set[tuple[str, str]] = set()
         self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
-        # An s3:// dataset: each file read is first copied here (Arrow memory-maps and Zarr opens local
-        # files), once per reader; the folder goes when the reader does.
         self._local: Optional[Path] = None
-        if isinstance(root, UrlPath):
+        self._open_local()
+
+    def _open_local(self) -> None:
+        """An s3:// dataset: each file read is first copied into a folder of this process (Arrow
+        memory-maps and Zarr opens local files), once per reader; the folder goes when the reader does."""
+        if isinstance(self.root, UrlPath):
             self._local = Path(tempfile.mkdtemp(prefix="finsta-read-"))
+            self._verified = set()   # what was checked is the copies in the folder before
             weakref.finalize(self, shutil.rmtree, self._local, True)
 
     def keys(self) -> list[str]:
@@ -1047,6 +1051,7 @@ class Dataset:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._index = KeyIndex.build(self.shards)[0]
+        self._open_local()   # the sender's local copies are not this process's (nor, maybe, this machine's)
 
     def shard_names(self) -> list[str]:
         return [shard.name for shard in self.shards]
