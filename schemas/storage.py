@@ -230,8 +230,11 @@ def presign(url: str, expires_s: float) -> str:
 # ------------------------------------------------------------------ GCS
 @lru_cache(maxsize=1)
 def _gcs():
+    """GOOGLE_APPLICATION_CREDENTIALS or the default account; ``CLOUD_STORAGE_EMULATOR_ENDPOINT`` (the
+    Google client libraries' own variable, honoured by pyarrow's client) points at an emulator, which
+    takes no credentials."""
     import pyarrow.fs
-    return pyarrow.fs.GcsFileSystem()   # GOOGLE_APPLICATION_CREDENTIALS or the default account
+    return pyarrow.fs.GcsFileSystem(anonymous=bool(os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT")))
 
 
 def _gcs_call(url: str, fn):

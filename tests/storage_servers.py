@@ -1,8 +1,10 @@
 """Real servers on 127.0.0.1 for the URL-input tests: an S3 API (moto's standalone server, as s3fs's own
-tests use) and an HTTP server with range requests (what ffmpeg needs to seek in an mp4).
+tests use), a GCS JSON API (gcp-storage-emulator) and an HTTP server with range requests (what ffmpeg
+needs to seek in an mp4).
 
-Both are real servers reached over sockets by the real clients (boto3, urllib, ffmpeg): nothing is
-mocked. The S3 fixture skips the test when moto is not installed or its server does not come up.
+All are real servers reached over sockets by the real clients (boto3, pyarrow's GCS client, urllib,
+ffmpeg): nothing is mocked. The S3 and GCS fixtures skip the test when their server is not installed or
+does not come up.
 Each fixture kills what it started.
 """
 from __future__ import annotations
@@ -29,18 +31,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _moto(extra_env: dict[str, str]):
-    """Run moto's S3 server in its own process until the generator is closed; yields its endpoint."""
-    pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    pytest.importorskip("boto3")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **extra_env})
+def _serve(command: list[str], port: int, extra_env: dict[str, str], what: str):
+    """Run a server in its own process until the generator is closed; yields its endpoint."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **extra_env})
     try:
         # Wait for the port to accept; the only bound is the server process itself dying (load-safe).
         while True:
             if proc.poll() is not None:
-                pytest.skip(f"moto server exited with {proc.returncode}")
+                pytest.skip(f"{what} exited with {proc.returncode}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -50,6 +49,15 @@ def _moto(extra_env: dict[str, str]):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _moto(extra_env: dict[str, str]):
+    """Run moto's S3 server in its own process until the generator is closed; yields its endpoint."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    pytest.importorskip("boto3")
+    port = _free_port()
+    yield from _serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port, extra_env,
+                      "moto server")
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +99,37 @@ def make_bucket(endpoint: str, name: str, files: dict[str, bytes | Path] = {}) -
     for key, body in files.items():
         client.put_object(Bucket=name, Key=key, Body=body.read_bytes() if isinstance(body, Path) else body)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """The endpoint URL of a GCS JSON API emulator (gcp-storage-emulator, in memory, no credentials)."""
+    pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator is not installed")
+    port = _free_port()
+    yield from _serve([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port",
+                       str(port), "--in-memory"], port, {}, "GCS emulator")
+
+
+@pytest.fixture
+def gcs_env(gcs_server, monkeypatch):
+    """Point pyarrow's GCS client at the emulator through the Google libraries' own variable."""
+    from schemas import storage
+    monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", gcs_server)
+    storage._gcs.cache_clear()
+    yield gcs_server
+    storage._gcs.cache_clear()
+
+
+def make_gcs_bucket(endpoint: str, name: str, files: dict[str, bytes | Path] = {}) -> str:
+    """Create ``name`` on the emulator and upload ``files`` (key → bytes or a local file); returns gs://name."""
+    import pyarrow.fs
+    fs = pyarrow.fs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=endpoint.split("://", 1)[1],
+                                  project_id="finsta-test")
+    fs.create_dir(name)
+    for key, body in files.items():
+        with fs.open_output_stream(f"{name}/{key}") as sink:
+            sink.write(body.read_bytes() if isinstance(body, Path) else body)
+    return f"gs://{name}"
 
 
 class _RangeHandler(SimpleHTTPRequestHandler):

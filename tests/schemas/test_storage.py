@@ -1,9 +1,11 @@
-"""schemas.storage against real servers on 127.0.0.1 (moto's S3 server, a stdlib HTTP range server)."""
+"""schemas.storage against real servers on 127.0.0.1 (moto's S3 server, a GCS emulator, a stdlib HTTP range server)."""
+import os
+
 import pytest
 
 from schemas import storage
-from tests.storage_servers import (TEST_SECRET, http_server, make_bucket, s3_env, s3_server,  # noqa: F401
-                                   s3_server_checking_keys)
+from tests.storage_servers import (TEST_SECRET, gcs_env, gcs_server, http_server, make_bucket,  # noqa: F401
+                                   make_gcs_bucket, s3_env, s3_server, s3_server_checking_keys)
 
 
 def test_url_paths_join_and_name_like_pathlib():
@@ -13,6 +15,20 @@ def test_url_paths_join_and_name_like_pathlib():
     assert (root / "a.mp4").name == "a.mp4" and (root / "a.jsonl").suffix == ".jsonl"
     assert storage.location("clips/a.mp4").__class__.__name__.endswith("Path")
     assert not storage.is_url("clips/a.mp4") and storage.is_url("gs://b/k") and storage.is_url("HTTPS://h/p")
+
+
+def test_gs_read_list_stat_missing_and_spool(gcs_env):
+    bucket = make_gcs_bucket(gcs_env, "greads", {"data/a.jsonl": b'{"id": 1}\nline two\n', "data/v/x.mp4": b"12345"})
+    path = storage.location(f"{bucket}/data/a.jsonl")
+    assert path.is_file() and path.read_text().splitlines() == ['{"id": 1}', "line two"]
+    assert storage.list_names(f"{bucket}/data") == ["a.jsonl"] and storage.list_names(f"{bucket}/data/v") == ["x.mp4"]
+    assert storage.location(f"{bucket}/data/v").is_dir() and not storage.location(f"{bucket}/nothing").is_dir()
+    assert storage.object_size(f"{bucket}/data/v/x.mp4") == 5
+    with pytest.raises(FileNotFoundError, match="no such object: gs://greads/data/none.mp4"):
+        storage.object_size(f"{bucket}/data/none.mp4")
+    with storage.media_source(f"{bucket}/data/v/x.mp4", 60) as local:   # gs: a bounded local copy
+        assert open(local, "rb").read() == b"12345"
+    assert not os.path.exists(local)   # removed on exit
 
 
 def test_redact_removes_signatures():

@@ -328,7 +328,8 @@ def test_real_clips_probe_and_decode(path):
 
 
 # ------------------------------------------------------------------ URL inputs (real servers on 127.0.0.1)
-from tests.storage_servers import http_server, make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+from tests.storage_servers import (gcs_env, gcs_server, http_server, make_bucket,  # noqa: E402,F401  (fixtures)
+                                   make_gcs_bucket, s3_env, s3_server)
 
 
 def test_s3_and_https_inputs_decode_like_the_local_file(clips, s3_env, http_server):
@@ -343,6 +344,23 @@ def test_s3_and_https_inputs_decode_like_the_local_file(clips, s3_env, http_serv
         assert meta.path == url and (meta.width, meta.height) == (want_meta.width, want_meta.height)
         assert [f.timestamp for f in frames] == [f.timestamp for f in want_frames]
         assert all(np.array_equal(a, b) for a, b in zip(images, want_images)) and len(images) == len(want_images)
+
+
+def test_a_gs_video_decodes_like_the_local_file_through_a_spool_removed_after(clips, gcs_env, tmp_path, monkeypatch):
+    local = clips[".mp4"]
+    cfg = DecodeConfig(fps=5)
+    want_meta, want_frames, want_images = decode_video(str(local), cfg)
+    bucket = make_gcs_bucket(gcs_env, "gvideos", {"clips/a.mp4": local})
+    monkeypatch.setenv("TMPDIR", str(tmp_path))   # where the spool goes
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    meta, frames, images = decode_video(f"{bucket}/clips/a.mp4", cfg)
+    assert meta.path == f"{bucket}/clips/a.mp4" and [f.timestamp for f in frames] == [f.timestamp for f in want_frames]
+    assert all(np.array_equal(a, b) for a, b in zip(images, want_images)) and len(images) == len(want_images)
+    assert list(tmp_path.iterdir()) == []   # the spool is gone
+    with pytest.raises(SampleError) as error:
+        decode_video(f"{bucket}/none.mp4", cfg)
+    assert error.value.reason == "missing_file" and "gs://gvideos/none.mp4" in error.value.message
 
 
 def test_missing_s3_and_https_objects_are_missing_file_rows_naming_the_url(s3_env, http_server):

@@ -132,7 +132,8 @@ def test_real_val_2(tmp_path):
 
 
 # ------------------------------------------------------------------ on S3 and HTTP (real servers on 127.0.0.1)
-from tests.storage_servers import http_server, make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+from tests.storage_servers import (gcs_env, gcs_server, http_server, make_bucket,  # noqa: E402,F401  (fixtures)
+                                   make_gcs_bucket, s3_env, s3_server)
 
 
 def test_a_data_root_on_s3_lists_its_videos_like_a_folder(s3_env, tmp_path):
@@ -146,6 +147,17 @@ def test_a_data_root_on_s3_lists_its_videos_like_a_folder(s3_env, tmp_path):
     assert remote == [(k, v.replace(str(root), f"{bucket}/anet"), c) for k, v, c in local]
     with pytest.raises(UserError, match="data root s3://anet/nothing is not a folder"):
         build_dataset(DatasetConfig("activitynet", data_root=f"{bucket}/nothing"))
+
+
+def test_a_data_root_on_gs_lists_its_videos_like_a_folder(gcs_env, tmp_path):
+    root = make_root(tmp_path)
+    bucket = make_gcs_bucket(gcs_env, "ganet", {f"anet/{p.relative_to(root)}": p for p in root.rglob("*")
+                                                if p.is_file()})
+    local = [(t.key, t.video_path, t.captions) for t in build_dataset(
+        DatasetConfig("activitynet", data_root=str(root))).tasks()]
+    remote = [(t.key, t.video_path, t.captions) for t in build_dataset(
+        DatasetConfig("activitynet", data_root=f"{bucket}/anet")).tasks()]
+    assert remote == [(k, v.replace(str(root), f"{bucket}/anet"), c) for k, v, c in local]
 
 
 def test_captions_by_https_and_videos_on_s3(s3_env, http_server, tmp_path):
