@@ -575,7 +575,7 @@ def test_no_credentials_for_s3_inputs_or_output_is_one_line_and_exit_2_before_wo
     out = str(tmp_path / "out")
     for data_root, out, url in (("s3://private/m.jsonl", out, "s3://private/m.jsonl"),
                                 (str(local), out, "s3://private/a.mp4"),
-                                (str(local), "s3://private/out", "s3://private/out/.write-test-")):   # --out
+                                (str(local), "s3://private/out", "s3://private/out")):   # --out: checked first
         done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "manifest", "--data-root",
                                data_root, "--out", out, "--executor", "ray",
                                "--detector", "color", "--quiet"], cwd=REPO, capture_output=True, text=True,
