@@ -208,7 +208,7 @@ def test_cli_train_logs_loss_lines_when_not_on_a_terminal(small_dataset, tmp_pat
 
 
 # ------------------------------------------------------------------ shards on S3 (moto's server on 127.0.0.1)
-from tests.storage_servers import make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+from tests.storage_servers import make_bucket  # noqa: E402
 
 
 def test_train_and_eval_read_an_s3_dataset_exactly_like_the_local_one(small_dataset, s3_env, tmp_path):

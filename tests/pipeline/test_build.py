@@ -542,7 +542,7 @@ def test_failures_are_counted_per_line_even_when_one_id_repeats_on_many_bad_line
 
 # ------------------------------------------------------------------ inputs on S3 (moto's server on 127.0.0.1)
 from schemas.storage import list_tree, location  # noqa: E402
-from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, make_bucket, s3_env, s3_server  # noqa: E402,F401
+from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, make_bucket  # noqa: E402
 
 
 @pytest.mark.slow

@@ -4,8 +4,7 @@ import os
 import pytest
 
 from schemas import storage
-from tests.storage_servers import (TEST_SECRET, gcs_env, gcs_server, http_server, make_bucket,  # noqa: F401
-                                   make_gcs_bucket, s3_env, s3_server, s3_server_checking_keys)
+from tests.storage_servers import TEST_SECRET, make_bucket, make_gcs_bucket
 
 
 def test_url_paths_join_and_name_like_pathlib():

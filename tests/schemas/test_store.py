@@ -582,7 +582,7 @@ def test_fingerprints_are_stored_per_row_survive_compaction_and_changed_rows_can
 
 # ---------------------------------------------------------------- an s3:// dataset (moto's S3 server on 127.0.0.1)
 from schemas import storage  # noqa: E402
-from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, make_bucket, s3_env, s3_server  # noqa: E402,F401
+from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, make_bucket  # noqa: E402
 
 
 def test_an_s3_dataset_round_trips_compacts_verifies_and_stores_no_credentials(s3_env):

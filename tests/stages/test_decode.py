@@ -328,8 +328,7 @@ def test_real_clips_probe_and_decode(path):
 
 
 # ------------------------------------------------------------------ URL inputs (real servers on 127.0.0.1)
-from tests.storage_servers import (gcs_env, gcs_server, http_server, make_bucket,  # noqa: E402,F401  (fixtures)
-                                   make_gcs_bucket, s3_env, s3_server)
+from tests.storage_servers import make_bucket, make_gcs_bucket  # noqa: E402
 
 
 def test_s3_and_https_inputs_decode_like_the_local_file(clips, s3_env, http_server):

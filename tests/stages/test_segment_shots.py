@@ -126,7 +126,7 @@ def test_transnetv2_finds_the_oracle_cuts(concatenated):
 
 
 # ------------------------------------------------------------------ URL inputs (moto's S3 server on 127.0.0.1)
-from tests.storage_servers import make_bucket, s3_env, s3_server  # noqa: E402,F401  (fixtures)
+from tests.storage_servers import make_bucket  # noqa: E402
 
 
 def _shots_of(path: str) -> VideoTask:

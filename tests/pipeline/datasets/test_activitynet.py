@@ -132,8 +132,7 @@ def test_real_val_2(tmp_path):
 
 
 # ------------------------------------------------------------------ on S3 and HTTP (real servers on 127.0.0.1)
-from tests.storage_servers import (gcs_env, gcs_server, http_server, make_bucket,  # noqa: E402,F401  (fixtures)
-                                   make_gcs_bucket, s3_env, s3_server)
+from tests.storage_servers import make_bucket, make_gcs_bucket  # noqa: E402
 
 
 def test_a_data_root_on_s3_lists_its_videos_like_a_folder(s3_env, tmp_path):

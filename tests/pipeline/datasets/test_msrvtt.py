@@ -64,7 +64,6 @@ def test_layout_errors(tmp_path):
 
 
 # ------------------------------------------------------------------ over HTTP (a real server on 127.0.0.1)
-from tests.storage_servers import http_server  # noqa: E402,F401  (fixture)
 
 
 def test_a_data_root_over_https_reads_captions_and_names_videos_by_id(http_server):
