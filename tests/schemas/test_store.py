@@ -635,3 +635,9 @@ def test_an_s3_writer_removes_debris_publishes_a_merged_shard_and_takes_over_an_
         assert writer.committed_keys() == {"a", "b"} and "stale lock of pid 1" in writer.notes[0]
     assert {rel.split("/")[0] for rel in storage.list_tree(f"{root}/shards")} == {name}
     assert verify(root) == [] and sorted(open_dataset(root).keys()) == ["a", "b"]
+    storage.put_bytes(f"{root}/shards/{name}/samples.arrow", b"damaged")   # a damaged shard is quarantined
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        assert writer.committed_keys() == set() and "truncated or altered" in writer.quarantined[0]
+    moved = storage.list_tree(f"{root}/quarantine")
+    assert "QUARANTINED.txt" in {rel.split("/")[-1] for rel in moved} and not any(rel.endswith("_DONE") for rel in moved)
+    assert storage.list_tree(f"{root}/shards") == {} and verify(root) == []
