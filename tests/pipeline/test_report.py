@@ -113,3 +113,15 @@ def test_inspect_mistakes_are_one_line(tmp_path, capsys, args):
     written(out, [])
     assert cli.main(["inspect", str(out), *args]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_inspect_and_stats_of_an_s3_dataset_read_like_the_local_one(tmp_path, capsys, s3_env):
+    from schemas.storage import location
+    from tests.storage_servers import make_bucket
+    url = make_bucket(s3_env, "inspect") + "/out"
+    want_stats, got_stats = write_stats(written(tmp_path / "out", FAILURES)), write_stats(written(location(url), FAILURES))
+    assert json.loads(location(f"{url}/stats.json").read_text()) == got_stats
+    assert {k: v for k, v in got_stats.items() if k != "out"} == {k: v for k, v in want_stats.items() if k != "out"}
+    for args in (["--json"], ["--failures", "--json"], ["--key", bottle_sample().key], ["--list"]):
+        want = run_cli(capsys, "inspect", str(tmp_path / "out"), *args).replace(str(tmp_path / "out"), "OUT")
+        assert run_cli(capsys, "inspect", url, *args).replace(url, "OUT") == want
