@@ -9,12 +9,14 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 WORK=$1
 STEPS=${STEPS:-300}
+TRAIN_SET=${TRAIN_SET:-sgs-train-11}
 SEEDS=${SEEDS:-"0 1 2"}
 VARIANTS=${VARIANTS:-"baseline rep"}
-mkdir -p "$WORK/runs"
+RUNS=${RUNS:-$WORK/runs}
+mkdir -p "$RUNS"
 for seed in $SEEDS; do
   for name in $VARIANTS; do
-    run="$WORK/runs/$name-seed$seed"
+    run="$RUNS/$name-seed$seed"
     [[ -f $run/eval-host-val.json ]] && continue
     case $name in
       baseline) flags=(--config scripts/pilots/slots.json --no-sg) ;;
@@ -22,11 +24,11 @@ for seed in $SEEDS; do
       finsta) flags=(--config scripts/pilots/slots.json) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
-    /usr/bin/time -v nice -n 10 $PY cli.py train --shards "$WORK/sgs-train-11" --out "$run" --steps "$STEPS" \
-      --seed "$seed" "${flags[@]}" --overwrite > "$WORK/runs/$name-seed$seed.log" 2>&1
+    /usr/bin/time -v nice -n 10 $PY cli.py train --shards "$WORK/$TRAIN_SET" --out "$run" --steps "$STEPS" \
+      --seed "$seed" "${flags[@]}" --overwrite > "$RUNS/$name-seed$seed.log" 2>&1
     nice -n 10 $PY cli.py export --checkpoint "$run" --out "$run/host" > /dev/null
     if [[ -n ${EVAL_TRAIN:-} ]]; then
-      nice -n 10 $PY cli.py eval --shards "$WORK/sgs-train-11" --checkpoint "$run/host" --json > "$run/eval-host-train.json"
+      nice -n 10 $PY cli.py eval --shards "$WORK/$TRAIN_SET" --checkpoint "$run/host" --json > "$run/eval-host-train.json"
     fi
     nice -n 10 $PY cli.py eval --shards "$WORK/sgs-val" --checkpoint "$run" --json > "$run/eval-val.json"
     nice -n 10 $PY cli.py eval --shards "$WORK/sgs-val" --checkpoint "$run/host" --json > "$run/eval-host-val.json"

@@ -1,0 +1,59 @@
+"""Issue 31 pilot table: per variant, mean ± sample sd over seeds (and each seed) of the validation figures.
+
+Usage: python scripts/pilots/table.py RUNS   (the RUNS folder of scripts/pilots/run_rep_distill.sh)
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+COLUMNS = (  # (label, file, path into the eval report)
+    ("exported host, hard-neg t2v R@1", "eval-host-val.json", ("hard_negatives", "t2v", "R@1")),
+    ("exported host, t2v R@1", "eval-host-val.json", ("t2v", "R@1")),
+    ("exported host, pair acc.", "eval-host-val.json", ("hard_negatives", "pair_accuracy")),
+    ("video-side SG-free, hard-neg t2v R@1", "eval-val.json", ("video_side", "hard_negatives", "t2v", "R@1")),
+    ("video-side SG-free, t2v R@1", "eval-val.json", ("video_side", "t2v", "R@1")),
+    ("teacher, hard-neg t2v R@1", "eval-val.json", ("hard_negatives", "t2v", "R@1")),
+)
+
+
+def value(run: Path, name: str, path: tuple[str, ...]):
+    try:
+        report = json.loads((run / name).read_text())
+    except FileNotFoundError:
+        return None
+    if not report.get("uses_sg", True) and name == "eval-val.json" and path[0] != "video_side":
+        return None          # a --no-sg run has no teacher
+    for key in path:
+        if not isinstance(report, dict) or key not in report:
+            return None
+        report = report[key]
+    return float(report)
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return ""
+    each = ", ".join(f"{v:.1f}" for v in values)
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} ({each})"
+
+
+def main(runs: Path) -> None:
+    variants = sorted({p.name.rsplit("-seed", 1)[0] for p in runs.glob("*-seed*") if p.is_dir()})
+    print("| variant | seeds | " + " | ".join(label for label, _, _ in COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    for variant in variants:
+        seeds = sorted(p for p in runs.glob(f"{variant}-seed*") if p.is_dir() and (p / "eval-host-val.json").is_file())
+        cells = []
+        for _, name, path in COLUMNS:
+            found = [v for v in (value(run, name, path) for run in seeds) if v is not None]
+            cells.append(cell(found))
+        print(f"| {variant} | {len(seeds)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
