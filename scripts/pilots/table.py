@@ -22,7 +22,7 @@ COLUMNS = (  # (label, file, path into the eval report)
 def value(run: Path, name: str, path: tuple[str, ...]):
     try:
         report = json.loads((run / name).read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, json.JSONDecodeError):     # missing, or still being written
         return None
     if not report.get("uses_sg", True) and name == "eval-val.json" and path[0] != "video_side":
         return None          # a --no-sg run has no teacher
