@@ -19,14 +19,25 @@ def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """``cli.main(args)`` in this process: what ``python cli.py ARGS`` runs (its last line is
+    ``sys.exit(main())``), without a Python start per case; :func:`test_a_mistake_in_a_fresh_process_is_one_line_exit_2` checks
+    the process itself once."""
+    import cli as module
+
+    code = module.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help(command):
-    result = cli(command, "--help")
-    assert result.returncode == 0, result.stderr
-    assert "Usage:" in result.stdout
+def test_every_command_has_help(command, capsys):
+    code, out, err = in_process(capsys, command, "--help")
+    assert code == 0, err
+    assert "Usage:" in out
 
 
-@pytest.mark.parametrize("args, needle", [
+MISTAKES = [
     (["verify", "/nonexistent/ds"], "/nonexistent/ds"),
     (["inspect", "/nonexistent/ds", "--list"], "/nonexistent/ds"),
     (["build-sgs", "--bogus-option"], "--bogus-option"),
@@ -37,12 +48,24 @@ def test_every_command_has_help(command):
     (["build-sgs", "--config", "/nonexistent/cfg.yaml"], "/nonexistent/cfg.yaml"),
     (["no-such-command"], "no-such-command"),
     (["build-sgs", "--out", "gs://bucket/prefix", "--dry-run"], "--out gs://bucket/prefix"),   # no GCS output
-])
-def test_user_mistakes_are_one_line_exit_2(args, needle):
-    result = cli(*args)
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+]
+
+
+@pytest.mark.parametrize("args, needle", MISTAKES)
+def test_user_mistakes_are_one_line_exit_2(args, needle, capsys):
+    code, out, err = in_process(capsys, *args)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
+
+
+def test_a_mistake_in_a_fresh_process_is_one_line_exit_2():
+    """The process itself: exit status 2 and one stderr line (nothing printed by imports, no traceback)."""
+    for args, needle in (MISTAKES[2], MISTAKES[4]):   # a bad option (typer) and a bad value (our UserError)
+        result = cli(*args)
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
