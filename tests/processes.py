@@ -18,7 +18,7 @@ def cmdline(pid: int) -> str:
 
 
 def reapers_of(driver: int) -> list[int]:
-    """The reapers watching ``driver`` (in their own session, so not among its descendants)."""
+    """The reapers watching ``driver`` (its children, in a session of their own)."""
     return [int(entry) for entry in os.listdir("/proc")
             if entry.isdigit() and cmdline(int(entry)).split()[-2:] == [REAPER, str(driver)]]
 

@@ -23,6 +23,7 @@ from pipeline.build import run_build
 from pipeline.config import BuildConfig, apply_overrides
 from pipeline.synthetic.generate import generate
 from schemas.store import open_dataset
+from tests.processes import cmdline, reapers_of, wait_for_polls
 
 REPO = Path(__file__).resolve().parents[3]
 DOUBLES = "tests.pipeline.doubles"
@@ -219,11 +220,13 @@ def test_an_8192x8192_clip_between_good_clips_is_decoded_within_the_frame_cap(ti
 
 # ---------------------------------------------------------------- issue 18: Ray itself
 @pytest.mark.slow
-def test_the_default_local_ray_is_this_runs_own_with_another_cluster_recorded(tiny_world, tmp_path):
-    probe = tmp_path / "probe"
-    probe.mkdir()
+def test_the_default_local_ray_is_this_runs_own_its_console_is_quiet_and_a_rerun_skips_ray(tiny_world, tmp_path):
+    """With another Ray recorded on this machine (a `ray start`, what a bare ray.init() would join), a build
+    starts and uses its own: no driver of ours ever joined the other one (each driver that joins a cluster
+    leaves its ``python-core-driver-*.log`` in that cluster's session logs). Its console holds finsta's lines
+    only, and a rerun with nothing to do never reaches Ray."""
     ray_tmp = Path(f"/tmp/frt{os.getpid()}")          # short: Ray's socket paths must fit 107 bytes
-    env = {**os.environ, "FINSTA_PLUGINS": DOUBLES, "FINSTA_TEST_PROBE_DIR": str(probe), "RAY_TMPDIR": str(ray_tmp)}
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -233,20 +236,24 @@ def test_the_default_local_ray_is_this_runs_own_with_another_cluster_recorded(ti
     try:
         assert started.returncode == 0, started.stderr
         assert (ray_tmp / "ray" / "ray_current_cluster").is_file()   # what a bare ray.init() would join
-        other = (ray_tmp / "ray" / "ray_current_cluster").read_text().strip()
-        done = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root",
-                               str(tiny_world), "--out", str(tmp_path / "out"), "--detector", "gpu_probe_double",
-                               "--num-cpus", "2", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=slow(300))
+        other = (ray_tmp / "ray" / "session_latest").resolve() / "logs"
+        assert other.is_dir()
+        command = [sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root", str(tiny_world),
+                   "--out", str(tmp_path / "out"), "--num-cpus", "2", "--quiet"]
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=slow(300))
         assert done.returncode == 0, done.stderr
-        [report] = [json.loads(p.read_text()) for p in probe.glob("gpu-*.json")]
-        status = subprocess.run([sys.executable, "-c", "import ray, json; ray.init(address='auto', "
-                                 "logging_level='ERROR'); print(json.dumps([n['NodeID'] for n in ray.nodes()]))"],
-                                env=env, capture_output=True, text=True, timeout=slow(120))
-        assert report["node"] not in json.loads(status.stdout.strip().splitlines()[-1]), other
+        assert [line for line in done.stderr.splitlines() if not line.startswith("[finsta] ")] == [], done.stderr
+        assert not list(other.glob("python-core-driver-*")), sorted(p.name for p in other.iterdir())
+        assert (ray_tmp / "ray" / "session_latest").resolve() / "logs" != other    # it started a Ray of its own
     finally:
         kill_ray_under(ray_tmp)   # never `ray stop`: it ends every Ray on the machine, other people's too
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    started = time.monotonic()
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=slow(300),
+                           env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})   # any attempt to reach Ray would fail
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("this run: nothing to do (skipped 2 committed before)"), again.stdout
+    assert time.monotonic() - started < slow(30)
 
 
 def kill_ray_under(ray_tmp: Path) -> None:
@@ -300,21 +307,6 @@ def test_a_ray_address_that_accepts_but_never_answers_ends_at_the_start_timeout(
 
 
 @pytest.mark.slow
-def test_ray_console_noise_is_filtered_and_a_rerun_with_nothing_to_do_skips_ray(tiny_world, tmp_path):
-    command = [sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root", str(tiny_world),
-               "--out", str(tmp_path / "out"), "--num-cpus", "2", "--quiet"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=slow(300))
-    assert done.returncode == 0, done.stderr
-    assert [line for line in done.stderr.splitlines() if not line.startswith("[finsta] ")] == [], done.stderr
-    started = time.monotonic()
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=slow(300),
-                           env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})   # any attempt to reach Ray would fail
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith("this run: nothing to do (skipped 2 committed before)"), again.stdout
-    assert time.monotonic() - started < slow(30)
-
-
-@pytest.mark.slow
 def test_a_driver_side_error_ends_the_run_with_one_line_and_keeps_finished_shards(tiny_world, tmp_path, monkeypatch):
     import errno
 
@@ -353,13 +345,14 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tiny_world, tmp_path):
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + slow(240)
-        while not any("DashboardAgent" in _cmdline(pid) for pid in _descendants(proc.pid)) or \
-                not any("_PoolWorker" in _cmdline(pid) for pid in _descendants(proc.pid)):
+        while not any("DashboardAgent" in cmdline(pid) for pid in _descendants(proc.pid)) or \
+                not any("_PoolWorker" in cmdline(pid) for pid in _descendants(proc.pid)):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.5)
-        time.sleep(slow(3))   # the watcher has seen the whole tree
+        [reaper] = reapers_of(proc.pid)
+        wait_for_polls(reaper)   # it has seen the whole tree
         ray_processes = {pid: started for pid, started in _descendants(proc.pid).items()
-                         if "reaper.py" not in _cmdline(pid)}
+                         if "reaper.py" not in cmdline(pid)}
     finally:
         proc.kill()         # SIGKILL to the driver alone
         proc.wait()
@@ -369,11 +362,4 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tiny_world, tmp_path):
         if not alive or time.time() > deadline:
             break
         time.sleep(0.5)
-    assert not alive, [_cmdline(pid) for pid in alive]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    assert not alive, [cmdline(pid) for pid in alive]
