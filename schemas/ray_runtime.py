@@ -6,6 +6,9 @@
 
 * **Address check**: a ``HOST:PORT`` that nothing answers is one line at once (a TCP check), not Ray's
   connect retries; ``auto`` and ``ray://`` are left to ``ray.init`` and the time limit.
+* **Loopback clusters**: an address on ``127.0.0.1``/``localhost`` (every node of a cluster on one machine
+  started with ``--node-ip-address 127.0.0.1``) is joined as given, the driver on the loopback address too
+  (:func:`_keep_loopback`); Ray alone would rewrite it to the machine's network IP.
 * **Environment**: a local Ray inherits this process's environment (``PYTHONPATH`` names this checkout, usage
   stats off); a cluster's workers get ``PYTHONPATH`` and the ``forward`` variables through the runtime env.
   Ray's console output stays in its session log (``log_to_driver=False``); the driver-side notices of dead
@@ -30,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import subprocess
@@ -90,7 +94,8 @@ def start_ray(address: Optional[str], *, timeout_s: float, num_cpus: Optional[in
             if address:
                 env = {"PYTHONPATH": pythonpath,
                        **{n: os.environ[n] for n in (*FORWARDED, *forward) if n in os.environ}}
-                ray.init(address=address, runtime_env={"env_vars": env}, **RAY_KWARGS)
+                with _keep_loopback(address) as node_ip:
+                    ray.init(address=address, runtime_env={"env_vars": env}, _node_ip_address=node_ip, **RAY_KWARGS)
             else:
                 # address="local" always starts a new instance, even when another is recorded in Ray's temp
                 # folder (a `ray start` or a test cluster)
@@ -144,6 +149,42 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
     except OSError as error:
         raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error} (is `ray start "
                         "--head` running there?)") from None
+
+
+def loopback_host(address: str) -> Optional[str]:
+    """The IP of ``address`` when it is this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``,
+    ``[::1]:6379``), else None."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        return host if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def _keep_loopback(address: str) -> Iterator[Optional[str]]:
+    """Join a cluster whose nodes listen on the loopback address (a multi-node cluster on one machine,
+    every node started with ``--node-ip-address 127.0.0.1``): yields the driver's node IP, the loopback
+    one, or None (Ray picks) for any other address.
+
+    Ray rewrites a loopback address to this machine's network IP before connecting
+    (``services.resolve_ip_for_localhost``; ray-project/ray#59110), where nothing of such a cluster
+    listens, and then retries for a minute. For the duration of ``ray.init`` only, a loopback address is
+    kept as given."""
+    node_ip = loopback_host(address) if address not in ("auto", "local") and "://" not in address else None
+    if node_ip is None:
+        yield None
+        return
+    from ray._private import services
+
+    original = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = lambda host: host if loopback_host(f"{host}:0") else original(host)
+    try:
+        yield node_ip
+    finally:
+        services.resolve_ip_for_localhost = original
 
 
 def _quiet_raylet() -> None:

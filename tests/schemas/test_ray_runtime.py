@@ -73,7 +73,7 @@ def test_build_sgs_and_train_start_ray_through_the_same_start_up(failing_init):
 
     cfg = SimpleNamespace(run=SimpleNamespace(ray_address=None, ray_start_timeout_s=60, num_cpus=2))
     with StopSignals() as stop, pytest.raises(UserError) as build:
-        RayExecutor([], cfg, stop)._start()
+        RayExecutor([], cfg, stop)._start([])
     with pytest.raises(UserError) as train, _ray(None):
         pass
     assert str(build.value) == str(train.value) and "timed out during startup" in str(train.value)
@@ -213,3 +213,19 @@ def test_the_notice_of_a_dead_worker_goes_to_a_logger_not_the_terminal():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["actor failed: ActorDiedError", "routed"], done.stdout
     assert "worker exit type" not in done.stderr.lower()
+
+
+def test_a_loopback_address_is_joined_as_given_and_the_driver_on_loopback_too(monkeypatch):
+    """Ray alone rewrites 127.0.0.1 to the machine's network IP (where a cluster on loopback does not
+    listen); while joining such an address start_ray keeps it, and only then."""
+    from ray._private import services
+
+    assert [ray_runtime.loopback_host(a) for a in ("127.0.0.1:6379", "localhost:1", "[::1]:6379", "10.0.0.5:6379",
+                                                   "head.example:6379")] == ["127.0.0.1", "127.0.0.1", "::1", None, None]
+    monkeypatch.setattr(services, "resolve_ip_for_localhost", lambda host: "192.0.2.9")   # as Ray does it here
+    with ray_runtime._keep_loopback("127.0.0.1:6379") as node_ip:
+        assert node_ip == "127.0.0.1" and services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+        assert services.resolve_ip_for_localhost("10.0.0.5") == "192.0.2.9"
+    assert services.resolve_ip_for_localhost("127.0.0.1") == "192.0.2.9"
+    with ray_runtime._keep_loopback("10.0.0.5:6379") as node_ip:
+        assert node_ip is None and services.resolve_ip_for_localhost("127.0.0.1") == "192.0.2.9"
