@@ -55,7 +55,8 @@ def build_sgs(
     limit: Optional[int] = typer.Option(None, min=1, help="process at most N samples of the dataset"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting a local one"),
     executor: Optional[str] = typer.Option(None, help="ray | sequential (one process, for debugging) [default: ray]"),
-    workers: Optional[int] = typer.Option(None, min=1, help="actors per CPU pool [default: 1]"),
+    workers: Optional[int] = typer.Option(None, min=0, help="actors per CPU pool; 0 = sized on the free CPUs by "
+                                          "measured throughput [default: 1]"),
     num_cpus: Optional[int] = typer.Option(None, min=0, help="CPUs of the local Ray instance [default: 0 = all]"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="reprocess only samples recorded as failed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="delete the finsta dataset in OUT and start over"),

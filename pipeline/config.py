@@ -70,7 +70,9 @@ class RunOptions:
     stages: for debugging and as the benchmark reference). ``pools``: ``auto``
     (one actor pool per run of consecutive stages on the same kind of device:
     a CUDA stage gets its own pool), ``one`` (every stage in one actor) or
-    ``each`` (one pool per stage). ``workers``: actors per CPU pool;
+    ``each`` (one pool per stage). ``workers``: actors per CPU pool (0 = one
+    each to start, then grown onto free CPUs, nodes that join included, the
+    busiest pool first, and moved between pools by measured throughput);
     ``gpu_workers``: actors per GPU pool (0 = as many as the cluster's GPUs
     hold). ``num_cpus``: CPUs of the local Ray instance (0 = all).
     ``status_interval``: seconds between the status lines of ``quiet`` mode
@@ -115,8 +117,8 @@ class RunOptions:
             raise ValueError(f"executor {self.executor!r}: choose {' or '.join(EXECUTORS)}")
         if self.pools not in POOLS:
             raise ValueError(f"pools {self.pools!r}: choose {', '.join(POOLS)}")
-        if self.workers < 1 or self.gpu_workers < 0 or self.num_cpus < 0:
-            raise ValueError("workers must be >= 1, gpu_workers and num_cpus >= 0")
+        if self.workers < 0 or self.gpu_workers < 0 or self.num_cpus < 0:
+            raise ValueError("workers, gpu_workers and num_cpus must be >= 0")
         if not (self.stage_timeout_s > 0 and self.ray_start_timeout_s > 0 and self.worker_start_timeout_s > 0
                 and self.stop_grace_s > 0):
             raise ValueError("stage_timeout_s, ray_start_timeout_s, worker_start_timeout_s and stop_grace_s "

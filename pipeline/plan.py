@@ -45,7 +45,8 @@ class Pool:
     sections: list[Any]                # each stage's config section, in order
     resources: Resources
     batch_size: int
-    workers: int                       # actors; 0 = as many as the cluster's GPUs hold (GPU pools)
+    workers: int                       # actors; 0 = as many as the cluster's GPUs hold (GPU pools), or
+                                       # balanced on the free CPUs (CPU pools: one to start)
     drop_images_after: Optional[str]   # the stage after which this pool drops task.images
     images_leave: bool                 # frames travel on to the next pool
     time_budgets: list[float] = field(default_factory=list)   # seconds per sample, per stage (Stage.time_budget_s)
@@ -60,7 +61,8 @@ class Pool:
         return self.resources.gpus > 0
 
     def actors(self, cluster_gpus: float) -> int:
-        """Actors to start: ``workers``, or for a GPU pool with ``workers == 0`` all the GPUs hold."""
+        """Actors to start: ``workers``, or with ``workers == 0`` all the GPUs hold (GPU pool) or one (a CPU
+        pool, which the Ray executor grows onto free CPUs)."""
         if self.workers:
             return self.workers
         return max(1, math.floor(cluster_gpus / self.resources.gpus + 1e-9)) if self.on_gpu else 1

@@ -139,7 +139,7 @@ def plan_text(cfg, result: BuildResult) -> str:
              + (f" at {cfg.run.ray_address}" if cfg.run.ray_address else "")
              + f"; detector {cfg.detect.name} (threshold {cfg.detect.score_threshold:g})"]
     for pool in plan_pools(cfg):
-        workers = pool.workers or "one per GPU"
+        workers = pool.workers or ("one per GPU" if pool.on_gpu else "balanced on the free CPUs")
         frames = ", frames → next pool" if pool.images_leave else ""
         lines.append(f"  pool {pool.name}: {' → '.join(pool.stage_names)}  [cpus={pool.resources.cpus:g}, "
                      f"gpus={pool.resources.gpus:g}, workers={workers}, batch={pool.batch_size}{frames}]")

@@ -29,8 +29,16 @@ a stop must be clean at any moment. So the driver talks to its actors itself:
   held nothing and is replaced again. Every ``NODES_CHECK_S`` the driver checks
   the head (its GCS port; lost: one line) and Ray's node table: a lost node's
   actors are handled as dead workers at once, a node that joins lets a GPU
-  pool grow. ``report()`` is stats.json's ``cluster`` (nodes lost/joined, each
-  pool's busy share); ``notes`` are the lines the build prints about nodes.
+  pool grow. CPU pools with ``run.workers=0`` are balanced every ``BALANCE_S``
+  on measured busy shares (:func:`choose_move`): the bottleneck grows onto a
+  free CPU, or an idle actor of a pool half as busy is stopped to free one.
+  CPU requests are scaled so that every actor fits the nodes (:func:`fit_scale`).
+  ``report()`` is stats.json's ``cluster`` (nodes lost/joined, each pool's
+  actors, busy share, actors grown/retired); ``notes`` are the lines the build
+  prints about nodes. Each actor of the first pool (the one that reads the
+  inputs) checks, before its models load, that a few local inputs (first,
+  middle, last) are readable on its node: a path only the driver's machine has
+  is one line.
 
 Example::
 
@@ -46,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import socket
 import time
 from collections import Counter, deque
@@ -56,6 +65,7 @@ from pipeline.executors import TIMEOUT, WORKER_LOST, failed_copy, run_stage, set
 from pipeline.plan import Pool
 from schemas.errors import UserError
 from schemas.ray_runtime import RaySession, start_ray
+from schemas.storage import is_url
 from stages.base import VideoTask, internal_error
 from stages.registry import PLUGINS_VARIABLE
 
@@ -65,16 +75,20 @@ NODES_CHECK_S = 1.0  # how often the driver reads Ray's node table (a node lost,
 HEAD_CHECK_S = 2.0   # how long the head's GCS port may take to accept a connection
 MAX_START_DEATHS = 3  # replacements of one pool in a row that may die while starting before the run stops
 SLACK_S = 5.0        # added to every deadline: the driver's own latency, argument transfer
+BALANCE_S = 5.0      # how often CPU pools sized by the cluster (run.workers=0) may grow, or move an actor
+GROW_SHARE = 0.7     # a pool at least this busy (the last BALANCE_S window) is the bottleneck worth an actor
 
 
 class _PoolWorker:
     """One pool's stages in one Ray actor; holds the batches in flight between stage calls."""
 
-    def __init__(self, pool: Pool):
+    def __init__(self, pool: Pool, inputs: list[str]):
         self.pool = pool
         self.stages = pool.build()
         self.held: dict[int, list[VideoTask]] = {}
-        self.error = ""
+        self.error = _unreadable_here(inputs)
+        if self.error:   # before any model loads
+            return
         try:
             setup_stages(self.stages)
         except UserError as error:
@@ -166,6 +180,7 @@ class RayExecutor:
         self._ids = itertools.count()
         self._actor_class = None
         self._options: list[dict] = []
+        self._inputs: list[str] = []              # local input paths the first pool's actors check they can read
         self.running = False                      # past start-up: a worker's death is charged, not fatal
         self.start_deaths: Counter = Counter()    # per pool: replacements in a row that died while starting
         self.notes: list[str] = []                # lines for the user (nodes lost/joined); pipeline.build drains it
@@ -176,9 +191,13 @@ class RayExecutor:
         self.head_lost = False
         self.busy_s: Counter = Counter()          # per pool: seconds its actors spent on calls
         self.actor_s: Counter = Counter()         # per pool: seconds its actors were ready (retired ones)
+        self.grown: Counter = Counter()           # per pool: actors added by _balance
+        self.retired: Counter = Counter()         # per pool: actors _balance stopped to free their CPUs
+        self._balanced = 0.0
+        self._window: tuple[Counter, Counter] = (Counter(), Counter())
 
     # ------------------------------------------------------------ start
-    def _start(self) -> None:
+    def _start(self, tasks: list[VideoTask]) -> None:
         import ray
 
         # the start-up build-sgs and train share (schemas/ray_runtime.py): address check, environment, the
@@ -189,26 +208,34 @@ class RayExecutor:
         cluster = ray.cluster_resources()
         gpus = cluster.get("GPU", 0.0)
         self._check_nodes(first=True)
+        local = [task.video_path for task in tasks if not is_url(task.video_path)]
+        # a few inputs each actor of the first pool (the one that reads them) checks on its node
+        self._inputs = sorted({local[0], local[len(local) // 2], local[-1]}) if local else []
         for pool in self.pools:
             if pool.on_gpu and gpus < pool.resources.gpus:
                 raise UserError(f"pool {pool.name} asks for {pool.resources.gpus:g} GPU per worker (a stage's "
                                 f"device is cuda) but the Ray cluster has {gpus:g} GPU(s); use device=cpu or a "
                                 "cluster with GPUs")
-        # Every actor of every pool is alive at once; shrink CPU requests that would not fit
-        # the cluster rather than wait forever for them.
-        wanted = sum(pool.resources.cpus * self._target(index) for index, pool in enumerate(self.pools))
-        scale = min(1.0, cluster.get("CPU", wanted) / wanted) if wanted else 1.0
+        # Every actor of every pool is alive at once; shrink CPU requests that would not fit the
+        # cluster's nodes rather than wait forever for them.
+        actors = [(pool.resources.cpus, pool.resources.gpus) for index, pool in enumerate(self.pools)
+                  for _ in range(self._target(index))]
+        nodes = [(node.get("Resources", {}).get("CPU", 0.0), node.get("Resources", {}).get("GPU", 0.0))
+                 for node in ray.nodes() if node.get("Alive")]
+        scale = fit_scale(actors, nodes)
         self._actor_class = ray.remote(_PoolWorker)
         self._options = [dict(num_cpus=pool.resources.cpus * scale, num_gpus=pool.resources.gpus or 0,
                               max_restarts=0, max_task_retries=0) for pool in self.pools]
-        for index, pool in enumerate(self.pools):
+        # GPU pools first: their actors claim the GPU nodes' CPUs before CPU actors could take them
+        for index in sorted(range(len(self.pools)), key=lambda index: not self.pools[index].on_gpu):
             for _ in range(self._target(index)):
                 self.slots.append(self._new_slot(index))
         self._wait_ready()
         self.running = True
 
     def _new_slot(self, pool: int) -> _Slot:
-        handle = self._actor_class.options(**self._options[pool]).remote(self.pools[pool])
+        handle = self._actor_class.options(**self._options[pool]).remote(self.pools[pool],
+                                                                          self._inputs if pool == 0 else [])
         return _Slot(pool, handle, handle.ready.remote(), time.monotonic())
 
     def _wait_ready(self) -> None:
@@ -255,7 +282,7 @@ class RayExecutor:
 
     # ------------------------------------------------------------ run
     def run(self, tasks: list[VideoTask]) -> Iterator[Optional[VideoTask]]:
-        self._start()
+        self._start(tasks)
         todo = deque(tasks)
         while todo or self.in_flight:
             if self.stop.signum is not None:
@@ -339,6 +366,8 @@ class RayExecutor:
         out += self._enforce_deadlines()
         if time.monotonic() - self._nodes_checked >= NODES_CHECK_S:
             out += self._check_nodes()
+        if time.monotonic() - self._balanced >= BALANCE_S:
+            self._balance()
         return out
 
     def _wait_s(self) -> float:
@@ -480,15 +509,63 @@ class RayExecutor:
             raise UserError(f"lost the Ray head node at {address} ({error.strerror or error}); every finished "
                             "sample is committed: restart the cluster and rerun the same command to continue") from None
 
+    # ------------------------------------------------------------ pools sized by the cluster's CPUs
+    def _usage(self) -> tuple[Counter, Counter]:
+        """Per pool: seconds its actors spent on calls (running calls so far included), and seconds they
+        were started."""
+        now = time.monotonic()
+        busy, alive = Counter(self.busy_s), Counter(self.actor_s)
+        for slot in self.slots:
+            if slot.ready_at:
+                alive[slot.pool] += now - slot.ready_at
+                if slot.calls:
+                    busy[slot.pool] += now - slot.head_started
+        return busy, alive
+
+    def _balance(self) -> None:
+        """CPU pools with ``run.workers = 0``: one change per :data:`BALANCE_S`, from the busy shares the
+        last window measured (see :func:`choose_move`): an actor more for the bottleneck on a free CPU (a
+        node that joined included), or an idle actor of a pool that is less than half as busy stopped to
+        free its CPU for the bottleneck."""
+        import ray
+
+        self._balanced = time.monotonic()
+        busy, alive = self._usage()
+        (last_busy, last_alive), self._window = self._window, (busy, alive)
+        elastic = [i for i, pool in enumerate(self.pools) if not pool.on_gpu and not pool.workers]
+        shares = {i: (busy[i] - last_busy[i]) / (alive[i] - last_alive[i])
+                  for i in elastic if alive[i] - last_alive[i] > 0}
+        if not shares:
+            return
+        # CPUs of actors still starting are not free yet, whatever Ray's count says
+        starting = sum(self._options[s.pool]["num_cpus"] for s in self.slots if s.ready_ref is not None)
+        free = ray.available_resources().get("CPU", 0.0) - starting
+        move = choose_move(shares, {i: sum(1 for s in self.slots if s.pool == i) for i in shares}, free,
+                           {i: self._options[i]["num_cpus"] for i in shares})
+        if move is None:
+            return
+        kind, pool = move
+        if kind == "grow":
+            self.slots.append(self._new_slot(pool))
+            self.grown[pool] += 1
+            return
+        idle = [s for s in self.slots if s.pool == pool and s.ready_ref is None and not s.calls]
+        if idle:    # only an actor without batches: nothing is requeued, nothing charged
+            with contextlib.suppress(Exception):
+                ray.kill(idle[-1].handle, no_restart=True)
+            self.actor_s[pool] += time.monotonic() - idle[-1].ready_at
+            self.slots.remove(idle[-1])
+            self.retired[pool] += 1
+
     def report(self) -> dict:
         """What stats.json says about the cluster: nodes lost and joined, each pool's actors and busy share
         (the share of its actors' time spent on calls: the busiest pool is the pipeline's bottleneck)."""
-        now = time.monotonic()
+        busy, alive = self._usage()
         pools = {}
         for index, pool in enumerate(self.pools):
-            alive = self.actor_s[index] + sum(now - s.ready_at for s in self.slots if s.pool == index and s.ready_at)
             pools[pool.name] = {"actors": sum(1 for s in self.slots if s.pool == index),
-                                "busy_share": round(self.busy_s[index] / alive, 4) if alive else None}
+                                "busy_share": round(min(1.0, busy[index] / alive[index]), 4) if alive[index] else None,
+                                "grown": self.grown[index], "retired": self.retired[index]}
         return {"nodes": len(self.nodes), "nodes_lost": len(self.nodes_lost), "nodes_joined": len(self.nodes_joined),
                 "pools": pools}
 
@@ -534,3 +611,49 @@ def _lost_message(stage: str, error: BaseException) -> str:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _unreadable_here(paths: list[str]) -> str:
+    """"" when this process can read every one of ``paths`` as a file, else the one line that names the
+    first it cannot and this Ray node: the driver listed it (a missing local input fails at listing), so the
+    node lacks the driver's file system."""
+    import ray
+
+    missing = [path for path in paths if not (os.path.isfile(path) and os.access(path, os.R_OK))]
+    if not missing:
+        return ""
+    return (f"input {missing[0]} cannot be read on Ray node {ray.get_runtime_context().get_node_id()[:12]} "
+            f"({ray.util.get_node_ip_address()}), only where the driver runs: put the inputs on a file system every "
+            "node mounts at the same path, or give URLs (s3://, gs://, https://)")
+
+
+def fit_scale(actors: list[tuple[float, float]], nodes: list[tuple[float, float]]) -> float:
+    """The CPU scale (1, 1/2, 1/3, ... 1/64) at which every actor ``(cpus, gpus)`` fits the nodes ``(cpus,
+    gpus)`` at once, packed first-fit with GPU actors first (counted per node: two half-free nodes do not
+    hold one whole actor); the smallest when none does (a GPU shortage is reported before this)."""
+    for k in range(1, 65):
+        free = [list(node) for node in nodes]
+        for cpus, gpus in sorted(actors, key=lambda actor: (-actor[1], -actor[0])):
+            node = next((n for n in free if n[0] + 1e-9 >= cpus / k and n[1] + 1e-9 >= gpus), None)
+            if node is None:
+                break
+            node[0] -= cpus / k
+            node[1] -= gpus
+        else:
+            return 1.0 / k
+    return 1.0 / 64
+
+
+def choose_move(shares: dict[int, float], actors: dict[int, int], free_cpus: float,
+                cpus: dict[int, float]) -> Optional[tuple[str, int]]:
+    """The one change to the CPU pools sized by the cluster, from each pool's busy share: ``("grow", p)``
+    when the busiest pool ``p`` is at least :data:`GROW_SHARE` busy and its actor's ``cpus`` are free;
+    else ``("retire", q)``, the least busy pool with more than one actor, if it is less than half as busy
+    (its CPU goes to ``p`` at the next step); else None (no bottleneck, or nothing to move)."""
+    busiest = max(shares, key=lambda pool: shares[pool])
+    if shares[busiest] < GROW_SHARE:
+        return None
+    if free_cpus + 1e-9 >= cpus[busiest]:
+        return "grow", busiest
+    spare = [pool for pool in shares if pool != busiest and actors[pool] > 1 and shares[pool] < shares[busiest] / 2]
+    return ("retire", min(spare, key=lambda pool: shares[pool])) if spare else None

@@ -363,3 +363,23 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tiny_world, tmp_path):
             break
         time.sleep(0.5)
     assert not alive, [cmdline(pid) for pid in alive]
+
+
+def test_actor_requests_are_scaled_to_fit_each_node_not_the_cluster_total():
+    from pipeline.executors.ray import fit_scale
+
+    assert fit_scale([(1, 0), (1, 0)], [(1, 0), (1, 0)]) == 1.0
+    # 3 CPUs in all, but 4 one-CPU actors, two of them GPU actors that only the 2-CPU GPU node takes:
+    # 3/4 of a CPU each would fit the total, not the nodes; half a CPU each does
+    assert fit_scale([(1, 0), (1, 0), (1, 1), (1, 1)], [(0, 0), (1, 0), (2, 2)]) == 0.5
+    assert fit_scale([(2, 0)], [(1, 0), (1, 0)]) == 0.5   # two half-free nodes do not hold one whole actor
+
+
+def test_the_busiest_cpu_pool_grows_on_a_free_cpu_or_takes_one_from_a_pool_half_as_busy():
+    from pipeline.executors.ray import GROW_SHARE, choose_move
+
+    assert choose_move({0: 0.95, 1: 0.3}, {0: 1, 1: 2}, 1.0, {0: 1.0, 1: 1.0}) == ("grow", 0)
+    assert choose_move({0: 0.95, 1: 0.3}, {0: 1, 1: 2}, 0.5, {0: 1.0, 1: 1.0}) == ("retire", 1)
+    assert choose_move({0: 0.95, 1: 0.3}, {0: 1, 1: 1}, 0.0, {0: 1.0, 1: 1.0}) is None     # its last actor stays
+    assert choose_move({0: 0.95, 1: 0.6}, {0: 1, 1: 3}, 0.0, {0: 1.0, 1: 1.0}) is None     # not half as busy
+    assert choose_move({0: GROW_SHARE / 2, 1: 0.1}, {0: 1, 1: 2}, 4.0, {0: 1.0, 1: 1.0}) is None   # no bottleneck

@@ -1,11 +1,12 @@
 """The Ray executor on a multi-node cluster on this machine: a node lost, nodes joining, GPU nodes of different sizes.
 
-One ``ray.cluster_utils.Cluster`` for the whole file (a head and two 1-CPU worker nodes, all on
-this machine, its own RAY_TMPDIR), so the file pays for one cluster start; the tests change it in the order
-they run (the node-loss test removes a worker node, the join test adds GPU nodes), and the fixture stops it.
-Its own file, not test_ray.py, so that its nodes live only while these tests run. The detector is the named
-test double ``cluster_probe_double`` (tests/pipeline/doubles.py): it logs each video's node and waits while
-a ``hold`` file exists, so a test moves nodes while samples are provably held, not at a guessed moment.
+One ``ray.cluster_utils.Cluster`` for the whole file (a head without CPUs and two 1-CPU worker nodes, all on
+127.0.0.1, its own RAY_TMPDIR), so the file pays for one cluster start; the tests change it in the order
+they run (the input test adds a node and takes it away, the node-loss test removes a worker node, the
+join tests add a CPU node, then GPU nodes, the last one removes the head), and the fixture stops it. Its
+own file, not test_ray.py, so that its nodes live only while these tests run. The detector is the named test double ``cluster_probe_double``
+(tests/pipeline/doubles.py): it logs each video's node and waits while a ``hold`` file exists, so a test
+moves nodes while samples are provably held, not at a guessed moment.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from schemas.store import open_dataset
 from tests.pipeline.executors.test_ray import DOUBLES, REPO, slow
 
 pytestmark = pytest.mark.slow
-VIDEOS = 12
+VIDEOS = 8
+LOOPBACK = "127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,10 @@ def probe(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(probe):
-    """Head (1 CPU, runs no actor of ours unless it must) + two 1-CPU worker nodes. Ray's health checks
-    every second: a node that stops answering is declared dead in seconds, as a user would configure."""
+    """A head without CPUs (no actor of ours can land there: every held sample is on a worker node) + two
+    1-CPU worker nodes, every node on 127.0.0.1 as the issue asks (the driver joins a loopback cluster through
+    schemas/ray_runtime.py). Ray's health checks every second: a node that stops answering is declared dead
+    in seconds, as a user would configure."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -56,12 +60,12 @@ def cluster(probe):
         if ray.is_initialized():
             ray.shutdown()
         started = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "_system_config": {
+            "num_cpus": 0, "node_ip_address": LOOPBACK, "_system_config": {
                 "health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
                 "health_check_failure_threshold": 3}})
         try:
             for _ in range(2):
-                started.add_node(num_cpus=1)
+                started.add_node(num_cpus=1, node_ip_address=LOOPBACK)
             yield started
         finally:
             if ray.is_initialized():
@@ -110,16 +114,66 @@ def finish(proc: subprocess.Popen, probe: Path) -> tuple[str, str]:
     return out, err
 
 
-# Seen once in a full-suite run (passes alone): no worker node got a sample within the wait, i.e. Ray placed
-# the held samples' actors on the head node, so there was no node to remove. Until placement is pinned (one
-# actor a node), a failure here is reported (xfail) rather than failing the suite.
-@pytest.mark.xfail(strict=False, reason="actor placement can put every held sample on the head node")
+def test_an_input_only_the_driver_has_stops_the_run_in_one_line_naming_it_and_the_node(
+        cluster, world, probe, tmp_path):
+    """First in the file (three 1-CPU nodes, so three 1-CPU actors are one a node): a third worker node
+    without the driver's file system, a raylet in its own mount namespace where an empty tmpfs hides the
+    videos folder (as on a machine that does not mount it). Its actor checks the inputs before loading any
+    model; the run stops in one line. Needs unshare(1) and the right to mount (root here); skipped where a
+    namespace cannot be made. The node is gone again when the test ends."""
+    videos = world / "videos"
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "none", str(videos)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot make a mount namespace here (unshare -m, mount)")
+    before = alive_nodes(cluster)
+    node = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                             'mount -t tmpfs none "$0" && exec "$1" -c "$2" "$3"', str(videos), sys.executable,
+                             RAYLET, cluster.address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: alive_nodes(cluster) > before or node.poll() is not None, "the raylet did not join",
+                 slow(120))
+        proc = build(world, tmp_path / "out", cluster, probe, "run.pools=one", "run.workers=3")
+        _, err = proc.communicate(timeout=slow(300))
+    finally:
+        node.terminate()          # the script stops its raylet and workers
+        node.wait(timeout=slow(60))
+        wait_for(lambda: alive_nodes(cluster) == before, "the raylet did not leave", slow(60))
+    assert proc.returncode == 2, err
+    [line] = [line for line in err.splitlines() if not line.startswith("[finsta] ")]
+    assert line.startswith(f"error: input {videos}/") and "cannot be read on Ray node " in line, line
+    assert "only where the driver runs" in line
+
+
+# A worker node as ray.cluster_utils.Cluster.add_node starts one, in a process of its own (so that it can
+# run in another mount namespace); SIGTERM stops it. Not `ray start --address 127.0.0.1:PORT`: Ray's CLI
+# rewrites a loopback address to the machine's network IP (ray-project/ray#59110).
+RAYLET = f"""
+import signal, sys, time
+from ray._private.node import Node
+from ray._private.parameter import RayParams
+params = RayParams(gcs_address=sys.argv[1], node_ip_address="{LOOPBACK}", num_cpus=1, num_gpus=0,
+                   object_store_memory=150 * 2**20, min_worker_port=0, max_worker_port=0, include_log_monitor=False,
+                   node_manager_port=0)
+params.dashboard_agent_listen_port = None
+node = Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(1)
+"""
+
+
+def alive_nodes(cluster) -> int:
+    return sum(1 for node in cluster.global_state.node_table() if node["Alive"])
+
+
 def test_a_lost_worker_node_costs_one_retry_of_its_samples_and_the_run_ends_with_every_key(
         cluster, world, probe, tmp_path):
     clean(probe)
     (probe / "hold").touch()
     workers = [node for node in cluster.list_all_nodes() if node is not cluster.head_node]
-    proc = build(world, tmp_path / "out", cluster, probe, "run.workers=3", "run.pools=one")   # one actor a node
+    # one pool, one 1-CPU actor on each worker node (the head has no CPU): whichever holds a sample is a victim
+    proc = build(world, tmp_path / "out", cluster, probe, "run.workers=2", "run.pools=one")
     try:
         wait_for(lambda: any(node.node_id in detected_on(probe) for node in workers) or proc.poll() is not None,
                  "no worker node got a sample", slow(300))
@@ -138,16 +192,35 @@ def test_a_lost_worker_node_costs_one_retry_of_its_samples_and_the_run_ends_with
         "nodes" in err, err
 
 
+def test_a_cpu_pool_sized_by_the_cluster_grows_onto_a_node_that_joins_mid_run(cluster, world, probe, tmp_path):
+    """run.workers=0: one actor to start (the one worker node left has one CPU), held busy; a 1-CPU node
+    joins, and the busiest pool gets an actor there, which takes samples, without a restart."""
+    clean(probe)
+    (probe / "hold").touch()
+    proc = build(world, tmp_path / "out", cluster, probe, "run.workers=0", "run.pools=one")
+    try:
+        wait_for(lambda: detected_on(probe) or proc.poll() is not None, "no sample reached the detector", slow(300))
+        joined = cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
+        wait_for(lambda: joined.node_id in detected_on(probe) or proc.poll() is not None,
+                 "the node that joined took no sample", slow(300))
+    finally:
+        out, err = finish(proc, probe)
+    assert len(open_dataset(tmp_path / "out")) == VIDEOS
+    report = json.loads((tmp_path / "out" / "stats.json").read_text())["cluster"]
+    [pool] = report["pools"].values()
+    assert report["nodes_joined"] == 1 and pool["actors"] == 2 and pool["grown"] == 1, report
+
+
 def test_gpu_pools_are_sized_per_node_and_grow_onto_a_gpu_node_that_joins_mid_run(cluster, world, probe, tmp_path):
     """Two GPUs on one node, one on a node that joins while the run holds samples: three one-GPU actors,
     none on a node without a GPU, the third used once it starts. The CPU pools keep run.workers."""
     clean(probe)
     (probe / "hold").touch()
-    two = cluster.add_node(num_cpus=2, num_gpus=2)
+    two = cluster.add_node(num_cpus=2, num_gpus=2, node_ip_address=LOOPBACK)
     proc = build(world, tmp_path / "out", cluster, probe, "detect.device=cuda")
     try:
         wait_for(lambda: detected_on(probe) or proc.poll() is not None, "no sample reached the detector", slow(300))
-        joined = cluster.add_node(num_cpus=1, num_gpus=1)
+        joined = cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address=LOOPBACK)
         wait_for(lambda: any(json.loads(p.read_text())["node"] == joined.node_id for p in probe.glob("gpu-*.json"))
                  or proc.poll() is not None, "no GPU actor started on the node that joined", slow(300))
     finally:
