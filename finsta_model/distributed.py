@@ -93,10 +93,14 @@ def _replica_main(params: dict[str, Any]) -> dict[str, Any]:
     if drill and drill["rank"] == rank:
         marker = Path(drill["marker"])
 
-        def after_step(step: int) -> None:   # a real process death, once (tests of the restart)
+        def after_step(step: int) -> None:   # a real process death, or a hold while its node is taken away; once
             if step == drill["step"] and not marker.exists():
-                marker.write_text(str(os.getpid()))
-                os._exit(17)
+                marker.write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
+                if "hold" not in drill:
+                    os._exit(17)
+                waited = time.monotonic()
+                while Path(drill["hold"]).exists() and time.monotonic() - waited < 600:
+                    time.sleep(0.05)
     try:
         return run_loop(params["shards"], params["run_dir"], TrainConfig.from_dict(params["config"]), params["dims"],
                         RayReplicas(rank, world, device), max_new_steps=params["max_new_steps"],
@@ -242,7 +246,8 @@ def train_distributed(shards: str | Path, run_dir: str | Path, config: TrainConf
     ``max_failures``: how many times Ray Train restarts the workers after a failure (each restart
     continues from the last checkpoint); then :class:`TrainingFailed`. ``crash_drill``
     (tests): ``{"rank": r, "step": k, "marker": path}`` makes rank ``r``'s process exit after step
-    ``k``, once (the marker file records that it happened)."""
+    ``k``, once (the marker file records that it happened, with the process id and Ray node id); with
+    ``"hold": path`` it waits while that file exists instead (a test takes its node away meanwhile)."""
     run_dir = Path(run_dir).resolve()
     check_layout(shards, config, workers, device)
     dims = prepare_run(shards, run_dir, config, resume, world=workers)
