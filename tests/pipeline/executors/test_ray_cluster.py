@@ -23,10 +23,10 @@ import pytest
 from pipeline.synthetic.generate import generate
 from schemas.store import open_dataset
 from tests.pipeline.executors.test_ray import DOUBLES, REPO, slow
+from tests.ray_clusters import LOOPBACK, loopback_cluster
 
 pytestmark = pytest.mark.slow
 VIDEOS = 8
-LOOPBACK = "127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -43,35 +43,10 @@ def probe(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(probe):
-    """A head without CPUs (no actor of ours can land there: every held sample is on a worker node) + two
-    1-CPU worker nodes, every node on 127.0.0.1 as the issue asks (the driver joins a loopback cluster through
-    schemas/ray_runtime.py). Ray's health checks every second: a node that stops answering is declared dead
-    in seconds, as a user would configure."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray_tmp = Path(f"/tmp/frc{os.getpid()}")   # short: Ray's socket paths must fit 107 bytes
-    ray_tmp.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as patch:
-        # Nodes inherit the environment they are started in: the doubles and their probe folder.
-        patch.setenv("RAY_TMPDIR", str(ray_tmp))
-        patch.setenv("FINSTA_PLUGINS", DOUBLES)
-        patch.setenv("FINSTA_TEST_PROBE_DIR", str(probe))
-        if ray.is_initialized():
-            ray.shutdown()
-        started = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "node_ip_address": LOOPBACK, "_system_config": {
-                "health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
-                "health_check_failure_threshold": 3}})
-        try:
-            for _ in range(2):
-                started.add_node(num_cpus=1, node_ip_address=LOOPBACK)
-            yield started
-        finally:
-            if ray.is_initialized():
-                ray.shutdown()
-            started.shutdown()
-            shutil.rmtree(ray_tmp, ignore_errors=True)
+    """A head without CPUs (every held sample is on a worker node) and two 1-CPU worker nodes, all on
+    127.0.0.1 (tests/ray_clusters.py); the nodes inherit the doubles and their probe folder."""
+    with loopback_cluster("frc", FINSTA_PLUGINS=DOUBLES, FINSTA_TEST_PROBE_DIR=str(probe)) as started:
+        yield started
 
 
 def clean(probe: Path) -> None:
