@@ -315,11 +315,11 @@ def test_a_driver_side_error_ends_the_run_with_one_line_and_keeps_finished_shard
 
     real, calls = DatasetWriter.write_shard, []
 
-    def disk_full_on_the_second_shard(self, samples, failures):
+    def disk_full_on_the_second_shard(self, samples, failures, **options):
         calls.append(len(samples))
         if len(calls) >= 2:   # the disk stays full
             raise OSError(errno.ENOSPC, "No space left on device", str(self.root / "shards"))
-        return real(self, samples, failures)
+        return real(self, samples, failures, **options)
 
     monkeypatch.setattr(DatasetWriter, "write_shard", disk_full_on_the_second_shard)
     started = time.monotonic()
