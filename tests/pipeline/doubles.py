@@ -11,7 +11,8 @@ whose weights are missing inside a worker. Never what a user runs; registered th
 * ``poison_double`` detector: the ``color`` detector, except on a clip of :data:`KILL_SIZE` it SIGKILLs
   its own process (as the OOM killer does to a worker) and on one of :data:`HANG_SIZE` it never returns
   (a native sleep, or a Python loop when ``FINSTA_TEST_HANG=python``).
-* ``slow_setup_double`` detector: ``setup()`` sleeps ten minutes (a model load that takes its time).
+* ``slow_setup_double`` detector: ``setup()`` sleeps ten minutes (a model load that takes its time), after
+  writing ``$FINSTA_TEST_PROBE_DIR/setup-<pid>.json`` (so a test knows a worker is inside it).
 * ``setup_killer_double`` detector: ``poison_double`` whose second ``setup()`` in a run (counted in
   ``$FINSTA_TEST_PROBE_DIR``) SIGKILLs its process, as the OOM killer takes a replacement worker too.
 * ``cluster_probe_double`` detector: ``gpu_probe_double`` that appends its Ray node id to
@@ -109,6 +110,9 @@ class SlowSetupDetectorDouble(ColorDetector):
     summary = "test double: a detector whose setup() takes ten minutes"
 
     def setup(self) -> None:
+        path = _probe_file("setup")
+        if path is not None:
+            path.write_text("{}")
         time.sleep(600)
 
 
