@@ -11,13 +11,12 @@ first=(tests/finsta_model tests/pipeline)
 rest=()
 for entry in tests/*/ tests/test_*.py; do
   entry=${entry%/}
-  [[ " ${first[*]} " == *" $entry "* ]] || rest+=("$entry")
+  case " ${first[*]} " in *" $entry "*) continue ;; esac
+  [ "${entry##*/}" = __pycache__ ] || rest+=("$entry")
 done
-code=0
-for half in first rest; do
-  declare -n paths=$half
-  .venv/bin/python -m pytest -q "$@" "${paths[@]}"
-  status=$?
-  if [ "$code" = 0 ]; then code=$status; fi
-done
+.venv/bin/python -m pytest -q "$@" "${first[@]}"
+code=$?
+.venv/bin/python -m pytest -q "$@" "${rest[@]}"
+status=$?
+[ "$code" = 0 ] && code=$status
 exit "$code"
