@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
 from schemas.errors import UserError
-
 
 
 def detector_help() -> str:
@@ -29,12 +29,23 @@ def detector_help() -> str:
             f"{REAL_DATA_BACKEND} on real data]")
 
 
+class _BuildCommand(TyperCommand):
+    """build-sgs: --detector's help is read from the backends only when help is printed. Building it at
+    import would import stages.detect (scipy, ...) in every command: `inspect`/`verify` would pay for it."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.params:
+            if param.name == "detector":
+                param.help = detector_help()
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="finsta: video–caption datasets → scene graphs → alignment training.")
 
 
 # ------------------------------------------------------------------ build
-@app.command("build-sgs")
+@app.command("build-sgs", cls=_BuildCommand)
 def build_sgs(
     dataset: Optional[str] = typer.Option(None, help="activitynet | msrvtt | manifest | synthetic | sample "
                                           "[default: sample]"),
@@ -46,7 +57,7 @@ def build_sgs(
     captions: Optional[str] = typer.Option(None, help="captions file (path or URL), overriding the dataset's layout"),
     videos: Optional[str] = typer.Option(None, help="videos folder (path or URL), overriding the dataset's layout"),
     mapping: Optional[str] = typer.Option(None, help="id → video path file (JSON or CSV; path or URL)"),
-    detector: Optional[str] = typer.Option(None, help=detector_help()),
+    detector: Optional[str] = typer.Option(None, help="detector backend (listed when --help is printed)"),
     config: Optional[Path] = typer.Option(None, help="JSON/YAML file of options, nested like --show-config prints"),
     set_: list[str] = typer.Option([], "--set", help="set one option, e.g. --set decode.fps=2 or "
                                    "--set 'detect.lite.grid=[2,3]' (repeatable; keys: --show-config)"),

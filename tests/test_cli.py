@@ -37,6 +37,21 @@ def test_every_command_has_help(command, capsys):
     assert "Usage:" in out
 
 
+def test_build_sgs_help_lists_every_detector_backend_read_only_when_help_is_printed(capsys):
+    """--detector's help comes from the detector registry, and only when help is printed: importing cli (what
+    every command does, `inspect` and `verify` too) imports no stage (stages.detect pulls in scipy)."""
+    from stages.registry import DETECTORS
+
+    code, out, err = in_process(capsys, "build-sgs", "--help")
+    assert code == 0, err
+    help_text = " ".join(out.split())
+    assert all(f"{name} (" in help_text for name in DETECTORS.names()) and "[default: auto" in help_text
+    fresh = subprocess.run([sys.executable, "-c", "import sys, cli; print(sorted(m for m in sys.modules "
+                            "if m.split('.')[0] in ('stages', 'pipeline', 'scipy', 'torch', 'numpy')))"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0 and fresh.stdout.strip() == "[]", (fresh.stdout, fresh.stderr)
+
+
 MISTAKES = [
     (["verify", "/nonexistent/ds"], "/nonexistent/ds"),
     (["inspect", "/nonexistent/ds", "--list"], "/nonexistent/ds"),
