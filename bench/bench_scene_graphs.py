@@ -2,18 +2,21 @@
 
 Each run takes the three ../shared clips (``$FINSTA_SHARED``, default ../shared), one caption each,
 through every catalog stage in this process, one clip at a time, with the defaults of a real dataset
-(``segment_shots`` = ffmpeg's scene score on CPU); then ``segment_shots`` again with TransNetV2 on the
-same tasks. Per stage it measures CPU seconds (this process plus its finished ffmpeg children) and wall
+(``segment_shots`` = ffmpeg's scene score on CPU, reading the decode stage's shot stream); then
+``segment_shots`` again with TransNetV2 on the same tasks (decoding its own stream), and ``decode`` alone
+without the shot stream on the same videos: what the shot stream adds to decode is counted as
+segment_shots' (``segment_shots_share``). Per stage it measures CPU seconds (this process plus its finished ffmpeg children) and wall
 seconds; model loads (``setup()``) are left out. Prints one JSON object: per stage the range over the
 runs of CPU seconds and of the share of the pipeline's CPU seconds (the reference, measured in the same
-run), ``segment_shots_share`` (target ≤ 0.10), TransNetV2 / scene score by CPU, and the load average
-before each run.
+run), ``segment_shots_share`` (target ≤ 0.10: its own CPU plus the shot stream's share of decode),
+TransNetV2 / scene score by CPU, and the load average before each run.
 
     .venv/bin/python bench/bench_scene_graphs.py [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -68,9 +71,12 @@ def timed(stages: list, todo: list) -> dict[str, list[float]]:
 
 
 def summary(runs: list[dict], clips: list[str], method: str) -> dict:
-    """The printed figures from the runs' {"load", "stages": {name: [cpu, wall]}, "transnetv2": [cpu, wall]}."""
+    """The printed figures from the runs' {"load", "stages": {name: [cpu, wall]}, "transnetv2": [cpu, wall],
+    "decode_alone": [cpu, wall]}."""
     total = [sum(cpu for cpu, _ in run["stages"].values()) for run in runs]
     names = list(runs[0]["stages"])
+    stream = [r["stages"]["decode"][0] - r["decode_alone"][0] for r in runs]   # the shot stream's decode CPU
+    shots = [r["stages"]["segment_shots"][0] + extra for r, extra in zip(runs, stream)]
     report = {
         "clips": clips, "repeats": len(runs), "load_average_1m": [round(r["load"], 1) for r in runs],
         "segment_shots_method": method,
@@ -78,13 +84,13 @@ def summary(runs: list[dict], clips: list[str], method: str) -> dict:
         "stage_cpu_s": {n: span([r["stages"][n][0] for r in runs], 2) for n in names},
         "stage_wall_s": {n: span([r["stages"][n][1] for r in runs], 2) for n in names},
         "stage_cpu_share": {n: span([r["stages"][n][0] / t for r, t in zip(runs, total)]) for n in names},
-        "segment_shots_share": span([r["stages"]["segment_shots"][0] / t for r, t in zip(runs, total)]),
+        "shot_stream_decode_cpu_s": span(stream, 2),
+        "segment_shots_share": span([s / t for s, t in zip(shots, total)]),
         "segment_shots_share_target": 0.10,
         "transnetv2_cpu_s": span([r["transnetv2"][0] for r in runs], 2),
-        "transnetv2_share_if_used": span([r["transnetv2"][0] / (t - r["stages"]["segment_shots"][0] + r["transnetv2"][0])
-                                          for r, t in zip(runs, total)]),
-        "transnetv2_vs_scene_score_cpu": span([r["transnetv2"][0] / max(r["stages"]["segment_shots"][0], 1e-9)
-                                               for r in runs], 2),
+        "transnetv2_share_if_used": span([r["transnetv2"][0] / (t - s + r["transnetv2"][0])
+                                          for r, t, s in zip(runs, total, shots)]),
+        "transnetv2_vs_scene_score_cpu": span([r["transnetv2"][0] / max(s, 1e-9) for r, s in zip(runs, shots)], 2),
     }
     return report
 
@@ -109,13 +115,18 @@ def main() -> None:
                                                                    "segment_shots.method=transnetv2"]))
         pipeline = build(cfg, [stage.name for stage in STAGES])
         transnet = build(transnet_cfg, ["segment_shots"])
+        plain_cfg = copy.deepcopy(cfg)
+        plain_cfg.decode.shot_stream = False
+        plain_decode = build(plain_cfg, ["decode"])
         runs = []
         for _ in range(args.repeats):
             load = os.getloadavg()[0]
             done = tasks(cfg)
             stages = timed(pipeline, done)
             alt = timed(transnet, done)     # the same tasks again, shots by TransNetV2
-            runs.append({"load": load, "stages": stages, "transnetv2": alt["segment_shots"]})
+            alone = timed(plain_decode, tasks(cfg))
+            runs.append({"load": load, "stages": stages, "transnetv2": alt["segment_shots"],
+                         "decode_alone": alone["decode"]})
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)   # each run as it ends
     print(json.dumps(summary(runs, sorted(clips), cfg.segment_shots.method), indent=1))
 

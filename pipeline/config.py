@@ -316,6 +316,8 @@ def finalize(cfg: Any) -> tuple[Any, list[str]]:
     cfg.detect = cfg.detect.resolved(cfg.dataset.name)
     cfg.relate = cfg.relate.resolved(cfg.dataset.name)
     cfg.segment_shots = cfg.segment_shots.resolved(cfg.dataset.name)
+    # segment_shots reads the decode stage's shot stream: one decode of the video feeds both (stages/decode.py)
+    cfg.decode.shot_stream = cfg.decode.shot_stream or cfg.segment_shots.method != "none"
     warnings = []
     if cfg.detect.name == "color" and cfg.dataset.name != "synthetic":
         warnings.append(f"detect.name=color is the synthetic world's shape detector; on {cfg.dataset.name} "

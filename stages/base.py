@@ -96,6 +96,8 @@ class VideoTask:
     meta: Optional[VideoMeta] = None
     frames: list[Frame] = field(default_factory=list)
     images: Optional[list[np.ndarray]] = None
+    shot_stream: Optional[tuple[np.ndarray, float, float]] = None   # decode → segment_shots: every native frame
+                                                                    # at 48×27 RGB, native fps, start offset (s)
     dsg: Optional[DynamicSceneGraph] = None
     detection_features: Optional[np.ndarray] = None
     frame_features: Optional[np.ndarray] = None

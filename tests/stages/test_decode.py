@@ -388,3 +388,20 @@ def test_an_unreachable_url_is_retried_then_a_network_error_row(http_server, cli
     with pytest.raises(SampleError) as error:
         decode_video(f"{base}/flaky/99/a.mp4", DecodeConfig(fps=5))
     assert error.value.reason == "network_error" and f"{base}/flaky/99/a.mp4" in error.value.message
+
+
+def test_the_shot_stream_is_decode_smalls_frames_from_the_same_run(clips):
+    from stages.segment_shots import decode_small
+    path = str(clips[".mp4"])
+    task = VideoTask("k", "test", "v", path)
+    DecodeStage(DecodeConfig(fps=5, max_frames=3, shot_stream=True)).process_batch([task])
+    assert task.failure is None
+    small, fps, start = task.shot_stream
+    want, want_fps, want_start = decode_small(path)
+    assert small.shape == (NATIVE, 27, 48, 3) and np.array_equal(small, want)   # every native frame, past max_frames
+    assert (fps, start) == (want_fps, want_start)
+    _, frames, images = decode_video(path, DecodeConfig(fps=5, max_frames=3))
+    assert task.frames == frames and all(np.array_equal(a, b) for a, b in zip(task.images, images))
+    plain = VideoTask("k", "test", "v", path)
+    DecodeStage(DecodeConfig(fps=5)).process_batch([plain])
+    assert plain.shot_stream is None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from schemas.errors import UserError
-from schemas.records import DynamicSceneGraph, Frame, Shot, VideoMeta
+from schemas.records import DynamicSceneGraph, FailureRecord, Frame, Shot, VideoMeta
 from stages.base import VideoTask
 from stages.segment_shots import (SegmentShotsConfig, SegmentShotsStage, cuts_from_scores, decode_small,
                                   scene_scores, shots_from_cuts)
@@ -73,6 +73,30 @@ def test_none_gives_one_shot():
     task.dsg = DynamicSceneGraph("v", meta, frames=[Frame(0, 0.0), Frame(50, 2.0)])
     [task] = SegmentShotsStage(SegmentShotsConfig(method="none")).process_batch([task])
     assert task.failure is None and task.dsg.shots == [Shot(0, 99, 0.0, 99 / 25)]
+
+
+def test_the_decode_stages_shot_stream_is_used_and_dropped():
+    frames = np.zeros((150, 27, 48, 3), np.uint8)
+    frames[60:] = 200                                  # a cut before native frame 60
+    meta = VideoMeta("v", 6.0, 25.0, 8, 8, "h264")
+    task = VideoTask("k", "s", "v", "/nonexistent.mp4", meta=meta)   # nothing to decode here
+    task.dsg, task.shot_stream = DynamicSceneGraph("v", meta), (frames, 25.0, 0.5)
+    failed = VideoTask("k2", "s", "v", "/nonexistent.mp4", meta=meta)
+    failed.shot_stream = (frames, 25.0, 0.5)
+    failed.failure = FailureRecord("k2", "detect", "internal_error", "x", "")
+    stage = SegmentShotsStage(SegmentShotsConfig(method="scene_score"))
+    task, failed = stage.process_batch([task, failed])
+    assert task.failure is None and [(s.first_index, s.last_index) for s in task.dsg.shots] == [(0, 59), (60, 149)]
+    assert task.dsg.shots[1].start == pytest.approx(0.5 + 60 / 25)
+    assert task.shot_stream is None and failed.shot_stream is None
+
+
+def test_a_build_decodes_the_shot_stream_when_shots_are_cut():
+    from pipeline.config import BuildConfig, apply_overrides, finalize
+    for dataset, method, on in (("synthetic", "auto", False), ("activitynet", "auto", True),
+                                ("activitynet", "none", False), ("activitynet", "transnetv2", True)):
+        cfg, _ = finalize(apply_overrides(BuildConfig(), [f"dataset.name={dataset}", f"segment_shots.method={method}"]))
+        assert cfg.decode.shot_stream is on, (dataset, method)
 
 
 @pytest.fixture(scope="module")
