@@ -17,6 +17,10 @@ on          subject resting on the object's upper part:       x-overlap / w_s ×
             y1_o + 0.4 h_o], centre above the object's
             centre
 near        boxes close relative to their size                clip(1 − gap / (near_scale · mean diagonal))
+next to     side by side in a row: heights overlap by ≥ half  clip(1 − gap / (2 · next_to_scale · mean
+            the shorter box, bottom edges within a quarter    height)), in pixels: a gap of
+            of the mean height; only between neighbours (no   ``next_to_scale`` mean heights scores 0.5
+            third box between them, :func:`frame_relations`)
 in front of overlapping boxes (≥ ``occlusion_min`` of the     clip(0.5 + overlap / smaller area) ×
             smaller one): on a ground plane seen from above   clip(Δ bottom / (0.25 mh)), Δ bottom = y2_s − y2_o
             the horizon, the box whose bottom edge is lower
@@ -75,8 +79,11 @@ are symmetric and stored once (subject = the lower track id).
 
 Which per-frame relations are stored (the graph constraint of the SGG
 benchmarks, :func:`pair_relations`): only pairs of near boxes (``near`` ≥
-``min_score``; contact and overlap are always near) take part; each ordered
-pair gets **at most one** predicate, the first of
+``min_score``; contact and overlap are always near) take part, and pairs that
+are not near but stand *next to* each other as neighbours in a row (three
+bottles on a shelf a hand's width apart: people say "next to", and a box
+between them would break the row); each ordered pair gets **at most one**
+predicate, the first of
 
 1. the caption predicate the FREQ prior (:class:`stages.predicate_prior.PredicatePrior`)
    picks when it knows the label pair (``ride``, ``sit at``, ``hold``…; the rule
@@ -103,7 +110,7 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -133,6 +140,7 @@ class RelateConfig:
     pairs: str = "auto"
     min_score: float = 0.5
     near_scale: float = 0.5
+    next_to_scale: float = 1.0           # neighbours in a row are "next to" up to this many mean heights apart
     occlusion_min: float = 0.1
     small_ratio: float = 0.25
     grasp_band: float = 0.35             # a hand from above ends in this top share of a held object's box
@@ -240,6 +248,26 @@ def score_near(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) ->
     return _clip(1.0 - box_gap(s, o) / max(cfg.near_scale * diagonal, 1e-6))
 
 
+def score_next_to(s: Box, o: Box, cfg: RelateConfig, aspect: float = 1.0) -> float:
+    """Side by side in a row: the boxes' heights overlap by at least half the shorter one and their bottom
+    edges (what they stand on) lie within a quarter of their mean height; closer than ``next_to_scale`` mean
+    heights scores over 0.5, in pixels (``aspect`` = frame width / height). Whether a third box stands
+    between them is the caller's (:func:`frame_relations`)."""
+    (_, hs), (_, ho) = _size(s), _size(o)
+    mh = _mean_wh(s, o)[1]
+    y_overlap = min(s[3], o[3]) - max(s[1], o[1])
+    if y_overlap < 0.5 * min(hs, ho) or abs(s[3] - o[3]) > 0.25 * mh:
+        return 0.0
+    gap = max(0.0, max(s[0], o[0]) - min(s[2], o[2])) * aspect
+    return _clip(1.0 - gap / (2 * cfg.next_to_scale * mh))
+
+
+def _between(a: Box, b: Box, c: Box) -> bool:
+    """Box ``c`` stands in the horizontal gap between ``a`` and ``b`` (or overlaps it) at their height."""
+    left, right = (a, b) if a[0] <= b[0] else (b, a)
+    return c[0] < right[0] and c[2] > left[2] and min(a[3], b[3], c[3]) - max(a[1], b[1], c[1]) > 0
+
+
 def score_in_front_of(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> float:
     smaller = min(box_area(s), box_area(o))
     if smaller <= 0:
@@ -315,6 +343,11 @@ GEOMETRIC_PREDICATES: dict[str, ScoreFn] = {
     "on": score_on, "near": score_near, "in front of": score_in_front_of, "behind": score_behind,
     "holding": score_holding, "riding": score_riding, "sitting on": score_sitting_on,
 }
+
+
+# Every per-frame predicate relate stores by geometry: the table's pair scores, and "next to" of
+# neighbours in a row (it needs the frame's other boxes: :func:`pair_relations`).
+FRAME_PREDICATES = (*GEOMETRIC_PREDICATES, "next to")
 
 
 def pair_geometry(s: Box, o: Box, s_label: str, o_label: str, cfg: RelateConfig) -> dict[str, float]:
@@ -405,9 +438,11 @@ def _priority(predicate: str) -> int:
     return 2 + len(INTERACTION_PREDICATES) if predicate in DIRECTIONAL_PREDICATES else 0
 
 
-def pair_relations(detections: list[Detection], i: int, j: int, cfg: RelateConfig, prior=None) -> list[Relation]:
-    """At most one relation per ordered pair of detections ``i``, ``j`` (same frame); none unless they are
-    near when ``cfg.pairs`` is ``near``.
+def pair_relations(detections: list[Detection], i: int, j: int, cfg: RelateConfig, prior=None,
+                   others: Sequence[int] = (), aspect: float = 1.0) -> list[Relation]:
+    """At most one relation per ordered pair of detections ``i``, ``j`` (same frame); when ``cfg.pairs`` is
+    ``near``, none unless they are near, or else neighbours in a row: ``i next to j`` (:func:`score_next_to`)
+    when none of the frame's ``others`` stands between them (``aspect``: the frame's width / height).
 
     The more informative of the two directions' first predicates is stored (the
     order of :func:`ranked_predicates`, then the higher score); the other
@@ -420,7 +455,10 @@ def pair_relations(detections: list[Detection], i: int, j: int, cfg: RelateConfi
     a, b = detections[i], detections[j]
     ab = pair_geometry(a.box, b.box, a.label, b.label, cfg)
     if ab["near"] < cfg.min_score and cfg.pairs != "all":      # auto without a dataset: near
-        return []
+        score = score_next_to(a.box, b.box, cfg, aspect)
+        if score < cfg.min_score or any(_between(a.box, b.box, detections[k].box) for k in others if k not in (i, j)):
+            return []
+        return [Relation(a.frame, i, j, "next to", score)]       # symmetric: stored once
     ba = pair_geometry(b.box, a.box, b.label, a.label, cfg)
     ranked = {(i, j): ranked_predicates(a, b, ab, cfg, prior), (j, i): ranked_predicates(b, a, ba, cfg, prior)}
     firsts = [(pair, options[0]) for pair, options in ranked.items() if options]
@@ -437,12 +475,13 @@ def pair_relations(detections: list[Detection], i: int, j: int, cfg: RelateConfi
 
 
 def frame_relations(detections: list[Detection], indices: list[int], cfg: RelateConfig,
-                    prior=None) -> list[Relation]:
-    """Relations among the detections ``indices`` (all of one frame): per near pair (:func:`pair_relations`),
-    the ``max_relations_per_frame`` best-scoring ones, in detection order."""
+                    prior=None, aspect: float = 1.0) -> list[Relation]:
+    """Relations among the detections ``indices`` (all of one frame): per near pair or pair of neighbours in a
+    row (:func:`pair_relations`), the ``max_relations_per_frame`` best-scoring ones, in detection order."""
     ranked = sorted(indices, key=lambda i: -detections[i].score)[: cfg.max_detections_per_frame]
     ranked.sort()
-    out = [r for k, i in enumerate(ranked) for j in ranked[k + 1:] for r in pair_relations(detections, i, j, cfg, prior)]
+    out = [r for k, i in enumerate(ranked) for j in ranked[k + 1:]
+           for r in pair_relations(detections, i, j, cfg, prior, ranked, aspect)]
     best = sorted(range(len(out)), key=lambda k: -out[k].score)[: cfg.max_relations_per_frame]
     return [out[k] for k in sorted(best)]
 
@@ -719,7 +758,8 @@ class RelateStage(Stage):
         by_frame: dict[int, list[int]] = defaultdict(list)
         for i, det in enumerate(dsg.detections):
             by_frame[det.frame].append(i)
+        aspect = dsg.meta.width / dsg.meta.height if dsg.meta.width > 0 and dsg.meta.height > 0 else 1.0
         dsg.relations = [r for f in sorted(by_frame)
-                         for r in frame_relations(dsg.detections, by_frame[f], self.cfg, self.prior)]
+                         for r in frame_relations(dsg.detections, by_frame[f], self.cfg, self.prior, aspect)]
         dsg.track_relations = temporal_relations(dsg, self.cfg, speeds)
         return task

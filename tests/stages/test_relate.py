@@ -4,7 +4,7 @@ import pytest
 
 from schemas.records import Attribute, Detection, DynamicSceneGraph, Frame, Track, VideoMeta
 from stages.base import VideoTask
-from stages.relate import (GEOMETRIC_PREDICATES, TRACK_PREDICATES, RelateStage, RelateConfig, TrackView,
+from stages.relate import (FRAME_PREDICATES, GEOMETRIC_PREDICATES, TRACK_PREDICATES, RelateStage, RelateConfig, TrackView,
                               approach_events, carrying_score, entering_score, frame_relations, leaving_score,
                               merge_attributes, pair_geometry, pair_relations, passing_score, reverse_predicates)
 
@@ -195,7 +195,7 @@ def test_the_real_clip_facts_are_things_a_dsg_can_state():
             assert {fact["subject"], fact.get("object", fact["subject"])} <= coco, fact
             assert ("attribute" in fact) != ("predicates" in fact), fact
             for p in fact.get("predicates", []):
-                assert p in GEOMETRIC_PREDICATES or p in TRACK_PREDICATES or supporting_geometry(p), p
+                assert p in FRAME_PREDICATES or p in TRACK_PREDICATES or supporting_geometry(p), p
         assert all(set(labels) <= coco for labels in clip["misread"].values()), name
 
 
@@ -246,9 +246,9 @@ def test_relate_stage_fills_attributes_relations_and_track_relations():
     triples = [(r.frame, dsg.detections[r.subject].label, r.predicate, dsg.detections[r.object].label)
                for r in dsg.relations]
     # the held cup: holding, and near back (its depth order against the holder says nothing);
-    # the car only once the person is near it, on the last frame
-    assert [t for t in triples if t[2] != "near"] == [(f, "person", "holding", "cup") for f in range(4)] + [
-        (3, "car", "right of", "person")]
+    # the car once the person stands beside it (frame 2: less than their mean height apart) and is near it
+    assert [t for t in triples if t[2] != "near"] == [(f, "person", "holding", "cup") for f in range(3)] + [
+        (2, "person", "next to", "car"), (3, "person", "holding", "cup"), (3, "car", "right of", "person")]
     assert [t for t in triples if t[2] == "near"] == [(f, "cup", "near", "person") for f in range(4)] + [
         (3, "person", "near", "car")]
     assert all(dsg.detections[r.subject].frame == dsg.detections[r.object].frame == r.frame for r in dsg.relations)
@@ -266,7 +266,7 @@ def test_relate_stage_without_prior_or_images():
     stage.process_batch([task])
     assert task.failure is None
     assert not any(a.name == "color" and a.target != 2 for a in task.dsg.attributes)
-    assert {r.predicate for r in task.dsg.relations} <= set(GEOMETRIC_PREDICATES)
+    assert {r.predicate for r in task.dsg.relations} <= set(FRAME_PREDICATES)
 
 
 def test_relate_stage_without_dsg_fails_the_task_only():
@@ -303,6 +303,21 @@ def test_far_pairs_have_no_relation_and_near_ones_one_predicate_per_ordered_pair
     said = {(r.subject, r.predicate, r.object) for r in rels} | {
         (r.object, q, r.subject) for r in rels for q in reverse_predicates(r.predicate)}
     assert said == {(0, "near", 1), (1, "near", 0), (1, "right of", 0), (0, "left of", 1)}
+
+
+def test_neighbours_in_a_row_are_next_to_each_other_when_nothing_stands_between():
+    # three bottles standing on one table, each two bottle widths from the next: not near, but a row
+    # (a 16:9 frame: the 0.27-wide gaps are 0.86 bottle heights in pixels)
+    left, middle, right = (0.06, 0.3, 0.16, 0.86), (0.43, 0.3, 0.52, 0.86), (0.79, 0.3, 0.88, 0.87)
+    dets = _dets((left, "bottle", 0.9), (middle, "bottle", 0.9), (right, "bottle", 0.9))
+    said = {(r.subject, r.predicate, r.object) for r in frame_relations(dets, [0, 1, 2], CFG, aspect=16 / 9)}
+    assert said == {(0, "next to", 1), (1, "next to", 2)}            # left and right: the middle one between
+    lifted = (0.43, 0.05, 0.52, 0.6)                                    # off the table: not in the row
+    assert frame_relations(_dets((left, "bottle", 0.9), (lifted, "bottle", 0.9)), [0, 1], CFG, aspect=16 / 9) == []
+    # the same boxes in a frame twice as wide (2.7 heights apart in pixels): not next to each other
+    assert frame_relations(dets, [0, 1, 2], CFG, aspect=5.0) == []
+    # the synthetic world relates every pair by geometry alone (pairs=all): no row rule there
+    assert "next to" not in {r.predicate for r in frame_relations(dets, [0, 1, 2], RelateConfig(pairs="all"))}
 
 
 def test_an_interaction_wins_over_proximity_and_direction():
