@@ -137,15 +137,17 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
     Committed keys are skipped; recorded failures are skipped unless
     ``retry_failed``, which runs *only* them; a key whose input fingerprint
     differs from the one ``stored`` with its row (key → fingerprint) is run
-    either way (``result.changed``). Unsafe and duplicate keys and tasks the
+    either way (``result.changed``; only a key's first entry in the listing is
+    compared: a repeat is a duplicate). Unsafe and duplicate keys and tasks the
     dataset already failed become failure rows (once). Returns the tasks to
     run, the failure rows, and the fingerprint of every key selected.
     """
-    to_run, failures, seen, fingerprints = [], [], Counter(), {}
+    to_run, failures, seen, listed, fingerprints = [], [], Counter(), Counter(), {}
     stored = stored or {}
     for task in tasks:
         result.total += 1
-        changed = (not seen[task.key] and bool(task.fingerprint) and
+        listed[task.key] += 1
+        changed = (listed[task.key] == 1 and bool(task.fingerprint) and
                    stored.get(task.key, task.fingerprint) != task.fingerprint)
         if task.key in committed and not changed:
             result.skipped_committed += 1

@@ -291,6 +291,50 @@ def object_size(url: str) -> Optional[int]:
         return int(length) if length and length.isdigit() else None
 
 
+def object_version(url: str) -> list:
+    """What tells this version of the object from another, from one metadata request (never its bytes):
+    ``[size, ETag]`` on S3 (a rewrite changes the ETag), ``[size, update time in ns]`` on GCS and
+    ``[size, ETag or Last-Modified]`` over HTTP. Raises FileNotFoundError when the object is absent."""
+    scheme, bucket, key = split_url(url)
+    if scheme == "s3":
+        head = _s3_call(url, "head_object", Bucket=bucket, Key=key)
+        return [int(head["ContentLength"]), head.get("ETag") or str(head.get("LastModified"))]
+    if scheme == "gs":
+        import pyarrow.fs
+        info = _gcs_call(url, lambda fs: fs.get_file_info(f"{bucket}/{key}"))
+        if info.type != pyarrow.fs.FileType.File:
+            raise FileNotFoundError(f"no such object: {url}")
+        return [info.size, info.mtime_ns]
+    with _http_open(url, "HEAD") as response:
+        headers = response.headers
+        return [headers.get("Content-Length"), headers.get("ETag") or headers.get("Last-Modified")]
+
+
+def list_versions(folder: str) -> Optional[dict[str, list]]:
+    """``{name: version}`` (as :func:`object_version`) of the objects directly under ``folder``, from
+    the listing alone (S3's LIST and GCS's carry size and ETag/update time: no request per object).
+    HTTP cannot list: None."""
+    scheme, bucket, key = split_url(folder)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    if scheme == "s3":
+        from botocore.exceptions import BotoCoreError, ClientError
+        found: dict[str, list] = {}
+        try:
+            for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                found.update({item["Key"][len(prefix):]: [int(item["Size"]), item.get("ETag") or
+                                                          str(item.get("LastModified"))]
+                              for item in page.get("Contents", [])})
+        except (BotoCoreError, ClientError) as error:
+            raise _s3_error(error, folder) from None
+        return found
+    if scheme == "gs":
+        import pyarrow.fs
+        selector = pyarrow.fs.FileSelector(f"{bucket}/{prefix}", allow_not_found=True)
+        infos = _gcs_call(folder, lambda fs: fs.get_file_info(selector))
+        return {info.base_name: [info.size, info.mtime_ns] for info in infos if info.type == pyarrow.fs.FileType.File}
+    return None
+
+
 def open_read(url: str) -> BinaryIO:
     """A buffered binary stream of the object, read as it is consumed (never fetched whole first)."""
     scheme, bucket, key = split_url(url)

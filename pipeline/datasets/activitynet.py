@@ -90,7 +90,7 @@ class ActivityNetCaptions(Dataset):
                                        str(video_path))
                 continue
             captions = normalise_captions(raw, duration, self._stats)
-            yield self.make_task(video_id, video_id, video_path, captions)
+            yield self.make_task(video_id, video_id, video_path, captions, self.index.version_of(video_path))
 
 
 def _read_entry(entry: object) -> tuple[list, Optional[float]]:

@@ -16,13 +16,19 @@ Rules every dataset follows:
 * A missing or malformed data root raises :class:`UserError` from the
   constructor, with one message that shows the expected layout.
 * Keys are the dataset's own ids, unmodified; the pipeline refuses unsafe ones.
-* A missing local video still yields a task (``video_path`` where the file
-  should be), counted in ``videos_missing``, whose ``failure`` is already set
-  (``missing_file``): the listing stats each local file, so a missing one
-  never reaches a worker (a URL is checked by ``decode``).
+* A missing video still yields a task (``video_path`` where the file should
+  be), counted in ``videos_missing``, whose ``failure`` is already set
+  (``missing_file``): the listing stats each local file and asks for each URL
+  object's metadata, so a missing one never reaches a worker.
 * Each task carries its input fingerprint (:func:`input_fingerprint`: captions,
-  times, the video's size and mtime), stored with its row: a rerun redoes the
-  samples whose inputs changed and skips the rest.
+  times, the video's size and mtime, or a URL object's size and ETag), stored
+  with its row: a rerun redoes the samples whose inputs changed and skips the
+  rest. URL objects are asked about in batches, ``URL_THREADS`` requests at a
+  time, after the listing (one HEAD each), unless the videos folder's listing
+  already told (S3 and GCS listings carry size and ETag: no request at all).
+* An entry the dataset cannot read (a malformed line, a duplicate id) has the
+  fingerprint of its failure reason, which no readable entry has: once the
+  user corrects it, it is redone on the next run without ``--retry-failed``.
 * ``limit`` counts tasks that can run: failure rows met on the way (missing
   files, bad entries) come along without counting.
 * A bad entry (malformed line, duplicate id) yields a task whose ``failure``
@@ -38,13 +44,15 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from schemas.errors import UserError
 from schemas.options import runtime
-from schemas.storage import is_url, list_names, location
+from schemas.storage import is_url, list_versions, location, object_version
 from schemas.records import FailureRecord
 from schemas.store import BAD_RECORD  # noqa: F401  (re-exported: the datasets name their bad lines with it)
 from stages.base import CaptionInput, VideoTask
@@ -65,8 +73,10 @@ STAT_KEYS = (
 )
 # BAD_RECORD (schemas.store): the failure reason of an entry the dataset cannot read (a malformed line, a bad
 # JSON entry); the store counts it per line.
-# The failure reason of a local video that is not there (the same name decode gives it).
+# The failure reason of a video that is not there (the same name decode gives it).
 MISSING_FILE = "missing_file"
+URL_THREADS = 16    # URL videos' metadata requests (HEAD) in flight at once while listing
+URL_BATCH = 256     # tasks read ahead to ask about their URL videos together
 
 
 @dataclass
@@ -116,16 +126,44 @@ class Dataset(ABC):
         limit = self.cfg.limit
         if limit is not None and limit <= 0:
             return
-        runnable = 0
+        runnable, source = 0, self._iter_tasks()
         try:
-            for task in self._iter_tasks():
-                self._stats["videos"] += 1
-                yield task
-                runnable += task.failure is None
-                if limit is not None and runnable >= limit:
-                    return
+            with ThreadPoolExecutor(URL_THREADS, thread_name_prefix="finsta-url-version") as pool:
+                first = True
+                # read ahead at most as many tasks as could still run (each makes counts in stats)
+                while limit is None or runnable < limit:
+                    batch = list(islice(source, URL_BATCH if limit is None else min(URL_BATCH, limit - runnable)))
+                    if not batch:
+                        return
+                    first = self._stamp_url_versions(batch, pool, first)
+                    for task in batch:
+                        self._stats["videos"] += 1
+                        yield task
+                        runnable += task.failure is None
         except (PermissionError, ConnectionError) as error:   # credentials, the network (after retries)
             raise UserError(f"{self.name}: {error}") from None
+
+    def _stamp_url_versions(self, batch: list[VideoTask], pool: ThreadPoolExecutor, first: bool) -> bool:
+        """Finish the fingerprints of the URL tasks in ``batch`` whose version no listing gave: one
+        metadata request each, in parallel. An absent object fails its task (``missing_file``). The
+        first request of the run is made alone and its PermissionError/ConnectionError stop the
+        listing (credentials, the endpoint: one line before any worker); later ones leave that task
+        without a fingerprint (nothing to compare: decode reports its error). Returns ``first``."""
+        pending = [task for task in batch if task.failure is None and not task.fingerprint and is_url(task.video_path)]
+        if first and pending:
+            self._stamp(pending[0], _version_or_error(pending[0].video_path, strict=True))
+            pending, first = pending[1:], False
+        for task, version in zip(pending, pool.map(_version_or_error, [t.video_path for t in pending])):
+            self._stamp(task, version)
+        return first
+
+    def _stamp(self, task: VideoTask, version: object) -> None:
+        """Set a URL task's fingerprint from its object's ``version`` (``MISSING_FILE``: fail it)."""
+        if version == MISSING_FILE:
+            self._fail_missing(task)
+            task.fingerprint = input_fingerprint(task.captions, MISSING_FILE)
+        elif version is not None:
+            task.fingerprint = input_fingerprint(task.captions, [task.video_path, version])
 
     def stats(self) -> dict[str, int]:
         """Normalisation counters of the last :meth:`tasks` pass (complete once exhausted)."""
@@ -150,40 +188,64 @@ class Dataset(ABC):
 
     def failed_task(self, key: str, reason: str, message: str, video_path: str = "",
                     video_id: Optional[str] = None) -> VideoTask:
-        """A task that ends as a failure row without entering any stage."""
+        """A task that ends as a failure row without entering any stage. Its fingerprint is that of the
+        failure's reason (the same for every bad entry, so an unchanged one is not redone), which no
+        readable entry has: the corrected entry is a changed input."""
         task = VideoTask(key=key, source=self.name, video_id=video_id or key, video_path=video_path)
         task.failure = FailureRecord(key, DATASET_STAGE, reason, message, video_path)
+        task.fingerprint = input_fingerprint([], [reason])
         if reason == "duplicate_key":
             self._stats["duplicate_ids"] += 1
         else:
             self._stats["malformed_entries"] += 1
         return task
 
-    def make_task(self, key: str, video_id: str, video_path: Path | str,
-                  captions: list[CaptionInput]) -> VideoTask:
+    def make_task(self, key: str, video_id: str, video_path: Path | str, captions: list[CaptionInput],
+                  version: object = None) -> VideoTask:
         """A live task; counts its captions, and fails it (``missing_file``) when its local video
-        is not there: one stat here saves a worker, and a shard, per missing file."""
+        is not there: one stat here saves a worker, and a shard, per missing file. A URL video's
+        ``version`` (:func:`schemas.storage.object_version`, or ``MISSING_FILE``) comes from a folder
+        listing when one was made; else :meth:`tasks` asks for it and finishes the fingerprint."""
         path = str(video_path)
         self._stats["captions"] += sum(c.negative_of is None for c in captions)
         self._stats["negatives"] += sum(c.negative_of is not None for c in captions)
         task = VideoTask(key=key, source=self.name, video_id=video_id, video_path=path, captions=captions)
-        video: object = path
-        if is_local(path):
-            try:
-                status = os.stat(path)
-                video = [status.st_size, status.st_mtime_ns]
-            except OSError:   # as os.path.exists: not there, or not reachable
-                video = MISSING_FILE
-                self._stats["videos_missing"] += 1
-                task.failure = FailureRecord(key, DATASET_STAGE, MISSING_FILE, f"no such file: {path}", path)
+        if is_url(path):
+            if version is not None:
+                self._stamp(task, version)
+            return task
+        try:
+            status = os.stat(path)
+            video: object = [status.st_size, status.st_mtime_ns]
+        except OSError:   # as os.path.exists: not there, or not reachable
+            video = MISSING_FILE
+            self._fail_missing(task)
         task.fingerprint = input_fingerprint(captions, video)
         return task
+
+    def _fail_missing(self, task: VideoTask) -> None:
+        self._stats["videos_missing"] += 1
+        task.failure = FailureRecord(task.key, DATASET_STAGE, MISSING_FILE, f"no such file: {task.video_path}",
+                                     task.video_path)
+
+
+def _version_or_error(url: str, strict: bool = False) -> object:
+    """``object_version(url)``, ``MISSING_FILE`` when the object is absent, or None when it cannot be
+    asked (denied, the network; raised instead when ``strict``)."""
+    try:
+        return object_version(url)
+    except FileNotFoundError:
+        return MISSING_FILE
+    except (PermissionError, ConnectionError):
+        if strict:
+            raise
+        return None
 
 
 def input_fingerprint(captions: list[CaptionInput], video: object) -> str:
     """What a sample was made from, as 16 hex digits: its captions (text, times, negatives) and its video
-    (a local file's size and mtime, ``missing_file``, or a URL as written: a URL is not read at listing
-    time). The store keeps it with each row; a rerun redoes a sample whose fingerprint changed."""
+    (a local file's size and mtime, ``missing_file``, or a URL with its object's size and ETag or
+    update time). The store keeps it with each row; a rerun redoes a sample whose fingerprint changed."""
     data = [[c.text, c.start, c.end, c.negative_of, c.negative_type] for c in captions]
     return hashlib.sha256(json.dumps([data, video]).encode()).hexdigest()[:16]
 
@@ -281,9 +343,12 @@ class VideoIndex:
         self.mapping = mapping or {}
         self.strip_prefix = strip_prefix
         self._by_stem: dict[str, str] = {}
+        # name → version of each object of a listed URL folder (None: a local folder, or HTTP: no listing)
+        self.versions: Optional[dict[str, list]] = None
         rank = {ext: i for i, ext in enumerate(VIDEO_EXTENSIONS)}
         if is_url(folder):
-            names = sorted(list_names(str(folder)))
+            self.versions = list_versions(str(folder))
+            names = sorted(self.versions or ())
         else:
             names = sorted(e.name for e in os.scandir(folder) if e.is_file()) if folder.is_dir() else []
         for name in names:
@@ -305,6 +370,16 @@ class VideoIndex:
             if stem in self._by_stem:
                 return self.folder / self._by_stem[stem]
         return self.folder / f"{video_id}{VIDEO_EXTENSIONS[0]}"
+
+    def version_of(self, path: Path | str) -> object:
+        """The listed version of a URL video directly in this folder, ``MISSING_FILE`` when the listing
+        has no such object (no request per absent video), None when no listing covers ``path`` (a local
+        file, a mapped path in a subfolder, an HTTP folder: :meth:`Dataset.tasks` asks)."""
+        path, prefix = str(path), str(self.folder).rstrip("/") + "/"
+        name = path[len(prefix):]
+        if self.versions is None or not path.startswith(prefix) or "/" in name:
+            return None
+        return self.versions.get(name, MISSING_FILE)
 
 
 def load_mapping(path: Optional[str]) -> dict[str, str]:

@@ -101,7 +101,8 @@ class MSRVTT(Dataset):
                 continue
             seen.add(video_id)
             captions = normalise_captions([(s, None, None) for s in sentences], None, self._stats)
-            yield self.make_task(video_id, video_id, self.index.path_for(video_id), captions)
+            path = self.index.path_for(video_id)
+            yield self.make_task(video_id, video_id, path, captions, self.index.version_of(path))
 
 
 def _first_file(root: Path, names: tuple[str, ...]) -> Optional[Path]:

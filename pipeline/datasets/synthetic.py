@@ -110,7 +110,7 @@ class SyntheticWorld(Dataset):
                                        f"{self.captions_file.name} entry {video_id!r}: {error}", str(path))
                 continue
             captions = with_negatives(raw, negatives, duration, self._stats)
-            yield self.make_task(video_id, video_id, path, captions)
+            yield self.make_task(video_id, video_id, path, captions, self.index.version_of(path))
 
 
 def _read_negatives(entry: dict, count: int) -> list[list[tuple[str, str]]]:

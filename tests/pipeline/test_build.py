@@ -674,3 +674,24 @@ def test_a_sample_whose_input_changed_is_redone_and_the_rest_skipped(world, sequ
         manifest.write_text(original)
         os.utime(touched, ns=(mtime, mtime))
         added.unlink(missing_ok=True)
+
+
+def test_a_corrected_malformed_entry_is_redone_on_the_next_run_without_retry_failed(world, sequential_out, tmp_path):
+    """A bad line's failure row holds the fingerprint of its reason, which no readable entry has: the line
+    corrected is a changed input. The world's manifest is put back afterwards."""
+    out = tmp_path / "out"
+    shutil.copytree(sequential_out, out, ignore=shutil.ignore_patterns(".finsta.lock"))
+    manifest = world / "manifest.jsonl"
+    original = manifest.read_text()
+    video = json.loads(original.splitlines()[0])["video"]
+    try:
+        manifest.write_text(original + json.dumps({"id": "fixme", "video": 5, "captions": ["a red circle"]}) + "\n")
+        first = run_build(config(world), out)
+        assert (first.to_run, first.failures_by_reason["bad_record"]) == (0, 1)
+        assert run_build(config(world), out).to_run == 0 and run_build(config(world), out).failed_early == 0
+        manifest.write_text(original + json.dumps({"id": "fixme", "video": video, "captions": ["a red circle"]}) + "\n")
+        fixed = run_build(config(world), out)
+        assert (fixed.changed, fixed.to_run, fixed.committed) == (1, 1, GOOD + 1)
+        assert "fixme" in open_dataset(out).keys() and "fixme" not in {f.key for f in open_dataset(out).failures()}
+    finally:
+        manifest.write_text(original)

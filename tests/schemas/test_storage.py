@@ -28,6 +28,8 @@ def test_gs_read_list_stat_missing_and_spool(gcs_env):
     with storage.media_source(f"{bucket}/data/v/x.mp4", 60) as local:   # gs: a bounded local copy
         assert open(local, "rb").read() == b"12345"
     assert not os.path.exists(local)   # removed on exit
+    version = storage.object_version(f"{bucket}/data/v/x.mp4")   # size and update time, as the listing has them
+    assert version[0] == 5 and version[1] and storage.list_versions(f"{bucket}/data/v") == {"x.mp4": version}
 
 
 def test_redact_removes_signatures():
@@ -49,6 +51,23 @@ def test_s3_read_list_stat_missing(s3_env, tmp_path):
         storage.object_size(f"{bucket}/data/none.mp4")
     assert not storage.location(f"{bucket}/data/none.mp4").is_file()
     storage.preflight(f"{bucket}/data/none.mp4")   # credentials work: a missing object is that sample's row
+
+
+def test_object_versions_change_with_the_object_and_a_listing_has_the_same(s3_env, http_server):
+    bucket = make_bucket(s3_env, "versions", {"v/a.mp4": b"12345", "v/b.mp4": b"x"})
+    first = storage.object_version(f"{bucket}/v/a.mp4")
+    assert first[0] == 5 and storage.list_versions(f"{bucket}/v") == {
+        "a.mp4": first, "b.mp4": storage.object_version(f"{bucket}/v/b.mp4")}   # the LIST says what HEAD says
+    storage.put_bytes(f"{bucket}/v/a.mp4", b"54321")   # rewritten, same size: another ETag
+    assert storage.object_version(f"{bucket}/v/a.mp4")[0] == 5 and storage.object_version(f"{bucket}/v/a.mp4") != first
+    with pytest.raises(FileNotFoundError, match="no such object: s3://versions/v/none.mp4"):
+        storage.object_version(f"{bucket}/v/none.mp4")
+    base, folder = http_server   # HTTP: Content-Length and the ETag or Last-Modified of one HEAD
+    (folder / "a.mp4").write_bytes(b"12345")
+    size, stamp = storage.object_version(f"{base}/a.mp4")
+    assert size == "5" and stamp and storage.list_versions(base) is None
+    with pytest.raises(FileNotFoundError):
+        storage.object_version(f"{base}/none.mp4")
 
 
 def test_s3_presigned_url_is_made_in_process_and_readable(s3_env):

@@ -135,15 +135,20 @@ def test_real_val_2(tmp_path):
 from tests.storage_servers import make_bucket, make_gcs_bucket  # noqa: E402
 
 
-def test_a_data_root_on_s3_lists_its_videos_like_a_folder(s3_env, tmp_path):
+def test_a_data_root_on_s3_lists_its_videos_like_a_folder(s3_env, tmp_path, monkeypatch):
+    from pipeline.datasets import base
+
     root = make_root(tmp_path)
+    (root / "videos" / "bbb.webm").unlink()   # v_bbb: missing
     files = {f"anet/{p.relative_to(root)}": p for p in root.rglob("*") if p.is_file()}
     bucket = make_bucket(s3_env, "anet", files)
-    local = [(t.key, t.video_path, t.captions) for t in build_dataset(
+    local = [(t.key, t.video_path, t.captions, t.failure and t.failure.error_type) for t in build_dataset(
         DatasetConfig("activitynet", data_root=str(root))).tasks()]
-    remote = [(t.key, t.video_path, t.captions) for t in build_dataset(
-        DatasetConfig("activitynet", data_root=f"{bucket}/anet/")).tasks()]
-    assert remote == [(k, v.replace(str(root), f"{bucket}/anet"), c) for k, v, c in local]
+    monkeypatch.setattr(base, "object_version", None)   # the folder's listing gives every version: no HEAD
+    tasks = list(build_dataset(DatasetConfig("activitynet", data_root=f"{bucket}/anet/")).tasks())
+    remote = [(t.key, t.video_path, t.captions, t.failure and t.failure.error_type) for t in tasks]
+    assert remote == [(k, v.replace(str(root), f"{bucket}/anet"), c, f) for k, v, c, f in local]
+    assert [f for *_, f in local] == [None, "missing_file", "bad_record"] and all(t.fingerprint for t in tasks)
     with pytest.raises(UserError, match="data root s3://anet/nothing is not a folder"):
         build_dataset(DatasetConfig("activitynet", data_root=f"{bucket}/nothing"))
 

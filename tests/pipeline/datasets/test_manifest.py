@@ -172,3 +172,39 @@ def test_a_line_over_the_limit_is_skipped_without_reading_it_whole(tmp_path):
     with open(tmp_path / "m.jsonl", "rb") as fh:
         lines = list(module.read_lines(fh, max_bytes=1000))
     assert [(n, t is None, e) for n, t, e, _ in lines] == [(1, True, "line longer than 1000 bytes"), (2, False, None)]
+
+
+# ------------------------------------------------------------------ URL videos (real servers on 127.0.0.1)
+def test_url_videos_are_fingerprinted_by_size_and_etag_and_a_missing_one_fails_in_the_listing(
+        s3_env, http_server, tmp_path, monkeypatch):
+    from pipeline.build import BuildResult, select_tasks
+    from pipeline.datasets import base
+    from schemas.storage import object_version, put_bytes
+    from tests.storage_servers import make_bucket
+
+    bucket = make_bucket(s3_env, "fingerprints", {"a.mp4": b"12345", "b.mp4": b"67890"})
+    web, folder = http_server
+    (folder / "c.mp4").write_bytes(b"x")
+    manifest = write_jsonl(tmp_path / "m.jsonl", [{"id": name, "video": url, "captions": ["a man walks"]} for name, url in
+                                                  (("a", f"{bucket}/a.mp4"), ("gone", f"{bucket}/gone.mp4"),
+                                                   ("b", f"{bucket}/b.mp4"), ("c", f"{web}/c.mp4"))])
+    asked = []
+    monkeypatch.setattr(base, "object_version", lambda url: asked.append(url) or object_version(url))
+    monkeypatch.setattr(base, "URL_BATCH", 2)   # two batches: the requests of a batch go out together
+
+    def listing(**options):
+        tasks = list(build_dataset(DatasetConfig("manifest", data_root=str(manifest), **options)).tasks())
+        return {t.key: (t.fingerprint, t.failure and (t.failure.stage, t.failure.error_type)) for t in tasks}
+
+    first = listing()
+    assert sorted(asked) == sorted([f"{bucket}/{n}.mp4" for n in ("a", "gone", "b")] + [f"{web}/c.mp4"])  # one each
+    assert first["gone"][1] == ("dataset", "missing_file") and all(first[k][1] is None for k in "abc")
+    assert len({fp for fp, _ in first.values()}) == 4 and all(fp for fp, _ in first.values())
+    assert list(listing(limit=1)) == ["a"] and list(listing(limit=2)) == ["a", "gone", "b"]   # limit: runnable only
+    put_bytes(f"{bucket}/a.mp4", b"54321")                 # the same size, other bytes: another ETag
+    again = listing()
+    assert [k for k in first if first[k] != again[k]] == ["a"]
+    result = BuildResult(out=tmp_path)
+    to_run, _, _ = select_tasks(build_dataset(DatasetConfig("manifest", data_root=str(manifest))).tasks(),
+                                {"a", "b", "c"}, {"gone"}, False, result, {k: fp for k, (fp, _) in first.items()})
+    assert [t.key for t in to_run] == ["a"] and result.changed == 1 and result.skipped_committed == 2
