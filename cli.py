@@ -166,13 +166,17 @@ def make_synthetic(
     objects_max: int = typer.Option(4, help="most objects per video (≤ 5)"),
     difficulty: str = typer.Option("medium", help="easy (plain background) | medium (textures) | "
                                    "hard (occlusion, repeated colours)"),
+    uncaptioned: int = typer.Option(0, help="leave the last N videos without captions (video-side training "
+                                    "data: TrainConfig.uncaptioned)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a set made with other parameters"),
 ) -> None:
     """Generate the synthetic video–caption world with exact ground truth."""
     from pipeline.synthetic import generate
-    folder = generate(out, count, seed, overwrite=overwrite, duration=duration, fps=fps, width=width,
-                      height=height, objects_min=objects_min, objects_max=objects_max, difficulty=difficulty)
-    print(f"ok: {count} videos, captions and truth in {folder}")
+    folder = generate(out, count, seed, overwrite=overwrite, uncaptioned=uncaptioned, duration=duration, fps=fps,
+                      width=width, height=height, objects_min=objects_min, objects_max=objects_max,
+                      difficulty=difficulty)
+    kept = f" ({uncaptioned} without captions)" if uncaptioned else ""
+    print(f"ok: {count} videos{kept}, captions and truth in {folder}")
 
 
 @app.command("eval-dsg")

@@ -64,6 +64,11 @@ class TrainConfig:
     # mean over c's TSG object/relation nodes of the best cosine with v's host slots; InfoNCE on it with this
     # weight (the caption's TSG units held fixed: the teacher is not moved), and `eval` reports it; 0 = off
     video_side_weight: float = 0.0
+    # videos without captions (`make-synthetic --uncaptioned N`, or any unannotated video build-sgs processed)
+    # ride along in each batch, beyond its batch_size captioned ones, and train only the representation
+    # distillation (their DSG is the target); needs rep_distill_weight > 0. False: they are skipped (the
+    # baseline can never use them)
+    uncaptioned: bool = False
     # post-training: an exported host (`export --out DIR`) whose weights start the host ("" = from scratch);
     # its sizes must be this config's (dim, heads, host_layers, host_fine_weight, dropout), its features the shards'
     init_host: str = ""
@@ -128,6 +133,9 @@ class TrainConfig:
                 raise UserError(f"{name} must be ≥ 0 (got {getattr(self, name)})")
         if self.video_side_weight and not self.host_slots:
             raise UserError("video_side_weight needs host_slots > 0: the video side of that score is the host's slots")
+        if self.uncaptioned and not (self.use_sg and self.rep_distill_weight > 0):
+            raise UserError("uncaptioned needs the SG branch and rep_distill_weight > 0: videos without captions "
+                            "train only the representation distillation")
         if self.host_layers < 1:
             raise UserError(f"host_layers must be ≥ 1 (got {self.host_layers})")
         if self.num_workers < 0:

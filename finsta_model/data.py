@@ -48,13 +48,16 @@ class ShardStream(IterableDataset):
 
     ``mode="train"``: shuffled, one real caption per video (seeded pick),
     videos without a real caption skipped, batches of at least two videos.
+    With ``uncaptioned`` they are kept instead: each batch holds ``batch_size``
+    captioned videos and, as ``batch.video_only``, the uncaptioned ones the
+    shuffle put between them (their own batch without captions).
     ``mode="eval"``: dataset order, every caption, every video.
     """
 
     def __init__(self, root: str | Path, batch_size: int, seed: int = 0, epoch: int = 0, mode: str = "train",
                  buffer_size: int = 256, hard_negatives: bool = True, label_buckets: int = 512,
                  num_logical_workers: int = 1, skip: Optional[list[int]] = None, worker_offset: int = 0,
-                 cache_bytes: int = 0, rank: int = 0, world: int = 1):
+                 cache_bytes: int = 0, rank: int = 0, world: int = 1, uncaptioned: bool = False):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
         if not 0 <= rank < world:
@@ -76,6 +79,7 @@ class ShardStream(IterableDataset):
         self.cache_bytes = cache_bytes
         self.rank = rank
         self.world = world
+        self.uncaptioned = uncaptioned
 
     def shard_order(self) -> list[str]:
         order = list(self.shards)
@@ -100,7 +104,7 @@ class ShardStream(IterableDataset):
                 encoded_shard = list(encode_shard(dataset, name, self.label_buckets))
                 _CACHE.put(cache_key, encoded_shard, self.cache_bytes)
             for encoded in encoded_shard:
-                if self.mode == "eval" or encoded.real_captions():
+                if self.mode == "eval" or self.uncaptioned or encoded.real_captions():
                     yield encoded
 
     def rank_shards(self, worker: int = 0) -> list[str]:
@@ -118,23 +122,27 @@ class ShardStream(IterableDataset):
         rng = random.Random(f"{self.seed}/{self.epoch}/{global_worker}/buffer")
         buffer: list[EncodedSample] = []
         pending: list[EncodedSample] = []
+        video_only: list[EncodedSample] = []     # uncaptioned videos (self.uncaptioned) riding with the batch
         index = 0
 
-        def emit(items: list[EncodedSample]) -> Optional[GraphBatch]:
+        def emit(items: list[EncodedSample], extra: list[EncodedSample]) -> Optional[GraphBatch]:
             nonlocal index
             picks = [[rng.choice(s.real_captions())] for s in items]  # drawn even when skipped: same RNG path
             index += 1
             if index <= self.skip[worker]:
                 return None
             batch = collate(items, picks, self.hard_negatives, self.dims)
+            if extra:
+                batch.video_only = collate(extra, [[] for _ in extra], False, self.dims)
             batch.origin = (worker, index - 1)
             return batch
 
         def take(sample: EncodedSample) -> Iterator[GraphBatch]:
-            pending.append(sample)
+            (pending if sample.real_captions() else video_only).append(sample)
             if len(pending) == self.batch_size:
-                batch = emit(pending[:])
+                batch = emit(pending[:], video_only[:])
                 pending.clear()
+                video_only.clear()
                 if batch is not None:
                     yield batch
 
@@ -149,7 +157,7 @@ class ShardStream(IterableDataset):
         for sample in buffer:
             yield from take(sample)
         if len(pending) >= 2:
-            batch = emit(pending)
+            batch = emit(pending, video_only)
             if batch is not None:
                 yield batch
 

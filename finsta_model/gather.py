@@ -67,7 +67,8 @@ def merge_batches(batches: list[GraphBatch]) -> GraphBatch:
     t = max(b.num_frames for b in batches)
     tokens = max(int(b.tok_feat.shape[1]) for b in batches)
     offset = dict.fromkeys(_counts(batches[0]), 0)
-    parts: dict[str, list] = {f.name: [] for f in fields(GraphBatch) if f.name != "origin"}
+    # video_only (uncaptioned videos) is not gathered: each replica's video-only term is its own
+    parts: dict[str, list] = {f.name: [] for f in fields(GraphBatch) if f.name not in ("origin", "video_only")}
     for b in batches:
         for name, items in parts.items():
             value = getattr(b, name)
@@ -91,7 +92,8 @@ def merge_batches(batches: list[GraphBatch]) -> GraphBatch:
 
 def structure(batch: GraphBatch) -> GraphBatch:
     """``batch`` without its input features (zero-width views that keep their shapes), on the CPU."""
-    return replace(batch.to("cpu"), **{name: getattr(batch, name)[..., :0].cpu() for name in FEATURES})
+    return replace(batch.to("cpu"), video_only=None,
+                   **{name: getattr(batch, name)[..., :0].cpu() for name in FEATURES})
 
 
 class Gather:

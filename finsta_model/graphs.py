@@ -305,6 +305,8 @@ class GraphBatch:
     pt_node: torch.Tensor       # [Q] batch text node
     pt_token: torch.Tensor      # [Q] caption * Lt + token
     origin: tuple[int, int] = (0, 0)  # (logical loader worker, batch index within it): the data position
+    # videos without captions that ride along (ShardStream(uncaptioned=True)): their own batch, no captions
+    video_only: Optional["GraphBatch"] = None
 
     @property
     def num_videos(self) -> int:
@@ -318,14 +320,18 @@ class GraphBatch:
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            moved[f.name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            if isinstance(value, torch.Tensor):
+                value = value.to(device, non_blocking=True)
+            elif isinstance(value, GraphBatch):
+                value = value.to(device)
+            moved[f.name] = value
         return GraphBatch(**moved)
 
     def pin_memory(self) -> "GraphBatch":
         pinned = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            pinned[f.name] = value.pin_memory() if isinstance(value, torch.Tensor) else value
+            pinned[f.name] = value.pin_memory() if isinstance(value, (torch.Tensor, GraphBatch)) else value
         return GraphBatch(**pinned)
 
 

@@ -215,9 +215,24 @@ class FinstaModel(nn.Module):
         replica) the loss is that of every replica's batch together: this replica encodes its own batch,
         the losses run on the gathered batch and encodings (:mod:`finsta_model.gather`)."""
         encodings = self.encode(batch)
+        video_only = batch.video_only
         if gather is not None:
             batch, encodings = gather.batch(batch), encodings.gathered(gather)
-        return self.objective(batch, encodings)
+        total, parts = self.objective(batch, encodings)
+        if self.config.uncaptioned:   # the batch's videos without captions: representation distillation only
+            rep = self.uncaptioned_distillation(video_only) if video_only is not None else total.new_zeros(())
+            total = total + self.config.rep_distill_weight * rep
+            parts["rep_uncaptioned"], parts["total"] = rep.detach(), total.detach()
+        return total, parts
+
+    def uncaptioned_distillation(self, batch: GraphBatch) -> torch.Tensor:
+        """:meth:`_rep_distill` on a batch of videos without captions (``batch.video_only``): the host's
+        video encodings against their DSG encodings, the teacher held fixed (computed without gradient).
+        With data-parallel replicas each replica's term is its own (contrastive among its own videos)."""
+        host_v = self.host.video(batch.frame_feat, batch.frame_mask, batch.patch_feat)
+        with torch.no_grad():
+            enc = self.dsg(batch, self.words)
+        return self._rep_distill(batch, host_v, enc)
 
     def objective(self, batch: GraphBatch, encodings: "Encodings") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of ``batch`` from its :meth:`encode` output (see the module docstring)."""

@@ -510,7 +510,8 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
                                  buffer_size=config.shuffle_buffer, hard_negatives=config.train_hard_negatives,
                                  label_buckets=config.label_buckets, num_logical_workers=workers,
                                  skip=consumed, worker_offset=in_epoch % workers,
-                                 cache_bytes=config.cache_mb << 20, rank=rank, world=replicas.world)
+                                 cache_bytes=config.cache_mb << 20, rank=rank, world=replicas.world,
+                                 uncaptioned=config.uncaptioned)
             produced = 0
             for batch in _lockstep(make_loader(stream, config.num_workers, pin_memory=dev.type == "cuda"),
                                    replicas):

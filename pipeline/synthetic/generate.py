@@ -3,7 +3,8 @@
 Layout of ``out_dir`` (the contract the dataset loader and ``eval-dsg`` read)::
 
     videos/<video_id>.mp4     H.264, yuv420p, byte-identical for the same seed
-    captions.json             ActivityNet Captions form + "negatives" per sentence
+    captions.json             ActivityNet Captions form + "negatives" per sentence (an uncaptioned
+                              video's entry has no sentences)
     truth/<video_id>.json     per-frame boxes, visibility, attributes, relations, events,
                               captions with gold TSGs and object references
     gold_tsg.csv              FACTUAL form: image_id,region_id,caption,scene_graph
@@ -12,6 +13,13 @@ Layout of ``out_dir`` (the contract the dataset loader and ``eval-dsg`` read)::
 
 Video ids are ``synth_<seed>_<index:05d>``; video ``i`` depends only on
 ``(seed, i)`` and the config, so a larger ``count`` extends a smaller set.
+
+``uncaptioned = N`` leaves the last ``N`` videos without captions in
+captions.json and gold_tsg.csv (their truth files keep the world's gold
+captions): videos a pipeline processes but nobody described, which training
+can use only on the video side (``TrainConfig.uncaptioned``, docs/model.md).
+The videos themselves do not change: ``--count 600 --uncaptioned 300`` holds
+the 300 captioned videos of ``--count 300`` plus 300 more.
 
 Example::
 
@@ -47,7 +55,7 @@ def video_id(seed: int, index: int) -> str:
 
 def generate(out: str | Path, num_videos: int, seed: int = 0, config: Optional[WorldConfig] = None,
              overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
-             **world_options) -> Path:
+             uncaptioned: int = 0, **world_options) -> Path:
     """Generate ``num_videos`` videos into folder ``out`` and return it.
 
     World parameters come from ``config`` (default :class:`WorldConfig`) with
@@ -55,6 +63,7 @@ def generate(out: str | Path, num_videos: int, seed: int = 0, config: Optional[W
     overriding it. Rerunning with the same parameters keeps finished videos
     and fills in missing ones; different parameters are refused unless
     ``overwrite``. ``progress(done, total)`` is called after each video.
+    The last ``uncaptioned`` videos get no captions (module docstring).
     """
     count = num_videos
     try:
@@ -65,6 +74,8 @@ def generate(out: str | Path, num_videos: int, seed: int = 0, config: Optional[W
         raise UserError(f"the number of videos (--count) must be ≥ 1, got {count}")
     if seed < 0:
         raise UserError(f"--seed must be ≥ 0, got {seed}")
+    if not 0 <= uncaptioned <= count:
+        raise UserError(f"--uncaptioned must be from 0 to --count ({count}), got {uncaptioned}")
     out = Path(out)
     params = world_params(count, seed, config)
     marker = out / "world.json"
@@ -94,17 +105,22 @@ def generate(out: str | Path, num_videos: int, seed: int = 0, config: Optional[W
         if progress is not None:
             progress(index + 1, count)
 
-    _write_text(out / "captions.json", json.dumps(activitynet_captions(truths), indent=1, sort_keys=True))
-    _write_text(out / "gold_tsg.csv", gold_csv(truths))
+    captioned = count - uncaptioned
+    _write_text(out / "captions.json", json.dumps(activitynet_captions(truths, captioned), indent=1,
+                                                  sort_keys=True))
+    _write_text(out / "gold_tsg.csv", gold_csv(truths[:captioned]))
     _write_text(out / "README.md", f"# Synthetic finsta set\n\n{LICENSE_LINE}\n\n"
                 f"{count} videos, seed {seed}; regenerate with:\n\n"
                 f"    python cli.py make-synthetic --count {count} --seed {seed} --out DIR "
                 f"--duration {config.duration:g} --fps {config.fps} --width {config.width} "
                 f"--height {config.height} --objects-min {config.objects_min} "
-                f"--objects-max {config.objects_max} --difficulty {config.difficulty}\n\n"
+                f"--objects-max {config.objects_max} --difficulty {config.difficulty} "
+                f"--uncaptioned {uncaptioned}\n\n"
                 "Layout and truth format: docs/synthetic.md in the finsta repository.\n")
     _write_text(marker, json.dumps({"format_version": FORMAT_VERSION, "params": params,
-                                    "video_ids": [t["video_id"] for t in truths], "license": LICENSE_LINE},
+                                    "video_ids": [t["video_id"] for t in truths],
+                                    "uncaptioned": [t["video_id"] for t in truths[captioned:]],
+                                    "license": LICENSE_LINE},
                                    indent=1, sort_keys=True))
     return out
 
@@ -139,13 +155,16 @@ def make_video(out: Path, vid: str, rng: np.random.Generator, config: WorldConfi
     return truth
 
 
-def activitynet_captions(truths: list[dict]) -> dict:
+def activitynet_captions(truths: list[dict], captioned: Optional[int] = None) -> dict:
+    """captions.json's entries; videos from index ``captioned`` on get an entry without sentences."""
+    captioned = len(truths) if captioned is None else captioned
     return {t["video_id"]: {
         "duration": t["duration"],
         "timestamps": [[c["start"], c["end"]] for c in t["captions"]],
         "sentences": [c["text"] for c in t["captions"]],
         "negatives": [[{"text": n["text"], "type": n["type"]} for n in c["negatives"]] for c in t["captions"]],
-    } for t in truths}
+    } if i < captioned else {"duration": t["duration"], "timestamps": [], "sentences": [], "negatives": []}
+        for i, t in enumerate(truths)}
 
 
 def gold_csv(truths: list[dict]) -> str:

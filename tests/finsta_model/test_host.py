@@ -275,3 +275,54 @@ def test_a_host_with_slots_trains_exports_and_evaluates_the_same(trained, small_
     del info["arguments"]["slots"]
     (old / "host.json").write_text(json.dumps(info))
     assert load_host(old).model.slots == 0
+
+
+@pytest.fixture(scope="module")
+def partly_captioned(tmp_path_factory) -> Path:
+    """8 captioned videos and 4 without captions (what `make-synthetic --uncaptioned` builds), 3 shards."""
+    import random
+    from finsta_samples import DIMS as SAMPLE_DIMS, make_sample
+    from schemas.store import DatasetWriter
+    rng = random.Random(3)
+    samples = [make_sample(rng, f"vid{i:02d}", n_captions=0 if i % 3 == 2 else 2) for i in range(12)]
+    writer = DatasetWriter(tmp_path_factory.mktemp("partly") / "ds", config={"test": "partly"},
+                           feature_dims=SAMPLE_DIMS)
+    for start in range(0, 12, 4):
+        writer.write_shard(samples[start:start + 4], failures=[])
+    return writer.root
+
+
+def test_uncaptioned_videos_ride_along_and_train_only_the_representation_distillation(partly_captioned):
+    from finsta_model.data import ShardStream, make_loader
+    from finsta_model.model import FinstaModel
+    uncaptioned = {f"vid{i:02d}" for i in range(12) if i % 3 == 2}
+    skipped = list(make_loader(ShardStream(partly_captioned, batch_size=4, seed=0), 0))
+    assert all(b.video_only is None and not uncaptioned & set(b.keys) for b in skipped)
+    batches = list(make_loader(ShardStream(partly_captioned, batch_size=4, seed=0, uncaptioned=True), 0))
+    assert [len(b.keys) for b in batches] == [len(b.keys) for b in skipped] == [4, 4]   # captioned per batch
+    riding = [k for b in batches if b.video_only is not None for k in b.video_only.keys]
+    # (those the shuffle put after the last captioned batch wait for the next epoch, as a short batch's do)
+    assert len(riding) >= 2 and set(riding) <= uncaptioned and not uncaptioned & {k for b in batches for k in b.keys}
+    batch = next(b for b in batches if b.video_only is not None and len(b.video_only.keys) >= 2)
+    assert batch.video_only.cap_feat.shape[0] == 0
+
+    with pytest.raises(UserError, match="rep_distill_weight"):
+        TINY.replace(uncaptioned=True).validate()
+    zero = {k: 0.0 for k in ("distill_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
+                             "osc_weight", "ptc_weight")}
+    config = TINY.replace(dropout=0.0, host_slots=2, rep_distill_weight=1.0, **zero)
+    torch.manual_seed(0)
+    dims = ShardStream(partly_captioned, batch_size=4).dims
+    with_videos = FinstaModel(config.replace(uncaptioned=True), dims)
+    alone = FinstaModel(config, dims)
+    alone.load_state_dict(with_videos.state_dict())
+    loss, parts = with_videos.losses(batch)
+    assert parts["rep_uncaptioned"] > 0 and "rep_uncaptioned" not in alone.losses(batch)[1]
+    loss.backward()
+    alone.losses(batch)[0].backward()
+    others = dict(alone.named_parameters())
+    grad = {name: p.grad - others[name].grad for name, p in with_videos.named_parameters()
+            if p.grad is not None and others[name].grad is not None}
+    assert grad["host.patch_in.1.weight"].abs().sum() > 0 and grad["rep_heads.slot.weight"].abs().sum() > 0
+    teacher = [g for name, g in grad.items() if name.startswith(("gtrm", "dsg", "fine", "video_adapter", "words"))]
+    assert teacher and all(g.abs().max() < 1e-7 for g in teacher), "videos without captions must not move the teacher"

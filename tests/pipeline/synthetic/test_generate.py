@@ -97,3 +97,25 @@ def test_cli_make_synthetic(tmp_path, capsys):
     assert (tmp_path / "w" / "videos" / "synth_2_00000.mp4").is_file()
     assert cli.main(["make-synthetic", "--count", "1", "--out", str(tmp_path / "x"), "--objects-max", "9"]) == 2
     assert "objects-max" in capsys.readouterr().err
+
+
+def test_uncaptioned_videos_keep_their_videos_and_truth_but_no_captions(world_dir, tmp_path, capsys):
+    import shutil
+    from pipeline.datasets import DatasetConfig, build_dataset
+    out = tmp_path / "world"
+    shutil.copytree(world_dir, out)
+    before = digest(out)
+    generate(out, 3, seed=3, uncaptioned=2, **SMALL)      # one more video; the last two without captions
+    after = digest(out)
+    assert all(after[name] == before[name] for name in before if name.startswith(("videos/", "truth/")))
+    caps = json.loads((out / "captions.json").read_text())
+    assert [len(caps[video_id(3, i)]["sentences"]) for i in range(3)][1:] == [0, 0]
+    assert caps[video_id(3, 0)] == json.loads((world_dir / "captions.json").read_text())[video_id(3, 0)]
+    assert json.loads((out / "truth" / f"{video_id(3, 2)}.json").read_text())["captions"]   # the gold stays
+    with open(out / "gold_tsg.csv") as handle:
+        assert {row["image_id"] for row in csv.DictReader(handle)} == {video_id(3, 0)}
+    assert json.loads((out / "world.json").read_text())["uncaptioned"] == [video_id(3, 1), video_id(3, 2)]
+    tasks = list(build_dataset(DatasetConfig("synthetic", data_root=str(out))).tasks())
+    assert [len(t.captions) for t in tasks][1:] == [0, 0] and tasks[0].captions
+    assert cli.main(["make-synthetic", "--count", "3", "--seed", "3", "--out", str(out), "--uncaptioned", "4"]) == 2
+    assert "--uncaptioned" in capsys.readouterr().err
