@@ -264,10 +264,13 @@ def evaluate(
 def export(
     checkpoint: Path = typer.Option(..., help="a run folder (its latest checkpoint) or a checkpoint folder"),
     out: Path = typer.Option(..., help="folder for host.safetensors + host.json"),
+    video_sg_free: bool = typer.Option(False, "--video-sg-free", help="also the caption side of the video-side "
+                                       "SG-free score (video_side.safetensors): galleries need host features "
+                                       "only, queries their TSG (a run with host_slots and video_side_weight)"),
 ) -> None:
     """Write the post-trained SG-free host of a run (load it with finsta_model.load_host)."""
     from finsta_model.export import export_host
-    info = export_host(checkpoint, out)
+    info = export_host(checkpoint, out, video_sg_free=video_sg_free)
     print(json.dumps({"out": str(out), "step": info["trained"]["step"], "feature_dims": info["feature_dims"]}))
 
 

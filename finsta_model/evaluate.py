@@ -153,6 +153,8 @@ def embed_dataset(model: FinstaModel, shards: str | Path, device: torch.device, 
                 text, video = model.host_units(batch)
                 host_texts.append(text)
                 host_videos.append(video)
+            if "video_side" in branches and not fine:     # an exported video-side model: TSG units only
+                text_units.append(model.caption_units(batch))
             if "fused" in branches:
                 if fine:
                     video, text, t_units, v_units = model.retrieval_units(batch)
@@ -285,6 +287,8 @@ def evaluate_host(shards: str | Path, path: str | Path, device: str = "cpu", bat
     wanted = host.info["feature_dims"]
     if any(dims.get(k, 0) != v for k, v in wanted.items()):
         raise UserError(f"{shards} has feature dims {dims}, the exported host reads {wanted}")
+    if "video_side" in host.info:
+        return _evaluate_video_side(shards, path, host.device, batch_size)
     texts, videos, cap_video, neg_of, neg_type, keys = [], [], [], [], [], []
     for batch in host_batches(shards, batch_size):
         offset_v, offset_c = len(keys), len(cap_video)
@@ -308,6 +312,29 @@ def evaluate_host(shards: str | Path, path: str | Path, device: str = "cpu", bat
             "checkpoint": str(path), "step": trained.get("step"), "videos": len(keys),
             "captions": int((neg_of < 0).sum()), "hard_negative_captions": int((neg_of >= 0).sum()),
             "warnings": [overlap] if overlap else []}
+
+
+def _evaluate_video_side(shards: str | Path, path: str | Path, device: torch.device, batch_size: int
+                         ) -> dict[str, Any]:
+    """:func:`evaluate_host` for an ``export --video-sg-free`` folder: the host's report, and the video-side
+    SG-free score's as ``video_side`` (the captions' TSGs against the videos' host features; no video
+    scene graph is read)."""
+    from finsta_model.export import load_video_side
+    exported = load_video_side(path, str(device))
+    data = embed_dataset(exported.model, shards, device, batch_size, ("host", "video_side"))
+    neg_of = data["neg_of"]
+    if not len(data["keys"]) or not (neg_of < 0).any():
+        raise UserError(f"{shards} holds no video with a real caption to evaluate on")
+    args = (data["cap_video"], neg_of, data["neg_type"])
+    report = score_metrics(data["scores"]["host"], *args)
+    trained = exported.host.info["trained"]
+    overlap = training_overlap(shards, trained.get("train_shards"))
+    host_score = _host_score_name(exported.model.host)
+    return {**report, "no_sg": report, "video_side": score_metrics(data["scores"]["video_side"], *args),
+            "branch": "host", "uses_sg": False, "exported": True, "score": host_score, "host_score": host_score,
+            "trained_with_sg": True, "checkpoint": str(path), "step": trained.get("step"),
+            "videos": len(data["keys"]), "captions": int((neg_of < 0).sum()),
+            "hard_negative_captions": int((neg_of >= 0).sum()), "warnings": [overlap] if overlap else []}
 
 
 def format_report(report: dict[str, Any]) -> str:

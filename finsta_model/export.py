@@ -19,6 +19,18 @@ built with (``stages.hosts``; ``host.json`` names them), e.g.::
     text = host.embed_captions(sentences, tokens)         # sentences [C, 384], tokens: C arrays [L, 384]
     scores = host.score(text, video)                      # numpy [C, B]: pooled cosine + λ_h · late interaction
     host.video_vectors(video), host.text_vectors(text)    # L2-normalised pooled embeddings, numpy
+
+``export --video-sg-free`` (a run trained with host slots and ``video_side_weight``) also writes
+
+* ``DIR/video_side.safetensors`` — what the **video-side SG-free score** reads besides the host: the
+  caption's TSG encoder (label embeddings, GTrm), its unit head and the slot head
+  (:data:`finsta_model.model.VIDEO_SIDE_TEXT`); nothing that reads a video's scene graph;
+* ``host.json["video_side"]`` — that file's name, ``sha256`` and tensor names.
+
+The gallery then needs host features only (no detector: the expensive part of ``build-sgs``), while a
+query caption is parsed into its TSG at query time. The folder is still an exported host (``load_host``
+reads it and ignores the rest); :func:`load_video_side` loads both, and ``eval --checkpoint DIR`` reports
+the video-side score beside the host's.
 """
 from __future__ import annotations
 
@@ -44,6 +56,7 @@ from schemas.store import sha256_file
 FORMAT = "finsta-host"
 VERSION = 1
 WEIGHTS = "host.safetensors"
+VIDEO_SIDE_WEIGHTS = "video_side.safetensors"
 INFO = "host.json"
 HOST_DIMS = ("frame", "frame_patch", "caption", "caption_token")
 # What a host.json may ask a reader to build: far above any trained host (dim 64, 2 layers, 64 frames), far
@@ -59,11 +72,16 @@ def is_exported_host(path: str | Path) -> bool:
     return (Path(path) / INFO).is_file()
 
 
-def export_host(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write the host of ``checkpoint`` (a run folder or checkpoint folder) to ``out``; returns host.json."""
-    from finsta_model.model import build_host   # the checkpoint's config rebuilds exactly its host
+def export_host(checkpoint: str | Path, out: str | Path, video_sg_free: bool = False) -> dict[str, Any]:
+    """Write the host of ``checkpoint`` (a run folder or checkpoint folder) to ``out``; returns host.json.
+    ``video_sg_free``: also the caption side of the video-side SG-free score (module docstring)."""
+    from finsta_model.model import VIDEO_SIDE_TEXT, build_host   # the checkpoint's config rebuilds its host
 
     ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt.config
+    if video_sg_free and not (cfg.use_sg and cfg.host_slots and cfg.video_side_weight and cfg.fine_grained_weight):
+        raise UserError(f"--video-sg-free: checkpoint {ckpt.path} was not trained with the video-side score "
+                        f"(it needs host_slots > 0, video_side_weight > 0 and fine_grained_weight > 0)")
     host = build_host(ckpt.config, ckpt.dims)
     prefix = "host."
     weights = {k[len(prefix):]: v for k, v in ckpt.model.items() if k.startswith(prefix)}
@@ -79,6 +97,14 @@ def export_host(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
                         "config": ckpt.config.as_dict()}}
     save_file({k: v.contiguous() for k, v in host.state_dict().items()}, str(out / WEIGHTS))
     info["weights_sha256"] = sha256_file(out / WEIGHTS)     # load_host refuses a truncated or flipped copy
+    if video_sg_free:
+        side = {k: v.contiguous() for k, v in ckpt.model.items() if k.startswith(VIDEO_SIDE_TEXT)}
+        save_file(side, str(out / VIDEO_SIDE_WEIGHTS))
+        info["video_side"] = {"weights": VIDEO_SIDE_WEIGHTS, "sha256": sha256_file(out / VIDEO_SIDE_WEIGHTS),
+                              "dims": {k: int(v) for k, v in ckpt.dims.items() if k not in HOST_DIMS},
+                              "tensors": sorted(side)}
+    elif (out / VIDEO_SIDE_WEIGHTS).exists():      # re-exporting a host over a video-side export
+        (out / VIDEO_SIDE_WEIGHTS).unlink()
     (out / INFO).write_text(json.dumps(info, indent=1))
     return info
 
@@ -227,3 +253,56 @@ def _sizes(path: Path, info: dict[str, Any]) -> tuple[dict[str, int], dict[str, 
     if problem:
         raise UserError(f"{path / INFO}: {problem}; it was not written by `python cli.py export`")
     return dict(dims), dict(arguments)
+
+
+@dataclass
+class ExportedVideoSide:
+    """A loaded ``export --video-sg-free`` folder: ``host`` (the :class:`ExportedHost`) and ``model``, a
+    :class:`finsta_model.model.FinstaModel` holding the host and the caption side of the video-side score
+    (its video-scene-graph modules are never called and hold no trained weights)."""
+
+    host: ExportedHost
+    model: Any
+
+    @torch.no_grad()
+    def score(self, batch) -> np.ndarray:
+        """``[C, B]`` video-side SG-free scores of a :class:`finsta_model.graphs.GraphBatch`'s captions (their
+        TSGs) against its videos (host features only)."""
+        text, video = self.model.host_units(batch)
+        return self.model.video_side_scores(self.model.caption_units(batch), text, video).float().cpu().numpy()
+
+
+def load_video_side(path: str | Path, device: str = "cpu") -> ExportedVideoSide:
+    """The video-side SG-free model of ``path`` (``export --video-sg-free``): :func:`load_host`'s checks,
+    then ``video_side.safetensors`` checked against host.json (sha256, tensor names and the shapes the
+    recorded training config builds, finite values)."""
+    from finsta_model.config import TrainConfig
+    from finsta_model.model import VIDEO_SIDE_TEXT, FinstaModel
+    host = load_host(path, device)
+    path, side = Path(path), host.info.get("video_side")
+    if not isinstance(side, dict) or side.get("weights") != VIDEO_SIDE_WEIGHTS:
+        raise UserError(f"{path} holds an SG-free host but no video-side model; export one with "
+                        f"`python cli.py export --video-sg-free --checkpoint RUN --out {path}`")
+    try:
+        config = TrainConfig.from_dict(host.info["trained"]["config"])
+        model = FinstaModel(config, {**host.dims, **{k: int(v) for k, v in side["dims"].items()}})
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith(VIDEO_SIDE_TEXT)}
+        weights_path = _own_file(path, VIDEO_SIDE_WEIGHTS)
+        if sha256_file(Path(weights_path)) != side.get("sha256"):
+            raise ValueError(f"{VIDEO_SIDE_WEIGHTS} is not the file export wrote (its sha256 differs from "
+                             f"{INFO}'s); export it again")
+        weights = load_file(weights_path)
+        found = {k: tuple(v.shape) for k, v in weights.items()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+            raise ValueError(f"{VIDEO_SIDE_WEIGHTS} does not hold the tensors its training config builds "
+                             f"({len(wrong)} differ, e.g. {wrong[0]})")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError, UserError) as error:
+        raise UserError(f"video-side model {path} is unreadable: {error}".replace("\n", " ")) from None
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise UserError(f"video-side model {path}: {VIDEO_SIDE_WEIGHTS} holds NaN or infinite weights "
+                        f"(e.g. {bad[0]}); export a finite checkpoint again")
+    model.host = host.model
+    model.load_state_dict(weights, strict=False)     # exactly the video-side tensors (checked above)
+    return ExportedVideoSide(host=host, model=model.to(host.device).eval())

@@ -49,8 +49,11 @@ if TYPE_CHECKING:
     from finsta_model.gather import Gather
 
 BRANCHES = ("fused", "host")
-REP_TARGETS = ("video", "frame", "slot")
-SCORE_ROWS = 64     # captions per block of the video-side score     # what representation distillation teaches the host
+REP_TARGETS = ("video", "frame", "slot")   # what representation distillation teaches the host
+SCORE_ROWS = 64     # captions per block of the video-side score
+# the parameters the video-side SG-free score reads besides the host (export --video-sg-free ships them):
+# the caption's TSG encoder, its unit heads and the slot head; nothing that reads a video's scene graph
+VIDEO_SIDE_TEXT = ("words.", "gtrm.", "node_align.", "fine.pair_text.", "rep_heads.slot.")
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
 
 
@@ -170,6 +173,12 @@ class FinstaModel(nn.Module):
     @property
     def uses_video_side(self) -> bool:
         return self.uses_fine_grained and self.config.video_side_weight > 0
+
+    def caption_units(self, batch: GraphBatch) -> TextUnits:
+        """The object/relation units of every caption's TSG (GTrm → ``node_align``): the text side of the
+        fine-grained and the video-side scores, read from the TSG alone."""
+        nodes, _ = self.gtrm(batch, self.words)
+        return self.fine.text_units(nodes, self.node_align, batch)
 
     def video_side_scores(self, text: TextUnits, host_t: HostText, host_v: HostVideo) -> torch.Tensor:
         """``[C, B]`` video-side SG-free scores: the host's pooled cosine + ``fine_grained_weight`` × the mean

@@ -257,7 +257,11 @@ def test_representation_distillation_and_the_video_side_score_move_the_host_neve
         assert teacher and all(g.abs().max() < 1e-7 for g in teacher), f"{term} must not move the teacher"
 
 
-def test_a_host_with_slots_trains_exports_and_evaluates_the_same(trained, small_dataset, tmp_path):
+def test_a_host_with_slots_trains_exports_and_evaluates_the_same(trained, small_dataset, tmp_path, capsys):
+    import cli
+    from dataclasses import replace
+    from finsta_model.data import ShardStream, make_loader
+    from finsta_model.export import load_video_side
     run = tmp_path / "run"
     train(small_dataset, run, TINY.replace(host_slots=2, rep_distill_weight=1.0, video_side_weight=1.0), progress=False)
     export_host(run, tmp_path / "host")
@@ -268,6 +272,23 @@ def test_a_host_with_slots_trains_exports_and_evaluates_the_same(trained, small_
     assert {k: alone[k] for k in ("t2v", "hard_negatives")} == {k: in_run[k] for k in ("t2v", "hard_negatives")}
     # the video-side SG-free score (captions' TSGs against the host's slots) is reported beside the others
     assert report["video_side"]["t2v"] != in_run["t2v"] and "video-side (no DSG) hard-neg t2v" in format_report(report)
+    # export --video-sg-free: the same host plus the caption side of the video-side score, which evaluates
+    # exactly as inside the run and reads no video scene graph
+    assert cli.main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "side"), "--video-sg-free"]) == 0
+    side = evaluate(small_dataset, tmp_path / "side")
+    for name in ("video_side", "no_sg"):
+        assert {k: side[name][k] for k in ("t2v", "hard_negatives")} == \
+            {k: report[name][k] for k in ("t2v", "hard_negatives")}, name
+    assert "video-side (no DSG) hard-neg t2v" in format_report(side)
+    exported = load_video_side(tmp_path / "side")
+    batch = next(iter(make_loader(ShardStream(small_dataset, batch_size=8, mode="eval"), 0)))
+    no_dsg = replace(batch, det_feat=torch.randn_like(batch.det_feat), det_box=torch.rand_like(batch.det_box),
+                     track_video=batch.track_video.flip(0), edge_rel=torch.zeros_like(batch.edge_rel))
+    assert np.array_equal(exported.score(batch), exported.score(no_dsg))
+    with pytest.raises(UserError, match="no video-side model"):
+        load_video_side(tmp_path / "host")
+    assert cli.main(["export", "--checkpoint", str(trained[0]), "--out", str(tmp_path / "x"), "--video-sg-free"]) == 2
+    assert "video_side_weight" in capsys.readouterr().err
     # a host exported before slots existed (no "slots" in host.json) loads as a host without slots
     old = tmp_path / "old"
     shutil.copytree(trained[1], old)
