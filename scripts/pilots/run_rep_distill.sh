@@ -3,6 +3,9 @@
 # baseline (scripts/pilots/slots.json --no-sg: the host with the same object slots, trained alone), 300
 # training videos (world 11), 300 steps, seeds 0 1 2; the exported host evaluated on the validation world
 # (seed 12) (and on its own training videos with EVAL_TRAIN=1). One training at a time, niced (2 shared cores).
+# Variant rep-unc: rep + the uncaptioned videos of UNC_SET (scripts/pilots/rep_uncaptioned.json; the
+# other variants skip them). The rep variants are exported with --video-sg-free: eval-host-val.json then
+# holds the exported host's and the exported video-side model's figures.
 # Usage: scripts/pilots/run_rep_distill.sh WORK   (WORK holds sgs-train-11 and sgs-val, built as in docs/results.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,21 +15,26 @@ STEPS=${STEPS:-300}
 TRAIN_SET=${TRAIN_SET:-sgs-train-11}
 SEEDS=${SEEDS:-"0 1 2"}
 VARIANTS=${VARIANTS:-"baseline rep"}
+UNC_SET=${UNC_SET:-sgs-train-11u}
 RUNS=${RUNS:-$WORK/runs}
 mkdir -p "$RUNS"
 for seed in $SEEDS; do
   for name in $VARIANTS; do
     run="$RUNS/$name-seed$seed"
     [[ -f $run/eval-host-val.json ]] && continue
+    train_set=$TRAIN_SET
+    export_flags=()
     case $name in
       baseline) flags=(--config scripts/pilots/slots.json --no-sg) ;;
-      rep) flags=(--config scripts/pilots/rep_distill.json) ;;
+      rep) flags=(--config scripts/pilots/rep_distill.json); export_flags=(--video-sg-free) ;;
+      rep-unc) flags=(--config scripts/pilots/rep_uncaptioned.json); export_flags=(--video-sg-free)
+               train_set=$UNC_SET ;;
       finsta) flags=(--config scripts/pilots/slots.json) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
-    /usr/bin/time -v nice -n 10 $PY cli.py train --shards "$WORK/$TRAIN_SET" --out "$run" --steps "$STEPS" \
+    /usr/bin/time -v nice -n 10 $PY cli.py train --shards "$WORK/$train_set" --out "$run" --steps "$STEPS" \
       --seed "$seed" "${flags[@]}" --overwrite > "$RUNS/$name-seed$seed.log" 2>&1
-    nice -n 10 $PY cli.py export --checkpoint "$run" --out "$run/host" > /dev/null
+    nice -n 10 $PY cli.py export --checkpoint "$run" --out "$run/host" "${export_flags[@]}" > /dev/null
     if [[ -n ${EVAL_TRAIN:-} ]]; then
       nice -n 10 $PY cli.py eval --shards "$WORK/$TRAIN_SET" --checkpoint "$run/host" --json > "$run/eval-host-train.json"
     fi
