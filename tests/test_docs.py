@@ -1,10 +1,13 @@
-"""The docs stay true: every python snippet of README.md and docs/*.md runs verbatim in a test here (or is
-marked ``<!-- not run: why -->`` right above it), every documented command line names real commands and
-options, docs/format.md's column table matches the schemas."""
+"""The docs stay true: every python snippet and every shell snippet (a ```bash block) of README.md and
+docs/*.md runs in a test here (or is marked ``<!-- not run: why -->`` right above it), every documented
+command line names real commands and options, docs/format.md's column table matches the schemas."""
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from format_columns import columns_markdown  # noqa: E402
 
-from schemas.store import DatasetWriter  # noqa: E402
+from schemas.store import DatasetWriter, open_dataset, verify  # noqa: E402
 from tests.schemas.test_store import DIMS, make_sample  # noqa: E402
+from tests.test_cli import in_process  # noqa: E402
 
 FORMAT = (REPO / "docs" / "format.md").read_text()
 DOCS = ["README.md"] + sorted(f"docs/{path.name}" for path in (REPO / "docs").glob("*.md"))
@@ -31,6 +35,15 @@ RUN_BY = {("docs/format.md", 0): "test_examples_read_a_sample_with_pyarrow_zarr_
           ("docs/format.md", 1): "test_examples_read_a_sample_with_pyarrow_zarr_and_duckdb",
           ("docs/model.md", 0): "test_the_exported_host_snippet_embeds_a_real_clip_end_to_end",
           ("docs/tsg.md", 0): "test_the_caption_parsing_snippet_runs"}
+# Each shell snippet (doc, index among that doc's ```bash blocks) and the test here that runs it.
+SHELL_RUN_BY = {("README.md", 0): "test_the_readme_quick_start_builds_inspects_and_verifies_the_sample",
+                ("README.md", 1): "test_the_readme_quick_start_builds_inspects_and_verifies_the_sample",
+                ("docs/format.md", 0): "test_the_feature_sizes_command_runs_on_a_small_dataset",
+                ("docs/synthetic.md", 0): "test_the_synthetic_world_commands_run",
+                ("docs/tsg.md", 0): "test_the_caption_command_lines_run"}
+# A line that starts like a command: a fenced block holding one must be tagged ```bash (so it is run or marked).
+COMMAND_LINE = re.compile(r"^\s*(?:python3?|\.venv/bin/|finsta |bash |nice |scripts/|mkdir |[A-Z_]+=\S* )", re.M)
+SHARED = Path(os.environ.get("FINSTA_SHARED", REPO / ".." / "shared"))
 
 
 def python_blocks(text: str) -> list[str]:
@@ -41,6 +54,50 @@ def snippets(doc: str) -> list[tuple[str, Optional[str]]]:
     """``doc``'s python blocks, each with the reason given right above it for not running it (or None)."""
     found = re.findall(r"(?:<!-- not run: (.*?) -->\n)?```python\n(.*?)```", (REPO / doc).read_text(), flags=re.S)
     return [(block, why or None) for why, block in found]
+
+
+def fenced_blocks(doc: str) -> list[tuple[str, str, Optional[str]]]:
+    """``(tag, body, why not run)`` of each fenced block of ``doc``, in order (fences may be indented)."""
+    blocks, lines, i = [], (REPO / doc).read_text().splitlines(), 0
+    while i < len(lines):
+        fence = re.match(r"\s*```(\w*)\s*$", lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == "```")
+        why = re.match(r"\s*<!-- not run: (.*?) -->$", lines[i - 1]) if i else None
+        blocks.append((fence.group(1), "\n".join(lines[i + 1:end]) + "\n", why and why.group(1)))
+        i = end + 1
+    return blocks
+
+
+def shell_snippets(doc: str) -> list[tuple[str, Optional[str]]]:
+    """``doc``'s ```bash blocks, each with the reason given right above it for not running it (or None)."""
+    return [(body, why) for tag, body, why in fenced_blocks(doc) if tag == "bash"]
+
+
+def run_shell(block: str, cwd: Path, capsys) -> list[str]:
+    """Run each command line of a shell snippet in ``cwd`` (the caller chdirs there); every one must exit 0.
+    ``python cli.py``/``.venv/bin/python cli.py``/``finsta`` lines call ``cli.main`` in this process (what that
+    process runs, without a Python start); other lines run as processes (``python`` = this interpreter, a
+    script path relative to the repository). Returns each line's stdout."""
+    outputs = []
+    for line in block.replace("\\\n", " ").splitlines():
+        argv = shlex.split(line, comments=True)
+        if not argv:
+            continue
+        if argv[0] == "finsta" or argv[:2] in (["python", "cli.py"], [".venv/bin/python", "cli.py"]):
+            code, out, err = in_process(capsys, *argv[1 if argv[0] == "finsta" else 2:])
+        else:
+            if argv[0] in ("python", "python3", ".venv/bin/python"):
+                argv[0] = sys.executable
+            if len(argv) > 1 and not (cwd / argv[1]).exists() and (REPO / argv[1]).exists():
+                argv[1] = str(REPO / argv[1])
+            done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+            code, out, err = done.returncode, done.stdout, done.stderr
+        assert code == 0, f"{line}: exit {code}\n{err[-3000:]}"
+        outputs.append(out)
+    return outputs
 
 
 def snippet(doc: str, index: int) -> str:
@@ -59,6 +116,16 @@ def test_every_python_snippet_is_run_by_a_test_or_says_why_not():
     assert [key for key, why in found.items() if key not in RUN_BY and not why] == []
     assert set(RUN_BY) <= set(found)   # every test here still finds its snippet
     assert all(name in globals() for name in RUN_BY.values())
+
+
+def test_every_shell_snippet_is_run_by_a_test_or_says_why_not():
+    found = {(doc, i): why for doc in DOCS for i, (_, why) in enumerate(shell_snippets(doc))}
+    assert [key for key, why in found.items() if key not in SHELL_RUN_BY and not why] == []
+    assert set(SHELL_RUN_BY) <= set(found) and not any(found[key] for key in SHELL_RUN_BY)
+    assert all(name in globals() for name in SHELL_RUN_BY.values())
+    untagged = [(doc, body[:60]) for doc in DOCS for tag, body, _ in fenced_blocks(doc)
+                if tag not in ("bash", "python") and COMMAND_LINE.search(body)]
+    assert untagged == []   # command lines in a block not tagged bash would escape both checks
 
 
 def test_column_table_is_generated_from_the_schemas():
@@ -165,3 +232,53 @@ def test_every_documented_command_line_names_a_real_command_and_its_options():
         problems += [f"{doc}: {name} {flag}" for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest)
                      if flag not in options] + ([f"{doc}: no command {name}"] if name not in commands else [])
     assert len(used) > 30 and problems == []
+
+
+@pytest.mark.slow
+def test_the_readme_quick_start_builds_inspects_and_verifies_the_sample(tmp_path, monkeypatch, capsys):
+    """Command 1's build of the embedded sample (the real clips, default stages; sequential, in this process:
+    the README's default executor would start Ray for two clips), then the inspect/verify block verbatim.
+    ``bash scripts/setup.sh`` and command 2 are what CI (.ci/run) runs."""
+    quick, look = shell_snippets("README.md")[0][0], shell_snippets("README.md")[1][0]
+    build = [part for line in quick.splitlines() for part in line.split("&&") if "cli.py build-sgs" in part]
+    assert len(build) == 1
+    monkeypatch.chdir(tmp_path)
+    run_shell(build[0] + " --executor sequential --quiet", tmp_path, capsys)
+    listed, _, verified = run_shell(look, tmp_path, capsys)
+    assert listed.split() == ["intel-bottles", "intel-person"] and verify(tmp_path / "out" / "sample") == []
+    assert verified.strip() == "ok: out/sample verified" and (tmp_path / "sample.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_synthetic_world_commands_run(tmp_path, monkeypatch, capsys):
+    """docs/synthetic.md's block with 2 videos instead of 16 and the sequential executor (no Ray start)."""
+    block = shell_snippets("docs/synthetic.md")[0][0]
+    small = block.replace("--count 16", "--count 2").replace("--set decode.fps=8", "--set decode.fps=8 --executor sequential")
+    assert small.count("--count 2") == 1 and small.count("--executor sequential") == 1
+    monkeypatch.chdir(tmp_path)
+    made, built, dsg, tsg = run_shell(small, tmp_path, capsys)
+    assert len(open_dataset(tmp_path / "out" / "world-sgs")) == 2
+    assert "detection   precision" in dsg and "SPICE F1" in tsg
+
+
+def test_the_caption_command_lines_run(tmp_path, monkeypatch, capsys):
+    """docs/tsg.md's first block verbatim, on two captions and their gold graphs (caps.txt, GOLD.csv)."""
+    (tmp_path / "caps.txt").write_text("the car is red\na man sits on a bench\n")
+    (tmp_path / "GOLD.csv").write_text('image_id,region_id,caption,scene_graph\n1,1,the car is red,"( car , is , red )"\n'
+                                       '1,2,a man sits on a bench,"( man , sit on , bench )"\n')
+    monkeypatch.chdir(tmp_path)
+    factual, _, scored = run_shell(shell_snippets("docs/tsg.md")[0][0], tmp_path, capsys)
+    assert factual.splitlines() == ["( car , is , red )", "( man , sit on , bench )"]
+    assert len((tmp_path / "graphs.jsonl").read_text().splitlines()) == 2 and json.loads(scored)["spice_f1"] == 100.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "data" / "activitynet" / "val_2.json").is_file(), reason="../shared absent")
+def test_the_feature_sizes_command_runs_on_a_small_dataset(tmp_path):
+    """docs/format.md's command verbatim (OUT: a dataset of two written samples), from a folder next to
+    which ../shared is."""
+    work = tmp_path / "work"
+    DatasetWriter(work / "OUT", {}, DIMS).write_shard([make_sample("a", n_frames=3), make_sample("b")], [])
+    (tmp_path / "shared").symlink_to(SHARED.resolve())
+    (printed,) = run_shell(shell_snippets("docs/format.md")[0][0], work, None)
+    assert json.loads(printed)
