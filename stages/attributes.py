@@ -15,7 +15,8 @@ relative_size  detect.  box area / median area of the frame's other boxes:    sa
                         large, else medium
 motion         track    median box-centre speed (frame-normalised units per   same, on a log scale
                         second, from ``Frame.timestamp``) ≥ ``moving_speed``
-                        moving, else still
+                        moving, else still (relate makes a still track moving
+                        when it was moved while unseen: stages/relate.py)
 speed          track    moving tracks only: median speed ≥ ``fast_speed``     same
                         fast, else slow (captions' "quickly"/"slowly")
 ============== ======== ===================================================== =========================

@@ -74,6 +74,15 @@ carrying    subject *holding* object on ≥ half the shared     share of shared 
             the person's), not an ``unheld_labels`` object
 =========== ================================================= ================================================
 
+A track whose median speed says ``motion=still`` is ``motion=moving`` after all
+when it was *moved while unseen* (:func:`moved_unseen`): it vanished for at least
+``moved_min_gap`` sampled frames without any other box covering ``hidden_min``
+of its place (so it was not hidden: it was gone) and came back elsewhere (IoU of
+its boxes before and after < ``moved_max_iou``; a still object's boxes overlap
+at IoU ≈ 0.95 from frame to frame). A bottle lifted out of the picture and put
+back a little aside moves in no sampled frame the detector sees, yet it moved.
+Score: 0.5 + (``moved_max_iou`` − IoU) / ``moved_max_iou``.
+
 ``approaching`` and ``moving away`` depend only on the pair's distance, so they
 are symmetric and stored once (subject = the lower track id).
 
@@ -160,6 +169,8 @@ class RelateConfig:
     approach_min: float = 0.1
     together_tolerance: float = 0.5      # moving with a person: its step within this share of the person's step
     hidden_min: float = 0.5              # share of a still object's box another box covers while it is unseen
+    moved_min_gap: int = 2               # sampled frames a still object is gone (not hidden) before it counts as moved
+    moved_max_iou: float = 0.9           # ... and its box after the gap overlaps its box before less than this
     edge_margin: float = 0.05
     min_track_frames: int = 2            # shorter tracks (one-frame blips) have no entering/leaving
     use_prior: bool = True
@@ -641,6 +652,45 @@ def hiding_score(a: TrackView, still: TrackView, kept: TrackView, cfg: RelateCon
     return float(np.mean(covers)), frames
 
 
+def moved_unseen(view: TrackView, views: dict[int, TrackView], cfg: RelateConfig) -> float:
+    """The score of the track having been moved while unseen (module docstring), 0 when it was not: a gap of
+    at least ``moved_min_gap`` sampled frames in its detections on which no other track's box covers
+    ``hidden_min`` of its box before the gap, and its box after the gap at IoU < ``moved_max_iou``."""
+    frames = view.frames
+    best = 0.0
+    for before, after in zip(frames, frames[1:]):
+        if after - before - 1 < cfg.moved_min_gap:
+            continue
+        place, back = view.boxes[before], view.boxes[after]
+        overlap = _intersection(place, back)
+        iou = overlap / max(box_area(place) + box_area(back) - overlap, 1e-9)
+        if iou >= cfg.moved_max_iou:
+            continue
+        hidden = any(_intersection(other.boxes[f], place) >= cfg.hidden_min * box_area(place)
+                     for other in views.values() if other.id != view.id
+                     for f in range(before + 1, after) if f in other.boxes)
+        if not hidden:
+            best = max(best, _clip(0.5 + (cfg.moved_max_iou - iou) / cfg.moved_max_iou))
+    return best
+
+
+def track_motion(views: dict[int, TrackView], speeds: dict[int, Optional[float]],
+                 cfg: RelateConfig) -> list[Attribute]:
+    """``motion`` (and ``speed`` when moving) of every track with a speed: from its median speed
+    (:func:`stages.attributes.motion_attributes`), or ``moving`` when still but moved while unseen."""
+    out = []
+    for tid, speed in sorted(speeds.items()):
+        if speed is None:
+            continue
+        found = motion_attributes(speed, cfg.attributes)
+        if found[0][1] == "still":
+            moved = moved_unseen(views[tid], views, cfg)
+            if moved >= cfg.min_score:
+                found = [("motion", "moving", moved)]
+        out += [Attribute("track", tid, name, value, score) for name, value, score in found]
+    return out
+
+
 def temporal_relations(dsg: DynamicSceneGraph, cfg: RelateConfig,
                        speeds: dict[int, Optional[float]]) -> list[TrackRelation]:
     """Unary events of each track, then the pair events (module table). A still track persists between its
@@ -750,10 +800,9 @@ class RelateStage(Stage):
         dsg = task.dsg
         attributes = detection_attributes(dsg, task.images, self.cfg.attributes)
         times = [f.timestamp for f in dsg.frames]
-        speeds = {tid: track_speed(view, times) for tid, view in track_views(dsg).items()}
-        for tid, speed in sorted(speeds.items()):
-            if speed is not None:
-                attributes += [Attribute("track", tid, n, v, s) for n, v, s in motion_attributes(speed, self.cfg.attributes)]
+        views = track_views(dsg)
+        speeds = {tid: track_speed(view, times) for tid, view in views.items()}
+        attributes += track_motion(views, speeds, self.cfg)
         dsg.attributes = merge_attributes(dsg.attributes, attributes)
         by_frame: dict[int, list[int]] = defaultdict(list)
         for i, det in enumerate(dsg.detections):

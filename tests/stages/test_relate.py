@@ -180,6 +180,24 @@ def test_a_still_object_hidden_by_a_person_persists():
     assert (1, "in front of", 2) not in events                   # the moving person is never kept
 
 
+def test_a_still_object_gone_from_its_place_and_back_elsewhere_was_moved():
+    """A bottle lifted out of the picture (frames 3-5) and put back a little aside: still by its median speed,
+    moving all the same; the same gap while a person's box covers it, or back in place, or gone one frame: still."""
+    from stages.relate import track_motion
+    place, aside = (0.40, 0.3, 0.50, 0.86), (0.42, 0.3, 0.52, 0.86)      # IoU 0.67
+    def motion(back, gone=(3, 4, 5), cover=None):
+        boxes = {f: (place if f < gone[0] else back) for f in range(9) if f not in gone}
+        views = {1: TrackView(1, "bottle", boxes)}
+        if cover:
+            views[2] = TrackView(2, "person", {f: cover for f in gone})
+        attrs = track_motion(views, {1: 0.001, **({2: 0.0} if cover else {})}, CFG)
+        return {a.name: a.value for a in attrs if a.target == 1}
+    assert motion(aside) == {"motion": "moving"}                          # no speed: it moved unseen
+    assert motion(place) == {"motion": "still"}                           # back where it stood: a detector gap
+    assert motion(aside, gone=(4,)) == {"motion": "still"}                # one frame missed: a flicker
+    assert motion(aside, cover=(0.3, 0.1, 0.6, 1.0)) == {"motion": "still"}   # hidden by a person, not gone
+
+
 def test_the_real_clip_facts_are_things_a_dsg_can_state():
     """tests/stages/data/real_clips.json facts (scripts/report_detections.py facts_seen): COCO labels, and
     predicates the relate stage or the FREQ prior emits, or a track attribute."""
