@@ -8,9 +8,12 @@ single-threaded OpenVINO streams, the batch split into one slice per stream,
 the slices as concurrent infer requests. One thread per request never waits on
 another at a layer's end, which on a shared 2-core machine is ~20 % of the CPU
 time of one request on two threads (bench/bench_detect.py).
+
+Every model is read and compiled by the process's one ``ov.Core`` (:func:`core`); see there why.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -28,6 +31,24 @@ INSTALL_HINT = f"pip install openvino=={VERSION}"
 
 def available() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+@functools.cache
+def core():
+    """The process's one ``ov.Core``, made on first use and kept until the process exits.
+
+    Why one: OpenVINO's CPU plugin (one per Core) replaces the alternate signal stack of the thread that
+    makes it with one of its own, and when destroyed puts back the one it replaced (SigAltStackSetup in
+    openvino's src/plugins/intel_cpu, added for AMX). Two Cores destroyed in the order they were made leave
+    that thread on the first plugin's alternate stack, already unmapped; the next signal whose handler runs
+    on the alternate stack (every Python-level handler: CPython installs them with SA_ONSTACK; Ctrl-C and
+    SIGTERM under pipeline/stop.py, torch's SIGCHLD handler once a DataLoader had workers) cannot be
+    delivered, and the kernel kills the process with SIGSEGV, no traceback (faulthandler's handler needs
+    that stack too). One Core that lives as long as the process swaps the stack once, to a mapped one.
+    """
+    import openvino as ov
+
+    return ov.Core()
 
 
 def cached_model(name: str, convert: Callable[[], object]) -> Path:
@@ -54,15 +75,16 @@ def cpu_count() -> int:
 
 
 class Streams:
-    """``model`` compiled for the CPU as ``threads`` single-threaded streams (0 = one per CPU) in ``precision``.
+    """``model`` compiled for the CPU (by :func:`core`) as ``threads`` single-threaded streams (0 = one per
+    CPU) in ``precision``.
 
     Calling it with a batch returns the outputs named by ``outputs`` (tensor
     names; default all), the slices' results concatenated in batch order.
     """
 
-    def __init__(self, core, model, threads: int, precision: str = "f32"):
+    def __init__(self, model, threads: int, precision: str = "f32"):
         self.streams = threads or cpu_count()
-        self.compiled = core.compile_model(model, "CPU", {
+        self.compiled = core().compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": str(self.streams),
             "INFERENCE_NUM_THREADS": str(self.streams)})
         # Plain requests, waited on from this thread: no Python callback runs on OpenVINO's threads (a queue

@@ -181,9 +181,7 @@ class OpenVINOForward:
     """
 
     def __init__(self, graph: Path, text_graph: Path, weights_version: str, threads: int, precision: str):
-        import openvino as ov
-
-        self.core = ov.Core()
+        self.core = openvino_runtime.core()
         self.model = self.core.read_model(str(converted_model(graph, weights_version)))
         self.precision = precision if precision == "f32" or precision.upper() in self.capabilities() else "f32"
         self.threads = threads
@@ -206,7 +204,7 @@ class OpenVINOForward:
             model.reshape({model.input(0): [-1, height, width, 3]})
             if self.precision == "f32":
                 winograd.rewrite(model)
-            streams = openvino_runtime.Streams(self.core, model, self.threads, self.precision)
+            streams = openvino_runtime.Streams(model, self.threads, self.precision)
             heads = [tuple(streams.output_shape(name)[1:3]) for name in HEAD_TENSORS[0::2]]
             self.compiled[size] = streams, prior_boxes(self.specs, heads, width, height)
         return self.compiled[size]

@@ -148,10 +148,8 @@ class EfficientNetVisual:
         if self.model is not None or self.streams is not None:
             return
         if self.cfg.engine == "openvino" and self.cfg.device == "cpu":
-            import openvino as ov
-
-            core = ov.Core()
-            self.streams = openvino_runtime.Streams(core, core.read_model(str(self._converted())), self.cfg.threads)
+            model = openvino_runtime.core().read_model(str(self._converted()))
+            self.streams = openvino_runtime.Streams(model, self.cfg.threads)
         else:
             self.model = load_efficientnet_lite0(self.cfg.weights, self.cfg.device)
 

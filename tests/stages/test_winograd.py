@@ -3,6 +3,7 @@ convolution (skipped without OpenVINO)."""
 import numpy as np
 import pytest
 
+from stages import openvino_runtime
 from stages.detectors import winograd
 
 ov = pytest.importorskip("openvino")
@@ -27,7 +28,7 @@ def test_the_rewrite_equals_the_direct_convolution_where_it_pays():
     direct, rewritten = _conv_model(cin, couts, height, width), _conv_model(cin, couts, height, width)
     assert winograd.rewrite(rewritten) == 1           # the 8-output convolution stays direct
     assert winograd.rewrite(_conv_model(cin, couts, height, 2)) == 0   # a map narrower than one tile: no gain
-    core = ov.Core()
+    core = openvino_runtime.core()
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     x = np.random.default_rng(1).normal(0, 1, (2, cin, height, width)).astype(np.float32)   # batch left dynamic
     want = core.compile_model(direct, "CPU", config)(x)
