@@ -51,8 +51,8 @@ def build_sgs(
                                           "[default: sample]"),
     data_root: Optional[str] = typer.Option(None, help="dataset folder (manifest: the .jsonl/.csv file); a path "
                                             "or an s3:// gs:// https:// URL"),
-    out: Optional[str] = typer.Option(None, help="output dataset folder, local or s3://bucket/prefix "
-                                       "[default: out/DATASET]"),
+    out: Optional[str] = typer.Option(None, help="output dataset folder, local, s3://bucket/prefix or "
+                                       "gs://bucket/prefix [default: out/DATASET]"),
     split: Optional[str] = typer.Option(None, help="activitynet split: train | val_1 | val_2 [default: train]"),
     captions: Optional[str] = typer.Option(None, help="captions file (path or URL), overriding the dataset's layout"),
     videos: Optional[str] = typer.Option(None, help="videos folder (path or URL), overriding the dataset's layout"),
@@ -92,7 +92,7 @@ def build_sgs(
 
 @app.command("inspect")
 def inspect(
-    out: str = typer.Argument(..., help="a dataset folder written by build-sgs, or its s3:// URL"),
+    out: str = typer.Argument(..., help="a dataset folder written by build-sgs, or its s3:// or gs:// URL"),
     list_: bool = typer.Option(False, "--list", help="list the committed sample keys"),
     json_: bool = typer.Option(False, "--json", help="print JSON (the counts, --list, --failures)"),
     failures: bool = typer.Option(False, "--failures", help="list the failure rows (key, stage, reason, message)"),
@@ -109,7 +109,7 @@ def inspect(
 
 
 @app.command("verify")
-def verify(directory: str = typer.Argument(..., help="a dataset folder written by build-sgs, or its s3:// URL")
+def verify(directory: str = typer.Argument(..., help="a dataset folder written by build-sgs, or its s3:// or gs:// URL")
            ) -> None:
     """Check every file of a dataset against its sha256 in the manifest (exit 1 on any problem)."""
     from schemas.store import verify as verify_dataset
@@ -193,7 +193,7 @@ def eval_dsg(
 # ------------------------------------------------------------------ model
 @app.command("train")
 def train(
-    shards: str = typer.Option(..., help="dataset folder written by build-sgs, or its s3:// URL"),
+    shards: str = typer.Option(..., help="dataset folder written by build-sgs, or its s3:// or gs:// URL"),
     out: Path = typer.Option(..., help="run folder: metrics.jsonl, config.json, checkpoints/"),
     config: Optional[Path] = typer.Option(None, help="JSON/YAML file of finsta_model.config.TrainConfig fields"),
     steps: Optional[int] = typer.Option(None, min=1, help="total optimisation steps (default: config)"),
@@ -245,7 +245,7 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    shards: str = typer.Option(..., help="dataset folder written by build-sgs, or its s3:// URL"),
+    shards: str = typer.Option(..., help="dataset folder written by build-sgs, or its s3:// or gs:// URL"),
     checkpoint: Path = typer.Option(..., help="a checkpoint folder, a run folder (its latest checkpoint), or an "
                                               "exported host (reads host features only)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),

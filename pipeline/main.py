@@ -35,9 +35,9 @@ def make_config(options: dict[str, Any]) -> tuple[Any, Path, list[str]]:
         if value is not None and value is not False:
             set_key(cfg, key, str(value) if isinstance(value, Path) else value)
     cfg, more = finalize(cfg)
-    if options.get("out") and is_url(str(options["out"])) and not str(options["out"]).startswith("s3://"):
-        raise UserError(f"--out {options['out']}: finsta writes datasets to a local folder or s3://bucket/prefix; "
-                        "build into one of those, then copy it")
+    if options.get("out") and is_url(str(options["out"])) and not str(options["out"]).startswith(("s3://", "gs://")):
+        raise UserError(f"--out {options['out']}: finsta writes datasets to a local folder, s3://bucket/prefix or "
+                        "gs://bucket/prefix; build into one of those, then copy it")
     out = location(options["out"]) if options.get("out") else Path("out") / cfg.dataset.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")

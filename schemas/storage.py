@@ -1,4 +1,4 @@
-"""Inputs by URL: ``s3://bucket/key``, ``gs://bucket/key``, ``https://host/path`` or a local path.
+"""Locations by URL: ``s3://bucket/key``, ``gs://bucket/key``, ``https://host/path`` or a local path.
 
 One place knows how to reach each kind of location; datasets and the decode stage
 go through it. :func:`location` turns a string into a ``pathlib.Path`` (local) or
@@ -6,8 +6,14 @@ a :class:`UrlPath` with the same small API (``/``, ``name``, ``suffix``,
 ``parent``, ``is_file``, ``is_dir``, ``open``, ``read_text``), so a dataset
 reads a manifest or a captions file the same way wherever it lives.
 
+Objects are read, listed, written, copied and deleted through pyarrow.fs
+(``S3FileSystem``, ``GcsFileSystem``); boto3 only presigns s3:// videos for
+ffmpeg, checks the credentials before a run, makes the writer lock's
+conditional writes, which pyarrow.fs cannot send, and reads a whole S3 object
+in one request (pyarrow.fs asks for its size first).
+
 Credentials come from the standard places only, read where the object is read
-(on the worker for videos), never passed around: S3 through boto3's chain
+(on the worker for videos), never passed around: S3 through the AWS chain
 (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
 ``AWS_PROFILE``, ``~/.aws/credentials`` and ``~/.aws/config``, instance roles),
 with ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for MinIO, other
@@ -21,8 +27,8 @@ hold one goes through :func:`redact`.
 Errors are the standard ones, with messages naming only the URL:
 ``FileNotFoundError`` (no such object), ``PermissionError`` (no or wrong
 credentials, access denied) and ``ConnectionError`` (the network, after
-retries with backoff: botocore's standard retry mode for S3, :func:`_retry` for
-HTTP).
+retries with backoff: the AWS SDK's standard retry mode for S3, the Google
+client's for GCS, :func:`_retry` for HTTP).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import shutil
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from functools import lru_cache
@@ -42,6 +49,7 @@ from typing import BinaryIO, Iterator, Optional, Union
 URL_SCHEMES = ("s3", "gs", "http", "https")
 RETRIES = 5                      # attempts for one request before it is a ConnectionError
 BACKOFF_S = 0.25                 # first wait between attempts; doubles each time, at most 8 s
+READ_BLOCK = 8 << 20             # a stream of an s3/gs object reads this much per request
 SPOOL_MAX_BYTES_DEFAULT = 8 << 30   # gs:// videos are spooled to a local file at most this big
 _SIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
 
@@ -141,8 +149,7 @@ class UrlPath:
         return stream if mode == "rb" else io.TextIOWrapper(stream, encoding=encoding or "utf-8", newline=newline)
 
     def read_bytes(self) -> bytes:
-        with self.open("rb") as fh:
-            return fh.read()
+        return read_object(str(self))
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
@@ -178,19 +185,116 @@ class UrlPath:
         pass   # an object store has no folders: a key's prefix exists once an object is put under it
 
 
-# ------------------------------------------------------------------ S3
+# ------------------------------------------------------------------ object stores: pyarrow.fs
+# Every read, listing, write, copy and delete of an s3:// or gs:// object goes through pyarrow.fs
+# (S3FileSystem, GcsFileSystem). boto3 does only what pyarrow.fs cannot: presign a URL for ffmpeg,
+# check the credentials before a run (preflight), the lock's conditional writes (If-None-Match,
+# If-Match; see ObjectLock), and read a whole S3 object in one GET (read_object).
+@lru_cache(maxsize=1)
+def _aws_session():
+    try:
+        import boto3
+    except ImportError:
+        raise PermissionError("s3:// needs boto3: pip install boto3") from None
+    return boto3.session.Session()
+
+
 @lru_cache(maxsize=1)
 def _s3():
     """One boto3 S3 client per process: standard credential chain, AWS_ENDPOINT_URL honoured by boto3."""
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError:
-        raise PermissionError("s3:// needs boto3: pip install boto3") from None
-    session = boto3.session.Session()
+    from botocore.config import Config
+    session = _aws_session()
     config = Config(retries={"max_attempts": RETRIES, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                     signature_version="s3v4")
     return session.client("s3", region_name=session.region_name or "us-east-1", config=config)
+
+
+@lru_cache(maxsize=4)
+def _filesystem(scheme: str, pid: int):
+    """The pyarrow file system of ``scheme``, one per process (``pid``: a forked child makes its own).
+
+    S3: boto3 resolves the region and the endpoint (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, the
+    config files) so both clients reach the same store; credentials come from the AWS SDK's standard
+    chain. ``allow_delayed_open``: a small object is one PUT (not a three-request multipart upload).
+    GCS: GOOGLE_APPLICATION_CREDENTIALS or the default account; ``CLOUD_STORAGE_EMULATOR_ENDPOINT`` (the
+    Google client libraries' own variable, honoured by pyarrow's client) points at an emulator, which
+    takes no credentials."""
+    import pyarrow.fs
+    if scheme == "gs":
+        return pyarrow.fs.GcsFileSystem(anonymous=bool(os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT")))
+    client = _s3()
+    endpoint = urllib.parse.urlsplit(client.meta.endpoint_url)
+    options = {}
+    if not (endpoint.hostname or "").endswith("amazonaws.com"):   # MinIO, another S3 API, a test server
+        options = {"endpoint_override": endpoint.netloc, "scheme": endpoint.scheme}
+    return pyarrow.fs.S3FileSystem(region=client.meta.region_name, allow_delayed_open=True, connect_timeout=10,
+                                   request_timeout=60, **options,
+                                   retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=RETRIES))
+
+
+@lru_cache(maxsize=4)
+def _fsspec_filesystem(scheme: str, pid: int):
+    from fsspec.implementations.arrow import ArrowFSWrapper
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    class ObjectFS(ArrowFSWrapper):   # fsspec's wrapper names every file system after HDFS's host and port
+        @property
+        def fsid(self) -> str:
+            return f"finsta-{scheme}"
+
+    return AsyncFileSystemWrapper(ObjectFS(_filesystem(scheme, pid)), asynchronous=True)
+
+
+def fsspec_filesystem(url: str):
+    """``(async fsspec file system, "bucket/key")`` over the same pyarrow file system: what zarr's
+    ``FsspecStore`` takes."""
+    path = _fs_of(url)[1]
+    return _fsspec_filesystem(split_url(url)[0], os.getpid()), path
+
+
+def reset_clients() -> None:
+    """Forget the clients made so far (after the environment that configures them changed)."""
+    _aws_session.cache_clear()
+    _s3.cache_clear()
+    _filesystem.cache_clear()
+    _fsspec_filesystem.cache_clear()
+
+
+def _fs_of(url: str):
+    """``(pyarrow file system, "bucket/key")`` of an s3:// or gs:// URL. Raises PermissionError when no AWS
+    credentials are found (the SDK would send anonymous requests)."""
+    scheme, bucket, key = split_url(url)
+    if scheme == "s3" and _aws_session().get_credentials() is None:
+        raise PermissionError(f"no AWS credentials for {url} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                              "AWS_PROFILE, or ~/.aws/credentials)")
+    return _filesystem(scheme, os.getpid()), f"{bucket}/{key}".rstrip("/")
+
+
+_DENIED = re.compile(r"ACCESS_DENIED|AccessDenied|Forbidden|InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|"
+                     r"Unauthorized|[Pp]ermission|[Cc]redential|HTTP status 40[13]|\b40[13]\b")
+_ABSENT = re.compile(r"NoSuchBucket|NO_SUCH_BUCKET|NoSuchKey|[Bb]ucket .* (not found|does not exist)|\b404\b")
+
+
+def _object_call(url: str, fn):
+    """``fn(filesystem, "bucket/key")``, its errors as FileNotFoundError / PermissionError / ConnectionError
+    naming only ``url`` (the SDKs retry network errors with backoff first)."""
+    fs, path = _fs_of(url)
+    try:
+        return fn(fs, path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such object: {url}") from None
+    except OSError as error:
+        raise _object_error(str(error), url) from None
+
+
+def _object_error(text: str, url: str) -> OSError:
+    s3 = url.lower().startswith("s3")
+    if _DENIED.search(text):
+        return PermissionError(f"access denied to {url} (check " + ("the AWS credentials and AWS_ENDPOINT_URL)"
+                                                                   if s3 else "GOOGLE_APPLICATION_CREDENTIALS)"))
+    if _ABSENT.search(text):
+        return FileNotFoundError(f"no such object: {url}")
+    return ConnectionError(f"cannot reach {'S3' if s3 else 'GCS'} for {url}")
 
 
 def _s3_error(error: Exception, url: str) -> OSError:
@@ -227,28 +331,6 @@ def presign(url: str, expires_s: float) -> str:
                     Params={"Bucket": bucket, "Key": key}, ExpiresIn=max(60, int(expires_s)))
 
 
-# ------------------------------------------------------------------ GCS
-@lru_cache(maxsize=1)
-def _gcs():
-    """GOOGLE_APPLICATION_CREDENTIALS or the default account; ``CLOUD_STORAGE_EMULATOR_ENDPOINT`` (the
-    Google client libraries' own variable, honoured by pyarrow's client) points at an emulator, which
-    takes no credentials."""
-    import pyarrow.fs
-    return pyarrow.fs.GcsFileSystem(anonymous=bool(os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT")))
-
-
-def _gcs_call(url: str, fn):
-    try:
-        return fn(_gcs())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such object: {url}") from None
-    except OSError as error:
-        text = str(error).lower()
-        if "permission" in text or "403" in text or "401" in text or "credential" in text:
-            raise PermissionError(f"access denied to {url} (check GOOGLE_APPLICATION_CREDENTIALS)") from None
-        raise ConnectionError(f"cannot reach GCS for {url}") from None
-
-
 # ------------------------------------------------------------------ HTTP
 def _retry(url: str, fn):
     """``fn()`` with up to RETRIES attempts and exponential backoff on network errors and 5xx/429."""
@@ -277,12 +359,9 @@ def _http_open(url: str, method: str = "GET"):
 # ------------------------------------------------------------------ operations
 def object_size(url: str) -> Optional[int]:
     """The object's size in bytes (None when the server does not say); raises FileNotFoundError if absent."""
-    scheme, bucket, key = split_url(url)
-    if scheme == "s3":
-        return int(_s3_call(url, "head_object", Bucket=bucket, Key=key)["ContentLength"])
-    if scheme == "gs":
+    if split_url(url)[0] in ("s3", "gs"):
         import pyarrow.fs
-        info = _gcs_call(url, lambda fs: fs.get_file_info(f"{bucket}/{key}"))
+        info = _object_call(url, lambda fs, path: fs.get_file_info(path))
         if info.type != pyarrow.fs.FileType.File:
             raise FileNotFoundError(f"no such object: {url}")
         return info.size
@@ -337,14 +416,31 @@ def list_versions(folder: str) -> Optional[dict[str, list]]:
 
 def open_read(url: str) -> BinaryIO:
     """A buffered binary stream of the object, read as it is consumed (never fetched whole first)."""
+    if split_url(url)[0] in ("s3", "gs"):   # one ranged GET per READ_BLOCK
+        stream = _object_call(url, lambda fs, path: fs.open_input_stream(path, buffer_size=READ_BLOCK))
+    else:
+        stream = _http_open(url)
+    return io.BufferedReader(_RawReader(stream, url), 1 << 20)
+
+
+def read_object(url: str) -> bytes:
+    """The whole object: on S3 one GET through boto3 (pyarrow.fs asks for an object's size first: two
+    requests for each shard.json or Arrow file read), on GCS through pyarrow.fs."""
     scheme, bucket, key = split_url(url)
     if scheme == "s3":
+        _fs_of(url)   # the credentials check
         body = _s3_call(url, "get_object", Bucket=bucket, Key=key)["Body"]
-        return io.BufferedReader(_RawReader(body, url), 1 << 20)
-    if scheme == "gs":
-        stream = _gcs_call(url, lambda fs: fs.open_input_stream(f"{bucket}/{key}"))
-        return io.BufferedReader(_RawReader(stream, url), 1 << 20)
-    return io.BufferedReader(_RawReader(_http_open(url), url), 1 << 20)
+        try:
+            return body.read()
+        except Exception as error:   # a dropped connection mid-object
+            raise ConnectionError(f"reading {url} failed: {type(error).__name__}") from None
+    if scheme != "gs":
+        with open_read(url) as stream:
+            return stream.read()
+    def read(fs, path):
+        with fs.open_input_file(path) as source:
+            return source.readall()
+    return _object_call(url, read)
 
 
 class _RawReader(io.RawIOBase):
@@ -373,43 +469,23 @@ class _RawReader(io.RawIOBase):
 
 def list_names(folder: str, limit: Optional[int] = None, folders: bool = False) -> list[str]:
     """Names of the objects directly under ``folder`` (a "folder" is a key prefix ending in ``/``);
-    ``folders``: the names of the "folders" under it too, each ending in ``/`` (s3 only)."""
-    scheme, bucket, key = split_url(folder)
-    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-    if scheme == "s3":
-        names: list[str] = []
-        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-        from botocore.exceptions import BotoCoreError, ClientError
-        try:
-            for page in pages:
-                names += [item["Key"][len(prefix):] for item in page.get("Contents", [])]
-                if folders:
-                    names += [item["Prefix"][len(prefix):] for item in page.get("CommonPrefixes", [])]
-                if limit is not None and len(names) >= limit:
-                    return names[:limit]
-        except (BotoCoreError, ClientError) as error:
-            raise _s3_error(error, folder) from None
-        return names
-    if scheme == "gs":
-        import pyarrow.fs
-        selector = pyarrow.fs.FileSelector(f"{bucket}/{prefix}", allow_not_found=True)
-        infos = _gcs_call(folder, lambda fs: fs.get_file_info(selector))
-        names = [info.base_name for info in infos if info.type == pyarrow.fs.FileType.File]
-        return names[:limit] if limit is not None else names
-    return []   # HTTP cannot list: videos are found by <id>.mp4 or a --mapping file
+    ``folders``: the names of the "folders" under it too, each ending in ``/``."""
+    if split_url(folder)[0] not in ("s3", "gs"):
+        return []   # HTTP cannot list: videos are found by <id>.mp4 or a --mapping file
+    import pyarrow.fs
+    infos = _object_call(folder, lambda fs, path: fs.get_file_info(pyarrow.fs.FileSelector(path,
+                                                                                           allow_not_found=True)))
+    names = sorted(info.base_name + ("/" if info.type == pyarrow.fs.FileType.Directory else "") for info in infos
+                   if info.type == pyarrow.fs.FileType.File or (folders and info.type == pyarrow.fs.FileType.Directory))
+    return names[:limit] if limit is not None else names
 
 
 def is_folder(url: str) -> bool:
     """Does any object's key start with ``<key>/``? (HTTP cannot list: assumed true.)"""
-    scheme, bucket, key = split_url(url)
-    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-    if scheme == "s3":
-        return bool(_s3_call(url, "list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
-    if scheme == "gs":
-        import pyarrow.fs
-        info = _gcs_call(url, lambda fs: fs.get_file_info(f"{bucket}/{prefix}".rstrip("/")))
-        return info.type == pyarrow.fs.FileType.Directory
-    return True
+    if split_url(url)[0] not in ("s3", "gs"):
+        return True
+    import pyarrow.fs
+    return _object_call(url, lambda fs, path: fs.get_file_info(path)).type == pyarrow.fs.FileType.Directory
 
 
 @contextmanager
@@ -463,101 +539,132 @@ def preflight(url: str) -> None:
         pass
 
 
-# ------------------------------------------------------------------ writing (s3:// outputs only)
+# ------------------------------------------------------------------ writing (s3:// and gs:// outputs)
 # An object store has no rename and no folders: a PUT replaces one whole object atomically, and a
 # "folder" is a key prefix. The shard store commits by order instead of by rename (schemas/store.py).
-def _writable(url: str) -> tuple[str, str]:
+def _writable(url: str) -> tuple[str, str, str]:
     scheme, bucket, key = split_url(url)
-    if scheme != "s3":
-        raise PermissionError(f"{url}: finsta writes datasets to local folders and s3:// only")
-    return bucket, key
+    if scheme not in ("s3", "gs"):
+        raise PermissionError(f"{url}: finsta writes datasets to local folders, s3:// and gs:// only")
+    return scheme, bucket, key
 
 
-def put_bytes(url: str, data: bytes, if_none_match: bool = False, if_match: Optional[str] = None) -> str:
-    """Write one object whole; returns its ETag. ``if_none_match``: only if no such object exists
-    (else FileExistsError); ``if_match``: only if its ETag is still that (else FileExistsError)."""
-    bucket, key = _writable(url)
-    conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match} if if_match else {}
+def put_bytes(url: str, data: bytes, if_none_match: bool = False, if_match: Optional[str] = None) -> Optional[str]:
+    """Write one object whole. ``if_none_match``: only if no such object exists; ``if_match``: only if its
+    tag (:func:`read_tagged`) is still that; either way returns the new tag and raises FileExistsError
+    when the condition does not hold (see :class:`ObjectLock` for what that guarantees on gs://)."""
+    scheme, bucket, key = _writable(url)
+    if not (if_none_match or if_match):
+        def put(fs, path):
+            with fs.open_output_stream(path) as sink:
+                sink.write(data)
+        _object_call(url, put)
+        return None
+    if scheme == "gs":   # pyarrow's GCS client sends no preconditions: compare, then write
+        current = read_tagged(url)
+        if (current is not None) if if_none_match else (current is None or current[1] != if_match):
+            raise FileExistsError(f"{url} was written by someone else")
+        put_bytes(url, data)
+        return _tag(data)
+    conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match}
     from botocore.exceptions import ClientError
     try:
         return _s3().put_object(Bucket=bucket, Key=key, Body=data, **conditions)["ETag"]
     except ClientError as error:
-        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412) and conditions:
+        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
             raise FileExistsError(f"{url} was written by someone else") from None
         raise _s3_error(error, url) from None
     except Exception as error:   # botocore's network errors
         raise _s3_error(error, url) from None
 
 
-def upload_file(local: Union[str, os.PathLike], url: str) -> None:
-    """Copy a local file to ``url`` (multipart for big files: boto3's transfer manager)."""
-    bucket, key = _writable(url)
-    try:
-        _s3().upload_file(os.fspath(local), bucket, key)
-    except Exception as error:
-        raise _s3_error(error, url) from None
+def _tag(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
 
 
-def download_file(url: str, local: Union[str, os.PathLike]) -> None:
-    """Copy the object at ``url`` to a local file (written under a temporary name, then renamed)."""
-    local = Path(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    part = local.with_name(f".{local.name}.part-{os.getpid()}")
+def read_tagged(url: str) -> Optional[tuple[bytes, str]]:
+    """``(content, tag)`` of an object, None when absent; the tag changes whenever the object is
+    rewritten (S3: its ETag; GCS: the sha256 of its content)."""
+    scheme, bucket, key = _writable(url)
     try:
-        with open_read(url) as stream, open(part, "wb") as sink:
-            shutil.copyfileobj(stream, sink, 1 << 20)
-        os.replace(part, local)
-    finally:
-        part.unlink(missing_ok=True)
+        if scheme == "s3":
+            answer = _s3_call(url, "get_object", Bucket=bucket, Key=key)
+            return answer["Body"].read(), answer["ETag"]
+        data = read_object(url)
+        return data, _tag(data)
+    except FileNotFoundError:
+        return None
 
 
 def remove_object(url: str, if_match: Optional[str] = None) -> None:
-    """Delete one object (deleting an absent one is not an error)."""
-    bucket, key = _writable(url)
-    _s3_call(url, "delete_object", Bucket=bucket, Key=key, **({"IfMatch": if_match} if if_match else {}))
+    """Delete one object (deleting an absent one is not an error); ``if_match``: only if its tag is that."""
+    scheme, bucket, key = _writable(url)
+    if if_match and scheme == "s3":
+        _s3_call(url, "delete_object", Bucket=bucket, Key=key, IfMatch=if_match)
+        return
+    if if_match:
+        current = read_tagged(url)
+        if current is None or current[1] != if_match:
+            return
+    try:
+        _object_call(url, lambda fs, path: fs.delete_file(path))
+    except FileNotFoundError:
+        pass
 
 
 def copy_object(source: str, target: str) -> None:
-    """Server-side copy (the bytes never pass through this machine)."""
-    _, bucket, key = split_url(source)
-    target_bucket, target_key = _writable(target)
-    _s3_call(target, "copy_object", Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key})
+    """Server-side copy within one store (the bytes never pass through this machine)."""
+    _writable(target)
+    target_path = _fs_of(target)[1]
+    _object_call(source, lambda fs, path: fs.copy_file(path, target_path))
 
 
 def list_tree(folder: str) -> dict[str, int]:
-    """Every object under ``folder``, at any depth: ``{path relative to folder: bytes}``."""
-    _, bucket, key = split_url(folder)
-    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-    from botocore.exceptions import BotoCoreError, ClientError
-    found: dict[str, int] = {}
-    try:
-        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            found.update({item["Key"][len(prefix):]: int(item["Size"]) for item in page.get("Contents", [])})
-    except (BotoCoreError, ClientError) as error:
-        raise _s3_error(error, folder) from None
-    return found
+    """Every object under ``folder``, at any depth: ``{path relative to folder: bytes}``; one listing
+    (S3: one LIST request per 1,000 objects)."""
+    import pyarrow.fs
+    def walk(fs, path):
+        return fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True))
+    prefix = _fs_of(folder)[1] + "/"
+    return {info.path[len(prefix):]: info.size for info in _object_call(folder, walk)
+            if info.type == pyarrow.fs.FileType.File and info.path.startswith(prefix)}
 
 
 def remove_tree(folder: str, first: tuple[str, ...] = ()) -> None:
-    """Delete every object under ``folder``; the relative paths in ``first`` go first, in that order."""
-    names = list_tree(folder)
-    for rel in [r for r in first if r in names] + sorted(r for r in names if r not in first):
+    """Delete every object under ``folder``; the relative paths in ``first`` go first, in that order.
+    The rest goes in batches (S3: DeleteObjects, up to 1,000 keys a request)."""
+    for rel in first:
         remove_object(f"{str(folder).rstrip('/')}/{rel}")
+    def drop(fs, path):
+        try:
+            fs.delete_dir(path)
+        except FileNotFoundError:
+            pass
+    _object_call(folder, drop)
 
 
 class ObjectLock:
-    """One writer per s3:// dataset: a lease held in one object, taken by a conditional create.
+    """One writer per s3:// or gs:// dataset: a lease held in one object, taken by a conditional create.
 
     ``acquire`` puts the lock object only if none exists (S3 ``If-None-Match: *``); a thread renews
     the lease every ``lease_s / 3`` by rewriting it only if it is still ours (``If-Match`` on its
     ETag). A lock whose lease ran out (its writer died: kill -9, lost node) is taken over with
     ``If-Match`` on the stale ETag, so of two runs taking over at once exactly one wins. What is
-    guaranteed: two live writers never both hold it, as long as a writer's renewals reach S3 within
+    guaranteed on S3: two live writers never both hold it, as long as a writer's renewals reach S3 within
     ``lease_s``; a writer that could not renew in time (``lost``) stops committing (``check``).
     A crashed run blocks the dataset for at most ``lease_s``.
+
+    On gs:// the same protocol runs without server-side preconditions (pyarrow's GCS client cannot
+    send ``ifGenerationMatch``): each conditional write reads the lock, compares, then writes, and
+    ``acquire`` reads it back after ``SETTLE_S``. Guaranteed: a run that starts while another holds
+    the lock is refused; two runs whose acquisitions overlap within ``SETTLE_S`` can both start, and
+    the one whose lock was overwritten finds out at its first renewal (``lease_s / 3``) and stops
+    committing.
     """
 
     LEASE_S = 60.0
+    SETTLE_S = 1.0
 
     def __init__(self, url: "UrlPath", lease_s: Optional[float] = None):
         self.path = url
@@ -580,18 +687,22 @@ class ObjectLock:
         try:
             self.etag = put_bytes(str(self.path), self._holder(), if_none_match=True)
         except FileExistsError:
-            bucket, key = _writable(str(self.path))
-            answer = _s3_call(str(self.path), "get_object", Bucket=bucket, Key=key)
+            data, tag = read_tagged(str(self.path)) or (b"", None)
             try:
-                stale = json.loads(answer["Body"].read())
+                stale = json.loads(data)
             except ValueError:
                 stale = {}
             if not isinstance(stale, dict) or float(stale.get("expires", 0)) > time.time():
                 raise LockHeld(stale if isinstance(stale, dict) else {}) from None
             try:
-                self.etag = put_bytes(str(self.path), self._holder(), if_match=answer["ETag"])
+                self.etag = put_bytes(str(self.path), self._holder(), if_match=tag)
             except FileExistsError:   # another run took it over first
                 raise LockHeld({}) from None
+        if self.path.scheme == "gs":   # no preconditions: a run that wrote at the same time overwrote ours
+            time.sleep(self.SETTLE_S)
+            now = read_tagged(str(self.path))
+            if now is None or now[1] != self.etag:
+                raise LockHeld(json.loads(now[0]) if now else {})
         self._start_renewing()
         return stale
 

@@ -45,9 +45,7 @@ import re
 import shutil
 import socket
 import stat
-import tempfile
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from importlib import metadata
@@ -57,6 +55,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pyarrow as pa
 import zarr
+from zarr.storage import FsspecStore
 
 try:
     import fcntl
@@ -159,9 +158,9 @@ def _write_atomic(path: Path | UrlPath, data: bytes) -> None:
 # The store's file I/O seam: everything that lists, reads, publishes or removes goes through these few
 # functions (and _write_atomic above), so another file system (object storage) can stand in for them.
 # The commit rule needs no rename: a shard's files, then shard.json, then _DONE last.
-# On an s3:// dataset the paths are schemas.storage.UrlPath objects (the same small API as Path); shard
-# files are written into a local temporary folder and uploaded in commit order (_commit_folder), and a
-# reader copies the files it reads into a local cache (Dataset._local_copy).
+# On an s3:// or gs:// dataset the paths are schemas.storage.UrlPath objects (the same small API as Path,
+# every call through pyarrow.fs); a shard's files are written in place under their final names (the
+# Zarr group through zarr's FsspecStore), committed by _DONE last, and readers read objects into memory.
 def fs_read(path: Path) -> bytes:
     return path.read_bytes()
 
@@ -212,24 +211,61 @@ def _move_tree(source: Path | UrlPath, target: Path | UrlPath) -> None:
     fs_remove_tree(source)
 
 
-def _commit_folder(tmp: Path, final: Path | UrlPath) -> None:
-    """Publish a shard written in ``tmp`` as ``final`` and commit it (``_DONE`` last). Locally: rename,
-    then ``_DONE``. On S3: upload every file, then ``shard.json``, then ``_DONE``; ``tmp`` is removed."""
-    done = sha256_file(tmp / SHARD_INFO).encode()
-    if isinstance(final, UrlPath):
-        for path in sorted(_files_of(tmp), key=lambda p: (p.name == SHARD_INFO, str(p))):
-            storage.upload_file(path, str(final / path.relative_to(tmp).as_posix()))
-        _write_atomic(final / DONE, done)
-        shutil.rmtree(tmp.parent, ignore_errors=True)   # the local staging folder
-        return
-    os.rename(tmp, final)
-    _fsync_dir(final.parent)
+def _commit_folder(tmp: Path | UrlPath, final: Path | UrlPath, done: bytes) -> None:
+    """Publish a shard written in ``tmp`` as ``final`` and commit it: ``_DONE`` (``done``: the sha256 of its
+    shard.json) last. Locally a rename first; on an object store the shard was written in place."""
+    if tmp != final:
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
     _write_atomic(final / DONE, done)
 
 
-def _write_arrow(path: Path, table: pa.Table) -> None:
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+class _RecordingStore(FsspecStore):
+    """zarr's fsspec store writing a shard's ``features.zarr`` on an object store, recording each object's
+    sha256 and size as it goes (the bytes are never read back to hash them)."""
+
+    def __init__(self, folder: UrlPath):
+        fs, path = storage.fsspec_filesystem(str(folder))
+        super().__init__(fs, path=path)
+        self.written: dict[str, tuple[str, int]] = {}
+
+    async def set(self, key: str, value, byte_range=None) -> None:
+        data = value.to_bytes()
+        self.written[key] = (hashlib.sha256(data).hexdigest(), len(data))
+        await super().set(key, value, byte_range)
+
+
+class _CheckedStore(FsspecStore):
+    """zarr's fsspec store reading a shard's ``features.zarr`` on an object store; every object is checked
+    against its sha256 (``check``) the first time it is read, before zarr decodes it."""
+
+    def __init__(self, folder: UrlPath, check):
+        fs, path = storage.fsspec_filesystem(str(folder))
+        super().__init__(fs, read_only=True, path=path)
+        self.check = check
+
+    async def get(self, key: str, prototype, byte_range=None):
+        if byte_range is not None:   # finsta writes whole chunks; a partial read is checked on the whole
+            await self.get(key, prototype)
+        buffer = await super().get(key, prototype, byte_range)
+        if buffer is not None and byte_range is None:
+            self.check(key, buffer.to_bytes())
+        return buffer
+
+
+def _write_arrow(path: Path | UrlPath, table: pa.Table) -> Optional[tuple[str, int]]:
+    """An Arrow IPC file. On an object store one PUT of the serialized bytes: returns their
+    ``(sha256, size)`` (they are never read back to hash them)."""
+    if isinstance(path, Path):
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        return None
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 def _files_of(folder: Path | UrlPath) -> list[Path | UrlPath]:
@@ -484,14 +520,14 @@ def _make_root(root: Path) -> None:
 
 
 # ---------------------------------------------------------------- checking a shard
-def check_shard(folder: Path, full: bool = False, files: bool = True
+def check_shard(folder: Path, full: bool = False, files: bool = True, listed: Optional[dict[str, int]] = None
                 ) -> tuple[Optional[str], Optional[ShardInfo], dict]:
     """``(problem, info, config)`` for one shard folder: problem is None when it is intact.
 
     Intact means: ``_DONE`` holds the sha256 of ``shard.json``; ``shard.json`` is a well-formed entry
     naming this folder; every listed file exists inside the folder with its recorded size (``files``),
     and with its sha256 when ``full`` (``verify``; a writer's resume checks metadata only, readers
-    hash each file on first read).
+    hash each file on first read). ``listed``: the folder's files and sizes, when already listed.
     """
     try:
         raw = (folder / SHARD_INFO).read_bytes()
@@ -513,7 +549,8 @@ def check_shard(folder: Path, full: bool = False, files: bool = True
     for rel in info.files:
         if rel.startswith("/") or ".." in Path(rel).parts:
             return f"{SHARD_INFO} lists a path outside the shard ({rel!r})", None, {}
-    on_disk = fs_sizes(folder, sorted(info.files)) if files else {}
+    on_disk = ({rel: listed.get(rel) for rel in info.files} if listed is not None
+               else fs_sizes(folder, sorted(info.files))) if files else {}
     for rel, digest in sorted(info.files.items()):
         path = folder / rel
         if not files:
@@ -547,15 +584,19 @@ def _scan_shards(shards: Path, files: bool = True, full: bool = False) -> _Scan:
     data hashes), the rest debris. A committed merged shard (``replaces``) supersedes its old shards in
     whatever state a kill left them, so they are neither served nor quarantined."""
     scan = _Scan()
-    if not shards.is_dir():
+    listing = _list_shards(shards)
+    if listing is None and not shards.is_dir():
         return scan
-    entries = sorted(fs_list(shards), key=_shard_order)
+    entries = sorted(fs_list(shards) if listing is None else [shards / name for name in listing], key=_shard_order)
     for entry in entries:
         shard_like = _SHARD_NAME.match(_shard_order(entry))
-        if entry.name.startswith(".tmp-") or (shard_like and entry.is_dir() and not (entry / DONE).exists()):
+        listed = listing.get(entry.name) if listing is not None else None
+        is_dir = entry.is_dir() if listing is None else listed is not None
+        if entry.name.startswith(".tmp-") or (shard_like and is_dir and not (
+                (entry / DONE).exists() if listing is None else DONE in listed)):
             scan.debris.append(entry)
-        elif shard_like and entry.is_dir():
-            problem, info, config = check_shard(entry, full=full, files=files)
+        elif shard_like and is_dir:
+            problem, info, config = check_shard(entry, full=full, files=files, listed=listed)
             scan.damaged.append((entry, problem)) if problem else scan.intact.append((entry, info, config))
     replaced = {old for _, info, _ in scan.intact for old in info.replaces}
     # a merged shard whose copy under its final name is committed too (S3 has no rename: _move_tree)
@@ -567,6 +608,22 @@ def _scan_shards(shards: Path, files: bool = True, full: bool = False) -> _Scan:
     return scan
 
 
+def _list_shards(shards: Path | UrlPath) -> Optional[dict[str, Optional[dict[str, int]]]]:
+    """On an object store, what ``shards/`` holds from one listing (S3: a LIST request per 1,000 objects,
+    instead of requests per shard): each folder name → its files and sizes (None: an object directly
+    under ``shards/``). None for a local folder (the file system answers each question cheaply)."""
+    if not isinstance(shards, UrlPath):
+        return None
+    listing: dict[str, Optional[dict[str, int]]] = {}
+    for rel, size in storage.list_tree(str(shards)).items():
+        folder, _, inner = rel.partition("/")
+        if inner:
+            listing.setdefault(folder, {})[inner] = size
+        else:
+            listing.setdefault(folder, None)
+    return listing
+
+
 def fingerprints_of(shards: list[ShardInfo]) -> dict[str, str]:
     """Key → the input fingerprint its standing row was made from (a committed row's, else its latest
     failure's); keys written without one are left out."""
@@ -575,11 +632,12 @@ def fingerprints_of(shards: list[ShardInfo]) -> dict[str, str]:
     return latest
 
 
-def _remove_shard(folder: Path) -> None:
+def _remove_shard(folder: Path | UrlPath) -> None:
     """Uncommit first (``_DONE`` goes), then delete: a kill halfway leaves debris, never a damaged shard."""
-    fs_remove(folder / DONE)
-    _fsync_dir(folder)
-    fs_remove_tree(folder)
+    if isinstance(folder, Path):
+        fs_remove(folder / DONE)
+        _fsync_dir(folder)
+    fs_remove_tree(folder)   # on an object store: _DONE first, then the rest in batches
 
 
 
@@ -750,21 +808,21 @@ class DatasetWriter:
             if problem:
                 raise ValueError(problem)
         name = self._next_name()
-        if isinstance(self.root, UrlPath):   # written here, then uploaded in commit order (_commit_folder)
-            self.lock.check()
-            tmp = Path(tempfile.mkdtemp(prefix="finsta-shard-")) / name
-        else:
-            tmp = self.root / SHARDS / f".tmp-{name}-{os.getpid()}"
         # A merged shard is committed hidden: until its old shards are gone, a plain reader of
         # shards/*/samples.arrow must not see its rows twice (issue 26 item 10).
         final = self.root / SHARDS / ((MERGED_PREFIX if replaces else "") + name)
-        try:
+        if isinstance(self.root, UrlPath):   # no rename: written in place, uncommitted until _DONE
+            self.lock.check()
+            tmp = final
+        else:
+            tmp = self.root / SHARDS / f".tmp-{name}-{os.getpid()}"
             fs_remove_tree(tmp)
+        try:
             tmp.mkdir()
-            files, info = self._write_files(tmp, name, samples, failures, replaces or [], fingerprints or {})
-            _commit_folder(tmp, final)
+            files, info, done = self._write_files(tmp, name, samples, failures, replaces or [], fingerprints or {})
+            _commit_folder(tmp, final, done)
         except BaseException:
-            fs_remove_tree(tmp if isinstance(self.root, Path) else tmp.parent)
+            fs_remove_tree(tmp)
             raise
         if replaces:
             for old in replaces:
@@ -830,38 +888,49 @@ class DatasetWriter:
 
     def _standing_failures(self, reader: "Dataset", shard: ShardInfo, committed: set[str]) -> list[FailureRecord]:
         later = {key for s in self.shards[self.shards.index(shard) + 1:] for key in s.failed_keys}
-        table = pa.ipc.open_file(pa.memory_map(str(reader._checked(shard.name, "failures.arrow")))).read_all()
+        table = reader.arrow_table(shard.name, "failures.arrow")
         return [f for f in table_to_records(table, FailureRecord)
                 if f.error_type == DUPLICATE_KEY or (f.key not in committed and f.key not in later)]
 
-    def _write_files(self, tmp: Path, name: str, samples: list[tuple[VideoSample, SampleFeatures]],
+    def _write_files(self, tmp: Path | UrlPath, name: str, samples: list[tuple[VideoSample, SampleFeatures]],
                      failures: list[FailureRecord], replaces: list[str],
-                     fingerprints: dict[str, str]) -> tuple[dict[str, str], ShardInfo]:
-        refs = self._write_features(tmp / "features.zarr", [features for _, features in samples])
+                     fingerprints: dict[str, str]) -> tuple[dict[str, str], ShardInfo, bytes]:
+        """Every file of the shard, shard.json last; returns ``(files, info, sha256 of shard.json)``."""
+        remote = isinstance(tmp, UrlPath)
+        written: dict[str, tuple[str, int]] = {}   # object store: relative path → (sha256, bytes), as written
+        store = _RecordingStore(tmp / "features.zarr") if remote else str(tmp / "features.zarr")
+        refs = self._write_features(store, [features for _, features in samples])
         table = records_to_table([s for s, _ in samples], VideoSample,
                                  {"features": (samples_schema(FEATURE_ARRAYS).field("features"), refs)}) \
             if samples else samples_schema(FEATURE_ARRAYS).empty_table()
-        _write_arrow(tmp / "samples.arrow", table)
         failure_table = records_to_table(failures, FailureRecord) if failures else FAILURES_SCHEMA.empty_table()
-        _write_arrow(tmp / "failures.arrow", failure_table)
-        files = {}
-        for path in _files_of(tmp):
-            with open(path, "rb+") as handle:
-                os.fsync(handle.fileno())
-            files[path.relative_to(tmp).as_posix()] = sha256_file(path)
-        sizes = {rel: (tmp / rel).stat().st_size for rel in files}
+        for rel, arrow in (("samples.arrow", table), ("failures.arrow", failure_table)):
+            recorded = _write_arrow(tmp / rel, arrow)
+            if recorded:
+                written[rel] = recorded
+        if remote:
+            written.update((f"features.zarr/{key}", value) for key, value in store.written.items())
+        else:
+            for path in _files_of(tmp):
+                with open(path, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                written[path.relative_to(tmp).as_posix()] = (sha256_file(path), path.stat().st_size)
+        files = {rel: written[rel][0] for rel in sorted(written)}
+        sizes = {rel: written[rel][1] for rel in files}
         keys, failed_keys = [s.key for s, _ in samples], [f.key for f in failures]
         info = ShardInfo(name, keys, failed_keys, len(samples), len(failures), sum(sizes.values()), files,
                          self.config_hash, replaces, sizes, [fingerprints.get(key, "") for key in keys],
                          [fingerprints.get(key, "") for key in failed_keys])
-        _write_atomic(tmp / SHARD_INFO, json.dumps({**info.as_dict(), "config": self.config}, indent=1,
-                                                   default=str).encode())
-        for folder in sorted({p.parent for p in _files_of(tmp)}, key=lambda p: -len(p.parts)):
-            _fsync_dir(folder)
-        return files, info
+        data = json.dumps({**info.as_dict(), "config": self.config}, indent=1, default=str).encode()
+        _write_atomic(tmp / SHARD_INFO, data)
+        if not remote:
+            for folder in sorted({p.parent for p in _files_of(tmp)}, key=lambda p: -len(p.parts)):
+                _fsync_dir(folder)
+        return files, info, hashlib.sha256(data).hexdigest().encode()
 
-    def _write_features(self, path: Path, features: list[SampleFeatures]) -> list[dict[str, dict[str, int]]]:
-        group = zarr.open_group(store=str(path), mode="w", zarr_format=3)
+    def _write_features(self, store: str | FsspecStore, features: list[SampleFeatures]
+                        ) -> list[dict[str, dict[str, int]]]:
+        group = zarr.open_group(store=store, mode="w", zarr_format=3)
         refs: list[dict[str, dict[str, int]]] = [{} for _ in features]
         for name in FEATURE_ARRAYS:
             dim, dtype = self.feature_dims[name], feature_dtype(name)
@@ -1025,16 +1094,7 @@ class Dataset:
         self._verified: set[tuple[str, str]] = set()
         self._cache: OrderedDict[tuple, tuple[pa.Table, dict[str, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_shards
-        self._local: Optional[Path] = None
-        self._open_local()
 
-    def _open_local(self) -> None:
-        """An s3:// dataset: each file read is first copied into a folder of this process (Arrow
-        memory-maps and Zarr opens local files), once per reader; the folder goes when the reader does."""
-        if isinstance(self.root, UrlPath):
-            self._local = Path(tempfile.mkdtemp(prefix="finsta-read-"))
-            self._verified = set()   # what was checked is the copies in the folder before
-            weakref.finalize(self, shutil.rmtree, self._local, True)
 
     def keys(self) -> list[str]:
         return [key for shard in self.shards for key in shard.keys]
@@ -1051,7 +1111,6 @@ class Dataset:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._index = KeyIndex.build(self.shards)[0]
-        self._open_local()   # the sender's local copies are not this process's (nor, maybe, this machine's)
 
     def shard_names(self) -> list[str]:
         return [shard.name for shard in self.shards]
@@ -1076,8 +1135,7 @@ class Dataset:
         latest: dict[tuple[str, str], FailureRecord] = {}
         bad_lines: dict[str, set[tuple[str, str]]] = {}   # key → its bad_record entries in ``latest``
         for name in self.shard_names():
-            path = self._checked(name, "failures.arrow")
-            table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+            table = self.arrow_table(name, "failures.arrow")
             for record in table_to_records(table, FailureRecord):
                 key = record.key
                 if record.error_type == DUPLICATE_KEY:
@@ -1097,47 +1155,61 @@ class Dataset:
         return list(latest.values())
 
     def _checked(self, shard: str, rel: str) -> Path:
-        """The (local) path of ``rel`` in ``shard``, its sha256 checked once when ``verify`` is on."""
+        """The path of ``rel`` in ``shard`` (a local dataset), its sha256 checked once when ``verify`` is on."""
         path = self._folder(shard) / rel
-        if self._local is not None:
-            path = self._local_copy(shard, rel)
         if self.verify and (shard, rel) not in self._verified:
-            expected = self._files.get(shard, {}).get(rel)
             if not path.is_file():
-                raise CorruptShardError(f"{path} is missing; move its shard folder out of {self.root / SHARDS} and "
-                                        "rerun build-sgs to redo the shard's samples (`verify` lists every problem)")
-            if expected is None or sha256_file(path) != expected:
-                raise CorruptShardError(f"{path} does not match its sha256 in the manifest (corrupted): not "
-                                        f"serving it; move its shard folder out of {self.root / SHARDS} and rerun "
-                                        "build-sgs to redo the shard's samples (`verify` lists every problem)")
-            self._verified.add((shard, rel))
+                raise CorruptShardError(f"{path} is missing; {self._remedy()}")
+            self._check_digest(shard, rel, sha256_file(path))
         return path
 
-    def _folder(self, shard: str) -> Path:
-        """The shard's folder: local (a local copy of it for an s3:// dataset)."""
-        if self._local is not None:
-            return self._local / shard
+    def _check_digest(self, shard: str, rel: str, digest: str) -> None:
+        if self._files.get(shard, {}).get(rel) != digest:
+            raise CorruptShardError(f"{self._folder(shard) / rel} does not match its sha256 in the manifest "
+                                    f"(corrupted): not serving it; {self._remedy()}")
+        self._verified.add((shard, rel))
+
+    def _remedy(self) -> str:
+        return (f"move its shard folder out of {self.root / SHARDS} and rerun build-sgs to redo the shard's "
+                "samples (`verify` lists every problem)")
+
+    def _folder(self, shard: str) -> Path | UrlPath:
         folder = self.root / SHARDS / self._folders.get(shard, shard)
-        return folder if folder.exists() else self.root / SHARDS / shard   # renamed into place since opening
+        if shard not in self._folders or fs_exists(folder / DONE):
+            return folder
+        return self.root / SHARDS / shard   # a merged shard renamed (copied) into place since opening
 
-    def _local_copy(self, shard: str, rel: str) -> Path:
-        """``rel`` of an s3:// dataset's ``shard``, copied into the local cache on first use."""
-        local = self._local / shard / rel
-        if not local.is_file():
-            folder = self.root / SHARDS / self._folders.get(shard, shard)
-            try:
-                storage.download_file(str(folder / rel), local)
-            except FileNotFoundError:   # a merged shard copied into place since opening (_move_tree)
-                try:
-                    storage.download_file(str(self.root / SHARDS / shard / rel), local)
-                except FileNotFoundError:
-                    pass   # _checked reports it missing
-        return local
+    def _read_checked(self, shard: str, rel: str) -> bytes:
+        """``rel`` of ``shard`` of an object-store dataset, read into memory and checked like :meth:`_checked`."""
+        try:
+            data = fs_read(self._folder(shard) / rel)
+        except FileNotFoundError:
+            raise CorruptShardError(f"{self._folder(shard) / rel} is missing; {self._remedy()}") from None
+        if self.verify and (shard, rel) not in self._verified:
+            self._check_digest(shard, rel, hashlib.sha256(data).hexdigest())
+        return data
 
-    def _checked_group(self, shard: str, prefix: str) -> None:
+    def arrow_table(self, shard: str, rel: str) -> pa.Table:
+        """One of the shard's Arrow files (checked): memory-mapped when local (a column never touched is
+        never read from disk), read whole into memory from an object store."""
+        if isinstance(self.root, UrlPath):
+            return pa.ipc.open_file(pa.BufferReader(self._read_checked(shard, rel))).read_all()
+        return pa.ipc.open_file(pa.memory_map(str(self._checked(shard, rel)))).read_all()
+
+    def _feature_group(self, shard: str, features: tuple[str, ...]) -> zarr.Group:
+        """The shard's Zarr group; each file of ``features`` is checked before it is served: locally all at
+        once, on an object store as zarr's fsspec store reads each object (nothing is copied to disk)."""
+        folder = self._folder(shard)
+        if isinstance(folder, UrlPath):
+            def check(key: str, data: bytes) -> None:
+                if self.verify and (shard, f"features.zarr/{key}") not in self._verified:
+                    self._check_digest(shard, f"features.zarr/{key}", hashlib.sha256(data).hexdigest())
+            return zarr.open_group(store=_CheckedStore(folder / "features.zarr", check), mode="r", zarr_format=3)
+        self._checked(shard, "features.zarr/zarr.json")
         for rel in sorted(self._files.get(shard, {})):
-            if rel.startswith(prefix):
+            if rel.startswith(tuple(f"features.zarr/{feature}/" for feature in features)):
                 self._checked(shard, rel)
+        return zarr.open_group(store=str(folder / "features.zarr"), mode="r")
 
     def shard_columns(self, name: str, features: tuple[str, ...] = FEATURE_ARRAYS
                       ) -> tuple[pa.Table, dict[str, int], dict[str, Any]]:
@@ -1152,14 +1224,12 @@ class Dataset:
         """
         cache_key = (name, tuple(features))
         if cache_key not in self._cache:
-            folder = self._folder(name)
-            table = pa.ipc.open_file(pa.memory_map(str(self._checked(name, "samples.arrow")))).read_all()
+            table = self.arrow_table(name, "samples.arrow")
             rows = {key: i for i, key in enumerate(table.column("key").to_pylist())}
-            self._checked(name, "features.zarr/zarr.json")
-            group = zarr.open_group(store=str(folder / "features.zarr"), mode="r")
+            # only what the caller reads is checked (an exported host reads no SG array)
+            group = self._feature_group(name, features)
             arrays = {}
-            for feature in features:   # only what the caller reads is checked (an exported host reads no SG array)
-                self._checked_group(name, f"features.zarr/{feature}/")
+            for feature in features:
                 array = group[feature]
                 # Small shards are read whole: one read beats a Zarr round trip per sample.
                 arrays[feature] = array[:] if array.nbytes <= _WHOLE_ARRAY_BYTES else array

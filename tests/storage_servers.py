@@ -18,6 +18,7 @@ import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -31,10 +32,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve(command: list[str], port: int, extra_env: dict[str, str], what: str):
-    """Run a server in its own process until the generator is closed; yields its endpoint."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **extra_env})
+def _serve(command: list[str], port: int, extra_env: dict[str, str], what: str, log: Optional[Path] = None):
+    """Run a server in its own process until the generator is closed; yields its endpoint. ``log``: where its
+    output goes (moto's access log: one line per request)."""
+    sink = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(command, stdout=sink, stderr=sink, env={**os.environ, **extra_env})
     try:
         # Wait for the port to accept; the only bound is the server process itself dying (load-safe).
         while True:
@@ -49,21 +51,71 @@ def _serve(command: list[str], port: int, extra_env: dict[str, str], what: str):
     finally:
         proc.kill()
         proc.wait()
+        if log:
+            sink.close()
 
 
-def _moto(extra_env: dict[str, str]):
+def _moto(extra_env: dict[str, str], log: Optional[Path] = None):
     """Run moto's S3 server in its own process until the generator is closed; yields its endpoint."""
     pytest.importorskip("moto.server", reason="moto[server] is not installed")
     pytest.importorskip("boto3")
     port = _free_port()
     yield from _serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port, extra_env,
-                      "moto server")
+                      "moto server", log)
+
+
+_REQUEST_LOGS: dict[str, Path] = {}   # endpoint → its server's access log
 
 
 @pytest.fixture(scope="session")
-def s3_server():
+def s3_server(tmp_path_factory):
     """The endpoint URL of a moto S3 server accepting any credentials; killed at the end of the session."""
-    yield from _moto({})
+    log = tmp_path_factory.mktemp("moto") / "requests.log"
+    for endpoint in _moto({}, log):
+        _REQUEST_LOGS[endpoint] = log
+        yield endpoint
+
+
+class Requests:
+    """The S3 requests a block of code made, read from the moto server's access log (werkzeug writes one
+    line per request, ``"METHOD /bucket/key?query HTTP/1.1" status``), e.g.::
+
+        with Requests(s3_env) as made:
+            open_dataset("s3://bucket/ds")
+        len(made.lines), made.count("POST", "?delete")
+    """
+
+    _LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[\d.]+" (\d+)')
+
+    def __init__(self, endpoint: str):
+        self.endpoint, self.log, self.lines = endpoint, _REQUEST_LOGS[endpoint], []
+
+    def _mark(self) -> int:
+        """Make a request nobody else makes and wait for its line: every earlier request is logged by then."""
+        import urllib.error
+        import urllib.request
+        token = f"/finsta-mark-{time.monotonic_ns()}"
+        try:
+            urllib.request.urlopen(urllib.request.Request(self.endpoint + token, method="HEAD"), timeout=30)
+        except urllib.error.URLError:
+            pass   # a 404: the line is all we need
+        while True:
+            text = self.log.read_text(errors="replace")
+            if token in text:
+                return text.index(token)
+            time.sleep(0.05)
+
+    def __enter__(self) -> "Requests":
+        self._start = self._mark()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._mark()
+        text = self.log.read_text(errors="replace")[self._start:end]
+        self.lines = [" ".join(m.groups()) for m in self._LINE.finditer(text) if "finsta-mark-" not in m.group(2)]
+
+    def count(self, method: str, contains: str = "") -> int:
+        return sum(1 for line in self.lines if line.startswith(method + " ") and contains in line)
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +137,9 @@ def s3_env(s3_server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    storage._s3.cache_clear()
+    storage.reset_clients()
     yield s3_server
-    storage._s3.cache_clear()
+    storage.reset_clients()
 
 
 def make_bucket(endpoint: str, name: str, files: dict[str, bytes | Path] = {}) -> str:
@@ -115,9 +167,9 @@ def gcs_env(gcs_server, monkeypatch):
     """Point pyarrow's GCS client at the emulator through the Google libraries' own variable."""
     from schemas import storage
     monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", gcs_server)
-    storage._gcs.cache_clear()
+    storage.reset_clients()
     yield gcs_server
-    storage._gcs.cache_clear()
+    storage.reset_clients()
 
 
 def make_gcs_bucket(endpoint: str, name: str, files: dict[str, bytes | Path] = {}) -> str:

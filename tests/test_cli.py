@@ -62,7 +62,7 @@ MISTAKES = [
     (["build-sgs", "--set", "decode.nosuchfield=1", "--dry-run"], "decode.nosuchfield"),
     (["build-sgs", "--config", "/nonexistent/cfg.yaml"], "/nonexistent/cfg.yaml"),
     (["no-such-command"], "no-such-command"),
-    (["build-sgs", "--out", "gs://bucket/prefix", "--dry-run"], "--out gs://bucket/prefix"),   # no GCS output
+    (["build-sgs", "--out", "https://host/prefix", "--dry-run"], "--out https://host/prefix"),   # HTTP is read-only
 ]
 
 

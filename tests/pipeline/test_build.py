@@ -640,6 +640,22 @@ def test_an_s3_build_into_s3_stopped_by_sigterm_then_rerun_ends_like_an_uninterr
     assert stats["run"]["samples_run"] == SIXTEEN - committed and stats["committed"] == SIXTEEN
     written = b"".join(location(f"{out}/{rel}").read_bytes() for rel in list_tree(out))   # credentials: nowhere
     assert TEST_KEY_ID.encode() not in written and TEST_SECRET.encode() not in written
+    # train and eval read the build's own s3:// output exactly like the uninterrupted local run's; export
+    from finsta_model.config import TrainConfig
+    from finsta_model.evaluate import evaluate
+    from finsta_model.train import train
+    config = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=2, steps=2, batch_size=4, log_every=1,
+                         warmup_steps=1)
+    runs = {name: tmp_path / f"run-{name}" for name in ("s3", "local")}
+    train(out, runs["s3"], config, progress=False)
+    train(tmp_path / "reference", runs["local"], config, progress=False)
+    metrics = {name: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+               for name, run in runs.items()}
+    assert [m["total"] for m in metrics["s3"]] == [m["total"] for m in metrics["local"]] and metrics["s3"]
+    same = lambda report: {k: v for k, v in report.items() if k not in ("warnings", "checkpoint")}  # noqa: E731
+    assert same(evaluate(out, runs["s3"])) == same(evaluate(tmp_path / "reference", runs["local"]))
+    from finsta_model.export import export_host
+    assert export_host(runs["s3"], tmp_path / "host")["trained"]["train_shards"] == out
 
 
 

@@ -85,7 +85,7 @@ def test_no_credentials_is_a_permission_error_without_secrets(s3_env, monkeypatc
     make_bucket(s3_env, "locked", {"v.mp4": b"x"})
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    storage._s3.cache_clear()
+    storage.reset_clients()
     with pytest.raises(PermissionError, match="no AWS credentials for s3://locked/v.mp4") as error:
         storage.preflight("s3://locked/v.mp4")
     assert "secret" not in str(error.value).lower().replace("aws_secret_access_key", "")
@@ -93,7 +93,7 @@ def test_no_credentials_is_a_permission_error_without_secrets(s3_env, monkeypatc
 
 def test_wrong_credentials_are_a_permission_error_without_secrets(s3_env, s3_server_checking_keys, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server_checking_keys)
-    storage._s3.cache_clear()
+    storage.reset_clients()
     with pytest.raises(PermissionError, match=r"access denied to s3://b/k.mp4 \(InvalidAccessKeyId") as error:
         storage.preflight("s3://b/k.mp4")
     assert TEST_SECRET not in str(error.value)
@@ -119,7 +119,7 @@ def test_an_unreachable_s3_endpoint_is_retried_then_a_connection_error(s3_env, m
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    storage._s3.cache_clear()
+    storage.reset_clients()
     with pytest.raises(ConnectionError, match="cannot reach S3 for s3://b/k.mp4") as error:
         storage.object_size("s3://b/k.mp4")
     assert "finsta-test" not in str(error.value)
@@ -129,13 +129,14 @@ def test_the_s3_lock_is_a_conditional_create_renewed_while_held_and_lost_when_ta
     import json
     import time
     bucket = make_bucket(s3_env, "locks")
-    lock = storage.ObjectLock(storage.location(f"{bucket}/ds/.lock"), lease_s=1.5)
+    # a lease long enough that, under load, the refusal below still comes while it runs
+    lock = storage.ObjectLock(storage.location(f"{bucket}/ds/.lock"), lease_s=6)
     assert lock.acquire() is None
     with pytest.raises(storage.LockHeld) as held:
         storage.ObjectLock(storage.location(f"{bucket}/ds/.lock")).acquire()
     assert held.value.holder["expires"] > time.time()
     first = lock.etag
-    give_up = time.time() + 120   # the thread renews every 0.5 s; this only bounds a hung test
+    give_up = time.time() + 120   # the thread renews every 2 s; this only bounds a hung test
     while lock.etag == first:     # renewed: a new ETag, a later expiry
         assert time.time() < give_up and lock.lost is None
         time.sleep(0.05)

@@ -582,7 +582,47 @@ def test_fingerprints_are_stored_per_row_survive_compaction_and_changed_rows_can
 
 # ---------------------------------------------------------------- an s3:// dataset (moto's S3 server on 127.0.0.1)
 from schemas import storage  # noqa: E402
-from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, make_bucket  # noqa: E402
+from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, Requests, make_bucket, make_gcs_bucket  # noqa: E402
+
+
+def _write_three_shards_and_compact(root) -> None:
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        writer.write_shard([make_sample("a", seed=1), make_sample("b", n_det=0, seed=2)],
+                           [FailureRecord("x", "decode", "timeout", "first try")])
+        writer.write_shard([make_sample("c", seed=3)], [])
+        writer.write_shard([make_sample("d", seed=4)], [])
+        assert writer.compact(target_rows=3) == ["shard-000003"]   # a and b, c: d stays
+
+
+def _tree(root) -> dict[str, bytes]:
+    """Every file of a dataset (local or URL) → its bytes; manifest.json without its timestamps."""
+    if isinstance(root, Path):
+        names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    else:
+        names = list(storage.list_tree(root))
+    files = {rel: storage.location(f"{root}/{rel}").read_bytes() for rel in names}
+    files.pop(".finsta.lock", None)   # locally an empty file left for the next run; on a store deleted
+    manifest = {k: v for k, v in json.loads(files.pop("manifest.json")).items() if k not in ("created", "updated")}
+    return {**files, "manifest.json": json.dumps(manifest).encode()}
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_dataset_written_to_s3_or_gs_is_a_local_ones_files_byte_for_byte(scheme, request, tmp_path):
+    """The same shards written locally and to the object store (through pyarrow.fs and zarr's FsspecStore):
+    the same files with the same bytes, readable, verified, compacted alike."""
+    if scheme == "s3":
+        root = make_bucket(request.getfixturevalue("s3_env"), "same-bytes") + "/ds"
+    else:
+        root = make_gcs_bucket(request.getfixturevalue("gcs_env"), "same-bytes") + "/ds"
+    _write_three_shards_and_compact(tmp_path / "ds")
+    _write_three_shards_and_compact(root)
+    local, remote = _tree(tmp_path / "ds"), _tree(root)
+    assert sorted(remote) == sorted(local), set(remote) ^ set(local)
+    assert remote == local
+    ds = open_dataset(root)
+    assert ds.keys() == ["d", "a", "b", "c"] or sorted(ds.keys()) == ["a", "b", "c", "d"]
+    assert all(ds.get(key)[0] == open_dataset(tmp_path / "ds").get(key)[0] for key in "abcd")
+    assert verify(root) == [] and [f.key for f in ds.failures()] == ["x"]
 
 
 def test_an_s3_dataset_round_trips_compacts_verifies_and_stores_no_credentials(s3_env):
@@ -641,3 +681,27 @@ def test_an_s3_writer_removes_debris_publishes_a_merged_shard_and_takes_over_an_
     moved = storage.list_tree(f"{root}/quarantine")
     assert "QUARANTINED.txt" in {rel.split("/")[-1] for rel in moved} and not any(rel.endswith("_DONE") for rel in moved)
     assert storage.list_tree(f"{root}/shards") == {} and verify(root) == []
+
+
+def test_s3_requests_opening_reading_and_removing_shards_are_counted_and_bounded(s3_env):
+    """Counted on the server: opening costs one listing for every shard plus two GETs per shard
+    (shard.json, _DONE); a shard is removed by one batch delete (DeleteObjects), not one DELETE per object;
+    reading a sample copies nothing to disk."""
+    root = make_bucket(s3_env, "requests") + "/ds"
+    shards = 4
+    with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        for i in range(shards):
+            writer.write_shard([make_sample(f"k{i}", seed=i)], [])
+    with Requests(s3_env) as opening:
+        ds = open_dataset(root)
+    assert opening.count("GET", "list-type=2") == 1   # the whole shards/ tree in one listing
+    assert len(opening.lines) <= 2 * shards + 4, opening.lines   # a GET of shard.json and of _DONE; the manifest
+    with Requests(s3_env) as reading:
+        assert ds.get("k2")[0] == make_sample("k2", seed=2)[0]
+    assert not any("shard-000000" in line for line in reading.lines)   # only the shard holding k2 is read
+    files = len(storage.list_tree(f"{root}/shards/shard-000001"))
+    with Requests(s3_env) as removing, DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        writer.drop_samples({"k1"})
+    assert removing.count("POST", "?delete") == 1 and removing.count("DELETE") < files / 2, removing.lines
+    print(json.dumps({"shards": shards, "open_requests": len(opening.lines), "get_requests": len(reading.lines),
+                      "remove_requests": len(removing.lines), "files_removed": files}))
