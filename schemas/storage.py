@@ -9,8 +9,9 @@ reads a manifest or a captions file the same way wherever it lives.
 Objects are read, listed, written, copied and deleted through pyarrow.fs
 (``S3FileSystem``, ``GcsFileSystem``); boto3 only presigns s3:// videos for
 ffmpeg, checks the credentials before a run, makes the writer lock's
-conditional writes, which pyarrow.fs cannot send, and reads a whole S3 object
-in one request (pyarrow.fs asks for its size first).
+conditional writes, which pyarrow.fs cannot send, reads a whole S3 object
+in one request (pyarrow.fs asks for its size first) and reads input videos'
+ETags (pyarrow.fs's file info has none).
 
 Credentials come from the standard places only, read where the object is read
 (on the worker for videos), never passed around: S3 through the AWS chain
@@ -189,7 +190,8 @@ class UrlPath:
 # Every read, listing, write, copy and delete of an s3:// or gs:// object goes through pyarrow.fs
 # (S3FileSystem, GcsFileSystem). boto3 does only what pyarrow.fs cannot: presign a URL for ffmpeg,
 # check the credentials before a run (preflight), the lock's conditional writes (If-None-Match,
-# If-Match; see ObjectLock), and read a whole S3 object in one GET (read_object).
+# If-Match; see ObjectLock), read a whole S3 object in one GET (read_object) and the ETags of input
+# videos (object_version, list_versions).
 @lru_cache(maxsize=1)
 def _aws_session():
     try:
@@ -372,7 +374,8 @@ def object_size(url: str) -> Optional[int]:
 
 def object_version(url: str) -> list:
     """What tells this version of the object from another, from one metadata request (never its bytes):
-    ``[size, ETag]`` on S3 (a rewrite changes the ETag), ``[size, update time in ns]`` on GCS and
+    ``[size, ETag]`` on S3 (a rewrite changes the ETag; through boto3: pyarrow.fs's file info carries no
+    ETag), ``[size, update time in ns]`` on GCS and
     ``[size, ETag or Last-Modified]`` over HTTP. Raises FileNotFoundError when the object is absent."""
     scheme, bucket, key = split_url(url)
     if scheme == "s3":
@@ -380,7 +383,7 @@ def object_version(url: str) -> list:
         return [int(head["ContentLength"]), head.get("ETag") or str(head.get("LastModified"))]
     if scheme == "gs":
         import pyarrow.fs
-        info = _gcs_call(url, lambda fs: fs.get_file_info(f"{bucket}/{key}"))
+        info = _object_call(url, lambda fs, path: fs.get_file_info(path))
         if info.type != pyarrow.fs.FileType.File:
             raise FileNotFoundError(f"no such object: {url}")
         return [info.size, info.mtime_ns]
@@ -409,7 +412,7 @@ def list_versions(folder: str) -> Optional[dict[str, list]]:
     if scheme == "gs":
         import pyarrow.fs
         selector = pyarrow.fs.FileSelector(f"{bucket}/{prefix}", allow_not_found=True)
-        infos = _gcs_call(folder, lambda fs: fs.get_file_info(selector))
+        infos = _object_call(folder, lambda fs, path: fs.get_file_info(selector))
         return {info.base_name: [info.size, info.mtime_ns] for info in infos if info.type == pyarrow.fs.FileType.File}
     return None
 
