@@ -67,7 +67,7 @@ def merge_batches(batches: list[GraphBatch]) -> GraphBatch:
     t = max(b.num_frames for b in batches)
     tokens = max(int(b.tok_feat.shape[1]) for b in batches)
     offset = dict.fromkeys(_counts(batches[0]), 0)
-    # video_only (uncaptioned videos) is not gathered: each replica's video-only term is its own
+    # video_only (uncaptioned videos) is merged apart (Gather.batch_or_none: some replicas may have none)
     parts: dict[str, list] = {f.name: [] for f in fields(GraphBatch) if f.name not in ("origin", "video_only")}
     for b in batches:
         for name, items in parts.items():
@@ -112,6 +112,17 @@ class Gather:
         items: list = [None] * self.world
         dist.all_gather_object(items, structure(batch), group=self.group)   # our own processes: trusted
         merged = merge_batches(items).to(device)
+        self.seconds += time.perf_counter() - started
+        return merged
+
+    def batch_or_none(self, batch: Optional[GraphBatch], device: torch.device) -> Optional[GraphBatch]:
+        """:meth:`batch` of the replicas that have one (a batch of a kind some replicas lack, e.g.
+        ``video_only``), on ``device``; None on every rank when none has one."""
+        started = time.perf_counter()
+        items: list = [None] * self.world
+        dist.all_gather_object(items, None if batch is None else structure(batch), group=self.group)
+        present = [item for item in items if item is not None]
+        merged = merge_batches(present).to(device) if present else None
         self.seconds += time.perf_counter() - started
         return merged
 

@@ -71,28 +71,54 @@ class Encodings:
     def gathered(self, gather: "Gather") -> "Encodings":
         """Every replica's encodings in rank order, with gradient (rows of :func:`merge_batches`' order)."""
         rows = gather.rows
-        t, v = self.host_text, self.host_video
+        t = self.host_text
         host_text = HostText(pooled=rows(t.pooled), tokens=rows(t.tokens), mask=rows(t.mask))
-        # the host's video tokens are [B, T·(1 + cells), d]: pad whole frames, and padding repeats the
-        # video's first token (HostModel.video: a max over tokens then needs no mask)
-        per_frame = 1 + v.cells
-        b = len(v)
-        tokens = rows(v.tokens.reshape(b, -1, per_frame, v.tokens.shape[-1])).flatten(1, 2)
-        mask = rows(v.mask.reshape(b, -1, per_frame)).flatten(1, 2)
-        # the batch frames each video's tokens read, per video ([B, T'], -1 = padding): the replicas'
-        # batches may have sub-sampled videos past the host's max_frames differently
-        index = v.frame_index[None].expand(b, -1) if v.frame_index.dim() == 1 else v.frame_index
-        slots = None if v.slots is None else rows(v.slots)
-        states = None if v.slot_states is None else rows(v.slot_states)
-        host_video = HostVideo(pooled=rows(v.pooled), tokens=torch.where(mask[..., None], tokens, tokens[:, :1]),
-                               mask=mask, cells=v.cells, frame_index=rows(index + 1) - 1, slots=slots,
-                               slot_states=states)
+        host_video = gathered_host_video(self.host_video, gather)
         if self.video is None:
             return Encodings(host_text, host_video)
-        d = self.dsg
-        dsg = DSGEncoding(nodes=rows(d.nodes), frames=rows(d.frames), memory=rows(d.memory), video=rows(d.video),
-                          tracks=rows(d.tracks))
-        return Encodings(host_text, host_video, rows(self.video), rows(self.text), rows(self.nodes), dsg)
+        return Encodings(host_text, host_video, rows(self.video), rows(self.text), rows(self.nodes),
+                         gathered_dsg(self.dsg, gather))
+
+
+def gathered_host_video(v: HostVideo, gather: "Gather") -> HostVideo:
+    """Every replica's host video encodings in rank order, with gradient (:meth:`Encodings.gathered`)."""
+    rows = gather.rows
+    # the host's video tokens are [B, T·(1 + cells), d]: pad whole frames, and padding repeats the
+    # video's first token (HostModel.video: a max over tokens then needs no mask)
+    per_frame, b, d = 1 + v.cells, len(v), v.tokens.shape[-1]
+    frames = v.tokens.shape[1] // per_frame
+    tokens = rows(v.tokens.reshape(b, frames, per_frame, d)).flatten(1, 2)
+    mask = rows(v.mask.reshape(b, frames, per_frame)).flatten(1, 2)
+    # the batch frames each video's tokens read, per video ([B, T'], -1 = padding): the replicas'
+    # batches may have sub-sampled videos past the host's max_frames differently
+    index = v.frame_index[None].expand(b, -1) if v.frame_index.dim() == 1 else v.frame_index
+    slots = None if v.slots is None else rows(v.slots)
+    states = None if v.slot_states is None else rows(v.slot_states)
+    return HostVideo(pooled=rows(v.pooled), tokens=torch.where(mask[..., None], tokens, tokens[:, :1]), mask=mask,
+                     cells=v.cells, frame_index=rows(index + 1) - 1, slots=slots, slot_states=states)
+
+
+def gathered_dsg(d: DSGEncoding, gather: "Gather") -> DSGEncoding:
+    rows = gather.rows
+    return DSGEncoding(nodes=rows(d.nodes), frames=rows(d.frames), memory=rows(d.memory), video=rows(d.video),
+                       tracks=rows(d.tracks))
+
+
+def no_videos(v: HostVideo, d: DSGEncoding) -> tuple[HostVideo, DSGEncoding]:
+    """Encodings of zero videos shaped like ``v`` and ``d`` (dtype, width, slots; gradient like ``v``'s): what a
+    replica without videos of a kind hands the others' gathers (every rank makes the same calls)."""
+    def empty(x: torch.Tensor, *shape: int) -> torch.Tensor:
+        return x.new_zeros(shape).requires_grad_(x.requires_grad)
+    width = v.pooled.shape[-1]
+    slots = None if v.slots is None else empty(v.slots, 0, v.slots.shape[1], width)
+    states = None if v.slot_states is None else empty(v.slot_states, 0, v.slot_states.shape[1], width)
+    host = HostVideo(pooled=empty(v.pooled, 0, width), tokens=empty(v.tokens, 0, 0, width),
+                     mask=v.mask.new_zeros((0, 0)), cells=v.cells, frame_index=v.frame_index.new_zeros((0, 0)),
+                     slots=slots, slot_states=states)
+    dsg = DSGEncoding(nodes=d.nodes.new_zeros((0, width)), frames=d.frames.new_zeros((0, 0, width)),
+                      memory=d.memory.new_zeros((0, 0, width)), video=d.video.new_zeros((0, width)),
+                      tracks=d.tracks.new_zeros((0, width)))
+    return host, dsg
 
 
 def build_host(config: TrainConfig, dims: dict[str, int]) -> HostModel:
@@ -223,24 +249,39 @@ class FinstaModel(nn.Module):
         """The training loss of ``batch`` and its detached parts. With ``gather`` (a data-parallel
         replica) the loss is that of every replica's batch together: this replica encodes its own batch,
         the losses run on the gathered batch and encodings (:mod:`finsta_model.gather`)."""
-        encodings = self.encode(batch)
+        encodings = local = self.encode(batch)
         video_only = batch.video_only
         if gather is not None:
             batch, encodings = gather.batch(batch), encodings.gathered(gather)
         total, parts = self.objective(batch, encodings)
         if self.config.uncaptioned:   # the batch's videos without captions: representation distillation only
-            rep = self.uncaptioned_distillation(video_only) if video_only is not None else total.new_zeros(())
+            rep = self.uncaptioned_distillation(video_only, gather, local)
+            rep = rep if rep is not None else total.new_zeros(())
             total = total + self.config.rep_distill_weight * rep
             parts["rep_uncaptioned"], parts["total"] = rep.detach(), total.detach()
         return total, parts
 
-    def uncaptioned_distillation(self, batch: GraphBatch) -> torch.Tensor:
+    def uncaptioned_distillation(self, batch: Optional[GraphBatch], gather: "Gather | None" = None,
+                                 like: Optional[Encodings] = None) -> Optional[torch.Tensor]:
         """:meth:`_rep_distill` on a batch of videos without captions (``batch.video_only``): the host's
         video encodings against their DSG encodings, the teacher held fixed (computed without gradient).
-        With data-parallel replicas each replica's term is its own (contrastive among its own videos)."""
-        host_v = self.host.video(batch.frame_feat, batch.frame_mask, batch.patch_feat)
-        with torch.no_grad():
-            enc = self.dsg(batch, self.words)
+        None when there are none. With ``gather`` (a data-parallel replica) the term is that of every
+        replica's such videos together, as one process computes it; a replica without any hands the
+        others' gathers zero videos shaped ``like`` its own batch's encodings."""
+        host_v = enc = None
+        if batch is not None:
+            host_v = self.host.video(batch.frame_feat, batch.frame_mask, batch.patch_feat)
+            with torch.no_grad():
+                enc = self.dsg(batch, self.words)
+        if gather is not None:
+            batch = gather.batch_or_none(batch, like.host_video.pooled.device)
+            if batch is None:              # no replica has any: the same answer on every rank
+                return None
+            if host_v is None:
+                host_v, enc = no_videos(like.host_video, like.dsg)
+            host_v, enc = gathered_host_video(host_v, gather), gathered_dsg(enc, gather)
+        if batch is None:
+            return None
         return self._rep_distill(batch, host_v, enc)
 
     def objective(self, batch: GraphBatch, encodings: "Encodings") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

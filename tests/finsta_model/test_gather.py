@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from finsta_samples import DIMS, make_sample
-from gather_replica import CONFIG, batch_of, model, samples_and_dims
+from gather_replica import CONFIG, VIDEOS, batch_of, model, samples_and_dims
 from finsta_model.gather import merge_batches
 from schemas.store import DatasetWriter
 
@@ -21,20 +21,29 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def varied(tmp_path_factory) -> Path:
-    """8 videos of 3 to 9 frames and 1 to 3 captions: the replicas' batches pad frames and tokens differently."""
+    """11 videos of 3 to 9 frames and 1 to 3 captions (the last 3 ride along without captions): the replicas'
+    batches pad frames and tokens differently."""
     rng = random.Random(7)
     root = tmp_path_factory.mktemp("gather") / "ds"
     writer = DatasetWriter(root, config={"test": "gather"}, feature_dims=DIMS)
     writer.write_shard([make_sample(rng, f"vid{i:02d}", n_frames=3 + (5 * i) % 7, n_captions=1 + i % 3)
-                        for i in range(8)], failures=[])
+                        for i in range(11)], failures=[])
     return root
 
 
 def test_merged_replica_batches_are_the_batch_of_all_their_samples(varied):
     samples, dims = samples_and_dims(varied)
-    whole = batch_of(samples, dims)
+    samples = samples[:VIDEOS]
     assert len({len(s.frame_feat) for s in samples}) > 3 and len({len(s.captions) for s in samples}) > 1
-    merged = merge_batches([batch_of(samples[:3], dims), batch_of(samples[3:5], dims), batch_of(samples[5:], dims)])
+    _same(batch_of(samples, dims),
+          merge_batches([batch_of(samples[:3], dims), batch_of(samples[3:5], dims), batch_of(samples[5:], dims)]))
+    # videos without captions (batch.video_only) merge the same way
+    _same(batch_of(samples[:2], dims, samples[2:]).video_only,
+          merge_batches([batch_of(samples[:1], dims, samples[2:5]).video_only,
+                         batch_of(samples[1:2], dims, samples[5:]).video_only]))
+
+
+def _same(whole, merged):
     for f in fields(whole):
         a, b = getattr(whole, f.name), getattr(merged, f.name)
         if isinstance(a, torch.Tensor):
@@ -64,11 +73,11 @@ def _run_replicas(dataset: Path, tmp: Path, world: int) -> list[dict]:
 def test_two_replicas_compute_the_one_process_loss_and_gradient(varied, tmp_path):
     samples, dims = samples_and_dims(varied)
     net = model(dims)
-    loss, parts = net.losses(batch_of(samples, dims))
+    loss, parts = net.losses(batch_of(samples[:VIDEOS], dims, samples[VIDEOS:]))
     loss.backward()
     replicas = _run_replicas(varied, tmp_path, world=2)
     assert set(parts) >= {"nce", "host_nce", "osc", "ptc", "distill", "score_distill", "node_distill",
-                          "align_distill", "rep_distill", "video_side", "total"}
+                          "align_distill", "rep_distill", "video_side", "rep_uncaptioned", "total"}
     for rank in replicas:
         assert rank["parts"].keys() == parts.keys()
         for name, value in parts.items():
