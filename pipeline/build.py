@@ -104,6 +104,7 @@ class BuildResult:
     skipped_committed: int = 0
     skipped_failed: int = 0
     changed: int = 0                  # samples run again because their input fingerprint changed
+    gone: set = field(default_factory=set)   # recorded failures whose keys the listing no longer has
     to_run: int = 0
     missing: int = 0                  # of the failure rows this run: local videos not there (MISSING_FILE)
     failed_early: int = 0             # failure rows this run made before any stage (missing, bad entries, keys)
@@ -140,7 +141,8 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
     either way (``result.changed``; only a key's first entry in the listing is
     compared: a repeat is a duplicate). Unsafe and duplicate keys and tasks the
     dataset already failed become failure rows (once). Returns the tasks to
-    run, the failure rows, and the fingerprint of every key selected.
+    run, the failure rows, and the fingerprint of every key selected;
+    ``result.gone``: the ``failed`` keys the listing did not have.
     """
     to_run, failures, seen, listed, fingerprints = [], [], Counter(), Counter(), {}
     stored = stored or {}
@@ -172,6 +174,7 @@ def select_tasks(tasks: Iterable[VideoTask], committed: set[str], failed: set[st
         else:
             to_run.append(task)
     result.to_run, result.failed_early = len(to_run), len(failures)
+    result.gone = failed - listed.keys()
     return to_run, failures, fingerprints
 
 
@@ -324,10 +327,15 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
         result.dataset_stats = dataset.stats()
         check_url_access(tasks)
         changed = committed & fingerprints.keys()   # committed before from other inputs: the old rows go
+        # failures of entries the whole listing no longer has (a corrected line that was keyed by its position)
+        gone = frozenset(result.gone if cfg.dataset.limit is None else ())
+        if changed or gone:
+            writer.drop_samples(changed, failures_of=gone)
         if changed:
-            writer.drop_samples(changed)
             progress.log(f"{len(changed)} committed samples changed since (captions, times or video file): "
                          "redoing them")
+        if gone:
+            progress.log(f"{len(gone)} failure rows of entries no longer in the dataset removed")
         if tasks or early_failures:
             _run_tasks(cfg, writer, tasks, early_failures, fingerprints, dims, progress, stop, result, started)
             before = len(writer.shards)

@@ -868,16 +868,18 @@ class DatasetWriter:
                                             fingerprints=fingerprints_of(group)))
         return written
 
-    def drop_samples(self, keys: set[str]) -> int:
-        """Remove the committed rows of ``keys`` (inputs that changed: the rerun redoes them). Each shard
-        holding one is rewritten without it, committed like :meth:`compact`'s merged shards (a crash
-        leaves the old shard or the new one); a shard left empty is removed. Returns the rows removed."""
+    def drop_samples(self, keys: set[str], failures_of: frozenset[str] = frozenset()) -> int:
+        """Remove the committed rows of ``keys`` (inputs that changed: the rerun redoes them), and the
+        failure rows of ``failures_of`` (entries gone from the dataset: a corrected line keyed by its
+        position). Each shard holding one is rewritten without it, committed like :meth:`compact`'s
+        merged shards (a crash leaves the old shard or the new one); a shard left empty is removed.
+        Returns the sample rows removed."""
         removed = 0
         self._committed -= keys   # from here on they are to be redone (a kill midway: the reopen recounts)
-        for shard in [s for s in self.shards if not keys.isdisjoint(s.keys)]:
+        for shard in [s for s in self.shards if not (keys.isdisjoint(s.keys) and failures_of.isdisjoint(s.failed_keys))]:
             reader = Dataset(self.root, {"feature_dims": self.feature_dims}, [shard], verify=True)
             samples = [item for item in reader.iter_shard(shard.name) if item[0].key not in keys]
-            failures = self._standing_failures(reader, shard, self._committed)
+            failures = [f for f in self._standing_failures(reader, shard, self._committed) if f.key not in failures_of]
             removed += shard.rows - len(samples)
             if samples or failures:
                 self.write_shard(samples, failures, replaces=[shard.name], fingerprints=fingerprints_of([shard]))

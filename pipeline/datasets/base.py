@@ -126,22 +126,23 @@ class Dataset(ABC):
         limit = self.cfg.limit
         if limit is not None and limit <= 0:
             return
-        runnable, source = 0, self._iter_tasks()
+        runnable, source, first = 0, self._iter_tasks(), True
+        pool = ThreadPoolExecutor(URL_THREADS, thread_name_prefix="finsta-url-version")   # threads start on use
         try:
-            with ThreadPoolExecutor(URL_THREADS, thread_name_prefix="finsta-url-version") as pool:
-                first = True
-                # read ahead at most as many tasks as could still run (each makes counts in stats)
-                while limit is None or runnable < limit:
-                    batch = list(islice(source, URL_BATCH if limit is None else min(URL_BATCH, limit - runnable)))
-                    if not batch:
-                        return
-                    first = self._stamp_url_versions(batch, pool, first)
-                    for task in batch:
-                        self._stats["videos"] += 1
-                        yield task
-                        runnable += task.failure is None
+            # read ahead at most as many tasks as could still run (each makes counts in stats)
+            while limit is None or runnable < limit:
+                batch = list(islice(source, URL_BATCH if limit is None else min(URL_BATCH, limit - runnable)))
+                if not batch:
+                    return
+                first = self._stamp_url_versions(batch, pool, first)
+                for task in batch:
+                    self._stats["videos"] += 1
+                    yield task
+                    runnable += task.failure is None
         except (PermissionError, ConnectionError) as error:   # credentials, the network (after retries)
             raise UserError(f"{self.name}: {error}") from None
+        finally:   # a stop (Ctrl-C) does not wait for requests in flight
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _stamp_url_versions(self, batch: list[VideoTask], pool: ThreadPoolExecutor, first: bool) -> bool:
         """Finish the fingerprints of the URL tasks in ``batch`` whose version no listing gave: one

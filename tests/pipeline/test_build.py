@@ -694,20 +694,27 @@ def test_a_sample_whose_input_changed_is_redone_and_the_rest_skipped(world, sequ
 
 def test_a_corrected_malformed_entry_is_redone_on_the_next_run_without_retry_failed(world, sequential_out, tmp_path):
     """A bad line's failure row holds the fingerprint of its reason, which no readable entry has: the line
-    corrected is a changed input. The world's manifest is put back afterwards."""
+    corrected is a changed input. A line with no readable id is keyed by its position: corrected, it runs
+    under its id and its old failure row goes. The world's manifest is put back afterwards."""
     out = tmp_path / "out"
     shutil.copytree(sequential_out, out, ignore=shutil.ignore_patterns(".finsta.lock"))
     manifest = world / "manifest.jsonl"
     original = manifest.read_text()
-    video = json.loads(original.splitlines()[0])["video"]
+    video, position = json.loads(original.splitlines()[0])["video"], f"manifest.jsonl:{len(original.splitlines()) + 2}"
+    bad = [json.dumps({"id": "fixme", "video": 5, "captions": ["a red circle"]}), '{"id": "fixed-too", "video": ']
+    good = [json.dumps({"id": "fixme", "video": video, "captions": ["a red circle"]}),
+            json.dumps({"id": "fixed-too", "video": video, "captions": ["a blue square"]})]
     try:
-        manifest.write_text(original + json.dumps({"id": "fixme", "video": 5, "captions": ["a red circle"]}) + "\n")
+        manifest.write_text(original + "\n".join(bad) + "\n")
         first = run_build(config(world), out)
-        assert (first.to_run, first.failures_by_reason["bad_record"]) == (0, 1)
+        assert (first.to_run, first.failures_by_reason["bad_record"], first.failed) == (0, 2, 5 + 2)
+        assert position in {f.key for f in open_dataset(out).failures()}
         assert run_build(config(world), out).to_run == 0 and run_build(config(world), out).failed_early == 0
-        manifest.write_text(original + json.dumps({"id": "fixme", "video": video, "captions": ["a red circle"]}) + "\n")
+        manifest.write_text(original + "\n".join(good) + "\n")
         fixed = run_build(config(world), out)
-        assert (fixed.changed, fixed.to_run, fixed.committed) == (1, 1, GOOD + 1)
-        assert "fixme" in open_dataset(out).keys() and "fixme" not in {f.key for f in open_dataset(out).failures()}
+        assert (fixed.changed, fixed.to_run, fixed.committed, fixed.failed) == (1, 2, GOOD + 2, 5)
+        ds = open_dataset(out)
+        assert {"fixme", "fixed-too"} <= set(ds.keys()) and not {"fixme", position} & {f.key for f in ds.failures()}
+        assert verify(out) == []
     finally:
         manifest.write_text(original)

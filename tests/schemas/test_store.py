@@ -578,6 +578,9 @@ def test_fingerprints_are_stored_per_row_survive_compaction_and_changed_rows_can
         assert writer.drop_samples({"b", "d", "e"}) == 3
         assert len(writer.shards) == 1 and not writer.committed_keys() and alone not in os.listdir(tmp_path / "shards")
     assert [f.key for f in open_dataset(tmp_path).failures()] == ["f"] and verify(tmp_path) == []
+    with DatasetWriter(tmp_path, {}, DIMS) as writer:   # failures_of: failure rows of entries gone go too
+        assert writer.drop_samples(set(), failures_of=frozenset({"f"})) == 0
+    assert open_dataset(tmp_path).failures() == [] and verify(tmp_path) == []
 
 
 # ---------------------------------------------------------------- an s3:// dataset (moto's S3 server on 127.0.0.1)
