@@ -2,16 +2,16 @@
 
 Each run takes the three ../shared clips (``$FINSTA_SHARED``, default ../shared), one caption each,
 through every catalog stage in this process, one clip at a time, with the defaults of a real dataset
-(``segment_shots`` = ffmpeg's scene score on CPU, reading the decode stage's shot stream); then
-``segment_shots`` again with TransNetV2 on the same tasks (decoding its own stream), and ``decode`` alone
-without the shot stream on the same videos: what the shot stream adds to decode is counted as
+(``segment_shots`` = ffmpeg's scene score on CPU, reading the decode stage's shot stream); with ``--transnetv2``
+``segment_shots`` again with TransNetV2 on the same tasks (decoding its own stream: ~70 CPU-s a run);
+then ``decode`` alone without the shot stream on the same videos: what the shot stream adds to decode is counted as
 segment_shots' (``segment_shots_share``). Per stage it measures CPU seconds (this process plus its finished ffmpeg children) and wall
 seconds; model loads (``setup()``) are left out. Prints one JSON object: per stage the range over the
 runs of CPU seconds and of the share of the pipeline's CPU seconds (the reference, measured in the same
 run), ``segment_shots_share`` (target ≤ 0.10: its own CPU plus the shot stream's share of decode),
-TransNetV2 / scene score by CPU, and the load average before each run.
+TransNetV2 / scene score by CPU (``--transnetv2``), and the load average before each run.
 
-    .venv/bin/python bench/bench_scene_graphs.py [--repeats 3]
+    .venv/bin/python bench/bench_scene_graphs.py [--repeats 3] [--transnetv2]
 """
 from __future__ import annotations
 
@@ -87,17 +87,21 @@ def summary(runs: list[dict], clips: list[str], method: str) -> dict:
         "shot_stream_decode_cpu_s": span(stream, 2),
         "segment_shots_share": span([s / t for s, t in zip(shots, total)]),
         "segment_shots_share_target": 0.10,
-        "transnetv2_cpu_s": span([r["transnetv2"][0] for r in runs], 2),
-        "transnetv2_share_if_used": span([r["transnetv2"][0] / (t - s + r["transnetv2"][0])
-                                          for r, t, s in zip(runs, total, shots)]),
-        "transnetv2_vs_scene_score_cpu": span([r["transnetv2"][0] / max(s, 1e-9) for r, s in zip(runs, shots)], 2),
     }
+    if "transnetv2" in runs[0]:
+        report.update({
+            "transnetv2_cpu_s": span([r["transnetv2"][0] for r in runs], 2),
+            "transnetv2_share_if_used": span([r["transnetv2"][0] / (t - s + r["transnetv2"][0])
+                                              for r, t, s in zip(runs, total, shots)]),
+            "transnetv2_vs_scene_score_cpu": span([r["transnetv2"][0] / max(s, 1e-9) for r, s in zip(runs, shots)], 2),
+        })
     return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--transnetv2", action="store_true", help="also segment_shots with TransNetV2 (torch)")
     args = parser.parse_args()
     shared = Path(os.environ.get("FINSTA_SHARED", REPO / ".." / "shared")) / "data" / "videos"
     clips = {name: shared / f"{name}.mp4" for name in CAPTIONS}
@@ -114,7 +118,7 @@ def main() -> None:
         transnet_cfg, _ = finalize(apply_overrides(BuildConfig(), ["dataset.name=manifest", f"dataset.data_root={manifest}",
                                                                    "segment_shots.method=transnetv2"]))
         pipeline = build(cfg, [stage.name for stage in STAGES])
-        transnet = build(transnet_cfg, ["segment_shots"])
+        transnet = build(transnet_cfg, ["segment_shots"]) if args.transnetv2 else None
         plain_cfg = copy.deepcopy(cfg)
         plain_cfg.decode.shot_stream = False
         plain_decode = build(plain_cfg, ["decode"])
@@ -123,10 +127,9 @@ def main() -> None:
             load = os.getloadavg()[0]
             done = tasks(cfg)
             stages = timed(pipeline, done)
-            alt = timed(transnet, done)     # the same tasks again, shots by TransNetV2
-            alone = timed(plain_decode, tasks(cfg))
-            runs.append({"load": load, "stages": stages, "transnetv2": alt["segment_shots"],
-                         "decode_alone": alone["decode"]})
+            runs.append({"load": load, "stages": stages, "decode_alone": timed(plain_decode, tasks(cfg))["decode"]})
+            if transnet:
+                runs[-1]["transnetv2"] = timed(transnet, done)["segment_shots"]   # the same tasks, shots by TransNetV2
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)   # each run as it ends
     print(json.dumps(summary(runs, sorted(clips), cfg.segment_shots.method), indent=1))
 
