@@ -251,11 +251,6 @@ def input_fingerprint(captions: list[CaptionInput], video: object) -> str:
     return hashlib.sha256(json.dumps([data, video]).encode()).hexdigest()[:16]
 
 
-def is_local(path: str) -> bool:
-    """A path on this machine's file system (not an ``s3://``, ``gs://``, ``https://`` URL)."""
-    return not is_url(path)
-
-
 def build_dataset(cfg: DatasetConfig) -> Dataset:
     """Instantiate the dataset named by ``cfg.name`` (importing the package registers all)."""
     import pipeline.datasets  # noqa: F401  (registers every dataset)
