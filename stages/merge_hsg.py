@@ -47,6 +47,13 @@ same whatever evidence exists. An object keeps its best tracks with
 object's ``count`` ("two dogs") when ``count_aware``. ``CrossLink.method``
 names what scored the link, e.g. ``"minilm+color+time"``.
 
+**Choosing among tracks of one kind.** When an object (linked to one track) has
+several candidates of its best candidate's label, a spatial word picks one by
+position ("the left bottle": ``+spatial``, :func:`pick_by_position`); without
+one, the caption's relations do ("a man holds a bottle": the bottle track the
+DSG says the person track is holding in the caption's window, by a predicate
+that shows the caption's: ``+relation``, :func:`pick_by_relation`).
+
 Example::
 
     stage = MergeHSGStage(MergeHSGConfig(link_threshold=0.6))
@@ -58,15 +65,17 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from schemas.errors import SampleError, UserError
-from schemas.records import (CrossLink, DynamicSceneGraph, Frame, HolisticSceneGraph, TextSceneGraph,
+from schemas.records import (CrossLink, DynamicSceneGraph, Frame, HolisticSceneGraph, TextNode, TextSceneGraph,
                              Track)
 from stages.base import CaptionInput, Resources, Stage, VideoTask
 from stages.embed_visual import crop_box
+from stages.predicate_prior import supporting_geometry
+from stages.relate import reverse_predicates
 from stages.linking import (LinkScorer, LinkScorerConfig, TrackEvidence, build_link_scorer, link_scorer_class,
                             normalize_label)
 
@@ -344,12 +353,16 @@ def pick_by_position(reference: str, candidates: list[TrackFacts], window: Optio
 
 def link_objects(tsg: TextSceneGraph, tracks: list[TrackFacts], label_sims: np.ndarray, best_known: np.ndarray,
                  interval: Optional[tuple[float, float]], vocab: dict[str, set[str]], cfg: MergeHSGConfig,
-                 scorer_name: str, window: Optional[tuple[int, int]] = None) -> list[CrossLink]:
+                 scorer_name: str, window: Optional[tuple[int, int]] = None,
+                 statements: Sequence[Statement] = ()) -> list[CrossLink]:
     """Links of ``tsg``'s object nodes.
 
     An object named by a spatial word ("the left bottle", "the one on the right", "the second
     car") with several candidate tracks of one label keeps only the track that word picks by
     position in the caption's frame ``window`` (:func:`pick_by_position`; method ``+spatial``).
+    Else an object the caption relates to another ("a man holds a bottle") keeps only the candidate
+    the DSG's ``statements`` relate to a candidate of the other in the window with a predicate that
+    shows the caption's (:func:`pick_by_relation`; method ``+relation``).
 
     ``label_sims[k, t]`` is object ``k``'s similarity to ``tracks[t]`` and
     ``best_known[k]`` its best similarity to any known label; ``vocab[name]``
@@ -357,42 +370,127 @@ def link_objects(tsg: TextSceneGraph, tracks: list[TrackFacts], label_sims: np.n
     """
     links: list[CrossLink] = []
     by_id = {facts.track.id: facts for facts in tracks}
-    for k, node in enumerate(tsg.objects()):
-        words = object_attribute_words(tsg, node.id)
-        wanted = {name: words & vocab[name] for name in cfg.attribute_names}
-        scored: list[tuple[float, int, str]] = []
-        for t, facts in enumerate(tracks):
-            label = float(label_sims[k, t])
-            if label < cfg.min_label_similarity or label < best_known[k] - cfg.label_margin:
-                continue
-            total, weight, method = cfg.label_weight * label, cfg.label_weight, [scorer_name]
-            agreements = [(name, 1.0 if facts.attributes[name] in wanted[name] else 0.0)
-                          for name in cfg.attribute_names if wanted[name] and name in facts.attributes]
-            if agreements and cfg.attribute_weight > 0:
-                total += cfg.attribute_weight * sum(a for _, a in agreements) / len(agreements)
-                weight += cfg.attribute_weight
-                method += [name for name, _ in agreements]
-            if interval is not None:
-                overlap = interval_overlap(interval, facts.span)
-                if cfg.require_time_overlap and overlap <= 0:
-                    continue
-                if cfg.time_weight > 0:
-                    total += cfg.time_weight * overlap
-                    weight += cfg.time_weight
-                    method.append("time")
-            score = total / weight
-            if score >= cfg.link_threshold:
-                scored.append((score, facts.track.id, "+".join(method)))
+    candidates = {node.id: object_candidates(tsg, node, k, tracks, label_sims, best_known, interval, vocab, cfg,
+                                             scorer_name)
+                  for k, node in enumerate(tsg.objects())}
+    for node in tsg.objects():
+        scored = candidates[node.id]
         limit = max(cfg.max_links_per_object, node.count if cfg.count_aware else 1)
-        reference = spatial_reference(tsg, node.id) if limit == 1 and len(scored) > 1 else None
-        if reference is not None:
-            same_kind = [by_id[t] for _, t, _ in scored if by_id[t].track.label == by_id[max(scored)[1]].track.label]
-            chosen = pick_by_position(reference, same_kind, window, {link.track_id for link in links})
+        if limit == 1 and len(scored) > 1:
+            best_label = by_id[max(scored)[1]].track.label
+            same_kind = [t for _, t, _ in scored if by_id[t].track.label == best_label]
+            reference = spatial_reference(tsg, node.id)
+            if reference is not None:
+                chosen = pick_by_position(reference, [by_id[t] for t in same_kind], window,
+                                          {link.track_id for link in links})
+                tag = "+spatial"
+            else:
+                chosen, tag = pick_by_relation(tsg, node.id, same_kind, candidates, statements, window), "+relation"
             if chosen is not None:
-                scored = [(score, t, method + "+spatial") for score, t, method in scored if t == chosen]
+                scored = [(score, t, method + tag) for score, t, method in scored if t == chosen]
         for score, track_id, method in sorted(scored, key=lambda s: (-s[0], s[1]))[:limit]:
             links.append(CrossLink(node.id, track_id, round(score, 6), method))
     return links
+
+
+def object_candidates(tsg: TextSceneGraph, node, k: int, tracks: list[TrackFacts], label_sims: np.ndarray,
+                      best_known: np.ndarray, interval: Optional[tuple[float, float]], vocab: dict[str, set[str]],
+                      cfg: MergeHSGConfig, scorer_name: str) -> list[tuple[float, int, str]]:
+    """``(score, track id, method)`` of every track object ``node`` (row ``k``) may link (module docstring)."""
+    words = object_attribute_words(tsg, node.id)
+    wanted = {name: words & vocab[name] for name in cfg.attribute_names}
+    scored: list[tuple[float, int, str]] = []
+    for t, facts in enumerate(tracks):
+        label = float(label_sims[k, t])
+        if label < cfg.min_label_similarity or label < best_known[k] - cfg.label_margin:
+            continue
+        total, weight, method = cfg.label_weight * label, cfg.label_weight, [scorer_name]
+        agreements = [(name, 1.0 if facts.attributes[name] in wanted[name] else 0.0)
+                      for name in cfg.attribute_names if wanted[name] and name in facts.attributes]
+        if agreements and cfg.attribute_weight > 0:
+            total += cfg.attribute_weight * sum(a for _, a in agreements) / len(agreements)
+            weight += cfg.attribute_weight
+            method += [name for name, _ in agreements]
+        if interval is not None:
+            overlap = interval_overlap(interval, facts.span)
+            if cfg.require_time_overlap and overlap <= 0:
+                continue
+            if cfg.time_weight > 0:
+                total += cfg.time_weight * overlap
+                weight += cfg.time_weight
+                method.append("time")
+        score = total / weight
+        if score >= cfg.link_threshold:
+            scored.append((score, facts.track.id, "+".join(method)))
+    return scored
+
+
+# ------------------------------------------------------------------ relations
+# (subject track, object track, predicate, first frame, last frame): what the DSG says of two tracks
+Statement = tuple[int, int, str, int, int]
+# Track events that show a caption verb ("carry" ← carrying); per-frame predicates go by supporting_geometry.
+EVENT_VERBS: dict[str, tuple[str, ...]] = {"carry": ("carrying",), "hold": ("carrying",), "lift": ("carrying",),
+                                           "approach": ("approaching",), "pass": ("passing",)}
+
+
+def track_statements(dsg: DynamicSceneGraph) -> list[Statement]:
+    """Every relation the DSG states between two tracks, per-frame and per-track, read both ways
+    (:func:`stages.relate.reverse_predicates`: ``A left of B`` also says ``B right of A``)."""
+    track_of = [det.track_id for det in dsg.detections]
+    said = [(track_of[r.subject], track_of[r.object], r.predicate, r.frame, r.frame) for r in dsg.relations]
+    said += [(r.subject, r.object, r.predicate, r.first_frame, r.last_frame) for r in dsg.track_relations]
+    out: list[Statement] = []
+    for a, b, predicate, first, last in said:
+        if a >= 0 and b >= 0:
+            out.append((a, b, predicate, first, last))
+            out += [(b, a, q, first, last) for q in sorted(reverse_predicates(predicate))]
+    return out
+
+
+def shows(caption_predicate: str, predicate: str) -> bool:
+    """Whether the DSG's ``predicate`` shows the caption's: the same words (the FREQ prior's "hold"), a
+    geometric predicate that can show it (:func:`stages.predicate_prior.supporting_geometry`: "hold" ←
+    holding, "next to" ← near), or a track event of its verb (:data:`EVENT_VERBS`)."""
+    words = caption_predicate.split()
+    return bool(words) and (predicate == caption_predicate or predicate in supporting_geometry(caption_predicate)
+                            or predicate in EVENT_VERBS.get(words[0], ()))
+
+
+def caption_relations(tsg: TextSceneGraph, node_id: int) -> list[tuple[TextNode, int, bool]]:
+    """``(relation node, the other object's id, node_id is the subject)`` of every relation of ``node_id``."""
+    out = []
+    for edge in tsg.edges:
+        if edge.kind == "subj_pred" and edge.src == node_id:
+            out += [(tsg.nodes[edge.dst], e.dst, True) for e in tsg.edges if e.kind == "pred_obj" and e.src == edge.dst]
+        elif edge.kind == "pred_obj" and edge.dst == node_id:
+            out += [(tsg.nodes[edge.src], e.src, False) for e in tsg.edges if e.kind == "subj_pred" and e.dst == edge.src]
+    return out
+
+
+def pick_by_relation(tsg: TextSceneGraph, node_id: int, options: list[int],
+                     candidates: dict[int, list[tuple[float, int, str]]], statements: Sequence[Statement],
+                     window: Optional[tuple[int, int]]) -> Optional[int]:
+    """The one track among ``options`` (candidates of object ``node_id``) that the DSG relates, inside the
+    caption's frame ``window``, to a candidate of the object the caption relates it to, by a predicate that
+    :func:`shows` the caption's ("a man holds a bottle": the bottle the person track is holding); most
+    statements wins; None on a tie or when the DSG says nothing of them."""
+    support: dict[int, int] = defaultdict(int)
+    for relation, other, is_subject in caption_relations(tsg, node_id):
+        if relation.negated or relation.kind != "relation":
+            continue
+        others = {t for _, t, _ in candidates.get(other, [])}
+        caption_predicate = relation.lemma or relation.label
+        for a, b, predicate, first, last in statements:
+            if window is not None and (last < window[0] or first > window[1]):
+                continue
+            mine, theirs = (a, b) if is_subject else (b, a)
+            if mine in options and theirs in others and mine != theirs and shows(caption_predicate, predicate):
+                support[mine] += 1
+    if not support:
+        return None
+    most = max(support.values())
+    top = [t for t, n in support.items() if n == most]
+    return top[0] if len(top) == 1 else None
 
 
 def object_phrase(tsg: TextSceneGraph, node_id: int) -> str:
@@ -441,6 +539,7 @@ class MergeHSGStage(Stage):
         dsg = task.dsg
         timeline = Timeline(dsg.frames, dsg.meta.duration if dsg.meta is not None else 0.0)
         tracks = gather_tracks(dsg, timeline, self.cfg.attribute_names)
+        statements = track_statements(dsg)
         vocab = {name: set(ATTRIBUTE_WORDS.get(name, ())) | {facts.attributes[name] for facts in tracks
                                                           if name in facts.attributes}
                  for name in self.cfg.attribute_names}
@@ -470,7 +569,7 @@ class MergeHSGStage(Stage):
                 label_sims, best_known = sims[rows], best[rows]
             window = trim_to_shots(timeline.window(interval), interval, dsg, self.cfg.min_shot_overlap_s)
             links = link_objects(tsg, tracks, label_sims, best_known, interval, vocab, self.cfg,
-                                 self.scorer.name, window)
+                                 self.scorer.name, window, statements)
             hsgs.append(HolisticSceneGraph(tsg, links, window,
                                            caption.negative_of if caption else None,
                                            caption.negative_type if caption else None))

@@ -292,3 +292,47 @@ def test_spatial_words_use_positions_inside_the_caption_window(stage):
     early = run(stage, make_task(copy.deepcopy(dsg), [make_tsg([("left bottle", [])], start=2.0, end=3.4)]))
     late = run(stage, make_task(dsg, [make_tsg([("left bottle", [])], start=4.0, end=4.9)]))
     assert linked(early.hsgs[0]) == {0: [2]} and linked(late.hsgs[0]) == {0: [0]}
+
+
+def person_holding(bottle: int, frames=range(4, 10)) -> DynamicSceneGraph:
+    """:func:`three_bottles` and a person track (3) the DSG says is holding bottle track ``bottle``."""
+    from schemas.records import Relation
+    dsg = three_bottles()
+    dsg.tracks.append(Track(3, "person", 0, 9))
+    for f in range(10):
+        dsg.detections.append(Detection(f, (0.6, 0.1, 0.9, 0.95), "person", 0.9, 3))
+    index = {(d.track_id, d.frame): i for i, d in enumerate(dsg.detections)}
+    dsg.relations = [Relation(f, index[(3, f)], index[(bottle, f)], "holding", 0.8) for f in frames]
+    return dsg
+
+
+def holds_tsg(negated=False, start=None, end=None) -> TextSceneGraph:
+    tsg = TextSceneGraph("vid#0", "a person holds a bottle", start=start, end=end)
+    tsg.nodes = [TextNode(0, "object", "person", "person", (2, 8)),
+                 TextNode(1, "relation", "holds", "hold", (9, 14), negated=negated),
+                 TextNode(2, "object", "bottle", "bottle", (17, 23))]
+    tsg.edges = [TextEdge(0, 1, "subj_pred"), TextEdge(1, 2, "pred_obj")]
+    return tsg
+
+
+def test_a_caption_relation_picks_the_track_the_dsg_relates_the_same_way(stage):
+    out = run(stage, make_task(person_holding(1), [holds_tsg()]))
+    links = {link.text_node: link for link in out.hsgs[0].links}
+    assert links[0].track_id == 3 and links[2].track_id == 1 and links[2].method.endswith("+relation")
+    # the person holding another bottle: that one
+    assert linked(run(stage, make_task(person_holding(2), [holds_tsg()])).hsgs[0]) == {0: [3], 2: [2]}
+    # a denied relation, a relation outside the caption's window, or none: the best score (then the lowest id)
+    assert linked(run(stage, make_task(person_holding(1), [holds_tsg(negated=True)])).hsgs[0]) == {0: [3], 2: [0]}
+    late = run(stage, make_task(person_holding(1, frames=range(8, 10)), [holds_tsg(start=1.0, end=2.4)]))
+    assert linked(late.hsgs[0])[2] != [1]
+    plain = three_bottles()
+    plain.tracks.append(Track(3, "person", 0, 9))
+    plain.detections += [Detection(f, (0.6, 0.1, 0.9, 0.95), "person", 0.9, 3) for f in range(10)]
+    assert linked(run(stage, make_task(plain, [holds_tsg()])).hsgs[0]) == {0: [3], 2: [0]}
+
+
+def test_which_dsg_predicates_show_a_caption_predicate():
+    from stages.merge_hsg import shows
+    assert shows("hold", "holding") and shows("hold", "carrying") and shows("hold", "hold")
+    assert shows("next to", "near") and shows("sit at", "sit at") and shows("ride", "on")
+    assert not shows("hold", "near") and not shows("ride", "left of") and not shows("", "near")
