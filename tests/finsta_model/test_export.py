@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +16,8 @@ from finsta_model.export import export_host
 from finsta_model.train import train
 from schemas.errors import UserError
 from schemas.store import sha256_file
+from tests.test_cli import in_process
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=1, steps=2, batch_size=4, log_every=1,
                    checkpoint_every=2, shuffle_buffer=6, warmup_steps=1)
 
@@ -121,13 +119,13 @@ def test_symlinked_files_are_not_followed(copy, tmp_path, name):
     _refused(copy, "symbolic link")
 
 
-def test_eval_and_init_host_exit_2_in_one_line(copy, small_dataset, tmp_path):
+def test_eval_and_init_host_exit_2_in_one_line(copy, small_dataset, tmp_path, capsys):
     _edit_info(copy, arguments={"dim": -1})
     commands = [["eval", "--shards", str(small_dataset), "--checkpoint", str(copy)],
                 ["train", "--shards", str(small_dataset), "--out", str(tmp_path / "run"), "--steps", "1",
                  "--init-host", str(copy)]]
     for command in commands:
-        done = subprocess.run([sys.executable, "cli.py", *command], cwd=ROOT, capture_output=True, text=True)
-        assert done.returncode == 2, done.stderr
-        assert "Traceback" not in done.stderr and "arguments.dim must be" in done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        code, out, err = in_process(capsys, *command)   # cli.main as `python cli.py` runs it
+        assert code == 2, err
+        assert "Traceback" not in err and "arguments.dim must be" in err
+        assert len(err.strip().splitlines()) == 1, err

@@ -15,6 +15,7 @@ from finsta_model.config import TrainConfig, load_config
 from finsta_model.evaluate import evaluate, retrieval_metrics
 from finsta_model.train import train
 from schemas.errors import UserError
+from tests.test_cli import in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=2, steps=8, batch_size=4, log_every=1,
@@ -134,27 +135,27 @@ def test_retrieval_metrics_by_hand():
     assert hard["pair_accuracy"] == 50.0 and hard["by_type"] == {"change_relation": 100.0, "swap": 0.0}
 
 
-def test_cli_train_and_eval_json(small_dataset, tmp_path):
+def test_cli_train_and_eval_json(small_dataset, tmp_path, capsys):
+    # cli.main in this process (what `python cli.py` runs); the signal tests above run cli.py as a process
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({k: v for k, v in TINY.as_dict().items() if k in ("dim", "heads", "batch_size",
                                                                                "gtrm_layers")}))
     run = tmp_path / "run"
-    cmd = [sys.executable, "cli.py", "train", "--shards", str(small_dataset), "--out", str(run), "--config",
-           str(cfg), "--steps", "2", "--no-ptc"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1])["steps"] == 2
-    done = subprocess.run([sys.executable, "cli.py", "eval", "--shards", str(small_dataset), "--checkpoint",
-                           str(run), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    args = ["train", "--shards", str(small_dataset), "--out", str(run), "--config", str(cfg), "--steps", "2",
+            "--no-ptc"]
+    code, out, err = in_process(capsys, *args)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["steps"] == 2
+    code, out, err = in_process(capsys, "eval", "--shards", str(small_dataset), "--checkpoint", str(run), "--json")
+    assert code == 0, err
+    report = json.loads(out)
     for direction in ("t2v", "v2t"):
         assert set(report[direction]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
         assert 0 <= report[direction]["R@1"] <= 100
     assert report["no_sg"]["t2v"] and report["hard_negatives"]["queries"] > 0
     assert report == evaluate(small_dataset, run)
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--resume" in again.stderr
+    code, out, err = in_process(capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and "--resume" in err
 
 
 class _Clock:
@@ -195,14 +196,13 @@ def test_train_log_draws_a_bar_on_a_terminal():
     assert "8/8" in screen and "loss 2.500 · 40.0 graphs/s" in screen and "train step" not in screen
 
 
-def test_cli_train_logs_loss_lines_when_not_on_a_terminal(small_dataset, tmp_path):
+def test_cli_train_logs_loss_lines_when_not_on_a_terminal(small_dataset, tmp_path, capsys):
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({"dim": 16, "heads": 2, "gtrm_layers": 1, "batch_size": 4, "log_every": 2}))
-    done = subprocess.run([sys.executable, "cli.py", "train", "--shards", str(small_dataset), "--out",
-                           str(tmp_path / "run"), "--config", str(cfg), "--steps", "4"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    lines = done.stderr.splitlines()
+    code, out, err = in_process(capsys, "train", "--shards", str(small_dataset), "--out", str(tmp_path / "run"),
+                                "--config", str(cfg), "--steps", "4")   # capsys's stderr is no terminal
+    assert code == 0, err
+    lines = err.splitlines()
     assert [line.split(" · ")[0] for line in lines] == ["train step 2/4", "train step 4/4"]
     assert all("graphs/s" in line and "ETA" in line and "lr" in line for line in lines)
 
