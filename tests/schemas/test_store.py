@@ -590,6 +590,8 @@ from tests.storage_servers import TEST_KEY_ID, TEST_SECRET, Requests, make_bucke
 
 def _write_three_shards_and_compact(root) -> None:
     with DatasetWriter(root, {"run": 1}, DIMS) as writer:
+        with pytest.raises(UserError, match="being written by another build-sgs"):
+            DatasetWriter(root, {"run": 1}, DIMS)     # the writer's lock (on S3 and GCS: a lease object)
         writer.write_shard([make_sample("a", seed=1), make_sample("b", n_det=0, seed=2)],
                            [FailureRecord("x", "decode", "timeout", "first try")])
         writer.write_shard([make_sample("c", seed=3)], [])
@@ -610,9 +612,9 @@ def _tree(root) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("scheme", ["s3", "gs"])
-def test_a_dataset_written_to_s3_or_gs_is_a_local_ones_files_byte_for_byte(scheme, request, tmp_path):
+def test_a_dataset_written_to_s3_or_gs_is_a_local_ones_files_byte_for_byte(scheme, request, tmp_path, capsys):
     """The same shards written locally and to the object store (through pyarrow.fs and zarr's FsspecStore):
-    the same files with the same bytes, readable, verified, compacted alike."""
+    the same files with the same bytes, readable, verified and inspected (the CLI too), compacted alike."""
     if scheme == "s3":
         root = make_bucket(request.getfixturevalue("s3_env"), "same-bytes") + "/ds"
     else:
@@ -623,9 +625,13 @@ def test_a_dataset_written_to_s3_or_gs_is_a_local_ones_files_byte_for_byte(schem
     assert sorted(remote) == sorted(local), set(remote) ^ set(local)
     assert remote == local
     ds = open_dataset(root)
-    assert ds.keys() == ["d", "a", "b", "c"] or sorted(ds.keys()) == ["a", "b", "c", "d"]
+    assert sorted(ds.keys()) == ["a", "b", "c", "d"]
     assert all(ds.get(key)[0] == open_dataset(tmp_path / "ds").get(key)[0] for key in "abcd")
     assert verify(root) == [] and [f.key for f in ds.failures()] == ["x"]
+    from tests.test_cli import in_process
+    assert in_process(capsys, "verify", root)[:2] == (0, f"ok: {root} verified\n")
+    code, shown, _ = in_process(capsys, "inspect", root, "--json")
+    assert code == 0 and json.loads(shown)["committed"] == 4, shown
 
 
 def test_an_s3_dataset_round_trips_compacts_verifies_and_stores_no_credentials(s3_env):
