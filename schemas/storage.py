@@ -239,10 +239,15 @@ def _fsspec_filesystem(scheme: str, pid: int):
     from fsspec.implementations.arrow import ArrowFSWrapper
     from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
-    class ObjectFS(ArrowFSWrapper):   # fsspec's wrapper names every file system after HDFS's host and port
+    class ObjectFS(ArrowFSWrapper):
         @property
-        def fsid(self) -> str:
+        def fsid(self) -> str:   # fsspec's wrapper names every file system after HDFS's host and port
             return f"finsta-{scheme}"
+
+        def cat_file(self, path, start=None, end=None, **kwargs):
+            if scheme == "s3" and start is None and end is None:   # a whole object: one GET (read_object)
+                return read_object(f"s3://{self._strip_protocol(path)}")
+            return super().cat_file(path, start=start, end=end, **kwargs)
 
     return AsyncFileSystemWrapper(ObjectFS(_filesystem(scheme, pid)), asynchronous=True)
 

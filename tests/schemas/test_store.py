@@ -694,8 +694,8 @@ def test_an_s3_writer_removes_debris_publishes_a_merged_shard_and_takes_over_an_
 
 def test_s3_requests_opening_reading_and_removing_shards_are_counted_and_bounded(s3_env):
     """Counted on the server: opening costs one listing for every shard plus two GETs per shard
-    (shard.json, _DONE); a shard is removed by one batch delete (DeleteObjects), not one DELETE per object;
-    reading a sample copies nothing to disk."""
+    (shard.json, _DONE); reading a sample is one GET per object it needs; a shard is removed by one batch
+    delete (DeleteObjects), not one DELETE per object."""
     root = make_bucket(s3_env, "requests") + "/ds"
     shards = 4
     with DatasetWriter(root, {"run": 1}, DIMS) as writer:
@@ -708,6 +708,7 @@ def test_s3_requests_opening_reading_and_removing_shards_are_counted_and_bounded
     with Requests(s3_env) as reading:
         assert ds.get("k2")[0] == make_sample("k2", seed=2)[0]
     assert not any("shard-000000" in line for line in reading.lines)   # only the shard holding k2 is read
+    assert reading.count("HEAD") == 0 and reading.count("GET") == len(reading.lines)   # each object: one GET
     files = len(storage.list_tree(f"{root}/shards/shard-000001"))
     with Requests(s3_env) as removing, DatasetWriter(root, {"run": 1}, DIMS) as writer:
         writer.drop_samples({"k1"})
