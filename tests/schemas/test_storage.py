@@ -129,14 +129,16 @@ def test_the_s3_lock_is_a_conditional_create_renewed_while_held_and_lost_when_ta
     import json
     import time
     bucket = make_bucket(s3_env, "locks")
-    # a lease long enough that, under load, the refusal below still comes while it runs
-    lock = storage.ObjectLock(storage.location(f"{bucket}/ds/.lock"), lease_s=6)
-    assert lock.acquire() is None
+    held_lock = storage.ObjectLock(storage.location(f"{bucket}/ds/.lock"), lease_s=600)   # outlives any load
+    assert held_lock.acquire() is None
     with pytest.raises(storage.LockHeld) as held:
         storage.ObjectLock(storage.location(f"{bucket}/ds/.lock")).acquire()
     assert held.value.holder["expires"] > time.time()
+    held_lock.release()
+    lock = storage.ObjectLock(storage.location(f"{bucket}/ds/.lock"), lease_s=1.5)   # renewed every 0.5 s
+    assert lock.acquire() is None
     first = lock.etag
-    give_up = time.time() + 120   # the thread renews every 2 s; this only bounds a hung test
+    give_up = time.time() + 120   # only bounds a hung test
     while lock.etag == first:     # renewed: a new ETag, a later expiry
         assert time.time() < give_up and lock.lost is None
         time.sleep(0.05)
