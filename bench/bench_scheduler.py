@@ -5,19 +5,22 @@ Issue 25's target: at 10k tiny samples the scheduler in the driver (pipeline/exe
 double, :class:`PassStage`, returns its batch), so what is measured is the driver: feeding, dispatching,
 ``ray.wait`` over every actor's head call, moving a batch's tasks between pools, deadlines, the node table.
 
-Per run and size N (a fresh local Ray with ``--num-cpus``, ``--pools`` pools of ``--workers`` actors, batch 1:
-one actor call per sample per pool, the worst case):
+Per run and size N (a fresh local Ray with ``--num-cpus``, ``--pools`` pools of ``--workers`` actors, batch 1):
 
-* ``cpu_ms_per_sample``: the driver's CPU time (``time.process_time``: this process, Ray's client threads
-  included) from the first finished sample to the last, over the samples in between; start-up (Ray,
-  actors) is left out, it does not grow with N;
+* ``scheduler``: the executor as a build runs it. Its samples take microseconds, so after the first calls
+  each actor call carries up to ``MAX_BUNDLE`` batches (``RayExecutor._bundle``: a call should last
+  ``CALL_S``; each batch still runs alone in the actor). ``cpu_ms_per_sample``: the driver's CPU time
+  (``time.process_time``: this process, Ray's client threads included) from the first finished sample to
+  the last, over the samples in between; start-up (Ray, actors) is left out, it does not grow with N;
+* ``one_batch_per_call``: the same with ``MAX_BUNDLE = 1``, one actor call per sample per pool, what a pool
+  of slow samples costs per call (and what this bench measured before calls carried several batches);
 * the reference measured in the same run: the same N one-sample calls on the same number of bare Ray actors
   (``ray.get`` of a round of calls to actors that return their argument), the least any driver that sends
-  each sample to an actor pays; ``ratio`` = scheduler / reference;
+  each sample to an actor pays; ``ratio`` = scheduler / reference, ``ratio_one_batch_per_call`` likewise;
 * ``wall_s`` and ``samples_per_s`` (the machine is shared: read them with ``load``).
 
 Each size runs ``--runs`` times; the JSON holds every run, min–max ranges, ``flat`` = (CPU per sample at
-the largest N) / (at the smallest), and the load average when each run was measured.
+the largest N) / (at the smallest), for both ways, and the load average when each run was measured.
 
     nice -n 10 .venv/bin/python bench/bench_scheduler.py [--sizes 1000 10000] [--runs 3]
 """
@@ -68,13 +71,16 @@ def tasks(n: int) -> list[VideoTask]:
             for i in range(n)]
 
 
-def scheduler_run(n: int, args) -> dict:
-    """N samples through the executor; the driver's CPU between the first and the last finished sample."""
-    from pipeline.executors.ray import RayExecutor
+def scheduler_run(n: int, args, max_bundle: int = 0) -> dict:
+    """N samples through the executor; the driver's CPU between the first and the last finished sample.
+    ``max_bundle``: batches one actor call may carry (0: the executor's own ``MAX_BUNDLE``)."""
+    from pipeline.executors import ray as executor_module
 
     cfg = apply_overrides(BuildConfig(), [f"run.num_cpus={args.num_cpus}"])
+    default = executor_module.MAX_BUNDLE
     with StopSignals() as stop:
-        executor = RayExecutor(pools(args.pools, args.workers), cfg, stop)
+        executor_module.MAX_BUNDLE = max_bundle or default
+        executor = executor_module.RayExecutor(pools(args.pools, args.workers), cfg, stop)
         done, first = 0, None
         try:
             for task in executor.run(tasks(n)):
@@ -87,6 +93,7 @@ def scheduler_run(n: int, args) -> dict:
             cpu, wall = time.process_time() - first[0], time.perf_counter() - first[1]
         finally:
             executor.close()
+            executor_module.MAX_BUNDLE = default
     assert done == n, (done, n)
     return {"cpu_ms_per_sample": round(1000 * cpu / (n - 1), 4), "wall_s": round(wall, 2),
             "samples_per_s": round((n - 1) / wall, 1)}
@@ -134,20 +141,26 @@ def main() -> None:
     for run in range(args.runs):
         for n in args.sizes:
             load = os.getloadavg()[0]
-            ours, ref = scheduler_run(n, args), reference_run(n, args)
-            runs.append({"run": run, "samples": n, "load": round(load, 2), "scheduler": ours, "reference": ref,
-                         "ratio": round(ours["cpu_ms_per_sample"] / ref["cpu_ms_per_sample"], 2)})
+            ours, single, ref = scheduler_run(n, args), scheduler_run(n, args, max_bundle=1), reference_run(n, args)
+            runs.append({"run": run, "samples": n, "load": round(load, 2), "scheduler": ours,
+                         "one_batch_per_call": single, "reference": ref,
+                         "ratio": round(ours["cpu_ms_per_sample"] / ref["cpu_ms_per_sample"], 2),
+                         "ratio_one_batch_per_call": round(single["cpu_ms_per_sample"] / ref["cpu_ms_per_sample"], 2)})
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     sizes = {}
     for n in args.sizes:
         mine = [r for r in runs if r["samples"] == n]
         sizes[str(n)] = {"cpu_ms_per_sample": span([r["scheduler"]["cpu_ms_per_sample"] for r in mine]),
+                         "one_batch_per_call_cpu_ms_per_sample": span(
+                             [r["one_batch_per_call"]["cpu_ms_per_sample"] for r in mine]),
                          "reference_cpu_ms_per_sample": span([r["reference"]["cpu_ms_per_sample"] for r in mine]),
                          "ratio": span([r["ratio"] for r in mine]),
+                         "ratio_one_batch_per_call": span([r["ratio_one_batch_per_call"] for r in mine]),
                          "samples_per_s": span([r["scheduler"]["samples_per_s"] for r in mine]),
                          "load": span([r["load"] for r in mine])}
     small, large = str(min(args.sizes)), str(max(args.sizes))
-    flat = [round(sizes[large]["cpu_ms_per_sample"][i] / sizes[small]["cpu_ms_per_sample"][i], 2) for i in (0, 1)]
+    flat = {key: [round(sizes[large][key][i] / sizes[small][key][i], 2) for i in (0, 1)]
+            for key in ("cpu_ms_per_sample", "one_batch_per_call_cpu_ms_per_sample")}
     print(json.dumps({"bench": "scheduler", "pools": args.pools, "workers": args.workers, "batch": 1,
                       "num_cpus": args.num_cpus, "target_cpu_ms_per_sample": 2.0, "sizes": sizes,
                       "flat_large_over_small": flat, "runs": runs}, indent=1))

@@ -11,16 +11,20 @@ a stop must be clean at any moment. So the driver talks to its actors itself:
   line, before any sample is marked failed.
 * A batch is sent to an actor as one call per stage (``run_stage``), queued
   back to back so the actor never waits for the driver; the actor keeps the
-  batch between calls. Each call's completion is observed with ``ray.wait``
-  (at most a second apart, so heartbeats, signals and deadlines are seen), so
-  the driver always knows which stage a batch is in: a call past its stage's
-  budget (``Pool.time_budgets`` × batch size) gets the actor killed
+  batch between calls; a pool whose samples take milliseconds gets several
+  batches per call (:meth:`RayExecutor._bundle`: each call costs the driver
+  ~0.5 ms of CPU), which the actor still runs batch by batch. Each call's
+  completion is observed with ``ray.wait`` (at most a second apart, so
+  heartbeats, signals and deadlines are seen; every finished call's value in
+  one ``ray.get``), so the driver always knows which stage a batch is in: a
+  call past its stage's budget (``Pool.time_budgets`` × its samples) gets the actor killed
   (``ray.kill``) and restarted; an actor that died (OOM killer, segfault,
   node lost) shows as an error on that call. The batch's samples are then
   retried alone (a batch of several is split, uncharged, to find the culprit);
   the other batches queued on that actor are requeued without charge.
 * Between pools, a batch's tasks stay in Ray's object store (the last call of
-  a pool returns them as a second, driver-owned object); frames cross a pool
+  a pool returns them as a second, driver-owned object; the last pool's, with
+  its status as one object); frames cross a pool
   boundary only when a later pool reads them (``Pool.images_leave``).
 * Finished tasks come back in completion order; input order is kept within
   a worker. A GPU pool's actors request ``resources.gpus`` each and there are
@@ -69,6 +73,7 @@ from schemas.storage import is_url
 from stages.base import VideoTask, internal_error
 from stages.registry import PLUGINS_VARIABLE
 
+_UNREAD = object()   # a finished call's value not got yet (see RayExecutor._values)
 DEPTH = 2            # batches queued per actor: one running, one waiting, so an actor never idles on the driver
 TICK_S = 1.0         # the longest the driver waits without looking at signals, deadlines and the clock
 NODES_CHECK_S = 1.0  # how often the driver reads Ray's node table (a node lost, a node joined)
@@ -77,6 +82,8 @@ MAX_START_DEATHS = 3  # replacements of one pool in a row that may die while sta
 SLACK_S = 5.0        # added to every deadline: the driver's own latency, argument transfer
 BALANCE_S = 5.0      # how often CPU pools sized by the cluster (run.workers=0) may grow, or move an actor
 GROW_SHARE = 0.7     # a pool at least this busy (the last BALANCE_S window) is the bottleneck worth an actor
+CALL_S = 0.05        # a call should last at least this long: a pool whose samples are quicker gets several batches
+MAX_BUNDLE = 16      # per call (each actor call costs the driver ~0.5 ms of CPU whatever it carries)
 
 
 class _PoolWorker:
@@ -103,7 +110,8 @@ class _PoolWorker:
         return self.error, ray.get_runtime_context().get_node_id()
 
     def run_stage(self, batch_id: int, index: int, *parts: list[VideoTask]) -> Any:
-        """Stage ``index`` on batch ``batch_id`` (``parts`` given with index 0: the batch's tasks, in parts).
+        """Stage ``index`` on batch ``batch_id`` (``parts`` given with index 0: the batch's tasks, in parts),
+        in chunks of the pool's batch size (a call may carry several: see ``RayExecutor._bundle``).
 
         Returns "" (or the error line), and for the pool's last stage ``(status, tasks)``.
         """
@@ -112,8 +120,11 @@ class _PoolWorker:
             self.held[batch_id] = [task for part in parts for task in part]
         status = self.error
         if not status:
+            tasks, size = self.held[batch_id], max(1, self.pool.batch_size)
             try:
-                self.held[batch_id] = run_stage(self.stages[index], self.held[batch_id], self.pool.drop_images_after)
+                self.held[batch_id] = [done for first in range(0, len(tasks), size) for done in
+                                       run_stage(self.stages[index], tasks[first:first + size],
+                                                 self.pool.drop_images_after)]
             except UserError as error:
                 status = str(error)
         if status:
@@ -133,9 +144,12 @@ class _Part:
 
 @dataclass(eq=False)
 class _Batch:
+    """What one actor call takes: one batch of the pool, or several when the pool's samples are quick."""
+
     id: int
     pool: int
     parts: list[_Part]
+    busy_s: float = 0.0           # its actor's time on it so far (the pool's pace, for _bundle)
 
     @property
     def origin(self) -> list[VideoTask]:
@@ -146,8 +160,9 @@ class _Batch:
 class _Call:
     batch: _Batch
     stage: int
-    ref: Any
-    tasks_ref: Any = None         # the pool's last call: where its tasks are
+    ref: Any                      # its status; the last pool's last call: (status, tasks), one object
+    tasks_ref: Any = None         # an earlier pool's last call: where its tasks are (they stay in Ray's store)
+    final: bool = False           # the last pool's last call
 
 
 @dataclass(eq=False)
@@ -162,9 +177,20 @@ class _Slot:
     head_started: float = 0.0
     node: str = ""                # the Ray node it runs on, once ready
     ready_at: float = 0.0         # since when it takes batches (its pool's busy share counts from here)
+    call: Any = None              # handle.run_stage, and with two return objects (made once: per-call cost)
+    split_call: Any = None
+
+    def __post_init__(self) -> None:
+        self.call = self.handle.run_stage
+        self.split_call = self.handle.run_stage.options(num_returns=2)
 
     def batches(self) -> list[_Batch]:
         return list({id(c.batch): c.batch for c in self.calls}.values())
+
+    def batch_count(self, stages: int) -> int:
+        """len(batches()) without building it: every batch queues all its stages' calls at once and only
+        the head batch has finished some."""
+        return -(-len(self.calls) // stages)
 
 
 class RayExecutor:
@@ -195,6 +221,7 @@ class RayExecutor:
         self.retired: Counter = Counter()         # per pool: actors _balance stopped to free their CPUs
         self._balanced = 0.0
         self._window: tuple[Counter, Counter] = (Counter(), Counter())
+        self.pace: dict[int, float] = {}          # per pool: seconds per sample, recent calls weighted most
 
     # ------------------------------------------------------------ start
     def _start(self, tasks: list[VideoTask]) -> None:
@@ -308,7 +335,26 @@ class RayExecutor:
             room -= 1
 
     def _capacity(self, pool: int) -> int:
-        return max(1, self._serving(pool)) * DEPTH * max(1, self.pools[pool].batch_size)
+        return max(1, self._serving(pool)) * DEPTH * self._call_size(pool)
+
+    def _call_size(self, pool: int) -> int:
+        """Samples one call of ``pool`` takes: its batch size, times :meth:`_bundle` when its samples are quick,
+        but then never more than the next pool's calls take (a call's tasks reach the next pool as one part:
+        a slow pool behind a quick one still gets one batch a call)."""
+        size, bundle = max(1, self.pools[pool].batch_size), self._bundle(pool)
+        if bundle > 1 and pool + 1 < len(self.pools):
+            return max(size, min(size * bundle, self._call_size(pool + 1)))
+        return size * bundle
+
+    def _bundle(self, pool: int) -> int:
+        """Batches per call for ``pool``: 1, or for a pool whose samples take a few milliseconds (trivial stages,
+        samples failing early) as many as fill :data:`CALL_S`, at most :data:`MAX_BUNDLE`: the driver's cost is
+        per call, and tiny calls would make it the pipeline's bottleneck. The actor still runs each batch
+        alone; a call's time budget is the sum of its samples'."""
+        pace = self.pace.get(pool)
+        if not pace:
+            return 1
+        return max(1, min(MAX_BUNDLE, int(CALL_S / (pace * max(1, self.pools[pool].batch_size)))))
 
     def _serving(self, pool: int) -> int:
         """The pool's started actors."""
@@ -317,15 +363,16 @@ class RayExecutor:
     def _dispatch(self) -> None:
         for slot in self.slots:
             # Only to a started actor: one still starting may wait for room for as long as the cluster has none.
-            while slot.ready_ref is None and len(slot.batches()) < DEPTH and self.pending[slot.pool]:
+            stages = len(self.pools[slot.pool].stage_names)
+            while slot.ready_ref is None and slot.batch_count(stages) < DEPTH and self.pending[slot.pool]:
                 nxt = slot.pool + 1
                 if nxt < len(self.pools) and sum(len(p.origin) for p in self.pending[nxt]) >= self._capacity(nxt):
                     break   # the next pool is full: hold this one's output where it is
                 self._submit(slot, self._take(slot.pool))
 
     def _take(self, pool: int) -> _Batch:
-        """The next batch for ``pool``: parts up to its batch size (a solo part runs alone)."""
-        queue, size, parts = self.pending[pool], max(1, self.pools[pool].batch_size), []
+        """The next call's batch for ``pool``: parts up to :meth:`_call_size` (a solo part runs alone)."""
+        queue, size, parts = self.pending[pool], self._call_size(pool), []
         while queue and (not parts or (not queue[0].solo and sum(len(p.origin) for p in parts) < size)):
             parts.append(queue.popleft())
             if parts[-1].solo:
@@ -333,16 +380,18 @@ class RayExecutor:
         return _Batch(next(self._ids), pool, parts)
 
     def _submit(self, slot: _Slot, batch: _Batch) -> None:
-        handle, stages = slot.handle, len(self.pools[slot.pool].stage_names)
+        stages = len(self.pools[slot.pool].stage_names)
+        final = slot.pool == len(self.pools) - 1
         if not slot.calls and slot.ready_ref is None:
             slot.head_started = time.monotonic()
         for index in range(stages):
             args = [p.payload for p in batch.parts] if index == 0 else []
-            if index == stages - 1:
-                status, tasks = handle.run_stage.options(num_returns=2).remote(batch.id, index, *args)
+            if index == stages - 1 and not final:   # status to the driver, tasks kept in Ray's store
+                status, tasks = slot.split_call.remote(batch.id, index, *args)
                 slot.calls.append(_Call(batch, index, status, tasks))
             else:
-                slot.calls.append(_Call(batch, index, handle.run_stage.remote(batch.id, index, *args)))
+                slot.calls.append(_Call(batch, index, slot.call.remote(batch.id, index, *args),
+                                        final=final and index == stages - 1))
 
     def _step(self) -> list[VideoTask]:
         """Wait (at most a tick) for the head call of any actor; act on what finished or ran out of time."""
@@ -353,14 +402,16 @@ class RayExecutor:
         if not watched:
             time.sleep(0.05)   # nothing in flight this instant (work is moving between pools)
             return []
-        ready, rest = ray.wait(list(watched), num_returns=1, timeout=self._wait_s(), fetch_local=False)
-        if ready and rest:
-            ready += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
+        # what is done already, in one look; else wait for the first to finish (one round trip per step when busy)
+        refs = list(watched)
+        ready = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)[0]
+        if not ready:
+            ready = ray.wait(refs, num_returns=1, timeout=self._wait_s(), fetch_local=False)[0]
+        finished = [watched[ref] for ref in ready if watched[ref].ready_ref is None]
         out: list[VideoTask] = []
-        for ref in ready:
-            slot = watched[ref]
-            if slot.ready_ref is None and slot in self.slots:
-                out += self._finished(slot)
+        for slot, value in zip(finished, self._values([slot.calls[0].ref for slot in finished])):
+            if slot in self.slots:   # not replaced meanwhile (a lost node's actors are)
+                out += self._finished(slot, value)
         if any(slot.ready_ref is not None for slot in self.slots):
             self._collect_ready()   # a replacement worker: ready, or past worker_start_timeout_s
         out += self._enforce_deadlines()
@@ -382,30 +433,47 @@ class RayExecutor:
         budget = self.pools[slot.pool].time_budgets[call.stage] * len(call.batch.origin)
         return slot.head_started + budget + SLACK_S
 
-    def _finished(self, slot: _Slot) -> list[VideoTask]:
+    @staticmethod
+    def _values(refs: list) -> list:
+        """The finished calls' results in one ``ray.get``; where that raises (a worker died), each is got
+        alone by :meth:`_finished` (``_UNREAD``)."""
+        import ray
+
+        if not refs:
+            return []
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayError:
+            return [_UNREAD] * len(refs)
+
+    def _finished(self, slot: _Slot, value: Any = None) -> list[VideoTask]:
+        """``slot``'s head call finished with ``value`` (its status; the last pool's last call: (status,
+        tasks)); ``_UNREAD``: got here, where a dead worker's error is handled."""
         import ray
 
         call = slot.calls[0]
-        try:
-            status = ray.get(call.ref)
-        except ray.exceptions.RayError as error:
-            return self._lost(slot, WORKER_LOST, _lost_message(self.pools[slot.pool].stage_names[call.stage], error))
+        if value is _UNREAD:
+            try:
+                value = ray.get(call.ref)
+            except ray.exceptions.RayError as error:
+                return self._lost(slot, WORKER_LOST,
+                                  _lost_message(self.pools[slot.pool].stage_names[call.stage], error))
+        status, tasks = value if call.final else (value, None)
         if status:
             raise UserError(status)
         slot.calls.popleft()
         now = time.monotonic()
         self.busy_s[slot.pool] += now - slot.head_started
+        call.batch.busy_s += now - slot.head_started
         slot.head_started = now
-        if call.tasks_ref is None:
-            return []
-        if call.batch.pool + 1 < len(self.pools):
+        if call.tasks_ref is not None or call.final:   # the pool is done with it: its pace, slow calls weighing most
+            pace, seen = call.batch.busy_s / len(call.batch.origin), self.pace.get(slot.pool)
+            self.pace[slot.pool] = pace if seen is None or pace > seen else 0.8 * seen + 0.2 * pace
+        if call.tasks_ref is not None:   # to the next pool, through Ray's store
             self.pending[call.batch.pool + 1].append(_Part(call.batch.origin, call.tasks_ref))
             return []
-        try:
-            tasks = ray.get(call.tasks_ref)
-        except ray.exceptions.RayError as error:
-            return self._charge(call.batch, call.stage, WORKER_LOST,
-                                _lost_message(self.pools[slot.pool].stage_names[call.stage], error))
+        if not call.final:
+            return []
         self.in_flight -= len(tasks)
         return tasks
 
