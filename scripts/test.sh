@@ -1,22 +1,10 @@
 #!/usr/bin/env bash
-# The test suite (the README's test command runs this): pytest over tests/, in two processes, first
-# tests/finsta_model + tests/pipeline, then everything else; extra arguments go to both.
-# Why two: one pytest process running the whole suite died with SIGSEGV after ~1,080 tests (at a different test
-# when one was deselected; no Python traceback), while each half passes in its own process: native state that
-# accumulates over the suite (OpenVINO/torch/pyarrow/Ray in-process), not yet diagnosed.
-# Exit: the first non-zero pytest status (5 = a half collected nothing).
+# The test suite (the README's test command runs this): one pytest process over tests/; extra arguments go to
+# pytest. Exit: pytest's status (5 = nothing collected).
+# It ran in two processes for a while: one process died with SIGSEGV and no traceback late in the suite. The
+# cause was OpenVINO Cores dropped in the order they were made, leaving the main thread on an unmapped alternate
+# signal stack (the next Python-handled signal, a child's SIGCHLD under torch's DataLoader handler, killed it);
+# stages/openvino_runtime.core() keeps one Core per process since.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-first=(tests/finsta_model tests/pipeline)
-rest=()
-for entry in tests/*/ tests/test_*.py; do
-  entry=${entry%/}
-  case " ${first[*]} " in *" $entry "*) continue ;; esac
-  [ "${entry##*/}" = __pycache__ ] || rest+=("$entry")
-done
-.venv/bin/python -m pytest -q "$@" "${first[@]}"
-code=$?
-.venv/bin/python -m pytest -q "$@" "${rest[@]}"
-status=$?
-[ "$code" = 0 ] && code=$status
-exit "$code"
+exec .venv/bin/python -m pytest -q "$@" tests
