@@ -32,8 +32,10 @@ for seed in $SEEDS; do
       finsta) flags=(--config scripts/pilots/slots.json) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
-    /usr/bin/time -v nice -n 10 $PY cli.py train --shards "$WORK/$train_set" --out "$run" --steps "$STEPS" \
-      --seed "$seed" "${flags[@]}" --overwrite > "$RUNS/$name-seed$seed.log" 2>&1
+    if [[ ! -d $run/checkpoints/step-$(printf %07d "$STEPS") ]]; then    # a finished run is only evaluated
+      /usr/bin/time -v nice -n 10 $PY cli.py train --shards "$WORK/$train_set" --out "$run" --steps "$STEPS" \
+        --seed "$seed" "${flags[@]}" --overwrite > "$RUNS/$name-seed$seed.log" 2>&1
+    fi
     nice -n 10 $PY cli.py export --checkpoint "$run" --out "$run/host" "${export_flags[@]}" > /dev/null
     if [[ -n ${EVAL_TRAIN:-} ]]; then
       nice -n 10 $PY cli.py eval --shards "$WORK/$TRAIN_SET" --checkpoint "$run/host" --json > "$run/eval-host-train.json"
