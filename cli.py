@@ -219,7 +219,7 @@ def train(
     """Train the Finsta alignment modules from shards."""
     from finsta_model.config import run_config
     from finsta_model.distributed import TrainingFailed, train_distributed
-    from finsta_model.train import TrainingInterrupted, check_run_folder
+    from finsta_model.train import TrainingInterrupted
     from finsta_model.train import train as train_here
     if ray_workers is None and ray_address is not None:
         raise UserError("--ray-address needs --ray-workers N (the number of training workers on that cluster)")
@@ -231,9 +231,8 @@ def train(
         if ray_workers is None:
             summary = train_here(shards, out, run, resume=resume, device=device, overwrite=overwrite)
         else:
-            check_run_folder(out, resume, overwrite)
             summary = train_distributed(shards, out, run, ray_workers, resume=resume, device=device,
-                                        address=ray_address, max_failures=max_failures)
+                                        address=ray_address, max_failures=max_failures, overwrite=overwrite)
     except TrainingFailed as error:   # a Ray worker failed more often than --max-failures: one line, exit 1
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.config import BuildConfig, apply_overrides, finalize  # noqa: E402
 from pipeline.executors import make_executor  # noqa: E402
 from pipeline.plan import Pool  # noqa: E402
-from pipeline.stop import StopSignals  # noqa: E402
+from schemas.stop import StopSignals  # noqa: E402
 from stages.base import VideoTask  # noqa: E402
 from stages.decode import DecodeConfig, decode_video  # noqa: E402
 from stages.detect import DetectStage  # noqa: E402

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import BuildConfig, apply_overrides  # noqa: E402
 from pipeline.plan import Pool  # noqa: E402
-from pipeline.stop import StopSignals  # noqa: E402
+from schemas.stop import StopSignals  # noqa: E402
 from stages.base import Resources, VideoTask  # noqa: E402
 
 

@@ -48,15 +48,20 @@ from torch import nn
 
 from finsta_model.checkpoint import LATEST
 from finsta_model.config import TrainConfig
-from finsta_model.train import METRICS, Replicas, TrainLog, has_checkpoint, prepare_run, read_metrics, run_loop
+from finsta_model.train import (METRICS, Replicas, TrainingInterrupted, TrainLog, has_checkpoint, last_checkpoint_note,
+                                 prepare_run, read_metrics, run_loop)
 from schemas.errors import UserError
 from schemas.ray_runtime import ray_session
+from schemas.stop import StopRun, StopSignals
 from schemas.storage import resolved
 from schemas.store import open_dataset
 
 RAY_STORAGE = "ray-train"
 FAILURES = "failures.jsonl"
-RAY_START_TIMEOUT_S = 120.0   # bounds the start only under a stop handler (build-sgs's); Ray's own limits apply
+STOP = "stop.json"            # RUN/ray-train/stop.json: the driver got a signal; the replicas stop at their next step
+# after a signal the driver waits this long for the replicas to checkpoint the step in progress and Ray Train to end
+STOP_GRACE_S = 60.0
+RAY_START_TIMEOUT_S = 120.0   # bounds Ray's start (under the run's stop handler: in the main thread)
 
 
 class TrainingFailed(Exception):
@@ -101,12 +106,24 @@ def _replica_main(params: dict[str, Any]) -> dict[str, Any]:
                 waited = time.monotonic()
                 while Path(drill["hold"]).exists() and time.monotonic() - waited < 600:
                     time.sleep(0.05)
+    stop_file = Path(params["run_dir"]) / RAY_STORAGE / STOP
     try:
         return run_loop(params["shards"], params["run_dir"], TrainConfig.from_dict(params["config"]), params["dims"],
                         RayReplicas(rank, world, device), max_new_steps=params["max_new_steps"],
-                        after_step=after_step)
+                        after_step=after_step, stop=lambda: requested_stop(stop_file))
     except UserError as error:
         return {"user_error": str(error)}
+    except TrainingInterrupted as stopped:   # every rank stops at the same step; a restart would undo the stop
+        return {"interrupted": {"signum": stopped.signum, "step": stopped.step,
+                                "checkpoint": str(stopped.checkpoint) if stopped.checkpoint else None}}
+
+
+def requested_stop(path: Path) -> Optional[int]:
+    """The signal the driver wrote to ``path`` (:class:`_Follow`), or None."""
+    try:
+        return int(json.loads(path.read_text())["signum"])
+    except (OSError, ValueError, KeyError, TypeError):   # none yet (or being written: the next step reads it)
+        return None
 
 
 def _failure_callback(run_dir: Path):
@@ -154,6 +171,11 @@ def _last_checkpoint(run_dir: Path) -> str:
     return latest.read_text().strip() if latest.is_file() else "none yet"
 
 
+def _checkpoint_step(run_dir: Path) -> int:
+    """The step of the run's latest checkpoint (0: none)."""
+    return int(_last_checkpoint(run_dir).split("-")[1]) if has_checkpoint(run_dir) else 0
+
+
 # ------------------------------------------------------------------ checks before Ray
 def check_layout(shards: str | Path, config: TrainConfig, workers: int, device: str) -> None:
     """What ``N`` replicas need from the config and the data (one line each when it does not hold)."""
@@ -176,15 +198,15 @@ def check_layout(shards: str | Path, config: TrainConfig, workers: int, device: 
 
 
 @contextlib.contextmanager
-def _ray(address: Optional[str]) -> Iterator[None]:
+def _ray(address: Optional[str], stop: Optional[StopSignals] = None) -> Iterator[None]:
     """Join ``address``, or start (and at the end stop) this run's own local Ray instance: the start-up
     ``build-sgs`` uses too (:mod:`schemas.ray_runtime`: address check, environment, reaper, one line for
-    any failure)."""
+    any failure; under ``stop`` a signal while Ray starts ends the process at once with one line)."""
     try:
         import ray.train.torch  # noqa: F401
     except ImportError:
         raise UserError("--ray-workers needs Ray (ray.train ships with it): pip install -r requirements.in") from None
-    with ray_session(address, timeout_s=RAY_START_TIMEOUT_S, needs="--ray-workers"):
+    with ray_session(address, timeout_s=RAY_START_TIMEOUT_S, needs="--ray-workers", stop=stop):
         yield
 
 
@@ -203,15 +225,25 @@ def _check_resources(workers: int, device: str, address: Optional[str]) -> None:
 # ------------------------------------------------------------------ console
 class _Follow(threading.Thread):
     """Shows a run's progress from the driver: new ``metrics.jsonl`` lines (written by rank 0) go to the
-    :class:`TrainLog`, new failure records become one line each."""
+    :class:`TrainLog`, new failure records become one line each; once ``stop`` has a signal, it writes
+    ``RUN/ray-train/stop.json`` for the replicas (:func:`requested_stop`)."""
 
-    def __init__(self, run_dir: Path, log: Optional[TrainLog], start_step: int, interval: float = 0.5):
+    def __init__(self, run_dir: Path, log: Optional[TrainLog], start_step: int, stop: StopSignals,
+                 interval: float = 0.5):
         super().__init__(daemon=True, name="finsta-train-follow")
-        self.run_dir, self.log, self.seen, self.interval = run_dir, log, start_step, interval
+        self.run_dir, self.log, self.seen, self.interval, self.stop_signals = run_dir, log, start_step, interval, stop
         self.failures_seen = 0
+        self.asked_to_stop = False
         self.stopped = threading.Event()
 
     def poll(self) -> None:
+        if self.stop_signals.signum is not None and not self.asked_to_stop:
+            path = self.run_dir / RAY_STORAGE / STOP
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{STOP}.tmp")
+            tmp.write_text(json.dumps({"signum": self.stop_signals.signum}))
+            os.replace(tmp, path)    # a replica reads all of it or nothing
+            self.asked_to_stop = True
         if self.log is not None:
             for line in read_metrics(self.run_dir / METRICS):
                 if line["step"] > self.seen:
@@ -239,56 +271,91 @@ class _Follow(threading.Thread):
 def train_distributed(shards: str | Path, run_dir: str | Path, config: TrainConfig, workers: int, *,
                       resume: bool = False, device: str = "cpu", address: Optional[str] = None,
                       max_failures: int = 2, progress: bool = True, max_new_steps: Optional[int] = None,
-                      crash_drill: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                      overwrite: bool = False, crash_drill: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train (or resume) a run on ``workers`` Ray Train workers; returns the summary of
     :func:`~finsta_model.train.train` plus ``ray_workers`` and ``restarts``.
 
     ``max_failures``: how many times Ray Train restarts the workers after a failure (each restart
-    continues from the last checkpoint); then :class:`TrainingFailed`. ``crash_drill``
+    continues from the last checkpoint); then :class:`TrainingFailed`. SIGINT/SIGTERM (in the main
+    thread: :class:`schemas.stop.StopSignals`, as in-process and ``build-sgs``): while Ray starts, the
+    process ends at once with one line; while it trains, every replica checkpoints the step in progress and
+    :class:`~finsta_model.train.TrainingInterrupted` is raised. ``crash_drill``
     (tests): ``{"rank": r, "step": k, "marker": path}`` makes rank ``r``'s process exit after step
     ``k``, once (the marker file records that it happened, with the process id and Ray node id); with
     ``"hold": path`` it waits while that file exists instead (a test takes its node away meanwhile)."""
     run_dir = Path(run_dir).resolve()
     check_layout(shards, config, workers, device)
-    dims = prepare_run(shards, run_dir, config, resume, world=workers)
-    failures = run_dir / RAY_STORAGE / FAILURES
-    failures.unlink(missing_ok=True)
-    start_step = int(_last_checkpoint(run_dir).split("-")[1]) if has_checkpoint(run_dir) else 0
+    dims = prepare_run(shards, run_dir, config, resume, world=workers, overwrite=overwrite)
+    for name in (FAILURES, STOP):
+        (run_dir / RAY_STORAGE / name).unlink(missing_ok=True)
     params = {"shards": resolved(shards), "run_dir": str(run_dir), "config": config.as_dict(),
               "dims": dims, "device": device, "max_new_steps": max_new_steps, "crash_drill": crash_drill}
-    with _ray(address):
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        _check_resources(workers, device, address)
-        cuda = device == "cuda"
-        trainer = TorchTrainer(
-            _replica_main, train_loop_config=params,
-            torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=cuda,
-                                         resources_per_worker={"CPU": 1, "GPU": 1} if cuda else {"CPU": 1}),
-            run_config=RunConfig(name=f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-                                 storage_path=str(run_dir / RAY_STORAGE),
-                                 failure_config=FailureConfig(max_failures=max_failures),
-                                 callbacks=[_failure_callback(run_dir)]))
-        log = TrainLog(config.steps, start_step, anchor_on_first=True) if progress else None
-        follow = _Follow(run_dir, log, start_step)
-        follow.start()
-        started = time.perf_counter()
+    with StopSignals(grace_s=STOP_GRACE_S) as stop:
+        stop.hard_exit_note = lambda: last_checkpoint_note(run_dir)
         try:
-            result = trainer.fit()
-        except Exception as error:   # Ray Train's TrainingFailedError and its subclasses
-            raise _failed(error, run_dir) from None
-        finally:
-            follow.stop()
-            if follow.log is not None:
-                follow.log.close()
-    summary = result.return_value or {}
+            with _ray(address, stop):
+                summary, seconds = _fit(params, workers, address, max_failures, progress, stop)
+        except StopRun as stopped:    # a signal before Ray started, or as it did
+            step = _checkpoint_step(run_dir)
+            latest = run_dir / "checkpoints" / _last_checkpoint(run_dir) if step else None
+            raise TrainingInterrupted(stopped.signum, step, latest, run_dir) from None
     if "user_error" in summary:
         raise UserError(summary["user_error"])
+    if "interrupted" in summary:
+        what = summary["interrupted"]
+        raise TrainingInterrupted(what["signum"], what["step"], what["checkpoint"] and Path(what["checkpoint"]),
+                                  run_dir)
+    failures = run_dir / RAY_STORAGE / FAILURES
     restarts = len(failures.read_text().splitlines()) if failures.is_file() else 0
-    return {**summary, "ray_workers": workers, "restarts": restarts,
-            "wall_seconds": round(time.perf_counter() - started, 1)}
+    return {**summary, "ray_workers": workers, "restarts": restarts, "wall_seconds": round(seconds, 1)}
+
+
+def _fit(params: dict[str, Any], workers: int, address: Optional[str], max_failures: int, progress: bool,
+         stop: StopSignals) -> tuple[dict[str, Any], float]:
+    """Run the replicas on the started Ray (rank 0's return value, and the seconds ``fit`` took)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    run_dir, device, config = Path(params["run_dir"]), params["device"], TrainConfig.from_dict(params["config"])
+    _check_resources(workers, device, address)
+    cuda = device == "cuda"
+    trainer = TorchTrainer(
+        _replica_main, train_loop_config=params,
+        torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=cuda,
+                                     resources_per_worker={"CPU": 1, "GPU": 1} if cuda else {"CPU": 1}),
+        run_config=RunConfig(name=f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                             storage_path=str(run_dir / RAY_STORAGE),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             callbacks=[_failure_callback(run_dir)]))
+    start_step = _checkpoint_step(run_dir)
+    log = TrainLog(config.steps, start_step, anchor_on_first=True) if progress else None
+    follow = _Follow(run_dir, log, start_step, stop)
+    follow.start()
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # handed to the main thread
+            outcome["error"] = error
+
+    # fit runs off the main thread: there, Ray Train would replace the SIGINT handler with its own (an abort
+    # that checkpoints nothing); here the main thread keeps StopSignals' handlers and waits
+    runner = threading.Thread(target=fit, name="finsta-train-fit", daemon=True)
+    runner.start()
+    try:
+        while runner.is_alive():
+            runner.join(0.5)
+    finally:
+        follow.stop()
+        if follow.log is not None:
+            follow.log.close()
+    if "error" in outcome:
+        error = outcome["error"]
+        raise (_failed(error, run_dir) if isinstance(error, Exception) else error) from None
+    return outcome["result"].return_value or {}, time.perf_counter() - started
 
 
 def _failed(error: Exception, run_dir: Path) -> Exception:

@@ -22,7 +22,6 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -30,7 +29,6 @@ import random
 import shutil
 import signal
 import sys
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -48,6 +46,7 @@ from finsta_model.host_data import cells_per_frame
 from finsta_model.model import FinstaModel
 from schemas.errors import UserError
 from schemas.options import diff
+from schemas.stop import EXIT_CODES, StopSignals
 from schemas.storage import location, resolved
 from schemas.store import open_dataset
 
@@ -135,6 +134,14 @@ class Replicas:
         tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(tensor)
         return {k: float(v) / self.world for k, v in zip(keys, tensor.tolist())}
+
+    def first_signal(self, signum: Optional[int]) -> Optional[int]:
+        """A stop asked of any replica, on every replica (the same step ends the run everywhere); None if none."""
+        if self.world == 1:
+            return signum
+        value = torch.tensor([signum or 0], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return int(value.item()) or None
 
     def total(self, count: int) -> int:
         if self.world == 1:
@@ -356,55 +363,44 @@ def train(shards: str | Path, run_dir: str | Path, config: TrainConfig, *, resum
           overwrite: bool = False) -> dict[str, Any]:
     """Train (or resume) a run in this process; returns a summary dict. ``max_new_steps`` stops early
     (tests, crash drills); ``progress=False`` prints nothing. SIGINT/SIGTERM end the step in progress,
-    write its checkpoint and raise :class:`TrainingInterrupted` (a second signal ends at once). ``config``
+    write its checkpoint and raise :class:`TrainingInterrupted` (:class:`schemas.stop.StopSignals`, as
+    ``build-sgs``: a second signal, or none of that within its grace period, ends the process at once with
+    one line). ``config``
     is the whole run's definition (:func:`finsta_model.config.run_config` builds it as ``python cli.py
     train`` does); on Ray workers: :func:`finsta_model.distributed.train_distributed`."""
     dims = prepare_run(shards, run_dir, config, resume, overwrite=overwrite)
     replicas = Replicas(device=resolve_device(device))
-    with stop_signals() as stop:
+    with StopSignals() as stop:   # build-sgs's signal handling (schemas/stop.py)
+        stop.hard_exit_note = lambda: last_checkpoint_note(Path(run_dir))
         return run_loop(shards, run_dir, config, dims, replicas, max_new_steps=max_new_steps,
                         log=(lambda total, start: TrainLog(total, start)) if progress else None,
-                        stop=stop)
+                        stop=lambda: stop.signum)
 
 
 class TrainingInterrupted(Exception):
-    """A signal stopped ``train`` after the step in progress; ``checkpoint`` holds that step.
-    :meth:`line` says how to go on; ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM)."""
+    """A signal stopped ``train`` after the step in progress; ``checkpoint`` holds that step (None: stopped
+    before the first step, e.g. while Ray started). :meth:`line` says how to go on; ``exit_code`` is 130
+    (SIGINT) or 143 (SIGTERM)."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path, run_dir: Path):
+    def __init__(self, signum: int, step: int, checkpoint: Optional[Path], run_dir: Path):
         super().__init__(f"interrupted at step {step}")
         self.signum, self.step, self.checkpoint, self.run_dir = signum, step, checkpoint, run_dir
-        self.exit_code = 130 if signum == signal.SIGINT else 143
+        self.exit_code = EXIT_CODES.get(signum, 128 + signum)
 
     def line(self, shards: str | Path) -> str:
         name = signal.Signals(self.signum).name
+        if self.checkpoint is None:
+            return f"interrupted ({name}) before the first step; rerun the same command to start"
         return (f"interrupted ({name}): step {self.step} saved in {self.checkpoint}; resume with "
                 f"python cli.py train --shards {shards} --out {self.run_dir} --resume")
 
 
-@contextlib.contextmanager
-def stop_signals() -> Iterator[Callable[[], Optional[int]]]:
-    """SIGINT/SIGTERM as a flag the step loop reads after each step (``stop()`` → the signal or None);
-    the first signal restores the default handlers, so a second one ends the process at once. Outside
-    the main thread (a Ray Train worker) signals stay as they are and ``stop()`` is always None."""
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):
-        caught.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    for s in previous:
-        signal.signal(s, handler)
-    try:
-        yield lambda: caught[0] if caught else None
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+def last_checkpoint_note(run_dir: Path) -> str:
+    """What the line of a process ended mid-stop adds (schemas.stop's ``hard_exit_note``): where to go on from."""
+    latest = run_dir / "checkpoints" / LATEST
+    if not latest.is_file():
+        return "no checkpoint yet"
+    return f"last checkpoint {latest.read_text().strip()} in {run_dir}: rerun the same command with --resume"
 
 
 # ------------------------------------------------------------------ the loop (every replica)
@@ -460,9 +456,9 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
     ``batch_size / world``, so a step's global batch is ``batch_size`` whatever the world size. Rank 0
     writes ``metrics.jsonl`` (values averaged over the replicas) and the checkpoints (every rank's data
     position and RNG states gathered into them). ``log(total, start)`` makes the console log (rank 0);
-    ``after_step(step)`` is called after each step's checkpoint, on every rank. ``stop()`` (in one
-    process only: :func:`stop_signals`) names a signal to stop on: that step is checkpointed, then
-    :class:`TrainingInterrupted` is raised.
+    ``after_step(step)`` is called after each step's checkpoint, on every rank. ``stop()`` (given on every
+    rank or on none) names a signal to stop on, read after each step: when any rank names one, every rank
+    checkpoints that step, then raises :class:`TrainingInterrupted`.
     """
     run_dir, dev, rank = Path(run_dir), replicas.device, replicas.rank
     if dev.type == "cpu" and config.threads > 0:
@@ -534,7 +530,7 @@ def run_loop(shards: str | Path, run_dir: str | Path, config: TrainConfig, dims:
                 window_videos += batch.num_videos
                 if console is not None:
                     console.step(step, float(loss.detach()))
-                signum = stop() if stop is not None else None
+                signum = replicas.first_signal(stop()) if stop is not None else None
                 if step % config.log_every == 0 or step == stop_at:
                     now = time.perf_counter()
                     line = _metrics_line(step, epoch, scheduler.get_last_lr()[0], parts, replicas.total(window_videos),

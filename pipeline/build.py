@@ -36,7 +36,8 @@ from pipeline.datasets.base import MISSING_FILE, build_dataset
 from pipeline.executors import make_executor
 from pipeline.plan import build_stages, plan_pools, stage_names
 from pipeline.progress import Progress
-from pipeline.stop import Interrupted, StopRun, StopSignals
+from pipeline.stop import Interrupted
+from schemas.stop import StopRun, StopSignals
 from schemas.errors import UserError
 from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
 from schemas.storage import is_url

@@ -17,7 +17,7 @@
   driver at any point, during the start included, leaves no Ray agents behind.
 * **Failures**: every failure of the start — Ray's own time-outs (a plain ``Exception``), a refused
   connection, a bad address — is one :class:`~schemas.errors.UserError` line; what it started is shut down.
-* **Signals** (``stop``, e.g. ``pipeline.stop.StopSignals``; duck-typed, since schemas imports nothing of
+* **Signals** (``stop``, e.g. ``schemas.stop.StopSignals``; duck-typed, since schemas imports nothing of
   ours): the start runs under ``stop.starting(...)`` (a signal ends the process at once with one line: nothing
   has run yet, and the reaper ends Ray's processes) and ``stop.deadline(timeout_s, ...)`` (Ray's connect loop
   blocks in native code, out of reach of signals and exceptions).

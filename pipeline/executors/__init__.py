@@ -10,7 +10,7 @@ sample is marked failed.
 
 The contract every executor keeps (what :mod:`pipeline.build` relies on)::
 
-    executor = make_executor(cfg, pools, stop)       # stop: pipeline.stop.StopSignals
+    executor = make_executor(cfg, pools, stop)       # stop: schemas.stop.StopSignals
     for item in executor.run(tasks):                  # finished tasks, in completion order
         if item is None: ...                          # a heartbeat: at least one a second when idle
     executor.in_flight                                # tasks started and not handed back

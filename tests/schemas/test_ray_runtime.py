@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from pipeline.stop import StopSignals
+from schemas.stop import StopSignals
 from schemas.ray_runtime import start_ray
 if {hold_in_init}:   # ray.init does its work, then does not return: the driver is killed inside it
     import ray
@@ -69,7 +69,7 @@ def test_any_ray_start_failure_is_one_line_and_stops_the_reaper(failing_init, mo
 def test_build_sgs_and_train_start_ray_through_the_same_start_up(failing_init):
     from finsta_model.distributed import _ray
     from pipeline.executors.ray import RayExecutor
-    from pipeline.stop import StopSignals
+    from schemas.stop import StopSignals
 
     cfg = SimpleNamespace(run=SimpleNamespace(ray_address=None, ray_start_timeout_s=60, num_cpus=2))
     with StopSignals() as stop, pytest.raises(UserError) as build:
