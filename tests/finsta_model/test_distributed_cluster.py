@@ -1,10 +1,12 @@
 """`train --ray-workers 2` on a cluster of two worker nodes (this machine, every node on 127.0.0.1): a worker
 node lost mid-run costs one restart from the last checkpoint, and the run ends as an uninterrupted one.
 
-Its own file and cluster (the other distributed tests share one local Ray, which a driver joined here would
-reuse). The head has no CPU, so each of the two 1-CPU worker nodes holds one training worker; the test takes
-away the node of rank 1 while that rank holds after step 5 (``crash_drill`` with ``hold``) and adds a new
-node in its place, as an autoscaler would: the two workers need two CPUs to start again.
+Its own file (the other distributed tests share one local Ray, which a driver joined here would reuse), on the
+session's shared multi-node cluster (tests/ray_clusters.py ``loopback``, run at the end of the session). The
+head has no CPU, so each of the two 1-CPU worker nodes holds one training worker; the test takes away the
+node of rank 1 while that rank holds after step 5 (``crash_drill`` with ``hold``) and adds a new node in its
+place, as an autoscaler would (the two workers need two CPUs to start again), which leaves the cluster as it
+found it.
 """
 from __future__ import annotations
 
@@ -19,20 +21,15 @@ from conftest import write_dataset
 from finsta_model.checkpoint import load_checkpoint
 from tests.finsta_model.test_distributed import CONFIG, _global_reference, _metrics, _totals
 from tests.pipeline.executors.test_ray import slow
-from tests.ray_clusters import LOOPBACK, loopback_cluster
+from tests.ray_clusters import LOOPBACK
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 from finsta_model.distributed import train_distributed  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with loopback_cluster("ftc") as started:
-        yield started
-
-
-def test_a_lost_worker_node_costs_one_restart_from_the_last_checkpoint_and_the_same_result(cluster, tmp_path):
+def test_a_lost_worker_node_costs_one_restart_from_the_last_checkpoint_and_the_same_result(loopback, tmp_path):
+    cluster = loopback
     dataset = write_dataset(tmp_path / "ds", n_videos=48, per_shard=6)
     marker, hold = tmp_path / "held", tmp_path / "hold"
     hold.touch()

@@ -49,7 +49,7 @@ class GpuProbeDetectorDouble(ColorDetector):
         import ray
 
         path = _probe_file("gpu")
-        if path is not None:
+        if path is not None and ray.is_initialized():   # in a Ray worker (not a sequential run's process)
             path.write_text(json.dumps({"gpu_ids": [str(i) for i in ray.get_gpu_ids()],
                                         "node": ray.get_runtime_context().get_node_id()}))
 
@@ -155,8 +155,9 @@ class ClusterProbeDetectorDouble(GpuProbeDetectorDouble):
         import ray
 
         folder = Path(os.environ["FINSTA_TEST_PROBE_DIR"])
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "no-ray"   # sequential: no node
         with open(folder / f"detected-{os.getpid()}.txt", "a") as handle:
-            handle.write(ray.get_runtime_context().get_node_id() + "\n")
+            handle.write(node + "\n")
         waited = time.monotonic()
         while (folder / "hold").exists() and time.monotonic() - waited < 600:   # the test moves nodes meanwhile
             time.sleep(0.05)

@@ -24,9 +24,9 @@ from pipeline.config import BuildConfig, apply_overrides
 from pipeline.synthetic.generate import generate
 from schemas.store import open_dataset
 from tests.processes import cmdline, reapers_of, wait_for_polls
+from tests.ray_clusters import DOUBLES, LOOPBACK
 
 REPO = Path(__file__).resolve().parents[3]
-DOUBLES = "tests.pipeline.doubles"
 QUIET_START_S = 1.5   # a fresh Python importing Ray and the pipeline, on a quiet 2-core machine
 
 
@@ -58,28 +58,27 @@ def tiny_config(world: Path, *assignments: str):
 
 
 @pytest.mark.slow
-def test_a_cuda_stage_gets_a_gpu_actor_on_the_gpu_node(tiny_world, tmp_path, monkeypatch):
+def test_a_cuda_stage_gets_a_gpu_actor_on_the_gpu_node(tiny_world, tmp_path, loopback, loopback_probe):
+    """On the session's shared cluster (tests/ray_clusters.py: CPU nodes only) with a GPU node added for
+    this test and taken away after it."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    monkeypatch.setenv("FINSTA_PLUGINS", DOUBLES)
-    monkeypatch.setenv("FINSTA_TEST_PROBE_DIR", str(probe))
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
+    for old in loopback_probe.glob("gpu-*.json"):
+        old.unlink()
+    gpu_node = loopback.add_node(num_cpus=1, num_gpus=1, node_ip_address=LOOPBACK)
     try:
         cfg = tiny_config(tiny_world, "detect.name=gpu_probe_double", "detect.device=cuda",
-                          f"run.ray_address={cluster.address}")
+                          f"run.ray_address={loopback.address}")
         result = run_build(cfg, tmp_path / "out")
         assert result.committed == 2 and result.failed == 0
-        [report] = [json.loads(p.read_text()) for p in probe.glob("gpu-*.json")]
+        [report] = [json.loads(p.read_text()) for p in loopback_probe.glob("gpu-*.json")]
         assert report["gpu_ids"] and report["node"] == gpu_node.node_id
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
+        loopback.remove_node(gpu_node)
+        for old in loopback_probe.glob("gpu-*.json"):
+            old.unlink()
 
 
 @pytest.mark.slow

@@ -1,10 +1,10 @@
 """The Ray executor on a multi-node cluster on this machine: a node lost, nodes joining, GPU nodes of different sizes.
 
-One ``ray.cluster_utils.Cluster`` for the whole file (a head without CPUs and two 1-CPU worker nodes, all on
-127.0.0.1, its own RAY_TMPDIR), so the file pays for one cluster start; the tests change it in the order
-they run (the input test adds a node and takes it away, the node-loss test removes a worker node, the
-join tests add a CPU node, then GPU nodes, the last one removes the head), and the fixture stops it. Its
-own file, not test_ray.py, so that its nodes live only while these tests run. The detector is the named test double ``cluster_probe_double``
+The session's shared ``ray.cluster_utils.Cluster`` (tests/ray_clusters.py ``loopback``: a head without CPUs
+and two 1-CPU worker nodes, all on 127.0.0.1, its own RAY_TMPDIR; its tests run at the end of the session,
+so its nodes live only while they run). The tests here change it in the order they run (the input test
+adds a node and takes it away, the balancing test leaves it as it was, the node-loss test removes a worker
+node, the join tests add a CPU node, then GPU nodes, the last one removes the head). The detector is the named test double ``cluster_probe_double``
 (tests/pipeline/doubles.py): it logs each video's node and waits while a ``hold`` file exists, so a test
 moves nodes while samples are provably held, not at a guessed moment.
 """
@@ -21,10 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.build import run_build
+from pipeline.config import BuildConfig, apply_overrides
+from pipeline.plan import Pool
+from pipeline.stop import StopSignals
 from pipeline.synthetic.generate import generate
 from schemas.store import open_dataset
-from tests.pipeline.executors.test_ray import DOUBLES, REPO, slow
-from tests.ray_clusters import LOOPBACK, loopback_cluster
+from stages.base import Resources, VideoTask
+from tests.pipeline.executors.test_ray import REPO, slow
+from tests.ray_clusters import DOUBLES, LOOPBACK
 
 pytestmark = pytest.mark.slow
 VIDEOS = 8
@@ -37,17 +42,16 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("probe")
+@pytest.fixture
+def probe(loopback_probe) -> Path:
+    return loopback_probe
 
 
-@pytest.fixture(scope="module")
-def cluster(probe):
-    """A head without CPUs (every held sample is on a worker node) and two 1-CPU worker nodes, all on
-    127.0.0.1 (tests/ray_clusters.py); the nodes inherit the doubles and their probe folder."""
-    with loopback_cluster("frc", FINSTA_PLUGINS=DOUBLES, FINSTA_TEST_PROBE_DIR=str(probe)) as started:
-        yield started
+@pytest.fixture
+def cluster(loopback):
+    """The shared cluster (tests/ray_clusters.py): a head without CPUs (every held sample is on a worker
+    node) and two 1-CPU worker nodes, all on 127.0.0.1; the nodes load the doubles and write to ``probe``."""
+    return loopback
 
 
 def clean(probe: Path) -> None:
@@ -143,6 +147,72 @@ def alive_nodes(cluster) -> int:
     return sum(1 for node in cluster.global_state.node_table() if node["Alive"])
 
 
+class HoldStage:
+    """Test double for a stage whose samples take long: it waits while ``hold-<pool>`` exists in the probe
+    folder (at most 600 s), so a test decides which pool is the bottleneck and when."""
+
+    def __init__(self, pool: str):
+        self.name, self.pool = "hold", pool
+
+    def setup(self) -> None:
+        pass
+
+    def process_batch(self, tasks: list) -> list:
+        hold, waited = Path(os.environ["FINSTA_TEST_PROBE_DIR"]) / f"hold-{self.pool}", time.monotonic()
+        while hold.exists() and time.monotonic() - waited < 600:
+            time.sleep(0.02)
+        return tasks
+
+
+class HoldPool(Pool):
+    def build(self) -> list:
+        return [HoldStage(self.name)]
+
+
+def test_balancing_retires_an_idle_actor_of_a_pool_half_as_busy_for_the_bottleneck(cluster, probe, monkeypatch):
+    """Two CPU pools sized by the cluster (run.workers=0, half a CPU an actor) on the two 1-CPU worker nodes:
+    while pool b holds its samples it grows onto both free halves; then a holds and b is idle, no CPU is free,
+    so an idle actor of b is retired and a grows onto its CPU. Driven in-process (the pools are the test's own),
+    balancing every half second instead of every BALANCE_S."""
+    from pipeline.executors import ray as executor_module
+
+    clean(probe)
+    monkeypatch.setattr(executor_module, "BALANCE_S", 0.5)
+    pools = [HoldPool(name=name, stage_names=["hold"], sections=[None], resources=Resources(cpus=0.5), batch_size=1,
+                      workers=0, drop_images_after=None, images_leave=False, time_budgets=[3600.0])
+             for name in ("a", "b")]
+    cfg = apply_overrides(BuildConfig(), [f"run.ray_address={cluster.address}"])
+    tasks = [VideoTask(key=f"s{i:03d}", source="test", video_id=f"s{i:03d}", video_path=__file__) for i in range(200)]
+    (probe / "hold-b").touch()
+    done, phase, deadline = [], "b holds", time.monotonic() + slow(300)
+    with StopSignals() as stop:
+        executor = executor_module.RayExecutor(pools, cfg, stop)
+        try:
+            for task in executor.run(tasks):
+                if task is not None:
+                    done.append(task)
+                if phase == "b holds" and executor.grown[1] >= 2:        # b took the free CPUs
+                    swapped = (executor.retired[1], executor.grown[0])    # (a may have grown and been retired)
+                    (probe / "hold-a").touch()
+                    (probe / "hold-b").unlink()
+                    phase, deadline = "a holds", time.monotonic() + slow(300)
+                elif phase == "a holds" and executor.retired[1] > swapped[0] and executor.grown[0] > swapped[1]:
+                    monkeypatch.setattr(executor_module, "BALANCE_S", 3600.0)   # no move after this one
+                    (probe / "hold-a").unlink()
+                    phase = "released"
+                assert phase == "released" or time.monotonic() < deadline, (phase, executor.report())
+            report = executor.report()
+        finally:
+            executor.close()
+            clean(probe)
+    assert sorted(task.key for task in done) == [task.key for task in tasks]
+    assert all(task.failure is None for task in done)
+    a, b = report["pools"]["a"], report["pools"]["b"]
+    # b retired an idle actor after the swap, a grew after it; every pool's actors are what the moves made
+    assert b["retired"] > swapped[0] and a["grown"] > swapped[1], report
+    assert all(pool["actors"] == 1 + pool["grown"] - pool["retired"] for pool in (a, b)), report
+
+
 def test_a_lost_worker_node_costs_one_retry_of_its_samples_and_the_run_ends_with_every_key(
         cluster, world, probe, tmp_path):
     clean(probe)
@@ -226,7 +296,8 @@ def test_gpu_pools_are_sized_per_node_and_grow_onto_a_gpu_node_that_joins_mid_ru
 
 def test_losing_the_head_node_ends_the_run_with_one_line_and_the_rerun_resumes(cluster, world, probe, tmp_path):
     """Last in the file: it takes the cluster's head away. Three samples committed by a first run, the rest
-    held when the head goes; the run ends in one line (exit 2), and a rerun on another Ray skips the three."""
+    held when the head goes; the run ends in one line (exit 2), and a rerun (in this process, sequential) runs
+    only the other five."""
     clean(probe)
     out = tmp_path / "out"
     first = build(world, out, cluster, probe, "dataset.limit=3")
@@ -246,11 +317,10 @@ def test_losing_the_head_node_ends_the_run_with_one_line_and_the_rerun_resumes(c
     assert [line for line in err.splitlines() if not line.startswith("[finsta] ")] == [
         line for line in err.splitlines() if line.startswith("error: lost the Ray head node at ")], err
     assert len(open_dataset(out)) == 3
-    again = subprocess.run([sys.executable, "cli.py", "build-sgs", "--dataset", "synthetic", "--data-root", str(world),
-                            "--out", str(out), "--num-cpus", "2", "--quiet", "--detector", "cluster_probe_double",
-                            "--set", "run.stage_timeout_s=3600"], cwd=REPO, capture_output=True, text=True,
-                           timeout=slow(600), env={**os.environ, "FINSTA_PLUGINS": DOUBLES,
-                                                   "FINSTA_TEST_PROBE_DIR": str(probe)})
-    assert again.returncode == 0, again.stderr
-    assert "skipped 3 committed before" in again.stdout, again.stdout
+    # the rerun in this process on the sequential executor (no Ray: the head is gone; how the rerun executes
+    # does not change what resuming is, the store and the plan decide it)
+    again = run_build(apply_overrides(BuildConfig(), ["dataset.name=synthetic", f"dataset.data_root={world}",
+                                                      "detect.name=cluster_probe_double", "run.stage_timeout_s=3600",
+                                                      "run.executor=sequential", "run.quiet=true"]), out)
+    assert (again.skipped_committed, again.to_run, again.committed) == (3, VIDEOS - 3, VIDEOS)
     assert len(open_dataset(out)) == VIDEOS
