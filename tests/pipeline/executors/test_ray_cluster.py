@@ -24,7 +24,7 @@ import pytest
 from pipeline.build import run_build
 from pipeline.config import BuildConfig, apply_overrides
 from pipeline.plan import Pool
-from pipeline.stop import StopSignals
+from schemas.stop import StopSignals
 from pipeline.synthetic.generate import generate
 from schemas.store import open_dataset
 from stages.base import Resources, VideoTask
