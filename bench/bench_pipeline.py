@@ -134,19 +134,30 @@ def steady_pipeline(manifest: str, engine: str) -> None:
     print(json.dumps({"frames": frames, "wall_s": time.perf_counter() - started, "cpu_s": child_cpu_seconds() - cpu}))
 
 
-def real_videos(repeats: int, engines: tuple[str, ...]) -> None:
-    """The ../shared clips through build-sgs with each ssd engine, and the bare detector (see module doc)."""
+def shared_clips() -> list[str]:
+    """The ../shared clips (``$FINSTA_SHARED/data/videos/*.mp4``), sorted; exits in one line when there are none."""
     import os
     shared = Path(os.environ.get("FINSTA_SHARED", REPO / ".." / "shared")) / "data" / "videos"
     clips = sorted(str(p) for p in shared.glob("*.mp4"))
     if not clips:
         raise SystemExit(f"no clips in {shared}: set FINSTA_SHARED")
+    return clips
+
+
+def clip_line(video: str, key: str) -> str:
+    """One manifest line for a ../shared clip: its key, its path and a caption naming the clip."""
+    return json.dumps({"id": key, "video": video, "captions": [
+        {"text": f"objects seen in {Path(video).stem.replace('-', ' ')}", "start": 0.0, "end": 5.0}]}) + "\n"
+
+
+def real_videos(repeats: int, engines: tuple[str, ...]) -> None:
+    """The ../shared clips through build-sgs with each ssd engine, and the bare detector (see module doc)."""
+    import os
+    clips = shared_clips()
     work = Path(tempfile.mkdtemp(prefix="finsta-bench-real-"))
     try:
         manifest = work / "clips.jsonl"
-        manifest.write_text("".join(json.dumps({"id": Path(c).stem, "video": c, "captions": [
-            {"text": f"objects seen in {Path(c).stem.replace('-', ' ')}", "start": 0.0, "end": 5.0}]}) + "\n"
-            for c in clips))
+        manifest.write_text("".join(clip_line(c, Path(c).stem) for c in clips))
         runs: dict[str, list] = {engine: [] for engine in engines}
         bare: dict[str, list] = {engine: [] for engine in engines}
         steady: dict[str, list] = {engine: [] for engine in engines}
@@ -174,10 +185,7 @@ def real_videos_ray(repeats: int) -> None:
     """The ../shared clips through build-sgs on Ray with balanced pools, 3 and 9 videos, the bare detector and
     the steady in-process pipeline (see module doc)."""
     import os
-    shared = Path(os.environ.get("FINSTA_SHARED", REPO / ".." / "shared")) / "data" / "videos"
-    clips = sorted(str(p) for p in shared.glob("*.mp4"))
-    if not clips:
-        raise SystemExit(f"no clips in {shared}: set FINSTA_SHARED")
+    clips = shared_clips()
     work = Path(tempfile.mkdtemp(prefix="finsta-bench-real-ray-"))
     try:
         rounds = []
@@ -185,9 +193,7 @@ def real_videos_ray(repeats: int) -> None:
             result = {"load": round(os.getloadavg()[0], 2)}
             for copies in (1, 3):
                 manifest = work / f"clips{copies}.jsonl"
-                manifest.write_text("".join(json.dumps({"id": f"{Path(c).stem}-{i}", "video": c, "captions": [
-                    {"text": f"objects seen in {Path(c).stem.replace('-', ' ')}", "start": 0.0, "end": 5.0}]}) + "\n"
-                    for i in range(copies) for c in clips))
+                manifest.write_text("".join(clip_line(c, f"{Path(c).stem}-{i}") for i in range(copies) for c in clips))
                 out = work / f"out{copies}"
                 built = run(["build-sgs", "--dataset", "manifest", "--data-root", str(manifest), "--out", str(out),
                              "--quiet", "--executor", "ray", "--workers", "0", "--num-cpus", "2", "--overwrite"])
