@@ -17,8 +17,11 @@ a stop must be clean at any moment. So the driver talks to its actors itself:
   completion is observed with ``ray.wait`` (at most a second apart, so
   heartbeats, signals and deadlines are seen; every finished call's value in
   one ``ray.get``), so the driver always knows which stage a batch is in: a
-  call past its stage's budget (``Pool.time_budgets`` × its samples) gets the actor killed
-  (``ray.kill``) and restarted; an actor that died (OOM killer, segfault,
+  call past its stage's budget (``Pool.time_budgets`` × a batch's samples; a
+  call carrying several batches: plus the others' expected time, so a hang
+  is stopped on its sample's own budget) gets the actor killed
+  (``ray.kill``) and restarted, and its pool's calls carry one batch until
+  its pace is quick again; an actor that died (OOM killer, segfault,
   node lost) shows as an error on that call. The batch's samples are then
   retried alone (a batch of several is split, uncharged, to find the culprit);
   the other batches queued on that actor are requeued without charge.
@@ -84,6 +87,7 @@ BALANCE_S = 5.0      # how often CPU pools sized by the cluster (run.workers=0) 
 GROW_SHARE = 0.7     # a pool at least this busy (the last BALANCE_S window) is the bottleneck worth an actor
 CALL_S = 0.05        # a call should last at least this long: a pool whose samples are quicker gets several batches
 MAX_BUNDLE = 16      # per call (each actor call costs the driver ~0.5 ms of CPU whatever it carries)
+OVERRUN = 4.0        # a bundled call's other batches may take this many times the pool's pace (see _deadline)
 
 
 class _PoolWorker:
@@ -350,7 +354,7 @@ class RayExecutor:
         """Batches per call for ``pool``: 1, or for a pool whose samples take a few milliseconds (trivial stages,
         samples failing early) as many as fill :data:`CALL_S`, at most :data:`MAX_BUNDLE`: the driver's cost is
         per call, and tiny calls would make it the pipeline's bottleneck. The actor still runs each batch
-        alone; a call's time budget is the sum of its samples'."""
+        alone; a call is late after one batch's budget plus the others' expected time (:meth:`_deadline`)."""
         pace = self.pace.get(pool)
         if not pace:
             return 1
@@ -429,9 +433,15 @@ class RayExecutor:
         return max(0.01, soonest)
 
     def _deadline(self, slot: _Slot) -> float:
+        """When the head call is late: one batch's budget (``Pool.time_budgets`` × its samples), plus, for a
+        call carrying several batches, the others' expected time (:data:`OVERRUN` × the pool's pace, at most
+        their budgets): a sample that hangs in a bundle is stopped on its own budget, not on the bundle's sum."""
         call = slot.calls[0]
-        budget = self.pools[slot.pool].time_budgets[call.stage] * len(call.batch.origin)
-        return slot.head_started + budget + SLACK_S
+        pool = self.pools[slot.pool]
+        budget, samples = pool.time_budgets[call.stage], len(call.batch.origin)
+        one = min(samples, max(1, pool.batch_size))
+        others = (samples - one) * min(budget, OVERRUN * self.pace.get(slot.pool, budget))
+        return slot.head_started + budget * one + others + SLACK_S
 
     @staticmethod
     def _values(refs: list) -> list:
@@ -483,6 +493,9 @@ class RayExecutor:
         for slot in list(self.slots):
             if slot.calls and slot.ready_ref is None and now > self._deadline(slot):
                 call = slot.calls[0]
+                # the pool is slower than its pace said: its next calls carry one batch until it is quick again
+                late = (call.batch.busy_s + now - slot.head_started) / len(call.batch.origin)
+                self.pace[slot.pool] = max(self.pace.get(slot.pool, 0.0), late)
                 stage = self.pools[slot.pool].stage_names[call.stage]
                 budget = self.pools[slot.pool].time_budgets[call.stage]
                 out += self._lost(slot, TIMEOUT, f"{stage} ran longer than its budget of {budget:g}s per sample "

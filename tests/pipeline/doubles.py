@@ -19,6 +19,9 @@ whose weights are missing inside a worker. Never what a user runs; registered th
   ``$FINSTA_TEST_PROBE_DIR/detected-<pid>.txt`` per video and waits while ``$FINSTA_TEST_PROBE_DIR/hold`` exists.
 * ``progress_probe_double`` detector: the ``color`` detector that appends a line to
   ``$FINSTA_TEST_PROBE_DIR/detected-<pid>.txt`` per video, so a test can tell how far a run got.
+* :class:`HangOnKeyStageDouble` (a whole stage, in :func:`hang_on_key_pool`): returns its batch at once,
+  except on the sample keyed :data:`HANG_KEY`, where it writes ``$FINSTA_TEST_PROBE_DIR/hang-<pid>.json``
+  and never returns.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.plan import Pool
 from schemas.errors import UserError
 from stages.detectors.color import ColorDetector
 from stages.registry import DETECTORS, LINK_SCORERS
@@ -162,3 +166,39 @@ class ClusterProbeDetectorDouble(GpuProbeDetectorDouble):
         while (folder / "hold").exists() and time.monotonic() - waited < 600:   # the test moves nodes meanwhile
             time.sleep(0.05)
         return super().detect(images)
+
+
+HANG_KEY = "stuck"   # the sample the hang-on-key stage double never returns from
+
+
+class HangOnKeyStageDouble:
+    """Test double for a whole stage, quick as a trivial one: returns its batch at once, except that on the
+    sample keyed :data:`HANG_KEY` it writes ``$FINSTA_TEST_PROBE_DIR/hang-<pid>.json`` (the wall time it
+    started to hang) and never returns."""
+
+    name = "hang_on_key"
+
+    def setup(self) -> None:
+        pass
+
+    def process_batch(self, tasks):
+        if any(task.key == HANG_KEY for task in tasks):
+            path = _probe_file("hang")
+            if path is not None:
+                path.write_text(json.dumps({"started": time.time()}))
+            time.sleep(3600)
+        return tasks
+
+
+def hang_on_key_pool(workers: int, budget_s: float):
+    """A planned pool of :class:`HangOnKeyStageDouble` (batch 1): drives the Ray executor without the catalog."""
+    from stages.base import Resources
+
+    return HangOnKeyPool(name="hang_on_key", stage_names=["hang_on_key"], sections=[None],
+                         resources=Resources(cpus=1.0), batch_size=1, workers=workers, drop_images_after=None,
+                         images_leave=False, time_budgets=[budget_s])
+
+
+class HangOnKeyPool(Pool):
+    def build(self):
+        return [HangOnKeyStageDouble()]

@@ -382,3 +382,51 @@ def test_the_busiest_cpu_pool_grows_on_a_free_cpu_or_takes_one_from_a_pool_half_
     assert choose_move({0: 0.95, 1: 0.3}, {0: 1, 1: 1}, 0.0, {0: 1.0, 1: 1.0}) is None     # its last actor stays
     assert choose_move({0: 0.95, 1: 0.6}, {0: 1, 1: 3}, 0.0, {0: 1.0, 1: 1.0}) is None     # not half as busy
     assert choose_move({0: GROW_SHARE / 2, 1: 0.1}, {0: 1, 1: 2}, 4.0, {0: 1.0, 1: 1.0}) is None   # no bottleneck
+
+
+@pytest.mark.slow
+def test_a_sample_that_hangs_in_a_call_of_several_batches_is_stopped_on_its_own_budget(tmp_path, monkeypatch):
+    """Quick samples travel 16 batches to an actor call (``_bundle``); one of them hangs. The call must be
+    stopped about one sample's budget after the hang began, as the same sample is when it runs alone (its
+    retry, in the same run: the reference), not after the 16 samples' budgets summed."""
+    from pipeline.executors import TIMEOUT
+    from pipeline.executors import ray as executor_module
+    from schemas.stop import StopSignals
+    from stages.base import VideoTask
+    from tests.pipeline.doubles import HANG_KEY, hang_on_key_pool
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    monkeypatch.setenv("FINSTA_TEST_PROBE_DIR", str(probe))
+    monkeypatch.setattr(executor_module, "CALL_S", 3600.0)   # every call carries MAX_BUNDLE once the pace is known
+    monkeypatch.setattr(executor_module, "SLACK_S", 1.0)     # in both stops alike: shorter only
+    stopped = []   # (wall time, samples in the stopped call) per call stopped for its time
+    real_lost = executor_module.RayExecutor._lost
+
+    def lost(self, slot, reason, message):
+        if reason == TIMEOUT:
+            stopped.append((time.time(), len(slot.calls[0].batch.origin)))
+        return real_lost(self, slot, reason, message)
+
+    monkeypatch.setattr(executor_module.RayExecutor, "_lost", lost)
+    budget = slow(2)   # a quick sample's call, at this machine's pace, stays well within it
+    keys = [f"q{i:03d}" for i in range(120)]
+    keys.insert(80, HANG_KEY)   # after the first calls measured the pool's pace
+    tasks = [VideoTask(key=key, source="test", video_id=key, video_path=__file__) for key in keys]
+    cfg = apply_overrides(BuildConfig(), ["run.num_cpus=2", "run.max_sample_retries=0"])
+    with StopSignals() as stop:
+        executor = executor_module.RayExecutor([hang_on_key_pool(2, budget)], cfg, stop)
+        try:
+            done = [task for task in executor.run(tasks) if task is not None]
+        finally:
+            executor.close()
+    assert sorted(task.key for task in done) == sorted(keys)
+    [failure] = [task.failure for task in done if task.failure is not None]
+    assert (failure.key, failure.stage, failure.error_type) == (HANG_KEY, "hang_on_key", TIMEOUT)
+    hangs = sorted(json.loads(path.read_text())["started"] for path in probe.glob("hang-*.json"))
+    assert len(hangs) == 2 and len(stopped) == 2   # in a call of several batches, then alone (charged)
+    (bundled_at, bundled), (alone_at, alone) = stopped
+    assert bundled > 1 and alone == 1
+    bundled_s, alone_s = bundled_at - hangs[0], alone_at - hangs[1]
+    # before: the bundle was stopped after its 16 budgets (15 more than alone); now within a fraction of one
+    assert bundled_s - alone_s < budget / 2, (bundled_s, alone_s)
