@@ -43,6 +43,9 @@ of birth (first frame, then detection order), so ids are deterministic.
    frames, an ImageNet classifier looks at a few crops of each track whose label
    belongs to a COCO kind (furniture, vehicle…) and may choose another label of
    that kind ("chair" → "dining table"); the track and its detections take it.
+   A thing that changes place only when carried ("cell phone") seen moving by
+   itself, in a still picture, takes the label of like self-moving tracks of its
+   shot ("car"; rules 4-5 there).
 
 Example::
 
@@ -62,7 +65,7 @@ from schemas.errors import UserError
 from schemas.records import Attribute, Detection, Track
 from stages.base import Stage, VideoTask
 from stages.geometry import iou_matrix
-from stages.label_check import KIND_OF, LabelCheckConfig, LabelChecker
+from stages.label_check import KIND_OF, LabelCheckConfig, LabelChecker, TrackBoxes, kind_from_motion
 
 _FORBIDDEN = 1e6
 
@@ -305,6 +308,26 @@ class TrackStage(Stage):
             crops = [crop_box(task.images[d.frame], d.box, self.cfg.labels.margin)
                      for d in (task.dsg.detections[i] for i in best) if d.frame < len(task.images)]
             track.label = self.checker.check_label(track.label, crops) or track.label
+        self.check_kinds(task, members, tracks)
+
+    def check_kinds(self, task: VideoTask, members: dict[int, list[int]], tracks: list[Track]) -> None:
+        """Rules 4-5 of :mod:`stages.label_check`: a carried thing seen moving by itself takes the label of
+        like self-moving tracks of its shot."""
+        detections = task.dsg.detections
+        shots = task.dsg.frame_shots() if task.dsg.shots else [0] * len(task.dsg.frames)
+        frame_boxes: dict[int, list] = defaultdict(list)
+        person_boxes: dict[int, list] = defaultdict(list)
+        for track in tracks:
+            for i in members[track.id]:
+                frame_boxes[detections[i].frame].append(detections[i].box)
+                if track.label == "person":
+                    person_boxes[detections[i].frame].append(detections[i].box)
+        views = [TrackBoxes(track.label, shots[track.first_frame], *map(list, zip(*(
+            (detections[i].frame, detections[i].box, detections[i].score) for i in members[track.id]))))
+            for track in tracks]
+        for position, label in kind_from_motion(views, frame_boxes, person_boxes, task.images,
+                                                self.cfg.labels).items():
+            tracks[position].label = label
 
     def process_one(self, task: VideoTask) -> VideoTask:
         ids, tracks = self.tracker.track(task.dsg.detections, task.detection_features,

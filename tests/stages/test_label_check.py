@@ -1,4 +1,5 @@
-"""The label check's vote on constructed classifier outputs; the real classifier on the ../shared table."""
+"""The label check's vote on constructed classifier outputs; the real classifier on the ../shared table; the kind
+from motion (rules 4-5) on constructed frames and on the ../shared car clip's top-down cars."""
 import os
 import subprocess
 from pathlib import Path
@@ -9,11 +10,13 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
-from stages.label_check import KIND_OF, SUPERCATEGORIES, LabelCheckConfig, label_columns, vote
+from stages.label_check import (KIND_OF, SUPERCATEGORIES, LabelCheckConfig, TrackBoxes, kind_from_motion,
+                                label_columns, vote)
 from stages.track import TrackConfig, TrackStage
 
 SHARED = Path(os.environ.get("FINSTA_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
 PEOPLE = SHARED / "data" / "videos" / "one-by-one-person-detection.mp4"
+CARS = SHARED / "data" / "videos" / "car-detection.mp4"
 GROUPS = ["table", "chair", "car", "phone", "bottle"]
 COLUMNS = label_columns(GROUPS)
 CFG = LabelCheckConfig()
@@ -86,3 +89,59 @@ def test_the_high_table_ssd_calls_a_chair_becomes_a_dining_table():
         d.label, d.track_id = "chair", -1
     TrackStage(TrackConfig(labels=LabelCheckConfig(enabled=False))).process_batch([task])
     assert [t.label for t in task.dsg.tracks] == ["chair"]
+
+
+def _textured(seed: int, shift: int = 0) -> np.ndarray:
+    """A 90×160 grey-noise picture (a camera moved by ``shift`` pixels sideways when non-zero)."""
+    base = np.random.default_rng(seed).integers(0, 255, (90, 200), np.uint8)
+    return np.repeat(base[:, 20 + shift:180 + shift, None], 3, axis=2)
+
+
+def _kind_case(phone_moves=True, camera_moves=False, person_touches=False, car_alike=True):
+    """A 'cell phone' moving up the picture (frames 0-1), a 'cell phone' and a 'car' of its size on frame 3
+    (or a small car); what :func:`kind_from_motion` makes of them."""
+    images = [_textured(0, shift=8 * f if camera_moves else 0) for f in range(4)]
+    first, second = (0.4, 0.5, 0.6, 0.95), (0.4, 0.1, 0.6, 0.55) if phone_moves else (0.41, 0.5, 0.61, 0.95)
+    car = (0.1, 0.4, 0.3, 0.85) if car_alike else (0.1, 0.4, 0.15, 0.5)
+    tracks = [TrackBoxes("cell phone", 0, [0, 1], [first, second], [0.9, 0.9]),
+              TrackBoxes("cell phone", 0, [3], [(0.6, 0.4, 0.8, 0.85)], [0.9]),
+              TrackBoxes("car", 0, [3], [car], [0.8])]
+    frame_boxes = {0: [first], 1: [second], 3: [(0.6, 0.4, 0.8, 0.85), car]}
+    person = {1: [(0.3, 0.0, 0.45, 0.3)]} if person_touches else {}
+    return kind_from_motion(tracks, frame_boxes, person, images, CFG)
+
+
+def test_a_carried_thing_moving_by_itself_takes_the_label_of_like_self_moving_tracks():
+    assert _kind_case() == {0: "car", 1: "car"}          # both phones: the still one is alike the moving one
+    assert _kind_case(phone_moves=False) == {}            # it did not move: nothing refutes "cell phone"
+    assert _kind_case(camera_moves=True) == {}            # the whole picture moved: the camera, not the object
+    assert _kind_case(person_touches=True) == {}          # a person may carry it
+    assert _kind_case(car_alike=False) == {}              # no like self-moving track: no label to give
+    with pytest.raises(UserError, match="track.labels"):
+        LabelCheckConfig(alike=0.9)
+
+
+@pytest.mark.skipif(not CARS.is_file(), reason="../shared clips absent")
+def test_the_top_down_cars_ssd_calls_phones_and_remotes_become_cars():
+    # SSD's boxes and labels on the car clip (sampled at 1 fps): a white car crossing at 6-7 s ("cell phone"),
+    # a red car at 16-18 s ("truck", then "car") beside a silver one at 17 s ("cell phone"), a white car at 27 s
+    # ("remote").
+    found = {6: [((0.37, 0.29, 0.61, 0.98), "cell phone", 0.99)], 7: [((0.35, 0.0, 0.52, 0.5), "cell phone", 0.98)],
+             16: [((0.42, 0.51, 0.67, 1.0), "truck", 0.8)],
+             17: [((0.11, 0.37, 0.34, 1.0), "cell phone", 0.95), ((0.42, 0.12, 0.62, 0.74), "car", 0.8)],
+             18: [((0.38, 0.01, 0.55, 0.36), "car", 0.61)], 27: [((0.16, 0.39, 0.41, 1.0), "remote", 0.98)]}
+    # Sampled at 1 fps from 6 s to 27 s as a build does; the frames without a box are blank (nothing reads them).
+    seconds = list(range(6, 28))
+    frames = [Frame(s * 30, float(s)) for s in seconds]
+    detections = [Detection(k, box, label, score) for k, s in enumerate(seconds) for box, label, score in found.get(s, [])]
+    pictures = dict(zip(sorted(found), _frames_at(CARS, sorted(found))))
+    images = [pictures.get(s, np.zeros((432, 768, 3), np.uint8)) for s in seconds]
+    dsg = DynamicSceneGraph("cars", VideoMeta(str(CARS), 30.0, 30.0, 768, 432, "h264"), frames, detections)
+    # Stand-in for the detector's RoI features (the tracker's cosine term): one direction per car.
+    car_of = [0, 0, 1, 2, 1, 1, 3]
+    features = np.eye(4, dtype=np.float32)[car_of]
+    task = VideoTask("cars", "t", "cars", str(CARS), dsg=dsg, images=images, frames=frames,
+                     detection_features=features)
+    TrackStage(TrackConfig()).process_batch([task])
+    assert task.failure is None
+    assert len(task.dsg.tracks) == 5 and {t.label for t in task.dsg.tracks} == {"car"}
