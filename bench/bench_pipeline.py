@@ -5,7 +5,7 @@ Prints one JSON object:
 * ``videos_per_hour`` (Ray, 2 CPUs) and per-stage time shares;
 * ``ray_overhead``: Ray wall time / plain sequential loop over the same stages,
   both pinned to 1 core (``taskset``), target ≤ 1.2. Ray's own processes (GCS,
-  raylet, agents, Ray Data's executor and helper actors) share that core, so
+  raylet, agents, the driver's scheduler) share that core, so
   this is the CPU cost of orchestration;
 * ``ray_overhead_2cpu``: the same two runs (1 worker) with both cores
   available: the wall-time cost a user of a small machine sees;
@@ -20,7 +20,7 @@ Usage::
 
     python bench/bench_pipeline.py [--videos 200] [--rss-videos 50,500]
     python bench/bench_pipeline.py --real [--repeats 3] [--engines opencv,openvino]
-    python bench/bench_pipeline.py --real --executor ray [--repeats 3]
+    python bench/bench_pipeline.py --real --executor ray [--repeats 3] [--set KEY=VALUE ...]
 
 ``--real``: the three ../shared clips (``$FINSTA_SHARED``, default ../shared)
 through ``build-sgs --dataset manifest`` with the defaults, sequential executor
@@ -50,6 +50,16 @@ result" does not mark the end of start-up). The bare detector runs on the clips'
 as above; ``pipeline_vs_bare_detector`` = steady pipeline frames/s ÷ bare detector frames/s. Each repeat
 also measures ``pipeline_vs_bare_detector_steady_cpu`` as above (the ceiling the wall ratio can reach
 while the detector alone keeps both cores busy).
+Each Ray build's CPU is sampled from /proc for the whole process tree (the driver, the ``_PoolWorker``
+actors with their ffmpeg children, Ray's own processes: GCS, raylet, agents);
+``ray_steady_cpu_s_per_frame`` per kind is the difference of the two builds per frame (start-up cancels),
+``ray_vs_in_process_cpu_per_frame`` its total ÷ the steady in-process pipeline's (what running under Ray
+costs in CPU) and ``ray_vs_bare_detector_steady_cpu`` the Ray path's frames per CPU-second ÷ the bare
+detector's: unlike the wall ratios, these hold under load. ``ray_vs_in_process_frames_per_s``: the
+Ray path's steady frames/s ÷ the in-process run's (the sequential executor once its models are loaded). ``result_bytes_per_frame`` (steady run): each
+finished task pickled, per frame: what Ray's store carries from an actor to the driver on CPU, where one
+pool runs every stage and frames never leave their actor. ``--set KEY=VALUE`` (repeatable) applies to the
+Ray builds (e.g. ``detect.ssd.threads=1``).
 The wall figures need a machine whose load holds steady through a repeat: the 3- and 9-video builds and
 the bare detector run one after another, so a start-up slowed by a load change does not cancel (at load
 1.2 rising to 7.7 one repeat gave 1.09 and the next 5.3); the steady-CPU ratio does not depend on it.
@@ -58,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -126,12 +137,19 @@ def steady_pipeline(manifest: str, engine: str) -> None:
     todo = list(build_dataset(cfg.dataset).tasks())
     started, cpu = time.perf_counter(), child_cpu_seconds()
     frames = 0
+    done = []
     for task in todo:
         [task] = run_stages(stages, [task], pool.drop_images_after)
         if task.failure is not None:
             raise SystemExit(f"{task.key}: {task.failure}")
         frames += len(task.frames)
-    print(json.dumps({"frames": frames, "wall_s": time.perf_counter() - started, "cpu_s": child_cpu_seconds() - cpu}))
+        done.append(task)
+    wall, cpu = time.perf_counter() - started, child_cpu_seconds() - cpu
+    # what Ray moves per frame on CPU (one pool): each finished task, pickled, from its actor to the driver
+    # (the frames stay in the actor; the driver's input tasks are a few hundred bytes)
+    import pickle
+    result_bytes = sum(len(pickle.dumps(task, protocol=5)) for task in done)
+    print(json.dumps({"frames": frames, "wall_s": wall, "cpu_s": cpu, "result_bytes_per_frame": result_bytes / frames}))
 
 
 def shared_clips() -> list[str]:
@@ -181,35 +199,48 @@ def real_videos(repeats: int, engines: tuple[str, ...]) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def real_videos_ray(repeats: int) -> None:
+def real_videos_ray(repeats: int, settings: list[str]) -> None:
     """The ../shared clips through build-sgs on Ray with balanced pools, 3 and 9 videos, the bare detector and
-    the steady in-process pipeline (see module doc)."""
-    import os
+    the steady in-process pipeline (see module doc); ``settings``: ``--set`` assignments for the Ray builds."""
     clips = shared_clips()
     work = Path(tempfile.mkdtemp(prefix="finsta-bench-real-ray-"))
+    extra = [arg for setting in settings for arg in ("--set", setting)]
     try:
         rounds = []
         for repeat in range(repeats):
-            result = {"load": round(os.getloadavg()[0], 2)}
+            result = {"load": os.getloadavg()}
             for copies in (1, 3):
                 manifest = work / f"clips{copies}.jsonl"
                 manifest.write_text("".join(clip_line(c, f"{Path(c).stem}-{i}") for i in range(copies) for c in clips))
                 out = work / f"out{copies}"
                 built = run(["build-sgs", "--dataset", "manifest", "--data-root", str(manifest), "--out", str(out),
-                             "--quiet", "--executor", "ray", "--workers", "0", "--num-cpus", "2", "--overwrite"])
+                             "--quiet", "--executor", "ray", "--workers", "0", "--num-cpus", "2", "--overwrite",
+                             *extra], tree_cpu=True)
                 stats = json.loads((out / "stats.json").read_text())
                 result[copies] = {"wall_s": round(built["wall_s"], 2), "videos": built["samples"],
-                                  "frames": stats["stages"]["decode"]["frames"], "cluster": stats.get("cluster")}
+                                  "frames": stats["stages"]["decode"]["frames"], "cpu_s": built["tree_cpu_s"],
+                                  "cluster": stats.get("cluster")}
             result["bare"] = run(["openvino", *clips], mode="--bare")
             result["steady"] = run(["openvino", str(work / "clips1.jsonl")], mode="--steady")
-            steady = (result[3]["frames"] - result[1]["frames"]) / (result[3]["wall_s"] - result[1]["wall_s"])
+            frames = result[3]["frames"] - result[1]["frames"]
+            steady = frames / (result[3]["wall_s"] - result[1]["wall_s"])
             result["pipeline_frames_per_s_steady"] = round(steady, 3)
             result["bare_detector_frames_per_s"] = round(result["bare"]["frames"] / result["bare"]["wall_s"], 3)
             result["pipeline_vs_bare_detector"] = round(steady / result["bare_detector_frames_per_s"], 3)
             bare_cpu = result["bare"]["frames"] / result["bare"]["cpu_s"]
-            result["pipeline_vs_bare_detector_steady_cpu"] = round(
-                result["steady"]["frames"] / result["steady"]["cpu_s"] / bare_cpu, 3)
-            result["load_after"] = round(os.getloadavg()[0], 2)
+            in_process = result["steady"]["cpu_s"] / result["steady"]["frames"]
+            result["pipeline_vs_bare_detector_steady_cpu"] = round(1 / in_process / bare_cpu, 3)
+            # the Ray path's CPU per frame once started (9 − 3 videos: start-up cancels), by process kind
+            ray_cpu = {kind: round((result[3]["cpu_s"][kind] - result[1]["cpu_s"][kind]) / frames, 4)
+                       for kind in result[1]["cpu_s"]}
+            result["ray_steady_cpu_s_per_frame"] = ray_cpu
+            result["in_process_steady_cpu_s_per_frame"] = round(in_process, 4)
+            result["ray_vs_in_process_cpu_per_frame"] = round(ray_cpu["all"] / in_process, 3)
+            result["ray_vs_bare_detector_steady_cpu"] = round(1 / ray_cpu["all"] / bare_cpu, 3)
+            # the in-process steady run is the sequential executor once its models are loaded: one process
+            result["ray_vs_in_process_frames_per_s"] = round(
+                steady / (result["steady"]["frames"] / result["steady"]["wall_s"]), 3)
+            result["load_after"] = os.getloadavg()
             rounds.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
 
@@ -217,11 +248,15 @@ def real_videos_ray(repeats: int) -> None:
             return [min(r[key] for r in rounds), max(r[key] for r in rounds)]
 
         print(json.dumps({"benchmark": "build_sgs_real_videos_ray", "clips": [Path(c).name for c in clips],
-                          "repeats": repeats, "pipeline_frames_per_s_steady": span("pipeline_frames_per_s_steady"),
+                          "settings": settings, "repeats": repeats,
+                          "pipeline_frames_per_s_steady": span("pipeline_frames_per_s_steady"),
                           "bare_detector_frames_per_s": span("bare_detector_frames_per_s"),
                           "pipeline_vs_bare_detector": span("pipeline_vs_bare_detector"),
                           "pipeline_vs_bare_detector_steady_cpu": span("pipeline_vs_bare_detector_steady_cpu"),
-                          "target_pipeline_vs_bare": 0.85, "load": span("load"), "rounds": rounds}))
+                          "ray_vs_bare_detector_steady_cpu": span("ray_vs_bare_detector_steady_cpu"),
+                          "ray_vs_in_process_cpu_per_frame": span("ray_vs_in_process_cpu_per_frame"),
+                          "ray_vs_in_process_frames_per_s": span("ray_vs_in_process_frames_per_s"),
+                          "target_pipeline_vs_bare": 0.85, "rounds": rounds}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -261,14 +296,81 @@ def steady_seconds(run: dict) -> float:
     return run["wall_s"] - run["first_result_s"]
 
 
-def run(args: list[str], pin_one_core: bool = False, mode: str = "--child") -> dict:
+def run(args: list[str], pin_one_core: bool = False, mode: str = "--child", tree_cpu: bool = False) -> dict:
+    """A child of this script, its JSON line; ``tree_cpu``: plus ``tree_cpu_s``, the CPU seconds of the child and
+    every process below it (Ray's) by kind (:class:`TreeCpu`)."""
     command = [sys.executable, __file__, mode, *args]
     if pin_one_core:
         command = ["taskset", "-c", "0", *command]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0 or not done.stdout.strip():
-        raise SystemExit(f"bench run failed: {' '.join(command)}\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, text=True)
+        tree = TreeCpu(proc.pid) if tree_cpu else None
+        try:
+            while proc.poll() is None:
+                if tree is not None:
+                    tree.sample()
+                time.sleep(TreeCpu.EVERY_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0 or not stdout.strip():
+        raise SystemExit(f"bench run failed: {' '.join(command)}\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    if tree is not None:
+        result["tree_cpu_s"] = tree.seconds()
+    return result
+
+
+class TreeCpu:
+    """CPU seconds of a process and everything below it, sampled from /proc every :data:`EVERY_S` (a process's
+    last interval before it exits is missed): ``driver`` (the process itself, its own time), ``actors``
+    (``_PoolWorker`` processes, with the ffmpeg children they reaped; live ones are not counted again) and
+    ``ray`` (every other process: GCS, raylet, agents, idle workers)."""
+
+    EVERY_S = 0.1
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, root: int):
+        self.root = root
+        self.seen: dict[tuple[int, int], tuple[str, float]] = {}   # (pid, start) -> (kind, CPU s)
+        self.workers: set[int] = set()
+
+    def sample(self) -> None:
+        from schemas.reaper import _descendants
+
+        pids = {self.root: 0, **_descendants(self.root)}
+        self.workers |= {pid for pid in pids if pid != self.root and "_PoolWorker" in _cmdline(pid)}
+        workers = self.workers   # once seen: an exiting worker's command line is empty
+        for pid in pids:
+            try:
+                text = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            parent, start = int(fields[1]), int(fields[19])
+            if parent in workers:      # ffmpeg: in its worker's reaped time once it ends
+                continue
+            own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+            kind = "driver" if pid == self.root else "actors" if pid in workers else "ray"
+            seconds = (own + (reaped if kind == "actors" else 0)) / self.TICK
+            self.seen[(pid, start)] = (kind, max(seconds, self.seen.get((pid, start), ("", 0.0))[1]))
+
+    def seconds(self) -> dict:
+        total = {"driver": 0.0, "actors": 0.0, "ray": 0.0}
+        for kind, seconds in self.seen.values():
+            total[kind] += seconds
+        return {**{k: round(v, 2) for k, v in total.items()}, "all": round(sum(total.values()), 2)}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def build_args(data: Path, out: Path, executor: str, workers: int, num_cpus: int) -> list[str]:
@@ -287,10 +389,12 @@ def main() -> None:
                         help="--real, sequential: ssd engines to run (comma-separated)")
     parser.add_argument("--executor", choices=["sequential", "ray"], default="sequential",
                         help="--real: sequential per ssd engine, or ray with balanced pools (module doc)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="--real --executor ray: a config assignment for the Ray builds (repeatable)")
     options = parser.parse_args()
     if options.real:
         if options.executor == "ray":
-            real_videos_ray(options.repeats)
+            real_videos_ray(options.repeats, options.set)
         else:
             real_videos(options.repeats, tuple(options.engines.split(",")))
         return
