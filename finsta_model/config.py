@@ -64,6 +64,12 @@ class TrainConfig:
     # mean over c's TSG object/relation nodes of the best cosine with v's host slots; InfoNCE on it with this
     # weight (the caption's TSG units held fixed: the teacher is not moved), and `eval` reports it; 0 = off
     video_side_weight: float = 0.0
+    # box supervision of the object slots (needs host_slots > 0 and shards with cells; losses.slot_boxes): each
+    # video's slots are matched to its DSG tracks and each matched slot's attention over the host's cells is
+    # trained toward the cells its track's boxes cover, frame by frame; representation distillation then uses
+    # the same slot↔track pairs. The detector's boxes are read at training time only (the host reads none).
+    # Works with --no-sg too (boxes, no teacher); 0 = off
+    slot_box_weight: float = 0.0
     # videos without captions (`make-synthetic --uncaptioned N`, or any unannotated video build-sgs processed)
     # ride along in each batch, beyond its batch_size captioned ones, and train only the representation
     # distillation (their DSG is the target); needs rep_distill_weight > 0. False: they are skipped (the
@@ -128,11 +134,13 @@ class TrainConfig:
             raise UserError("batch_size must be ≥ 2: contrastive losses need negatives")
         for name in ("fine_grained_weight", "host_fine_weight", "distill_weight", "score_distill_weight",
                      "align_distill_weight", "node_distill_weight", "distill_temperature", "rep_distill_weight",
-                     "host_slots", "video_side_weight"):
+                     "host_slots", "video_side_weight", "slot_box_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be ≥ 0 (got {getattr(self, name)})")
         if self.video_side_weight and not self.host_slots:
             raise UserError("video_side_weight needs host_slots > 0: the video side of that score is the host's slots")
+        if self.slot_box_weight and not self.host_slots:
+            raise UserError("slot_box_weight needs host_slots > 0: it trains the slots' attention")
         if self.uncaptioned and not (self.use_sg and self.rep_distill_weight > 0):
             raise UserError("uncaptioned needs the SG branch and rep_distill_weight > 0: videos without captions "
                             "train only the representation distillation")

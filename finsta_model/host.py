@@ -27,7 +27,8 @@ user deploys (CLIP4Clip / X-CLIP-like):
   video's tokens in the late interaction's max (a caption word may match an
   object slot as the fine-grained score's nodes match tracks). Training
   teaches them the SG branch's track embeddings (docs/model.md,
-  "Representation distillation"); the host still reads host features only.
+  "Representation distillation") and, with ``slot_box_weight``, to look at the detector's boxes (their
+  attention over cells, ``HostVideo.slot_attention``); the host still reads host features only.
 
 Videos longer than ``max_frames`` are read at ``max_frames`` evenly spaced
 frames; captions' tokens past ``max_tokens`` are dropped. The host-only
@@ -80,6 +81,8 @@ class HostVideo:
                                 # [B, T] per video (-1: padding) when gathered over replicas
     slots: Optional[torch.Tensor] = None        # [B, S, d] normalised slot tokens (a host with slots)
     slot_states: Optional[torch.Tensor] = None  # [B, S, d] the slots before their head (what training distils)
+    slot_attention: Optional[torch.Tensor] = None  # [B, S, T·(1+P)] each slot's attention over the video's tokens
+                                                   # (mean over heads; zero at padding): slot_box_weight trains it
 
     def __len__(self) -> int:
         return int(self.pooled.shape[0])
@@ -131,17 +134,19 @@ class SlotReadout(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x [B, N, d]``, ``mask [B, N]`` → ``[B, S, d]``."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, N, d]``, ``mask [B, N]`` → the slots ``[B, S, d]`` and their attention over ``x``
+        ``[B, S, N]`` (mean over heads)."""
         b, n, d = x.shape
         s, h = self.queries.shape[0], self.heads
         q = self.q(self.norm_q(self.queries)).view(s, h, d // h).transpose(0, 1)            # [h, S, dh]
         k, v = self.kv(self.norm_x(x)).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)      # [B, h, N, dh]
         logits = (q[None] @ k.transpose(-1, -2)) * (d // h) ** -0.5                          # [B, h, S, N]
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
-        attn = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, s, d)
+        weights = logits.softmax(-1)                                                          # [B, h, S, N]
+        attn = (weights @ v).transpose(1, 2).reshape(b, s, d)
         slots = self.queries[None] + self.drop(self.out(attn))
-        return slots + self.drop(self.ffn(self.norm_ffn(slots)))
+        return slots + self.drop(self.ffn(self.norm_ffn(slots))), weights.mean(1)
 
 
 class Encoder(nn.Module):
@@ -217,10 +222,12 @@ class HostModel(nn.Module):
         tokens = F.normalize(self.video_token_out(h), dim=-1)
         # padding repeats the video's first token, so a max over tokens needs no mask (token 0 is always real)
         tokens = torch.where(token_mask[..., None], tokens, tokens[:, :1])
-        slot_states = self.slot_readout(h, token_mask) if self.slots else None
-        slots = F.normalize(self.slot_token_out(slot_states), dim=-1) if self.slots else None
+        slot_states = attention = slots = None
+        if self.slots:
+            slot_states, attention = self.slot_readout(h, token_mask)
+            slots = F.normalize(self.slot_token_out(slot_states), dim=-1)
         return HostVideo(pooled=pooled, tokens=tokens, mask=token_mask, cells=cells, frame_index=keep,
-                         slots=slots, slot_states=slot_states)
+                         slots=slots, slot_states=slot_states, slot_attention=attention)
 
     def text(self, captions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> HostText:
         """``captions [C, Dc]``, ``tokens [C, L, Dt]``, ``mask [C, L]`` → :class:`HostText`."""
@@ -303,6 +310,7 @@ def cat_videos(parts: list[HostVideo]) -> HostVideo:
                         for p in parts])
     slots = None if parts[0].slots is None else torch.cat([p.slots for p in parts])
     states = None if parts[0].slot_states is None else torch.cat([p.slot_states for p in parts])
+    attention = None if parts[0].slot_attention is None else _pad_cat([p.slot_attention for p in parts], 2)
     return HostVideo(pooled=torch.cat([p.pooled for p in parts]), tokens=tokens,
                      mask=_pad_cat([p.mask for p in parts], 1), cells=cells.pop(), frame_index=longest.frame_index,
-                     slots=slots, slot_states=states)
+                     slots=slots, slot_states=states, slot_attention=attention)

@@ -25,7 +25,8 @@ embeddings), :func:`score_distillation` (the Finsta score's rankings) and
 :func:`finsta_model.fine_grained.phrase_alignment` (node↔unit similarities as
 token↔cell targets), and :func:`representation_distillation` (what the DSG
 encoder produces — video, frame and track embeddings — as targets of the
-host's video embedding, frame tokens and object slots).
+host's video embedding, frame tokens and object slots); :func:`slot_boxes` teaches the slots where the
+detector's objects are (their attention over cells toward each track's boxes).
 """
 from __future__ import annotations
 
@@ -169,21 +170,63 @@ def match_slots(slots: torch.Tensor, tracks: torch.Tensor, track_video: torch.Te
             torch.from_numpy(np.concatenate(track_rows)).to(slots.device))
 
 
+def slot_boxes(attention: torch.Tensor, footprints: torch.Tensor, track_video: torch.Tensor, track_local: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Object slots taught where the detector's objects are (box supervision; the detector is needed at
+    training time only).
+
+    ``attention [B, S, T·(1 + P)]``: each slot's attention over its video's host tokens (frame-major, token 0
+    of a frame its pooled token, then its ``P`` cells); ``footprints [B, K, T, P]``: each track's box area per
+    host frame and cell (:func:`finsta_model.fine_grained.track_footprints`); track ``g`` of the batch is
+    ``footprints[track_video[g], track_local[g]]``. A track's target is its footprint normalised over the
+    frames and cells it covers (every frame it is seen in weighs the same). Each video's slots are
+    Hungarian-matched to its seen tracks on the cross-entropy ``-Σ target · log attention`` (the slot that
+    already looks there takes the track); the loss is that cross-entropy averaged over the matched pairs.
+    Returns ``(loss, slot_rows, track_rows)``: the pairs as ``(video·S + slot, track)`` indices, the matching
+    :func:`representation_distillation` then uses. Zero (and no pairs) when no track is seen."""
+    b, s, n = attention.shape
+    t, p = footprints.shape[2], footprints.shape[3]
+    if n != t * (1 + p):
+        raise ValueError(f"slot attention over {n} tokens does not fit {t} frames of 1 + {p} tokens")
+    log_cells = attention.view(b, s, t, 1 + p)[..., 1:].float().clamp_min(1e-9).log()            # [B, S, T, P]
+    mass = footprints.float().sum((2, 3))                                                       # [B, K]
+    target = footprints.float() / mass.clamp_min(1e-9)[..., None, None]
+    cost = -torch.einsum("bstp,bktp->bsk", log_cells, target)                                   # [B, S, K]
+    seen = (mass[track_video, track_local] > 0).cpu().numpy()
+    video, local = track_video.cpu().numpy(), track_local.cpu().numpy()
+    table = cost.detach().cpu().numpy()
+    slot_rows, track_rows = [], []
+    for v in np.unique(video[seen]):
+        mine = np.flatnonzero((video == v) & seen)
+        rows, cols = linear_sum_assignment(table[v][:, local[mine]])
+        slot_rows.append(v * s + rows)
+        track_rows.append(mine[cols])
+    if not slot_rows:
+        empty = torch.zeros(0, dtype=torch.long, device=attention.device)
+        return cost.new_zeros(()), empty, empty
+    slot_rows = torch.from_numpy(np.concatenate(slot_rows)).to(attention.device)
+    track_rows = torch.from_numpy(np.concatenate(track_rows)).to(attention.device)
+    loss = cost.flatten(0, 1)[slot_rows, track_local[track_rows]].mean()
+    return loss, slot_rows, track_rows
+
+
 def representation_distillation(video: torch.Tensor, teacher_video: torch.Tensor, frames: torch.Tensor,
                                 teacher_frames: torch.Tensor, slots: torch.Tensor | None, tracks: torch.Tensor,
-                                track_video: torch.Tensor, tau: float) -> torch.Tensor:
+                                track_video: torch.Tensor, tau: float,
+                                match: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The host taught what the SG branch's DSG encoder produces, not its scores (teacher held fixed):
 
     * each host video embedding ``[B, d]`` picks its video's DSG embedding among the batch's;
     * each host frame token ``[F, d]`` (real frames) its frame's DSG frame embedding among all frames of
       the batch (the same video's other frames included: where the objects are, moment by moment);
     * with object slots ``[B, S, d]``: the slots of each video are Hungarian-matched to its DSG tracks
-      (cosine), and each matched slot picks its track among every track of the batch (OSC's negatives).
+      (cosine), and each matched slot picks its track among every track of the batch (OSC's negatives);
+      ``match`` (``(slot_rows, track_rows)``, e.g. :func:`slot_boxes`' pairs) replaces that matching.
 
     The three terms are summed; a term without rows is zero."""
     loss = contrastive_distillation(video, teacher_video, tau) + contrastive_distillation(frames, teacher_frames, tau)
     if slots is not None and tracks.shape[0] > 1:
-        slot_rows, track_rows = match_slots(slots, tracks, track_video)
+        slot_rows, track_rows = match if match is not None else match_slots(slots, tracks, track_video)
         if len(slot_rows):
             logits = F.normalize(slots.flatten(0, 1)[slot_rows].float(), dim=-1) \
                 @ F.normalize(tracks.detach().float(), dim=-1).T / tau

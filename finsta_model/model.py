@@ -35,13 +35,13 @@ from torch import nn
 
 from finsta_model.adapter import SGAdapter
 from finsta_model.config import TrainConfig
-from finsta_model.fine_grained import (FineGrained, TextUnits, VideoUnits, node_distillation, phrase_alignment, unit_osc,
-                                       unit_ptc)
+from finsta_model.fine_grained import (FineGrained, TextUnits, VideoUnits, node_distillation, phrase_alignment,
+                                       track_footprints, track_slots, unit_osc, unit_ptc)
 from finsta_model.graphs import GraphBatch
 from finsta_model.gtrm import GTrm
 from finsta_model.host import HostModel, HostText, HostVideo
 from finsta_model.losses import (distillation, object_spatial_contrast, predicate_temporal_contrast,
-                                 representation_distillation, score_distillation, video_text_nce)
+                                 representation_distillation, score_distillation, slot_boxes, video_text_nce)
 from finsta_model.rgtrm import DSGEncoder, DSGEncoding
 from schemas.records import TEXT_NODE_KINDS
 
@@ -94,8 +94,11 @@ def gathered_host_video(v: HostVideo, gather: "Gather") -> HostVideo:
     index = v.frame_index[None].expand(b, -1) if v.frame_index.dim() == 1 else v.frame_index
     slots = None if v.slots is None else rows(v.slots)
     states = None if v.slot_states is None else rows(v.slot_states)
+    # [B, S, T·(1 + cells)], frame-major like the tokens: zero-padding whole frames at the end
+    attention = None if v.slot_attention is None else rows(v.slot_attention)
     return HostVideo(pooled=rows(v.pooled), tokens=torch.where(mask[..., None], tokens, tokens[:, :1]), mask=mask,
-                     cells=v.cells, frame_index=rows(index + 1) - 1, slots=slots, slot_states=states)
+                     cells=v.cells, frame_index=rows(index + 1) - 1, slots=slots, slot_states=states,
+                     slot_attention=attention)
 
 
 def gathered_dsg(d: DSGEncoding, gather: "Gather") -> DSGEncoding:
@@ -112,9 +115,10 @@ def no_videos(v: HostVideo, d: DSGEncoding) -> tuple[HostVideo, DSGEncoding]:
     width = v.pooled.shape[-1]
     slots = None if v.slots is None else empty(v.slots, 0, v.slots.shape[1], width)
     states = None if v.slot_states is None else empty(v.slot_states, 0, v.slot_states.shape[1], width)
+    attention = None if v.slot_attention is None else empty(v.slot_attention, 0, v.slot_attention.shape[1], 0)
     host = HostVideo(pooled=empty(v.pooled, 0, width), tokens=empty(v.tokens, 0, 0, width),
                      mask=v.mask.new_zeros((0, 0)), cells=v.cells, frame_index=v.frame_index.new_zeros((0, 0)),
-                     slots=slots, slot_states=states)
+                     slots=slots, slot_states=states, slot_attention=attention)
     dsg = DSGEncoding(nodes=d.nodes.new_zeros((0, width)), frames=d.frames.new_zeros((0, 0, width)),
                       memory=d.memory.new_zeros((0, 0, width)), video=d.video.new_zeros((0, width)),
                       tracks=d.tracks.new_zeros((0, width)))
@@ -289,8 +293,13 @@ class FinstaModel(nn.Module):
         cfg, tau = self.config, self.config.temperature
         host_t, host_v = encodings.host_text, encodings.host_video
         host_nce, host_scores = self._host_nce(batch, host_t, host_v)
-        if not cfg.use_sg:
-            return host_nce, {"nce": host_nce.detach(), "total": host_nce.detach()}   # the host is the model
+        box, match = self._slot_boxes(batch, host_v) if cfg.slot_box_weight else (None, None)
+        if not cfg.use_sg:   # the host is the model (with slot_box_weight: boxes at training time, no teacher)
+            parts = {"nce": host_nce.detach()}
+            if box is not None:
+                host_nce = host_nce + cfg.slot_box_weight * box
+                parts["slot_box"] = box.detach()
+            return host_nce, {**parts, "total": host_nce.detach()}
         video, text, nodes, enc = encodings.video, encodings.text, encodings.nodes, encodings.dsg
         video, text = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
         extra = None
@@ -303,6 +312,9 @@ class FinstaModel(nn.Module):
         nce = video_text_nce(video, text, batch.cap_video, batch.cap_neg_of, tau, extra)
         total = nce + host_nce
         parts = {"nce": nce.detach(), "host_nce": host_nce.detach()}
+        if box is not None:
+            total = total + cfg.slot_box_weight * box
+            parts["slot_box"] = box.detach()
         aligned = F.normalize(self.node_align(nodes), dim=-1)
         if cfg.use_osc:
             if self.uses_fine_grained:
@@ -339,7 +351,7 @@ class FinstaModel(nn.Module):
             total = total + cfg.align_distill_weight * align
             parts["align_distill"] = align.detach()
         if cfg.rep_distill_weight:
-            rep = self._rep_distill(batch, host_v, enc)
+            rep = self._rep_distill(batch, host_v, enc, match)
             total = total + cfg.rep_distill_weight * rep
             parts["rep_distill"] = rep.detach()
         if self.uses_video_side:
@@ -353,9 +365,22 @@ class FinstaModel(nn.Module):
         parts["total"] = total.detach()
         return total, parts
 
-    def _rep_distill(self, batch: GraphBatch, host_v: HostVideo, enc: DSGEncoding) -> torch.Tensor:
+    def _slot_boxes(self, batch: GraphBatch, host_v: HostVideo
+                    ) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, torch.Tensor]]]:
+        """The box supervision of the host's slots (:func:`slot_boxes`) and its slot↔track pairs (None
+        without cells: the term is then zero)."""
+        if host_v.cells == 0:
+            return host_v.pooled.new_zeros((), dtype=torch.float32), None
+        local, _ = track_slots(batch)
+        footprints = track_footprints(batch, host_v.cells, host_v.frame_index)
+        loss, slot_rows, track_rows = slot_boxes(host_v.slot_attention, footprints, batch.track_video, local)
+        return loss, (slot_rows, track_rows)
+
+    def _rep_distill(self, batch: GraphBatch, host_v: HostVideo, enc: DSGEncoding,
+                     match: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """The host's video embedding, frame tokens and slots vs the DSG's video, frame and track embeddings
-        (:func:`representation_distillation`); the teacher is held fixed."""
+        (:func:`representation_distillation`; ``match``: slot↔track pairs, e.g. the box supervision's, instead
+        of its cosine matching); the teacher is held fixed."""
         heads, tau = self.rep_heads, self.config.temperature
         b = len(host_v)
         frame_tokens = host_v.tokens.view(b, -1, 1 + host_v.cells, host_v.tokens.shape[-1])[:, :, 0]   # [B, T, d]
@@ -367,7 +392,7 @@ class FinstaModel(nn.Module):
         slots = None if host_v.slot_states is None else heads["slot"](host_v.slot_states)
         return representation_distillation(
             heads["video"](host_v.pooled), enc.video, heads["frame"](frame_tokens)[frame_ok],
-            teacher_frames[frame_ok], slots, enc.tracks, batch.track_video, tau)
+            teacher_frames[frame_ok], slots, enc.tracks, batch.track_video, tau, match)
 
     def _ptc(self, batch: GraphBatch, aligned: torch.Tensor, enc: DSGEncoding) -> torch.Tensor:
         """Predicate nodes of real captions vs true / shifted / other-video windows."""

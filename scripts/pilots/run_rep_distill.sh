@@ -6,6 +6,9 @@
 # Variant rep-unc: rep + the uncaptioned videos of UNC_SET (scripts/pilots/rep_uncaptioned.json; the
 # other variants skip them). The rep variants are exported with --video-sg-free: eval-host-val.json then
 # holds the exported host's and the exported video-side model's figures.
+# Variants box (rep + box supervision of the slots, scripts/pilots/rep_box.json) and box-only (the baseline +
+# box supervision, no teacher: scripts/pilots/slot_box.json --no-sg): the slots' attention trained toward the
+# detector's boxes at training time (TrainConfig.slot_box_weight); the exported hosts read no boxes.
 # Usage: scripts/pilots/run_rep_distill.sh WORK   (WORK holds sgs-train-11 and sgs-val, built as in docs/results.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,6 +33,8 @@ for seed in $SEEDS; do
       rep-unc) flags=(--config scripts/pilots/rep_uncaptioned.json); export_flags=(--video-sg-free)
                train_set=$UNC_SET ;;
       finsta) flags=(--config scripts/pilots/slots.json) ;;
+      box) flags=(--config scripts/pilots/rep_box.json); export_flags=(--video-sg-free) ;;
+      box-only) flags=(--config scripts/pilots/slot_box.json --no-sg) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
     if [[ ! -d $run/checkpoints/step-$(printf %07d "$STEPS") ]]; then    # a finished run is only evaluated

@@ -257,6 +257,44 @@ def test_representation_distillation_and_the_video_side_score_move_the_host_neve
         assert teacher and all(g.abs().max() < 1e-7 for g in teacher), f"{term} must not move the teacher"
 
 
+def test_slot_box_supervision_trains_the_slots_attention_with_or_without_the_teacher(small_dataset, monkeypatch):
+    from finsta_model.data import ShardStream, make_loader
+    from finsta_model.model import FinstaModel
+    stream = ShardStream(small_dataset, batch_size=6, seed=0)
+    batch = next(iter(make_loader(stream, 0)))
+    zero = {k: 0.0 for k in ("distill_weight", "score_distill_weight", "align_distill_weight", "node_distill_weight",
+                             "osc_weight", "ptc_weight")}
+    with pytest.raises(UserError, match="host_slots"):
+        TINY.replace(slot_box_weight=1.0).validate()
+    for use_sg in (True, False):
+        config = TINY.replace(dropout=0.0, host_slots=2, use_sg=use_sg, **zero)
+        torch.manual_seed(0)
+        boxes = FinstaModel(config.replace(slot_box_weight=1.0), stream.dims)
+        without = FinstaModel(config, stream.dims)
+        without.load_state_dict(boxes.state_dict())
+        loss, parts = boxes.losses(batch)
+        assert parts["slot_box"] > 0 and "slot_box" not in without.losses(batch)[1]
+        loss.backward()
+        without.losses(batch)[0].backward()
+        others = dict(without.named_parameters())
+        grad = {name: p.grad - (others[name].grad if others[name].grad is not None else 0)
+                for name, p in boxes.named_parameters() if p.grad is not None}
+        # the term reaches the slot queries and the cells the slots read; the teacher is never moved
+        assert grad["host.slot_readout.queries"].abs().sum() > 0 and grad["host.patch_in.1.weight"].abs().sum() > 0
+        teacher = [g for name, g in grad.items() if not name.startswith("host.")]
+        assert all(g.abs().max() < 1e-7 for g in teacher), use_sg
+    # with representation distillation the slots learn the embeddings of the tracks whose boxes they look at
+    config = TINY.replace(dropout=0.0, host_slots=2, rep_distill_weight=1.0, slot_box_weight=1.0, **zero)
+    model = FinstaModel(config, stream.dims)
+    seen = []
+    import finsta_model.model as model_module
+    original = model_module.representation_distillation
+    monkeypatch.setattr(model_module, "representation_distillation", lambda *a: seen.append(a[-1]) or original(*a))
+    model.losses(batch)
+    host_v = model.host_units(batch)[1]
+    assert seen and all(torch.equal(x, y) for x, y in zip(seen[0], model._slot_boxes(batch, host_v)[1]))
+
+
 def test_a_host_with_slots_trains_exports_and_evaluates_the_same(trained, small_dataset, tmp_path, capsys):
     import cli
     from dataclasses import replace

@@ -1,9 +1,10 @@
 """finsta_model.losses: representation distillation's slot matching and contrastive targets."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from finsta_model.losses import contrastive_distillation, match_slots, representation_distillation
+from finsta_model.losses import contrastive_distillation, match_slots, representation_distillation, slot_boxes
 
 
 def test_match_slots_pairs_each_track_with_its_most_similar_free_slot():
@@ -36,3 +37,30 @@ def test_representation_distillation_prefers_the_teacher_s_own_rows():
     representation_distillation(video, video, frames, frames, student, tracks.requires_grad_(True), track_video,
                                 0.1).backward()
     assert student.grad.abs().sum() > 0 and tracks.grad is None     # the teacher is held fixed
+
+
+def test_slot_boxes_match_each_track_to_the_slot_looking_at_its_box_and_pull_attention_there():
+    # one video, 2 frames of 1 pooled token + 4 cells; track 0 covers cell 1 in frame 0, track 1 cells 2-3 in frame 1
+    footprints = torch.zeros(1, 2, 2, 4)
+    footprints[0, 0, 0, 1] = 1.0
+    footprints[0, 1, 1, 2:] = 0.5
+    logits = torch.zeros(1, 3, 2, 5)
+    logits[0, 0, 1, 3] = 4.0        # slot 0 looks at track 1's box
+    logits[0, 2, 0, 2] = 4.0        # slot 2 at track 0's
+    attention = logits.flatten(2).softmax(-1).requires_grad_(True)
+    local = torch.tensor([0, 1])
+    loss, slot_rows, track_rows = slot_boxes(attention, footprints, torch.tensor([0, 0]), local)
+    assert sorted(zip(slot_rows.tolist(), track_rows.tolist())) == [(0, 1), (2, 0)]
+    loss.backward()
+    grad = attention.grad.view(3, 2, 5)
+    assert (grad[2, 0, 2] < 0) and (grad[0, 1, 3] < 0) and (grad[0, 1, 4] < 0)   # more attention there lowers it
+    assert grad[1].abs().sum() == 0 and grad[:, :, 0].abs().sum() == 0        # the free slot, pooled tokens: no target
+    # attention spread exactly like each box scores the targets' entropy (the least there is: 0 and ln 2, mean
+    # ln 2 / 2), lower than attention elsewhere; an unseen track is never matched
+    on_box = torch.zeros(1, 3, 2, 5)
+    on_box[0, 2, 0, 2], on_box[0, 0, 1, 3:] = 1.0, 0.5
+    on_box[0, 1, 0, 0] = 1.0
+    best = slot_boxes(on_box.flatten(2), footprints, torch.tensor([0, 0]), local)[0]
+    assert abs(float(best) - np.log(2) / 2) < 1e-5 and best < loss - 0.5
+    footprints[0, 1] = 0
+    assert slot_boxes(attention, footprints, torch.tensor([0, 0]), local)[2].tolist() == [0]
