@@ -1,13 +1,16 @@
 """What URL-video fingerprints cost the listing: ``Dataset.tasks()`` over a manifest of N ``s3://`` videos
-(one metadata request per video, ``URL_THREADS`` at a time, as build-sgs and its dry run list) against the
-same listing over an ActivityNet-style layout of the same N objects on S3 (the videos folder listed once:
-sizes and ETags come with the listing, no request per video).
+in one folder, as build-sgs and its dry run list: ``manifest`` (the folder's listing read as far as it pays,
+pipeline/datasets/url_versions.py) and ``manifest_heads`` (one metadata request per video, ``URL_THREADS``
+at a time: what every manifest video cost before, forced here with ``PAGE_COST`` out of reach), against
+the same listing over an ActivityNet-style layout of the same N objects on S3 (``folder``: the videos
+folder listed once, no request per video).
 
 Objects live on a local S3 server (moto's standalone server on 127.0.0.1, the test server; its own CPU is
 not counted, and on a loaded machine it is what bounds the wall time). Per round, both listings run,
 alternating which goes first; reported: wall time and this process's CPU time of each, their ratio
-(``ratio = folder listing wall / manifest wall``) and the load average. The load-independent figure is
-``cpu_per_url_ms`` (this process's CPU per URL video for the manifest's requests: boto3's per-request cost).
+(``ratio = manifest wall / manifest_heads wall``, ``cpu_ratio`` likewise by CPU, ``vs_folder`` = manifest
+wall / folder wall) and the load average. The load-independent figures are ``cpu_per_url_ms`` (this
+process's CPU per URL video: ``manifest`` and, as ``heads_cpu_per_url_ms``, ``manifest_heads``).
 
 Usage::
 
@@ -50,12 +53,17 @@ def write_inputs(work: Path, endpoint: str, videos: int) -> tuple[str, str]:
     return str(manifest), "s3://bench-urls/anet"
 
 
-def timed(cfg) -> tuple[float, float, int]:
-    from pipeline.datasets import build_dataset
-    wall, cpu = time.perf_counter(), time.process_time()
-    tasks = list(build_dataset(cfg).tasks())
+def timed(cfg, heads: bool = False) -> tuple[float, float, list]:
+    from pipeline.datasets import build_dataset, url_versions
+    page_cost, url_versions.PAGE_COST = url_versions.PAGE_COST, (1 << 62) if heads else url_versions.PAGE_COST
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        tasks = list(build_dataset(cfg).tasks())
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        url_versions.PAGE_COST = page_cost
     assert all(t.fingerprint and t.failure is None for t in tasks)
-    return time.perf_counter() - wall, time.process_time() - cpu, len(tasks)
+    return wall, cpu, [t.fingerprint for t in tasks]
 
 
 def main() -> None:
@@ -70,23 +78,29 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="finsta-bench-urls-") as work:
             manifest, root = write_inputs(Path(work), endpoint, args.videos)
             configs = {"manifest": DatasetConfig("manifest", data_root=manifest),
+                       "manifest_heads": DatasetConfig("manifest", data_root=manifest),
                        "folder": DatasetConfig("activitynet", data_root=root)}
+            order = list(configs)
             rounds = []
             for number in range(args.rounds):
                 load = os.getloadavg()[0]
-                figures = {}
-                for name in (("manifest", "folder") if number % 2 == 0 else ("folder", "manifest")):
-                    wall, cpu, count = timed(configs[name])
-                    assert count == args.videos
+                figures, prints = {}, {}
+                for name in order[number % 3:] + order[:number % 3]:   # each goes first once in 3 rounds
+                    wall, cpu, prints[name] = timed(configs[name], heads=name == "manifest_heads")
+                    assert len(prints[name]) == args.videos
                     figures[name] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+                assert prints["manifest"] == prints["manifest_heads"]   # the same fingerprints either way
                 rounds.append({"round": number, "load": round(load, 1), **figures,
-                               "ratio": round(figures["folder"]["wall_s"] / figures["manifest"]["wall_s"], 4),
-                               "cpu_per_url_ms": round(1000 * figures["manifest"]["cpu_s"] / args.videos, 2)})
+                               "ratio": round(figures["manifest"]["wall_s"] / figures["manifest_heads"]["wall_s"], 4),
+                               "cpu_ratio": round(figures["manifest"]["cpu_s"] / figures["manifest_heads"]["cpu_s"], 4),
+                               "vs_folder": round(figures["manifest"]["wall_s"] / figures["folder"]["wall_s"], 2),
+                               "cpu_per_url_ms": round(1000 * figures["manifest"]["cpu_s"] / args.videos, 2),
+                               "heads_cpu_per_url_ms": round(1000 * figures["manifest_heads"]["cpu_s"] / args.videos, 2)})
                 print(json.dumps(rounds[-1]), flush=True)
-            ratios = [r["ratio"] for r in rounds]
-            per_url = [r["cpu_per_url_ms"] for r in rounds]
-            print(json.dumps({"videos": args.videos, "ratio_range": [min(ratios), max(ratios)],
-                              "cpu_per_url_ms_range": [min(per_url), max(per_url)]}))
+            summary = {"videos": args.videos}
+            for name in ("ratio", "cpu_ratio", "vs_folder", "cpu_per_url_ms", "heads_cpu_per_url_ms", "load"):
+                summary[f"{name}_range"] = [min(r[name] for r in rounds), max(r[name] for r in rounds)]
+            print(json.dumps(summary))
     finally:
         proc.kill()
         proc.wait()

@@ -422,6 +422,26 @@ def list_versions(folder: str) -> Optional[dict[str, list]]:
     return None
 
 
+def list_versions_page(folder: str, token: Optional[str] = None,
+                       max_keys: int = 1000) -> tuple[dict[str, list], str, Optional[str]]:
+    """One page of :func:`list_versions` on S3 (one ListObjectsV2 request: at most ``max_keys`` entries):
+    ``({name: version}, last, next_token)``. S3 lists in key order, so every name ``<= last`` that the
+    page lacks is absent (``last``: the page's greatest object or subfolder name); ``next_token`` (None:
+    the listing is complete) asks for the next page. For a caller that lists only as far as it needs."""
+    scheme, bucket, key = split_url(folder)
+    if scheme != "s3":
+        raise ValueError(f"list_versions_page lists s3:// folders only, not {folder}")
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    options = {"ContinuationToken": token} if token else {}
+    page = _s3_call(folder, "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/",
+                   MaxKeys=max_keys, **options)
+    found = {item["Key"][len(prefix):]: [int(item["Size"]), item.get("ETag") or str(item.get("LastModified"))]
+             for item in page.get("Contents", [])}
+    names = [item["Key"][len(prefix):] for item in page.get("Contents", [])[-1:]]
+    names += [item["Prefix"][len(prefix):] for item in page.get("CommonPrefixes", [])[-1:]]
+    return found, max(names, default=""), page.get("NextContinuationToken") if page.get("IsTruncated") else None
+
+
 def open_read(url: str) -> BinaryIO:
     """A buffered binary stream of the object, read as it is consumed (never fetched whole first)."""
     if split_url(url)[0] in ("s3", "gs"):   # one ranged GET per READ_BLOCK

@@ -25,7 +25,9 @@ Rules every dataset follows:
   with its row: a rerun redoes the samples whose inputs changed and skips the
   rest. URL objects are asked about in batches, ``URL_THREADS`` requests at a
   time, after the listing (one HEAD each), unless the videos folder's listing
-  already told (S3 and GCS listings carry size and ETag: no request at all).
+  already told (S3 and GCS listings carry size and ETag: no request at all) or
+  many of a manifest's videos share an S3 folder, which is then listed as far
+  as that pays (:mod:`pipeline.datasets.url_versions`).
 * An entry the dataset cannot read (a malformed line, a duplicate id) has the
   fingerprint of its failure reason, which no readable entry has: once the
   user corrects it, it is redone on the next run without ``--retry-failed``.
@@ -55,6 +57,7 @@ from schemas.options import runtime
 from schemas.storage import is_url, list_versions, location, object_version
 from schemas.records import FailureRecord
 from schemas.store import BAD_RECORD  # noqa: F401  (re-exported: the datasets name their bad lines with it)
+from pipeline.datasets.url_versions import FolderListings
 from stages.base import CaptionInput, VideoTask
 from stages.registry import Registry
 
@@ -128,13 +131,14 @@ class Dataset(ABC):
             return
         runnable, source, first = 0, self._iter_tasks(), True
         pool = ThreadPoolExecutor(URL_THREADS, thread_name_prefix="finsta-url-version")   # threads start on use
+        listings = FolderListings(MISSING_FILE)
         try:
             # read ahead at most as many tasks as could still run (each makes counts in stats)
             while limit is None or runnable < limit:
                 batch = list(islice(source, URL_BATCH if limit is None else min(URL_BATCH, limit - runnable)))
                 if not batch:
                     return
-                first = self._stamp_url_versions(batch, pool, first)
+                first = self._stamp_url_versions(batch, pool, listings, first)
                 for task in batch:
                     self._stats["videos"] += 1
                     yield task
@@ -144,16 +148,23 @@ class Dataset(ABC):
         finally:   # a stop (Ctrl-C) does not wait for requests in flight
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _stamp_url_versions(self, batch: list[VideoTask], pool: ThreadPoolExecutor, first: bool) -> bool:
-        """Finish the fingerprints of the URL tasks in ``batch`` whose version no listing gave: one
-        metadata request each, in parallel. An absent object fails its task (``missing_file``). The
-        first request of the run is made alone and its PermissionError/ConnectionError stop the
-        listing (credentials, the endpoint: one line before any worker); later ones leave that task
-        without a fingerprint (nothing to compare: decode reports its error). Returns ``first``."""
+    def _stamp_url_versions(self, batch: list[VideoTask], pool: ThreadPoolExecutor, listings: FolderListings,
+                            first: bool) -> bool:
+        """Finish the fingerprints of the URL tasks in ``batch`` whose version no listing of the videos
+        folder gave: from ``listings`` (the S3 folders many of them share) or one metadata request each,
+        in parallel. An absent object fails its task (``missing_file``). The first request of the run is
+        a HEAD made alone: its PermissionError/ConnectionError stop the listing (credentials, the
+        endpoint: one line before any worker); later ones leave that task without a fingerprint
+        (nothing to compare: decode reports its error). Returns ``first``."""
         pending = [task for task in batch if task.failure is None and not task.fingerprint and is_url(task.video_path)]
         if first and pending:
             self._stamp(pending[0], _version_or_error(pending[0].video_path, strict=True))
             pending, first = pending[1:], False
+        listed = listings.versions([task.video_path for task in pending])
+        for task in pending:
+            if task.video_path in listed:
+                self._stamp(task, listed[task.video_path])
+        pending = [task for task in pending if task.video_path not in listed]
         for task, version in zip(pending, pool.map(_version_or_error, [t.video_path for t in pending])):
             self._stamp(task, version)
         return first
