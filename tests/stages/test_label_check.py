@@ -10,8 +10,9 @@ import pytest
 from schemas.errors import UserError
 from schemas.records import Detection, DynamicSceneGraph, Frame, VideoMeta
 from stages.base import VideoTask
-from stages.label_check import (KIND_OF, SUPERCATEGORIES, LabelCheckConfig, TrackBoxes, kind_from_motion,
-                                label_columns, vote)
+from stages import openvino_runtime
+from stages.label_check import (ENGINES, KIND_OF, SUPERCATEGORIES, LabelCheckConfig, LabelChecker, TrackBoxes,
+                                kind_from_motion, label_columns, vote)
 from stages.track import TrackConfig, TrackStage
 
 SHARED = Path(os.environ.get("FINSTA_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
@@ -145,3 +146,21 @@ def test_the_top_down_cars_ssd_calls_phones_and_remotes_become_cars():
     TrackStage(TrackConfig()).process_batch([task])
     assert task.failure is None
     assert len(task.dsg.tracks) == 5 and {t.label for t in task.dsg.tracks} == {"car"}
+
+
+@pytest.mark.skipif(not openvino_runtime.available(), reason="OpenVINO not installed")
+def test_the_openvino_engine_gives_torchs_probabilities():
+    """The default engine (the torch module and its softmax converted to OpenVINO) vs torch, on crops of
+    several sizes: group probabilities within 1e-4."""
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 255, shape, np.uint8) for shape in ((60, 40, 3), (224, 224, 3), (300, 500, 3))]
+    crops.append(np.repeat(np.linspace(0, 255, 120, dtype=np.uint8)[None, :, None], 3, axis=2).repeat(90, axis=0))
+    probs = {}
+    for engine in ENGINES:
+        checker = LabelChecker(LabelCheckConfig(engine=engine))
+        checker.setup()
+        probs[engine] = checker.group_probs(crops)
+    assert probs["torch"].shape == (len(crops), len(checker.group_matrix[0]))
+    assert np.abs(probs["openvino"] - probs["torch"]).max() <= 1e-4
+    with pytest.raises(UserError, match="engine"):
+        LabelCheckConfig(engine="onnx")
