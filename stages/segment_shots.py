@@ -5,8 +5,8 @@ relation that continued across a cut would join two different things, so the
 tracker and the linker read the shots (:meth:`DynamicSceneGraph.frame_shots`).
 
 Both methods read one cheap stream: every native frame scaled to 48×27 RGB
-(what TransNetV2 was trained on; 3.9 kB a frame), one output frame per
-decoded frame (``-fps_mode passthrough``), so row ``i`` is native frame ``i``.
+(TransNetV2's input size; each cell the average of its pixels, ``decode.SHOT_SCALER``;
+3.9 kB a frame), one output frame per decoded frame (``-fps_mode passthrough``), so row ``i`` is native frame ``i``.
 In a build the decode stage's ffmpeg run writes it alongside the sampled
 frames (``decode.shot_stream``, set from ``method``; ``task.shot_stream``),
 so the video is decoded once; without it (the stage alone) a second ffmpeg
@@ -54,7 +54,7 @@ from schemas.errors import SampleError, UserError
 from schemas.options import runtime
 from schemas.records import Shot
 from stages.base import Resources, Stage, VideoTask, is_cuda
-from stages.decode import SHOT_SIZE, opened_input, probe_info, shot_frames
+from stages.decode import SHOT_SCALER, SHOT_SIZE, opened_input, probe_info, shot_frames
 
 AUTO = "auto"
 METHODS = (AUTO, "transnetv2", "scene_score", "none")
@@ -102,7 +102,7 @@ def decode_small(path: str, timeout_s: float = 300.0) -> tuple[np.ndarray, float
     url = path if "://" in path else "file:" + str(Path(path).resolve())
     # The frames of the decode stage's shot stream (stages/decode.py ffmpeg_args): same decode, same scaler.
     args = ["ffmpeg", "-nostdin", "-v", "error", "-i", url, "-map", f"0:{info.stream_index}",
-            "-an", "-sn", "-fps_mode", "passthrough", "-s", f"{WIDTH}x{HEIGHT}",
+            "-an", "-sn", "-fps_mode", "passthrough", "-vf", f"scale={WIDTH}:{HEIGHT}:flags={SHOT_SCALER}",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     try:
         done = subprocess.run(args, capture_output=True, timeout=timeout_s)
