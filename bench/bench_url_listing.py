@@ -14,7 +14,10 @@ process's CPU per URL video: ``manifest`` and, as ``heads_cpu_per_url_ms``, ``ma
 
 Usage::
 
-    python bench/bench_url_listing.py [--videos 1000] [--rounds 3]
+    python bench/bench_url_listing.py [--videos 1000] [--rounds 3] [--every 1]
+
+``--every K``: the folder holds K times as many objects and the manifest names every K-th (a sparse
+manifest: where listing pays less, or not at all).
 """
 from __future__ import annotations
 
@@ -33,9 +36,10 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_url_inputs import start_s3  # noqa: E402
 
 
-def write_inputs(work: Path, endpoint: str, videos: int) -> tuple[str, str]:
-    """N tiny objects under s3://bench-urls/anet/videos/, a manifest naming each by URL, and the same
-    captions as an ActivityNet captions file next to them; returns (manifest, ActivityNet root)."""
+def write_inputs(work: Path, endpoint: str, videos: int, every: int = 1) -> tuple[str, str]:
+    """N x ``every`` tiny objects under s3://bench-urls/anet/videos/, a manifest naming every ``every``-th
+    by URL (N of them), and the same captions as an ActivityNet captions file next to them; returns
+    (manifest, ActivityNet root)."""
     import boto3
     from concurrent.futures import ThreadPoolExecutor
 
@@ -43,9 +47,9 @@ def write_inputs(work: Path, endpoint: str, videos: int) -> tuple[str, str]:
     client.create_bucket(Bucket="bench-urls")
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: client.put_object(Bucket="bench-urls", Key=f"anet/videos/v_{i:07d}.mp4", Body=b"x"),
-                      range(videos)))
+                      range(videos * every)))
     entries = {f"v_{i:07d}": {"duration": 4.0, "timestamps": [[0.0, 4.0]], "sentences": ["a man walks"]}
-               for i in range(videos)}
+               for i in range(0, videos * every, every)}
     client.put_object(Bucket="bench-urls", Key="anet/captions/train.json", Body=json.dumps(entries).encode())
     manifest = work / "m.jsonl"
     manifest.write_text("".join(json.dumps({"id": key, "video": f"s3://bench-urls/anet/videos/{key}.mp4",
@@ -70,13 +74,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--every", type=int, default=1)
     args = parser.parse_args()
     proc, endpoint = start_s3()
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_ENDPOINT_URL=endpoint)
     try:
         from pipeline.datasets import DatasetConfig
         with tempfile.TemporaryDirectory(prefix="finsta-bench-urls-") as work:
-            manifest, root = write_inputs(Path(work), endpoint, args.videos)
+            manifest, root = write_inputs(Path(work), endpoint, args.videos, args.every)
             configs = {"manifest": DatasetConfig("manifest", data_root=manifest),
                        "manifest_heads": DatasetConfig("manifest", data_root=manifest),
                        "folder": DatasetConfig("activitynet", data_root=root)}
@@ -97,7 +102,7 @@ def main() -> None:
                                "cpu_per_url_ms": round(1000 * figures["manifest"]["cpu_s"] / args.videos, 2),
                                "heads_cpu_per_url_ms": round(1000 * figures["manifest_heads"]["cpu_s"] / args.videos, 2)})
                 print(json.dumps(rounds[-1]), flush=True)
-            summary = {"videos": args.videos}
+            summary = {"videos": args.videos, "objects": args.videos * args.every}
             for name in ("ratio", "cpu_ratio", "vs_folder", "cpu_per_url_ms", "heads_cpu_per_url_ms", "load"):
                 summary[f"{name}_range"] = [min(r[name] for r in rounds), max(r[name] for r in rounds)]
             print(json.dumps(summary))
