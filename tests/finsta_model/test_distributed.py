@@ -1,10 +1,14 @@
 """Data-parallel training on a local Ray (2 CPU workers, gloo): the recipe, resume, restarts, eval.
 
-One Ray instance serves the module (started like `train --ray-workers` starts its own). The model is tiny
-and runs are 8 steps: each Ray Train run costs seconds of start-up, not of training.
+One Ray instance serves the module (started like `train --ray-workers` starts its own); only the signal test
+runs the CLI's own process (and so its own local Ray). The model is tiny and runs are 8 steps: each Ray Train
+run costs seconds of process start-up (quiet; minutes at load 2x the cores), not of training, so the module's
+2-worker run is also the restart drill, and every other run is one the behaviour needs.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -24,6 +28,7 @@ from finsta_model.model import FinstaModel
 from finsta_model.gather import merge_batches
 from finsta_model.train import lr_factor, seed_everything, train
 from schemas.errors import UserError
+from tests.test_cli import in_process
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow   # Ray Train start-up: ≈ 10–30 s per run on 2 shared cores (still run by default)
@@ -54,9 +59,24 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_workers(local_ray, dataset, tmp_path_factory):
-    run = tmp_path_factory.mktemp("two") / "run"
-    summary = train_distributed(dataset, run, CONFIG, workers=2, progress=False)
-    return run, summary
+    """The module's 2-worker run, which is also Ray Train's restart drill: rank 1's process dies after step 5,
+    once (``FailureConfig(max_failures=1)``), and the restarted workers continue from the step-3 checkpoint.
+    Returns the run, its summary, what it printed on stderr and the drill's marker. (One Ray Train run for
+    both: a run that restarted must end exactly where an uninterrupted one does, which the first test checks
+    term by term against one process.)"""
+    root = tmp_path_factory.mktemp("two")
+    run, marker = root / "run", root / "died"
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        summary = train_distributed(dataset, run, CONFIG, workers=2, max_failures=1,
+                                    crash_drill={"rank": 1, "step": 5, "marker": str(marker)})
+    return run, summary, printed.getvalue(), marker
+
+
+@pytest.fixture(scope="module")
+def reference(two_workers, dataset) -> list[dict[str, float]]:
+    """Each step's loss parts of the 2-replica recipe, computed in one process."""
+    return _global_reference(dataset, CONFIG, load_checkpoint(two_workers[0]).dims, world=2)
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -100,13 +120,12 @@ def _global_reference(shards: Path, config: TrainConfig, dims: dict, world: int)
     return totals
 
 
-def test_two_workers_follow_the_recipe_and_eval_reads_the_result(two_workers, dataset, tmp_path):
-    run, summary = two_workers
+def test_two_workers_follow_the_recipe_and_eval_reads_the_result(two_workers, reference, dataset, tmp_path):
+    run, summary, _, _ = two_workers
     assert summary["steps"] == 8 and summary["epoch"] == 1 and summary["ray_workers"] == 2
     lines = _metrics(run)
     assert [line["step"] for line in lines] == list(range(1, 9))          # written once, by rank 0
     # the loss of the global batch (global negatives), exactly as one process computes it, term by term
-    reference = _global_reference(dataset, CONFIG, load_checkpoint(run).dims, world=2)
     assert len(reference) == len(lines) and {"nce", "host_nce", "osc", "ptc", "distill", "total"} <= set(reference[0])
     for line, parts in zip(lines, reference):
         for name, value in parts.items():   # metrics.jsonl rounds to 6 decimals
@@ -120,7 +139,7 @@ def test_two_workers_follow_the_recipe_and_eval_reads_the_result(two_workers, da
 
 
 def test_a_dead_worker_is_one_line_and_resume_continues_exactly(two_workers, dataset, tmp_path):
-    whole, _ = two_workers
+    whole = two_workers[0]    # ends as an uninterrupted run does (checked against one process above)
     cut = tmp_path / "cut"
     drill = {"rank": 1, "step": 5, "marker": str(tmp_path / "died")}
     with pytest.raises(TrainingFailed) as failed:
@@ -140,14 +159,12 @@ def test_a_dead_worker_is_one_line_and_resume_continues_exactly(two_workers, dat
     assert _same_weights(cut, whole)
 
 
-def test_failure_config_restart_resumes_from_the_last_checkpoint(two_workers, dataset, tmp_path, capsys):
-    whole, _ = two_workers
-    drill = {"rank": 1, "step": 5, "marker": str(tmp_path / "died")}
-    summary = train_distributed(dataset, tmp_path / "run", CONFIG, workers=2, max_failures=1, crash_drill=drill)
-    assert (tmp_path / "died").exists() and summary["restarts"] == 1 and summary["steps"] == 8
-    np.testing.assert_allclose(_totals(tmp_path / "run"), _totals(whole), rtol=1e-5)
-    assert _same_weights(tmp_path / "run", whole)
-    err = capsys.readouterr().err
+def test_failure_config_restart_resumes_from_the_last_checkpoint(two_workers, reference):
+    """The module's run (:func:`two_workers`): rank 1 died after step 5, Ray Train restarted the workers from
+    the step-3 checkpoint, and the run ends where the uninterrupted recipe does."""
+    run, summary, err, marker = two_workers
+    assert marker.exists() and summary["restarts"] == 1 and summary["steps"] == 8
+    np.testing.assert_allclose(_totals(run), [parts["total"] for parts in reference], rtol=1e-4, atol=1e-6)
     failure = [line for line in err.splitlines() if "failed" in line]
     assert len(failure) == 1 and "rank 1" in failure[0] and "step-0000003" in failure[0]
     assert "train step 8/8" in err
@@ -159,23 +176,25 @@ def test_layouts_that_cannot_split_are_refused_before_ray_starts(dataset, tmp_pa
         with pytest.raises(UserError, match=match):
             train_distributed(dataset, tmp_path / "x", config, workers=workers, progress=False)
     assert not (tmp_path / "x").exists()
-    done = subprocess.run([sys.executable, "cli.py", "train", "--shards", str(dataset), "--out", str(tmp_path / "y"),
-                           "--ray-address", "127.0.0.1:1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--ray-workers" in done.stderr
+
+def test_a_ray_address_without_ray_workers_is_one_line_exit_2(dataset, tmp_path, capsys):
+    code, _, err = in_process(capsys, "train", "--shards", str(dataset), "--out", str(tmp_path / "y"),
+                              "--ray-address", "127.0.0.1:1")
+    assert code == 2 and err.count("\n") == 1 and "--ray-workers" in err, err
 
 
-def test_cli_on_one_ray_worker_is_the_in_process_run(dataset, tmp_path):
-    """Through the CLI: its own local Ray, the workers import this checkout, progress on stderr, and one
-    Ray worker computes exactly what the in-process run does."""
+def test_cli_on_one_ray_worker_is_the_in_process_run(local_ray, dataset, tmp_path, capsys):
+    """Through the CLI's code (cli.main, in this process, on the module's Ray: the signal test below runs the
+    CLI's own process with its own local Ray): progress on stderr, the summary on stdout, and one Ray worker
+    computes exactly what the in-process run does."""
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({k: v for k, v in CONFIG.as_dict().items() if k != "steps"}))
-    done = subprocess.run([sys.executable, "cli.py", "train", "--shards", str(dataset), "--out", str(tmp_path / "ray"),
-                           "--config", str(cfg), "--steps", "8", "--ray-workers", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.splitlines()[-1])
+    code, out, err = in_process(capsys, "train", "--shards", str(dataset), "--out", str(tmp_path / "ray"),
+                                "--config", str(cfg), "--steps", "8", "--ray-workers", "1")
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
     assert summary["steps"] == 8 and summary["ray_workers"] == 1 and summary["restarts"] == 0
-    assert "train step 8/8" in done.stderr and "Traceback" not in done.stderr
+    assert "train step 8/8" in err and "Traceback" not in err
     train(dataset, tmp_path / "here", CONFIG, progress=False)
     np.testing.assert_allclose(_totals(tmp_path / "ray"), _totals(tmp_path / "here"), rtol=1e-6)
     assert _same_weights(tmp_path / "ray", tmp_path / "here", atol=1e-6)
@@ -183,7 +202,7 @@ def test_cli_on_one_ray_worker_is_the_in_process_run(dataset, tmp_path):
 
 def test_a_signal_stops_every_worker_at_one_checkpointed_step(dataset, tmp_path):
     """Ctrl-C (SIGINT to the process group) of `train --ray-workers 2` (schemas.stop, as in-process and
-    build-sgs): both replicas checkpoint the same step, the driver says how to resume in one line, exit 130."""
+    build-sgs), in its own process with its own local Ray (the workers import this checkout): both replicas checkpoint the same step, the driver says how to resume in one line, exit 130."""
     import signal
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({**{k: v for k, v in CONFIG.as_dict().items() if k != "steps"},
