@@ -630,10 +630,9 @@ def test_an_s3_build_into_s3_stopped_by_sigterm_then_rerun_ends_like_an_uninterr
     assert proc.returncode == 143, stderr
     committed = len(open_dataset(out))
     assert 1 <= committed < SIXTEEN and verify(out) == []
-    rerun = BuildConfig(dataset=DatasetConfig(name="manifest", data_root="s3://w16/m.jsonl"))   # in this process,
-    rerun.detect = cfg.detect                                    # sequential: the same stages (see rerun())
-    rerun.run.executor, rerun.run.quiet = "sequential", True
-    assert run_build(rerun, out).committed == SIXTEEN
+    # the rerun: the same command in this process (cli.main), sequential: the same stages (see rerun())
+    code, _, stderr = in_process(capsys, *command[2:], "--executor", "sequential")
+    assert code == 0, stderr
     got, want = contents(out), contents(tmp_path / "reference")
     assert sorted(got) == sorted(want) and len(want) == SIXTEEN   # every sample exactly once (keys are unique)
     assert all(got[key][1] == want[key][1] for key in want) and verify(out) == []
