@@ -1,7 +1,7 @@
 """Detector stage throughput vs the bare backend; prints ONE JSON object.
 
     .venv/bin/python bench/bench_detect.py [--detector ssd] [--video PATH] [--frames 16] [--batch 8]
-                                           [--repeats 5] [--threads 2] [--precision f32|bf16]
+                                           [--repeats 5] [--threads 2] [--precision bf16|f32]
 
 Frames are decoded once with :func:`stages.decode.decode_video` (1 fps, native
 size, as ``build-sgs`` decodes by default) from ``--video`` (default: a
@@ -48,6 +48,7 @@ from stages.base import VideoTask  # noqa: E402
 from stages.decode import DecodeConfig, decode_video  # noqa: E402
 from stages.detect import DetectConfig, DetectStage  # noqa: E402
 from stages.detectors import build_detector  # noqa: E402
+from stages.detectors.ssd import PRECISIONS, SSDOptions  # noqa: E402
 
 SHARED_VIDEOS = Path(os.environ.get("FINSTA_SHARED", ROOT / ".." / "shared")) / "data" / "videos"
 
@@ -72,7 +73,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--detector", default="ssd", help="a backend name (its threads option is set)")
-    parser.add_argument("--precision", default="f32", choices=("f32", "bf16"), help="ssd's OpenVINO precision")
+    parser.add_argument("--precision", default=SSDOptions().precision, choices=PRECISIONS,
+                        help="ssd's OpenVINO precision (default: the stage's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         video = args.video or default_video(workdir)

@@ -11,10 +11,11 @@ locates the package without running its ``__init__`` (that one imports
 
 Two engines run the same graph (``detect.ssd.engine``): ``openvino`` (default;
 :mod:`stages.detectors.ssd_openvino`: the frozen graph read by OpenVINO, all
-frames of a batch in one call, fp32, the big class heads as Winograd, one
-single-threaded stream per thread; about 2.3× the frames per CPU-second, 3.5×
-with ``precision="bf16"``) and ``opencv`` (OpenCV DNN over the text graph, the reference the
-OpenVINO engine is tested equal to). One pass per batch of same-size views:
+frames of a batch in one call, one single-threaded stream per thread; in bf16
+where the CPU has bf16 instructions (``precision``, the default: about 3.6× the
+frames per CPU-second of OpenCV DNN), else fp32 with the big class heads as
+Winograd (about 2.5×)) and ``opencv`` (OpenCV DNN over the text graph, the
+reference the OpenVINO engine in f32 is tested equal to). One pass per batch of same-size views:
 
 * the frame is resized, aspect kept, to ``input_short_side`` pixels on its short
   side (the graph's anchors are in pixels, so a wider input is a wider view at
@@ -101,10 +102,11 @@ class SSDOptions:
     # "openvino": batched OpenVINO forward (stages/detectors/ssd_openvino.py); "opencv": OpenCV DNN, the reference
     # it is tested equal to (boxes IoU >= 0.99, scores within 0.01), so the choice does not change what is written.
     engine: str = runtime("openvino")
-    # OpenVINO's compute precision: "f32" (equal to OpenCV DNN) or "bf16" (where the CPU has bf16 instructions,
-    # else f32): ~1.4x the frames per CPU-second, but not the default because it changes what is found: on the
-    # ../shared clips one frame of 211 gains a "frisbee" at 0.554 (f32: under 0.5), docs/architecture.md.
-    precision: str = "f32"
+    # OpenVINO's compute precision: "bf16" (default; where the CPU has bf16 instructions, else f32) runs ~1.5x the
+    # frames per CPU-second of "f32" and keeps what the DSGs say on the ../shared clips (the same tracks, labels,
+    # detections and facts; one frame of 211 gains a one-frame "frisbee" at 0.554 that forms no track); "f32" is
+    # the path tested equal to OpenCV DNN, and gives the same boxes on every CPU (docs/architecture.md).
+    precision: str = "bf16"
 
     def __post_init__(self) -> None:
         self.tiles = tuple(int(v) for v in self.tiles)
