@@ -23,6 +23,12 @@ from schemas.errors import UserError
 from schemas.options import identity, runtime
 
 
+# The largest sizes a run may have: far above any trained host (dim 64, 2 layers), far below what would exhaust a
+# machine. validate() refuses a config past them, and an exported host's host.json is held to the same bounds
+# (finsta_model.export.SIZE_BOUNDS), so a file can never ask a reader for a model no config could train.
+SIZE_LIMITS = {"dim": 1 << 14, "heads": 1 << 8, "host_layers": 64, "host_slots": 1 << 10}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. A field changes the result unless declared ``runtime(...)``
@@ -146,6 +152,9 @@ class TrainConfig:
                             "train only the representation distillation")
         if self.host_layers < 1:
             raise UserError(f"host_layers must be ≥ 1 (got {self.host_layers})")
+        for name, limit in SIZE_LIMITS.items():
+            if getattr(self, name) > limit:
+                raise UserError(f"{name} must be ≤ {limit} (got {getattr(self, name)})")
         if self.num_workers < 0:
             raise UserError(f"num_workers must be ≥ 0 (got {self.num_workers})")
 

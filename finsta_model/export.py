@@ -48,6 +48,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from finsta_model.checkpoint import load_checkpoint, nonfinite_tensors
+from finsta_model.config import SIZE_LIMITS
 from finsta_model.graphs import pad_patches, pad_tokens
 from finsta_model.host import HostModel, HostText, HostVideo
 from schemas.errors import UserError
@@ -59,10 +60,11 @@ WEIGHTS = "host.safetensors"
 VIDEO_SIDE_WEIGHTS = "video_side.safetensors"
 INFO = "host.json"
 HOST_DIMS = ("frame", "frame_patch", "caption", "caption_token")
-# What a host.json may ask a reader to build: far above any trained host (dim 64, 2 layers, 64 frames), far
-# below what would exhaust a machine before the weights file is checked against it.
-SIZE_BOUNDS = {"dim": (1, 1 << 14), "heads": (1, 1 << 8), "layers": (1, 64), "max_frames": (1, 1 << 16),
-               "max_tokens": (1, 1 << 16), "max_cells": (1, 1 << 16), "slots": (0, 1 << 10)}
+# What a host.json may ask a reader to build: the sizes a TrainConfig may have (config.SIZE_LIMITS; host argument
+# name → config field), and the host's sequence lengths, fixed by finsta_model/host.py, up to 2^16.
+SIZE_BOUNDS = {"dim": (1, SIZE_LIMITS["dim"]), "heads": (1, SIZE_LIMITS["heads"]),
+               "layers": (1, SIZE_LIMITS["host_layers"]), "slots": (0, SIZE_LIMITS["host_slots"]),
+               "max_frames": (1, 1 << 16), "max_tokens": (1, 1 << 16), "max_cells": (1, 1 << 16)}
 RATES = {"dropout": (0.0, 1.0), "fine_weight": (0.0, math.inf)}
 MAX_FEATURE_DIM = 1 << 16
 MAX_INFO_BYTES = 16 << 20     # host.json: sizes, the host identity and the training config (a few KB)

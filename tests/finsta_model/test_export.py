@@ -129,3 +129,15 @@ def test_eval_and_init_host_exit_2_in_one_line(copy, small_dataset, tmp_path, ca
         assert code == 2, err
         assert "Traceback" not in err and "arguments.dim must be" in err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_host_json_bounds_are_the_configs_size_limits():
+    """One source for how large a host may be: a host.json may not ask for more than a TrainConfig may train."""
+    from finsta_model.config import SIZE_LIMITS, TrainConfig
+    from finsta_model.export import SIZE_BOUNDS
+    host_argument = {"dim": "dim", "heads": "heads", "host_layers": "layers", "host_slots": "slots"}
+    assert {field: SIZE_BOUNDS[argument][1] for field, argument in host_argument.items()} == SIZE_LIMITS
+    for field, limit in SIZE_LIMITS.items():
+        with pytest.raises(UserError, match=f"^{field} must be ≤ {limit}"):
+            sizes = {"dim": {"heads": 1}, "heads": {"dim": limit * 2}}.get(field, {})   # dim stays divisible
+            TrainConfig(**{field: limit * 2, **sizes}).validate()
