@@ -138,6 +138,6 @@ def test_host_json_bounds_are_the_configs_size_limits():
     host_argument = {"dim": "dim", "heads": "heads", "host_layers": "layers", "host_slots": "slots"}
     assert {field: SIZE_BOUNDS[argument][1] for field, argument in host_argument.items()} == SIZE_LIMITS
     for field, limit in SIZE_LIMITS.items():
+        sizes = {"dim": {"heads": 1}, "heads": {"dim": limit * 2}}.get(field, {})   # dim stays divisible by heads
         with pytest.raises(UserError, match=f"^{field} must be ≤ {limit}"):
-            sizes = {"dim": {"heads": 1}, "heads": {"dim": limit * 2}}.get(field, {})   # dim stays divisible
             TrainConfig(**{field: limit * 2, **sizes}).validate()

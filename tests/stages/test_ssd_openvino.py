@@ -58,6 +58,18 @@ def _frames(clip: Path, count: int) -> list[np.ndarray]:
     return decode_video(str(clip), DecodeConfig(fps=1.0, max_frames=count))[2]
 
 
+def _matched_frames(reference, ours):
+    """Both detectors on the first 6 frames of each ../shared clip: per frame, the same labels (checked here), and
+    for frames with boxes ``(clip name, reference's, ours, ours' box matched to each reference box, its IoU)``."""
+    for clip in CLIPS:
+        images = _frames(clip, 6)
+        for expected, found in zip(reference.detect(images), ours.detect(images)):
+            assert sorted(expected.labels) == sorted(found.labels), clip.name
+            if len(expected):
+                iou = iou_matrix(expected.boxes, found.boxes)
+                yield clip.name, expected, found, iou.argmax(axis=1), iou.max(axis=1)
+
+
 @needs_openvino
 @pytest.mark.skipif(not CLIPS, reason="../shared clips absent")
 def test_openvino_equals_opencv_dnn_on_the_shared_clips():
@@ -70,20 +82,12 @@ def test_openvino_equals_opencv_dnn_on_the_shared_clips():
     for detector in engines.values():
         detector.setup()
     matched = 0
-    for clip in CLIPS:
-        images = _frames(clip, 6)
-        found = {name: detector.detect(images) for name, detector in engines.items()}
-        for reference, ours in zip(found["opencv"], found["openvino"]):
-            assert sorted(reference.labels) == sorted(ours.labels), clip.name
-            if not len(reference):
-                continue
-            iou = iou_matrix(reference.boxes, ours.boxes)
-            pair = iou.argmax(axis=1)
-            assert iou.max(axis=1).min() >= 0.99, clip.name
-            assert [ours.labels[j] for j in pair] == reference.labels
-            assert np.abs(ours.scores[pair] - reference.scores).max() <= 0.01
-            assert np.abs(ours.features[pair] - reference.features).max() <= 1e-3
-            matched += len(reference)
+    for clip, reference, ours, pair, iou in _matched_frames(engines["opencv"], engines["openvino"]):
+        assert iou.min() >= 0.99, clip
+        assert [ours.labels[j] for j in pair] == reference.labels
+        assert np.abs(ours.scores[pair] - reference.scores).max() <= 0.01
+        assert np.abs(ours.features[pair] - reference.features).max() <= 1e-3
+        matched += len(reference)
     assert matched >= 10      # the clips hold bottles, cars and people: the comparison is not vacuous
 
 
@@ -107,16 +111,8 @@ def test_bf16_finds_what_f32_finds_on_the_shared_clips():
     if engines["bf16"].net.precision != "bf16":
         pytest.skip("this CPU has no bf16 instructions: bf16 runs as f32")
     matched = 0
-    for clip in CLIPS:
-        images = _frames(clip, 6)
-        found = {p: detector.detect(images) for p, detector in engines.items()}
-        for reference, ours in zip(found["f32"], found["bf16"]):
-            assert sorted(reference.labels) == sorted(ours.labels), clip.name
-            if not len(reference):
-                continue
-            iou = iou_matrix(reference.boxes, ours.boxes)
-            pair = iou.argmax(axis=1)
-            assert iou.max(axis=1).min() >= 0.7, clip.name
-            assert np.abs(ours.scores[pair] - reference.scores).max() <= 0.07
-            matched += len(reference)
+    for clip, reference, ours, pair, iou in _matched_frames(engines["f32"], engines["bf16"]):
+        assert iou.min() >= 0.7, clip
+        assert np.abs(ours.scores[pair] - reference.scores).max() <= 0.07
+        matched += len(reference)
     assert matched >= 10

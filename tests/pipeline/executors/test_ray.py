@@ -38,15 +38,16 @@ def pace() -> float:
     """How much slower than quiet this machine is now for a Ray worker (never below 1): a fresh Python at
     Ray's worker niceness importing Ray and the pipeline, timed, over :data:`QUIET_START_S`. Measured again
     once the last measurement is over :data:`PACE_TTL_S` old, so a deadline asked for late in a session
-    follows the load of that moment, not the load when the first test ran. The largest measurement of the last two TTLs is used, so a load that
-    eased a moment ago does not shorten the deadlines of a test that started under it."""
+    follows the load of that moment, not the load when the first test ran. The largest measurement of the
+    last two TTLs is used, so a load that eased a moment ago does not shorten the deadlines of a test that
+    started under it."""
     if not _paces or time.monotonic() - _paces[-1][0] > PACE_TTL_S:
         started = time.monotonic()
         subprocess.run([sys.executable, "-c", f"import os; os.nice({RAY_WORKER_NICENESS}); import ray, pipeline.build"],
                        cwd=REPO, check=True, timeout=3600)
         _paces.append((time.monotonic(), max(1.0, (time.monotonic() - started) / QUIET_START_S)))
-    recent = [value for when, value in _paces if time.monotonic() - when <= 2 * PACE_TTL_S]
-    return max(recent or [_paces[-1][1]])
+    # never empty: the last measurement is at most one TTL old here
+    return max(value for when, value in _paces if time.monotonic() - when <= 2 * PACE_TTL_S)
 
 
 def slow(seconds: float) -> float:
