@@ -267,7 +267,7 @@ def _pair_valid(track_ok: torch.Tensor) -> torch.Tensor:
     return track_ok[:, :, None] & track_ok[:, None, :] & ~torch.eye(k, dtype=torch.bool, device=track_ok.device)
 
 
-def _text_slot_of(batch) -> torch.Tensor:
+def text_slot_of(batch) -> torch.Tensor:
     """``[M]``: each batch text node's position in its caption's :class:`TextUnits` row (−1: not a unit)."""
     idx, _, pos, _ = node_slots(batch)
     slot_of = torch.full((batch.node_kind.shape[0],), -1, dtype=torch.long, device=idx.device)
@@ -295,7 +295,7 @@ def unit_osc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, batch
     """OSC on the fine score's own units: each HSG-linked object node of a real caption against every
     track unit of the batch read over its caption's window; the linked track is the positive, the other
     tracks of its video and of the batch are the negatives. Zero when the batch has no such link."""
-    slot_of = _text_slot_of(batch)
+    slot_of = text_slot_of(batch)
     node, track = batch.link_node, batch.link_track
     keep = (batch.node_kind[node] == OBJECT_KIND) & (batch.cap_neg_of[batch.node_cap[node]] < 0)
     node, track = node[keep], track[keep]
@@ -308,15 +308,10 @@ def unit_osc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, batch
     return F.cross_entropy(logits, batch.track_video[track] * k + local[track])
 
 
-def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor, batch,
-             tau: float) -> torch.Tensor:
-    """PTC on the fine score's pair units: each predicate node of a real caption whose subject (and
-    object) nodes are HSG-linked to tracks, against the units of its caption's window in every video of
-    the batch. Transitive: the directed pair unit (subject track, object track) is the positive, every
-    other ordered pair (the reversed one included) and the other videos' pairs are negatives;
-    intransitive: its subject's track unit against all tracks. Zero when no predicate qualifies."""
-    slot_of = _text_slot_of(batch)
-    m, device = slot_of.shape[0], slot_of.device
+def predicate_arguments(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per batch text node ``[M]``: the track its predicate's subject node is HSG-linked to, the track its
+    object node is linked to (-1: none, or not a predicate), and whether the predicate has an object node."""
+    m, device = batch.node_kind.shape[0], batch.node_kind.device
     linked = torch.full((m,), -1, dtype=torch.long, device=device)
     linked[batch.link_node] = batch.link_track
     subject = torch.full((m,), -1, dtype=torch.long, device=device)
@@ -327,6 +322,18 @@ def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_
     obj[batch.tedge_src[is_obj]] = linked[batch.tedge_dst[is_obj]]           # predicate → object node
     has_obj = torch.zeros((m,), dtype=torch.bool, device=device)
     has_obj[batch.tedge_src[is_obj]] = True
+    return subject, obj, has_obj
+
+
+def unit_ptc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, pair_unit: torch.Tensor, batch,
+             tau: float) -> torch.Tensor:
+    """PTC on the fine score's pair units: each predicate node of a real caption whose subject (and
+    object) nodes are HSG-linked to tracks, against the units of its caption's window in every video of
+    the batch. Transitive: the directed pair unit (subject track, object track) is the positive, every
+    other ordered pair (the reversed one included) and the other videos' pairs are negatives;
+    intransitive: its subject's track unit against all tracks. Zero when no predicate qualifies."""
+    slot_of = text_slot_of(batch)
+    subject, obj, has_obj = predicate_arguments(batch)
     pred = (batch.node_kind == RELATION_KIND) & (batch.cap_neg_of[batch.node_cap] < 0) & (subject >= 0)
     local, k = track_slots(batch)
     b = batch.num_videos
@@ -437,7 +444,7 @@ def phrase_alignment(text: TextUnits, video: VideoUnits, track_unit: torch.Tenso
         return host_text.pooled.new_zeros((), dtype=torch.float32)
     cells = host_video.cells
     node_vec, has = phrase_vectors(host_text, batch)
-    slot_of = _text_slot_of(batch)
+    slot_of = text_slot_of(batch)
     real = batch.cap_neg_of[batch.node_cap] < 0
     node = (has & real & (slot_of >= 0)).nonzero().squeeze(1)
     if node.numel() == 0:

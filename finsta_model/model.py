@@ -41,8 +41,10 @@ from finsta_model.graphs import GraphBatch
 from finsta_model.gtrm import GTrm
 from finsta_model.host import HostModel, HostText, HostVideo
 from finsta_model.losses import (distillation, object_spatial_contrast, predicate_temporal_contrast,
-                                 representation_distillation, score_distillation, slot_boxes, video_text_nce)
+                                 match_slots, representation_distillation, score_distillation, slot_boxes,
+                                 video_text_nce)
 from finsta_model.rgtrm import DSGEncoder, DSGEncoding
+from finsta_model.slot_pairs import SlotPairs, slot_pair_contrast, slot_places
 from schemas.records import TEXT_NODE_KINDS
 
 if TYPE_CHECKING:
@@ -52,8 +54,9 @@ BRANCHES = ("fused", "host")
 REP_TARGETS = ("video", "frame", "slot")   # what representation distillation teaches the host
 SCORE_ROWS = 64     # captions per block of the video-side score
 # the parameters the video-side SG-free score reads besides the host (export --video-sg-free ships them):
-# the caption's TSG encoder, its unit heads and the slot head; nothing that reads a video's scene graph
-VIDEO_SIDE_TEXT = ("words.", "gtrm.", "node_align.", "fine.pair_text.", "rep_heads.slot.")
+# the caption's TSG encoder, its unit heads, the slot head and the slot-pair head; nothing that reads a video's
+# scene graph
+VIDEO_SIDE_TEXT = ("words.", "gtrm.", "node_align.", "fine.pair_text.", "rep_heads.slot.", "slot_pairs.")
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
 
 
@@ -153,6 +156,8 @@ class FinstaModel(nn.Module):
         if config.fine_grained_weight > 0:
             # STGD's read-out needs a block between R-GTrm layers (none with one layer)
             self.fine = FineGrained(d, stgd_heads=config.heads if self._stgd_kernel() is not None else 0)
+        if config.slot_pair_weight > 0:     # the video-side score's relation units (finsta_model/slot_pairs.py)
+            self.slot_pairs = SlotPairs(d)
 
     # ------------------------------------------------------------ embeddings
     def host_units(self, batch: GraphBatch) -> tuple[HostText, HostVideo]:
@@ -213,13 +218,20 @@ class FinstaModel(nn.Module):
     def video_side_scores(self, text: TextUnits, host_t: HostText, host_v: HostVideo) -> torch.Tensor:
         """``[C, B]`` video-side SG-free scores: the host's pooled cosine + ``fine_grained_weight`` × the mean
         over each caption's TSG object/relation units (``text``) of their best cosine with the video's host
-        slots (through the slot head of the representation distillation). No scene graph of the video is read."""
-        slots = F.normalize(self.rep_heads["slot"](host_v.slot_states).float(), dim=-1)          # [B, S, d]
+        slots (through the slot head of the representation distillation); with ``slot_pair_weight`` a
+        relation unit also looks among the directed slot pairs over the caption's window
+        (:mod:`finsta_model.slot_pairs`). No scene graph of the video is read."""
+        raw = self.rep_heads["slot"](host_v.slot_states)
+        slots = F.normalize(raw.float(), dim=-1)                                                 # [B, S, d]
+        places = slot_places(host_v) if self.config.slot_pair_weight else None
         video = F.normalize(host_v.pooled.float(), dim=-1)
         rows = []
         for lo in range(0, max(len(text), 1), SCORE_ROWS):
             part = text.slice(lo, lo + SCORE_ROWS)
             best = torch.einsum("cud,bsd->cubs", part.align.float(), slots).amax(-1)           # [C, U, B]
+            if places is not None:
+                pairs = self.slot_pairs.best(part.pair, self.slot_pairs.units(raw, places, part.window))
+                best = torch.where(part.is_relation[..., None], torch.maximum(best, pairs), best)
             units = (part.is_object | part.is_relation).float()[..., None]
             fine = (best * units).sum(1) / units.sum(1).clamp_min(1)
             pooled = F.normalize(host_t.pooled[lo:lo + SCORE_ROWS].float(), dim=-1) @ video.T
@@ -355,13 +367,18 @@ class FinstaModel(nn.Module):
             total = total + cfg.rep_distill_weight * rep
             parts["rep_distill"] = rep.detach()
         if self.uses_video_side:
-            fixed = TextUnits(**{**vars(text_units), "align": text_units.align.detach()})   # the teacher stays
+            fixed = TextUnits(**{**vars(text_units), "align": text_units.align.detach(),
+                                 "pair": text_units.pair.detach()})                           # the teacher stays
             scores = self.video_side_scores(fixed, host_t, host_v)
             pooled = F.normalize(host_t.pooled.float(), dim=-1) @ F.normalize(host_v.pooled.float(), dim=-1).T
             side = video_text_nce(F.normalize(host_v.pooled, dim=-1), F.normalize(host_t.pooled, dim=-1),
                                   batch.cap_video, batch.cap_neg_of, tau, scores - pooled)
             total = total + cfg.video_side_weight * side
             parts["video_side"] = side.detach()
+            if cfg.slot_pair_weight:
+                pair = self._slot_pairs(batch, host_v, fixed, enc, match)
+                total = total + cfg.slot_pair_weight * pair
+                parts["slot_pair"] = pair.detach()
         parts["total"] = total.detach()
         return total, parts
 
@@ -375,6 +392,16 @@ class FinstaModel(nn.Module):
         footprints = track_footprints(batch, host_v.cells, host_v.frame_index)
         loss, slot_rows, track_rows = slot_boxes(host_v.slot_attention, footprints, batch.track_video, local)
         return loss, (slot_rows, track_rows)
+
+    def _slot_pairs(self, batch: GraphBatch, host_v: HostVideo, text: TextUnits, enc: DSGEncoding,
+                    match: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """:func:`slot_pair_contrast` on the batch: slots matched to tracks by the box supervision's pairs
+        (``match``) or, without it, by cosine with the DSG's track embeddings."""
+        raw = self.rep_heads["slot"](host_v.slot_states)
+        if match is None:
+            match = match_slots(raw, enc.tracks, batch.track_video)
+        return slot_pair_contrast(self.slot_pairs, raw, slot_places(host_v), text.pair, batch, match,
+                                  self.config.temperature)
 
     def _rep_distill(self, batch: GraphBatch, host_v: HostVideo, enc: DSGEncoding,
                      match: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:

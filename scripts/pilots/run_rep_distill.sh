@@ -9,6 +9,8 @@
 # Variants box (rep + box supervision of the slots, scripts/pilots/rep_box.json) and box-only (the baseline +
 # box supervision, no teacher: scripts/pilots/slot_box.json --no-sg): the slots' attention trained toward the
 # detector's boxes at training time (TrainConfig.slot_box_weight); the exported hosts read no boxes.
+# Variant pairs: box + directed slot pairs as the video-side score's relation units, trained by the slot-pair
+# contrast (scripts/pilots/rep_pairs.json, TrainConfig.slot_pair_weight, finsta_model/slot_pairs.py).
 # Usage: scripts/pilots/run_rep_distill.sh WORK   (WORK holds sgs-train-11 and sgs-val, built as in docs/results.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,6 +36,7 @@ for seed in $SEEDS; do
                train_set=$UNC_SET ;;
       finsta) flags=(--config scripts/pilots/slots.json) ;;
       box) flags=(--config scripts/pilots/rep_box.json); export_flags=(--video-sg-free) ;;
+      pairs) flags=(--config scripts/pilots/rep_pairs.json); export_flags=(--video-sg-free) ;;
       box-only) flags=(--config scripts/pilots/slot_box.json --no-sg) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac

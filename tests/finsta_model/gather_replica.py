@@ -20,11 +20,11 @@ from finsta_model.model import FinstaModel  # noqa: E402
 from schemas.store import open_dataset  # noqa: E402
 
 # every loss term on (fine-grained score, STGD, OSC, PTC, all distillations, the host's object slots with
-# representation distillation and box supervision, the video-side score, and representation distillation on
-# videos without captions); no dropout: the same computation in both runs
+# representation distillation and box supervision, the video-side score with its directed slot pairs, and
+# representation distillation on videos without captions); no dropout: the same computation in both runs
 CONFIG = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=2, host_layers=1, dropout=0.0, label_buckets=64,
-                     host_slots=2, rep_distill_weight=0.5, video_side_weight=0.5, uncaptioned=True,
-                     slot_box_weight=0.5)
+                     host_slots=3, rep_distill_weight=0.5, video_side_weight=0.5, uncaptioned=True,
+                     slot_box_weight=0.5, slot_pair_weight=0.5)
 VIDEOS = 8
 UNCAPTIONED = 3     # the dataset's videos after the first VIDEOS ride along as videos without captions
 
