@@ -40,6 +40,7 @@ from stages.base import Resources, Stage, VideoTask
 from stages.hosts import build_visual_host, visual_host_class
 from stages.hosts.clip import ClipOptions
 from stages.hosts.efficientnet import ENGINES, EFFICIENTNET_DIM, to_input  # noqa: F401  (re-exported for callers)
+from stages.openvino_runtime import PRECISIONS
 
 DETECTION_SOURCES = ("auto", "detector", "crop")
 
@@ -57,7 +58,8 @@ class EmbedVisualConfig:
     ``k``, e.g. 5: 80 channels at stride 16, a 14×14 map at 224 px, which reads
     an object's colour where the final map does not, docs/results.md); ``threads``: torch
     intra-op threads (0 = leave torch's default), or OpenVINO's single-threaded streams (0 = one per CPU);
-    ``engine``: ``openvino`` or ``torch`` for ``efficientnet_lite0`` on the CPU; ``batch_size``: images per
+    ``engine``: ``openvino`` or ``torch`` for ``efficientnet_lite0`` on the CPU; ``precision``: the ``openvino``
+    engine's compute precision (``bf16`` where the CPU has it, else f32; or ``f32``); ``batch_size``: images per
     forward pass; ``crop_margin``: each crop is widened by this fraction of its
     box on every side, for context; ``detection_features``: one of
     ``DETECTION_SOURCES`` (see module doc); ``clip``: the ``clip`` host's
@@ -76,12 +78,20 @@ class EmbedVisualConfig:
     crop_margin: float = 0.1
     detection_features: str = "auto"
     clip: ClipOptions = field(default_factory=ClipOptions)
-    # efficientnet_lite0 on the CPU: "openvino" (converted once, cached; equal to torch within 1e-4) or "torch"
+    # efficientnet_lite0 on the CPU: "openvino" (converted once, cached; equal to torch within 1e-4 in f32) or "torch"
     engine: str = runtime("openvino")
+    # The openvino engine's compute precision: "bf16" (default; run as bf16 where the CPU lists BF16 among
+    # OpenVINO's optimization capabilities, else f32) or "f32". bf16 moves the vectors: cosine to f32's >= 0.988
+    # for frame vectors and >= 0.962 for 3x3 grid cells on the 211 1-fps frames of the ../shared clips (README;
+    # tests/stages/test_embed_visual.py), so it is an output field, as detect.ssd.precision is; the torch engine
+    # and a GPU always run f32.
+    precision: str = "bf16"
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise UserError(f"embed_visual.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"embed_visual.precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.detection_features not in DETECTION_SOURCES:
             raise UserError(f"detection_features must be one of {', '.join(DETECTION_SOURCES)}, "
                             f"not {self.detection_features!r}")

@@ -51,6 +51,7 @@ import numpy as np
 from schemas.errors import UserError
 from schemas.options import runtime
 from stages.hosts.efficientnet import ENGINES  # noqa: F401  (the Lite0 engines; re-exported for callers)
+from stages.openvino_runtime import PRECISIONS
 
 # COCO's supercategories (instances_*.json "supercategory"), the kinds whose members a detector confuses.
 SUPERCATEGORIES: dict[str, tuple[str, ...]] = {
@@ -85,7 +86,8 @@ class LabelCheckConfig:
     ``margin``: context around a box, share of its size; ``share``: votes another label needs;
     ``min_prob``: its mean ImageNet probability at least; ``min_shift``, ``still_background``, ``alike``:
     rules 4-5 (:func:`kind_from_motion`); ``engine``: ``openvino`` (``embed_visual``'s converted Lite0, run by
-    :mod:`stages.openvino_runtime`) or ``torch``: the same probabilities within 1e-4."""
+    :mod:`stages.openvino_runtime`) or ``torch``: the same probabilities within 1e-4 in f32; ``precision``: the
+    ``openvino`` engine's, as ``embed_visual.precision`` (``bf16`` where the CPU has it, else f32; or ``f32``)."""
 
     enabled: bool = True
     crops: int = 6
@@ -99,10 +101,13 @@ class LabelCheckConfig:
     still_background: float = 6.0
     alike: float = 1.5
     engine: str = runtime("openvino")
+    precision: str = "bf16"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise UserError(f"track.labels.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"track.labels.precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if (self.crops < 1 or not 0.5 <= self.share <= 1.0 or not 0.0 <= self.min_prob <= 1.0 or self.margin < 0
                 or self.min_shift <= 0 or self.still_background < 0 or self.alike < 1):
             raise UserError("track.labels: crops >= 1, share in [0.5, 1], min_prob in [0, 1], margin >= 0, "
@@ -175,7 +180,8 @@ class LabelChecker:
         from stages.embed_visual import EmbedVisualConfig
         from stages.hosts.efficientnet import EfficientNetVisual, weights_file
 
-        host = EfficientNetVisual(EmbedVisualConfig(engine="openvino", threads=1, image_size=INPUT_SIZE))
+        host = EfficientNetVisual(EmbedVisualConfig(engine="openvino", threads=1, image_size=INPUT_SIZE,
+                                                    precision=self.cfg.precision))
         host.setup()
         state = torch.load(weights_file(), map_location="cpu", weights_only=True)
         weight, bias = state["_fc.weight"].numpy().T, state["_fc.bias"].numpy()

@@ -7,7 +7,10 @@ stages/hosts/efficientnet.py). Both convert once and cache the IR
 single-threaded OpenVINO streams, the batch split into one slice per stream,
 the slices as concurrent infer requests. One thread per request never waits on
 another at a layer's end, which on a shared 2-core machine is ~20 % of the CPU
-time of one request on two threads (bench/bench_detect.py).
+time of one request on two threads (bench/bench_detect.py). Both compute in a
+``precision`` option (``detect.ssd.precision``, ``embed_visual.precision``):
+``bf16`` by default, run as bf16 only where the CPU lists BF16 among OpenVINO's
+optimization capabilities, else f32 (:func:`resolved_precision`).
 
 Every model is read and compiled by the process's one ``ov.Core`` (:func:`core`); see there why.
 """
@@ -27,6 +30,7 @@ from schemas.cache import cache_dir
 
 VERSION = "2026.4.1"
 INSTALL_HINT = f"pip install openvino=={VERSION}"
+PRECISIONS = ("bf16", "f32")       # INFERENCE_PRECISION_HINT values the stages' precision options take
 
 
 def available() -> bool:
@@ -70,20 +74,35 @@ def cached_model(name: str, convert: Callable[[], object]) -> Path:
     return target
 
 
+def resolved_precision(requested: str, capabilities: list[str]) -> str:
+    """``requested`` where the CPU computes in it (its OpenVINO ``OPTIMIZATION_CAPABILITIES``), else ``"f32"``.
+
+    >>> resolved_precision("bf16", ["FP32", "BF16", "INT8"]), resolved_precision("bf16", ["FP32", "INT8"])
+    ('bf16', 'f32')
+    """
+    return requested if requested == "f32" or requested.upper() in capabilities else "f32"
+
+
+def cpu_capabilities() -> list[str]:
+    """The CPU's OpenVINO ``OPTIMIZATION_CAPABILITIES`` (``FP32``, ``BF16``, ``INT8``, …)."""
+    return list(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
 class Streams:
     """``model`` compiled for the CPU (by :func:`core`) as ``threads`` single-threaded streams (0 = one per
-    CPU) in ``precision``.
+    CPU) in ``precision`` (``INFERENCE_PRECISION_HINT``: ``f32`` or ``bf16``, already resolved for this CPU by
+    :func:`resolved_precision`; kept as ``self.precision``).
 
     Calling it with a batch returns the outputs named by ``outputs`` (tensor
     names; default all), the slices' results concatenated in batch order.
     """
 
     def __init__(self, model, threads: int, precision: str = "f32"):
-        self.streams = threads or cpu_count()
+        self.streams, self.precision = threads or cpu_count(), precision
         self.compiled = core().compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": str(self.streams),
             "INFERENCE_NUM_THREADS": str(self.streams)})

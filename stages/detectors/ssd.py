@@ -57,6 +57,7 @@ from schemas.errors import UserError
 from schemas.options import runtime
 from stages.detectors.base import FrameDetections
 from stages.detectors import ssd_openvino
+from stages.openvino_runtime import PRECISIONS
 from stages.detectors.boxes import class_nms, cross_label_duplicates, roi_average, tile_windows
 from stages.registry import DETECTORS
 
@@ -71,7 +72,6 @@ FEATURE_LAYER = "FeatureExtractor/MobilenetV2/Conv_1/Relu6"
 OUTPUT_LAYER = "detection_out"
 FEATURE_DIM = 1280
 ENGINES = ("openvino", "opencv")
-PRECISIONS = ("bf16", "f32")
 # The TF object-detection COCO label map (mscoco_label_map.pbtxt): ids 1–90, 80 used.
 COCO_LABELS: dict[int, str] = dict(enumerate((
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",

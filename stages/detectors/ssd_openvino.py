@@ -20,7 +20,8 @@ wheel alone. Per input size the two big class-predictor convolutions are
 rewritten as Winograd F(4,3) (:mod:`stages.detectors.winograd`: 60 % of the
 multiply-adds, ~3× fewer; f32 only). Inference runs in ``precision``
 (``INFERENCE_PRECISION_HINT``): bf16 by default where the CPU lists BF16 among its
-optimization capabilities (what OpenVINO itself would pick there), else f32; bf16
+optimization capabilities (what OpenVINO itself would pick there), else f32
+(:func:`stages.openvino_runtime.resolved_precision`); bf16
 moves scores by up to ~0.06 and keeps the DSGs of the ../shared clips (tested on
 their frames; scripts/report_detections.py on every frame). In ``threads``
 single-threaded streams, each batch split across them.
@@ -37,6 +38,7 @@ import numpy as np
 from schemas.errors import UserError
 from stages import openvino_runtime
 from stages.detectors import winograd
+from stages.openvino_runtime import resolved_precision  # noqa: F401  (re-exported: ssd's callers and tests)
 
 INSTALL_HINT = f"{openvino_runtime.INSTALL_HINT} (or run the OpenCV engine: --set detect.ssd.engine=opencv)"
 # The cut: the preprocessor's batched float image in; backbone map and box-predictor convolutions out.
@@ -177,15 +179,6 @@ def detection_output(encodings: np.ndarray, logits: np.ndarray, priors: np.ndarr
     return np.asarray(rows, np.float32).reshape(-1, 7)
 
 
-def resolved_precision(requested: str, capabilities: list[str]) -> str:
-    """``requested`` where the CPU computes in it (its OpenVINO ``OPTIMIZATION_CAPABILITIES``), else ``"f32"``.
-
-    >>> resolved_precision("bf16", ["FP32", "BF16", "INT8"]), resolved_precision("bf16", ["FP32", "INT8"])
-    ('bf16', 'f32')
-    """
-    return requested if requested == "f32" or requested.upper() in capabilities else "f32"
-
-
 class OpenVINOForward:
     """Batched forward of the cut graph: same-size RGB crops → (DetectionOutput rows, backbone maps N×1280×h×w).
 
@@ -195,13 +188,10 @@ class OpenVINOForward:
     def __init__(self, graph: Path, text_graph: Path, weights_version: str, threads: int, precision: str):
         self.core = openvino_runtime.core()
         self.model = self.core.read_model(str(converted_model(graph, weights_version)))
-        self.precision = resolved_precision(precision, self.capabilities())
+        self.precision = resolved_precision(precision, openvino_runtime.cpu_capabilities())
         self.threads = threads
         self.specs = prior_specs(text_graph)
         self.compiled: dict[tuple[int, int], tuple[openvino_runtime.Streams, np.ndarray]] = {}
-
-    def capabilities(self) -> list[str]:
-        return list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
     def _compiled(self, size: tuple[int, int]) -> tuple[openvino_runtime.Streams, np.ndarray]:
         """One compiled model and prior table per input size (batch size left dynamic).

@@ -20,7 +20,8 @@ CHOICES = {"dataset.name": "manifest", "decode.mode": "uniform", "decode.transpo
            "embed_visual.detection_features": "crop", "parse_captions.name": "stanza", "run.executor": "sequential",
            "run.pools": "each", "merge_hsg.scorer.name": "minilm", "dataset.split": "val_1", "relate.pairs": "all",
            "segment_shots.method": "transnetv2", "detect.ssd.engine": "opencv", "detect.ssd.precision": "bf16",
-           "embed_visual.engine": "torch", "track.labels.engine": "torch"}
+           "embed_visual.engine": "torch", "track.labels.engine": "torch", "embed_visual.precision": "f32",
+           "track.labels.precision": "f32"}
 CONTRADICTS = {"run.retry_failed"}   # true only together with overwrite=false, its default: still fine alone
 
 

@@ -150,17 +150,20 @@ def test_the_top_down_cars_ssd_calls_phones_and_remotes_become_cars():
 
 @pytest.mark.skipif(not openvino_runtime.available(), reason="OpenVINO not installed")
 def test_the_openvino_engine_gives_torchs_probabilities():
-    """The default engine (the torch module and its softmax converted to OpenVINO) vs torch, on crops of
-    several sizes: group probabilities within 1e-4."""
+    """The default engine (the torch module and its softmax converted to OpenVINO) in f32 vs torch, on crops of
+    several sizes: group probabilities within 1e-4. (In bf16, the default where the CPU has it, they move by up
+    to ~0.09 on the ../shared clips' crops; the clips' track labels and facts stay the same, README.)"""
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 255, shape, np.uint8) for shape in ((60, 40, 3), (224, 224, 3), (300, 500, 3))]
     crops.append(np.repeat(np.linspace(0, 255, 120, dtype=np.uint8)[None, :, None], 3, axis=2).repeat(90, axis=0))
     probs = {}
     for engine in ENGINES:
-        checker = LabelChecker(LabelCheckConfig(engine=engine))
+        checker = LabelChecker(LabelCheckConfig(engine=engine, precision="f32"))
         checker.setup()
         probs[engine] = checker.group_probs(crops)
     assert probs["torch"].shape == (len(crops), len(checker.group_matrix[0]))
     assert np.abs(probs["openvino"] - probs["torch"]).max() <= 1e-4
     with pytest.raises(UserError, match="engine"):
         LabelCheckConfig(engine="onnx")
+    with pytest.raises(UserError, match="track.labels.precision must be one of bf16, f32, not 'f16'"):
+        LabelCheckConfig(precision="f16")
