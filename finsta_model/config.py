@@ -76,11 +76,11 @@ class TrainConfig:
     # the same slot↔track pairs. The detector's boxes are read at training time only (the host reads none).
     # Works with --no-sg too (boxes, no teacher); 0 = off
     slot_box_weight: float = 0.0
-    # directed slot pairs (needs video_side_weight > 0 and cells; finsta_model/slot_pairs.py): a caption's
-    # relation nodes also match ordered pairs of the host's slots over the caption's window in the video-side
-    # score, and each linked predicate picks its (subject's slot, object's slot) pair among the batch's with
-    # this weight (slots matched to tracks by the box supervision's pairs, else by cosine); 0 = off
-    slot_pair_weight: float = 0.0
+    # the slots' window units (needs video_side_weight > 0 and cells; finsta_model/slot_units.py): in the
+    # video-side score a caption's nodes match each slot read over the caption's window (its geometry and
+    # motion there) and relation nodes also directed slot pairs; the teacher's unit OSC / PTC on them with
+    # this weight (slots stand for tracks through the box supervision's pairs, else cosine); 0 = off
+    slot_unit_weight: float = 0.0
     # videos without captions (`make-synthetic --uncaptioned N`, or any unannotated video build-sgs processed)
     # ride along in each batch, beyond its batch_size captioned ones, and train only the representation
     # distillation (their DSG is the target); needs rep_distill_weight > 0. False: they are skipped (the
@@ -145,13 +145,13 @@ class TrainConfig:
             raise UserError("batch_size must be ≥ 2: contrastive losses need negatives")
         for name in ("fine_grained_weight", "host_fine_weight", "distill_weight", "score_distill_weight",
                      "align_distill_weight", "node_distill_weight", "distill_temperature", "rep_distill_weight",
-                     "host_slots", "video_side_weight", "slot_box_weight", "slot_pair_weight"):
+                     "host_slots", "video_side_weight", "slot_box_weight", "slot_unit_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be ≥ 0 (got {getattr(self, name)})")
         if self.video_side_weight and not self.host_slots:
             raise UserError("video_side_weight needs host_slots > 0: the video side of that score is the host's slots")
-        if self.slot_pair_weight and not (self.use_sg and self.video_side_weight and self.fine_grained_weight):
-            raise UserError("slot_pair_weight needs the video-side score: the SG branch, video_side_weight > 0 and "
+        if self.slot_unit_weight and not (self.use_sg and self.video_side_weight and self.fine_grained_weight):
+            raise UserError("slot_unit_weight needs the video-side score: the SG branch, video_side_weight > 0 and "
                             "fine_grained_weight > 0")
         if self.slot_box_weight and not self.host_slots:
             raise UserError("slot_box_weight needs host_slots > 0: it trains the slots' attention")

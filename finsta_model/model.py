@@ -44,7 +44,7 @@ from finsta_model.losses import (distillation, object_spatial_contrast, predicat
                                  match_slots, representation_distillation, score_distillation, slot_boxes,
                                  video_text_nce)
 from finsta_model.rgtrm import DSGEncoder, DSGEncoding
-from finsta_model.slot_pairs import SlotPairs, slot_pair_contrast, slot_places
+from finsta_model.slot_units import SlotUnits, slot_places, slot_unit_contrast
 from schemas.records import TEXT_NODE_KINDS
 
 if TYPE_CHECKING:
@@ -54,9 +54,9 @@ BRANCHES = ("fused", "host")
 REP_TARGETS = ("video", "frame", "slot")   # what representation distillation teaches the host
 SCORE_ROWS = 64     # captions per block of the video-side score
 # the parameters the video-side SG-free score reads besides the host (export --video-sg-free ships them):
-# the caption's TSG encoder, its unit heads, the slot head and the slot-pair head; nothing that reads a video's
-# scene graph
-VIDEO_SIDE_TEXT = ("words.", "gtrm.", "node_align.", "fine.pair_text.", "rep_heads.slot.", "slot_pairs.")
+# the caption's TSG encoder, its unit heads, the slot head and the slots' unit heads; nothing that reads a
+# video's scene graph
+VIDEO_SIDE_TEXT = ("words.", "gtrm.", "node_align.", "fine.pair_text.", "rep_heads.slot.", "slot_units.")
 RELATION_KIND = TEXT_NODE_KINDS.index("relation")
 
 
@@ -156,8 +156,8 @@ class FinstaModel(nn.Module):
         if config.fine_grained_weight > 0:
             # STGD's read-out needs a block between R-GTrm layers (none with one layer)
             self.fine = FineGrained(d, stgd_heads=config.heads if self._stgd_kernel() is not None else 0)
-        if config.slot_pair_weight > 0:     # the video-side score's relation units (finsta_model/slot_pairs.py)
-            self.slot_pairs = SlotPairs(d)
+        if config.slot_unit_weight > 0:     # the video-side score's window units (finsta_model/slot_units.py)
+            self.slot_units = SlotUnits(d)
 
     # ------------------------------------------------------------ embeddings
     def host_units(self, batch: GraphBatch) -> tuple[HostText, HostVideo]:
@@ -218,20 +218,20 @@ class FinstaModel(nn.Module):
     def video_side_scores(self, text: TextUnits, host_t: HostText, host_v: HostVideo) -> torch.Tensor:
         """``[C, B]`` video-side SG-free scores: the host's pooled cosine + ``fine_grained_weight`` × the mean
         over each caption's TSG object/relation units (``text``) of their best cosine with the video's host
-        slots (through the slot head of the representation distillation); with ``slot_pair_weight`` a
-        relation unit also looks among the directed slot pairs over the caption's window
-        (:mod:`finsta_model.slot_pairs`). No scene graph of the video is read."""
+        slots (through the slot head of the representation distillation); with ``slot_unit_weight`` the
+        slots' window units and, for relation nodes, their directed pairs over the caption's window instead
+        (:mod:`finsta_model.slot_units`). No scene graph of the video is read."""
         raw = self.rep_heads["slot"](host_v.slot_states)
         slots = F.normalize(raw.float(), dim=-1)                                                 # [B, S, d]
-        places = slot_places(host_v) if self.config.slot_pair_weight else None
+        places = slot_places(host_v) if self.config.slot_unit_weight else None
         video = F.normalize(host_v.pooled.float(), dim=-1)
         rows = []
         for lo in range(0, max(len(text), 1), SCORE_ROWS):
             part = text.slice(lo, lo + SCORE_ROWS)
-            best = torch.einsum("cud,bsd->cubs", part.align.float(), slots).amax(-1)           # [C, U, B]
-            if places is not None:
-                pairs = self.slot_pairs.best(part.pair, self.slot_pairs.units(raw, places, part.window))
-                best = torch.where(part.is_relation[..., None], torch.maximum(best, pairs), best)
+            if places is None:
+                best = torch.einsum("cud,bsd->cubs", part.align.float(), slots).amax(-1)       # [C, U, B]
+            else:
+                best = self.slot_units.node_scores(part, *self.slot_units.units(raw, places, part.window))
             units = (part.is_object | part.is_relation).float()[..., None]
             fine = (best * units).sum(1) / units.sum(1).clamp_min(1)
             pooled = F.normalize(host_t.pooled[lo:lo + SCORE_ROWS].float(), dim=-1) @ video.T
@@ -375,10 +375,10 @@ class FinstaModel(nn.Module):
                                   batch.cap_video, batch.cap_neg_of, tau, scores - pooled)
             total = total + cfg.video_side_weight * side
             parts["video_side"] = side.detach()
-            if cfg.slot_pair_weight:
-                pair = self._slot_pairs(batch, host_v, fixed, enc, match)
-                total = total + cfg.slot_pair_weight * pair
-                parts["slot_pair"] = pair.detach()
+            if cfg.slot_unit_weight:
+                units = self._slot_units(batch, host_v, fixed, enc, match)
+                total = total + cfg.slot_unit_weight * units
+                parts["slot_units"] = units.detach()
         parts["total"] = total.detach()
         return total, parts
 
@@ -393,14 +393,14 @@ class FinstaModel(nn.Module):
         loss, slot_rows, track_rows = slot_boxes(host_v.slot_attention, footprints, batch.track_video, local)
         return loss, (slot_rows, track_rows)
 
-    def _slot_pairs(self, batch: GraphBatch, host_v: HostVideo, text: TextUnits, enc: DSGEncoding,
+    def _slot_units(self, batch: GraphBatch, host_v: HostVideo, text: TextUnits, enc: DSGEncoding,
                     match: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """:func:`slot_pair_contrast` on the batch: slots matched to tracks by the box supervision's pairs
+        """:func:`slot_unit_contrast` on the batch: slots matched to tracks by the box supervision's pairs
         (``match``) or, without it, by cosine with the DSG's track embeddings."""
         raw = self.rep_heads["slot"](host_v.slot_states)
         if match is None:
             match = match_slots(raw, enc.tracks, batch.track_video)
-        return slot_pair_contrast(self.slot_pairs, raw, slot_places(host_v), text.pair, batch, match,
+        return slot_unit_contrast(self.slot_units, raw, slot_places(host_v), text, batch, match,
                                   self.config.temperature)
 
     def _rep_distill(self, batch: GraphBatch, host_v: HostVideo, enc: DSGEncoding,

@@ -9,8 +9,9 @@
 # Variants box (rep + box supervision of the slots, scripts/pilots/rep_box.json) and box-only (the baseline +
 # box supervision, no teacher: scripts/pilots/slot_box.json --no-sg): the slots' attention trained toward the
 # detector's boxes at training time (TrainConfig.slot_box_weight); the exported hosts read no boxes.
-# Variant pairs: box + directed slot pairs as the video-side score's relation units, trained by the slot-pair
-# contrast (scripts/pilots/rep_pairs.json, TrainConfig.slot_pair_weight, finsta_model/slot_pairs.py).
+# Variant units: box + the slots read over each caption's window (geometry, motion) and their directed pairs
+# as the video-side score's units, trained by the teacher's unit OSC / PTC on the slots
+# (scripts/pilots/rep_units.json, TrainConfig.slot_unit_weight, finsta_model/slot_units.py).
 # Usage: scripts/pilots/run_rep_distill.sh WORK   (WORK holds sgs-train-11 and sgs-val, built as in docs/results.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,7 +37,7 @@ for seed in $SEEDS; do
                train_set=$UNC_SET ;;
       finsta) flags=(--config scripts/pilots/slots.json) ;;
       box) flags=(--config scripts/pilots/rep_box.json); export_flags=(--video-sg-free) ;;
-      pairs) flags=(--config scripts/pilots/rep_pairs.json); export_flags=(--video-sg-free) ;;
+      units) flags=(--config scripts/pilots/rep_units.json); export_flags=(--video-sg-free) ;;
       box-only) flags=(--config scripts/pilots/slot_box.json --no-sg) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac

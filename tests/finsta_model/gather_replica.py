@@ -24,7 +24,7 @@ from schemas.store import open_dataset  # noqa: E402
 # representation distillation on videos without captions); no dropout: the same computation in both runs
 CONFIG = TrainConfig(dim=16, heads=2, gtrm_layers=1, rgtrm_layers=2, host_layers=1, dropout=0.0, label_buckets=64,
                      host_slots=3, rep_distill_weight=0.5, video_side_weight=0.5, uncaptioned=True,
-                     slot_box_weight=0.5, slot_pair_weight=0.5)
+                     slot_box_weight=0.5, slot_unit_weight=0.5)
 VIDEOS = 8
 UNCAPTIONED = 3     # the dataset's videos after the first VIDEOS ride along as videos without captions
 

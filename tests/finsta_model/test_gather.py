@@ -77,9 +77,9 @@ def test_two_replicas_compute_the_one_process_loss_and_gradient(varied, tmp_path
     loss.backward()
     replicas = _run_replicas(varied, tmp_path, world=2)
     assert set(parts) >= {"nce", "host_nce", "osc", "ptc", "distill", "score_distill", "node_distill",
-                          "align_distill", "rep_distill", "video_side", "slot_pair", "rep_uncaptioned", "slot_box",
+                          "align_distill", "rep_distill", "video_side", "slot_units", "rep_uncaptioned", "slot_box",
                           "total"}
-    assert parts["slot_pair"] > 0
+    assert parts["slot_units"] > 0
     for rank in replicas:
         assert rank["parts"].keys() == parts.keys()
         for name, value in parts.items():
