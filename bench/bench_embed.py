@@ -13,10 +13,12 @@ Prints one JSON object:
   stage (640×360 RGB frames: resize + normalise + forward) and crops per
   second, against the bare model's forward on ready tensors, and their ratio;
   ``openvino_vs_torch_cpu``: the stage's frames per CPU-second, openvino ÷ torch.
+  The openvino engine runs in ``--precision`` (default ``embed_visual.precision``'s,
+  bf16 where the CPU has it); ``precision`` is what it compiled, after that fallback.
 
 Both use one thread (what one Ray CPU worker gets). Usage::
 
-    python bench/bench_embed.py [--tasks 16] [--frames 32]
+    python bench/bench_embed.py [--tasks 16] [--frames 32] [--precision bf16|f32]
 """
 from __future__ import annotations
 
@@ -94,12 +96,12 @@ def bench_text(n_tasks: int) -> dict:
             "stage_ms_per_item": round(1000 * warm_s / len(strings), 2)}
 
 
-def bench_visual(n_frames: int, engine: str) -> dict:
+def bench_visual(n_frames: int, engine: str, precision: str) -> dict:
     import torch
     torch.set_num_threads(1)
     started = time.perf_counter()
     from stages.embed_visual import EmbedVisualConfig, VisualEmbedder, crop_box, to_input
-    embedder = VisualEmbedder(EmbedVisualConfig(threads=1, batch_size=16, engine=engine))
+    embedder = VisualEmbedder(EmbedVisualConfig(threads=1, batch_size=16, engine=engine, precision=precision))
     embedder.setup()
     load_s = time.perf_counter() - started
     rng = np.random.default_rng(0)
@@ -131,7 +133,8 @@ def bench_visual(n_frames: int, engine: str) -> dict:
     stage_s = best_of(3, stage)
     crop_s = best_of(3, lambda: embedder.embed(crops))
     bare_s = best_of(3, bare)
-    return {"engine": engine, "load_s": round(load_s, 2), "frames": n_frames,
+    return {"engine": engine, "precision": host.streams.precision if host.streams is not None else "f32",
+            "load_s": round(load_s, 2), "frames": n_frames,
             "stage_frames_per_s": round(n_frames / stage_s, 1), "stage_crops_per_s": round(n_frames / crop_s, 1),
             "stage_frames_per_cpu_s": round(n_frames / min(cpu), 1),
             "bare_forward_frames_per_s": round(n_frames / bare_s, 1),
@@ -143,9 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--frames", type=int, default=32)
+    from stages.embed_visual import EmbedVisualConfig
+    from stages.openvino_runtime import PRECISIONS
+    parser.add_argument("--precision", choices=PRECISIONS, default=EmbedVisualConfig().precision,
+                        help="the openvino engine's embed_visual.precision (default: %(default)s)")
     args = parser.parse_args()
     import os
-    visual = {engine: bench_visual(args.frames, engine) for engine in ("openvino", "torch")}
+    visual = {engine: bench_visual(args.frames, engine, args.precision) for engine in ("openvino", "torch")}
     print(json.dumps({"device": "cpu", "threads": 1, "text": bench_text(args.tasks), "visual": visual,
                       "openvino_vs_torch_cpu": round(visual["openvino"]["stage_frames_per_cpu_s"]
                                                      / visual["torch"]["stage_frames_per_cpu_s"], 2),

@@ -62,6 +62,12 @@ def config_from(cls: type, data: Optional[dict[str, Any]]) -> Any:
     return cls(**values)
 
 
+def visual_config(stored: Optional[dict[str, Any]]) -> EmbedVisualConfig:
+    """The ``embed_visual`` config of a stored host identity. One recorded before ``embed_visual.precision``
+    existed lacks it and was embedded in f32 (the only precision then), not in today's default bf16."""
+    return config_from(EmbedVisualConfig, {"precision": "f32", **(stored or {})})
+
+
 class FileEmbedder:
     """``embed(path, captions)`` → :class:`FileEmbedding` with an exported host (see the module docstring).
 
@@ -77,7 +83,7 @@ class FileEmbedder:
                             "embed its inputs yourself as docs/model.md describes")
         self.host = host
         self.decode = decode or DecodeConfig()
-        self.visual_cfg = config_from(EmbedVisualConfig, identity["embed_visual"])
+        self.visual_cfg = visual_config(identity["embed_visual"])
         self.text_cfg = config_from(EmbedTextConfig, identity["embed_text"])
         self.visual, self.text = VisualEmbedder(self.visual_cfg), TextEmbedder(self.text_cfg)
         self.visual.setup()

@@ -10,7 +10,7 @@ from schemas.errors import UserError
 from schemas.options import identity
 from stages.embed_text import EmbedTextConfig
 from stages.embed_visual import EmbedVisualConfig
-from stages.host_inputs import FileEmbedder, config_from
+from stages.host_inputs import FileEmbedder, config_from, visual_config
 from stages.hosts.clip import ClipOptions
 
 
@@ -22,6 +22,13 @@ from stages.hosts.clip import ClipOptions
 def test_a_config_is_rebuilt_from_its_stored_identity(config):
     rebuilt = config_from(type(config), identity(config))
     assert identity(rebuilt) == identity(config) and rebuilt == config
+
+
+def test_a_host_recorded_before_the_precision_option_embeds_in_f32():
+    stored = identity(EmbedVisualConfig(grid=2))
+    assert stored["precision"] == "bf16" and visual_config(stored) == EmbedVisualConfig(grid=2)
+    del stored["precision"]
+    assert visual_config(stored) == EmbedVisualConfig(grid=2, precision="f32")
 
 
 def test_a_host_that_names_no_embedders_is_one_line():
