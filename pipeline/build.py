@@ -23,6 +23,8 @@ Example::
 """
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from pipeline.executors import make_executor
 from pipeline.plan import build_stages, plan_pools, stage_names
 from pipeline.progress import Progress
 from pipeline.stop import Interrupted
+from schemas.options import adopt_older
 from schemas.stop import StopRun, StopSignals
 from schemas.errors import UserError
 from schemas.records import FEATURE_ARRAYS, FailureRecord, SampleFeatures, VideoSample
@@ -69,6 +72,22 @@ def host_identity(cfg) -> dict:
     (stored as the manifest's ``host``; ``train`` and ``eval`` refuse to mix hosts)."""
     identity = cfg.identity()
     return {"embed_visual": identity["embed_visual"], "embed_text": identity["embed_text"]}
+
+
+def continue_older(cfg, out: Path) -> list[str]:
+    """An output made before some option existed continues with the value it was made with
+    (:func:`schemas.options.adopt_older`), not today's default: e.g. ``detect.ssd.precision`` f32 for one made
+    before bf16 was the default. Returns a note per option adopted."""
+    if cfg.run.overwrite or not (out / "manifest.json").exists():
+        return []
+    try:
+        old = json.loads((out / "manifest.json").read_text()).get("config")
+    except (OSError, ValueError, AttributeError):      # the store reports an unreadable manifest itself
+        return []
+    if not isinstance(old, dict):
+        return []
+    return [f"{out} was made before {name} existed: continuing with {functools.reduce(getattr, name.split('.'), cfg)!r}, "
+            f"the value it was made with" for name in adopt_older(cfg, old)]
 
 
 def preflight(cfg) -> None:
@@ -305,6 +324,7 @@ def run_build(cfg, out: Path, progress: Optional[Progress] = None) -> BuildResul
 
 def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildResult, started: float) -> None:
     with stop.interruptible():
+        older = continue_older(cfg, out)
         dataset = build_dataset(cfg.dataset)
         dims = feature_dims(cfg)
         if cfg.run.dry_run:
@@ -318,8 +338,8 @@ def _build(cfg, out: Path, progress: Progress, stop: StopSignals, result: BuildR
         writer = DatasetWriter(out, cfg.identity(), dims, overwrite=cfg.run.overwrite, host=host_identity(cfg),
                                check_data=cfg.run.check_data)
     with writer:
-        result.store_notes = list(writer.notes)
-        for note in writer.notes:
+        result.store_notes = older + list(writer.notes)
+        for note in result.store_notes:
             progress.log(note)
         with stop.interruptible():
             committed = writer.committed_keys()

@@ -8,6 +8,12 @@ training resume must keep (``finsta_model.config.TrainConfig.identity``, checked
 new option is hashed by default and only a deliberate ``runtime(...)`` takes
 it out.
 
+An output field added after outputs existed is declared with :func:`added`,
+naming the value those outputs were made with (``before``). At that value it
+is left out of the identity, so an output made before the field existed and
+one made with it at ``before`` are the same build, and a rerun of an older
+output continues it at ``before`` (:func:`adopt_older`) instead of refusing.
+
 A section that selects a backend by ``name`` and holds one sub-section per
 backend (``detect.name = "lite"`` with ``detect.lite``, ``detect.detectron2``)
 counts only the selected backend's sub-section: changing an option of a
@@ -29,12 +35,19 @@ import dataclasses
 from typing import Any
 
 _RUNTIME = "finsta_runtime"
+_BEFORE = "finsta_before"     # added(): the value outputs made before the field existed were made with
 BACKEND_SELECTOR = "name"
 
 
 def runtime(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that never changes what is written (left out of :func:`identity`)."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={_RUNTIME: True})
+
+
+def added(default: Any, *, before: Any) -> Any:
+    """An output field added after outputs were made without it; ``before``: the value they were made with
+    (see the module docstring). ``precision: str = added("bf16", before="f32")``."""
+    return dataclasses.field(default=default, metadata={_BEFORE: before})
 
 
 def is_runtime(f: dataclasses.Field) -> bool:
@@ -60,8 +73,26 @@ def identity(obj: Any) -> dict[str, Any]:
         if is_runtime(f) or (f.name in backends and f.name != selected):
             continue
         value = getattr(obj, f.name)
+        if _BEFORE in f.metadata and _plain(value) == _plain(f.metadata[_BEFORE]):
+            continue            # what outputs made before the field existed were made with
         out[f.name] = identity(value) if dataclasses.is_dataclass(value) else _plain(value)
     return out
+
+
+def adopt_older(obj: Any, old: dict[str, Any], prefix: str = "") -> list[str]:
+    """Continue an output whose identity ``old`` was made before some :func:`added` fields existed: each such
+    field absent from ``old`` (its section present) and still at its default is set, in place, to its
+    ``before`` value. Returns their dotted names; a field the user changed is left as it is (the rerun then
+    refuses, naming it)."""
+    adopted = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and isinstance(old.get(f.name), dict):
+            adopted += adopt_older(value, old[f.name], f"{prefix}{f.name}.")
+        elif _BEFORE in f.metadata and f.name not in old and _plain(value) == _plain(f.default):
+            object.__setattr__(obj, f.name, f.metadata[_BEFORE])
+            adopted.append(f"{prefix}{f.name}")
+    return adopted
 
 
 def _plain(value: Any) -> Any:

@@ -35,7 +35,7 @@ from typing import Optional
 import numpy as np
 
 from schemas.errors import SampleError, UserError
-from schemas.options import runtime
+from schemas.options import added, runtime
 from stages.base import Resources, Stage, VideoTask
 from stages.hosts import build_visual_host, visual_host_class
 from stages.hosts.clip import ClipOptions
@@ -85,7 +85,8 @@ class EmbedVisualConfig:
     # for frame vectors and >= 0.962 for 3x3 grid cells on the 211 1-fps frames of the ../shared clips (README;
     # tests/stages/test_embed_visual.py), so it is an output field, as detect.ssd.precision is; the torch engine
     # and a GPU always run f32.
-    precision: str = "bf16"
+    # (outputs made before the option existed were made in f32: schemas.options.added)
+    precision: str = added("bf16", before="f32")
 
     def __post_init__(self):
         if self.engine not in ENGINES:

@@ -49,7 +49,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from schemas.errors import UserError
-from schemas.options import runtime
+from schemas.options import added, runtime
 from stages.hosts.efficientnet import ENGINES  # noqa: F401  (the Lite0 engines; re-exported for callers)
 from stages.openvino_runtime import PRECISIONS
 
@@ -101,7 +101,8 @@ class LabelCheckConfig:
     still_background: float = 6.0
     alike: float = 1.5
     engine: str = runtime("openvino")
-    precision: str = "bf16"
+    # (outputs made before the option existed were made in f32: schemas.options.added)
+    precision: str = added("bf16", before="f32")
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

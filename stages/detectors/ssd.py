@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 import numpy as np
 
 from schemas.errors import UserError
-from schemas.options import runtime
+from schemas.options import added, runtime
 from stages.detectors.base import FrameDetections
 from stages.detectors import ssd_openvino
 from stages.openvino_runtime import PRECISIONS
@@ -106,7 +106,8 @@ class SSDOptions:
     # frames per CPU-second of "f32" and keeps what the DSGs say on the ../shared clips (the same tracks, labels,
     # detections and facts; one frame of 211 gains a one-frame "frisbee" at 0.554 that forms no track); "f32" is
     # the path tested equal to OpenCV DNN, and gives the same boxes on every CPU (docs/architecture.md).
-    precision: str = "bf16"
+    # (outputs made before the option existed were made in f32: schemas.options.added)
+    precision: str = added("bf16", before="f32")
 
     def __post_init__(self) -> None:
         self.tiles = tuple(int(v) for v in self.tiles)

@@ -161,6 +161,22 @@ def test_changed_config_is_refused(world, sequential_out, capsys):
     assert [line for line in err.splitlines() if line.startswith("error:")] == err.strip().splitlines()[-1:]
 
 
+def test_an_output_made_before_the_precision_options_continues_with_f32(world, tmp_path):
+    # at f32 the options are left out of the identity: exactly the manifest of an output made before they existed
+    out = tmp_path / "out"
+    older = config(world)
+    older.embed_visual.precision = older.track.labels.precision = "f32"
+    run_build(older, out)
+    made = json.loads((out / "manifest.json").read_text())
+    assert "precision" not in made["config"]["embed_visual"] and "precision" not in made["host"]["embed_visual"]
+    result = run_build(config(world), out)          # today's defaults (bf16): continued, not refused
+    assert result.to_run == 0 and result.skipped_committed == GOOD + 1
+    assert sorted(n for n in result.store_notes if "made before" in n) == [
+        f"{out} was made before {name} existed: continuing with 'f32', the value it was made with"
+        for name in ("embed_visual.precision", "track.labels.precision")]
+    assert json.loads((out / "manifest.json").read_text())["config_hash"] == made["config_hash"]
+
+
 def test_dry_run_writes_nothing(world, tmp_path, capsys):
     code, out, err = in_process(capsys, "build-sgs", "--dataset", "manifest", "--data-root",
                                 str(world / "manifest.jsonl"), "--out", str(tmp_path / "dry"), "--dry-run",
