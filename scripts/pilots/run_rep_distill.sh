@@ -12,6 +12,9 @@
 # Variant units: box + the slots read over each caption's window (geometry, motion) and their directed pairs
 # as the video-side score's units, trained by the teacher's unit OSC / PTC on the slots
 # (scripts/pilots/rep_units.json, TrainConfig.slot_unit_weight, finsta_model/slot_units.py).
+# Variant units-nobox: units without the box supervision (slots stand for tracks by cosine matching).
+# The 900-video stage: TRAIN_SET=sgs-train STEPS=900 SPLITS="test val" (WORK built by
+# `STAGE=data scripts/reproduce_results.sh WORK`: worlds 11 14 15 merged, validation 12, held-out test 13).
 # Usage: scripts/pilots/run_rep_distill.sh WORK   (WORK holds sgs-train-11 and sgs-val, built as in docs/results.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,12 +25,14 @@ TRAIN_SET=${TRAIN_SET:-sgs-train-11}
 SEEDS=${SEEDS:-"0 1 2"}
 VARIANTS=${VARIANTS:-"baseline rep"}
 UNC_SET=${UNC_SET:-sgs-train-11u}
+SPLITS=${SPLITS:-val}      # evaluated on WORK/sgs-SPLIT: eval-host-SPLIT.json (exported), eval-SPLIT.json (the run)
 RUNS=${RUNS:-$WORK/runs}
 mkdir -p "$RUNS"
 for seed in $SEEDS; do
   for name in $VARIANTS; do
     run="$RUNS/$name-seed$seed"
-    [[ -f $run/eval-host-val.json ]] && continue
+    last=${SPLITS##* }
+    [[ -f $run/eval-host-$last.json ]] && continue
     train_set=$TRAIN_SET
     export_flags=()
     case $name in
@@ -38,6 +43,7 @@ for seed in $SEEDS; do
       finsta) flags=(--config scripts/pilots/slots.json) ;;
       box) flags=(--config scripts/pilots/rep_box.json); export_flags=(--video-sg-free) ;;
       units) flags=(--config scripts/pilots/rep_units.json); export_flags=(--video-sg-free) ;;
+      units-nobox) flags=(--config scripts/pilots/rep_units_nobox.json); export_flags=(--video-sg-free) ;;
       box-only) flags=(--config scripts/pilots/slot_box.json --no-sg) ;;
       *) echo "unknown variant $name" >&2; exit 2 ;;
     esac
@@ -49,7 +55,9 @@ for seed in $SEEDS; do
     if [[ -n ${EVAL_TRAIN:-} ]]; then
       nice -n 10 $PY cli.py eval --shards "$WORK/$TRAIN_SET" --checkpoint "$run/host" --json > "$run/eval-host-train.json"
     fi
-    nice -n 10 $PY cli.py eval --shards "$WORK/sgs-val" --checkpoint "$run" --json > "$run/eval-val.json"
-    nice -n 10 $PY cli.py eval --shards "$WORK/sgs-val" --checkpoint "$run/host" --json > "$run/eval-host-val.json"
+    for split in $SPLITS; do
+      nice -n 10 $PY cli.py eval --shards "$WORK/sgs-$split" --checkpoint "$run" --json > "$run/eval-$split.json"
+      nice -n 10 $PY cli.py eval --shards "$WORK/sgs-$split" --checkpoint "$run/host" --json > "$run/eval-host-$split.json"
+    done
   done
 done
