@@ -10,12 +10,12 @@ video side the same units from host features only:
 * **where a slot is, frame by frame** (:func:`slot_places`): a slot's attention over each host frame's
   cells (``HostVideo.slot_attention``, which ``slot_box_weight`` trains toward the detector's boxes) gives
   the frame's attention mass (is the object there) and the mass-weighted centre of the cells (where);
-* **a slot's window unit** (:meth:`SlotUnits.slot_units`): ``r + MLP([r ‖ g])``, ``r`` the slot head's
+* **a slot's window unit** (:meth:`SlotUnits.units`): ``r + MLP([r ‖ g])``, ``r`` the slot head's
   output (representation distillation), ``g`` the slot's geometry in the window (:func:`slot_geometry`):
   its centre, presence and the change of presence between the window's halves (appears, vanishes), its
   displacement between the halves and its length (direction, speed), its mean speed in each half (starts,
   stops) — as the teacher's track unit is the track plus an MLP of its window geometry and motion;
-* **a directed pair unit** (:meth:`SlotUnits.pair_units`) for an ordered pair (subject slot i, object
+* **a directed pair unit** (:meth:`SlotUnits.units`) for an ordered pair (subject slot i, object
   slot j) over the window: ``GELU(W_s u_i + W_o u_j + W_g g_ij)`` with ``u`` the window units and ``g_ij``
   the two centres' relative position, distance and their change between the halves (:func:`pair_geometry`).
   ``W_s ≠ W_o`` and ``g_ij ≠ g_ji`` make it directed.
@@ -31,10 +31,10 @@ read at training time only.
 
 Example::
 
-    units = SlotUnits(dim=64)
-    places = slot_places(host_video)                      # a HostVideo with slots and cells
-    single = units.slot_units(raw_slots, places, window)   # [C, B, S, d] normalised; window [C, 2]
-    pairs = units.pair_units(raw_slots, places, window)    # [C, B, S, S, d] normalised
+    heads = SlotUnits(dim=64)
+    places = slot_places(host_video)                        # a HostVideo with slots and cells
+    single, pairs = heads.units(raw_slots, places, window)   # [C, B, S, d], [C, B, S, S, d]; window [C, 2]
+    best = heads.node_scores(text_units, single, pairs)      # [C, U, B]
 """
 from __future__ import annotations
 
@@ -154,10 +154,6 @@ class SlotUnits(nn.Module):
         expanded = slots[None].expand(len(window), -1, -1, -1)
         return expanded + self.window(torch.cat([expanded, geometry], dim=-1))
 
-    def slot_units(self, slots: torch.Tensor, places: SlotPlaces, window: torch.Tensor) -> torch.Tensor:
-        """``slots [B, S, d]`` (the slot head's output), ``window [C, 2]`` → normalised ``[C, B, S, d]``."""
-        return F.normalize(self._window_units(slots, places, window), dim=-1)
-
     def units(self, slots: torch.Tensor, places: SlotPlaces, window: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalised window units ``[C, B, S, d]`` and directed pair units ``[C, B, S, S, d]`` (subject i,
@@ -166,9 +162,6 @@ class SlotUnits(nn.Module):
         pair = self.subject(single)[:, :, :, None] + self.object(single)[:, :, None, :] \
             + self.geometry(pair_geometry(places, window).to(slots.dtype))
         return F.normalize(single, dim=-1), F.normalize(F.gelu(pair), dim=-1)
-
-    def pair_units(self, slots: torch.Tensor, places: SlotPlaces, window: torch.Tensor) -> torch.Tensor:
-        return self.units(slots, places, window)[1]
 
     @staticmethod
     def node_scores(text, single: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
