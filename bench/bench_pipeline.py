@@ -19,7 +19,7 @@ first finished sample to the last.
 Usage::
 
     python bench/bench_pipeline.py [--videos 200] [--rss-videos 50,500]
-    python bench/bench_pipeline.py --real [--repeats 3] [--engines opencv,openvino]
+    python bench/bench_pipeline.py --real [--repeats 3] [--engines opencv,openvino] [--set KEY=VALUE ...]
     python bench/bench_pipeline.py --real --executor ray [--repeats 3] [--set KEY=VALUE ...]
 
 ``--real``: the three ../shared clips (``$FINSTA_SHARED``, default ../shared)
@@ -102,14 +102,25 @@ def child_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+SET_ENV = "FINSTA_BENCH_SET"     # the parent's --set assignments, for the --bare and --steady children
+
+
+def assignments() -> list[str]:
+    """The ``--set`` assignments the parent passed down (JSON in ``SET_ENV``)."""
+    import os
+    return json.loads(os.environ.get(SET_ENV, "[]"))
+
+
 def bare_detector(clips: list[str], engine: str) -> None:
-    """The default detector alone on the clips' default-decoded frames, in the stage's batches (JSON line)."""
+    """The default detector (with the parent's ``detect.*`` assignments) alone on the clips' default-decoded
+    frames, in the stage's batches (JSON line)."""
+    from pipeline.config import BuildConfig, apply_overrides
     from stages.decode import DecodeConfig, decode_video
-    from stages.detect import DetectConfig
     from stages.detectors import build_detector
 
     images = [image for clip in clips for image in decode_video(clip, DecodeConfig())[2]]
-    cfg = DetectConfig().resolved("manifest")
+    base = apply_overrides(BuildConfig(), [a for a in assignments() if a.startswith("detect.")])
+    cfg = base.detect.resolved("manifest")
     cfg.ssd.engine = engine
     detector = build_detector(cfg)
     detector.setup()
@@ -130,7 +141,8 @@ def steady_pipeline(manifest: str, engine: str) -> None:
 
     cfg, _ = finalize(apply_overrides(BuildConfig(), ["dataset.name=manifest", f"dataset.data_root={manifest}",
                                                       f"detect.ssd.engine={engine}",
-                                                      f"embed_visual.engine={EMBED_ENGINE[engine]}"]))
+                                                      f"embed_visual.engine={EMBED_ENGINE[engine]}",
+                                                      *assignments()]))
     [pool] = plan_pools(cfg)     # on CPU: one pool, every stage
     stages = pool.build()
     setup_stages(stages)
@@ -168,8 +180,9 @@ def clip_line(video: str, key: str) -> str:
         {"text": f"objects seen in {Path(video).stem.replace('-', ' ')}", "start": 0.0, "end": 5.0}]}) + "\n"
 
 
-def real_videos(repeats: int, engines: tuple[str, ...]) -> None:
-    """The ../shared clips through build-sgs with each ssd engine, and the bare detector (see module doc)."""
+def real_videos(repeats: int, engines: tuple[str, ...], sets: list[str]) -> None:
+    """The ../shared clips through build-sgs with each ssd engine, and the bare detector (see module doc);
+    ``sets``: config assignments for every build, steady run and (``detect.*``) bare detector."""
     import os
     clips = shared_clips()
     work = Path(tempfile.mkdtemp(prefix="finsta-bench-real-"))
@@ -185,14 +198,15 @@ def real_videos(repeats: int, engines: tuple[str, ...]) -> None:
                 result = run(["build-sgs", "--dataset", "manifest", "--data-root", str(manifest), "--out", str(out),
                               "--quiet", "--executor", "sequential", "--overwrite",
                               "--set", f"detect.ssd.engine={engine}",
-                              "--set", f"embed_visual.engine={EMBED_ENGINE[engine]}"])
+                              "--set", f"embed_visual.engine={EMBED_ENGINE[engine]}",
+                              *(arg for a in sets for arg in ("--set", a))])
                 result["stats"] = json.loads((out / "stats.json").read_text())
                 result["load"] = os.getloadavg()[0]
                 runs[engine].append(result)
                 bare[engine].append(run([engine, *clips], mode="--bare"))
                 steady[engine].append(run([engine, str(manifest)], mode="--steady"))
         print(json.dumps({"benchmark": "build_sgs_real_videos", "clips": [Path(c).name for c in clips],
-                          "repeats": repeats,
+                          "repeats": repeats, "set": sets,
                           **{engine: summarise(runs[engine], bare[engine], steady[engine]) for engine in runs},
                           "load_average_during": [round(r["load"], 2) for rs in runs.values() for r in rs]}))
     finally:
@@ -390,13 +404,16 @@ def main() -> None:
     parser.add_argument("--executor", choices=["sequential", "ray"], default="sequential",
                         help="--real: sequential per ssd engine, or ray with balanced pools (module doc)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="--real --executor ray: a config assignment for the Ray builds (repeatable)")
+                        help="--real: a config assignment for every build (repeatable; sequential: also the "
+                             "steady runs and, detect.*, the bare detector)")
     options = parser.parse_args()
     if options.real:
+        import os
+        os.environ[SET_ENV] = json.dumps(options.set)     # the --bare and --steady children read them
         if options.executor == "ray":
             real_videos_ray(options.repeats, options.set)
         else:
-            real_videos(options.repeats, tuple(options.engines.split(",")))
+            real_videos(options.repeats, tuple(options.engines.split(",")), options.set)
         return
     from pipeline.synthetic.generate import generate
 
