@@ -308,12 +308,18 @@ def unit_osc(text: TextUnits, video: VideoUnits, track_unit: torch.Tensor, batch
     return F.cross_entropy(logits, batch.track_video[track] * k + local[track])
 
 
+def linked_tracks(batch) -> torch.Tensor:
+    """``[M]``: the track each batch text node is HSG-linked to (-1: none)."""
+    linked = torch.full((batch.node_kind.shape[0],), -1, dtype=torch.long, device=batch.node_kind.device)
+    linked[batch.link_node] = batch.link_track
+    return linked
+
+
 def predicate_arguments(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per batch text node ``[M]``: the track its predicate's subject node is HSG-linked to, the track its
     object node is linked to (-1: none, or not a predicate), and whether the predicate has an object node."""
     m, device = batch.node_kind.shape[0], batch.node_kind.device
-    linked = torch.full((m,), -1, dtype=torch.long, device=device)
-    linked[batch.link_node] = batch.link_track
+    linked = linked_tracks(batch)
     subject = torch.full((m,), -1, dtype=torch.long, device=device)
     obj = torch.full((m,), -1, dtype=torch.long, device=device)
     is_subj = batch.tedge_kind == TEXT_EDGE_KINDS.index("subj_pred")

@@ -222,8 +222,8 @@ class FinstaModel(nn.Module):
         slots' window units and, for relation nodes, their directed pairs over the caption's window instead
         (:mod:`finsta_model.slot_units`). No scene graph of the video is read."""
         raw = self.rep_heads["slot"](host_v.slot_states)
-        slots = F.normalize(raw.float(), dim=-1)                                                 # [B, S, d]
         places = slot_places(host_v) if self.config.slot_unit_weight else None
+        slots = F.normalize(raw.float(), dim=-1) if places is None else None                      # [B, S, d]
         video = F.normalize(host_v.pooled.float(), dim=-1)
         rows = []
         for lo in range(0, max(len(text), 1), SCORE_ROWS):

@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finsta_model.fine_grained import MOTION_SCALE, OBJECT_KIND, RELATION_KIND, predicate_arguments, text_slot_of
+from finsta_model.fine_grained import (MOTION_SCALE, OBJECT_KIND, RELATION_KIND, linked_tracks, predicate_arguments,
+                                       text_slot_of)
 
 SLOT_GEOMETRY = 10  # centre (2), presence, its change, displacement between the halves (2), its length, speed in each half, their change
 PAIR_GEOMETRY = 6   # relative position (2), distance, their changes between the window's halves (3)
@@ -179,18 +180,16 @@ def slot_unit_contrast(heads: SlotUnits, slots: torch.Tensor, places: SlotPlaces
     """The teacher's unit OSC / PTC on the slots (see the module docstring): ``slots [B, S, d]`` (slot head
     output), ``text`` the captions' ``TextUnits`` (held fixed), ``match`` the ``(video·S + slot, track)``
     pairs. The mean over the qualifying nodes; zero when none qualifies."""
-    b, s = slots.shape[:2]
+    s = slots.shape[1]
     slot_of_track = torch.full((batch.track_video.shape[0],), -1, dtype=torch.long, device=slots.device)
     slot_rows, track_rows = match
     slot_of_track[track_rows] = slot_rows
-    linked = torch.full((batch.node_kind.shape[0],), -1, dtype=torch.long, device=slots.device)
-    linked[batch.link_node] = batch.link_track
     subject, obj, has_obj = predicate_arguments(batch)
 
     def slot(track: torch.Tensor) -> torch.Tensor:        # video·S + slot of each track (-1: none)
         return torch.where(track >= 0, slot_of_track[track.clamp_min(0)], -1)
 
-    i, j, own = slot(subject), slot(obj), slot(linked)
+    i, j, own = slot(subject), slot(obj), slot(linked_tracks(batch))
     real = batch.cap_neg_of[batch.node_cap] < 0
     is_relation = batch.node_kind == RELATION_KIND
     two = real & is_relation & has_obj & (i >= 0) & (j >= 0) & (i != j)
